@@ -1,0 +1,439 @@
+//! The HTTP API: alert intake, reports, and operations endpoints. Handlers parse, call the
+//! store once or twice, and answer; diagnoses run in the worker pool, never in a request.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::alert::{self, DeploymentId};
+use crate::config::Secret;
+use crate::diagnosis::Diagnoser;
+use crate::metrics::Metrics;
+use crate::report::{HistoryEntry, Report, ReportBody, ReportStatus};
+use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+
+/// Largest page of `GET /reports`.
+pub const MAX_LIST_LIMIT: u32 = 500;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Reports.
+    pub store: Arc<dyn ReportStore>,
+    /// For readiness of the runner.
+    pub diagnoser: Diagnoser,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes a worker after a report is written.
+    pub wake: Arc<Notify>,
+    /// Required on write endpoints when set.
+    pub bearer_token: Secret,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+/// Every way a request can fail, with its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or a parameter is wrong.
+    #[error("{message}")]
+    BadRequest {
+        /// Machine code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// Where in the JSON body.
+        path: Option<String>,
+    },
+    /// Missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// Not JSON.
+    #[error("content type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    /// Body too large.
+    #[error("request body is larger than {0} bytes (Webhook.MaxBodyBytes)")]
+    PayloadTooLarge(usize),
+    /// No such report.
+    #[error("no report for deployment {0}")]
+    NotFound(String),
+    /// The request conflicts with the report's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed; details go to the log, not the client.
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, path) = match &self {
+            ApiError::BadRequest { code, path, .. } => (StatusCode::BAD_REQUEST, *code, path.clone()),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
+            }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
+        };
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        if let Some(path) = path {
+            error["path"] = Value::String(path);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/alerts", post(post_alerts))
+        .route("/reports", get(list_reports))
+        .route("/reports/{deployment_id}", get(get_report).delete(delete_report))
+        .route("/reports/{deployment_id}/rediagnose", post(rediagnose))
+        .route("/reports/{deployment_id}/history", get(history))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Writes need the bearer token when one is configured; reads stay open for dashboards.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let writes = matches!(*request.method(), Method::POST | Method::DELETE | Method::PUT | Method::PATCH);
+    if writes && !state.bearer_token.is_empty() && !token_matches(request.headers(), &state.bearer_token) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+fn token_matches(headers: &HeaderMap, expected: &Secret) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    // Constant-time comparison: the time taken does not depend on where they differ.
+    let (a, b) = (given.trim().as_bytes(), expected.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {
+    DeploymentId::parse(raw).map_err(|message| ApiError::BadRequest {
+        code: "invalid_deployment_id",
+        message,
+        path: None,
+    })
+}
+
+/// One entry of the intake response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertResult {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_id: Option<String>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<ReportStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn post_alerts(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Err(ApiError::UnsupportedMediaType(if content_type.is_empty() {
+            "none".into()
+        } else {
+            format!("{content_type:?}")
+        }));
+    }
+    let limit = state.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+
+    let now = Utc::now();
+    let alerts = alert::parse_webhook(&bytes, &now.to_rfc3339()).map_err(|e| ApiError::BadRequest {
+        code: "invalid_body",
+        message: e.message,
+        path: Some(e.path),
+    })?;
+
+    let mut results = Vec::with_capacity(alerts.len());
+    let mut started = 0;
+    for (index, alert) in alerts.into_iter().enumerate() {
+        let target = alert.diagnosis_target();
+        let deployment_id = alert.labels.get("deploymentId").cloned();
+        let result = match target {
+            Err(skip) => {
+                state.metrics.alert(skip.code());
+                AlertResult {
+                    index,
+                    deployment_id,
+                    outcome: "skipped",
+                    report_id: None,
+                    status: None,
+                    reason: Some(skip.reason()),
+                }
+            }
+            Ok(id) => {
+                let report = Report::new(id.clone(), alert, now);
+                // Written before we answer: a 202 means the report is on disk.
+                match state.store.insert(&report).await? {
+                    Insert::Inserted => {
+                        started += 1;
+                        state.wake.notify_one();
+                        state.metrics.alert("started");
+                        tracing::info!(deployment_id = %id, report_id = %report.id, "diagnosis queued");
+                        AlertResult {
+                            index,
+                            deployment_id: Some(id.to_string()),
+                            outcome: "started",
+                            report_id: Some(report.id),
+                            status: Some(ReportStatus::Generating),
+                            reason: None,
+                        }
+                    }
+                    Insert::Exists(status) => {
+                        state.metrics.alert("exists");
+                        AlertResult {
+                            index,
+                            deployment_id: Some(id.to_string()),
+                            outcome: "exists",
+                            report_id: None,
+                            status: Some(status),
+                            reason: Some(format!(
+                                "deployment already has a report ({}); POST /reports/{id}/rediagnose to run it again",
+                                status.as_str()
+                            )),
+                        }
+                    }
+                }
+            }
+        };
+        results.push(result);
+    }
+    let body = json!({ "received": results.len(), "started": started, "alerts": results });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// A report as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportView {
+    id: String,
+    deployment_id: String,
+    status: ReportStatus,
+    #[serde(rename = "promQL")]
+    prom_ql: Vec<String>,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_output: Option<String>,
+    runner: Option<String>,
+    attempts: u32,
+    version: u32,
+    created_time: DateTime<Utc>,
+    updated_time: DateTime<Utc>,
+    duration_ms: Option<u64>,
+    alert: alert::Alert,
+}
+
+impl From<Report> for ReportView {
+    fn from(r: Report) -> Self {
+        let ReportBody { prom_ql, content } =
+            r.body().unwrap_or(ReportBody { prom_ql: Vec::new(), content: String::new() });
+        Self {
+            id: r.id,
+            deployment_id: r.deployment_id.to_string(),
+            status: r.status,
+            prom_ql,
+            content,
+            error: r.error,
+            raw_output: r.raw_output,
+            runner: r.runner,
+            attempts: r.attempts,
+            version: r.version,
+            created_time: r.created_time,
+            updated_time: r.updated_time,
+            duration_ms: r.duration_ms,
+            alert: r.alert,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryView {
+    version: u32,
+    status: ReportStatus,
+    #[serde(rename = "promQL")]
+    prom_ql: Vec<String>,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    runner: Option<String>,
+    attempts: u32,
+    created_time: DateTime<Utc>,
+    updated_time: DateTime<Utc>,
+    duration_ms: Option<u64>,
+}
+
+impl From<HistoryEntry> for HistoryView {
+    fn from(h: HistoryEntry) -> Self {
+        let body: Option<ReportBody> = serde_json::from_str(&h.content).ok();
+        let (prom_ql, content) = body.map(|b| (b.prom_ql, b.content)).unwrap_or_default();
+        Self {
+            version: h.version,
+            status: h.status,
+            prom_ql,
+            content,
+            error: h.error,
+            runner: h.runner,
+            attempts: h.attempts,
+            created_time: h.created_time,
+            updated_time: h.updated_time,
+            duration_ms: h.duration_ms,
+        }
+    }
+}
+
+async fn get_report(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<ReportView>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    let report = state.store.get(&id).await?.ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    Ok(Json(report.into()))
+}
+
+/// Query of `GET /reports`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+async fn list_reports(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let bad = |message: String, param: &str| ApiError::BadRequest {
+        code: "invalid_query",
+        message,
+        path: Some(param.to_owned()),
+    };
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(ReportStatus::parse(s).ok_or_else(|| {
+            bad(format!("status must be generating, completed or failed, not {s:?}"), "status")
+        })?),
+    };
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => 50,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| bad(format!("limit must be a number from 1 to {MAX_LIST_LIMIT}, not {s:?}"), "limit"))?,
+    };
+    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(s)
+                .map_err(|e| bad(format!("before must be an RFC 3339 time ({e}), not {s:?}"), "before"))?
+                .with_timezone(&Utc),
+        ),
+    };
+    let reports = state.store.list(&ListFilter { status, before, limit }).await?;
+    let next_before = (reports.len() as u32 == limit).then(|| reports.last().map(|r| r.created_time.to_rfc3339())).flatten();
+    let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "reports": reports, "nextBefore": next_before })))
+}
+
+async fn rediagnose(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    match state.store.rediagnose(&id, Utc::now()).await? {
+        Rediagnose::NotFound => Err(ApiError::NotFound(id.to_string())),
+        Rediagnose::InProgress => {
+            Err(ApiError::Conflict(format!("a diagnosis of deployment {id} is already running or queued")))
+        }
+        Rediagnose::Restarted(report) => {
+            state.wake.notify_one();
+            tracing::info!(deployment_id = %id, version = report.version, "re-diagnosis queued");
+            Ok((StatusCode::ACCEPTED, Json(ReportView::from(*report))).into_response())
+        }
+    }
+}
+
+async fn history(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    if state.store.get(&id).await?.is_none() {
+        return Err(ApiError::NotFound(id.to_string()));
+    }
+    let versions: Vec<HistoryView> = state.store.history(&id).await?.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "deploymentId": id, "versions": versions })))
+}
+
+async fn delete_report(State(state): State<AppState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    if state.store.delete(&id).await? {
+        tracing::info!(deployment_id = %id, "report deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(id.to_string()))
+    }
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store = match state.store.ping().await {
+        Ok(()) => json!({ "ok": true }),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: store unreachable");
+            json!({ "ok": false, "error": "store unreachable" })
+        }
+    };
+    let runner = match state.diagnoser.runner().check().await {
+        Ok(()) => json!({ "ok": true, "kind": state.diagnoser.runner_kind() }),
+        Err(e) => json!({ "ok": false, "kind": state.diagnoser.runner_kind(), "error": e }),
+    };
+    let ready = store["ok"] == true && runner["ok"] == true;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready, "store": store, "runner": runner }))).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = state.store.count_by_status().await?;
+    let depth = state.store.queue_depth(Utc::now()).await?;
+    let text = state.metrics.render(&counts, depth);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}

@@ -1,0 +1,719 @@
+//! Configuration: one typed tree, loaded once from `etc/deploy-diagnosis.yaml`, with
+//! `${VAR}` expansion (from the environment, then a `.env` file) and `DD_<SECTION>__<KEY>`
+//! overrides, validated once at startup.
+//!
+//! The YAML keeps the design's keys verbatim (`Mongo.URL`, `AI.BaseURL`, ...). Keys are
+//! matched case-insensitively, because environment overrides cannot carry case
+//! (`DD_AI__BASEURL` overrides `AI.BaseURL`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded. Every message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid YAML, or a value has the wrong type.
+    #[error("configuration {0}")]
+    Parse(String),
+    /// A value is present but wrong, or a required one is missing.
+    #[error("configuration key {key}: {message}")]
+    Invalid {
+        /// The key, spelt as in the YAML file.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A secret: never printed by `Debug`, never serialized.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "[REDACTED]" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct Config {
+    /// Service name, used in logs.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Address to listen on.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port to listen on.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// MongoDB connection (used when `Store.Kind` is `mongo`).
+    #[serde(default)]
+    pub mongo: MongoConfig,
+    /// The AI service and the systems the agent may query.
+    pub ai: AiConfig,
+    /// Where reports are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How a diagnosis is executed.
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    /// The background workers that run diagnoses.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// The alert webhook and the other write endpoints.
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `Mongo.*`, as in the design.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct MongoConfig {
+    /// Connection string, e.g. `mongodb://localhost:27017`.
+    #[serde(default = "default_mongo_url")]
+    pub url: String,
+    /// Database name.
+    #[serde(default = "default_mongo_database")]
+    pub database: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self { url: default_mongo_url(), database: default_mongo_database() }
+    }
+}
+
+/// `AI.*`, as in the design.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct AiConfig {
+    /// API base URL: `https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
+    /// `https://dashscope.aliyuncs.com/compatible-mode/v1`, `https://api-inference.modelscope.cn`.
+    #[serde(default)]
+    pub baseurl: String,
+    /// API key (from `AI_API_KEY`).
+    #[serde(default)]
+    pub apikey: Secret,
+    /// Model name.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Seconds one AI request may take; a whole diagnosis gets twice this, as in the design.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+    /// Prometheus the agent queries through the Prometheus MCP server.
+    #[serde(default)]
+    pub prometheusurl: String,
+    /// GitHub token (from `GITHUB_TOKEN`); when set, the GitHub MCP server is started.
+    #[serde(default)]
+    pub githubtoken: Secret,
+    /// GitHub MCP toolsets.
+    #[serde(default = "default_toolsets")]
+    pub githubtoolsets: String,
+    /// Wire format: `auto` (recognised from `BaseURL`), `anthropic` or `openai`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Most model turns in one diagnosis; the last one is offered no tools.
+    #[serde(default = "default_max_turns")]
+    pub maxturns: u32,
+    /// Longest tool result, in characters, passed to the model; longer ones are cut.
+    #[serde(default = "default_tool_result_max_chars")]
+    pub toolresultmaxchars: u32,
+}
+
+impl AiConfig {
+    /// The deadline of one diagnosis: twice `AI.Timeout`, as in the design.
+    pub fn diagnosis_deadline(&self) -> Duration {
+        Duration::from_secs(self.timeout.saturating_mul(2))
+    }
+}
+
+/// The LLM wire format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Anthropic for `*.anthropic.com`, OpenAI-compatible otherwise.
+    #[default]
+    Auto,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// OpenAI-compatible chat completions (`/chat/completions`).
+    Openai,
+}
+
+impl Protocol {
+    /// The runner's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto",
+            Protocol::Anthropic => "anthropic",
+            Protocol::Openai => "openai",
+        }
+    }
+}
+
+/// `Store.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct StoreConfig {
+    /// `embedded` (SQLite file, the default) or `mongo`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// The embedded store's file.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { kind: StoreKind::default(), path: default_store_path() }
+    }
+}
+
+/// Which store keeps the reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file; no server needed.
+    #[default]
+    Embedded,
+    /// MongoDB, as in the design.
+    Mongo,
+}
+
+/// `Runner.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct RunnerConfig {
+    /// `process`: the Python runner as a local child process.
+    #[serde(default)]
+    pub kind: RunnerKind,
+    /// Python interpreter of the runner's virtualenv.
+    #[serde(default = "default_python")]
+    pub python: PathBuf,
+    /// The runner script.
+    #[serde(default = "default_script")]
+    pub script: PathBuf,
+    /// Command that starts the Prometheus MCP server; empty: the one beside `Python`.
+    #[serde(default)]
+    pub prometheusmcpcommand: String,
+    /// Command that starts the GitHub MCP server (only with `AI.GitHubToken`).
+    #[serde(default = "default_github_mcp_command")]
+    pub githubmcpcommand: String,
+    /// Bytes of runner stdout and stderr kept each; the rest is read and dropped.
+    #[serde(default = "default_output_max_bytes")]
+    pub outputmaxbytes: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            kind: RunnerKind::default(),
+            python: default_python(),
+            script: default_script(),
+            prometheusmcpcommand: String::new(),
+            githubmcpcommand: default_github_mcp_command(),
+            outputmaxbytes: default_output_max_bytes(),
+        }
+    }
+}
+
+/// How a diagnosis runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    /// The Python runner as a child process of the service.
+    #[default]
+    Process,
+}
+
+impl RunnerKind {
+    /// The name stored on reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerKind::Process => "process",
+        }
+    }
+}
+
+/// `Worker.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct WorkerConfig {
+    /// Diagnoses run at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Seconds a worker's claim on a report lasts without renewal; a report whose worker
+    /// died is picked up again once its lease runs out.
+    #[serde(default = "default_lease_seconds")]
+    pub leaseseconds: u64,
+    /// Seconds between looks for work when nothing has been announced.
+    #[serde(default = "default_poll_seconds")]
+    pub pollseconds: u64,
+    /// Attempts before a report whose worker keeps dying is failed.
+    #[serde(default = "default_max_attempts")]
+    pub maxattempts: u32,
+    /// Seconds in-flight diagnoses may go on after SIGTERM before they are stopped
+    /// (and picked up again at the next start).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdowngraceseconds: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            leaseseconds: default_lease_seconds(),
+            pollseconds: default_poll_seconds(),
+            maxattempts: default_max_attempts(),
+            shutdowngraceseconds: default_shutdown_grace(),
+        }
+    }
+}
+
+/// `Webhook.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct WebhookConfig {
+    /// When set, `POST`/`DELETE` endpoints require `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearertoken: Secret,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub maxbodybytes: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self { bearertoken: Secret::default(), maxbodybytes: default_max_body() }
+    }
+}
+
+/// `Log.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Filter when `RUST_LOG` is unset, e.g. `info` or `deploy_diagnosis=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::default(), level: default_log_level() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Plain,
+    /// One JSON object a line.
+    Json,
+}
+
+fn default_name() -> String {
+    "deploy-diagnosis".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8888
+}
+fn default_mongo_url() -> String {
+    "mongodb://localhost:27017".into()
+}
+fn default_mongo_database() -> String {
+    "hackathon".into()
+}
+fn default_model() -> String {
+    "gpt-4".into()
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_toolsets() -> String {
+    "repos,issues,pull_requests,releases".into()
+}
+fn default_max_turns() -> u32 {
+    10
+}
+fn default_tool_result_max_chars() -> u32 {
+    8000
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/deploy-diagnosis.sqlite3")
+}
+fn default_python() -> PathBuf {
+    PathBuf::from(".venv/bin/python")
+}
+fn default_script() -> PathBuf {
+    PathBuf::from("docker/runner/diagnosis_runner.py")
+}
+fn default_github_mcp_command() -> String {
+    "github-mcp-server stdio".into()
+}
+fn default_output_max_bytes() -> usize {
+    1024 * 1024
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_lease_seconds() -> u64 {
+    30
+}
+fn default_poll_seconds() -> u64 {
+    5
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Where `${VAR}` and `DD_*` values come from: the process environment over a `.env` file.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: HashMap<String, String>,
+}
+
+impl Environment {
+    /// The process environment, over the `.env` file in `dir` if there is one.
+    pub fn from_process(dir: &Path) -> Result<Self, ConfigError> {
+        let mut vars = HashMap::new();
+        let dotenv = dir.join(".env");
+        if dotenv.exists() {
+            let entries = dotenvy::from_path_iter(&dotenv)
+                .map_err(|e| ConfigError::Parse(format!("file {}: {e}", dotenv.display())))?;
+            for entry in entries {
+                let (k, v) =
+                    entry.map_err(|e| ConfigError::Parse(format!("file {}: {e}", dotenv.display())))?;
+                vars.insert(k, v);
+            }
+        }
+        vars.extend(std::env::vars());
+        Ok(Self { vars })
+    }
+
+    /// Exactly these variables (for tests and tools).
+    pub fn from_map(vars: HashMap<String, String>) -> Self {
+        Self { vars }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+impl Config {
+    /// Loads, expands, overrides and validates the configuration file.
+    pub fn load(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_yaml(&text, env)
+    }
+
+    /// Parses configuration text (YAML), then applies `${VAR}` and `DD_*` from `env`.
+    pub fn from_yaml(text: &str, env: &Environment) -> Result<Self, ConfigError> {
+        let parse = |e: config::ConfigError| ConfigError::Parse(e.to_string());
+        let file: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+            .build()
+            .map_err(parse)?
+            .try_deserialize()
+            .map_err(parse)?;
+        let expanded = expand(lowercase_keys(file), env);
+
+        let overrides: config::Map<String, String> = env
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("DD_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let config: Config = config::Config::builder()
+            .add_source(config::File::from_str(&expanded.to_string(), config::FileFormat::Json))
+            .add_source(
+                config::Environment::with_prefix("DD")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(parse)?
+            .try_deserialize()
+            .map_err(parse)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value once; the first problem found is reported with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid { key, message: message.into() }
+        }
+        if self.host.trim().is_empty() {
+            return Err(invalid("Host", "is empty"));
+        }
+        check_http_url("AI.BaseURL", &self.ai.baseurl, "AI_BASE_URL")?;
+        if self.ai.apikey.is_empty() {
+            return Err(invalid("AI.APIKey", "is empty: set AI_API_KEY (or DD_AI__APIKEY)"));
+        }
+        if self.ai.model.trim().is_empty() {
+            return Err(invalid("AI.Model", "is empty"));
+        }
+        if self.ai.timeout == 0 {
+            return Err(invalid("AI.Timeout", "must be at least 1 (seconds)"));
+        }
+        check_http_url("AI.PrometheusURL", &self.ai.prometheusurl, "DD_AI__PROMETHEUSURL")?;
+        if self.ai.maxturns == 0 {
+            return Err(invalid("AI.MaxTurns", "must be at least 1"));
+        }
+        if self.ai.toolresultmaxchars < 256 {
+            return Err(invalid("AI.ToolResultMaxChars", "must be at least 256"));
+        }
+        if self.store.kind == StoreKind::Mongo {
+            if !(self.mongo.url.starts_with("mongodb://") || self.mongo.url.starts_with("mongodb+srv://")) {
+                return Err(invalid("Mongo.URL", "must start with mongodb:// or mongodb+srv://"));
+            }
+            if self.mongo.database.trim().is_empty() {
+                return Err(invalid("Mongo.Database", "is empty"));
+            }
+        } else if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("Store.Path", "is empty"));
+        }
+        if self.runner.outputmaxbytes < 4096 {
+            return Err(invalid("Runner.OutputMaxBytes", "must be at least 4096"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("Worker.Concurrency", "must be at least 1"));
+        }
+        if self.worker.leaseseconds < 2 {
+            return Err(invalid("Worker.LeaseSeconds", "must be at least 2"));
+        }
+        if self.worker.pollseconds == 0 {
+            return Err(invalid("Worker.PollSeconds", "must be at least 1"));
+        }
+        if self.worker.maxattempts == 0 {
+            return Err(invalid("Worker.MaxAttempts", "must be at least 1"));
+        }
+        if self.webhook.maxbodybytes < 1024 {
+            return Err(invalid("Webhook.MaxBodyBytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+
+    /// Every secret in the configuration, for scrubbing text that leaves the service.
+    pub fn secrets(&self) -> Vec<String> {
+        [&self.ai.apikey, &self.ai.githubtoken, &self.webhook.bearertoken]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.expose().to_owned())
+            .collect()
+    }
+}
+
+fn check_http_url(key: &'static str, value: &str, hint: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::Invalid { key, message: format!("is empty: set {hint}") });
+    }
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| ConfigError::Invalid {
+            key,
+            message: format!("{value:?} is not an http:// or https:// URL"),
+        })?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(ConfigError::Invalid { key, message: format!("{value:?} has no host") });
+    }
+    Ok(())
+}
+
+fn lowercase_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter().map(|(k, v)| (k.to_lowercase(), lowercase_keys(v))).collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(lowercase_keys).collect())
+        }
+        other => other,
+    }
+}
+
+/// `${VAR}` in string values, after parsing, so a value cannot change the YAML's structure.
+/// An unset variable expands to nothing, as go-zero's loader does; validation then names
+/// the key that ended up empty.
+fn expand(value: serde_json::Value, env: &Environment) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(s) => serde_json::Value::String(expand_str(&s, env)),
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.into_iter().map(|(k, v)| (k, expand(v, env))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(|v| expand(v, env)).collect())
+        }
+        other => other,
+    }
+}
+
+fn expand_str(s: &str, env: &Environment) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                out.push_str(env.get(&after[..end]).unwrap_or(""));
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "
+Name: deploy-diagnosis
+Host: 0.0.0.0
+Port: 8888
+Mongo:
+  URL: mongodb://localhost:27017
+  Database: hackathon
+AI:
+  BaseURL: ${AI_BASE_URL}
+  APIKey: ${AI_API_KEY}
+  Model: claude-3-5-sonnet-20241022
+  Timeout: 60
+  PrometheusURL: http://localhost:9090
+  GitHubToken: ${GITHUB_TOKEN}
+  GitHubToolsets: repos,issues,pull_requests,releases
+";
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        Environment::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn design_keys_load_and_variables_expand() {
+        let e = env(&[("AI_BASE_URL", "https://api.anthropic.com/v1"), ("AI_API_KEY", "sk-ant-x: #1")]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert_eq!(c.ai.baseurl, "https://api.anthropic.com/v1");
+        assert_eq!(c.ai.apikey.expose(), "sk-ant-x: #1");
+        assert!(c.ai.githubtoken.is_empty());
+        assert_eq!(c.ai.diagnosis_deadline(), Duration::from_secs(120));
+        assert_eq!(c.mongo.database, "hackathon");
+        assert_eq!(c.store.kind, StoreKind::Embedded);
+    }
+
+    #[test]
+    fn dd_variables_override_any_key_case_insensitively() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "k"),
+            ("DD_PORT", "9000"),
+            ("DD_AI__BASEURL", "http://127.0.0.1:1/v1"),
+            ("DD_STORE__KIND", "mongo"),
+            ("DD_WORKER__CONCURRENCY", "7"),
+        ]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.ai.baseurl, "http://127.0.0.1:1/v1");
+        assert_eq!(c.store.kind, StoreKind::Mongo);
+        assert_eq!(c.worker.concurrency, 7);
+    }
+
+    #[test]
+    fn missing_api_key_names_the_key_and_the_variable() {
+        let e = env(&[("AI_BASE_URL", "https://api.openai.com/v1")]);
+        let err = Config::from_yaml(YAML, &e).unwrap_err().to_string();
+        assert!(err.contains("AI.APIKey") && err.contains("AI_API_KEY"), "{err}");
+    }
+
+    #[test]
+    fn wrong_values_name_their_key() {
+        let base = [("AI_BASE_URL", "https://api.openai.com/v1"), ("AI_API_KEY", "k")];
+        let cases = [
+            ("DD_AI__PROMETHEUSURL", "localhost:9090", "AI.PrometheusURL"),
+            ("DD_WORKER__CONCURRENCY", "0", "Worker.Concurrency"),
+            ("DD_AI__TIMEOUT", "0", "AI.Timeout"),
+            ("DD_STORE__KIND", "postgres", "kind"),
+            ("DD_RUNNER__KIND", "k8s", "kind"),
+            ("DD_PORT", "http", "port"),
+        ];
+        for (var, value, key) in cases {
+            let mut pairs = base.to_vec();
+            pairs.push((var, value));
+            let err = Config::from_yaml(YAML, &env(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let e = env(&[("AI_BASE_URL", "https://api.openai.com/v1"), ("AI_API_KEY", "sk-very-secret")]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+}

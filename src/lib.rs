@@ -1,0 +1,36 @@
+//! deploy-diagnosis: Prometheus Alertmanager posts an alert about a deployment; the service
+//! records a `generating` report, an AI agent queries Prometheus (and GitHub) through MCP
+//! tools, and the answer is stored as `completed` or `failed` with a reason.
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
+//! - [`alert`]: the two webhook bodies, parsed into one alert shape.
+//! - [`report`]: the report model and its statuses.
+//! - [`store`]: the `ReportStore` trait; `embedded` (SQLite) and `mongo`.
+//! - [`prompt`]: the design's prompt, with alert data fenced.
+//! - [`runner`]: the `Runner` trait; `process` runs the Python runner as a child.
+//! - [`extract`]: pulling the JSON report out of the runner's output.
+//! - [`diagnosis`]: one diagnosis, and every failure turned into a reason.
+//! - [`worker`]: the pool that claims reports from the store and runs them.
+//! - [`api`]: the HTTP routes.
+//! - [`metrics`]: `/metrics`.
+//! - [`telemetry`]: logging setup.
+//! - [`startup`]: wiring it together and running until shutdown.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod alert;
+pub mod api;
+pub mod config;
+pub mod diagnosis;
+pub mod extract;
+pub mod metrics;
+pub mod prompt;
+pub mod report;
+pub mod runner;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

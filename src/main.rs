@@ -1,0 +1,123 @@
+//! The `deploy-diagnosis` binary: parses the command line, loads configuration, sets up
+//! logging and calls the library.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use deploy_diagnosis::alert;
+use deploy_diagnosis::config::{Config, Environment};
+use deploy_diagnosis::diagnosis::{Diagnoser, Outcome};
+use deploy_diagnosis::{startup, store, telemetry};
+
+#[derive(Parser)]
+#[command(name = "deploy-diagnosis", version, about = "Alert in, AI root-cause report out")]
+struct Cli {
+    /// Configuration file.
+    #[arg(short = 'f', long = "config", global = true, default_value = "etc/deploy-diagnosis.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service and its workers.
+    Serve,
+    /// Diagnose one alert (JSON file, either webhook format) and print the report on stdout.
+    Diagnose {
+        /// The alert file.
+        #[arg(long)]
+        alert: PathBuf,
+    },
+    /// Create the store's tables or collections and indexes.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `.env` in the working directory, as the design's `.env.template` suggests.
+    let env = match Environment::from_process(Path::new(".")) {
+        Ok(env) => env,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let config = match Config::load(&cli.config, &env) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string()),
+    };
+    telemetry::init(&config.log.level, config.log.format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("starting the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Diagnose { alert } => diagnose(config, &alert).await,
+            Command::Migrate => migrate(config).await,
+        }
+    })
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("deploy-diagnosis: {message}");
+    ExitCode::FAILURE
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = match tokio::net::TcpListener::bind(&address).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("listening on {address}: {e}")),
+    };
+    match startup::run(listener, config, startup::shutdown_on_signals()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn migrate(config: Config) -> ExitCode {
+    match store::open(&config).await {
+        Ok(_) => {
+            println!("migrated the {:?} store", config.store.kind);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn diagnose(config: Config, path: &Path) -> ExitCode {
+    let body = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(&format!("reading {}: {e}", path.display())),
+    };
+    let now = chrono::Utc::now().to_rfc3339();
+    let alerts = match alert::parse_webhook(&body, &now) {
+        Ok(a) => a,
+        Err(e) => return fail(&format!("{}: at {}: {}", path.display(), e.path, e.message)),
+    };
+    let mut reasons = Vec::new();
+    let Some((id, alert)) = alerts.into_iter().find_map(|a| match a.diagnosis_target() {
+        Ok(id) => Some((id, a)),
+        Err(skip) => {
+            reasons.push(skip.reason());
+            None
+        }
+    }) else {
+        return fail(&format!("{}: no alert to diagnose ({})", path.display(), reasons.join("; ")));
+    };
+    let diagnoser = Diagnoser::new(&config, startup::build_runner(&config));
+    let outcome = diagnoser.diagnose(&id, &alert, startup::shutdown_on_signals()).await;
+    let (json, code) = match outcome {
+        Ok(Outcome::Completed(body)) => (serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content}), ExitCode::SUCCESS),
+        Ok(Outcome::Failed { kind, reason, .. }) => {
+            (serde_json::json!({"status": "failed", "kind": kind, "error": reason}), ExitCode::FAILURE)
+        }
+        Err(_) => return fail("interrupted"),
+    };
+    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    code
+}

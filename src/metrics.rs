@@ -1,0 +1,82 @@
+//! `/metrics`: Prometheus text format. Counters are kept in memory; report counts and the
+//! queue depth are read from the store at scrape time, so they survive restarts.
+
+use std::collections::HashMap;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::report::ReportStatus;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    alerts: Family<Labels, Counter>,
+    diagnoses: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+    runner_failures: Family<Labels, Counter>,
+    reports: Family<Labels, Gauge>,
+    queue_depth: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("deploy_diagnosis");
+        let alerts = Family::<Labels, Counter>::default();
+        registry.register("alerts_received", "Alerts received, by what was done with them", alerts.clone());
+        let diagnoses = Family::<Labels, Counter>::default();
+        registry.register("diagnoses", "Diagnoses finished, by final status", diagnoses.clone());
+        let duration = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0])
+        });
+        registry.register("diagnosis_duration_seconds", "Time a diagnosis took", duration.clone());
+        let runner_failures = Family::<Labels, Counter>::default();
+        registry.register("runner_failures", "Failed diagnoses, by reason", runner_failures.clone());
+        let reports = Family::<Labels, Gauge>::default();
+        registry.register("reports", "Stored reports, by status", reports.clone());
+        let queue_depth = Gauge::default();
+        registry.register("queue_depth", "Generating reports no worker holds", queue_depth.clone());
+        Self { registry, alerts, diagnoses, duration, runner_failures, reports, queue_depth }
+    }
+
+    /// Counts one alert by outcome (`started`, `exists`, `not_firing`, ...).
+    pub fn alert(&self, outcome: &str) {
+        self.alerts.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// Records a finished diagnosis.
+    pub fn diagnosis(&self, status: ReportStatus, seconds: f64, failure_kind: Option<&str>) {
+        let label = vec![("status", status.as_str().to_owned())];
+        self.diagnoses.get_or_create(&label).inc();
+        self.duration.get_or_create(&label).observe(seconds);
+        if let Some(kind) = failure_kind {
+            self.runner_failures.get_or_create(&vec![("reason", kind.to_owned())]).inc();
+        }
+    }
+
+    /// Renders everything, with store-derived gauges set from these counts.
+    pub fn render(&self, counts: &HashMap<ReportStatus, u64>, queue_depth: u64) -> String {
+        for status in ReportStatus::ALL {
+            let n = counts.get(&status).copied().unwrap_or(0);
+            self.reports.get_or_create(&vec![("status", status.as_str().to_owned())]).set(n as i64);
+        }
+        self.queue_depth.set(queue_depth as i64);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,121 @@
+//! Building the application from its configuration and running it until shutdown.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, RunnerKind};
+use crate::diagnosis::Diagnoser;
+use crate::metrics::Metrics;
+use crate::runner::process::ProcessRunner;
+use crate::runner::Runner;
+use crate::store::{self, StoreError};
+use crate::worker::{WorkerContext, WorkerPool};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or migrated.
+    #[error("opening the report store: {0}")]
+    Store(#[from] StoreError),
+    /// Serving failed.
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The runner the configuration names.
+pub fn build_runner(config: &Config) -> Arc<dyn Runner> {
+    match config.runner.kind {
+        RunnerKind::Process => Arc::new(ProcessRunner::new(config)),
+    }
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains the workers.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let store = store::open(&config).await?;
+    let diagnoser = Diagnoser::new(&config, build_runner(&config));
+    if let Err(problem) = diagnoser.runner().check().await {
+        tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let wake = Arc::new(Notify::new());
+    let pool = WorkerPool::start(WorkerContext {
+        store: Arc::clone(&store),
+        diagnoser: diagnoser.clone(),
+        metrics: Arc::clone(&metrics),
+        wake: Arc::clone(&wake),
+        config: config.worker.clone(),
+    });
+    let state = AppState {
+        store,
+        diagnoser,
+        metrics,
+        wake,
+        bearer_token: config.webhook.bearertoken.clone(),
+        max_body_bytes: config.webhook.maxbodybytes,
+    };
+    let app = with_tracing(api::router(state));
+    tracing::info!(
+        address = %listener.local_addr()?,
+        store = ?config.store.kind,
+        runner = config.runner.kind.as_str(),
+        workers = config.worker.concurrency,
+        "deploy-diagnosis listening"
+    );
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    tracing::info!("HTTP stopped; draining in-flight diagnoses");
+    pool.shutdown().await;
+    served?;
+    Ok(())
+}
+
+/// Request ids (`x-request-id`, made when absent, echoed back) and one span a request.
+fn with_tracing(router: Router) -> Router {
+    router
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let path = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| request.uri().path().to_owned());
+            tracing::info_span!("http", method = %request.method(), path, request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Cancels the token on SIGTERM or ctrl-c.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only ctrl-c stops the service");
+                let _ = ctrl_c.await;
+                trigger.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,418 @@
+//! The embedded store: one SQLite file (WAL, `synchronous=FULL`, so an accepted alert is
+//! on disk before `202`), so the service runs with no database server.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use crate::alert::DeploymentId;
+use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
+
+const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
+const COLUMNS: &str = "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
+     version, created_time, updated_time, started_time, duration_ms, lease_owner, lease_until";
+
+/// SQLite behind a mutex; calls run on the blocking pool.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store file and its folder.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half-done transaction behind
+            // (SQLite rolls it back), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn corrupt(id: &str, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { id: id.to_owned(), message: message.into() }
+}
+
+fn status(id: &str, s: &str) -> Result<ReportStatus, StoreError> {
+    ReportStatus::parse(s).ok_or_else(|| corrupt(id, format!("unknown status {s:?}")))
+}
+
+struct RawReport {
+    id: String,
+    deployment_id: String,
+    status: String,
+    content: String,
+    error: Option<String>,
+    raw_output: Option<String>,
+    alert: String,
+    runner: Option<String>,
+    attempts: u32,
+    version: u32,
+    created_time: i64,
+    updated_time: i64,
+    started_time: Option<i64>,
+    duration_ms: Option<i64>,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+}
+
+fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
+    Ok(RawReport {
+        id: row.get(0)?,
+        deployment_id: row.get(1)?,
+        status: row.get(2)?,
+        content: row.get(3)?,
+        error: row.get(4)?,
+        raw_output: row.get(5)?,
+        alert: row.get(6)?,
+        runner: row.get(7)?,
+        attempts: row.get(8)?,
+        version: row.get(9)?,
+        created_time: row.get(10)?,
+        updated_time: row.get(11)?,
+        started_time: row.get(12)?,
+        duration_ms: row.get(13)?,
+        lease_owner: row.get(14)?,
+        lease_until: row.get(15)?,
+    })
+}
+
+impl RawReport {
+    fn into_report(self) -> Result<Report, StoreError> {
+        let id = self.id;
+        Ok(Report {
+            deployment_id: DeploymentId::parse(&self.deployment_id).map_err(|e| corrupt(&id, e))?,
+            status: status(&id, &self.status)?,
+            alert: serde_json::from_str(&self.alert).map_err(|e| corrupt(&id, e.to_string()))?,
+            content: self.content,
+            error: self.error,
+            raw_output: self.raw_output,
+            runner: self.runner,
+            attempts: self.attempts,
+            version: self.version,
+            created_time: time(self.created_time),
+            updated_time: time(self.updated_time),
+            started_time: self.started_time.map(time),
+            duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until.map(time),
+            id,
+        })
+    }
+}
+
+fn select_one(conn: &Connection, deployment_id: &str) -> Result<Option<Report>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM reports WHERE deployment_id = ?1"),
+        [deployment_id],
+        raw_report,
+    )
+    .optional()?
+    .map(RawReport::into_report)
+    .transpose()
+}
+
+#[async_trait]
+impl ReportStore for EmbeddedStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.with(|conn| Ok(conn.execute_batch(SCHEMA)?)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
+        let r = report.clone();
+        let alert = serde_json::to_string(&r.alert).map_err(|e| corrupt(&r.id, e.to_string()))?;
+        self.with(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO reports (id, deployment_id, status, content, alert, attempts, version, \
+                 created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (deployment_id) DO NOTHING",
+                params![
+                    r.id,
+                    r.deployment_id.as_str(),
+                    r.status.as_str(),
+                    r.content,
+                    alert,
+                    r.attempts,
+                    r.version,
+                    ms(r.created_time),
+                    ms(r.updated_time),
+                ],
+            )?;
+            if inserted == 1 {
+                return Ok(Insert::Inserted);
+            }
+            let existing: String = conn.query_row(
+                "SELECT status FROM reports WHERE deployment_id = ?1",
+                [r.deployment_id.as_str()],
+                |row| row.get(0),
+            )?;
+            Ok(Insert::Exists(status(r.deployment_id.as_str(), &existing)?))
+        })
+        .await
+    }
+
+    async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| select_one(conn, id.as_str())).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError> {
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM reports WHERE (?1 IS NULL OR status = ?1) \
+                 AND (?2 IS NULL OR created_time < ?2) ORDER BY created_time DESC, id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![filter.status.map(|s| s.as_str()), filter.before.map(ms), filter.limit],
+                raw_report,
+            )?;
+            rows.map(|row| row.map_err(StoreError::from).and_then(RawReport::into_report)).collect()
+        })
+        .await
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                &format!(
+                    "UPDATE reports SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, \
+                     started_time = ?3 WHERE id = (SELECT id FROM reports WHERE status = 'generating' \
+                     AND (lease_until IS NULL OR lease_until < ?3) ORDER BY updated_time LIMIT 1) \
+                     RETURNING {COLUMNS}"
+                ),
+                params![owner, ms(lease_until), ms(now)],
+                raw_report,
+            )
+            .optional()?
+            .map(RawReport::into_report)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        deployment_id: &DeploymentId,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (id, owner) = (deployment_id.clone(), owner.to_owned());
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE reports SET lease_until = ?1 WHERE deployment_id = ?2 AND lease_owner = ?3 \
+                 AND status = 'generating'",
+                params![ms(lease_until), id.as_str(), owner],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
+        let (id, owner) = (deployment_id.clone(), owner.to_owned());
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE reports SET lease_owner = NULL, lease_until = NULL WHERE deployment_id = ?1 \
+                 AND lease_owner = ?2 AND status = 'generating'",
+                params![id.as_str(), owner],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        deployment_id: &DeploymentId,
+        owner: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        let (id, owner, f) = (deployment_id.clone(), owner.to_owned(), finish.clone());
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE reports SET status = ?1, content = ?2, error = ?3, raw_output = ?4, runner = ?5, \
+                 updated_time = ?6, duration_ms = ?7, lease_owner = NULL, lease_until = NULL \
+                 WHERE deployment_id = ?8 AND lease_owner = ?9 AND status = 'generating'",
+                params![
+                    f.status.as_str(),
+                    f.content,
+                    f.error,
+                    f.raw_output,
+                    f.runner,
+                    ms(f.now),
+                    f.duration_ms as i64,
+                    id.as_str(),
+                    owner,
+                ],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn rediagnose(
+        &self,
+        deployment_id: &DeploymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Rediagnose, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(current) = select_one(&tx, id.as_str())? else {
+                return Ok(Rediagnose::NotFound);
+            };
+            if current.status == ReportStatus::Generating {
+                return Ok(Rediagnose::InProgress);
+            }
+            let h = current.to_history();
+            tx.execute(
+                "INSERT OR IGNORE INTO report_history (deployment_id, version, status, content, error, \
+                 runner, attempts, created_time, updated_time, duration_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    h.deployment_id.as_str(),
+                    h.version,
+                    h.status.as_str(),
+                    h.content,
+                    h.error,
+                    h.runner,
+                    h.attempts,
+                    ms(h.created_time),
+                    ms(h.updated_time),
+                    h.duration_ms.map(|d| d as i64),
+                ],
+            )?;
+            tx.execute(
+                "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
+                 attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
+                 duration_ms = NULL, lease_owner = NULL, lease_until = NULL WHERE deployment_id = ?2",
+                params![ms(now), id.as_str()],
+            )?;
+            let updated = select_one(&tx, id.as_str())?
+                .ok_or_else(|| corrupt(id.as_str(), "vanished during re-diagnosis"))?;
+            tx.commit()?;
+            Ok(Rediagnose::Restarted(Box::new(updated)))
+        })
+        .await
+    }
+
+    async fn history(&self, deployment_id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT version, status, content, error, runner, attempts, created_time, updated_time, \
+                 duration_ms FROM report_history WHERE deployment_id = ?1 ORDER BY version DESC",
+            )?;
+            let rows = stmt.query_map([id.as_str()], |row| {
+                Ok((
+                    row.get::<_, u32>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, u32>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, i64>(7)?,
+                    row.get::<_, Option<i64>>(8)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (version, s, content, error, runner, attempts, created, updated, duration) = row?;
+                Ok(HistoryEntry {
+                    deployment_id: id.clone(),
+                    version,
+                    status: status(id.as_str(), &s)?,
+                    content,
+                    error,
+                    runner,
+                    attempts,
+                    created_time: time(created),
+                    updated_time: time(updated),
+                    duration_ms: duration.map(|d| d.max(0) as u64),
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM report_history WHERE deployment_id = ?1", [id.as_str()])?;
+            let deleted = tx.execute("DELETE FROM reports WHERE deployment_id = ?1", [id.as_str()])?;
+            tx.commit()?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM reports GROUP BY status")?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            let mut counts = HashMap::new();
+            for row in rows {
+                let (s, n) = row?;
+                counts.insert(status("count", &s)?, n.max(0) as u64);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM reports WHERE status = 'generating' \
+                 AND (lease_until IS NULL OR lease_until < ?1)",
+                [ms(now)],
+                |row| row.get(0),
+            )?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,146 @@
+//! Where reports live: the [`ReportStore`] trait (the design's `ReportModel`, grown the
+//! operations a durable worker queue needs) and its two real implementations.
+//!
+//! The queue is the reports table itself: a `generating` report with no live lease is
+//! waiting; a worker claims it by setting a lease and renews the lease while it works; a
+//! report whose worker died becomes claimable again when the lease runs out.
+
+pub mod embedded;
+pub mod mongo;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::alert::DeploymentId;
+use crate::config::{Config, StoreKind};
+use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
+
+/// What a store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("embedded store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// MongoDB failed.
+    #[error("mongo store: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// The store's file or folder could not be made.
+    #[error("embedded store file {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A stored row could not be read back.
+    #[error("stored report {id} is unreadable: {message}")]
+    Corrupt {
+        /// The report or deployment id.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A blocking task died.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// Result of inserting a new report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Insert {
+    /// Stored.
+    Inserted,
+    /// The deployment already has a report (the unique index said so).
+    Exists(ReportStatus),
+}
+
+/// Result of asking for a re-diagnosis.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rediagnose {
+    /// No such report.
+    NotFound,
+    /// A diagnosis is running or waiting; nothing changed.
+    InProgress,
+    /// The old version is in history; the report is `generating` again.
+    Restarted(Box<Report>),
+}
+
+/// Listing filter for `GET /reports`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<ReportStatus>,
+    /// Only reports created before this time (the previous page's last `createdTime`).
+    pub before: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The report store. Every method is one atomic change or one read.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Creates tables/collections and indexes; safe to run again.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Answers when the store can be used.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Stores a new `generating` report unless the deployment has one.
+    async fn insert(&self, report: &Report) -> Result<Insert, StoreError>;
+    /// The report of a deployment.
+    async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError>;
+    /// Reports, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError>;
+    /// Claims the oldest `generating` report without a live lease: sets the lease to
+    /// `owner` until `lease_until`, counts an attempt, stamps `startedTime`.
+    async fn claim_next(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError>;
+    /// Extends `owner`'s lease; `false` if it no longer holds it.
+    async fn renew_lease(
+        &self,
+        deployment_id: &DeploymentId,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Gives a claim back without finishing (shutdown), so the next worker starts at once.
+    async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError>;
+    /// Writes the outcome if `owner` still holds the `generating` report; `false` otherwise.
+    async fn finish(
+        &self,
+        deployment_id: &DeploymentId,
+        owner: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError>;
+    /// Keeps the current version as history and makes the report `generating` again,
+    /// unless it is generating already.
+    async fn rediagnose(
+        &self,
+        deployment_id: &DeploymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Rediagnose, StoreError>;
+    /// Previous versions, newest first.
+    async fn history(&self, deployment_id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Deletes the report and its history; `false` if there was none.
+    async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError>;
+    /// Reports per status.
+    async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError>;
+    /// `generating` reports that no live worker holds.
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// The store the configuration names, migrated.
+pub async fn open(config: &Config) -> Result<Arc<dyn ReportStore>, StoreError> {
+    let store: Arc<dyn ReportStore> = match config.store.kind {
+        StoreKind::Embedded => Arc::new(embedded::EmbeddedStore::open(&config.store.path)?),
+        StoreKind::Mongo => {
+            Arc::new(mongo::MongoStore::connect(&config.mongo.url, &config.mongo.database).await?)
+        }
+    };
+    store.migrate().await?;
+    Ok(store)
+}

@@ -1,0 +1,415 @@
+//! The MongoDB store, as the design lays it out: collection `reports` with
+//! `{deploymentId: 1}` unique, `{createdTime: -1}` and `{status: 1, updatedTime: -1}`
+//! (definitions in `migrations/mongo/`), plus `report_history`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use crate::alert::{Alert, DeploymentId};
+use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
+
+const INDEXES: &str = include_str!("../../migrations/mongo/0001_indexes.json");
+const REPORTS: &str = "reports";
+const HISTORY: &str = "report_history";
+
+/// A report as stored in MongoDB.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    deployment_id: String,
+    content: String,
+    status: ReportStatus,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    raw_output: Option<String>,
+    alert: Alert,
+    #[serde(default)]
+    runner: Option<String>,
+    attempts: u32,
+    version: u32,
+    created_time: bson::DateTime,
+    updated_time: bson::DateTime,
+    #[serde(default)]
+    started_time: Option<bson::DateTime>,
+    #[serde(default)]
+    duration_ms: Option<i64>,
+    #[serde(default)]
+    lease_owner: Option<String>,
+    #[serde(default)]
+    lease_until: Option<bson::DateTime>,
+}
+
+/// A previous version as stored in MongoDB.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryDoc {
+    deployment_id: String,
+    version: u32,
+    status: ReportStatus,
+    content: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    runner: Option<String>,
+    attempts: u32,
+    created_time: bson::DateTime,
+    updated_time: bson::DateTime,
+    #[serde(default)]
+    duration_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct IndexDef {
+    collection: String,
+    name: String,
+    keys: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    unique: bool,
+}
+
+fn bdate(t: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(t.timestamp_millis())
+}
+
+fn cdate(t: bson::DateTime) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t.timestamp_millis()).single().unwrap_or_default()
+}
+
+impl ReportDoc {
+    fn from_report(r: &Report) -> Self {
+        Self {
+            id: r.id.clone(),
+            deployment_id: r.deployment_id.as_str().to_owned(),
+            content: r.content.clone(),
+            status: r.status,
+            error: r.error.clone(),
+            raw_output: r.raw_output.clone(),
+            alert: r.alert.clone(),
+            runner: r.runner.clone(),
+            attempts: r.attempts,
+            version: r.version,
+            created_time: bdate(r.created_time),
+            updated_time: bdate(r.updated_time),
+            started_time: r.started_time.map(bdate),
+            duration_ms: r.duration_ms.map(|d| d as i64),
+            lease_owner: r.lease_owner.clone(),
+            lease_until: r.lease_until.map(bdate),
+        }
+    }
+
+    fn into_report(self) -> Result<Report, StoreError> {
+        let deployment_id = DeploymentId::parse(&self.deployment_id)
+            .map_err(|message| StoreError::Corrupt { id: self.id.clone(), message })?;
+        Ok(Report {
+            id: self.id,
+            deployment_id,
+            status: self.status,
+            content: self.content,
+            error: self.error,
+            raw_output: self.raw_output,
+            alert: self.alert,
+            runner: self.runner,
+            attempts: self.attempts,
+            version: self.version,
+            created_time: cdate(self.created_time),
+            updated_time: cdate(self.updated_time),
+            started_time: self.started_time.map(cdate),
+            duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until.map(cdate),
+        })
+    }
+}
+
+/// Reports in MongoDB.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+    reports: Collection<ReportDoc>,
+    history: Collection<HistoryDoc>,
+}
+
+impl MongoStore {
+    /// Connects (lazily: the first operation reaches the server).
+    pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(url).await?;
+        options.app_name.get_or_insert_with(|| "deploy-diagnosis".into());
+        // The driver's 30 s default would make /readyz and every request hang that long
+        // when the server is down; five seconds tells the same story sooner.
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
+        let db = Client::with_options(options)?.database(database);
+        Ok(Self { reports: db.collection(REPORTS), history: db.collection(HISTORY), db })
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(we)) => we.code == 11000,
+        ErrorKind::Command(ce) => ce.code == 11000,
+        _ => false,
+    }
+}
+
+fn live_lease_free(now: DateTime<Utc>) -> Document {
+    doc! {
+        "status": ReportStatus::Generating.as_str(),
+        "$or": [ { "leaseUntil": Bson::Null }, { "leaseUntil": { "$lt": bdate(now) } } ],
+    }
+}
+
+#[async_trait]
+impl ReportStore for MongoStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let defs: Vec<IndexDef> = serde_json::from_str(INDEXES).map_err(|e| StoreError::Corrupt {
+            id: "migrations/mongo/0001_indexes.json".into(),
+            message: e.to_string(),
+        })?;
+        for def in defs {
+            let keys = bson::to_document(&def.keys)
+                .map_err(|e| StoreError::Corrupt { id: def.name.clone(), message: e.to_string() })?;
+            let options = IndexOptions::builder().name(def.name).unique(def.unique.then_some(true)).build();
+            let model = IndexModel::builder().keys(keys).options(options).build();
+            self.db.collection::<Document>(&def.collection).create_index(model).await?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
+        match self.reports.insert_one(ReportDoc::from_report(report)).await {
+            Ok(_) => Ok(Insert::Inserted),
+            Err(e) if is_duplicate_key(&e) => {
+                let existing = self
+                    .reports
+                    .find_one(doc! { "deploymentId": report.deployment_id.as_str() })
+                    .await?
+                    .map(|d| d.status)
+                    .unwrap_or(ReportStatus::Generating);
+                Ok(Insert::Exists(existing))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError> {
+        self.reports
+            .find_one(doc! { "deploymentId": deployment_id.as_str() })
+            .await?
+            .map(ReportDoc::into_report)
+            .transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError> {
+        let mut query = Document::new();
+        if let Some(status) = filter.status {
+            query.insert("status", status.as_str());
+        }
+        if let Some(before) = filter.before {
+            query.insert("createdTime", doc! { "$lt": bdate(before) });
+        }
+        let docs: Vec<ReportDoc> = self
+            .reports
+            .find(query)
+            .sort(doc! { "createdTime": -1, "_id": -1 })
+            .limit(i64::from(filter.limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter().map(ReportDoc::into_report).collect()
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.reports
+            .find_one_and_update(
+                live_lease_free(now),
+                doc! {
+                    "$set": { "leaseOwner": owner, "leaseUntil": bdate(lease_until), "startedTime": bdate(now) },
+                    "$inc": { "attempts": 1 },
+                },
+            )
+            .sort(doc! { "updatedTime": 1 })
+            .return_document(ReturnDocument::After)
+            .await?
+            .map(ReportDoc::into_report)
+            .transpose()
+    }
+
+    async fn renew_lease(
+        &self,
+        deployment_id: &DeploymentId,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
+                doc! { "$set": { "leaseUntil": bdate(lease_until) } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
+                doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn finish(
+        &self,
+        deployment_id: &DeploymentId,
+        owner: &str,
+        f: &Finish,
+    ) -> Result<bool, StoreError> {
+        let opt = |s: &Option<String>| s.clone().map(Bson::String).unwrap_or(Bson::Null);
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
+                doc! { "$set": {
+                    "status": f.status.as_str(),
+                    "content": &f.content,
+                    "error": opt(&f.error),
+                    "rawOutput": opt(&f.raw_output),
+                    "runner": &f.runner,
+                    "updatedTime": bdate(f.now),
+                    "durationMs": f.duration_ms as i64,
+                    "leaseOwner": Bson::Null,
+                    "leaseUntil": Bson::Null,
+                } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn rediagnose(
+        &self,
+        deployment_id: &DeploymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Rediagnose, StoreError> {
+        let Some(current) = self.get(deployment_id).await? else {
+            return Ok(Rediagnose::NotFound);
+        };
+        if current.status == ReportStatus::Generating {
+            return Ok(Rediagnose::InProgress);
+        }
+        // History first (idempotent on {deploymentId, version}), then the conditional
+        // switch: a crash in between leaves a history entry and an unchanged report, and a
+        // retry of the request finishes the job. Nothing is lost either way.
+        let h = current.to_history();
+        let entry = HistoryDoc {
+            deployment_id: h.deployment_id.as_str().to_owned(),
+            version: h.version,
+            status: h.status,
+            content: h.content,
+            error: h.error,
+            runner: h.runner,
+            attempts: h.attempts,
+            created_time: bdate(h.created_time),
+            updated_time: bdate(h.updated_time),
+            duration_ms: h.duration_ms.map(|d| d as i64),
+        };
+        match self.history.insert_one(entry).await {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let switched = self
+            .reports
+            .find_one_and_update(
+                doc! {
+                    "deploymentId": deployment_id.as_str(),
+                    "version": current.version,
+                    "status": { "$ne": "generating" },
+                },
+                doc! {
+                    "$set": {
+                        "status": "generating", "content": "", "error": Bson::Null,
+                        "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
+                        "startedTime": Bson::Null, "durationMs": Bson::Null,
+                        "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
+                    },
+                    "$inc": { "version": 1 },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await?;
+        match switched {
+            Some(doc) => Ok(Rediagnose::Restarted(Box::new(doc.into_report()?))),
+            // Someone else restarted it between our read and our write.
+            None => Ok(Rediagnose::InProgress),
+        }
+    }
+
+    async fn history(&self, deployment_id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
+        let docs: Vec<HistoryDoc> = self
+            .history
+            .find(doc! { "deploymentId": deployment_id.as_str() })
+            .sort(doc! { "version": -1 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .into_iter()
+            .map(|d| HistoryEntry {
+                deployment_id: deployment_id.clone(),
+                version: d.version,
+                status: d.status,
+                content: d.content,
+                error: d.error,
+                runner: d.runner,
+                attempts: d.attempts,
+                created_time: cdate(d.created_time),
+                updated_time: cdate(d.updated_time),
+                duration_ms: d.duration_ms.map(|x| x.max(0) as u64),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
+        let result = self.reports.delete_one(doc! { "deploymentId": deployment_id.as_str() }).await?;
+        self.history.delete_many(doc! { "deploymentId": deployment_id.as_str() }).await?;
+        Ok(result.deleted_count == 1)
+    }
+
+    async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
+        let mut counts = HashMap::new();
+        for status in ReportStatus::ALL {
+            let n = self.reports.count_documents(doc! { "status": status.as_str() }).await?;
+            counts.insert(status, n);
+        }
+        Ok(counts)
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(self.reports.count_documents(live_lease_free(now)).await?)
+    }
+}

@@ -1,0 +1,201 @@
+//! The worker pool: `Worker.Concurrency` tasks that claim `generating` reports from the
+//! store, run them, and write the outcome. Intake only writes the report and wakes a
+//! worker; a report nobody announced (left by a crash, or by another instance) is found by
+//! polling once its lease has run out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::WorkerConfig;
+use crate::diagnosis::{Diagnoser, Outcome};
+use crate::metrics::Metrics;
+use crate::report::{Finish, Report, ReportStatus};
+use crate::store::ReportStore;
+
+/// What the workers share.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The store (and queue).
+    pub store: Arc<dyn ReportStore>,
+    /// Runs one diagnosis.
+    pub diagnoser: Diagnoser,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes a worker when a report is written.
+    pub wake: Arc<Notify>,
+    /// Settings.
+    pub config: WorkerConfig,
+}
+
+/// The running pool.
+pub struct WorkerPool {
+    tasks: JoinSet<()>,
+    stop_claiming: CancellationToken,
+    abort: CancellationToken,
+    grace: Duration,
+}
+
+impl WorkerPool {
+    /// Starts the workers.
+    pub fn start(ctx: WorkerContext) -> Self {
+        let stop_claiming = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let mut tasks = JoinSet::new();
+        for n in 0..ctx.config.concurrency {
+            let owner = format!("{}-{n}", &instance[..12]);
+            let (ctx, stop, abort) = (ctx.clone(), stop_claiming.clone(), abort.clone());
+            tasks.spawn(
+                worker_loop(ctx, owner.clone(), stop, abort).instrument(tracing::info_span!("worker", %owner)),
+            );
+        }
+        let grace = Duration::from_secs(ctx.config.shutdowngraceseconds);
+        Self { tasks, stop_claiming, abort, grace }
+    }
+
+    /// Stops taking work, lets in-flight diagnoses finish within the grace period, then
+    /// stops the rest; their reports stay `generating` and are picked up at the next start.
+    pub async fn shutdown(mut self) {
+        self.stop_claiming.cancel();
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace_s = self.grace.as_secs(), "in-flight diagnoses outlived the grace period; stopping them");
+            self.abort.cancel();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+async fn worker_loop(ctx: WorkerContext, owner: String, stop: CancellationToken, abort: CancellationToken) {
+    let lease = Duration::from_secs(ctx.config.leaseseconds);
+    let poll = Duration::from_secs(ctx.config.pollseconds);
+    while !stop.is_cancelled() {
+        let now = Utc::now();
+        let claimed = ctx.store.claim_next(&owner, now, now + lease).await;
+        match claimed {
+            Ok(Some(report)) => {
+                let span = tracing::info_span!(
+                    "diagnosis",
+                    deployment_id = %report.deployment_id,
+                    report_id = %report.id,
+                    attempt = report.attempts
+                );
+                process(&ctx, &owner, report, &abort).instrument(span).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "claiming a report failed; retrying"),
+        }
+        tokio::select! {
+            _ = ctx.wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &CancellationToken) {
+    let id = report.deployment_id.clone();
+    let started = Instant::now();
+    let runner = ctx.diagnoser.runner_kind().to_owned();
+
+    let outcome = if report.attempts > ctx.config.maxattempts {
+        Outcome::Failed {
+            kind: "abandoned".into(),
+            reason: format!(
+                "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
+                ctx.config.maxattempts
+            ),
+            raw_output: None,
+        }
+    } else {
+        tracing::info!(runner, "diagnosis started");
+        let cancel = abort.child_token();
+        let heartbeat = tokio::spawn(renew_lease(ctx.clone(), owner.to_owned(), report.clone(), cancel.clone()));
+        let result = ctx.diagnoser.diagnose(&id, &report.alert, cancel.clone()).await;
+        heartbeat.abort();
+        match result {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Shutdown: give the report back so the next start takes it at once.
+                if let Err(e) = ctx.store.release(&id, owner).await {
+                    tracing::warn!(error = %e, "releasing the report failed; it is taken up after its lease");
+                }
+                tracing::info!("diagnosis stopped by shutdown; it will run again at the next start");
+                return;
+            }
+        }
+    };
+
+    let duration = started.elapsed();
+    let (finish, kind) = match outcome {
+        Outcome::Completed(body) => {
+            let content = serde_json::to_string(&body).unwrap_or_default();
+            let finish = Finish {
+                status: ReportStatus::Completed,
+                content,
+                error: None,
+                raw_output: None,
+                runner,
+                now: Utc::now(),
+                duration_ms: duration.as_millis() as u64,
+            };
+            (finish, None)
+        }
+        Outcome::Failed { kind, reason, raw_output } => {
+            let finish = Finish {
+                status: ReportStatus::Failed,
+                content: String::new(),
+                error: Some(reason),
+                raw_output,
+                runner,
+                now: Utc::now(),
+                duration_ms: duration.as_millis() as u64,
+            };
+            (finish, Some(kind))
+        }
+    };
+    match ctx.store.finish(&id, owner, &finish).await {
+        Ok(true) => {
+            ctx.metrics.diagnosis(finish.status, duration.as_secs_f64(), kind.as_deref());
+            match &finish.error {
+                None => tracing::info!(duration_ms = finish.duration_ms, "diagnosis completed"),
+                Some(reason) => tracing::warn!(
+                    duration_ms = finish.duration_ms,
+                    kind = kind.as_deref().unwrap_or(""),
+                    reason = %reason,
+                    "diagnosis failed"
+                ),
+            }
+        }
+        Ok(false) => tracing::warn!("report was deleted or taken over while diagnosing; outcome dropped"),
+        Err(e) => tracing::error!(error = %e, "writing the outcome failed; the report runs again after its lease"),
+    }
+}
+
+/// Keeps the claim alive while the diagnosis runs; if the claim is lost, the diagnosis is
+/// stopped, since another worker owns the report now.
+async fn renew_lease(ctx: WorkerContext, owner: String, report: Report, cancel: CancellationToken) {
+    let lease = Duration::from_secs(ctx.config.leaseseconds);
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match ctx.store.renew_lease(&report.deployment_id, &owner, Utc::now() + lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("lost the claim on the report; stopping this diagnosis");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the lease failed; will retry"),
+        }
+    }
+}
