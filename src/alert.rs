@@ -23,7 +23,9 @@ impl DeploymentId {
             return Err("deploymentId is empty".into());
         }
         if id.chars().count() > MAX_DEPLOYMENT_ID_LEN {
-            return Err(format!("deploymentId is longer than {MAX_DEPLOYMENT_ID_LEN} characters"));
+            return Err(format!(
+                "deploymentId is longer than {MAX_DEPLOYMENT_ID_LEN} characters"
+            ));
         }
         if id.chars().any(|c| c.is_control() || c == '/') {
             return Err("deploymentId contains a control character or '/'".into());
@@ -122,7 +124,10 @@ impl Alert {
         if !self.status.eq_ignore_ascii_case("firing") {
             return Err(Skip::NotFiring(self.status.clone()));
         }
-        let raw = self.labels.get("deploymentId").ok_or(Skip::NoDeploymentId)?;
+        let raw = self
+            .labels
+            .get("deploymentId")
+            .ok_or(Skip::NoDeploymentId)?;
         DeploymentId::parse(raw).map_err(Skip::BadDeploymentId)
     }
 
@@ -202,13 +207,19 @@ impl AlertmanagerAlert {
         let pick = |keys: &[&str]| {
             keys.iter()
                 .find_map(|k| {
-                    self.labels.get(*k).or_else(|| self.annotations.get(*k)).filter(|v| !v.is_empty())
+                    self.labels
+                        .get(*k)
+                        .or_else(|| self.annotations.get(*k))
+                        .filter(|v| !v.is_empty())
                 })
                 .cloned()
                 .unwrap_or_default()
         };
         let severity = pick(&["severity"]);
-        let values = pick(&["value", "values"]).trim().parse::<f64>().unwrap_or(0.0);
+        let values = pick(&["value", "values"])
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(0.0);
         let firing = self.status.eq_ignore_ascii_case("firing");
         Alert {
             key: self.fingerprint.clone(),
@@ -249,11 +260,18 @@ pub fn parse_webhook(body: &[u8], receive_at: &str) -> Result<Vec<Alert>, BodyEr
         message: format!("body is not valid JSON: {e}"),
     })?;
     let Some(object) = value.as_object() else {
-        return Err(BodyError { path: ".".into(), message: "body must be a JSON object".into() });
+        return Err(BodyError {
+            path: ".".into(),
+            message: "body must be a JSON object".into(),
+        });
     };
     if object.contains_key("alerts") {
         let webhook: AlertmanagerWebhook = typed(value)?;
-        Ok(webhook.alerts.into_iter().map(|a| a.into_alert(receive_at)).collect())
+        Ok(webhook
+            .alerts
+            .into_iter()
+            .map(|a| a.into_alert(receive_at))
+            .collect())
     } else {
         let mut alert: Alert = typed(value)?;
         if alert.receive_at.is_empty() {
@@ -266,7 +284,10 @@ pub fn parse_webhook(body: &[u8], receive_at: &str) -> Result<Vec<Alert>, BodyEr
 fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, BodyError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        BodyError { path, message: e.into_inner().to_string() }
+        BodyError {
+            path,
+            message: e.into_inner().to_string(),
+        }
     })
 }
 
@@ -286,7 +307,10 @@ mod tests {
         assert_eq!(a.alertname, "HighCPU");
         assert_eq!(a.values, 93.5);
         assert!(a.is_emergent && a.need_handle);
-        assert_eq!((a.repo_address.as_str(), a.tag.as_str()), ("acme/shop", "v1.2.0"));
+        assert_eq!(
+            (a.repo_address.as_str(), a.tag.as_str()),
+            ("acme/shop", "v1.2.0")
+        );
         assert_eq!(a.description(), "cpu > 90%");
         assert_eq!(a.diagnosis_target().unwrap().as_str(), "d-1");
     }
@@ -301,7 +325,11 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_json_path() {
-        let err = parse_webhook(br#"{"alerts":[{"status":"firing","labels":{"a":1}}]}"#, "now").unwrap_err();
+        let err = parse_webhook(
+            br#"{"alerts":[{"status":"firing","labels":{"a":1}}]}"#,
+            "now",
+        )
+        .unwrap_err();
         assert_eq!(err.path, "alerts[0].labels.a");
         let err = parse_webhook(br#"{"alerts":[{"labels":{}}]}"#, "now").unwrap_err();
         assert_eq!(err.path, "alerts[0]");
@@ -310,13 +338,19 @@ mod tests {
 
     #[test]
     fn resolved_and_unlabelled_alerts_start_nothing() {
-        let mut a = Alert { status: "resolved".into(), ..Default::default() };
+        let mut a = Alert {
+            status: "resolved".into(),
+            ..Default::default()
+        };
         a.labels.insert("deploymentId".into(), "d".into());
         assert_eq!(a.diagnosis_target().unwrap_err().code(), "not_firing");
         a.status = "firing".into();
         a.labels.clear();
         assert_eq!(a.diagnosis_target().unwrap_err(), Skip::NoDeploymentId);
         a.labels.insert("deploymentId".into(), "a/b".into());
-        assert_eq!(a.diagnosis_target().unwrap_err().code(), "bad_deployment_id");
+        assert_eq!(
+            a.diagnosis_target().unwrap_err().code(),
+            "bad_deployment_id"
+        );
     }
 }

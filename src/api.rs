@@ -78,12 +78,18 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, path) = match &self {
-            ApiError::BadRequest { code, path, .. } => (StatusCode::BAD_REQUEST, *code, path.clone()),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
+            ApiError::BadRequest { code, path, .. } => {
+                (StatusCode::BAD_REQUEST, *code, path.clone())
             }
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Store(e) => {
@@ -97,7 +103,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -108,7 +117,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/alerts", post(post_alerts))
         .route("/reports", get(list_reports))
-        .route("/reports/{deployment_id}", get(get_report).delete(delete_report))
+        .route(
+            "/reports/{deployment_id}",
+            get(get_report).delete(delete_report),
+        )
         .route("/reports/{deployment_id}/rediagnose", post(rediagnose))
         .route("/reports/{deployment_id}/history", get(history))
         .route("/healthz", get(healthz))
@@ -120,8 +132,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Writes need the bearer token when one is configured; reads stay open for dashboards.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let writes = matches!(*request.method(), Method::POST | Method::DELETE | Method::PUT | Method::PATCH);
-    if writes && !state.bearer_token.is_empty() && !token_matches(request.headers(), &state.bearer_token) {
+    let writes = matches!(
+        *request.method(),
+        Method::POST | Method::DELETE | Method::PUT | Method::PATCH
+    );
+    if writes
+        && !state.bearer_token.is_empty()
+        && !token_matches(request.headers(), &state.bearer_token)
+    {
         return ApiError::Unauthorized.into_response();
     }
     next.run(request).await
@@ -131,7 +149,10 @@ fn token_matches(headers: &HeaderMap, expected: &Secret) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
     else {
         return false;
     };
@@ -164,10 +185,23 @@ struct AlertResult {
     reason: Option<String>,
 }
 
-async fn post_alerts(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+async fn post_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
+    {
         return Err(ApiError::UnsupportedMediaType(if content_type.is_empty() {
             "none".into()
         } else {
@@ -175,18 +209,23 @@ async fn post_alerts(State(state): State<AppState>, headers: HeaderMap, body: Bo
         }));
     }
     let limit = state.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
 
     let now = Utc::now();
-    let alerts = alert::parse_webhook(&bytes, &now.to_rfc3339()).map_err(|e| ApiError::BadRequest {
-        code: "invalid_body",
-        message: e.message,
-        path: Some(e.path),
-    })?;
+    let alerts =
+        alert::parse_webhook(&bytes, &now.to_rfc3339()).map_err(|e| ApiError::BadRequest {
+            code: "invalid_body",
+            message: e.message,
+            path: Some(e.path),
+        })?;
 
     let mut results = Vec::with_capacity(alerts.len());
     let mut started = 0;
@@ -271,8 +310,10 @@ pub struct ReportView {
 
 impl From<Report> for ReportView {
     fn from(r: Report) -> Self {
-        let ReportBody { prom_ql, content } =
-            r.body().unwrap_or(ReportBody { prom_ql: Vec::new(), content: String::new() });
+        let ReportBody { prom_ql, content } = r.body().unwrap_or(ReportBody {
+            prom_ql: Vec::new(),
+            content: String::new(),
+        });
         Self {
             id: r.id,
             deployment_id: r.deployment_id.to_string(),
@@ -328,9 +369,16 @@ impl From<HistoryEntry> for HistoryView {
     }
 }
 
-async fn get_report(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<ReportView>, ApiError> {
+async fn get_report(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ReportView>, ApiError> {
     let id = parse_deployment_id(&raw)?;
-    let report = state.store.get(&id).await?.ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    let report = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
     Ok(Json(report.into()))
 }
 
@@ -342,7 +390,10 @@ struct ListQuery {
     before: Option<String>,
 }
 
-async fn list_reports(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_reports(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let bad = |message: String, param: &str| ApiError::BadRequest {
         code: "invalid_query",
         message,
@@ -351,7 +402,10 @@ async fn list_reports(State(state): State<AppState>, Query(q): Query<ListQuery>)
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(ReportStatus::parse(s).ok_or_else(|| {
-            bad(format!("status must be generating, completed or failed, not {s:?}"), "status")
+            bad(
+                format!("status must be generating, completed or failed, not {s:?}"),
+                "status",
+            )
         })?),
     };
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
@@ -360,29 +414,53 @@ async fn list_reports(State(state): State<AppState>, Query(q): Query<ListQuery>)
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-            .ok_or_else(|| bad(format!("limit must be a number from 1 to {MAX_LIST_LIMIT}, not {s:?}"), "limit"))?,
+            .ok_or_else(|| {
+                bad(
+                    format!("limit must be a number from 1 to {MAX_LIST_LIMIT}, not {s:?}"),
+                    "limit",
+                )
+            })?,
     };
     let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
             DateTime::parse_from_rfc3339(s)
-                .map_err(|e| bad(format!("before must be an RFC 3339 time ({e}), not {s:?}"), "before"))?
+                .map_err(|e| {
+                    bad(
+                        format!("before must be an RFC 3339 time ({e}), not {s:?}"),
+                        "before",
+                    )
+                })?
                 .with_timezone(&Utc),
         ),
     };
-    let reports = state.store.list(&ListFilter { status, before, limit }).await?;
-    let next_before = (reports.len() as u32 == limit).then(|| reports.last().map(|r| r.created_time.to_rfc3339())).flatten();
+    let reports = state
+        .store
+        .list(&ListFilter {
+            status,
+            before,
+            limit,
+        })
+        .await?;
+    let next_before = (reports.len() as u32 == limit)
+        .then(|| reports.last().map(|r| r.created_time.to_rfc3339()))
+        .flatten();
     let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "reports": reports, "nextBefore": next_before })))
+    Ok(Json(
+        json!({ "reports": reports, "nextBefore": next_before }),
+    ))
 }
 
-async fn rediagnose(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn rediagnose(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_deployment_id(&raw)?;
     match state.store.rediagnose(&id, Utc::now()).await? {
         Rediagnose::NotFound => Err(ApiError::NotFound(id.to_string())),
-        Rediagnose::InProgress => {
-            Err(ApiError::Conflict(format!("a diagnosis of deployment {id} is already running or queued")))
-        }
+        Rediagnose::InProgress => Err(ApiError::Conflict(format!(
+            "a diagnosis of deployment {id} is already running or queued"
+        ))),
         Rediagnose::Restarted(report) => {
             state.wake.notify_one();
             tracing::info!(deployment_id = %id, version = report.version, "re-diagnosis queued");
@@ -391,16 +469,28 @@ async fn rediagnose(State(state): State<AppState>, Path(raw): Path<String>) -> R
     }
 }
 
-async fn history(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn history(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_deployment_id(&raw)?;
     if state.store.get(&id).await?.is_none() {
         return Err(ApiError::NotFound(id.to_string()));
     }
-    let versions: Vec<HistoryView> = state.store.history(&id).await?.into_iter().map(Into::into).collect();
+    let versions: Vec<HistoryView> = state
+        .store
+        .history(&id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(Json(json!({ "deploymentId": id, "versions": versions })))
 }
 
-async fn delete_report(State(state): State<AppState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_report(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_deployment_id(&raw)?;
     if state.store.delete(&id).await? {
         tracing::info!(deployment_id = %id, "report deleted");
@@ -427,13 +517,28 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Err(e) => json!({ "ok": false, "kind": state.diagnoser.runner_kind(), "error": e }),
     };
     let ready = store["ok"] == true && runner["ok"] == true;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready, "store": store, "runner": runner }))).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": ready, "store": store, "runner": runner })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.count_by_status().await?;
     let depth = state.store.queue_depth(Utc::now()).await?;
     let text = state.metrics.render(&counts, depth);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

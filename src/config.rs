@@ -58,7 +58,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "[REDACTED]" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[REDACTED]"
+        })
     }
 }
 
@@ -117,7 +121,10 @@ pub struct MongoConfig {
 
 impl Default for MongoConfig {
     fn default() -> Self {
-        Self { url: default_mongo_url(), database: default_mongo_database() }
+        Self {
+            url: default_mongo_url(),
+            database: default_mongo_database(),
+        }
     }
 }
 
@@ -203,7 +210,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { kind: StoreKind::default(), path: default_store_path() }
+        Self {
+            kind: StoreKind::default(),
+            path: default_store_path(),
+        }
     }
 }
 
@@ -322,7 +332,10 @@ pub struct WebhookConfig {
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        Self { bearertoken: Secret::default(), maxbodybytes: default_max_body() }
+        Self {
+            bearertoken: Secret::default(),
+            maxbodybytes: default_max_body(),
+        }
     }
 }
 
@@ -340,7 +353,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::default(), level: default_log_level() }
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
     }
 }
 
@@ -437,8 +453,8 @@ impl Environment {
             let entries = dotenvy::from_path_iter(&dotenv)
                 .map_err(|e| ConfigError::Parse(format!("file {}: {e}", dotenv.display())))?;
             for entry in entries {
-                let (k, v) =
-                    entry.map_err(|e| ConfigError::Parse(format!("file {}: {e}", dotenv.display())))?;
+                let (k, v) = entry
+                    .map_err(|e| ConfigError::Parse(format!("file {}: {e}", dotenv.display())))?;
                 vars.insert(k, v);
             }
         }
@@ -459,8 +475,10 @@ impl Environment {
 impl Config {
     /// Loads, expands, overrides and validates the configuration file.
     pub fn load(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_yaml(&text, env)
     }
 
@@ -482,7 +500,10 @@ impl Config {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let config: Config = config::Config::builder()
-            .add_source(config::File::from_str(&expanded.to_string(), config::FileFormat::Json))
+            .add_source(config::File::from_str(
+                &expanded.to_string(),
+                config::FileFormat::Json,
+            ))
             .add_source(
                 config::Environment::with_prefix("DD")
                     .prefix_separator("_")
@@ -501,14 +522,20 @@ impl Config {
     /// Checks every value once; the first problem found is reported with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid { key, message: message.into() }
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
         }
         if self.host.trim().is_empty() {
             return Err(invalid("Host", "is empty"));
         }
         check_http_url("AI.BaseURL", &self.ai.baseurl, "AI_BASE_URL")?;
         if self.ai.apikey.is_empty() {
-            return Err(invalid("AI.APIKey", "is empty: set AI_API_KEY (or DD_AI__APIKEY)"));
+            return Err(invalid(
+                "AI.APIKey",
+                "is empty: set AI_API_KEY (or DD_AI__APIKEY)",
+            ));
         }
         if self.ai.model.trim().is_empty() {
             return Err(invalid("AI.Model", "is empty"));
@@ -516,7 +543,11 @@ impl Config {
         if self.ai.timeout == 0 {
             return Err(invalid("AI.Timeout", "must be at least 1 (seconds)"));
         }
-        check_http_url("AI.PrometheusURL", &self.ai.prometheusurl, "DD_AI__PROMETHEUSURL")?;
+        check_http_url(
+            "AI.PrometheusURL",
+            &self.ai.prometheusurl,
+            "DD_AI__PROMETHEUSURL",
+        )?;
         if self.ai.maxturns == 0 {
             return Err(invalid("AI.MaxTurns", "must be at least 1"));
         }
@@ -524,8 +555,13 @@ impl Config {
             return Err(invalid("AI.ToolResultMaxChars", "must be at least 256"));
         }
         if self.store.kind == StoreKind::Mongo {
-            if !(self.mongo.url.starts_with("mongodb://") || self.mongo.url.starts_with("mongodb+srv://")) {
-                return Err(invalid("Mongo.URL", "must start with mongodb:// or mongodb+srv://"));
+            if !(self.mongo.url.starts_with("mongodb://")
+                || self.mongo.url.starts_with("mongodb+srv://"))
+            {
+                return Err(invalid(
+                    "Mongo.URL",
+                    "must start with mongodb:// or mongodb+srv://",
+                ));
             }
             if self.mongo.database.trim().is_empty() {
                 return Err(invalid("Mongo.Database", "is empty"));
@@ -556,17 +592,24 @@ impl Config {
 
     /// Every secret in the configuration, for scrubbing text that leaves the service.
     pub fn secrets(&self) -> Vec<String> {
-        [&self.ai.apikey, &self.ai.githubtoken, &self.webhook.bearertoken]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| s.expose().to_owned())
-            .collect()
+        [
+            &self.ai.apikey,
+            &self.ai.githubtoken,
+            &self.webhook.bearertoken,
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.expose().to_owned())
+        .collect()
     }
 }
 
 fn check_http_url(key: &'static str, value: &str, hint: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
-        return Err(ConfigError::Invalid { key, message: format!("is empty: set {hint}") });
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("is empty: set {hint}"),
+        });
     }
     let rest = value
         .strip_prefix("http://")
@@ -576,7 +619,10 @@ fn check_http_url(key: &'static str, value: &str, hint: &str) -> Result<(), Conf
             message: format!("{value:?} is not an http:// or https:// URL"),
         })?;
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(ConfigError::Invalid { key, message: format!("{value:?} has no host") });
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("{value:?} has no host"),
+        });
     }
     Ok(())
 }
@@ -584,7 +630,9 @@ fn check_http_url(key: &'static str, value: &str, hint: &str) -> Result<(), Conf
 fn lowercase_keys(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.into_iter().map(|(k, v)| (k.to_lowercase(), lowercase_keys(v))).collect(),
+            map.into_iter()
+                .map(|(k, v)| (k.to_lowercase(), lowercase_keys(v)))
+                .collect(),
         ),
         serde_json::Value::Array(items) => {
             serde_json::Value::Array(items.into_iter().map(lowercase_keys).collect())
@@ -652,12 +700,20 @@ AI:
 ";
 
     fn env(pairs: &[(&str, &str)]) -> Environment {
-        Environment::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Environment::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn design_keys_load_and_variables_expand() {
-        let e = env(&[("AI_BASE_URL", "https://api.anthropic.com/v1"), ("AI_API_KEY", "sk-ant-x: #1")]);
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.anthropic.com/v1"),
+            ("AI_API_KEY", "sk-ant-x: #1"),
+        ]);
         let c = Config::from_yaml(YAML, &e).unwrap();
         assert_eq!(c.ai.baseurl, "https://api.anthropic.com/v1");
         assert_eq!(c.ai.apikey.expose(), "sk-ant-x: #1");
@@ -688,12 +744,18 @@ AI:
     fn missing_api_key_names_the_key_and_the_variable() {
         let e = env(&[("AI_BASE_URL", "https://api.openai.com/v1")]);
         let err = Config::from_yaml(YAML, &e).unwrap_err().to_string();
-        assert!(err.contains("AI.APIKey") && err.contains("AI_API_KEY"), "{err}");
+        assert!(
+            err.contains("AI.APIKey") && err.contains("AI_API_KEY"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_values_name_their_key() {
-        let base = [("AI_BASE_URL", "https://api.openai.com/v1"), ("AI_API_KEY", "k")];
+        let base = [
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "k"),
+        ];
         let cases = [
             ("DD_AI__PROMETHEUSURL", "localhost:9090", "AI.PrometheusURL"),
             ("DD_WORKER__CONCURRENCY", "0", "Worker.Concurrency"),
@@ -705,14 +767,19 @@ AI:
         for (var, value, key) in cases {
             let mut pairs = base.to_vec();
             pairs.push((var, value));
-            let err = Config::from_yaml(YAML, &env(&pairs)).unwrap_err().to_string();
+            let err = Config::from_yaml(YAML, &env(&pairs))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{var}={value}: {err}");
         }
     }
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
-        let e = env(&[("AI_BASE_URL", "https://api.openai.com/v1"), ("AI_API_KEY", "sk-very-secret")]);
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-very-secret"),
+        ]);
         let c = Config::from_yaml(YAML, &e).unwrap();
         assert!(!format!("{c:?}").contains("sk-very-secret"));
     }

@@ -26,12 +26,16 @@ pub struct Redactor {
 impl Redactor {
     /// Redacts these secrets (empty ones are ignored).
     pub fn new(secrets: Vec<String>) -> Self {
-        Self { secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect() }
+        Self {
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+        }
     }
 
     /// The text with every secret replaced by `[REDACTED]`.
     pub fn apply(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |t, s| t.replace(s.as_str(), "[REDACTED]"))
+        self.secrets
+            .iter()
+            .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "[REDACTED]"))
     }
 }
 
@@ -70,7 +74,9 @@ impl Diagnoser {
     pub fn new(config: &Config, runner: Arc<dyn Runner>) -> Self {
         Self {
             runner,
-            prompt_options: PromptOptions { github_enabled: !config.ai.githubtoken.is_empty() },
+            prompt_options: PromptOptions {
+                github_enabled: !config.ai.githubtoken.is_empty(),
+            },
             deadline: config.ai.diagnosis_deadline(),
             redactor: Redactor::new(config.secrets()),
         }
@@ -132,13 +138,24 @@ impl Diagnoser {
     fn read(&self, output: &RunOutput) -> Outcome {
         match extract::answer(&output.stdout) {
             Answer::Report(body) => Outcome::Completed(body),
-            Answer::RunnerError { kind, message } => {
-                Outcome::Failed { kind, reason: message, raw_output: raw_tail(output) }
-            }
+            Answer::RunnerError { kind, message } => Outcome::Failed {
+                kind,
+                reason: message,
+                raw_output: raw_tail(output),
+            },
             Answer::Unusable(why) => match output.exit_code {
-                Some(0) => Outcome::Failed { kind: "no_json".into(), reason: why, raw_output: raw_tail(output) },
+                Some(0) => Outcome::Failed {
+                    kind: "no_json".into(),
+                    reason: why,
+                    raw_output: raw_tail(output),
+                },
                 code => {
-                    let last = output.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                    let last = output
+                        .stderr
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
                     let status = code.map_or("a signal".to_owned(), |c| format!("status {c}"));
                     Outcome::Failed {
                         kind: "runner_crashed".into(),
@@ -156,10 +173,18 @@ impl Diagnoser {
     fn scrub(&self, outcome: Outcome) -> Outcome {
         match outcome {
             Outcome::Completed(body) => Outcome::Completed(ReportBody {
-                prom_ql: body.prom_ql.iter().map(|q| self.redactor.apply(q)).collect(),
+                prom_ql: body
+                    .prom_ql
+                    .iter()
+                    .map(|q| self.redactor.apply(q))
+                    .collect(),
                 content: self.redactor.apply(&body.content),
             }),
-            Outcome::Failed { kind, reason, raw_output } => Outcome::Failed {
+            Outcome::Failed {
+                kind,
+                reason,
+                raw_output,
+            } => Outcome::Failed {
                 kind,
                 reason: self.redactor.apply(&reason),
                 raw_output: raw_output.map(|r| self.redactor.apply(&r)),

@@ -50,14 +50,17 @@ pub fn split(stdout: &str) -> Option<(&str, &str)> {
 /// Reads the answer out of the runner's stdout.
 pub fn answer(stdout: &str) -> Answer {
     let Some((_, tail)) = split(stdout) else {
-        return Answer::Unusable("runner output has no \"#####\" line (the runner did not finish)".into());
+        return Answer::Unusable(
+            "runner output has no \"#####\" line (the runner did not finish)".into(),
+        );
     };
     match find_report(tail) {
         Answer::Unusable(why) => {
             // The answer itself may contain a `#####` line; look again from the first one.
             let first = split_first(stdout).map(|(_, t)| t).unwrap_or(tail);
             if first.len() > tail.len() {
-                if let found @ (Answer::Report(_) | Answer::RunnerError { .. }) = find_report(first) {
+                if let found @ (Answer::Report(_) | Answer::RunnerError { .. }) = find_report(first)
+                {
                     return found;
                 }
             }
@@ -128,18 +131,32 @@ fn runner_error(value: &Value) -> Option<Answer> {
     if value.get("content").is_some() {
         return None;
     }
-    let kind = error.get("kind").and_then(Value::as_str).unwrap_or("runner_error").to_owned();
-    let message = error.get("message").and_then(Value::as_str).unwrap_or("runner reported an error").to_owned();
+    let kind = error
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("runner_error")
+        .to_owned();
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("runner reported an error")
+        .to_owned();
     Some(Answer::RunnerError { kind, message })
 }
 
 /// Checks the design's report shape: `{"promQL": [string], "content": non-empty string}`.
 fn validate(value: Value) -> Result<ReportBody, String> {
-    let Value::Object(map) = value else { return Err("not an object".into()) };
+    let Value::Object(map) = value else {
+        return Err("not an object".into());
+    };
     let prom_ql = match map.get("promQL") {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|q| q.as_str().map(str::to_owned).ok_or("promQL has a non-string item"))
+            .map(|q| {
+                q.as_str()
+                    .map(str::to_owned)
+                    .ok_or("promQL has a non-string item")
+            })
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err("promQL is not an array".into()),
         None => return Err("no \"promQL\" field".into()),
@@ -191,7 +208,8 @@ mod tests {
 
     #[test]
     fn plain_json_after_the_separator() {
-        let r = report("log 1\nlog 2\n#####\n{\"promQL\":[\"up\"],\"content\":\"【问题概述】x\"}\n");
+        let r =
+            report("log 1\nlog 2\n#####\n{\"promQL\":[\"up\"],\"content\":\"【问题概述】x\"}\n");
         assert_eq!(r.prom_ql, vec!["up"]);
         assert_eq!(r.content, "【问题概述】x");
     }
@@ -214,11 +232,17 @@ mod tests {
 
     #[test]
     fn objects_of_the_wrong_shape_are_explained() {
-        let Answer::Unusable(why) = answer("#####\n{\"promQL\":\"up\",\"content\":\"x\"}") else { panic!() };
+        let Answer::Unusable(why) = answer("#####\n{\"promQL\":\"up\",\"content\":\"x\"}") else {
+            panic!()
+        };
         assert!(why.contains("promQL is not an array"), "{why}");
-        let Answer::Unusable(why) = answer("#####\nI could not decide.") else { panic!() };
+        let Answer::Unusable(why) = answer("#####\nI could not decide.") else {
+            panic!()
+        };
         assert!(why.contains("no JSON object"), "{why}");
-        let Answer::Unusable(why) = answer("just logs, the runner died") else { panic!() };
+        let Answer::Unusable(why) = answer("just logs, the runner died") else {
+            panic!()
+        };
         assert!(why.contains("#####"), "{why}");
     }
 
@@ -227,7 +251,10 @@ mod tests {
         let a = answer("x\n#####\n{\"error\": {\"kind\": \"llm_status\", \"message\": \"AI call failed with status 500\"}}");
         assert_eq!(
             a,
-            Answer::RunnerError { kind: "llm_status".into(), message: "AI call failed with status 500".into() }
+            Answer::RunnerError {
+                kind: "llm_status".into(),
+                message: "AI call failed with status 500".into()
+            }
         );
     }
 

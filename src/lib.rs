@@ -4,19 +4,19 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
-//! - [`alert`]: the two webhook bodies, parsed into one alert shape.
-//! - [`report`]: the report model and its statuses.
-//! - [`store`]: the `ReportStore` trait; `embedded` (SQLite) and `mongo`.
-//! - [`prompt`]: the design's prompt, with alert data fenced.
-//! - [`runner`]: the `Runner` trait; `process` runs the Python runner as a child.
-//! - [`extract`]: pulling the JSON report out of the runner's output.
-//! - [`diagnosis`]: one diagnosis, and every failure turned into a reason.
-//! - [`worker`]: the pool that claims reports from the store and runs them.
-//! - [`api`]: the HTTP routes.
-//! - [`metrics`]: `/metrics`.
-//! - [`telemetry`]: logging setup.
-//! - [`startup`]: wiring it together and running until shutdown.
+//! - [`config`] — the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
+//! - [`alert`] — the two webhook bodies, parsed into one alert shape.
+//! - [`report`] — the report model and its statuses.
+//! - [`store`] — the `ReportStore` trait; `embedded` (SQLite) and `mongo`.
+//! - [`prompt`] — the design's prompt, with alert data fenced.
+//! - [`runner`] — the `Runner` trait; `process` runs the Python runner as a child.
+//! - [`extract`] — pulling the JSON report out of the runner's output.
+//! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
+//! - [`worker`] — the pool that claims reports from the store and runs them.
+//! - [`api`] — the HTTP routes.
+//! - [`metrics`] — `/metrics`.
+//! - [`telemetry`] — logging setup.
+//! - [`startup`] — wiring it together and running until shutdown.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -14,10 +14,19 @@ use deploy_diagnosis::diagnosis::{Diagnoser, Outcome};
 use deploy_diagnosis::{startup, store, telemetry};
 
 #[derive(Parser)]
-#[command(name = "deploy-diagnosis", version, about = "Alert in, AI root-cause report out")]
+#[command(
+    name = "deploy-diagnosis",
+    version,
+    about = "Alert in, AI root-cause report out"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(short = 'f', long = "config", global = true, default_value = "etc/deploy-diagnosis.yaml")]
+    #[arg(
+        short = 'f',
+        long = "config",
+        global = true,
+        default_value = "etc/deploy-diagnosis.yaml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -107,17 +116,30 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
             None
         }
     }) else {
-        return fail(&format!("{}: no alert to diagnose ({})", path.display(), reasons.join("; ")));
+        return fail(&format!(
+            "{}: no alert to diagnose ({})",
+            path.display(),
+            reasons.join("; ")
+        ));
     };
     let diagnoser = Diagnoser::new(&config, startup::build_runner(&config));
-    let outcome = diagnoser.diagnose(&id, &alert, startup::shutdown_on_signals()).await;
+    let outcome = diagnoser
+        .diagnose(&id, &alert, startup::shutdown_on_signals())
+        .await;
     let (json, code) = match outcome {
-        Ok(Outcome::Completed(body)) => (serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content}), ExitCode::SUCCESS),
-        Ok(Outcome::Failed { kind, reason, .. }) => {
-            (serde_json::json!({"status": "failed", "kind": kind, "error": reason}), ExitCode::FAILURE)
-        }
+        Ok(Outcome::Completed(body)) => (
+            serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content}),
+            ExitCode::SUCCESS,
+        ),
+        Ok(Outcome::Failed { kind, reason, .. }) => (
+            serde_json::json!({"status": "failed", "kind": kind, "error": reason}),
+            ExitCode::FAILURE,
+        ),
         Err(_) => return fail("interrupted"),
     };
-    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
     code
 }

@@ -36,25 +36,57 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("deploy_diagnosis");
         let alerts = Family::<Labels, Counter>::default();
-        registry.register("alerts_received", "Alerts received, by what was done with them", alerts.clone());
+        registry.register(
+            "alerts_received",
+            "Alerts received, by what was done with them",
+            alerts.clone(),
+        );
         let diagnoses = Family::<Labels, Counter>::default();
-        registry.register("diagnoses", "Diagnoses finished, by final status", diagnoses.clone());
+        registry.register(
+            "diagnoses",
+            "Diagnoses finished, by final status",
+            diagnoses.clone(),
+        );
         let duration = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new([1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0])
+            Histogram::new([
+                1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0,
+            ])
         });
-        registry.register("diagnosis_duration_seconds", "Time a diagnosis took", duration.clone());
+        registry.register(
+            "diagnosis_duration_seconds",
+            "Time a diagnosis took",
+            duration.clone(),
+        );
         let runner_failures = Family::<Labels, Counter>::default();
-        registry.register("runner_failures", "Failed diagnoses, by reason", runner_failures.clone());
+        registry.register(
+            "runner_failures",
+            "Failed diagnoses, by reason",
+            runner_failures.clone(),
+        );
         let reports = Family::<Labels, Gauge>::default();
         registry.register("reports", "Stored reports, by status", reports.clone());
         let queue_depth = Gauge::default();
-        registry.register("queue_depth", "Generating reports no worker holds", queue_depth.clone());
-        Self { registry, alerts, diagnoses, duration, runner_failures, reports, queue_depth }
+        registry.register(
+            "queue_depth",
+            "Generating reports no worker holds",
+            queue_depth.clone(),
+        );
+        Self {
+            registry,
+            alerts,
+            diagnoses,
+            duration,
+            runner_failures,
+            reports,
+            queue_depth,
+        }
     }
 
     /// Counts one alert by outcome (`started`, `exists`, `not_firing`, ...).
     pub fn alert(&self, outcome: &str) {
-        self.alerts.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+        self.alerts
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
     }
 
     /// Records a finished diagnosis.
@@ -63,7 +95,9 @@ impl Metrics {
         self.diagnoses.get_or_create(&label).inc();
         self.duration.get_or_create(&label).observe(seconds);
         if let Some(kind) = failure_kind {
-            self.runner_failures.get_or_create(&vec![("reason", kind.to_owned())]).inc();
+            self.runner_failures
+                .get_or_create(&vec![("reason", kind.to_owned())])
+                .inc();
         }
     }
 
@@ -71,7 +105,9 @@ impl Metrics {
     pub fn render(&self, counts: &HashMap<ReportStatus, u64>, queue_depth: u64) -> String {
         for status in ReportStatus::ALL {
             let n = counts.get(&status).copied().unwrap_or(0);
-            self.reports.get_or_create(&vec![("status", status.as_str().to_owned())]).set(n as i64);
+            self.reports
+                .get_or_create(&vec![("status", status.as_str().to_owned())])
+                .set(n as i64);
         }
         self.queue_depth.set(queue_depth as i64);
         let mut out = String::new();

@@ -20,8 +20,11 @@ pub enum ReportStatus {
 
 impl ReportStatus {
     /// All statuses.
-    pub const ALL: [ReportStatus; 3] =
-        [ReportStatus::Generating, ReportStatus::Completed, ReportStatus::Failed];
+    pub const ALL: [ReportStatus; 3] = [
+        ReportStatus::Generating,
+        ReportStatus::Completed,
+        ReportStatus::Failed,
+    ];
 
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {

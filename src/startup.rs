@@ -38,7 +38,11 @@ pub fn build_runner(config: &Config) -> Arc<dyn Runner> {
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains the workers.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let store = store::open(&config).await?;
     let diagnoser = Diagnoser::new(&config, build_runner(&config));
     if let Err(problem) = diagnoser.runner().check().await {
@@ -69,7 +73,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         workers = config.worker.concurrency,
         "deploy-diagnosis listening"
     );
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
     tracing::info!("HTTP stopped; draining in-flight diagnoses");
     pool.shutdown().await;
     served?;
@@ -80,19 +86,21 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 fn with_tracing(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let path = request
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| request.uri().path().to_owned());
-            tracing::info_span!("http", method = %request.method(), path, request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let path = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| request.uri().path().to_owned());
+                tracing::info_span!("http", method = %request.method(), path, request_id)
+            }),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -102,7 +110,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let trigger = token.clone();
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGTERM; only ctrl-c stops the service");

@@ -52,11 +52,17 @@ impl WorkerPool {
             let owner = format!("{}-{n}", &instance[..12]);
             let (ctx, stop, abort) = (ctx.clone(), stop_claiming.clone(), abort.clone());
             tasks.spawn(
-                worker_loop(ctx, owner.clone(), stop, abort).instrument(tracing::info_span!("worker", %owner)),
+                worker_loop(ctx, owner.clone(), stop, abort)
+                    .instrument(tracing::info_span!("worker", %owner)),
             );
         }
         let grace = Duration::from_secs(ctx.config.shutdowngraceseconds);
-        Self { tasks, stop_claiming, abort, grace }
+        Self {
+            tasks,
+            stop_claiming,
+            abort,
+            grace,
+        }
     }
 
     /// Stops taking work, lets in-flight diagnoses finish within the grace period, then
@@ -68,14 +74,22 @@ impl WorkerPool {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace_s = self.grace.as_secs(), "in-flight diagnoses outlived the grace period; stopping them");
+            tracing::warn!(
+                grace_s = self.grace.as_secs(),
+                "in-flight diagnoses outlived the grace period; stopping them"
+            );
             self.abort.cancel();
             while self.tasks.join_next().await.is_some() {}
         }
     }
 }
 
-async fn worker_loop(ctx: WorkerContext, owner: String, stop: CancellationToken, abort: CancellationToken) {
+async fn worker_loop(
+    ctx: WorkerContext,
+    owner: String,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
     let lease = Duration::from_secs(ctx.config.leaseseconds);
     let poll = Duration::from_secs(ctx.config.pollseconds);
     while !stop.is_cancelled() {
@@ -120,8 +134,16 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     } else {
         tracing::info!(runner, "diagnosis started");
         let cancel = abort.child_token();
-        let heartbeat = tokio::spawn(renew_lease(ctx.clone(), owner.to_owned(), report.clone(), cancel.clone()));
-        let result = ctx.diagnoser.diagnose(&id, &report.alert, cancel.clone()).await;
+        let heartbeat = tokio::spawn(renew_lease(
+            ctx.clone(),
+            owner.to_owned(),
+            report.clone(),
+            cancel.clone(),
+        ));
+        let result = ctx
+            .diagnoser
+            .diagnose(&id, &report.alert, cancel.clone())
+            .await;
         heartbeat.abort();
         match result {
             Ok(outcome) => outcome,
@@ -130,7 +152,9 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
                 if let Err(e) = ctx.store.release(&id, owner).await {
                     tracing::warn!(error = %e, "releasing the report failed; it is taken up after its lease");
                 }
-                tracing::info!("diagnosis stopped by shutdown; it will run again at the next start");
+                tracing::info!(
+                    "diagnosis stopped by shutdown; it will run again at the next start"
+                );
                 return;
             }
         }
@@ -151,7 +175,11 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             };
             (finish, None)
         }
-        Outcome::Failed { kind, reason, raw_output } => {
+        Outcome::Failed {
+            kind,
+            reason,
+            raw_output,
+        } => {
             let finish = Finish {
                 status: ReportStatus::Failed,
                 content: String::new(),
@@ -166,7 +194,8 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     };
     match ctx.store.finish(&id, owner, &finish).await {
         Ok(true) => {
-            ctx.metrics.diagnosis(finish.status, duration.as_secs_f64(), kind.as_deref());
+            ctx.metrics
+                .diagnosis(finish.status, duration.as_secs_f64(), kind.as_deref());
             match &finish.error {
                 None => tracing::info!(duration_ms = finish.duration_ms, "diagnosis completed"),
                 Some(reason) => tracing::warn!(
@@ -177,8 +206,12 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
                 ),
             }
         }
-        Ok(false) => tracing::warn!("report was deleted or taken over while diagnosing; outcome dropped"),
-        Err(e) => tracing::error!(error = %e, "writing the outcome failed; the report runs again after its lease"),
+        Ok(false) => {
+            tracing::warn!("report was deleted or taken over while diagnosing; outcome dropped")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "writing the outcome failed; the report runs again after its lease")
+        }
     }
 }
 
@@ -188,7 +221,11 @@ async fn renew_lease(ctx: WorkerContext, owner: String, report: Report, cancel: 
     let lease = Duration::from_secs(ctx.config.leaseseconds);
     loop {
         tokio::time::sleep(lease / 3).await;
-        match ctx.store.renew_lease(&report.deployment_id, &owner, Utc::now() + lease).await {
+        match ctx
+            .store
+            .renew_lease(&report.deployment_id, &owner, Utc::now() + lease)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!("lost the claim on the report; stopping this diagnosis");

@@ -305,7 +305,12 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
         await tools.add_http("prometheus-mcp", args.prometheus_mcp_url)
     else:
         await check_prometheus(args.prometheus_url)
-        env = {"PROMETHEUS_URL": args.prometheus_url, "PROMETHEUS_MCP_SERVER_TRANSPORT": "stdio"}
+        env = {
+            "PROMETHEUS_URL": args.prometheus_url,
+            "PROMETHEUS_MCP_SERVER_TRANSPORT": "stdio",
+            # Labels the server's process with the diagnosis it serves (ps e, /proc).
+            "DD_DEPLOYMENT_ID": os.environ.get("DD_DEPLOYMENT_ID", ""),
+        }
         try:
             await tools.add_stdio("prometheus-mcp", prometheus_mcp_command(args.prometheus_mcp_command), env)
         except Exception as exc:
@@ -399,6 +404,9 @@ def main() -> int:
     # SIGTERM (the service's deadline) cancels the task, so the MCP servers are shut down
     # by their context managers instead of being left behind.
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    # If the service dies (kill -9), nobody will read our answer: stop instead of spending
+    # AI calls on it. A dead parent shows as a new parent process id.
+    loop.create_task(watch_parent(os.getppid(), task))
     try:
         answer = loop.run_until_complete(task)
     except BaseException as raised:  # noqa: BLE001 - the service needs a reason, whatever it was
@@ -408,6 +416,15 @@ def main() -> int:
     print(SPLIT)
     print(redact(answer))
     return 0
+
+
+async def watch_parent(parent: int, task: asyncio.Task) -> None:
+    while not task.done():
+        await asyncio.sleep(0.5)
+        if os.getppid() != parent:
+            log("the service that started this runner is gone; stopping")
+            task.cancel()
+            return
 
 
 def unwrap(exc: BaseException) -> BaseException:

@@ -65,7 +65,11 @@ pub trait Runner: Send + Sync {
     /// The name stored on reports (`process`, ...).
     fn kind(&self) -> &'static str;
     /// Runs one diagnosis to its end, its deadline, or `cancel`.
-    async fn run(&self, request: RunRequest, cancel: CancellationToken) -> Result<RunOutput, RunnerError>;
+    async fn run(
+        &self,
+        request: RunRequest,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunnerError>;
     /// Whether the runner can run at all (for `/readyz`); the error says what is missing.
     async fn check(&self) -> Result<(), String>;
 }

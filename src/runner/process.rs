@@ -23,8 +23,20 @@ use crate::config::{Config, Secret};
 /// Environment variables passed through to the runner; everything else is cleared, so the
 /// service's own settings (and any `DD_*` secrets) do not leak into the child.
 const PASSTHROUGH_ENV: &[&str] = &[
-    "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 ];
 
 /// How long the runner gets to shut its MCP servers down after SIGTERM.
@@ -89,7 +101,11 @@ impl ProcessRunner {
         cmd.arg(&self.script)
             .args(&self.args)
             .env_clear()
-            .envs(PASSTHROUGH_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
+            .envs(
+                PASSTHROUGH_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("DD_DEPLOYMENT_ID", request.deployment_id.as_str())
@@ -136,13 +152,19 @@ async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, max: usize, sink: Sink
 /// grandchild that left the process group (the MCP SDK starts servers in a session of
 /// their own) can hold an inherited pipe open after the runner is gone.
 async fn collect(mut reader: tokio::task::JoinHandle<()>, sink: Sink) -> String {
-    if tokio::time::timeout(Duration::from_secs(2), &mut reader).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), &mut reader)
+        .await
+        .is_err()
+    {
         reader.abort();
     }
     let c = sink.lock().unwrap_or_else(|p| p.into_inner());
     let mut text = String::from_utf8_lossy(&c.kept).into_owned();
     if c.dropped > 0 {
-        text.push_str(&format!("\n[deploy-diagnosis: {} more bytes of output dropped]", c.dropped));
+        text.push_str(&format!(
+            "\n[deploy-diagnosis: {} more bytes of output dropped]",
+            c.dropped
+        ));
     }
     text
 }
@@ -150,8 +172,14 @@ async fn collect(mut reader: tokio::task::JoinHandle<()>, sink: Sink) -> String 
 /// SIGTERM to the group (the runner then shuts its MCP servers down), SIGKILL after a grace.
 async fn stop_group(child: &mut Child, pgid: Pid) {
     let _ = killpg(pgid, Signal::SIGTERM);
-    if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
-        tracing::warn!(pgid = pgid.as_raw(), "runner ignored SIGTERM; killing its process group");
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pgid = pgid.as_raw(),
+            "runner ignored SIGTERM; killing its process group"
+        );
     }
     // Whatever is left in the group (the runner, or children that outlived it) goes now.
     let _ = killpg(pgid, Signal::SIGKILL);
@@ -164,16 +192,25 @@ impl Runner for ProcessRunner {
         "process"
     }
 
-    async fn run(&self, request: RunRequest, cancel: CancellationToken) -> Result<RunOutput, RunnerError> {
-        let mut child = self.command(&request).spawn().map_err(|source| RunnerError::Spawn {
-            program: self.python.display().to_string(),
-            source,
-        })?;
+    async fn run(
+        &self,
+        request: RunRequest,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunnerError> {
+        let mut child = self
+            .command(&request)
+            .spawn()
+            .map_err(|source| RunnerError::Spawn {
+                program: self.python.display().to_string(),
+                source,
+            })?;
         let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or_default());
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(RunnerError::Io(std::io::Error::other("runner pipes missing")));
+            return Err(RunnerError::Io(std::io::Error::other(
+                "runner pipes missing",
+            )));
         };
         let prompt = request.prompt;
         let writer = tokio::spawn(async move {
@@ -182,8 +219,16 @@ impl Runner for ProcessRunner {
             let _ = stdin.shutdown().await;
         });
         let (out_sink, err_sink) = (Sink::default(), Sink::default());
-        let out = tokio::spawn(read_capped(stdout, self.output_max_bytes, Arc::clone(&out_sink)));
-        let err = tokio::spawn(read_capped(stderr, self.output_max_bytes, Arc::clone(&err_sink)));
+        let out = tokio::spawn(read_capped(
+            stdout,
+            self.output_max_bytes,
+            Arc::clone(&out_sink),
+        ));
+        let err = tokio::spawn(read_capped(
+            stderr,
+            self.output_max_bytes,
+            Arc::clone(&err_sink),
+        ));
 
         enum End {
             Exited(Option<i32>),
@@ -209,7 +254,10 @@ impl Runner for ProcessRunner {
         };
         match end {
             End::Exited(_) => Ok(output),
-            End::Deadline => Err(RunnerError::DeadlineExceeded { after: request.deadline, output }),
+            End::Deadline => Err(RunnerError::DeadlineExceeded {
+                after: request.deadline,
+                output,
+            }),
             End::Cancelled => Err(RunnerError::Cancelled),
         }
     }
@@ -227,4 +275,3 @@ impl Runner for ProcessRunner {
         Ok(())
     }
 }
-

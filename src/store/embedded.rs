@@ -14,7 +14,8 @@ use crate::alert::DeploymentId;
 use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
 
 const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
-const COLUMNS: &str = "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
+const COLUMNS: &str =
+    "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, lease_owner, lease_until";
 
 /// SQLite behind a mutex; calls run on the blocking pool.
@@ -27,14 +28,18 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store file and its folder.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -63,7 +68,10 @@ fn time(ms: i64) -> DateTime<Utc> {
 }
 
 fn corrupt(id: &str, message: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { id: id.to_owned(), message: message.into() }
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        message: message.into(),
+    }
 }
 
 fn status(id: &str, s: &str) -> Result<ReportStatus, StoreError> {
@@ -152,7 +160,8 @@ impl ReportStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
@@ -201,10 +210,18 @@ impl ReportStore for EmbeddedStore {
                  AND (?2 IS NULL OR created_time < ?2) ORDER BY created_time DESC, id DESC LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
-                params![filter.status.map(|s| s.as_str()), filter.before.map(ms), filter.limit],
+                params![
+                    filter.status.map(|s| s.as_str()),
+                    filter.before.map(ms),
+                    filter.limit
+                ],
                 raw_report,
             )?;
-            rows.map(|row| row.map_err(StoreError::from).and_then(RawReport::into_report)).collect()
+            rows.map(|row| {
+                row.map_err(StoreError::from)
+                    .and_then(RawReport::into_report)
+            })
+            .collect()
         })
         .await
     }
@@ -381,8 +398,14 @@ impl ReportStore for EmbeddedStore {
         let id = deployment_id.clone();
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM report_history WHERE deployment_id = ?1", [id.as_str()])?;
-            let deleted = tx.execute("DELETE FROM reports WHERE deployment_id = ?1", [id.as_str()])?;
+            tx.execute(
+                "DELETE FROM report_history WHERE deployment_id = ?1",
+                [id.as_str()],
+            )?;
+            let deleted = tx.execute(
+                "DELETE FROM reports WHERE deployment_id = ?1",
+                [id.as_str()],
+            )?;
             tx.commit()?;
             Ok(deleted == 1)
         })
@@ -392,7 +415,9 @@ impl ReportStore for EmbeddedStore {
     async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM reports GROUP BY status")?;
-            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
             let mut counts = HashMap::new();
             for row in rows {
                 let (s, n) = row?;

@@ -85,7 +85,9 @@ fn bdate(t: DateTime<Utc>) -> bson::DateTime {
 }
 
 fn cdate(t: bson::DateTime) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(t.timestamp_millis()).single().unwrap_or_default()
+    Utc.timestamp_millis_opt(t.timestamp_millis())
+        .single()
+        .unwrap_or_default()
 }
 
 impl ReportDoc {
@@ -111,8 +113,11 @@ impl ReportDoc {
     }
 
     fn into_report(self) -> Result<Report, StoreError> {
-        let deployment_id = DeploymentId::parse(&self.deployment_id)
-            .map_err(|message| StoreError::Corrupt { id: self.id.clone(), message })?;
+        let deployment_id =
+            DeploymentId::parse(&self.deployment_id).map_err(|message| StoreError::Corrupt {
+                id: self.id.clone(),
+                message,
+            })?;
         Ok(Report {
             id: self.id,
             deployment_id,
@@ -146,12 +151,20 @@ impl MongoStore {
     /// Connects (lazily: the first operation reaches the server).
     pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(url).await?;
-        options.app_name.get_or_insert_with(|| "deploy-diagnosis".into());
+        options
+            .app_name
+            .get_or_insert_with(|| "deploy-diagnosis".into());
         // The driver's 30 s default would make /readyz and every request hang that long
         // when the server is down; five seconds tells the same story sooner.
-        options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
         let db = Client::with_options(options)?.database(database);
-        Ok(Self { reports: db.collection(REPORTS), history: db.collection(HISTORY), db })
+        Ok(Self {
+            reports: db.collection(REPORTS),
+            history: db.collection(HISTORY),
+            db,
+        })
     }
 }
 
@@ -173,16 +186,25 @@ fn live_lease_free(now: DateTime<Utc>) -> Document {
 #[async_trait]
 impl ReportStore for MongoStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        let defs: Vec<IndexDef> = serde_json::from_str(INDEXES).map_err(|e| StoreError::Corrupt {
-            id: "migrations/mongo/0001_indexes.json".into(),
-            message: e.to_string(),
-        })?;
+        let defs: Vec<IndexDef> =
+            serde_json::from_str(INDEXES).map_err(|e| StoreError::Corrupt {
+                id: "migrations/mongo/0001_indexes.json".into(),
+                message: e.to_string(),
+            })?;
         for def in defs {
-            let keys = bson::to_document(&def.keys)
-                .map_err(|e| StoreError::Corrupt { id: def.name.clone(), message: e.to_string() })?;
-            let options = IndexOptions::builder().name(def.name).unique(def.unique.then_some(true)).build();
+            let keys = bson::to_document(&def.keys).map_err(|e| StoreError::Corrupt {
+                id: def.name.clone(),
+                message: e.to_string(),
+            })?;
+            let options = IndexOptions::builder()
+                .name(def.name)
+                .unique(def.unique.then_some(true))
+                .build();
             let model = IndexModel::builder().keys(keys).options(options).build();
-            self.db.collection::<Document>(&def.collection).create_index(model).await?;
+            self.db
+                .collection::<Document>(&def.collection)
+                .create_index(model)
+                .await?;
         }
         Ok(())
     }
@@ -193,7 +215,11 @@ impl ReportStore for MongoStore {
     }
 
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
-        match self.reports.insert_one(ReportDoc::from_report(report)).await {
+        match self
+            .reports
+            .insert_one(ReportDoc::from_report(report))
+            .await
+        {
             Ok(_) => Ok(Insert::Inserted),
             Err(e) if is_duplicate_key(&e) => {
                 let existing = self
@@ -395,15 +421,23 @@ impl ReportStore for MongoStore {
     }
 
     async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
-        let result = self.reports.delete_one(doc! { "deploymentId": deployment_id.as_str() }).await?;
-        self.history.delete_many(doc! { "deploymentId": deployment_id.as_str() }).await?;
+        let result = self
+            .reports
+            .delete_one(doc! { "deploymentId": deployment_id.as_str() })
+            .await?;
+        self.history
+            .delete_many(doc! { "deploymentId": deployment_id.as_str() })
+            .await?;
         Ok(result.deleted_count == 1)
     }
 
     async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
         let mut counts = HashMap::new();
         for status in ReportStatus::ALL {
-            let n = self.reports.count_documents(doc! { "status": status.as_str() }).await?;
+            let n = self
+                .reports
+                .count_documents(doc! { "status": status.as_str() })
+                .await?;
             counts.insert(status, n);
         }
         Ok(counts)

@@ -1,0 +1,171 @@
+//! Every way a diagnosis can fail ends in a `failed` report with a reason a person can act
+//! on, and never with a secret in it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::fake_llm::Script;
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+use crate::servers::free_port;
+
+async fn failed_report(app: &TestApp, prefix: &str) -> (String, Value) {
+    let id = deployment_id(prefix);
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    let report = app.wait_final(&id).await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    (id, report)
+}
+
+fn error(report: &Value) -> &str {
+    report["error"]
+        .as_str()
+        .expect("a failed report has an error")
+}
+
+/// Processes whose environment names this deployment: the runner and its MCP server.
+fn processes_of(deployment_id: &str) -> Vec<u32> {
+    let marker = format!("DD_DEPLOYMENT_ID={deployment_id}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(&marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Any process whose command line contains `needle`.
+fn argv_containing(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_llm_error_status_fails_the_report_with_the_status_and_no_key() {
+    let app = spawn_app(Options {
+        script: Script::Status(500),
+        ..Options::default()
+    })
+    .await;
+
+    let (_, report) = failed_report(&app, "llm500").await;
+
+    assert!(error(&report).contains("status 500"), "{report:#}");
+    // The fake echoed the key in its error body; it must not reach the report.
+    assert!(!report.to_string().contains(&app.api_key), "{report:#}");
+    assert!(report.to_string().contains("[REDACTED]"), "{report:#}");
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("deploy_diagnosis_runner_failures_total{reason=\"llm_status\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_llm_that_never_answers_fails_the_report_as_timed_out() {
+    let app = spawn_app(Options {
+        script: Script::Hang,
+        timeout_s: 3,
+        ..Options::default()
+    })
+    .await;
+
+    let (_, report) = failed_report(&app, "hang").await;
+
+    assert!(error(&report).contains("timed out"), "{report:#}");
+}
+
+#[tokio::test]
+async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
+    // Each answer takes 1.5 s (under the 2 s request timeout) and asks for another tool
+    // call, so only the 4 s deadline (2 x AI.Timeout) can end it.
+    let app = spawn_app(Options {
+        script: Script::ToolLoop,
+        llm_delay: Duration::from_millis(1500),
+        timeout_s: 2,
+        max_turns: 50,
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("deadline");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    // While it runs: the runner and its MCP server are up, and no argv holds the key.
+    let start = std::time::Instant::now();
+    while processes_of(&id).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "runner and MCP server never both ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        argv_containing(&app.api_key).is_empty(),
+        "API key visible in argv"
+    );
+
+    let report = app.wait_final(&id).await;
+
+    assert_eq!(report["status"], "failed");
+    assert!(error(&report).contains("deadline exceeded"), "{report:#}");
+    assert!(error(&report).contains("4s"), "{report:#}");
+    let leftover = processes_of(&id);
+    assert!(
+        leftover.is_empty(),
+        "processes left after the deadline: {leftover:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_without_json_fails_the_report_and_keeps_the_output_tail() {
+    let app = spawn_app(Options {
+        script: Script::Prose,
+        ..Options::default()
+    })
+    .await;
+
+    let (_, report) = failed_report(&app, "prose").await;
+
+    assert!(error(&report).contains("no JSON"), "{report:#}");
+    assert!(
+        report["rawOutput"].as_str().unwrap().contains("建议重启"),
+        "{report:#}"
+    );
+}
+
+#[tokio::test]
+async fn prometheus_down_fails_the_report_naming_prometheus() {
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let app = spawn_app(Options {
+        prometheus_url: Some(down.clone()),
+        ..Options::default()
+    })
+    .await;
+
+    let (_, report) = failed_report(&app, "promdown").await;
+
+    assert!(
+        error(&report).contains("Prometheus unreachable"),
+        "{report:#}"
+    );
+    assert!(error(&report).contains(&down), "{report:#}");
+    assert!(
+        app.llm.requests().is_empty(),
+        "no AI call is spent when Prometheus is down"
+    );
+}

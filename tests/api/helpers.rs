@@ -1,0 +1,316 @@
+//! `spawn_app()`: the real service on port 0 with its own store, the real Python runner,
+//! the shared real Prometheus, and a scripted LLM of the test's choosing.
+
+use std::time::{Duration, Instant};
+
+use deploy_diagnosis::config::{Config, Environment};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::fake_llm::{FakeLlm, Script};
+use crate::servers::{self, PromStack};
+
+/// Which store a test app uses.
+#[derive(Clone, Debug)]
+pub enum StoreChoice {
+    /// A fresh SQLite file in the test's temporary folder.
+    Embedded,
+    /// A fresh database on the shared SecantusDB.
+    Mongo,
+}
+
+/// How to build a test app.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The fake LLM's behaviour.
+    pub script: Script,
+    /// Delay before each LLM answer.
+    pub llm_delay: Duration,
+    /// `openai` or `anthropic`.
+    pub protocol: &'static str,
+    /// `AI.Timeout` seconds (the deadline is twice this).
+    pub timeout_s: u64,
+    /// The store.
+    pub store: StoreChoice,
+    /// `Webhook.BearerToken`.
+    pub bearer: Option<&'static str>,
+    /// Point the agent at this Prometheus instead of the shared one.
+    pub prometheus_url: Option<String>,
+    /// `AI.GitHubToken` and `Runner.GitHubMCPCommand`.
+    pub github: Option<(&'static str, &'static str)>,
+    /// `AI.MaxTurns`.
+    pub max_turns: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            script: Script::ToolThenReport {
+                query: "up{job=\"node\"}".into(),
+            },
+            llm_delay: Duration::ZERO,
+            protocol: "openai",
+            timeout_s: 30,
+            store: StoreChoice::Embedded,
+            bearer: None,
+            prometheus_url: None,
+            github: None,
+            max_turns: 6,
+        }
+    }
+}
+
+/// A running service and what it talks to.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The scripted LLM.
+    pub llm: FakeLlm,
+    /// The real Prometheus.
+    pub prom: &'static PromStack,
+    /// The API key this app was given (unique, to look for leaks).
+    pub api_key: String,
+    /// The configuration the app runs with.
+    pub config: Config,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+/// The YAML a test app runs with.
+pub fn config_yaml(
+    options: &Options,
+    llm: &str,
+    prom: &str,
+    dir: &std::path::Path,
+    mongo: Option<(&str, &str)>,
+) -> String {
+    let python = servers::runner_python();
+    let script = servers::repo().join("docker/runner/diagnosis_runner.py");
+    let (store_kind, mongo_url, mongo_db) = match mongo {
+        Some((url, db)) => ("mongo", url.to_owned(), db.to_owned()),
+        None => (
+            "embedded",
+            "mongodb://unused:1".to_owned(),
+            "unused".to_owned(),
+        ),
+    };
+    let (github_token, github_cmd) = options.github.unwrap_or(("", "github-mcp-server stdio"));
+    format!(
+        r#"
+Name: deploy-diagnosis-test
+Host: 127.0.0.1
+Port: 0
+Mongo:
+  URL: {mongo_url}
+  Database: {mongo_db}
+AI:
+  BaseURL: {llm}
+  APIKey: ${{AI_API_KEY}}
+  Model: scripted-model
+  Timeout: {timeout}
+  PrometheusURL: {prom}
+  GitHubToken: "{github_token}"
+  Protocol: {protocol}
+  MaxTurns: {max_turns}
+Store:
+  Kind: {store_kind}
+  Path: {store_path}
+Runner:
+  Kind: process
+  Python: {python}
+  Script: {script}
+  GitHubMCPCommand: {github_cmd}
+Worker:
+  Concurrency: 2
+  LeaseSeconds: 3
+  PollSeconds: 1
+  ShutdownGraceSeconds: 5
+Webhook:
+  BearerToken: "{bearer}"
+  MaxBodyBytes: 65536
+"#,
+        timeout = options.timeout_s,
+        protocol = options.protocol,
+        max_turns = options.max_turns,
+        store_path = dir.join("reports.sqlite3").display(),
+        python = python.display(),
+        script = script.display(),
+        bearer = options.bearer.unwrap_or(""),
+    )
+}
+
+/// A unique API key.
+pub fn api_key() -> String {
+    format!("sk-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Starts the service in-process.
+pub async fn spawn_app(options: Options) -> TestApp {
+    let prom = servers::prometheus().await;
+    let llm = FakeLlm::start(options.script.clone(), options.llm_delay).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mongo_db = format!("dd_test_{}", uuid::Uuid::new_v4().simple());
+    let mongo_url = match options.store {
+        StoreChoice::Mongo => Some(servers::mongo().await.url.clone()),
+        StoreChoice::Embedded => None,
+    };
+    let prom_url = options
+        .prometheus_url
+        .clone()
+        .unwrap_or_else(|| prom.url.clone());
+    let yaml = config_yaml(
+        &options,
+        &llm.base_url,
+        &prom_url,
+        dir.path(),
+        mongo_url.as_deref().map(|u| (u, mongo_db.as_str())),
+    );
+    let key = api_key();
+    let env = Environment::from_map(
+        [("AI_API_KEY".to_owned(), key.clone())]
+            .into_iter()
+            .collect(),
+    );
+    let config = Config::from_yaml(&yaml, &env).expect("test configuration is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move {
+            deploy_diagnosis::startup::run(listener, config, shutdown)
+                .await
+                .expect("service runs");
+        }
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        llm,
+        prom,
+        api_key: key,
+        config,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// `POST /v1/alerts` with a JSON body.
+    pub async fn post_alerts(&self, body: &Value) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/alerts", self.address))
+            .json(body);
+        if !self.config.webhook.bearertoken.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A GET returning status and JSON.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A POST without body (with the bearer token if configured).
+    pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.address));
+        if !self.config.webhook.bearertoken.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the report leaves `generating`, and returns it.
+    pub async fn wait_final(&self, deployment_id: &str) -> Value {
+        wait_final(
+            &self.client,
+            &self.address,
+            deployment_id,
+            Duration::from_secs(120),
+        )
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `GET /reports/{id}` until it is no longer `generating`.
+pub async fn wait_final(
+    client: &reqwest::Client,
+    address: &str,
+    deployment_id: &str,
+    limit: Duration,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = client
+            .get(format!("{address}/reports/{deployment_id}"))
+            .send()
+            .await
+        {
+            if response.status() == StatusCode::OK {
+                let report: Value = response.json().await.unwrap();
+                if report["status"] != "generating" {
+                    return report;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "report {deployment_id} still generating after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An Alertmanager (version 4) webhook body with one alert.
+pub fn alertmanager_body(deployment_id: &str, status: &str) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"NodeHighCPU\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "deploy-diagnosis",
+        "groupLabels": {"alertname": "NodeHighCPU"},
+        "commonLabels": {"alertname": "NodeHighCPU", "severity": "critical"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "NodeHighCPU", "deploymentId": deployment_id, "hostname": "web-1", "severity": "critical"},
+            "annotations": {"description": "CPU usage above 90% after release", "summary": "High CPU on web-1"},
+            "startsAt": "2026-11-25T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example:9090/graph?g0.expr=cpu",
+            "fingerprint": "c0ffee"
+        }]
+    })
+}
+
+/// A deployment id unique to the calling test.
+pub fn deployment_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}

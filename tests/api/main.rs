@@ -1,0 +1,13 @@
+//! Integration tests: the real service on port 0, the real Python runner, real Prometheus
+//! and node_exporter, real SecantusDB for the mongo store. The only fake is the LLM.
+
+mod fake_llm;
+mod helpers;
+mod servers;
+
+mod crash_recovery;
+mod diagnosis;
+mod failures;
+mod intake;
+mod reports;
+mod store_contract;

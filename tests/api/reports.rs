@@ -1,0 +1,160 @@
+//! The report API: reading, listing, re-diagnosis with history, deletion, operations.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options};
+
+#[tokio::test]
+async fn an_unknown_deployment_is_a_404_with_a_json_body() {
+    let app = spawn_app(Options::default()).await;
+
+    let (status, body) = app.get("/reports/no-such-deployment").await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-deployment"));
+    let (status, _) = app
+        .post_empty("/reports/no-such-deployment/rediagnose")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.get("/reports/no-such-deployment/history").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn rediagnosis_keeps_the_previous_version_as_history() {
+    let app = spawn_app(Options::default()).await;
+    let id = deployment_id("again");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    let first = app.wait_final(&id).await;
+    assert_eq!(first["status"], "completed");
+
+    let (status, restarted) = app.post_empty(&format!("/reports/{id}/rediagnose")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{restarted}");
+    assert_eq!(restarted["version"], 2);
+    let (status, conflict) = app.post_empty(&format!("/reports/{id}/rediagnose")).await;
+    let second = app.wait_final(&id).await;
+
+    // The second request came while the first re-diagnosis was queued or running.
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(second["status"], "completed");
+    assert_eq!(second["version"], 2);
+    let (status, history) = app.get(&format!("/reports/{id}/history")).await;
+    assert_eq!(status, StatusCode::OK);
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["version"], 1);
+    assert_eq!(versions[0]["content"], first["content"]);
+    assert_eq!(app.llm.requests().len(), 4, "two diagnoses ran");
+}
+
+#[tokio::test]
+async fn listing_filters_by_status_pages_by_time_and_rejects_bad_parameters() {
+    let app = spawn_app(Options::default()).await;
+    let ids: Vec<String> = (0..3).map(|i| deployment_id(&format!("list{i}"))).collect();
+    for id in &ids {
+        app.post_alerts(&alertmanager_body(id, "firing")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        app.wait_final(id).await;
+    }
+
+    let (_, page1) = app.get("/reports?status=completed&limit=2").await;
+    let names: Vec<&str> = page1["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["deploymentId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![ids[2].as_str(), ids[1].as_str()],
+        "newest first"
+    );
+    let before = page1["nextBefore"].as_str().unwrap();
+    let page2: serde_json::Value = app
+        .client
+        .get(format!("{}/reports", app.address))
+        .query(&[("status", "completed"), ("limit", "2"), ("before", before)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["reports"][0]["deploymentId"], ids[0].as_str());
+    let (_, failed) = app.get("/reports?status=failed").await;
+    assert!(failed["reports"].as_array().unwrap().is_empty());
+
+    for bad in [
+        "/reports?status=done",
+        "/reports?limit=0",
+        "/reports?limit=x",
+        "/reports?before=yesterday",
+    ] {
+        let (status, body) = app.get(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"]["code"], "invalid_query", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn delete_removes_the_report_and_its_history() {
+    let app = spawn_app(Options::default()).await;
+    let id = deployment_id("del");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.wait_final(&id).await;
+
+    let response = app
+        .client
+        .delete(format!("{}/reports/{id}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = app.get(&format!("/reports/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = app
+        .client
+        .delete(format!("{}/reports/{id}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_report_the_service() {
+    let app = spawn_app(Options::default()).await;
+    let id = deployment_id("metrics");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.wait_final(&id).await;
+
+    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["store"]["ok"], true);
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "deploy_diagnosis_alerts_received_total{outcome=\"started\"} 1",
+        "deploy_diagnosis_alerts_received_total{outcome=\"exists\"} 1",
+        "deploy_diagnosis_reports{status=\"completed\"} 1",
+        "deploy_diagnosis_queue_depth 0",
+        "deploy_diagnosis_diagnosis_duration_seconds_count{status=\"completed\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Real servers the tests share, started once per test binary: Prometheus scraping a
+//! node_exporter, and SecantusDB (a MongoDB wire-protocol server). Each runs under a small
+//! shell guard that kills it when the test process exits (its stdin pipe closes).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process that dies with the test binary.
+pub struct Guarded {
+    _child: Child,
+    _stdin: Mutex<ChildStdin>,
+}
+
+/// Starts `program args` so that it is killed when this process exits.
+pub fn start_guarded(program: &str, args: &[String], log: &std::path::Path) -> Guarded {
+    let log = std::fs::File::create(log).unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$@" </dev/null & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; sleep 1; kill -9 $pid 2>/dev/null"#)
+        .arg("guard")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    let stdin = child.stdin.take().unwrap();
+    Guarded {
+        _child: child,
+        _stdin: Mutex::new(stdin),
+    }
+}
+
+/// Waits until `url` answers 2xx.
+pub async fn wait_http(url: &str, what: &str) {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not come up at {url}");
+}
+
+fn require(path: &str, hint: &str) -> String {
+    assert!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: {hint}"
+    );
+    path.to_owned()
+}
+
+/// Prometheus scraping one node_exporter (`job="node"`, label `hostname="web-1"`).
+pub struct PromStack {
+    /// Prometheus base URL.
+    pub url: String,
+    /// node_exporter's `host:port`, as Prometheus labels its `instance`.
+    pub node_instance: String,
+    _dir: tempfile::TempDir,
+    _prom: Guarded,
+    _node: Guarded,
+}
+
+static PROM: OnceCell<PromStack> = OnceCell::const_new();
+
+/// The shared Prometheus stack, started on first use and scraped at least once.
+pub async fn prometheus() -> &'static PromStack {
+    PROM.get_or_init(|| async {
+        let hint = "install Debian's prometheus and prometheus-node-exporter (scripts/test does)";
+        let prom_bin = require("/usr/bin/prometheus", hint);
+        let node_bin = require("/usr/bin/prometheus-node-exporter", hint);
+        let dir = tempfile::tempdir().unwrap();
+        let (prom_port, node_port) = (free_port(), free_port());
+        let node_instance = format!("127.0.0.1:{node_port}");
+        let node = start_guarded(
+            &node_bin,
+            &[format!("--web.listen-address={node_instance}"), "--collector.disable-defaults".into(),
+              "--collector.cpu".into(), "--collector.meminfo".into(), "--collector.loadavg".into(),
+              "--collector.filesystem".into(), "--collector.netdev".into()],
+            &dir.path().join("node.log"),
+        );
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{node_instance}']\n        labels: {{hostname: web-1}}\n"
+            ),
+        )
+        .unwrap();
+        let url = format!("http://127.0.0.1:{prom_port}");
+        let prom = start_guarded(
+            &prom_bin,
+            &[
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            ],
+            &dir.path().join("prometheus.log"),
+        );
+        wait_http(&format!("http://{node_instance}/metrics"), "node_exporter").await;
+        wait_http(&format!("{url}/-/ready"), "prometheus").await;
+        // Wait for the first scrape, so queries have data.
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            let body: serde_json::Value = client
+                .get(format!("{url}/api/v1/query"))
+                .query(&[("query", "up{job=\"node\"}")])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["data"]["result"][0]["value"][1] == "1" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "prometheus never scraped node_exporter");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        PromStack { url, node_instance, _dir: dir, _prom: prom, _node: node }
+    })
+    .await
+}
+
+/// A running SecantusDB.
+pub struct Mongo {
+    /// `mongodb://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+    _server: Guarded,
+}
+
+static MONGO: OnceCell<Mongo> = OnceCell::const_new();
+
+/// The shared MongoDB-compatible server (each test uses its own database).
+pub async fn mongo() -> &'static Mongo {
+    MONGO
+        .get_or_init(|| async {
+            let bin = repo().join(".venv-test/bin/secantusd-py");
+            let bin = require(
+                bin.to_str().unwrap(),
+                "run scripts/test (it installs SecantusDB into .venv-test)",
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let server = start_guarded(
+                &bin,
+                &[
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--storage-path".into(),
+                    dir.path().join("db").display().to_string(),
+                ],
+                &dir.path().join("secantus.log"),
+            );
+            let start = Instant::now();
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "SecantusDB did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Mongo {
+                url: format!("mongodb://127.0.0.1:{port}"),
+                _dir: dir,
+                _server: server,
+            }
+        })
+        .await
+}
+
+/// The runner's Python (the virtualenv `scripts/test` makes).
+pub fn runner_python() -> PathBuf {
+    let python = repo().join(".venv/bin/python");
+    require(
+        python.to_str().unwrap(),
+        "run scripts/test (it creates the runner's virtualenv .venv)",
+    );
+    python
+}

@@ -1,0 +1,273 @@
+//! One contract, run against both real stores: the embedded SQLite file and MongoDB (via
+//! SecantusDB, a MongoDB wire-protocol server).
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use deploy_diagnosis::alert::{Alert, DeploymentId};
+use deploy_diagnosis::report::{Finish, Report, ReportStatus};
+use deploy_diagnosis::store::embedded::EmbeddedStore;
+use deploy_diagnosis::store::mongo::MongoStore;
+use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore};
+use futures_util::TryStreamExt;
+
+use crate::servers::mongo;
+
+fn id(s: &str) -> DeploymentId {
+    DeploymentId::parse(s).unwrap()
+}
+
+fn report(name: &str, minute: u32) -> Report {
+    let mut alert = Alert {
+        status: "firing".into(),
+        alertname: "X".into(),
+        ..Default::default()
+    };
+    alert.labels.insert("deploymentId".into(), name.into());
+    Report::new(
+        id(name),
+        alert,
+        Utc.with_ymd_and_hms(2026, 11, 25, 10, minute, 0).unwrap(),
+    )
+}
+
+fn finish(status: ReportStatus, minute: u32) -> Finish {
+    Finish {
+        status,
+        content: if status == ReportStatus::Completed {
+            r#"{"promQL":["up"],"content":"c"}"#.into()
+        } else {
+            String::new()
+        },
+        error: (status == ReportStatus::Failed).then(|| "boom".into()),
+        raw_output: None,
+        runner: "process".into(),
+        now: Utc.with_ymd_and_hms(2026, 11, 25, 11, minute, 0).unwrap(),
+        duration_ms: 1234,
+    }
+}
+
+async fn contract(store: Arc<dyn ReportStore>) {
+    store.migrate().await.unwrap();
+    store.migrate().await.expect("migrations run twice");
+    store.ping().await.unwrap();
+
+    // Insert is unique per deployment and says what exists.
+    let a = report("dep-a", 1);
+    assert_eq!(store.insert(&a).await.unwrap(), Insert::Inserted);
+    assert_eq!(
+        store.insert(&report("dep-a", 2)).await.unwrap(),
+        Insert::Exists(ReportStatus::Generating)
+    );
+    assert_eq!(
+        store.insert(&report("dep-b", 2)).await.unwrap(),
+        Insert::Inserted
+    );
+    assert_eq!(
+        store.insert(&report("dep-c", 3)).await.unwrap(),
+        Insert::Inserted
+    );
+    let got = store.get(&id("dep-a")).await.unwrap().unwrap();
+    assert_eq!(got, a, "round trip keeps every field");
+    assert!(store.get(&id("nope")).await.unwrap().is_none());
+
+    // Claims take the oldest free report, one owner at a time.
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    assert_eq!(store.queue_depth(now).await.unwrap(), 3);
+    let c1 = store
+        .claim_next("w1", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c1.deployment_id.as_str(), c1.attempts), ("dep-a", 1));
+    assert_eq!(c1.lease_owner.as_deref(), Some("w1"));
+    let c2 = store
+        .claim_next("w2", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.deployment_id.as_str(), "dep-b");
+    assert_eq!(store.queue_depth(now).await.unwrap(), 1);
+
+    // A lease that runs out lets another worker take the report (a dead worker's report).
+    assert!(store
+        .renew_lease(&id("dep-a"), "w1", now + Duration::seconds(60))
+        .await
+        .unwrap());
+    assert!(!store
+        .renew_lease(&id("dep-a"), "w2", now + Duration::seconds(60))
+        .await
+        .unwrap());
+    let later = now + Duration::seconds(61);
+    let c3 = store
+        .claim_next("w3", later, later + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c3.deployment_id.as_str(),
+        "dep-a",
+        "oldest by updatedTime, lease expired"
+    );
+    assert_eq!(c3.attempts, 2);
+    assert!(
+        !store
+            .finish(&id("dep-a"), "w1", &finish(ReportStatus::Completed, 1))
+            .await
+            .unwrap(),
+        "w1 lost it"
+    );
+    assert!(store
+        .finish(&id("dep-a"), "w3", &finish(ReportStatus::Completed, 1))
+        .await
+        .unwrap());
+    let done = store.get(&id("dep-a")).await.unwrap().unwrap();
+    assert_eq!(done.status, ReportStatus::Completed);
+    assert_eq!(done.duration_ms, Some(1234));
+    assert!(done.lease_owner.is_none());
+    assert_eq!(done.body().unwrap().prom_ql, vec!["up"]);
+
+    // Release gives a claim back at once.
+    assert!(store.release(&id("dep-b"), "w2").await.unwrap());
+    let c4 = store
+        .claim_next("w4", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c4.deployment_id.as_str(), "dep-b");
+    assert!(store
+        .finish(&id("dep-b"), "w4", &finish(ReportStatus::Failed, 2))
+        .await
+        .unwrap());
+
+    // Counts.
+    let counts = store.count_by_status().await.unwrap();
+    assert_eq!(counts.get(&ReportStatus::Completed), Some(&1));
+    assert_eq!(counts.get(&ReportStatus::Failed), Some(&1));
+    assert_eq!(counts.get(&ReportStatus::Generating), Some(&1));
+
+    // Listing: newest first, by status, before a time.
+    let all = store
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<_> = all.iter().map(|r| r.deployment_id.as_str()).collect();
+    assert_eq!(names, vec!["dep-c", "dep-b", "dep-a"]);
+    let failed = store
+        .list(&ListFilter {
+            status: Some(ReportStatus::Failed),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    let older = store
+        .list(&ListFilter {
+            before: Some(all[0].created_time),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older[0].deployment_id.as_str(), "dep-b");
+
+    // Re-diagnosis keeps history, refuses while generating.
+    assert_eq!(
+        store.rediagnose(&id("dep-c"), now).await.unwrap(),
+        Rediagnose::InProgress
+    );
+    assert_eq!(
+        store.rediagnose(&id("nope"), now).await.unwrap(),
+        Rediagnose::NotFound
+    );
+    let Rediagnose::Restarted(again) = store.rediagnose(&id("dep-a"), now).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (again.status, again.version, again.attempts),
+        (ReportStatus::Generating, 2, 0)
+    );
+    assert!(again.content.is_empty());
+    assert_eq!(
+        store.rediagnose(&id("dep-a"), now).await.unwrap(),
+        Rediagnose::InProgress
+    );
+    let history = store.history(&id("dep-a")).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].version, history[0].status),
+        (1, ReportStatus::Completed)
+    );
+    assert_eq!(history[0].content, done.content);
+
+    // Delete takes history with it.
+    assert!(store.delete(&id("dep-a")).await.unwrap());
+    assert!(!store.delete(&id("dep-a")).await.unwrap());
+    assert!(store.history(&id("dep-a")).await.unwrap().is_empty());
+    assert!(store.get(&id("dep-a")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_embedded_store_meets_the_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("nested/reports.sqlite3")).unwrap();
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn the_mongo_store_meets_the_store_contract() {
+    let server = mongo().await;
+    let db = format!("dd_contract_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn the_mongo_migration_creates_the_designs_indexes() {
+    let server = mongo().await;
+    let db_name = format!("dd_indexes_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db_name).await.unwrap();
+    store.migrate().await.unwrap();
+
+    let client = mongodb::Client::with_uri_str(&server.url).await.unwrap();
+    let indexes: Vec<mongodb::IndexModel> = client
+        .database(&db_name)
+        .collection::<mongodb::bson::Document>("reports")
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    // Key directions compare as numbers: servers differ in the integer width they return.
+    let shape = |keys: &mongodb::bson::Document| -> Vec<(String, i64)> {
+        keys.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_i32()
+                        .map(i64::from)
+                        .or(v.as_i64())
+                        .or(v.as_f64().map(|f| f as i64))
+                        .unwrap(),
+                )
+            })
+            .collect()
+    };
+    let find = |want: &[(&str, i64)]| {
+        let want: Vec<(String, i64)> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        indexes.iter().find(|i| shape(&i.keys) == want).cloned()
+    };
+    let unique = find(&[("deploymentId", 1)])
+        .unwrap_or_else(|| panic!("no deploymentId index in {indexes:?}"));
+    assert_eq!(unique.options.and_then(|o| o.unique), Some(true));
+    assert!(find(&[("createdTime", -1)]).is_some(), "{indexes:?}");
+    assert!(
+        find(&[("status", 1), ("updatedTime", -1)]).is_some(),
+        "{indexes:?}"
+    );
+}
