@@ -5,6 +5,7 @@ mod fake_llm;
 mod helpers;
 mod servers;
 
+mod alertmanager;
 mod crash_recovery;
 mod diagnosis;
 mod failures;
