@@ -70,6 +70,9 @@ pub enum ApiError {
     /// The request conflicts with the report's state.
     #[error("{0}")]
     Conflict(String),
+    /// No such endpoint.
+    #[error("no such endpoint; see the README for the API")]
+    NoRoute,
     /// The store failed; details go to the log, not the client.
     #[error("store unavailable")]
     Store(#[from] StoreError),
@@ -90,7 +93,7 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::NotFound(_) | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store error");
@@ -126,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NoRoute })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

@@ -10,7 +10,11 @@ use crate::servers::{free_port, start_guarded, wait_http};
 
 #[tokio::test]
 async fn an_alert_routed_by_the_real_alertmanager_becomes_a_completed_report() {
-    let app = spawn_app(Options { bearer: Some("am-token"), ..Options::default() }).await;
+    let app = spawn_app(Options {
+        bearer: Some("am-token"),
+        ..Options::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("alertmanager.yml");
@@ -38,7 +42,10 @@ receivers:
     )
     .unwrap();
     let binary = "/usr/bin/prometheus-alertmanager";
-    assert!(std::path::Path::new(binary).exists(), "install Debian's prometheus-alertmanager (scripts/test does)");
+    assert!(
+        std::path::Path::new(binary).exists(),
+        "install Debian's prometheus-alertmanager (scripts/test does)"
+    );
     let _alertmanager = start_guarded(
         binary,
         &[
@@ -64,11 +71,19 @@ receivers:
         .send()
         .await
         .unwrap();
-    assert!(pushed.status().is_success(), "{}", pushed.text().await.unwrap());
+    assert!(
+        pushed.status().is_success(),
+        "{}",
+        pushed.text().await.unwrap()
+    );
 
-    let report = crate::helpers::wait_final(&app.client, &app.address, &id, Duration::from_secs(120)).await;
+    let report =
+        crate::helpers::wait_final(&app.client, &app.address, &id, Duration::from_secs(120)).await;
     assert_eq!(report["status"], "completed", "{report:#}");
     assert_eq!(report["alert"]["alertname"], "NodeHighCPU");
     assert_eq!(report["alert"]["type"], "alertmanager");
-    assert!(report["content"].as_str().unwrap().contains(&app.prom.node_instance));
+    assert!(report["content"]
+        .as_str()
+        .unwrap()
+        .contains(&app.prom.node_instance));
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod servers;
 
 mod alertmanager;
+mod cli;
 mod crash_recovery;
 mod diagnosis;
 mod failures;

@@ -1,0 +1,129 @@
+//! The binary's other subcommands: `diagnose --alert FILE`, `migrate`, and configuration
+//! errors that name their key.
+
+use std::process::Command;
+
+use crate::fake_llm::{FakeLlm, Script};
+use crate::helpers::{alertmanager_body, api_key, config_yaml, Options};
+use crate::servers::prometheus;
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnose_prints_the_report_of_an_alert_file_without_a_server() {
+    let prom = prometheus().await;
+    let llm = FakeLlm::start(
+        Script::ToolThenReport {
+            query: "node_load1".into(),
+        },
+        Default::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(
+            &Options::default(),
+            &llm.base_url,
+            &prom.url,
+            dir.path(),
+            None,
+        ),
+    )
+    .unwrap();
+    let alert = dir.path().join("alert.json");
+    std::fs::write(&alert, alertmanager_body("cli-1", "firing").to_string()).unwrap();
+
+    let output = tokio::task::spawn_blocking(move || {
+        binary()
+            .args(["diagnose", "-f"])
+            .arg(&config)
+            .arg("--alert")
+            .arg(&alert)
+            .env("AI_API_KEY", api_key())
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is the report JSON");
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["promQL"], serde_json::json!(["node_load1"]));
+    assert!(
+        !dir.path().join("reports.sqlite3").exists(),
+        "diagnose stores nothing"
+    );
+}
+
+#[test]
+fn migrate_creates_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(
+            &Options::default(),
+            "http://127.0.0.1:9/v1",
+            "http://127.0.0.1:9",
+            dir.path(),
+            None,
+        ),
+    )
+    .unwrap();
+
+    let output = binary()
+        .args(["migrate", "-f"])
+        .arg(&config)
+        .env("AI_API_KEY", "k")
+        .output()
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("reports.sqlite3").exists());
+}
+
+#[test]
+fn a_missing_setting_stops_the_service_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(
+            &Options::default(),
+            "http://127.0.0.1:9/v1",
+            "http://127.0.0.1:9",
+            dir.path(),
+            None,
+        ),
+    )
+    .unwrap();
+
+    let output = binary()
+        .args(["serve", "-f"])
+        .arg(&config)
+        .env_remove("AI_API_KEY")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AI.APIKey") && stderr.contains("AI_API_KEY"),
+        "{stderr}"
+    );
+}
