@@ -428,11 +428,17 @@ async def watch_parent(parent: int, task: asyncio.Task) -> None:
 
 
 def unwrap(exc: BaseException) -> BaseException:
-    """The task groups of the MCP transports wrap what was raised inside them."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        inner = [e for e in exc.exceptions if isinstance(e, DiagnosisError)]
-        exc = inner[0] if inner else exc.exceptions[0]
-    return exc
+    """The task groups of the MCP transports wrap what was raised inside them, at any depth."""
+
+    def leaves(e: BaseException):
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                yield from leaves(inner)
+        else:
+            yield e
+
+    found = list(leaves(exc))
+    return next((e for e in found if isinstance(e, DiagnosisError)), found[0] if found else exc)
 
 
 def report_failure(exc: BaseException) -> int:
