@@ -517,7 +517,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let runner = match state.diagnoser.runner().check().await {
-        Ok(()) => json!({ "ok": true, "kind": state.diagnoser.runner_kind() }),
+        Ok(detail) => {
+            json!({ "ok": true, "kind": state.diagnoser.runner_kind(), "detail": detail })
+        }
         Err(e) => json!({ "ok": false, "kind": state.diagnoser.runner_kind(), "error": e }),
     };
     let ready = store["ok"] == true && runner["ok"] == true;

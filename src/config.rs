@@ -96,6 +96,9 @@ pub struct Config {
     /// How a diagnosis is executed.
     #[serde(default)]
     pub runner: RunnerConfig,
+    /// The managed runner container (`Runner.Kind: docker`).
+    #[serde(default)]
+    pub docker: DockerConfig,
     /// The background workers that run diagnoses.
     #[serde(default)]
     pub worker: WorkerConfig,
@@ -272,6 +275,8 @@ pub enum RunnerKind {
     /// The Python runner as a child process of the service.
     #[default]
     Process,
+    /// The Python runner exec'd in the managed container, as in the design.
+    Docker,
 }
 
 impl RunnerKind {
@@ -279,6 +284,58 @@ impl RunnerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RunnerKind::Process => "process",
+            RunnerKind::Docker => "docker",
+        }
+    }
+}
+
+/// `Docker.*`: the managed container of `Runner.Kind: docker`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct DockerConfig {
+    /// The engine: `unix:///var/run/docker.sock` (or `${DOCKER_HOST}`).
+    #[serde(default = "default_docker_host")]
+    pub host: String,
+    /// The container's name (the design's `diagnosis-service`).
+    #[serde(default = "default_container")]
+    pub container: String,
+    /// The image, built by `docker/build.sh`.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// `host` (the container shares the host's network, so `localhost` URLs work), `bridge`,
+    /// or a named network.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// Memory limit in bytes.
+    #[serde(default = "default_memory")]
+    pub memorybytes: i64,
+    /// CPU limit (cores).
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// Most processes in the container.
+    #[serde(default = "default_pids")]
+    pub pidslimit: i64,
+    /// Size of the writable `/tmp` (tmpfs), in bytes; the rest of the filesystem is read-only.
+    #[serde(default = "default_tmpfs")]
+    pub tmpfsbytes: i64,
+    /// Port of the Prometheus MCP server inside the container (on its loopback; with the
+    /// host network, the host's loopback).
+    #[serde(default = "default_mcp_port")]
+    pub mcpport: u16,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            host: default_docker_host(),
+            container: default_container(),
+            image: default_image(),
+            network: default_network(),
+            memorybytes: default_memory(),
+            cpus: default_cpus(),
+            pidslimit: default_pids(),
+            tmpfsbytes: default_tmpfs(),
+            mcpport: default_mcp_port(),
         }
     }
 }
@@ -415,6 +472,33 @@ fn default_github_mcp_command() -> String {
 }
 fn default_output_max_bytes() -> usize {
     1024 * 1024
+}
+fn default_docker_host() -> String {
+    "unix:///var/run/docker.sock".into()
+}
+fn default_container() -> String {
+    "diagnosis-service".into()
+}
+fn default_image() -> String {
+    "diagnosis-service:latest".into()
+}
+fn default_network() -> String {
+    "host".into()
+}
+fn default_memory() -> i64 {
+    1024 * 1024 * 1024
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_pids() -> i64 {
+    256
+}
+fn default_tmpfs() -> i64 {
+    64 * 1024 * 1024
+}
+fn default_mcp_port() -> u16 {
+    8765
 }
 fn default_concurrency() -> usize {
     4
@@ -571,6 +655,45 @@ impl Config {
         }
         if self.runner.outputmaxbytes < 4096 {
             return Err(invalid("Runner.OutputMaxBytes", "must be at least 4096"));
+        }
+        if self.runner.kind == RunnerKind::Docker {
+            let d = &self.docker;
+            if !(d.host.starts_with("unix://") || d.host.starts_with('/')) {
+                return Err(invalid(
+                    "Docker.Host",
+                    "must be a unix socket (unix:///var/run/docker.sock)",
+                ));
+            }
+            if d.container.trim().is_empty() {
+                return Err(invalid("Docker.Container", "is empty"));
+            }
+            if d.image.trim().is_empty() {
+                return Err(invalid("Docker.Image", "is empty"));
+            }
+            if d.network.trim().is_empty() {
+                return Err(invalid(
+                    "Docker.Network",
+                    "is empty (use host, bridge or a network name)",
+                ));
+            }
+            if d.memorybytes < 64 * 1024 * 1024 {
+                return Err(invalid(
+                    "Docker.MemoryBytes",
+                    "must be at least 67108864 (64 MiB)",
+                ));
+            }
+            if !(d.cpus > 0.0 && d.cpus <= 1024.0) {
+                return Err(invalid("Docker.CPUs", "must be above 0"));
+            }
+            if d.pidslimit < 16 {
+                return Err(invalid("Docker.PidsLimit", "must be at least 16"));
+            }
+            if d.tmpfsbytes < 1024 * 1024 {
+                return Err(invalid("Docker.TmpfsBytes", "must be at least 1048576"));
+            }
+            if d.mcpport == 0 {
+                return Err(invalid("Docker.MCPPort", "must not be 0"));
+            }
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("Worker.Concurrency", "must be at least 1"));

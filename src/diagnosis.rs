@@ -126,6 +126,9 @@ impl Diagnoser {
                 reason: format!("{e}; check Runner.Python and Runner.Script"),
                 raw_output: None,
             },
+            Err(RunnerError::Unavailable(reason)) => {
+                Outcome::Failed { kind: "runner_unavailable".into(), reason, raw_output: None }
+            }
             Err(e @ RunnerError::Io(_)) => Outcome::Failed {
                 kind: "runner_io".into(),
                 reason: e.to_string(),

@@ -122,7 +122,11 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
             reasons.join("; ")
         ));
     };
-    let diagnoser = Diagnoser::new(&config, startup::build_runner(&config));
+    let runner = match startup::build_runner(&config, Default::default()).await {
+        Ok(runner) => runner,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let diagnoser = Diagnoser::new(&config, runner);
     let outcome = diagnoser
         .diagnose(&id, &alert, startup::shutdown_on_signals())
         .await;

@@ -23,6 +23,8 @@ pub struct Metrics {
     runner_failures: Family<Labels, Counter>,
     reports: Family<Labels, Gauge>,
     queue_depth: Gauge,
+    container_starts: Family<Labels, Counter>,
+    exec_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,18 @@ impl Metrics {
             "Generating reports no worker holds",
             queue_depth.clone(),
         );
+        let container_starts = Family::<Labels, Counter>::default();
+        registry.register(
+            "container_starts",
+            "Runner container (re)starts by the docker runner: created or started",
+            container_starts.clone(),
+        );
+        let exec_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "exec_failures",
+            "Docker exec calls that failed, by step",
+            exec_failures.clone(),
+        );
         Self {
             registry,
             alerts,
@@ -79,6 +93,8 @@ impl Metrics {
             runner_failures,
             reports,
             queue_depth,
+            container_starts,
+            exec_failures,
         }
     }
 
@@ -99,6 +115,20 @@ impl Metrics {
                 .get_or_create(&vec![("reason", kind.to_owned())])
                 .inc();
         }
+    }
+
+    /// Counts a container creation or start (`created`, `started`).
+    pub fn container_start(&self, action: &str) {
+        self.container_starts
+            .get_or_create(&vec![("action", action.to_owned())])
+            .inc();
+    }
+
+    /// Counts a failed docker exec (`exec`, `kill`).
+    pub fn exec_failure(&self, step: &str) {
+        self.exec_failures
+            .get_or_create(&vec![("step", step.to_owned())])
+            .inc();
     }
 
     /// Renders everything, with store-derived gauges set from these counts.

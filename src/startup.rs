@@ -14,6 +14,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, RunnerKind};
 use crate::diagnosis::Diagnoser;
 use crate::metrics::Metrics;
+use crate::runner::docker::DockerRunner;
 use crate::runner::process::ProcessRunner;
 use crate::runner::Runner;
 use crate::store::{self, StoreError};
@@ -25,16 +26,31 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error("opening the report store: {0}")]
     Store(#[from] StoreError),
+    /// The runner could not be set up.
+    #[error("setting up the runner: {0}")]
+    Runner(#[from] crate::runner::RunnerError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
 }
 
 /// The runner the configuration names.
-pub fn build_runner(config: &Config) -> Arc<dyn Runner> {
-    match config.runner.kind {
+pub async fn build_runner(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn Runner>, StartError> {
+    Ok(match config.runner.kind {
         RunnerKind::Process => Arc::new(ProcessRunner::new(config)),
-    }
+        RunnerKind::Docker => {
+            let runner = DockerRunner::new(config, metrics).await?;
+            // As the design does at startup: have the container ready before the first
+            // alert. A failure here is not fatal; the first diagnosis tries again.
+            if let Err(e) = runner.ensure_container().await {
+                tracing::error!(error = %e, "runner container is not ready");
+            }
+            Arc::new(runner)
+        }
+    })
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains the workers.
@@ -44,11 +60,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let store = store::open(&config).await?;
-    let diagnoser = Diagnoser::new(&config, build_runner(&config));
+    let metrics = Arc::new(Metrics::new());
+    let diagnoser = Diagnoser::new(&config, build_runner(&config, Arc::clone(&metrics)).await?);
     if let Err(problem) = diagnoser.runner().check().await {
         tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
     }
-    let metrics = Arc::new(Metrics::new());
     let wake = Arc::new(Notify::new());
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),

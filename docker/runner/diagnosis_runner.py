@@ -248,9 +248,28 @@ class Tools:
         read, write = await self.stack.enter_async_context(stdio_client(params))
         await self._add(label, read, write)
 
-    async def add_http(self, label: str, url: str) -> None:
+    async def add_http(self, label: str, url: str, wait: float = 15.0) -> None:
+        """Connects to a running server, first waiting (up to `wait` seconds) for it to
+        accept connections: a container that was just created or restarted is still
+        starting it. Waiting on a plain TCP connect keeps the transport's own failure path
+        (which cancels through its task group) out of the normal start-up."""
         from mcp.client.streamable_http import streamable_http_client
 
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        give_up = time.monotonic() + wait
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                break
+            except OSError as exc:
+                if time.monotonic() >= give_up:
+                    raise DiagnosisError(
+                        "mcp_failed", f"{label} at {url} not reachable after {wait:.0f}s: {exc}"
+                    ) from exc
+                await asyncio.sleep(0.1)
         read, write = await self.stack.enter_async_context(streamable_http_client(url))
         await self._add(label, read, write)
 
@@ -299,17 +318,27 @@ async def check_prometheus(url: str) -> None:
         )
 
 
+def run_labels() -> dict[str, str]:
+    """Marks an MCP server's process with the diagnosis it serves, so the service can find
+    and stop it (kill_run.py) and people can see it (/proc, `ps e`)."""
+    return {k: os.environ[k] for k in ("DD_DEPLOYMENT_ID", "DD_RUN_ID") if k in os.environ}
+
+
 async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
     tools = Tools(stack, args.tool_result_max_chars)
+    await check_prometheus(args.prometheus_url)
     if args.prometheus_mcp_url:
-        await tools.add_http("prometheus-mcp", args.prometheus_mcp_url)
+        try:
+            await tools.add_http("prometheus-mcp", args.prometheus_mcp_url)
+        except Exception as exc:
+            raise DiagnosisError(
+                "mcp_failed", f"Prometheus MCP server at {args.prometheus_mcp_url} unreachable: {exc}"
+            ) from exc
     else:
-        await check_prometheus(args.prometheus_url)
         env = {
             "PROMETHEUS_URL": args.prometheus_url,
             "PROMETHEUS_MCP_SERVER_TRANSPORT": "stdio",
-            # Labels the server's process with the diagnosis it serves (ps e, /proc).
-            "DD_DEPLOYMENT_ID": os.environ.get("DD_DEPLOYMENT_ID", ""),
+            **run_labels(),
         }
         try:
             await tools.add_stdio("prometheus-mcp", prometheus_mcp_command(args.prometheus_mcp_command), env)
@@ -322,7 +351,11 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
         if not command or shutil.which(command[0]) is None:
             log(f"GitHub MCP server {args.github_mcp_command!r} not found; GitHub analysis disabled")
         else:
-            env = {"GITHUB_PERSONAL_ACCESS_TOKEN": token, "GITHUB_TOOLSETS": args.github_toolsets}
+            env = {
+                "GITHUB_PERSONAL_ACCESS_TOKEN": token,
+                "GITHUB_TOOLSETS": args.github_toolsets,
+                **run_labels(),
+            }
             try:
                 await tools.add_stdio("github-mcp", command, env)
             except Exception as exc:  # GitHub is optional: go on with Prometheus alone
@@ -384,16 +417,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--tool-result-max-chars", type=int, default=8000)
     parser.add_argument("--request-timeout", type=float, default=60.0, help="seconds per AI request")
+    parser.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
+    parser.add_argument(
+        "--prompt-bytes",
+        type=int,
+        default=-1,
+        help="read exactly this many bytes of prompt from stdin (when stdin is not closed, as over docker exec)",
+    )
     args = parser.parse_args(argv)
     if args.max_turns < 1:
         parser.error("--max-turns must be at least 1")
     return args
 
 
+def read_exactly(stream: Any, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def main() -> int:
     args = parse_args(sys.argv[1:])
     _SECRETS.extend(s for s in (os.environ.get("AI_API_KEY"), os.environ.get("GITHUB_TOKEN")) if s)
-    prompt = sys.stdin.read()
+    if args.prompt_bytes >= 0:
+        prompt = read_exactly(sys.stdin.buffer, args.prompt_bytes).decode("utf-8", errors="replace")
+    else:
+        prompt = sys.stdin.read()
     if not prompt.strip():
         print(SPLIT)
         print(json.dumps({"error": {"kind": "bad_input", "message": "empty prompt on stdin"}}))
@@ -404,14 +458,18 @@ def main() -> int:
     # SIGTERM (the service's deadline) cancels the task, so the MCP servers are shut down
     # by their context managers instead of being left behind.
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    # If the service dies (kill -9), nobody will read our answer: stop instead of spending
-    # AI calls on it. A dead parent shows as a new parent process id.
-    loop.create_task(watch_parent(os.getppid(), task))
+    # Started as the service's child: if the service dies (kill -9), nobody will read our
+    # answer, so stop instead of spending AI calls on it. A dead parent shows as a new
+    # parent process id. (Under docker exec the parent is outside the container's PID
+    # namespace; the service kills the run there itself.)
+    watcher = loop.create_task(watch_parent(os.getppid(), task) if args.exit_with_parent else asyncio.sleep(0))
     try:
         answer = loop.run_until_complete(task)
     except BaseException as raised:  # noqa: BLE001 - the service needs a reason, whatever it was
         return report_failure(unwrap(raised))
     finally:
+        watcher.cancel()
+        loop.run_until_complete(asyncio.gather(watcher, return_exceptions=True))
         loop.close()
     print(SPLIT)
     print(redact(answer))

@@ -1,6 +1,7 @@
 //! The runner boundary: a prompt and a deadline in, the runner's raw output out. What the
 //! output means is decided by [`crate::diagnosis`], the same way for every runner.
 
+pub mod docker;
 pub mod process;
 
 use std::time::Duration;
@@ -54,6 +55,9 @@ pub enum RunnerError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The runner's environment is not usable (engine down, image missing, ...).
+    #[error("{0}")]
+    Unavailable(String),
     /// Talking to the runner failed.
     #[error("runner i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -70,6 +74,7 @@ pub trait Runner: Send + Sync {
         request: RunRequest,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunnerError>;
-    /// Whether the runner can run at all (for `/readyz`); the error says what is missing.
-    async fn check(&self) -> Result<(), String>;
+    /// Whether the runner can run at all (for `/readyz`): details when it can, what is
+    /// missing when it cannot.
+    async fn check(&self) -> Result<serde_json::Value, String>;
 }

@@ -100,6 +100,7 @@ impl ProcessRunner {
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.script)
             .args(&self.args)
+            .arg("--exit-with-parent")
             .env_clear()
             .envs(
                 PASSTHROUGH_ENV
@@ -109,6 +110,7 @@ impl ProcessRunner {
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("DD_DEPLOYMENT_ID", request.deployment_id.as_str())
+            .env("DD_RUN_ID", uuid::Uuid::new_v4().simple().to_string())
             .env("AI_API_KEY", self.api_key.expose())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -262,7 +264,7 @@ impl Runner for ProcessRunner {
         }
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<serde_json::Value, String> {
         if !self.script.is_file() {
             return Err(format!("runner script {} not found", self.script.display()));
         }
@@ -272,6 +274,6 @@ impl Runner for ProcessRunner {
                 self.python.display()
             ));
         }
-        Ok(())
+        Ok(serde_json::json!({ "python": self.python, "script": self.script }))
     }
 }

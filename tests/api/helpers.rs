@@ -41,6 +41,33 @@ pub struct Options {
     pub github: Option<(&'static str, &'static str)>,
     /// `AI.MaxTurns`.
     pub max_turns: u32,
+    /// Run with `Runner.Kind: docker` in this container.
+    pub docker: Option<DockerOptions>,
+}
+
+/// The managed container of a docker-runner test app.
+#[derive(Clone, Debug)]
+pub struct DockerOptions {
+    /// `Docker.Container` (unique per test).
+    pub container: String,
+    /// `Docker.Image`.
+    pub image: String,
+    /// `Docker.MCPPort` (host network: unique per test).
+    pub mcp_port: u16,
+}
+
+impl DockerOptions {
+    /// A fresh container name and port for a test.
+    pub fn unique(test: &str) -> Self {
+        Self {
+            container: format!(
+                "dd-test-{test}-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            image: "diagnosis-service:latest".into(),
+            mcp_port: servers::free_port(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -57,6 +84,7 @@ impl Default for Options {
             prometheus_url: None,
             github: None,
             max_turns: 6,
+            docker: None,
         }
     }
 }
@@ -98,6 +126,19 @@ pub fn config_yaml(
         ),
     };
     let (github_token, github_cmd) = options.github.unwrap_or(("", "github-mcp-server stdio"));
+    let (runner_kind, docker) = match &options.docker {
+        None => ("process", String::new()),
+        Some(d) => (
+            "docker",
+            format!(
+                "Docker:\n  Host: {}\n  Container: {}\n  Image: {}\n  Network: host\n  MCPPort: {}\n  MemoryBytes: 536870912\n  PidsLimit: 128\n",
+                servers::docker_host(),
+                d.container,
+                d.image,
+                d.mcp_port
+            ),
+        ),
+    };
     format!(
         r#"
 Name: deploy-diagnosis-test
@@ -118,8 +159,8 @@ AI:
 Store:
   Kind: {store_kind}
   Path: {store_path}
-Runner:
-  Kind: process
+{docker}Runner:
+  Kind: {runner_kind}
   Python: {python}
   Script: {script}
   GitHubMCPCommand: {github_cmd}

@@ -9,6 +9,7 @@ mod alertmanager;
 mod cli;
 mod crash_recovery;
 mod diagnosis;
+mod docker_runner;
 mod failures;
 mod intake;
 mod reports;

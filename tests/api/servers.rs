@@ -200,6 +200,13 @@ pub async fn mongo() -> &'static Mongo {
         .await
 }
 
+/// The Docker engine the docker-runner tests use: `DD_TEST_DOCKER_HOST`, or the one
+/// `scripts/docker-setup` starts.
+pub fn docker_host() -> String {
+    std::env::var("DD_TEST_DOCKER_HOST")
+        .unwrap_or_else(|_| "unix:///var/lib/dd-docker/docker.sock".into())
+}
+
 /// The runner's Python (the virtualenv `scripts/test` makes).
 pub fn runner_python() -> PathBuf {
     let python = repo().join(".venv/bin/python");

@@ -1,0 +1,474 @@
+//! `Runner.Kind: docker`: the design's managed container, driven through the Docker API
+//! (bollard; no `docker` CLI).
+//!
+//! The container (`diagnosis-service` from `diagnosis-service:latest`) is used if running,
+//! started if stopped, created if absent (restart policy `unless-stopped`), and recreated
+//! when its settings no longer match the configuration. It runs hardened: the image's
+//! non-root user, a read-only root filesystem with a tmpfs `/tmp`, all capabilities
+//! dropped, `no-new-privileges`, memory/CPU/pids limits. Its main process is the Prometheus
+//! MCP server over HTTP, so a diagnosis does not pay for spawning it.
+//!
+//! Each diagnosis is one exec of the Python runner. Secrets go in the exec's environment
+//! (argv shows in `ps` and in `docker inspect` of the exec), the prompt on stdin. At the
+//! deadline the runner's processes inside the container are killed (`kill_run.py`):
+//! dropping the exec's stream would leave them running.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
+    StartContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::process::runner_args;
+use super::{RunOutput, RunRequest, Runner, RunnerError};
+use crate::config::{Config, DockerConfig, Secret};
+use crate::metrics::Metrics;
+
+/// Where the image keeps the runner and its interpreter.
+const PYTHON: &str = "/opt/venv/bin/python";
+const SCRIPT: &str = "/app/diagnosis_runner.py";
+const KILLER: &str = "/app/kill_run.py";
+/// Label holding a hash of the settings the container was created with.
+const CONFIG_LABEL: &str = "io.deploy-diagnosis.config";
+
+/// Runs the Python runner inside the managed container.
+pub struct DockerRunner {
+    docker: Docker,
+    cfg: DockerConfig,
+    prometheus_url: String,
+    args: Vec<String>,
+    api_key: Secret,
+    github_token: Secret,
+    output_max_bytes: usize,
+    metrics: Arc<Metrics>,
+    /// One container check-and-fix at a time.
+    ensure: tokio::sync::Mutex<()>,
+}
+
+fn docker_error(context: &str, e: bollard::errors::Error) -> RunnerError {
+    RunnerError::Unavailable(format!("{context}: {e}"))
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerRunner {
+    /// Connects to the engine (lazily: the first call reaches it).
+    pub async fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, RunnerError> {
+        let cfg = config.docker.clone();
+        let socket = cfg
+            .host
+            .strip_prefix("unix://")
+            .unwrap_or(&cfg.host)
+            .to_owned();
+        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| docker_error(&format!("docker engine at {}", cfg.host), e))?;
+        // Debian's engine speaks an older API than bollard's default; agree on one.
+        let docker = match docker.clone().negotiate_version().await {
+            Ok(negotiated) => negotiated,
+            Err(e) => {
+                tracing::warn!(error = %e, host = %cfg.host, "docker engine unreachable; will retry on first use");
+                docker
+            }
+        };
+        let mut args = runner_args(config);
+        args.extend([
+            "--prometheus-mcp-url".into(),
+            format!("http://127.0.0.1:{}/mcp", cfg.mcpport),
+        ]);
+        Ok(Self {
+            docker,
+            prometheus_url: config.ai.prometheusurl.clone(),
+            args,
+            api_key: config.ai.apikey.clone(),
+            github_token: config.ai.githubtoken.clone(),
+            output_max_bytes: config.runner.outputmaxbytes,
+            metrics,
+            cfg,
+            ensure: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// What the container must have been created with; a change means recreate.
+    fn settings_hash(&self) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let c = &self.cfg;
+        (
+            &c.image,
+            &c.network,
+            c.memorybytes,
+            c.pidslimit,
+            c.tmpfsbytes,
+            c.mcpport,
+            &self.prometheus_url,
+        )
+            .hash(&mut h);
+        c.cpus.to_bits().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    fn container_body(&self) -> ContainerCreateBody {
+        let c = &self.cfg;
+        let env = vec![
+            format!("PROMETHEUS_URL={}", self.prometheus_url),
+            "PROMETHEUS_MCP_SERVER_TRANSPORT=http".to_owned(),
+            "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".to_owned(),
+            format!("PROMETHEUS_MCP_BIND_PORT={}", c.mcpport),
+        ];
+        ContainerCreateBody {
+            image: Some(c.image.clone()),
+            env: Some(env),
+            labels: Some(HashMap::from([
+                ("io.deploy-diagnosis.managed".to_owned(), "true".to_owned()),
+                (CONFIG_LABEL.to_owned(), self.settings_hash()),
+            ])),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                readonly_rootfs: Some(true),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_owned(),
+                    format!("rw,noexec,nosuid,nodev,size={}", c.tmpfsbytes),
+                )])),
+                memory: Some(c.memorybytes),
+                nano_cpus: Some((c.cpus * 1e9) as i64),
+                pids_limit: Some(c.pidslimit),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                privileged: Some(false),
+                network_mode: Some(c.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The design's `ensureContainer`: use it if running, start it if stopped, create it
+    /// if absent (or stale).
+    pub async fn ensure_container(&self) -> Result<(), RunnerError> {
+        let _one_at_a_time = self.ensure.lock().await;
+        let name = self.cfg.container.as_str();
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => {
+                let labels = info.config.as_ref().and_then(|c| c.labels.as_ref());
+                let current = labels.and_then(|l| l.get(CONFIG_LABEL)).cloned();
+                if current.as_deref() != Some(self.settings_hash().as_str()) {
+                    tracing::info!(
+                        container = name,
+                        "container settings changed; recreating it"
+                    );
+                    self.docker
+                        .remove_container(
+                            name,
+                            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+                        )
+                        .await
+                        .map_err(|e| {
+                            docker_error(&format!("removing stale container {name}"), e)
+                        })?;
+                    return self.create_and_start().await;
+                }
+                let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                if running {
+                    return Ok(());
+                }
+                tracing::info!(container = name, "starting the stopped runner container");
+                self.docker
+                    .start_container(name, None::<StartContainerOptions>)
+                    .await
+                    .map_err(|e| docker_error(&format!("starting container {name}"), e))?;
+                self.metrics.container_start("started");
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => self.create_and_start().await,
+            Err(e) => Err(docker_error(
+                &format!("docker engine at {}", self.cfg.host),
+                e,
+            )),
+        }
+    }
+
+    async fn create_and_start(&self) -> Result<(), RunnerError> {
+        let (name, image) = (self.cfg.container.as_str(), self.cfg.image.as_str());
+        match self.docker.inspect_image(image).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(RunnerError::Unavailable(format!(
+                    "docker image {image} not found: build it with docker/build.sh (see the README), or set Docker.Image"
+                )))
+            }
+            Err(e) => return Err(docker_error(&format!("inspecting image {image}"), e)),
+        }
+        tracing::info!(container = name, image, "creating the runner container");
+        self.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                self.container_body(),
+            )
+            .await
+            .map_err(|e| docker_error(&format!("creating container {name}"), e))?;
+        self.docker
+            .start_container(name, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| docker_error(&format!("starting container {name}"), e))?;
+        self.metrics.container_start("created");
+        Ok(())
+    }
+
+    /// Stops every process of one run inside the container.
+    async fn kill_run(&self, run_id: &str) {
+        let cmd = vec![PYTHON.to_owned(), KILLER.to_owned(), run_id.to_owned()];
+        let result = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    &self.cfg.container,
+                    CreateExecOptions::<String> {
+                        cmd: Some(cmd),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if let StartExecResults::Attached { mut output, .. } =
+                self.docker.start_exec(&exec.id, None).await?
+            {
+                while output.next().await.is_some() {}
+            }
+            Ok::<_, bollard::errors::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(15), result).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.metrics.exec_failure("kill");
+                tracing::error!(error = %e, run_id, "could not stop the runner inside the container");
+            }
+            Err(_) => {
+                self.metrics.exec_failure("kill");
+                tracing::error!(run_id, "stopping the runner inside the container timed out");
+            }
+        }
+    }
+
+    async fn exec_run(
+        &self,
+        request: &RunRequest,
+        run_id: &str,
+        out: &Sink,
+        err: &Sink,
+    ) -> Result<Option<i32>, bollard::errors::Error> {
+        let mut env = vec![
+            format!("AI_API_KEY={}", self.api_key.expose()),
+            format!("DD_DEPLOYMENT_ID={}", request.deployment_id),
+            format!("DD_RUN_ID={run_id}"),
+        ];
+        if !self.github_token.is_empty() {
+            env.push(format!("GITHUB_TOKEN={}", self.github_token.expose()));
+        }
+        let mut cmd = vec![PYTHON.to_owned(), SCRIPT.to_owned()];
+        cmd.extend(self.args.iter().cloned());
+        // A docker exec's stdin is not reliably closed by the client, so the runner is told
+        // how many bytes to read instead of waiting for end-of-file.
+        cmd.extend([
+            "--prompt-bytes".to_owned(),
+            request.prompt.len().to_string(),
+        ]);
+        let exec = self
+            .docker
+            .create_exec(
+                &self.cfg.container,
+                CreateExecOptions::<String> {
+                    cmd: Some(cmd),
+                    env: Some(env),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    working_dir: Some("/app".to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Ok(None);
+        };
+        input
+            .write_all(request.prompt.as_bytes())
+            .await
+            .map_err(bollard::errors::Error::from)?;
+        input.flush().await.map_err(bollard::errors::Error::from)?;
+        while let Some(item) = output.next().await {
+            match item? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    out.push(&message, self.output_max_bytes)
+                }
+                LogOutput::StdErr { message } => err.push(&message, self.output_max_bytes),
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        drop(input);
+        let inspected = self.docker.inspect_exec(&exec.id).await?;
+        Ok(inspected.exit_code.map(|c| c as i32))
+    }
+}
+
+/// Capped output shared between the exec stream and the deadline path.
+#[derive(Default, Clone)]
+struct Sink(Arc<Mutex<(Vec<u8>, usize)>>);
+
+impl Sink {
+    fn push(&self, bytes: &[u8], max: usize) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let room = max.saturating_sub(guard.0.len());
+        guard.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        guard.1 += bytes.len().saturating_sub(room);
+    }
+
+    fn text(&self) -> String {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut text = String::from_utf8_lossy(&guard.0).into_owned();
+        if guard.1 > 0 {
+            text.push_str(&format!(
+                "\n[deploy-diagnosis: {} more bytes of output dropped]",
+                guard.1
+            ));
+        }
+        text
+    }
+}
+
+#[async_trait]
+impl Runner for DockerRunner {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn run(
+        &self,
+        request: RunRequest,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunnerError> {
+        let deadline = tokio::time::Instant::now() + request.deadline;
+        tokio::select! {
+            ensured = self.ensure_container() => ensured?,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(RunnerError::DeadlineExceeded { after: request.deadline, output: RunOutput::default() });
+            }
+            _ = cancel.cancelled() => return Err(RunnerError::Cancelled),
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let (out, err) = (Sink::default(), Sink::default());
+        enum End {
+            Exited(Result<Option<i32>, bollard::errors::Error>),
+            Deadline,
+            Cancelled,
+        }
+        let end = tokio::select! {
+            result = self.exec_run(&request, &run_id, &out, &err) => End::Exited(result),
+            _ = tokio::time::sleep_until(deadline) => End::Deadline,
+            _ = cancel.cancelled() => End::Cancelled,
+        };
+        if matches!(end, End::Deadline | End::Cancelled) {
+            self.kill_run(&run_id).await;
+        }
+        let output = |exit_code| RunOutput {
+            stdout: out.text(),
+            stderr: err.text(),
+            exit_code,
+        };
+        match end {
+            End::Exited(Ok(code)) => Ok(output(code)),
+            End::Exited(Err(e)) => {
+                self.metrics.exec_failure("exec");
+                Err(docker_error(
+                    &format!("running the runner in container {}", self.cfg.container),
+                    e,
+                ))
+            }
+            End::Deadline => Err(RunnerError::DeadlineExceeded {
+                after: request.deadline,
+                output: output(None),
+            }),
+            End::Cancelled => Err(RunnerError::Cancelled),
+        }
+    }
+
+    async fn check(&self) -> Result<serde_json::Value, String> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| format!("docker engine at {} unreachable: {e}", self.cfg.host))?;
+        if let Err(e) = self.docker.inspect_image(&self.cfg.image).await {
+            return Err(if is_not_found(&e) {
+                format!(
+                    "docker image {} not found: build it with docker/build.sh",
+                    self.cfg.image
+                )
+            } else {
+                format!("inspecting image {}: {e}", self.cfg.image)
+            });
+        }
+        let container = match self
+            .docker
+            .inspect_container(&self.cfg.container, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => info
+                .state
+                .and_then(|s| s.status)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            Err(e) if is_not_found(&e) => "absent (created on first diagnosis)".into(),
+            Err(e) => return Err(format!("inspecting container {}: {e}", self.cfg.container)),
+        };
+        Ok(json!({
+            "engine": version.version,
+            "image": self.cfg.image,
+            "container": self.cfg.container,
+            "containerState": container,
+        }))
+    }
+}
