@@ -51,14 +51,18 @@ fn children_cpu() -> Duration {
     tv(usage.user_time()) + tv(usage.system_time())
 }
 
-async fn container_cpu() -> Duration {
+async fn docker() -> bollard::Docker {
     let host = servers::docker_host();
     let socket = host.strip_prefix("unix://").unwrap_or(&host).to_owned();
-    let docker = bollard::Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
+    bollard::Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
         .unwrap()
         .negotiate_version()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn container_cpu() -> Duration {
+    let docker = docker().await;
     let options = StatsOptions {
         stream: false,
         one_shot: true,
@@ -157,5 +161,14 @@ async fn main() {
             median(walls).as_secs_f64() * 1000.0,
             median(cpus).as_secs_f64() * 1000.0
         );
+        if kind == "docker" {
+            let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .build();
+            let _ = docker()
+                .await
+                .remove_container("dd-bench", Some(options))
+                .await;
+        }
     }
 }

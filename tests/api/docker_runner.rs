@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{
-    InspectContainerOptions, RemoveContainerOptionsBuilder, StopContainerOptions, TopOptions,
+    InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptions, TopOptions,
 };
 use bollard::Docker;
 use reqwest::StatusCode;
@@ -15,6 +16,9 @@ use crate::helpers::{
 };
 use crate::servers::docker_host;
 
+static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// The engine; the first call also removes test containers an earlier, failed run left.
 async fn docker() -> Docker {
     let host = docker_host();
     let socket = host.strip_prefix("unix://").unwrap_or(&host).to_owned();
@@ -22,11 +26,23 @@ async fn docker() -> Docker {
         std::path::Path::new(&socket).exists(),
         "no Docker engine at {host}: run scripts/docker-setup (scripts/test does)"
     );
-    Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
+    let docker = Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
         .unwrap()
         .negotiate_version()
         .await
-        .unwrap()
+        .unwrap();
+    SWEPT
+        .get_or_init(|| async {
+            let options = ListContainersOptionsBuilder::default().all(true).build();
+            let all = docker.list_containers(Some(options)).await.unwrap();
+            for name in all.into_iter().flat_map(|c| c.names.unwrap_or_default()) {
+                if let Some(name) = name.strip_prefix('/').filter(|n| n.starts_with("dd-test-")) {
+                    remove(&docker, name).await;
+                }
+            }
+        })
+        .await;
+    docker
 }
 
 async fn remove(docker: &Docker, name: &str) {
