@@ -147,7 +147,7 @@ async fn main() {
                 children_cpu()
             };
             assert!(
-                matches!(outcome, Outcome::Completed(_)),
+                matches!(outcome.outcome, Outcome::Completed(_)),
                 "{kind}: {outcome:?}"
             );
             if run > 0 {

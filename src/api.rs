@@ -309,6 +309,8 @@ pub struct ReportView {
     created_time: DateTime<Utc>,
     updated_time: DateTime<Utc>,
     duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<crate::report::Usage>,
     alert: alert::Alert,
 }
 
@@ -332,6 +334,7 @@ impl From<Report> for ReportView {
             created_time: r.created_time,
             updated_time: r.updated_time,
             duration_ms: r.duration_ms,
+            usage: r.usage,
             alert: r.alert,
         }
     }

@@ -96,6 +96,9 @@ pub struct Config {
     /// How a diagnosis is executed.
     #[serde(default)]
     pub runner: RunnerConfig,
+    /// MCP servers of the native runner.
+    #[serde(default)]
+    pub mcp: McpConfig,
     /// The managed runner container (`Runner.Kind: docker`).
     #[serde(default)]
     pub docker: DockerConfig,
@@ -277,6 +280,8 @@ pub enum RunnerKind {
     Process,
     /// The Python runner exec'd in the managed container, as in the design.
     Docker,
+    /// The agent loop in the service, with MCP sessions kept open.
+    Native,
 }
 
 impl RunnerKind {
@@ -285,8 +290,43 @@ impl RunnerKind {
         match self {
             RunnerKind::Process => "process",
             RunnerKind::Docker => "docker",
+            RunnerKind::Native => "native",
         }
     }
+}
+
+/// `MCP.*`: the native runner's MCP servers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct McpConfig {
+    /// The servers; empty: the Prometheus MCP server from the runner's virtualenv over
+    /// stdio (and the GitHub one when `AI.GitHubToken` is set).
+    #[serde(default)]
+    pub servers: Vec<McpServerConfig>,
+}
+
+/// One MCP server: a stdio `Command` (spawned once) or a streamable-HTTP `URL`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct McpServerConfig {
+    /// Name for logs.
+    pub name: String,
+    /// Program to spawn (stdio).
+    #[serde(default)]
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its extra environment, as `KEY=value` items (kept as written: keys are not
+    /// case-folded, values may hold `${SECRET}`s).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Endpoint of a running server (streamable HTTP), instead of `Command`.
+    #[serde(default)]
+    pub url: String,
+    /// When true, a server that cannot start is skipped instead of failing diagnoses.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// `Docker.*`: the managed container of `Runner.Kind: docker`.
@@ -693,6 +733,26 @@ impl Config {
             }
             if d.mcpport == 0 {
                 return Err(invalid("Docker.MCPPort", "must not be 0"));
+            }
+        }
+        for server in &self.mcp.servers {
+            if server.name.trim().is_empty() {
+                return Err(invalid("MCP.Servers[].Name", "is empty"));
+            }
+            if server.command.is_empty() == server.url.is_empty() {
+                return Err(invalid(
+                    "MCP.Servers[].Command",
+                    format!(
+                        "server {:?} needs exactly one of Command and URL",
+                        server.name
+                    ),
+                ));
+            }
+            if let Some(bad) = server.env.iter().find(|e| !e.contains('=')) {
+                return Err(invalid(
+                    "MCP.Servers[].Env",
+                    format!("{bad:?} is not KEY=value"),
+                ));
             }
         }
         if self.worker.concurrency == 0 {

@@ -10,7 +10,7 @@ use crate::alert::{Alert, DeploymentId};
 use crate::config::Config;
 use crate::extract::{self, Answer};
 use crate::prompt::{self, PromptOptions};
-use crate::report::ReportBody;
+use crate::report::{ReportBody, Usage};
 use crate::runner::{RunOutput, RunRequest, Runner, RunnerError};
 
 /// Bytes of runner output kept on a failed report.
@@ -53,6 +53,15 @@ pub enum Outcome {
         /// The end of the runner's output, for debugging.
         raw_output: Option<String>,
     },
+}
+
+/// A diagnosis's outcome and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosed {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Tokens, steps and tool calls, when the runner counted them.
+    pub usage: Option<Usage>,
 }
 
 /// The diagnosis was stopped by shutdown; nothing should be written.
@@ -103,16 +112,25 @@ impl Diagnoser {
         deployment_id: &DeploymentId,
         alert: &Alert,
         cancel: CancellationToken,
-    ) -> Result<Outcome, Cancelled> {
+    ) -> Result<Diagnosed, Cancelled> {
         let request = RunRequest {
             deployment_id: deployment_id.clone(),
             prompt: prompt::build(alert, self.prompt_options),
             deadline: self.deadline,
         };
+        let mut usage = None;
         let outcome = match self.runner.run(request, cancel).await {
-            Ok(output) => self.read(&output),
+            Ok(output) => {
+                usage = output
+                    .usage
+                    .clone()
+                    .or_else(|| reported_usage(&output.stdout));
+                self.read(&output)
+            }
             Err(RunnerError::Cancelled) => return Err(Cancelled),
-            Err(RunnerError::DeadlineExceeded { after, output }) => Outcome::Failed {
+            Err(RunnerError::DeadlineExceeded { after, output }) => {
+                usage = output.usage.clone();
+                Outcome::Failed {
                 kind: "deadline_exceeded".into(),
                 reason: format!(
                     "deadline exceeded: the diagnosis ran longer than {}s (2 x AI.Timeout) and was stopped; \
@@ -120,22 +138,28 @@ impl Diagnoser {
                     after.as_secs()
                 ),
                 raw_output: raw_tail(&output),
-            },
+            }
+            }
             Err(e @ RunnerError::Spawn { .. }) => Outcome::Failed {
                 kind: "runner_unavailable".into(),
                 reason: format!("{e}; check Runner.Python and Runner.Script"),
                 raw_output: None,
             },
-            Err(RunnerError::Unavailable(reason)) => {
-                Outcome::Failed { kind: "runner_unavailable".into(), reason, raw_output: None }
-            }
+            Err(RunnerError::Unavailable(reason)) => Outcome::Failed {
+                kind: "runner_unavailable".into(),
+                reason,
+                raw_output: None,
+            },
             Err(e @ RunnerError::Io(_)) => Outcome::Failed {
                 kind: "runner_io".into(),
                 reason: e.to_string(),
                 raw_output: None,
             },
         };
-        Ok(self.scrub(outcome))
+        Ok(Diagnosed {
+            outcome: self.scrub(outcome),
+            usage,
+        })
     }
 
     fn read(&self, output: &RunOutput) -> Outcome {
@@ -194,6 +218,15 @@ impl Diagnoser {
             },
         }
     }
+}
+
+/// The usage the Python runner prints in its logs (`DD-USAGE {json}`), before `#####`.
+fn reported_usage(stdout: &str) -> Option<Usage> {
+    let logs = extract::split(stdout).map(|(logs, _)| logs)?;
+    logs.lines().rev().find_map(|line| {
+        let json = &line[line.find("DD-USAGE ")? + "DD-USAGE ".len()..];
+        serde_json::from_str(json).ok()
+    })
 }
 
 fn raw_tail(output: &RunOutput) -> Option<String> {

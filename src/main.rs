@@ -130,7 +130,7 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
     let outcome = diagnoser
         .diagnose(&id, &alert, startup::shutdown_on_signals())
         .await;
-    let (json, code) = match outcome {
+    let (json, code) = match outcome.map(|d| d.outcome) {
         Ok(Outcome::Completed(body)) => (
             serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content}),
             ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::ReportStatus;
+use crate::report::{ReportStatus, Usage};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -25,6 +25,9 @@ pub struct Metrics {
     queue_depth: Gauge,
     container_starts: Family<Labels, Counter>,
     exec_failures: Family<Labels, Counter>,
+    tokens: Family<Labels, Counter>,
+    steps: Counter,
+    tool_calls: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,7 +88,28 @@ impl Metrics {
             "Docker exec calls that failed, by step",
             exec_failures.clone(),
         );
+        let tokens = Family::<Labels, Counter>::default();
+        registry.register(
+            "llm_tokens",
+            "LLM tokens of finished diagnoses, by direction",
+            tokens.clone(),
+        );
+        let steps = Counter::default();
+        registry.register(
+            "agent_steps",
+            "Model turns of finished diagnoses",
+            steps.clone(),
+        );
+        let tool_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls of finished diagnoses; cached=true were answered from an identical earlier call",
+            tool_calls.clone(),
+        );
         Self {
+            tokens,
+            steps,
+            tool_calls,
             registry,
             alerts,
             diagnoses,
@@ -115,6 +139,23 @@ impl Metrics {
                 .get_or_create(&vec![("reason", kind.to_owned())])
                 .inc();
         }
+    }
+
+    /// Adds a finished diagnosis's tokens, steps and tool calls.
+    pub fn usage(&self, usage: &Usage) {
+        self.tokens
+            .get_or_create(&vec![("direction", "input".to_owned())])
+            .inc_by(usage.input_tokens);
+        self.tokens
+            .get_or_create(&vec![("direction", "output".to_owned())])
+            .inc_by(usage.output_tokens);
+        self.steps.inc_by(usage.steps);
+        self.tool_calls
+            .get_or_create(&vec![("cached", "false".to_owned())])
+            .inc_by(usage.tool_calls);
+        self.tool_calls
+            .get_or_create(&vec![("cached", "true".to_owned())])
+            .inc_by(usage.cached_tool_calls);
     }
 
     /// Counts a container creation or start (`created`, `started`).

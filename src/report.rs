@@ -51,6 +51,22 @@ pub struct ReportBody {
     pub content: String,
 }
 
+/// What a diagnosis cost, as the runner counted it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Usage {
+    /// Input tokens, from the provider's usage fields.
+    pub input_tokens: u64,
+    /// Output tokens, from the provider's usage fields.
+    pub output_tokens: u64,
+    /// Model turns.
+    pub steps: u64,
+    /// Tool calls executed.
+    pub tool_calls: u64,
+    /// Tool calls answered from an identical earlier call.
+    pub cached_tool_calls: u64,
+}
+
 /// One report per deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -82,6 +98,8 @@ pub struct Report {
     pub started_time: Option<DateTime<Utc>>,
     /// How long the last finished diagnosis took, in milliseconds.
     pub duration_ms: Option<u64>,
+    /// Tokens, steps and tool calls of the last finished diagnosis.
+    pub usage: Option<Usage>,
     /// The worker holding it.
     pub lease_owner: Option<String>,
     /// Until when that worker's claim lasts.
@@ -106,6 +124,7 @@ impl Report {
             updated_time: now,
             started_time: None,
             duration_ms: None,
+            usage: None,
             lease_owner: None,
             lease_until: None,
         }
@@ -178,4 +197,6 @@ pub struct Finish {
     pub now: DateTime<Utc>,
     /// How long it took.
     pub duration_ms: u64,
+    /// What it cost, when the runner counted it.
+    pub usage: Option<Usage>,
 }

@@ -15,6 +15,7 @@ use crate::config::{Config, RunnerKind};
 use crate::diagnosis::Diagnoser;
 use crate::metrics::Metrics;
 use crate::runner::docker::DockerRunner;
+use crate::runner::native::NativeRunner;
 use crate::runner::process::ProcessRunner;
 use crate::runner::Runner;
 use crate::store::{self, StoreError};
@@ -48,6 +49,11 @@ pub async fn build_runner(
             if let Err(e) = runner.ensure_container().await {
                 tracing::error!(error = %e, "runner container is not ready");
             }
+            Arc::new(runner)
+        }
+        RunnerKind::Native => {
+            let runner = NativeRunner::new(config)?;
+            runner.warm_up().await;
             Arc::new(runner)
         }
     })

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
-use crate::diagnosis::{Diagnoser, Outcome};
+use crate::diagnosis::{Diagnosed, Diagnoser, Outcome};
 use crate::metrics::Metrics;
 use crate::report::{Finish, Report, ReportStatus};
 use crate::store::ReportStore;
@@ -122,14 +122,19 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     let started = Instant::now();
     let runner = ctx.diagnoser.runner_kind().to_owned();
 
-    let outcome = if report.attempts > ctx.config.maxattempts {
-        Outcome::Failed {
+    let Diagnosed { outcome, usage } = if report.attempts > ctx.config.maxattempts {
+        let reason = format!(
+            "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
+            ctx.config.maxattempts
+        );
+        let outcome = Outcome::Failed {
             kind: "abandoned".into(),
-            reason: format!(
-                "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
-                ctx.config.maxattempts
-            ),
+            reason,
             raw_output: None,
+        };
+        Diagnosed {
+            outcome,
+            usage: None,
         }
     } else {
         tracing::info!(runner, "diagnosis started");
@@ -146,7 +151,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             .await;
         heartbeat.abort();
         match result {
-            Ok(outcome) => outcome,
+            Ok(diagnosed) => diagnosed,
             Err(_) => {
                 // Shutdown: give the report back so the next start takes it at once.
                 if let Err(e) = ctx.store.release(&id, owner).await {
@@ -161,41 +166,40 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     };
 
     let duration = started.elapsed();
-    let (finish, kind) = match outcome {
+    let (status, content, error, raw_output, kind) = match outcome {
         Outcome::Completed(body) => {
             let content = serde_json::to_string(&body).unwrap_or_default();
-            let finish = Finish {
-                status: ReportStatus::Completed,
-                content,
-                error: None,
-                raw_output: None,
-                runner,
-                now: Utc::now(),
-                duration_ms: duration.as_millis() as u64,
-            };
-            (finish, None)
+            (ReportStatus::Completed, content, None, None, None)
         }
         Outcome::Failed {
             kind,
             reason,
             raw_output,
-        } => {
-            let finish = Finish {
-                status: ReportStatus::Failed,
-                content: String::new(),
-                error: Some(reason),
-                raw_output,
-                runner,
-                now: Utc::now(),
-                duration_ms: duration.as_millis() as u64,
-            };
-            (finish, Some(kind))
-        }
+        } => (
+            ReportStatus::Failed,
+            String::new(),
+            Some(reason),
+            raw_output,
+            Some(kind),
+        ),
+    };
+    let finish = Finish {
+        status,
+        content,
+        error,
+        raw_output,
+        runner,
+        now: Utc::now(),
+        duration_ms: duration.as_millis() as u64,
+        usage,
     };
     match ctx.store.finish(&id, owner, &finish).await {
         Ok(true) => {
             ctx.metrics
                 .diagnosis(finish.status, duration.as_secs_f64(), kind.as_deref());
+            if let Some(usage) = &finish.usage {
+                ctx.metrics.usage(usage);
+            }
             match &finish.error {
                 None => tracing::info!(duration_ms = finish.duration_ms, "diagnosis completed"),
                 Some(reason) => tracing::warn!(

@@ -376,6 +376,7 @@ async def diagnose(args: argparse.Namespace, prompt: str) -> str:
         tools = await open_tools(args, stack)
         specs = llm.tool_specs(tools.tools)
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
+        tool_calls = 0
         for turn in range(1, args.max_turns + 1):
             last = turn == args.max_turns
             if last:
@@ -388,14 +389,20 @@ async def diagnose(args: argparse.Namespace, prompt: str) -> str:
             assistant, text, calls = await llm.turn(messages, None if last or not specs else specs)
             messages.append(assistant)
             if not calls or last:
-                log(
-                    f"answer after {turn} turn(s); tokens in={llm.input_tokens} out={llm.output_tokens}"
-                )
+                log(f"answer after {turn} turn(s)")
+                usage = {
+                    "inputTokens": llm.input_tokens,
+                    "outputTokens": llm.output_tokens,
+                    "steps": turn,
+                    "toolCalls": tool_calls,
+                }
+                log(f"DD-USAGE {json.dumps(usage)}")
                 return text
             results = []
             for call_id, name, arguments in calls:
                 log(f"turn {turn}: tool {name} {json.dumps(arguments, ensure_ascii=False)[:200]}")
                 output, is_error = await tools.call(name, arguments)
+                tool_calls += 1
                 if is_error:
                     log(f"turn {turn}: tool {name} returned an error: {output[:200]}")
                 results.append((call_id, output, is_error))

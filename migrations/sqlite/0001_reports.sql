@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS reports (
     updated_time  INTEGER NOT NULL,
     started_time  INTEGER,
     duration_ms   INTEGER,
+    usage         TEXT,   -- JSON: tokens, steps, tool calls of the last finished diagnosis
     lease_owner   TEXT,
     lease_until   INTEGER
 );

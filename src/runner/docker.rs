@@ -417,6 +417,7 @@ impl Runner for DockerRunner {
             stdout: out.text(),
             stderr: err.text(),
             exit_code,
+            usage: None,
         };
         match end {
             End::Exited(Ok(code)) => Ok(output(code)),

@@ -2,6 +2,7 @@
 //! output means is decided by [`crate::diagnosis`], the same way for every runner.
 
 pub mod docker;
+pub mod native;
 pub mod process;
 
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub struct RunOutput {
     pub stderr: String,
     /// Exit status; `None` when killed by a signal.
     pub exit_code: Option<i32>,
+    /// Tokens, steps and tool calls, when the runner reported them.
+    pub usage: Option<crate::report::Usage>,
 }
 
 /// Why a run produced no output to read.

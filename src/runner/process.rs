@@ -253,6 +253,7 @@ impl Runner for ProcessRunner {
                 End::Exited(code) => code,
                 _ => None,
             },
+            usage: None,
         };
         match end {
             End::Exited(_) => Ok(output),

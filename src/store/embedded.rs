@@ -16,7 +16,7 @@ use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
 const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
-     version, created_time, updated_time, started_time, duration_ms, lease_owner, lease_until";
+     version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until";
 
 /// SQLite behind a mutex; calls run on the blocking pool.
 #[derive(Clone)]
@@ -93,6 +93,7 @@ struct RawReport {
     updated_time: i64,
     started_time: Option<i64>,
     duration_ms: Option<i64>,
+    usage: Option<String>,
     lease_owner: Option<String>,
     lease_until: Option<i64>,
 }
@@ -113,8 +114,9 @@ fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         updated_time: row.get(11)?,
         started_time: row.get(12)?,
         duration_ms: row.get(13)?,
-        lease_owner: row.get(14)?,
-        lease_until: row.get(15)?,
+        usage: row.get(14)?,
+        lease_owner: row.get(15)?,
+        lease_until: row.get(16)?,
     })
 }
 
@@ -135,6 +137,10 @@ impl RawReport {
             updated_time: time(self.updated_time),
             started_time: self.started_time.map(time),
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
+            usage: self
+                .usage
+                .as_deref()
+                .and_then(|u| serde_json::from_str(u).ok()),
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(time),
             id,
@@ -287,10 +293,11 @@ impl ReportStore for EmbeddedStore {
         finish: &Finish,
     ) -> Result<bool, StoreError> {
         let (id, owner, f) = (deployment_id.clone(), owner.to_owned(), finish.clone());
+        let usage = f.usage.as_ref().and_then(|u| serde_json::to_string(u).ok());
         self.with(move |conn| {
             Ok(conn.execute(
                 "UPDATE reports SET status = ?1, content = ?2, error = ?3, raw_output = ?4, runner = ?5, \
-                 updated_time = ?6, duration_ms = ?7, lease_owner = NULL, lease_until = NULL \
+                 updated_time = ?6, duration_ms = ?7, usage = ?10, lease_owner = NULL, lease_until = NULL \
                  WHERE deployment_id = ?8 AND lease_owner = ?9 AND status = 'generating'",
                 params![
                     f.status.as_str(),
@@ -302,6 +309,7 @@ impl ReportStore for EmbeddedStore {
                     f.duration_ms as i64,
                     id.as_str(),
                     owner,
+                    usage,
                 ],
             )? == 1)
         })
@@ -343,7 +351,7 @@ impl ReportStore for EmbeddedStore {
             tx.execute(
                 "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
                  attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
-                 duration_ms = NULL, lease_owner = NULL, lease_until = NULL WHERE deployment_id = ?2",
+                 duration_ms = NULL, usage = NULL, lease_owner = NULL, lease_until = NULL WHERE deployment_id = ?2",
                 params![ms(now), id.as_str()],
             )?;
             let updated = select_one(&tx, id.as_str())?

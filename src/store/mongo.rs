@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::{Alert, DeploymentId};
-use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
+use crate::report::{Finish, HistoryEntry, Report, ReportStatus, Usage};
 
 const INDEXES: &str = include_str!("../../migrations/mongo/0001_indexes.json");
 const REPORTS: &str = "reports";
@@ -46,6 +46,8 @@ struct ReportDoc {
     started_time: Option<bson::DateTime>,
     #[serde(default)]
     duration_ms: Option<i64>,
+    #[serde(default)]
+    usage: Option<Usage>,
     #[serde(default)]
     lease_owner: Option<String>,
     #[serde(default)]
@@ -107,6 +109,7 @@ impl ReportDoc {
             updated_time: bdate(r.updated_time),
             started_time: r.started_time.map(bdate),
             duration_ms: r.duration_ms.map(|d| d as i64),
+            usage: r.usage.clone(),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
         }
@@ -133,6 +136,7 @@ impl ReportDoc {
             updated_time: cdate(self.updated_time),
             started_time: self.started_time.map(cdate),
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
+            usage: self.usage,
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(cdate),
         })
@@ -315,6 +319,13 @@ impl ReportStore for MongoStore {
         owner: &str,
         f: &Finish,
     ) -> Result<bool, StoreError> {
+        let usage = match &f.usage {
+            Some(u) => bson::to_bson(u).map_err(|e| StoreError::Corrupt {
+                id: deployment_id.to_string(),
+                message: e.to_string(),
+            })?,
+            None => Bson::Null,
+        };
         let opt = |s: &Option<String>| s.clone().map(Bson::String).unwrap_or(Bson::Null);
         let result = self
             .reports
@@ -328,6 +339,7 @@ impl ReportStore for MongoStore {
                     "runner": &f.runner,
                     "updatedTime": bdate(f.now),
                     "durationMs": f.duration_ms as i64,
+                    "usage": usage,
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
                 } },
@@ -380,7 +392,7 @@ impl ReportStore for MongoStore {
                     "$set": {
                         "status": "generating", "content": "", "error": Bson::Null,
                         "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
-                        "startedTime": Bson::Null, "durationMs": Bson::Null,
+                        "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
                         "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
                     },
                     "$inc": { "version": 1 },

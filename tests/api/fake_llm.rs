@@ -26,6 +26,10 @@ pub enum Script {
     ToolLoop,
     /// Answer in prose, with no JSON at all.
     Prose,
+    /// Ask for every query at once in one turn, then answer quoting all the results.
+    Parallel(Vec<String>),
+    /// Answer the first request `429` with `Retry-After: 1`, then as `ToolThenReport`.
+    RateLimitedOnce { query: String },
 }
 
 /// One request the fake received.
@@ -87,6 +91,8 @@ impl FakeLlm {
 
 /// What the next answer should be.
 enum Step {
+    CallTools(Vec<String>),
+    RateLimited,
     CallTool(String),
     Report(String),
     Text(String),
@@ -94,8 +100,22 @@ enum Step {
     Hang,
 }
 
-fn decide(script: &Script, tools_offered: bool, tool_result: Option<String>) -> Step {
+fn decide(script: &Script, tools_offered: bool, tool_result: Option<String>, nth: usize) -> Step {
     match script {
+        Script::RateLimitedOnce { .. } if nth == 1 => Step::RateLimited,
+        Script::RateLimitedOnce { query } => decide(
+            &Script::ToolThenReport {
+                query: query.clone(),
+            },
+            tools_offered,
+            tool_result,
+            nth,
+        ),
+        Script::Parallel(queries) => match tool_result {
+            None if tools_offered => Step::CallTools(queries.clone()),
+            None => Step::Report(report(&queries[0], "no tools were offered")),
+            Some(results) => Step::Report(report(&queries[0], &results)),
+        },
         Script::Status(code) => Step::Fail(*code),
         Script::Hang => Step::Hang,
         Script::Prose => Step::Text("我认为是 CPU 太高了，建议重启。".into()),
@@ -142,15 +162,26 @@ fn failure(code: u16, credential: &str) -> Response {
 
 async fn openai(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let credential = record(&fake, "openai", &headers, &body).await;
+    let nth = fake.seen.lock().unwrap().len();
     let tools_offered = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-    let tool_result = body["messages"]
+    let tool_results: Vec<String> = body["messages"]
         .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "tool"))
-        .map(|m| m["content"].as_str().unwrap_or_default().to_owned());
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let tool_result = (!tool_results.is_empty()).then(|| tool_results.join("\n---\n"));
     let usage = json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120});
-    let message = match decide(&fake.script, tools_offered, tool_result) {
+    let message = match decide(&fake.script, tools_offered, tool_result, nth) {
         Step::Fail(code) => return failure(code, &credential),
+        Step::RateLimited => return rate_limited(),
         Step::Hang => return hang().await,
+        Step::CallTools(queries) => json!({
+            "role": "assistant", "content": null,
+            "tool_calls": queries.iter().enumerate().map(|(i, q)| json!({"id": format!("call_p{i}"), "type": "function",
+                "function": {"name": "execute_query", "arguments": json!({"query": q}).to_string()}})).collect::<Vec<_>>()
+        }),
         Step::CallTool(query) => json!({
             "role": "assistant", "content": null,
             "tool_calls": [{"id": format!("call_{}", fake.seen.lock().unwrap().len()), "type": "function",
@@ -176,22 +207,33 @@ async fn anthropic(
     Json(body): Json<Value>,
 ) -> Response {
     let credential = record(&fake, "anthropic", &headers, &body).await;
+    let nth = fake.seen.lock().unwrap().len();
     let tools_offered = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-    let tool_result = body["messages"].as_array().and_then(|m| {
-        m.iter().rev().find_map(|m| {
-            m["content"]
-                .as_array()?
-                .iter()
-                .find(|b| b["type"] == "tool_result")
-                .map(|b| match &b["content"] {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
+    let tool_results: Vec<String> = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| match &b["content"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
         })
-    });
-    let (content, stop) = match decide(&fake.script, tools_offered, tool_result) {
+        .collect();
+    let tool_result = (!tool_results.is_empty()).then(|| tool_results.join("\n---\n"));
+    let (content, stop) = match decide(&fake.script, tools_offered, tool_result, nth) {
         Step::Fail(code) => return failure(code, &credential),
+        Step::RateLimited => return rate_limited(),
         Step::Hang => return hang().await,
+        Step::CallTools(queries) => (
+            queries
+                .iter()
+                .enumerate()
+                .map(|(i, q)| json!({"type": "tool_use", "id": format!("toolu_p{i}"), "name": "execute_query", "input": {"query": q}}))
+                .collect::<Value>(),
+            "tool_use",
+        ),
         Step::CallTool(query) => (
             json!([{"type": "text", "text": "先查询指标。"},
                    {"type": "tool_use", "id": format!("toolu_{}", fake.seen.lock().unwrap().len()),
@@ -207,6 +249,16 @@ async fn anthropic(
         "content": content, "stop_reason": stop, "usage": {"input_tokens": 100, "output_tokens": 20},
     }))
     .into_response()
+}
+
+fn rate_limited() -> Response {
+    let body = json!({"error": {"type": "rate_limit_error", "message": "slow down"}});
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [("retry-after", "1")],
+        Json(body),
+    )
+        .into_response()
 }
 
 async fn hang() -> Response {

@@ -43,6 +43,10 @@ pub struct Options {
     pub max_turns: u32,
     /// Run with `Runner.Kind: docker` in this container.
     pub docker: Option<DockerOptions>,
+    /// `Runner.Kind: native` (unless `docker` is set).
+    pub native: bool,
+    /// An `MCP:` section (YAML) for the native runner.
+    pub mcp: Option<String>,
 }
 
 /// The managed container of a docker-runner test app.
@@ -85,6 +89,8 @@ impl Default for Options {
             github: None,
             max_turns: 6,
             docker: None,
+            native: false,
+            mcp: None,
         }
     }
 }
@@ -127,6 +133,7 @@ pub fn config_yaml(
     };
     let (github_token, github_cmd) = options.github.unwrap_or(("", "github-mcp-server stdio"));
     let (runner_kind, docker) = match &options.docker {
+        None if options.native => ("native", options.mcp.clone().unwrap_or_default()),
         None => ("process", String::new()),
         Some(d) => (
             "docker",

@@ -12,5 +12,6 @@ mod diagnosis;
 mod docker_runner;
 mod failures;
 mod intake;
+mod native_runner;
 mod reports;
 mod store_contract;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
-use deploy_diagnosis::report::{Finish, Report, ReportStatus};
+use deploy_diagnosis::report::{Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore};
@@ -44,6 +44,13 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
         runner: "process".into(),
         now: Utc.with_ymd_and_hms(2026, 11, 25, 11, minute, 0).unwrap(),
         duration_ms: 1234,
+        usage: Some(Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            steps: 2,
+            tool_calls: 1,
+            cached_tool_calls: 0,
+        }),
     }
 }
 
@@ -124,6 +131,10 @@ async fn contract(store: Arc<dyn ReportStore>) {
     let done = store.get(&id("dep-a")).await.unwrap().unwrap();
     assert_eq!(done.status, ReportStatus::Completed);
     assert_eq!(done.duration_ms, Some(1234));
+    assert_eq!(
+        done.usage.as_ref().map(|u| (u.input_tokens, u.steps)),
+        Some((10, 2))
+    );
     assert!(done.lease_owner.is_none());
     assert_eq!(done.body().unwrap().prom_ql, vec!["up"]);
 

@@ -1,0 +1,360 @@
+//! MCP servers for the native runner, through the official Rust SDK (`rmcp`): each server
+//! is a stdio command (spawned once) or a streamable-HTTP URL. Sessions are opened once and
+//! shared by every diagnosis; a dead session is reconnected and the call retried once; tool
+//! names are routed to the server that offers them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::llm::ToolSpec;
+use crate::config::Config;
+
+type Session = RunningService<RoleClient, ()>;
+
+/// How to reach one MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// A child process speaking MCP on stdio. `env` values may be secrets: they never go
+    /// in argv or logs.
+    Stdio {
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Extra environment.
+        env: Vec<(String, String)>,
+    },
+    /// A running server's streamable-HTTP endpoint.
+    Http {
+        /// E.g. `http://127.0.0.1:8765/mcp`.
+        url: String,
+    },
+}
+
+/// One configured MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    /// Name for logs.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+    /// An optional server that cannot start is skipped (GitHub); a required one fails the
+    /// diagnosis.
+    pub optional: bool,
+}
+
+/// The servers the configuration names: `MCP.Servers`, or by default the Prometheus MCP
+/// server from the runner's virtualenv (plus the GitHub one when a token is set).
+pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
+    let mut servers: Vec<ServerSpec> = config
+        .mcp
+        .servers
+        .iter()
+        .map(|s| ServerSpec {
+            name: s.name.clone(),
+            transport: if s.url.is_empty() {
+                Transport::Stdio {
+                    command: s.command.clone(),
+                    args: s.args.clone(),
+                    env: split_env(&s.env),
+                }
+            } else {
+                Transport::Http { url: s.url.clone() }
+            },
+            optional: s.optional,
+        })
+        .collect();
+    if servers.is_empty() {
+        let mut words = config
+            .runner
+            .prometheusmcpcommand
+            .split_whitespace()
+            .map(str::to_owned);
+        let command = words.next().unwrap_or_else(|| {
+            let venv_bin = config
+                .runner
+                .python
+                .parent()
+                .map(|d| d.join("prometheus-mcp-server"));
+            venv_bin
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "prometheus-mcp-server".into())
+        });
+        servers.push(ServerSpec {
+            name: "prometheus".into(),
+            transport: Transport::Stdio {
+                command,
+                args: words.collect(),
+                env: vec![
+                    ("PROMETHEUS_URL".into(), config.ai.prometheusurl.clone()),
+                    ("PROMETHEUS_MCP_SERVER_TRANSPORT".into(), "stdio".into()),
+                ],
+            },
+            optional: false,
+        });
+    }
+    if !config.ai.githubtoken.is_empty() && !servers.iter().any(|s| s.name == "github") {
+        let mut words = config
+            .runner
+            .githubmcpcommand
+            .split_whitespace()
+            .map(str::to_owned);
+        servers.push(ServerSpec {
+            name: "github".into(),
+            transport: Transport::Stdio {
+                command: words.next().unwrap_or_default(),
+                args: words.collect(),
+                env: vec![
+                    (
+                        "GITHUB_PERSONAL_ACCESS_TOKEN".into(),
+                        config.ai.githubtoken.expose().to_owned(),
+                    ),
+                    ("GITHUB_TOOLSETS".into(), config.ai.githubtoolsets.clone()),
+                ],
+            },
+            optional: true,
+        });
+    }
+    servers
+}
+
+/// A stdio server's diagnostics go to the service's log (debug level), not its stderr.
+async fn forward_stderr(server: String, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(server = %server, "{line}");
+    }
+}
+
+fn split_env(entries: &[String]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Why a server or call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("MCP server {server}: {message}")]
+pub struct McpError {
+    /// The server.
+    pub server: String,
+    /// What happened.
+    pub message: String,
+}
+
+struct Server {
+    spec: ServerSpec,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl Server {
+    async fn connect(&self) -> Result<(Arc<Session>, Vec<ToolSpec>), McpError> {
+        let fail = |message: String| McpError {
+            server: self.spec.name.clone(),
+            message,
+        };
+        let session = match &self.spec.transport {
+            Transport::Stdio { command, args, env } => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(args)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .kill_on_drop(true);
+                let (transport, stderr) = TokioChildProcess::builder(cmd)
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(format!("could not start {command}: {e}")))?;
+                if let Some(stderr) = stderr {
+                    tokio::spawn(forward_stderr(self.spec.name.clone(), stderr));
+                }
+                ().serve(transport)
+                    .await
+                    .map_err(|e| fail(format!("handshake with {command} failed: {e}")))?
+            }
+            Transport::Http { url } => {
+                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                ().serve(transport)
+                    .await
+                    .map_err(|e| fail(format!("could not connect to {url}: {e}")))?
+            }
+        };
+        let tools = session
+            .list_all_tools()
+            .await
+            .map_err(|e| fail(format!("listing tools: {e}")))?;
+        let specs = tools
+            .into_iter()
+            .map(|t| ToolSpec {
+                name: t.name.to_string(),
+                description: t.description.map(|d| d.to_string()).unwrap_or_default(),
+                input_schema: Value::Object((*t.input_schema).clone()),
+            })
+            .collect();
+        tracing::info!(server = %self.spec.name, "MCP session opened");
+        Ok((Arc::new(session), specs))
+    }
+
+    /// The open session, opening it if there is none or the old one died.
+    async fn session(&self) -> Result<(Arc<Session>, Option<Vec<ToolSpec>>), McpError> {
+        let mut slot = self.session.lock().await;
+        if let Some(session) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok((Arc::clone(session), None));
+        }
+        let (session, tools) = self.connect().await?;
+        *slot = Some(Arc::clone(&session));
+        Ok((session, Some(tools)))
+    }
+
+    /// Forgets `dead` (if it is still the current session) so the next use reconnects.
+    async fn forget(&self, dead: &Arc<Session>) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
+            *slot = None;
+        }
+    }
+}
+
+/// All configured servers and the route from tool name to server.
+pub struct ToolSet {
+    servers: Vec<Server>,
+    routes: Mutex<HashMap<String, usize>>,
+    specs: Mutex<Vec<ToolSpec>>,
+}
+
+/// A tool call's outcome for the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    /// Text for the model.
+    pub text: String,
+    /// Whether it is an error.
+    pub is_error: bool,
+}
+
+impl ToolSet {
+    /// The servers, not yet connected.
+    pub fn new(specs: Vec<ServerSpec>) -> Self {
+        let servers = specs
+            .into_iter()
+            .map(|spec| Server {
+                spec,
+                session: Mutex::new(None),
+            })
+            .collect();
+        Self {
+            servers,
+            routes: Mutex::new(HashMap::new()),
+            specs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Opens every session not open yet, and returns the union of their tools (the first
+    /// server to offer a name keeps it). A required server that cannot be reached is an
+    /// error; an optional one is skipped with a warning.
+    pub async fn tools(&self) -> Result<Vec<ToolSpec>, McpError> {
+        for (index, server) in self.servers.iter().enumerate() {
+            match server.session().await {
+                Ok((_, Some(tools))) => self.learn(index, tools).await,
+                Ok((_, None)) => {}
+                Err(e) if server.spec.optional => {
+                    tracing::warn!(error = %e, "optional MCP server unavailable; skipped")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.specs.lock().await.clone())
+    }
+
+    async fn learn(&self, index: usize, tools: Vec<ToolSpec>) {
+        let (mut routes, mut specs) = (self.routes.lock().await, self.specs.lock().await);
+        for tool in tools {
+            match routes.get(&tool.name) {
+                Some(owner) if *owner != index => {
+                    tracing::warn!(tool = %tool.name, "tool offered by two MCP servers; keeping the first")
+                }
+                Some(_) => {}
+                None => {
+                    routes.insert(tool.name.clone(), index);
+                    specs.push(tool);
+                }
+            }
+        }
+    }
+
+    /// Calls a tool on its server. A dead session is reopened and the call retried once;
+    /// a failed call becomes an error result for the model, not a failed diagnosis.
+    pub async fn call(&self, name: &str, arguments: &Value) -> CallOutcome {
+        let index = self.routes.lock().await.get(name).copied();
+        let Some(server) = index.and_then(|i| self.servers.get(i)) else {
+            let known: Vec<String> = self.routes.lock().await.keys().cloned().collect();
+            return CallOutcome {
+                text: format!("unknown tool {name:?}; available: {}", known.join(", ")),
+                is_error: true,
+            };
+        };
+        let mut params = CallToolRequestParams::new(name.to_owned());
+        if let Value::Object(map) = arguments {
+            params = params.with_arguments(map.clone());
+        }
+        let mut retried = false;
+        loop {
+            let session = match server.session().await {
+                Ok((session, _)) => session,
+                Err(e) => {
+                    return CallOutcome {
+                        text: format!("tool {name} unavailable: {e}"),
+                        is_error: true,
+                    }
+                }
+            };
+            match session.call_tool(params.clone()).await {
+                Ok(result) => return outcome(result),
+                Err(rmcp::ServiceError::McpError(e)) => {
+                    return CallOutcome {
+                        text: format!("tool {name} failed: {}", e.message),
+                        is_error: true,
+                    }
+                }
+                Err(e) if !retried => {
+                    tracing::warn!(server = %server.spec.name, error = %e, "MCP session died; reconnecting once");
+                    server.forget(&session).await;
+                    retried = true;
+                }
+                Err(e) => {
+                    return CallOutcome {
+                        text: format!("tool {name} failed: {e}"),
+                        is_error: true,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outcome(result: CallToolResult) -> CallOutcome {
+    let mut parts: Vec<String> = result
+        .content
+        .iter()
+        .map(|block| match block.as_text() {
+            Some(text) => text.text.clone(),
+            None => serde_json::to_string(block).unwrap_or_default(),
+        })
+        .collect();
+    if parts.is_empty() {
+        if let Some(structured) = &result.structured_content {
+            parts.push(structured.to_string());
+        }
+    }
+    CallOutcome {
+        text: parts.join("\n"),
+        is_error: result.is_error.unwrap_or(false),
+    }
+}

@@ -1,0 +1,371 @@
+//! `Runner.Kind: native`: the agent loop in the service, through the official Rust MCP SDK
+//! to the real Prometheus MCP server (stdio child and streamable HTTP), against the
+//! scripted LLM in both wire formats.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fake_llm::Script;
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+use crate::servers::{free_port, repo, start_guarded};
+
+fn native(script: Script) -> Options {
+    Options {
+        native: true,
+        script,
+        ..Options::default()
+    }
+}
+
+async fn diagnose(app: &TestApp, prefix: &str) -> Value {
+    let id = deployment_id(prefix);
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.wait_final(&id).await
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Processes whose environment carries `marker` (set on the stdio MCP server).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let needle = format!("{marker}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn stdio_server_with_marker(prom: &str, marker: &str) -> String {
+    format!(
+        "MCP:\n  Servers:\n    - Name: prometheus\n      Command: {}\n      Env: [\"PROMETHEUS_URL={prom}\", \"{marker}\"]\n",
+        repo().join(".venv/bin/prometheus-mcp-server").display()
+    )
+}
+
+#[tokio::test]
+async fn the_native_runner_completes_reports_over_both_wire_formats_and_counts_usage() {
+    for protocol in ["openai", "anthropic"] {
+        let app = spawn_app(Options {
+            protocol,
+            ..native(Script::ToolThenReport {
+                query: "up{job=\"node\"}".into(),
+            })
+        })
+        .await;
+
+        let first = diagnose(&app, protocol).await;
+        let second = diagnose(&app, protocol).await;
+
+        for report in [&first, &second] {
+            assert_eq!(report["status"], "completed", "{report:#}");
+            assert_eq!(report["runner"], "native");
+            assert_eq!(report["promQL"], serde_json::json!(["up{job=\"node\"}"]));
+            assert!(
+                report["content"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&app.prom.node_instance),
+                "{report:#}"
+            );
+            let usage = &report["usage"];
+            assert_eq!(
+                (
+                    usage["inputTokens"].as_u64(),
+                    usage["outputTokens"].as_u64()
+                ),
+                (Some(200), Some(40)),
+                "{usage}"
+            );
+            assert_eq!(
+                (usage["steps"].as_u64(), usage["toolCalls"].as_u64()),
+                (Some(2), Some(1)),
+                "{usage}"
+            );
+        }
+        let requests = app.llm.requests();
+        assert!(requests
+            .iter()
+            .all(|r| r.format == protocol && r.credential == app.api_key));
+        let text = metrics(&app).await;
+        for line in [
+            "deploy_diagnosis_llm_tokens_total{direction=\"input\"} 400",
+            "deploy_diagnosis_llm_tokens_total{direction=\"output\"} 80",
+            "deploy_diagnosis_agent_steps_total 4",
+            "deploy_diagnosis_tool_calls_total{cached=\"false\"} 2",
+        ] {
+            assert!(
+                text.contains(line),
+                "{protocol}: missing {line:?} in\n{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_native_runner_keeps_one_stdio_mcp_server_for_all_diagnoses() {
+    let marker = format!("DD_TEST_MCP={}", uuid::Uuid::new_v4().simple());
+    let prom = crate::servers::prometheus().await;
+    let app = spawn_app(Options {
+        mcp: Some(stdio_server_with_marker(&prom.url, &marker)),
+        ..native(Script::ToolThenReport { query: "up".into() })
+    })
+    .await;
+
+    assert_eq!(diagnose(&app, "one").await["status"], "completed");
+    let after_first = processes_with(&marker);
+    assert_eq!(diagnose(&app, "two").await["status"], "completed");
+
+    assert_eq!(after_first.len(), 1, "one server process");
+    assert_eq!(
+        processes_with(&marker),
+        after_first,
+        "the same process served the second diagnosis"
+    );
+}
+
+#[tokio::test]
+async fn the_native_runner_talks_to_an_mcp_server_over_streamable_http() {
+    let prom = crate::servers::prometheus().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = repo().join(".venv/bin/prometheus-mcp-server");
+    let _mcp = start_guarded(
+        "/usr/bin/env",
+        &[
+            format!("PROMETHEUS_URL={}", prom.url),
+            "PROMETHEUS_MCP_SERVER_TRANSPORT=http".into(),
+            "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".into(),
+            format!("PROMETHEUS_MCP_BIND_PORT={port}"),
+            server.display().to_string(),
+        ],
+        &dir.path().join("mcp.log"),
+    );
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "HTTP MCP server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mcp = format!(
+        "MCP:\n  Servers:\n    - Name: prometheus\n      URL: http://127.0.0.1:{port}/mcp\n"
+    );
+    let app = spawn_app(Options {
+        mcp: Some(mcp),
+        ..native(Script::ToolThenReport { query: "up".into() })
+    })
+    .await;
+
+    let report = diagnose(&app, "http").await;
+
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert!(report["content"]
+        .as_str()
+        .unwrap()
+        .contains(&app.prom.node_instance));
+}
+
+#[tokio::test]
+async fn several_tool_calls_in_one_turn_all_run_and_an_identical_repeat_runs_once() {
+    let app = spawn_app(native(Script::Parallel(vec![
+        "up".into(),
+        "node_load1".into(),
+        "up".into(),
+    ])))
+    .await;
+
+    let report = diagnose(&app, "parallel").await;
+
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["usage"]["toolCalls"], 2, "{report:#}");
+    assert_eq!(report["usage"]["cachedToolCalls"], 1, "{report:#}");
+    let second = &app.llm.requests()[1].body;
+    let tool_messages: Vec<&Value> = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .collect();
+    assert_eq!(tool_messages.len(), 3, "every call is answered");
+    assert_eq!(
+        tool_messages[0]["content"], tool_messages[2]["content"],
+        "the repeat got the first result"
+    );
+    assert!(tool_messages[1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("node_load1"));
+}
+
+#[tokio::test]
+async fn a_tool_error_is_passed_back_to_the_model() {
+    let app = spawn_app(Options {
+        protocol: "anthropic",
+        ..native(Script::ToolThenReport {
+            query: "this is not ((( promql".into(),
+        })
+    })
+    .await;
+
+    let report = diagnose(&app, "toolerr").await;
+
+    assert_eq!(
+        report["status"], "completed",
+        "the model still answers: {report:#}"
+    );
+    let second = &app.llm.requests()[1].body;
+    let result = second["messages"][2]["content"][0].clone();
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["is_error"], true, "{result}");
+    assert!(
+        result["content"].as_str().unwrap().contains("Bad Request"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn an_mcp_server_that_dies_mid_diagnosis_is_restarted_and_the_call_retried() {
+    let marker = format!("DD_TEST_MCP={}", uuid::Uuid::new_v4().simple());
+    let prom = crate::servers::prometheus().await;
+    let app = spawn_app(Options {
+        mcp: Some(stdio_server_with_marker(&prom.url, &marker)),
+        llm_delay: Duration::from_millis(1500),
+        ..native(Script::ToolThenReport {
+            query: "up{job=\"node\"}".into(),
+        })
+    })
+    .await;
+    let id = deployment_id("mcpdies");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    let start = Instant::now();
+    while app.llm.requests().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never reached the LLM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The model is "thinking"; its tool call will find the server gone.
+    let before = processes_with(&marker);
+    assert_eq!(before.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let report = app.wait_final(&id).await;
+
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert!(
+        report["content"]
+            .as_str()
+            .unwrap()
+            .contains(&app.prom.node_instance),
+        "{report:#}"
+    );
+    let after = processes_with(&marker);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new server process");
+}
+
+#[tokio::test]
+async fn a_rate_limited_provider_is_retried_and_the_report_completes() {
+    let app = spawn_app(native(Script::RateLimitedOnce { query: "up".into() })).await;
+
+    let report = diagnose(&app, "429").await;
+
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        app.llm.requests().len(),
+        3,
+        "429, then the tool call, then the answer"
+    );
+}
+
+#[tokio::test]
+async fn the_native_step_limit_forces_a_final_answer() {
+    let app = spawn_app(Options {
+        max_turns: 3,
+        ..native(Script::ToolLoop)
+    })
+    .await;
+
+    let report = diagnose(&app, "steps").await;
+
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let requests = app.llm.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests[2].body.get("tools").is_none(),
+        "the last step offers no tools"
+    );
+    assert!(
+        requests[2].body.to_string().contains("工具调用次数已用完"),
+        "the model is told why"
+    );
+    assert_eq!(report["usage"]["steps"], 3);
+}
+
+#[tokio::test]
+async fn native_failures_read_like_the_other_runners() {
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let app = spawn_app(Options {
+        prometheus_url: Some(down.clone()),
+        ..native(Script::ToolThenReport { query: "up".into() })
+    })
+    .await;
+    let report = diagnose(&app, "nprom").await;
+    assert_eq!(report["status"], "failed");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("Prometheus unreachable"),
+        "{report:#}"
+    );
+
+    let app = spawn_app(Options {
+        llm_delay: Duration::from_millis(1500),
+        timeout_s: 2,
+        max_turns: 50,
+        ..native(Script::ToolLoop)
+    })
+    .await;
+    let report = diagnose(&app, "ndeadline").await;
+    assert_eq!(report["status"], "failed");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("deadline exceeded"),
+        "{report:#}"
+    );
+
+    let app = spawn_app(native(Script::Status(401))).await;
+    let report = diagnose(&app, "n401").await;
+    assert!(
+        report["error"].as_str().unwrap().contains("status 401"),
+        "{report:#}"
+    );
+    assert!(!report.to_string().contains(&app.api_key));
+    assert_eq!(app.llm.requests().len(), 1, "a 401 is not retried");
+}
