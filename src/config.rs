@@ -238,7 +238,8 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub struct RunnerConfig {
-    /// `process`: the Python runner as a local child process.
+    /// `native` (the agent loop in the service), `process` (the Python runner as a child
+    /// process) or `docker` (the Python runner exec'd in the managed container).
     #[serde(default)]
     pub kind: RunnerKind,
     /// Python interpreter of the runner's virtualenv.
@@ -276,11 +277,11 @@ impl Default for RunnerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum RunnerKind {
     /// The Python runner as a child process of the service.
-    #[default]
     Process,
     /// The Python runner exec'd in the managed container, as in the design.
     Docker,
     /// The agent loop in the service, with MCP sessions kept open.
+    #[default]
     Native,
 }
 

@@ -38,6 +38,17 @@ async fn alert_becomes_completed_report(protocol: &'static str) {
     assert!(content.contains(&app.prom.node_instance), "{content}");
     assert_eq!(report["runner"], "process");
     assert_eq!(report["attempts"], 1);
+    // The Python runner reports what the diagnosis cost.
+    let usage = &report["usage"];
+    assert_eq!(
+        (
+            usage["inputTokens"].as_u64(),
+            usage["steps"].as_u64(),
+            usage["toolCalls"].as_u64()
+        ),
+        (Some(200), Some(2), Some(1)),
+        "{usage}"
+    );
     assert!(report["durationMs"].as_u64().is_some());
 
     let requests = app.llm.requests();

@@ -232,6 +232,13 @@ impl ChatClient for HttpChat {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     let text = response.text().await.unwrap_or_default();
+                    // A provider may echo the credential back in its error body.
+                    let key = self.api_key.expose();
+                    let text = if key.is_empty() {
+                        text
+                    } else {
+                        text.replace(key, "[REDACTED]")
+                    };
                     let detail: String = text
                         .split_whitespace()
                         .collect::<Vec<_>>()

@@ -310,3 +310,19 @@ impl Runner for NativeRunner {
             .map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cap;
+
+    #[test]
+    fn results_within_the_budget_pass_whole_and_longer_ones_say_they_were_cut() {
+        assert_eq!(cap("短文本".into(), 10), "短文本");
+        let cut = cap("指标".repeat(50), 10);
+        assert!(cut.starts_with(&"指标".repeat(5)));
+        assert!(
+            cut.ends_with("[truncated by deploy-diagnosis: showing 10 of 100 characters]"),
+            "{cut}"
+        );
+    }
+}
