@@ -60,16 +60,9 @@ fn self_cpu() -> Duration {
 
 /// CPU of the native runner's long-lived MCP server, from /proc.
 fn native_mcp_cpu() -> Duration {
-    let needle = format!("{NATIVE_MCP_MARKER}\0");
     let tick = 100.0; // USER_HZ on Linux
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(&needle))
-                .unwrap_or(false)
-        })
+    servers::pids_with_env(NATIVE_MCP_MARKER)
+        .into_iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .map(|stat| {
             // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
@@ -97,18 +90,8 @@ fn rusage(who: UsageWho) -> Duration {
     tv(usage.user_time()) + tv(usage.system_time())
 }
 
-async fn docker() -> bollard::Docker {
-    let host = servers::docker_host();
-    let socket = host.strip_prefix("unix://").unwrap_or(&host).to_owned();
-    bollard::Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap()
-}
-
 async fn container_cpu() -> Duration {
-    let docker = docker().await;
+    let docker = servers::docker_client().await;
     let options = StatsOptions {
         stream: false,
         one_shot: true,
@@ -225,7 +208,7 @@ async fn main() {
             let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
                 .force(true)
                 .build();
-            let _ = docker()
+            let _ = servers::docker_client()
                 .await
                 .remove_container("dd-bench", Some(options))
                 .await;

@@ -7,6 +7,17 @@ use crate::fake_llm::{FakeLlm, Script};
 use crate::helpers::{alertmanager_body, api_key, config_yaml, Options};
 use crate::servers::prometheus;
 
+/// A test configuration file in `dir`, for this LLM and Prometheus.
+fn write_config(dir: &std::path::Path, llm: &str, prom: &str) -> std::path::PathBuf {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&Options::default(), llm, prom, dir, None),
+    )
+    .unwrap();
+    config
+}
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
 }
@@ -22,18 +33,7 @@ async fn diagnose_prints_the_report_of_an_alert_file_without_a_server() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(
-            &Options::default(),
-            &llm.base_url,
-            &prom.url,
-            dir.path(),
-            None,
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &llm.base_url, &prom.url);
     let alert = dir.path().join("alert.json");
     std::fs::write(&alert, alertmanager_body("cli-1", "firing").to_string()).unwrap();
 
@@ -68,18 +68,7 @@ async fn diagnose_prints_the_report_of_an_alert_file_without_a_server() {
 #[test]
 fn migrate_creates_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(
-            &Options::default(),
-            "http://127.0.0.1:9/v1",
-            "http://127.0.0.1:9",
-            dir.path(),
-            None,
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/v1", "http://127.0.0.1:9");
 
     let output = binary()
         .args(["migrate", "-f"])
@@ -99,18 +88,7 @@ fn migrate_creates_the_embedded_store() {
 #[test]
 fn a_missing_setting_stops_the_service_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(
-            &Options::default(),
-            "http://127.0.0.1:9/v1",
-            "http://127.0.0.1:9",
-            dir.path(),
-            None,
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/v1", "http://127.0.0.1:9");
 
     let output = binary()
         .args(["serve", "-f"])

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 
 use crate::fake_llm::{FakeLlm, Script};
 use crate::helpers::{alertmanager_body, api_key, config_yaml, deployment_id, wait_final, Options};
-use crate::servers::{free_port, prometheus};
+use crate::servers::{free_port, prometheus, wait_http};
 
 struct Service {
     child: Child,
@@ -40,20 +40,8 @@ fn start_service(config: &Path, key: &str) -> Service {
     }
 }
 
-async fn wait_up(client: &reqwest::Client, address: &str) {
-    let start = Instant::now();
-    while client
-        .get(format!("{address}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "service did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_up(address: &str) {
+    wait_http(&format!("{address}/healthz"), "the service").await;
 }
 
 async fn setup(llm_delay: Duration) -> (FakeLlm, tempfile::TempDir, std::path::PathBuf, String) {
@@ -99,7 +87,7 @@ async fn a_service_killed_mid_diagnosis_finishes_the_report_after_restart() {
     let client = reqwest::Client::new();
     let id = deployment_id("crash");
     let mut first = start_service(&config, &key);
-    wait_up(&client, &first.address).await;
+    wait_up(&first.address).await;
     post(&client, &first.address, &id).await;
     wait_llm_called(&llm).await;
 
@@ -131,7 +119,7 @@ async fn sigterm_lets_the_in_flight_diagnosis_finish_before_exit() {
     let client = reqwest::Client::new();
     let id = deployment_id("term");
     let mut service = start_service(&config, &key);
-    wait_up(&client, &service.address).await;
+    wait_up(&service.address).await;
     post(&client, &service.address, &id).await;
     wait_llm_called(&llm).await;
 

@@ -14,23 +14,13 @@ use crate::fake_llm::Script;
 use crate::helpers::{
     alertmanager_body, deployment_id, spawn_app, DockerOptions, Options, TestApp,
 };
-use crate::servers::docker_host;
+use crate::servers::docker_client;
 
 static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// The engine; the first call also removes test containers an earlier, failed run left.
 async fn docker() -> Docker {
-    let host = docker_host();
-    let socket = host.strip_prefix("unix://").unwrap_or(&host).to_owned();
-    assert!(
-        std::path::Path::new(&socket).exists(),
-        "no Docker engine at {host}: run scripts/docker-setup (scripts/test does)"
-    );
-    let docker = Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = docker_client().await;
     SWEPT
         .get_or_init(|| async {
             let options = ListContainersOptionsBuilder::default().all(true).build();
@@ -158,15 +148,7 @@ async fn the_docker_runner_creates_starts_and_recreates_its_hardened_container()
     assert!(running);
     assert_ne!(third_id, first_id, "a new container was created");
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("deploy_diagnosis_container_starts_total{action=\"created\"} 2"),
         "{metrics}"

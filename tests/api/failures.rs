@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::fake_llm::Script;
 use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
-use crate::servers::free_port;
+use crate::servers::{free_port, pids_with_env};
 
 async fn failed_report(app: &TestApp, prefix: &str) -> (String, Value) {
     let id = deployment_id(prefix);
@@ -25,16 +25,7 @@ fn error(report: &Value) -> &str {
 
 /// Processes whose environment names this deployment: the runner and its MCP server.
 fn processes_of(deployment_id: &str) -> Vec<u32> {
-    let marker = format!("DD_DEPLOYMENT_ID={deployment_id}\0");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(&marker))
-                .unwrap_or(false)
-        })
-        .collect()
+    pids_with_env(&format!("DD_DEPLOYMENT_ID={deployment_id}"))
 }
 
 /// Any process whose command line contains `needle`.
@@ -62,15 +53,7 @@ async fn an_llm_error_status_fails_the_report_with_the_status_and_no_key() {
     // The fake echoed the key in its error body; it must not reach the report.
     assert!(!report.to_string().contains(&app.api_key), "{report:#}");
     assert!(report.to_string().contains("[REDACTED]"), "{report:#}");
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains("deploy_diagnosis_runner_failures_total{reason=\"llm_status\"} 1"),
         "{text}"

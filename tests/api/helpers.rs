@@ -284,6 +284,17 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Waits until the report leaves `generating`, and returns it.
     pub async fn wait_final(&self, deployment_id: &str) -> Value {
         wait_final(

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::fake_llm::Script;
 use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
-use crate::servers::{free_port, repo, start_guarded};
+use crate::servers::{free_port, pids_with_env, repo, start_guarded, wait_tcp};
 
 fn native(script: Script) -> Options {
     Options {
@@ -22,31 +22,6 @@ async fn diagnose(app: &TestApp, prefix: &str) -> Value {
     let id = deployment_id(prefix);
     app.post_alerts(&alertmanager_body(&id, "firing")).await;
     app.wait_final(&id).await
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Processes whose environment carries `marker` (set on the stdio MCP server).
-fn processes_with(marker: &str) -> Vec<u32> {
-    let needle = format!("{marker}\0");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 fn stdio_server_with_marker(prom: &str, marker: &str) -> String {
@@ -100,7 +75,7 @@ async fn the_native_runner_completes_reports_over_both_wire_formats_and_counts_u
         assert!(requests
             .iter()
             .all(|r| r.format == protocol && r.credential == app.api_key));
-        let text = metrics(&app).await;
+        let text = app.metrics().await;
         for line in [
             "deploy_diagnosis_llm_tokens_total{direction=\"input\"} 400",
             "deploy_diagnosis_llm_tokens_total{direction=\"output\"} 80",
@@ -126,12 +101,12 @@ async fn the_native_runner_keeps_one_stdio_mcp_server_for_all_diagnoses() {
     .await;
 
     assert_eq!(diagnose(&app, "one").await["status"], "completed");
-    let after_first = processes_with(&marker);
+    let after_first = pids_with_env(&marker);
     assert_eq!(diagnose(&app, "two").await["status"], "completed");
 
     assert_eq!(after_first.len(), 1, "one server process");
     assert_eq!(
-        processes_with(&marker),
+        pids_with_env(&marker),
         after_first,
         "the same process served the second diagnosis"
     );
@@ -154,17 +129,7 @@ async fn the_native_runner_talks_to_an_mcp_server_over_streamable_http() {
         ],
         &dir.path().join("mcp.log"),
     );
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "HTTP MCP server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_tcp(port, "the HTTP MCP server").await;
     let mcp = format!(
         "MCP:\n  Servers:\n    - Name: prometheus\n      URL: http://127.0.0.1:{port}/mcp\n"
     );
@@ -264,7 +229,7 @@ async fn an_mcp_server_that_dies_mid_diagnosis_is_restarted_and_the_call_retried
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The model is "thinking"; its tool call will find the server gone.
-    let before = processes_with(&marker);
+    let before = pids_with_env(&marker);
     assert_eq!(before.len(), 1);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(before[0] as i32),
@@ -282,7 +247,7 @@ async fn an_mcp_server_that_dies_mid_diagnosis_is_restarted_and_the_call_retried
             .contains(&app.prom.node_instance),
         "{report:#}"
     );
-    let after = processes_with(&marker);
+    let after = pids_with_env(&marker);
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a new server process");
 }

@@ -139,15 +139,7 @@ async fn health_readiness_and_metrics_report_the_service() {
     let (status, ready) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["store"]["ok"], true);
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         "deploy_diagnosis_alerts_received_total{outcome=\"started\"} 1",
         "deploy_diagnosis_alerts_received_total{outcome=\"exists\"} 1",

@@ -180,17 +180,7 @@ pub async fn mongo() -> &'static Mongo {
                 ],
                 &dir.path().join("secantus.log"),
             );
-            let start = Instant::now();
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "SecantusDB did not start"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            wait_tcp(port, "SecantusDB").await;
             Mongo {
                 url: format!("mongodb://127.0.0.1:{port}"),
                 _dir: dir,
@@ -205,6 +195,50 @@ pub async fn mongo() -> &'static Mongo {
 pub fn docker_host() -> String {
     std::env::var("DD_TEST_DOCKER_HOST")
         .unwrap_or_else(|_| "unix:///var/lib/dd-docker/docker.sock".into())
+}
+
+/// Processes whose environment holds `entry` (`KEY=value`), from /proc.
+pub fn pids_with_env(entry: &str) -> Vec<u32> {
+    let needle = format!("{entry}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Waits until something accepts connections on `127.0.0.1:port`.
+pub async fn wait_tcp(port: u16, what: &str) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} did not start on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client of the test Docker engine.
+pub async fn docker_client() -> bollard::Docker {
+    let host = docker_host();
+    let socket = host.strip_prefix("unix://").unwrap_or(&host).to_owned();
+    assert!(
+        std::path::Path::new(&socket).exists(),
+        "no Docker engine at {host}: run scripts/docker-setup (scripts/test does)"
+    );
+    bollard::Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
 }
 
 /// The runner's Python (the virtualenv `scripts/test` makes).
