@@ -560,7 +560,8 @@ fn default_max_body() -> usize {
     1024 * 1024
 }
 fn default_log_level() -> String {
-    "info".into()
+    // rmcp logs every session start at info; its warnings are what an operator needs.
+    "info,rmcp=warn".into()
 }
 
 /// Where `${VAR}` and `DD_*` values come from: the process environment over a `.env` file.
