@@ -62,6 +62,10 @@ fn docker_error(context: &str, e: bollard::errors::Error) -> RunnerError {
     RunnerError::Unavailable(format!("{context}: {e}"))
 }
 
+fn image_missing(image: &str) -> String {
+    format!("docker image {image} not found: build it with docker/build.sh (see the README), or set Docker.Image")
+}
+
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
@@ -199,12 +203,7 @@ impl DockerRunner {
                     return Ok(());
                 }
                 tracing::info!(container = name, "starting the stopped runner container");
-                self.docker
-                    .start_container(name, None::<StartContainerOptions>)
-                    .await
-                    .map_err(|e| docker_error(&format!("starting container {name}"), e))?;
-                self.metrics.container_start("started");
-                Ok(())
+                self.start("started").await
             }
             Err(e) if is_not_found(&e) => self.create_and_start().await,
             Err(e) => Err(docker_error(
@@ -219,9 +218,7 @@ impl DockerRunner {
         match self.docker.inspect_image(image).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {
-                return Err(RunnerError::Unavailable(format!(
-                    "docker image {image} not found: build it with docker/build.sh (see the README), or set Docker.Image"
-                )))
+                return Err(RunnerError::Unavailable(image_missing(image)))
             }
             Err(e) => return Err(docker_error(&format!("inspecting image {image}"), e)),
         }
@@ -233,11 +230,17 @@ impl DockerRunner {
             )
             .await
             .map_err(|e| docker_error(&format!("creating container {name}"), e))?;
+        self.start("created").await
+    }
+
+    /// Starts the container and counts it (`created` or `started`).
+    async fn start(&self, action: &str) -> Result<(), RunnerError> {
+        let name = self.cfg.container.as_str();
         self.docker
             .start_container(name, None::<StartContainerOptions>)
             .await
             .map_err(|e| docker_error(&format!("starting container {name}"), e))?;
-        self.metrics.container_start("created");
+        self.metrics.container_start(action);
         Ok(())
     }
 
@@ -444,10 +447,7 @@ impl Runner for DockerRunner {
             .map_err(|e| format!("docker engine at {} unreachable: {e}", self.cfg.host))?;
         if let Err(e) = self.docker.inspect_image(&self.cfg.image).await {
             return Err(if is_not_found(&e) {
-                format!(
-                    "docker image {} not found: build it with docker/build.sh",
-                    self.cfg.image
-                )
+                image_missing(&self.cfg.image)
             } else {
                 format!("inspecting image {}: {e}", self.cfg.image)
             });
