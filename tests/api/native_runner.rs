@@ -309,8 +309,8 @@ async fn native_failures_read_like_the_other_runners() {
     );
 
     let app = spawn_app(Options {
-        llm_delay: Duration::from_millis(1500),
-        timeout_s: 2,
+        llm_delay: Duration::from_secs(1),
+        timeout_s: 3,
         max_turns: 50,
         ..native(Script::ToolLoop)
     })
