@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 
 use crate::fake_llm::Script;
 use crate::helpers::{
-    alertmanager_body, deployment_id, spawn_app, DockerOptions, Options, TestApp,
+    alertmanager_body, deployment_id, report_error, spawn_app, DockerOptions, Options, TestApp,
 };
 use crate::servers::docker_client;
 
@@ -217,10 +217,7 @@ async fn a_docker_diagnosis_past_its_deadline_leaves_no_runner_in_the_container(
 
     assert_eq!(report["status"], "failed");
     assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("deadline exceeded"),
+        report_error(&report).contains("deadline exceeded"),
         "{report:#}"
     );
     let top = docker
@@ -250,7 +247,7 @@ async fn a_missing_image_fails_the_report_saying_how_to_build_it() {
     let report = diagnose(&app, "dknoimage").await;
 
     assert_eq!(report["status"], "failed");
-    let error = report["error"].as_str().unwrap();
+    let error = report_error(&report);
     assert!(
         error.contains("dd-no-such-image:never") && error.contains("docker/build.sh"),
         "{error}"

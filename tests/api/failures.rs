@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fake_llm::Script;
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+use crate::helpers::{alertmanager_body, deployment_id, report_error, spawn_app, Options, TestApp};
 use crate::servers::{free_port, pids_with_env};
 
 async fn failed_report(app: &TestApp, prefix: &str) -> (String, Value) {
@@ -15,12 +15,6 @@ async fn failed_report(app: &TestApp, prefix: &str) -> (String, Value) {
     let report = app.wait_final(&id).await;
     assert_eq!(report["status"], "failed", "{report:#}");
     (id, report)
-}
-
-fn error(report: &Value) -> &str {
-    report["error"]
-        .as_str()
-        .expect("a failed report has an error")
 }
 
 /// Processes whose environment names this deployment: the runner and its MCP server.
@@ -49,7 +43,7 @@ async fn an_llm_error_status_fails_the_report_with_the_status_and_no_key() {
 
     let (_, report) = failed_report(&app, "llm500").await;
 
-    assert!(error(&report).contains("status 500"), "{report:#}");
+    assert!(report_error(&report).contains("status 500"), "{report:#}");
     // The fake echoed the key in its error body; it must not reach the report.
     assert!(!report.to_string().contains(&app.api_key), "{report:#}");
     assert!(report.to_string().contains("[REDACTED]"), "{report:#}");
@@ -74,7 +68,7 @@ async fn an_llm_that_never_answers_fails_the_report_as_timed_out() {
 
     let (_, report) = failed_report(&app, "hang").await;
 
-    assert!(error(&report).contains("timed out"), "{report:#}");
+    assert!(report_error(&report).contains("timed out"), "{report:#}");
 }
 
 #[tokio::test]
@@ -108,8 +102,11 @@ async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
     let report = app.wait_final(&id).await;
 
     assert_eq!(report["status"], "failed");
-    assert!(error(&report).contains("deadline exceeded"), "{report:#}");
-    assert!(error(&report).contains("6s"), "{report:#}");
+    assert!(
+        report_error(&report).contains("deadline exceeded"),
+        "{report:#}"
+    );
+    assert!(report_error(&report).contains("6s"), "{report:#}");
     let leftover = processes_of(&id);
     assert!(
         leftover.is_empty(),
@@ -127,7 +124,7 @@ async fn an_answer_without_json_fails_the_report_and_keeps_the_output_tail() {
 
     let (_, report) = failed_report(&app, "prose").await;
 
-    assert!(error(&report).contains("no JSON"), "{report:#}");
+    assert!(report_error(&report).contains("no JSON"), "{report:#}");
     assert!(
         report["rawOutput"].as_str().unwrap().contains("建议重启"),
         "{report:#}"
@@ -146,10 +143,10 @@ async fn prometheus_down_fails_the_report_naming_prometheus() {
     let (_, report) = failed_report(&app, "promdown").await;
 
     assert!(
-        error(&report).contains("Prometheus unreachable"),
+        report_error(&report).contains("Prometheus unreachable"),
         "{report:#}"
     );
-    assert!(error(&report).contains(&down), "{report:#}");
+    assert!(report_error(&report).contains(&down), "{report:#}");
     assert!(
         app.llm.requests().is_empty(),
         "no AI call is spent when Prometheus is down"

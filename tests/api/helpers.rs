@@ -373,3 +373,10 @@ pub fn deployment_id(prefix: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
 }
+
+/// The `error` of a failed report.
+pub fn report_error(report: &Value) -> &str {
+    report["error"]
+        .as_str()
+        .expect("a failed report has an error")
+}

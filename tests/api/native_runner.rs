@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fake_llm::Script;
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+use crate::helpers::{alertmanager_body, deployment_id, report_error, spawn_app, Options, TestApp};
 use crate::servers::{free_port, pids_with_env, repo, start_guarded, wait_tcp};
 
 fn native(script: Script) -> Options {
@@ -301,10 +301,7 @@ async fn native_failures_read_like_the_other_runners() {
     let report = diagnose(&app, "nprom").await;
     assert_eq!(report["status"], "failed");
     assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("Prometheus unreachable"),
+        report_error(&report).contains("Prometheus unreachable"),
         "{report:#}"
     );
 
@@ -318,19 +315,13 @@ async fn native_failures_read_like_the_other_runners() {
     let report = diagnose(&app, "ndeadline").await;
     assert_eq!(report["status"], "failed");
     assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("deadline exceeded"),
+        report_error(&report).contains("deadline exceeded"),
         "{report:#}"
     );
 
     let app = spawn_app(native(Script::Status(401))).await;
     let report = diagnose(&app, "n401").await;
-    assert!(
-        report["error"].as_str().unwrap().contains("status 401"),
-        "{report:#}"
-    );
+    assert!(report_error(&report).contains("status 401"), "{report:#}");
     assert!(!report.to_string().contains(&app.api_key));
     assert_eq!(app.llm.requests().len(), 1, "a 401 is not retried");
 }
