@@ -14,7 +14,6 @@
 //! dropping the exec's stream would leave them running.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,22 +112,26 @@ impl DockerRunner {
         })
     }
 
-    /// What the container must have been created with; a change means recreate.
+    /// What the container must have been created with; a change means recreate. FNV-1a
+    /// rather than std's hasher, whose output may change between Rust releases (which
+    /// would recreate every container after a toolchain upgrade).
     fn settings_hash(&self) -> String {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
         let c = &self.cfg;
-        (
-            &c.image,
-            &c.network,
+        let settings = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            c.image,
+            c.network,
             c.memorybytes,
             c.pidslimit,
             c.tmpfsbytes,
             c.mcpport,
-            &self.prometheus_url,
-        )
-            .hash(&mut h);
-        c.cpus.to_bits().hash(&mut h);
-        format!("{:016x}", h.finish())
+            c.cpus,
+            self.prometheus_url
+        );
+        let hash = settings.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{hash:016x}")
     }
 
     fn container_body(&self) -> ContainerCreateBody {
