@@ -14,7 +14,7 @@ use crate::fake_llm::Script;
 use crate::helpers::{
     alertmanager_body, deployment_id, report_error, spawn_app, DockerOptions, Options, TestApp,
 };
-use crate::servers::docker_client;
+use crate::servers::{docker_client, free_port};
 
 static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
@@ -90,7 +90,7 @@ async fn the_docker_runner_creates_starts_and_recreates_its_hardened_container()
     let name = opts.container.clone();
     remove(&docker, &name).await;
     let app = spawn_app(Options {
-        docker: Some(opts),
+        docker: Some(opts.clone()),
         ..Options::default()
     })
     .await;
@@ -160,6 +160,26 @@ async fn the_docker_runner_creates_starts_and_recreates_its_hardened_container()
     let (status, ready) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["runner"]["detail"]["containerState"], "running");
+
+    // A service started with other container settings (here the MCP port) replaces the
+    // container; one started with the same settings keeps it.
+    drop(app);
+    let changed = DockerOptions {
+        mcp_port: free_port(),
+        ..opts
+    };
+    for (prefix, recreated) in [("dk4", true), ("dk5", false)] {
+        let (before, _) = container_id(&docker, &name).await;
+        let app = spawn_app(Options {
+            docker: Some(changed.clone()),
+            ..Options::default()
+        })
+        .await;
+        assert_eq!(diagnose(&app, prefix).await["status"], "completed");
+        let (after, running) = container_id(&docker, &name).await;
+        assert!(running);
+        assert_eq!(after != before, recreated, "{prefix}: {before} -> {after}");
+    }
     remove(&docker, &name).await;
 }
 
