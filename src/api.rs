@@ -521,9 +521,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     let runner = match state.diagnoser.runner().check().await {
         Ok(detail) => {
-            json!({ "ok": true, "kind": state.diagnoser.runner_kind(), "detail": detail })
+            json!({ "ok": true, "kind": state.diagnoser.runner_kind().as_str(), "detail": detail })
         }
-        Err(e) => json!({ "ok": false, "kind": state.diagnoser.runner_kind(), "error": e }),
+        Err(e) => {
+            json!({ "ok": false, "kind": state.diagnoser.runner_kind().as_str(), "error": e })
+        }
     };
     let ready = store["ok"] == true && runner["ok"] == true;
     let status = if ready {

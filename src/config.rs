@@ -169,6 +169,21 @@ pub struct AiConfig {
     /// Longest tool result, in characters, passed to the model; longer ones are cut.
     #[serde(default = "default_tool_result_max_chars")]
     pub toolresultmaxchars: u32,
+    /// The provider whose request rules apply: `auto` (recognised from `BaseURL`),
+    /// `anthropic`, `openai`, `dashscope`, `modelscope` or `generic`.
+    #[serde(default)]
+    pub provider: ProviderSetting,
+    /// Most tokens the model may write in one answer.
+    #[serde(default = "default_max_tokens")]
+    pub maxtokens: u32,
+    /// The name the token limit is sent under: `auto` (by provider and model),
+    /// `max_tokens` or `max_completion_tokens`.
+    #[serde(default)]
+    pub maxtokensfield: MaxTokensField,
+    /// Merged last into every request body (keys kept as written); a `null` value removes
+    /// a key the provider profile would send.
+    #[serde(default)]
+    pub extrabody: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AiConfig {
@@ -200,6 +215,38 @@ impl Protocol {
             Protocol::Openai => "openai",
         }
     }
+}
+
+/// `AI.Provider`: whose request rules apply (see [`crate::provider`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderSetting {
+    /// Recognised from `AI.BaseURL`.
+    #[default]
+    Auto,
+    /// Anthropic.
+    Anthropic,
+    /// OpenAI's own API.
+    Openai,
+    /// Alibaba Cloud DashScope, compatible mode.
+    Dashscope,
+    /// ModelScope API-Inference.
+    Modelscope,
+    /// Any other OpenAI-compatible server.
+    Generic,
+}
+
+/// `AI.MaxTokensField`: the name the token limit is sent under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// By provider and model.
+    #[default]
+    Auto,
+    /// `max_tokens`.
+    MaxTokens,
+    /// `max_completion_tokens`.
+    MaxCompletionTokens,
 }
 
 /// `Store.*`.
@@ -499,6 +546,9 @@ fn default_max_turns() -> u32 {
 fn default_tool_result_max_chars() -> u32 {
     8000
 }
+fn default_max_tokens() -> u32 {
+    4096
+}
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/deploy-diagnosis.sqlite3")
 }
@@ -680,6 +730,23 @@ impl Config {
         if self.ai.toolresultmaxchars < 256 {
             return Err(invalid("AI.ToolResultMaxChars", "must be at least 256"));
         }
+        if self.ai.maxtokens < 16 {
+            return Err(invalid("AI.MaxTokens", "must be at least 16"));
+        }
+        if let Some(key) = self
+            .ai
+            .extrabody
+            .keys()
+            .find(|k| RESERVED_BODY_KEYS.contains(&k.as_str()))
+        {
+            return Err(invalid(
+                "AI.ExtraBody",
+                format!(
+                    "{key:?} is set by the service (model and tokens: AI.Model, AI.MaxTokens, \
+                     AI.MaxTokensField; the conversation, tools and non-streaming calls are the agent's)"
+                ),
+            ));
+        }
         if self.store.kind == StoreKind::Mongo {
             if !(self.mongo.url.starts_with("mongodb://")
                 || self.mongo.url.starts_with("mongodb+srv://"))
@@ -789,6 +856,17 @@ impl Config {
     }
 }
 
+/// Request-body keys `AI.ExtraBody` may not set: the agent loop depends on them.
+const RESERVED_BODY_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+];
+
 fn check_http_url(key: &'static str, value: &str, hint: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::Invalid {
@@ -812,16 +890,35 @@ fn check_http_url(key: &'static str, value: &str, hint: &str) -> Result<(), Conf
     Ok(())
 }
 
+/// Sections whose keys are data, not configuration keys: kept as written.
+const VERBATIM: &[&[&str]] = &[&["ai", "extrabody"]];
+
 fn lowercase_keys(value: serde_json::Value) -> serde_json::Value {
+    lowercase_below(value, &mut Vec::new())
+}
+
+fn lowercase_below(value: serde_json::Value, path: &mut Vec<String>) -> serde_json::Value {
+    if VERBATIM.iter().any(|v| v.iter().eq(path.iter())) {
+        return value;
+    }
     match value {
         serde_json::Value::Object(map) => serde_json::Value::Object(
             map.into_iter()
-                .map(|(k, v)| (k.to_lowercase(), lowercase_keys(v)))
+                .map(|(k, v)| {
+                    let k = k.to_lowercase();
+                    path.push(k.clone());
+                    let v = lowercase_below(v, path);
+                    path.pop();
+                    (k, v)
+                })
                 .collect(),
         ),
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(lowercase_keys).collect())
-        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(
+            items
+                .into_iter()
+                .map(|v| lowercase_below(v, path))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -948,6 +1045,9 @@ AI:
             ("DD_STORE__KIND", "postgres", "kind"),
             ("DD_RUNNER__KIND", "k8s", "kind"),
             ("DD_PORT", "http", "port"),
+            ("DD_AI__MAXTOKENS", "0", "AI.MaxTokens"),
+            ("DD_AI__MAXTOKENSFIELD", "tokens", "maxtokensfield"),
+            ("DD_AI__PROVIDER", "azure", "provider"),
         ];
         for (var, value, key) in cases {
             let mut pairs = base.to_vec();
@@ -957,6 +1057,26 @@ AI:
                 .to_string();
             assert!(err.contains(key), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn extra_body_keeps_its_keys_as_written_and_may_not_replace_the_agents_own() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "k"),
+        ]);
+        let yaml = format!("{YAML}  ExtraBody:\n    top_K: 20\n    Reasoning_Effort: low\n");
+        let c = Config::from_yaml(&yaml, &e).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(c.ai.extrabody),
+            serde_json::json!({"top_K": 20, "Reasoning_Effort": "low"})
+        );
+        let yaml = format!("{YAML}  ExtraBody:\n    stream: true\n");
+        let err = Config::from_yaml(&yaml, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.ExtraBody") && err.contains("stream"),
+            "{err}"
+        );
     }
 
     #[test]

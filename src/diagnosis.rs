@@ -7,13 +7,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alert, DeploymentId};
-use crate::config::Config;
+use crate::config::{Config, RunnerKind};
 use crate::extract::{self, Answer};
 use crate::prompt::{self, PromptOptions};
-use crate::report::{ReportBody, Usage};
-use crate::runner::{RunOutput, RunRequest, Runner, RunnerError};
+use crate::report::{FailureKind, ReportBody, Usage};
+use crate::runner::{RunEnd, RunRequest, Runner};
 
-/// Bytes of runner output kept on a failed report.
+pub use crate::runner::Cancelled;
+
+/// Bytes of the run's log and of the model's answer kept on a failed report.
 const RAW_TAIL_BYTES: usize = 4096;
 
 /// Replaces every configured secret in text that leaves the service (stored reports,
@@ -44,13 +46,13 @@ impl Redactor {
 pub enum Outcome {
     /// The answer, validated.
     Completed(ReportBody),
-    /// No answer; `kind` is a short code for metrics, `reason` a sentence for people.
+    /// No answer; `kind` for metrics and logs, `reason` a sentence for people.
     Failed {
-        /// Short code: `deadline_exceeded`, `llm_status`, `no_json`, ...
-        kind: String,
+        /// What kind of failure.
+        kind: FailureKind,
         /// What happened and what to do about it.
         reason: String,
-        /// The end of the runner's output, for debugging.
+        /// The end of the run's log (and of the model's answer), for debugging.
         raw_output: Option<String>,
     },
 }
@@ -63,11 +65,6 @@ pub struct Diagnosed {
     /// Tokens, steps and tool calls, when the runner counted them.
     pub usage: Option<Usage>,
 }
-
-/// The diagnosis was stopped by shutdown; nothing should be written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("diagnosis cancelled by shutdown")]
-pub struct Cancelled;
 
 /// Runs diagnoses with one runner.
 #[derive(Clone)]
@@ -92,7 +89,7 @@ impl Diagnoser {
     }
 
     /// The runner's kind.
-    pub fn runner_kind(&self) -> &'static str {
+    pub fn runner_kind(&self) -> RunnerKind {
         self.runner.kind()
     }
 
@@ -118,83 +115,26 @@ impl Diagnoser {
             prompt: prompt::build(alert, self.prompt_options),
             deadline: self.deadline,
         };
-        let mut usage = None;
-        let outcome = match self.runner.run(request, cancel).await {
-            Ok(output) => {
-                usage = output
-                    .usage
-                    .clone()
-                    .or_else(|| reported_usage(&output.stdout));
-                self.read(&output)
-            }
-            Err(RunnerError::Cancelled) => return Err(Cancelled),
-            Err(RunnerError::DeadlineExceeded { after, output }) => {
-                usage = output.usage.clone();
-                Outcome::Failed {
-                kind: "deadline_exceeded".into(),
-                reason: format!(
-                    "deadline exceeded: the diagnosis ran longer than {}s (2 x AI.Timeout) and was stopped; \
-                     the AI service or Prometheus answered too slowly, or the model kept calling tools",
-                    after.as_secs()
-                ),
-                raw_output: raw_tail(&output),
-            }
-            }
-            Err(e @ RunnerError::Spawn { .. }) => Outcome::Failed {
-                kind: "runner_unavailable".into(),
-                reason: format!("{e}; check Runner.Python and Runner.Script"),
-                raw_output: None,
+        let result = self.runner.run(request, cancel).await?;
+        let outcome = match result.end {
+            RunEnd::Answer(text) => match extract::find_report(&text) {
+                Answer::Report(body) => Outcome::Completed(body),
+                Answer::Unusable(why) => Outcome::Failed {
+                    kind: FailureKind::NoJson,
+                    reason: why,
+                    raw_output: raw_output(&result.log, Some(&text)),
+                },
             },
-            Err(RunnerError::Unavailable(reason)) => Outcome::Failed {
-                kind: "runner_unavailable".into(),
-                reason,
-                raw_output: None,
-            },
-            Err(e @ RunnerError::Io(_)) => Outcome::Failed {
-                kind: "runner_io".into(),
-                reason: e.to_string(),
-                raw_output: None,
+            RunEnd::Failed(failure) => Outcome::Failed {
+                kind: failure.kind,
+                reason: failure.message,
+                raw_output: raw_output(&result.log, None),
             },
         };
         Ok(Diagnosed {
             outcome: self.scrub(outcome),
-            usage,
+            usage: result.usage,
         })
-    }
-
-    fn read(&self, output: &RunOutput) -> Outcome {
-        match extract::answer(&output.stdout) {
-            Answer::Report(body) => Outcome::Completed(body),
-            Answer::RunnerError { kind, message } => Outcome::Failed {
-                kind,
-                reason: message,
-                raw_output: raw_tail(output),
-            },
-            Answer::Unusable(why) => match output.exit_code {
-                Some(0) => Outcome::Failed {
-                    kind: "no_json".into(),
-                    reason: why,
-                    raw_output: raw_tail(output),
-                },
-                code => {
-                    let last = output
-                        .stderr
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("");
-                    let status = code.map_or("a signal".to_owned(), |c| format!("status {c}"));
-                    Outcome::Failed {
-                        kind: "runner_crashed".into(),
-                        reason: format!(
-                            "runner exited with {status} without an answer: {}",
-                            extract::truncate(last.trim(), 300)
-                        ),
-                        raw_output: raw_tail(output),
-                    }
-                }
-            },
-        }
     }
 
     fn scrub(&self, outcome: Outcome) -> Outcome {
@@ -220,24 +160,19 @@ impl Diagnoser {
     }
 }
 
-/// The usage the Python runner prints in its logs (`DD-USAGE {json}`), before `#####`.
-fn reported_usage(stdout: &str) -> Option<Usage> {
-    let logs = extract::split(stdout).map(|(logs, _)| logs)?;
-    logs.lines().rev().find_map(|line| {
-        let json = &line[line.find("DD-USAGE ")? + "DD-USAGE ".len()..];
-        serde_json::from_str(json).ok()
-    })
-}
-
-fn raw_tail(output: &RunOutput) -> Option<String> {
+/// The end of the run's log and of the model's answer, for a failed report.
+fn raw_output(log: &str, answer: Option<&str>) -> Option<String> {
     let mut raw = String::new();
-    if !output.stdout.trim().is_empty() {
-        raw.push_str("--- stdout (end) ---\n");
-        raw.push_str(extract::tail(&output.stdout, RAW_TAIL_BYTES));
+    if !log.trim().is_empty() {
+        raw.push_str("--- log (end) ---\n");
+        raw.push_str(extract::tail(log, RAW_TAIL_BYTES));
     }
-    if !output.stderr.trim().is_empty() {
-        raw.push_str("\n--- stderr (end) ---\n");
-        raw.push_str(extract::tail(&output.stderr, RAW_TAIL_BYTES));
+    if let Some(answer) = answer.filter(|a| !a.trim().is_empty()) {
+        if !raw.is_empty() && !raw.ends_with('\n') {
+            raw.push('\n');
+        }
+        raw.push_str("--- answer (end) ---\n");
+        raw.push_str(extract::tail(answer, RAW_TAIL_BYTES));
     }
     (!raw.is_empty()).then_some(raw)
 }

@@ -1,5 +1,5 @@
-//! Output extraction: the runner's stdout is logs, a line `#####`, then the answer. The
-//! answer is supposed to be one JSON object, but models wrap it in prose and code fences.
+//! Pulling the report out of the model's answer. The answer is supposed to be one JSON
+//! object, but models wrap it in prose and code fences.
 //!
 //! The design pulled it out with a regex that cannot see objects nested more than one
 //! level deep nor braces inside strings. This uses a real JSON parser from each `{` and
@@ -9,83 +9,25 @@ use serde_json::Value;
 
 use crate::report::ReportBody;
 
-/// The separator line of the runner's output protocol.
-pub const SPLIT: &str = "#####";
-
 /// How much of the answer is searched; a model's report is far smaller than this.
 const MAX_ANSWER_BYTES: usize = 512 * 1024;
 /// Parse attempts before giving up on pathological input.
 const MAX_ATTEMPTS: usize = 2_000;
 
-/// What the runner's output said.
+/// What the model's answer holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// A well-formed report.
     Report(ReportBody),
-    /// The runner reported a failure: `{"error": {"kind", "message"}}`.
-    RunnerError {
-        /// A short machine code (`llm_status`, `prometheus_unreachable`, ...).
-        kind: String,
-        /// A sentence for people.
-        message: String,
-    },
     /// No usable report; the reason says what was missing.
     Unusable(String),
 }
 
-/// Splits the runner's stdout into (logs, answer): the text after the last line that is
-/// exactly `#####`. `None` when there is no such line.
-pub fn split(stdout: &str) -> Option<(&str, &str)> {
-    let mut found = None;
-    let mut offset = 0;
-    for line in stdout.split_inclusive('\n') {
-        if line.trim_end_matches(['\n', '\r']).trim() == SPLIT {
-            found = Some((offset, offset + line.len()));
-        }
-        offset += line.len();
-    }
-    found.map(|(start, end)| (&stdout[..start], &stdout[end..]))
-}
-
-/// Reads the answer out of the runner's stdout.
-pub fn answer(stdout: &str) -> Answer {
-    let Some((_, tail)) = split(stdout) else {
-        return Answer::Unusable(
-            "runner output has no \"#####\" line (the runner did not finish)".into(),
-        );
-    };
-    match find_report(tail) {
-        Answer::Unusable(why) => {
-            // The answer itself may contain a `#####` line; look again from the first one.
-            let first = split_first(stdout).map(|(_, t)| t).unwrap_or(tail);
-            if first.len() > tail.len() {
-                if let found @ (Answer::Report(_) | Answer::RunnerError { .. }) = find_report(first)
-                {
-                    return found;
-                }
-            }
-            Answer::Unusable(why)
-        }
-        found => found,
-    }
-}
-
-fn split_first(stdout: &str) -> Option<(&str, &str)> {
-    let mut offset = 0;
-    for line in stdout.split_inclusive('\n') {
-        if line.trim_end_matches(['\n', '\r']).trim() == SPLIT {
-            return Some((&stdout[..offset], &stdout[offset + line.len()..]));
-        }
-        offset += line.len();
-    }
-    None
-}
-
-/// Finds the report (or the runner's error object) in free text.
+/// Finds the report in the model's answer (free text).
 pub fn find_report(text: &str) -> Answer {
     let text = truncate(text, MAX_ANSWER_BYTES);
     if text.trim().is_empty() {
-        return Answer::Unusable("runner output has nothing after \"#####\"".into());
+        return Answer::Unusable("the model's answer is empty".into());
     }
     let mut saw_object = false;
     let mut shape_problem = None;
@@ -102,11 +44,7 @@ pub fn find_report(text: &str) -> Answer {
             Some(Ok(Value::Object(map))) => {
                 saw_object = true;
                 let consumed = stream.byte_offset();
-                let value = Value::Object(map);
-                if let Some(error) = runner_error(&value) {
-                    return error;
-                }
-                match validate(value) {
+                match validate(Value::Object(map)) {
                     Ok(body) => return Answer::Report(body),
                     Err(problem) => {
                         shape_problem.get_or_insert(problem);
@@ -121,27 +59,9 @@ pub fn find_report(text: &str) -> Answer {
         }
     }
     Answer::Unusable(match (saw_object, shape_problem) {
-        (_, Some(problem)) => format!("runner output has JSON but not a report: {problem}"),
-        _ => "runner output has no JSON object".into(),
+        (_, Some(problem)) => format!("the model's answer has JSON but not a report: {problem}"),
+        _ => "the model's answer has no JSON object".into(),
     })
-}
-
-fn runner_error(value: &Value) -> Option<Answer> {
-    let error = value.get("error")?.as_object()?;
-    if value.get("content").is_some() {
-        return None;
-    }
-    let kind = error
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("runner_error")
-        .to_owned();
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("runner reported an error")
-        .to_owned();
-    Some(Answer::RunnerError { kind, message })
 }
 
 /// Checks the design's report shape: `{"promQL": [string], "content": non-empty string}`.
@@ -199,81 +119,66 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn report(out: &str) -> ReportBody {
-        match answer(out) {
+    fn report(text: &str) -> ReportBody {
+        match find_report(text) {
             Answer::Report(r) => r,
             other => panic!("expected a report, got {other:?}"),
         }
     }
 
     #[test]
-    fn plain_json_after_the_separator() {
-        let r =
-            report("log 1\nlog 2\n#####\n{\"promQL\":[\"up\"],\"content\":\"【问题概述】x\"}\n");
+    fn plain_json() {
+        let r = report("{\"promQL\":[\"up\"],\"content\":\"【问题概述】x\"}\n");
         assert_eq!(r.prom_ql, vec!["up"]);
         assert_eq!(r.content, "【问题概述】x");
     }
 
     #[test]
     fn fenced_json_with_prose_nesting_and_braces_in_strings() {
-        let out = "#####\n好的，以下是报告：\n```json\n{\"promQL\": [\"rate(x{job=\\\"a\\\"}[5m])\"], \"content\": \"} { tricky\", \"meta\": {\"a\": {\"b\": {\"c\": 1}}}}\n```\n希望有帮助";
+        let out = "好的，以下是报告：\n```json\n{\"promQL\": [\"rate(x{job=\\\"a\\\"}[5m])\"], \"content\": \"} { tricky\", \"meta\": {\"a\": {\"b\": {\"c\": 1}}}}\n```\n希望有帮助";
         let r = report(out);
         assert_eq!(r.prom_ql, vec!["rate(x{job=\"a\"}[5m])"]);
         assert_eq!(r.content, "} { tricky");
     }
 
     #[test]
-    fn the_last_separator_wins_and_a_separator_inside_the_answer_is_survived() {
-        let r = report("#####\n{\"promQL\":[],\"content\":\"old\"}\n#####\n{\"promQL\":[],\"content\":\"new\"}");
-        assert_eq!(r.content, "new");
-        let r = report("logs\n#####\n{\"promQL\":[],\"content\":\"a\"}\n#####\nno json here");
+    fn the_first_object_of_the_report_shape_wins() {
+        let r =
+            report("{\"promQL\":[],\"content\":\"a\"}\n#####\n{\"promQL\":[],\"content\":\"b\"}");
         assert_eq!(r.content, "a");
     }
 
     #[test]
     fn objects_of_the_wrong_shape_are_explained() {
-        let Answer::Unusable(why) = answer("#####\n{\"promQL\":\"up\",\"content\":\"x\"}") else {
+        let Answer::Unusable(why) = find_report("{\"promQL\":\"up\",\"content\":\"x\"}") else {
             panic!()
         };
         assert!(why.contains("promQL is not an array"), "{why}");
-        let Answer::Unusable(why) = answer("#####\nI could not decide.") else {
+        let Answer::Unusable(why) = find_report("I could not decide.") else {
             panic!()
         };
         assert!(why.contains("no JSON object"), "{why}");
-        let Answer::Unusable(why) = answer("just logs, the runner died") else {
+        let Answer::Unusable(why) = find_report("  \n") else {
             panic!()
         };
-        assert!(why.contains("#####"), "{why}");
-    }
-
-    #[test]
-    fn runner_errors_are_recognised() {
-        let a = answer("x\n#####\n{\"error\": {\"kind\": \"llm_status\", \"message\": \"AI call failed with status 500\"}}");
-        assert_eq!(
-            a,
-            Answer::RunnerError {
-                kind: "llm_status".into(),
-                message: "AI call failed with status 500".into()
-            }
-        );
+        assert!(why.contains("empty"), "{why}");
     }
 
     proptest! {
         #[test]
         fn never_panics_on_any_text(s in "\\PC*") {
-            let _ = answer(&s);
-            let _ = answer(&format!("#####\n{s}"));
+            let _ = find_report(&s);
         }
 
         #[test]
         fn never_panics_on_json_like_noise(s in "[{}\\[\\]\":,a-z0-9\\\\ \n#]{0,400}") {
-            let _ = answer(&format!("#####\n{s}"));
+            let _ = find_report(&s);
         }
 
         #[test]
         fn finds_a_report_wrapped_in_any_prose(pre in "[^{#]{0,80}", post in "\\PC{0,80}", q in "[a-z_{}\\[\\]\"]{0,20}") {
             let body = serde_json::json!({"promQL": [q.clone()], "content": "c"}).to_string();
-            let got = report(&format!("#####\n{pre}{body}{post}"));
+            let got = report(&format!("{pre}{body}{post}"));
             prop_assert_eq!(got.prom_ql, vec![q]);
         }
 

@@ -9,8 +9,10 @@
 //! - [`report`] — the report model and its statuses.
 //! - [`store`] — the `ReportStore` trait; `embedded` (SQLite) and `mongo`.
 //! - [`prompt`] — the design's prompt, with alert data fenced.
-//! - [`runner`] — the `Runner` trait; `process` runs the Python runner as a child.
-//! - [`extract`] — pulling the JSON report out of the runner's output.
+//! - [`provider`] — what each AI provider needs in a request (token limit, extra fields).
+//! - [`runner`] — the `Runner` trait and its typed result; `native` (the agent loop in the
+//!   service), `process` and `docker` (the Python runner, its protocol in `python`).
+//! - [`extract`] — pulling the JSON report out of the model's answer.
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
 //! - [`worker`] — the pool that claims reports from the store and runs them.
 //! - [`api`] — the HTTP routes.
@@ -28,6 +30,7 @@ pub mod diagnosis;
 pub mod extract;
 pub mod metrics;
 pub mod prompt;
+pub mod provider;
 pub mod report;
 pub mod runner;
 pub mod startup;

@@ -136,7 +136,7 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (
-            serde_json::json!({"status": "failed", "kind": kind, "error": reason}),
+            serde_json::json!({"status": "failed", "kind": kind.as_str(), "error": reason}),
             ExitCode::FAILURE,
         ),
         Err(_) => return fail("interrupted"),

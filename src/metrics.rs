@@ -10,9 +10,27 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{ReportStatus, Usage};
+use crate::report::{FailureKind, ReportStatus, Usage};
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The docker exec that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecStep {
+    /// The runner's own exec.
+    Exec,
+    /// The exec that stops a run at its deadline.
+    Kill,
+}
+
+impl ExecStep {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExecStep::Exec => "exec",
+            ExecStep::Kill => "kill",
+        }
+    }
+}
 
 /// The service's metrics.
 pub struct Metrics {
@@ -130,13 +148,13 @@ impl Metrics {
     }
 
     /// Records a finished diagnosis.
-    pub fn diagnosis(&self, status: ReportStatus, seconds: f64, failure_kind: Option<&str>) {
+    pub fn diagnosis(&self, status: ReportStatus, seconds: f64, failure: Option<FailureKind>) {
         let label = vec![("status", status.as_str().to_owned())];
         self.diagnoses.get_or_create(&label).inc();
         self.duration.get_or_create(&label).observe(seconds);
-        if let Some(kind) = failure_kind {
+        if let Some(kind) = failure {
             self.runner_failures
-                .get_or_create(&vec![("reason", kind.to_owned())])
+                .get_or_create(&vec![("reason", kind.as_str().to_owned())])
                 .inc();
         }
     }
@@ -165,10 +183,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a failed docker exec (`exec`, `kill`).
-    pub fn exec_failure(&self, step: &str) {
+    /// Counts a failed docker exec.
+    pub fn exec_failure(&self, step: ExecStep) {
         self.exec_failures
-            .get_or_create(&vec![("step", step.to_owned())])
+            .get_or_create(&vec![("step", step.as_str().to_owned())])
             .inc();
     }
 

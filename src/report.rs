@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, DeploymentId};
+use crate::config::RunnerKind;
 
 /// The design's `ReportStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,6 +50,99 @@ pub struct ReportBody {
     pub prom_ql: Vec<String>,
     /// `【问题概述】…【根因分析】…【影响范围】…【解决方案】…`
     pub content: String,
+}
+
+/// Why a diagnosis failed: one list for the runners (the Python runner's kinds map onto it),
+/// the diagnosis, the metrics (`runner_failures_total{reason}`) and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The AI service answered an error status.
+    LlmStatus,
+    /// The AI service could not be reached.
+    LlmUnreachable,
+    /// An AI request took longer than `AI.Timeout`.
+    LlmTimeout,
+    /// The AI service answered something that is not a chat answer.
+    LlmBadResponse,
+    /// The model's answer was cut at `AI.MaxTokens`, also after a follow-up asking for less.
+    AnswerCutOff,
+    /// On the last step the model asked for more tools instead of answering.
+    ToolsAtStepLimit,
+    /// Prometheus could not be reached.
+    PrometheusUnreachable,
+    /// An MCP server could not be started or reached.
+    McpFailed,
+    /// The diagnosis ran past its deadline (2 x `AI.Timeout`) and was stopped.
+    DeadlineExceeded,
+    /// The runner could not run at all (interpreter, engine, image or container missing).
+    RunnerUnavailable,
+    /// Talking to the runner failed.
+    RunnerIo,
+    /// The runner ended without an answer or a reason.
+    RunnerCrashed,
+    /// The runner was given unusable input.
+    BadInput,
+    /// The model answered, but with no report in its answer.
+    NoJson,
+    /// The service stopped or crashed during every attempt.
+    Abandoned,
+    /// A bug: a state the agent loop should never reach.
+    Internal,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 16] = [
+        FailureKind::LlmStatus,
+        FailureKind::LlmUnreachable,
+        FailureKind::LlmTimeout,
+        FailureKind::LlmBadResponse,
+        FailureKind::AnswerCutOff,
+        FailureKind::ToolsAtStepLimit,
+        FailureKind::PrometheusUnreachable,
+        FailureKind::McpFailed,
+        FailureKind::DeadlineExceeded,
+        FailureKind::RunnerUnavailable,
+        FailureKind::RunnerIo,
+        FailureKind::RunnerCrashed,
+        FailureKind::BadInput,
+        FailureKind::NoJson,
+        FailureKind::Abandoned,
+        FailureKind::Internal,
+    ];
+
+    /// The short code, as the Python runner prints it and `/metrics` labels it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::LlmStatus => "llm_status",
+            FailureKind::LlmUnreachable => "llm_unreachable",
+            FailureKind::LlmTimeout => "llm_timeout",
+            FailureKind::LlmBadResponse => "llm_bad_response",
+            FailureKind::AnswerCutOff => "answer_cut_off",
+            FailureKind::ToolsAtStepLimit => "tools_at_step_limit",
+            FailureKind::PrometheusUnreachable => "prometheus_unreachable",
+            FailureKind::McpFailed => "mcp_failed",
+            FailureKind::DeadlineExceeded => "deadline_exceeded",
+            FailureKind::RunnerUnavailable => "runner_unavailable",
+            FailureKind::RunnerIo => "runner_io",
+            FailureKind::RunnerCrashed => "runner_crashed",
+            FailureKind::BadInput => "bad_input",
+            FailureKind::NoJson => "no_json",
+            FailureKind::Abandoned => "abandoned",
+            FailureKind::Internal => "internal",
+        }
+    }
+
+    /// Parses a short code; `None` for one this service does not know.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == code)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a diagnosis cost, as the runner counted it.
@@ -192,7 +286,7 @@ pub struct Finish {
     /// The runner output's tail (failed).
     pub raw_output: Option<String>,
     /// The runner kind.
-    pub runner: String,
+    pub runner: RunnerKind,
     /// When it ended.
     pub now: DateTime<Utc>,
     /// How long it took.

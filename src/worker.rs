@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::config::WorkerConfig;
 use crate::diagnosis::{Diagnosed, Diagnoser, Outcome};
 use crate::metrics::Metrics;
-use crate::report::{Finish, Report, ReportStatus};
+use crate::report::{FailureKind, Finish, Report, ReportStatus};
 use crate::store::ReportStore;
 
 /// What the workers share.
@@ -120,7 +120,7 @@ async fn worker_loop(
 async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &CancellationToken) {
     let id = report.deployment_id.clone();
     let started = Instant::now();
-    let runner = ctx.diagnoser.runner_kind().to_owned();
+    let runner = ctx.diagnoser.runner_kind();
 
     let Diagnosed { outcome, usage } = if report.attempts > ctx.config.maxattempts {
         let reason = format!(
@@ -128,7 +128,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             ctx.config.maxattempts
         );
         let outcome = Outcome::Failed {
-            kind: "abandoned".into(),
+            kind: FailureKind::Abandoned,
             reason,
             raw_output: None,
         };
@@ -137,7 +137,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             usage: None,
         }
     } else {
-        tracing::info!(runner, "diagnosis started");
+        tracing::info!(runner = runner.as_str(), "diagnosis started");
         let cancel = abort.child_token();
         let heartbeat = tokio::spawn(renew_lease(
             ctx.clone(),
@@ -196,7 +196,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     match ctx.store.finish(&id, owner, &finish).await {
         Ok(true) => {
             ctx.metrics
-                .diagnosis(finish.status, duration.as_secs_f64(), kind.as_deref());
+                .diagnosis(finish.status, duration.as_secs_f64(), kind);
             if let Some(usage) = &finish.usage {
                 ctx.metrics.usage(usage);
             }
@@ -204,7 +204,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
                 None => tracing::info!(duration_ms = finish.duration_ms, "diagnosis completed"),
                 Some(reason) => tracing::warn!(
                     duration_ms = finish.duration_ms,
-                    kind = kind.as_deref().unwrap_or(""),
+                    kind = kind.map_or("", FailureKind::as_str),
                     reason = %reason,
                     "diagnosis failed"
                 ),

@@ -11,10 +11,19 @@ Input
   * secrets only from the environment: `AI_API_KEY`, `GITHUB_TOKEN`. They never appear
     in argv, in what this program prints, or in the MCP servers' argv.
 
-Output protocol (stdout)
+Output protocol (stdout; read by the service in src/runner/python.rs)
   log lines, then a line `#####`, then the final answer: the model's text (the service
   pulls the JSON report out of it), or `{"error": {"kind": ..., "message": ...}}` with a
-  non-zero exit status when the diagnosis could not be made.
+  non-zero exit status when the diagnosis could not be made. A log line
+  `DD-USAGE {json}` (tokens, steps, tool calls) comes before `#####`, on failure too.
+
+Requests follow each provider's documented rules, as the service's native runner does:
+the service resolves the provider profile and passes it as flags (`--protocol`,
+`--max-tokens`, `--max-tokens-field`, `--extra-body`); tools stay declared while the
+conversation holds tool calls and the last step forbids them with `tool_choice`; no
+message is sent with empty content; an answer cut at the token limit gets one follow-up
+asking for the report within it; 429, 5xx and 529 are retried, honouring `Retry-After`
+(seconds or an HTTP date), never past `--deadline`.
 
 Exit status: 0 answer printed, 2 diagnosis failed (error JSON printed), 64 bad usage.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import json
 import os
 import shlex
@@ -46,6 +56,16 @@ SPLIT = "#####"
 _STARTED = time.monotonic()
 _SECRETS: list[str] = []
 
+# What the model is told; the native runner (src/runner/native/mod.rs) says the same.
+LAST_STEP_NOTE = "工具调用次数已用完。请基于已获得的信息，立即按要求的 JSON 格式输出最终诊断报告。"
+CUT_OFF_NOTE = (
+    "你的回答超出了长度上限，被截断了。请不要再调用工具，直接输出要求的 JSON 诊断报告"
+    "（promQL 与 content），内容精简，确保完整。"
+)
+# No provider accepts empty content; an empty tool output is sent as this.
+NO_OUTPUT = "(no output)"
+MAX_ATTEMPTS = 5
+
 
 class DiagnosisError(Exception):
     """A failure with a kind the service can count and a message a person can act on."""
@@ -65,6 +85,71 @@ def redact(text: str) -> str:
 
 def log(message: str) -> None:
     print(f"[{time.monotonic() - _STARTED:7.3f}s] {redact(message)}", flush=True)
+
+
+class Usage:
+    """Tokens, steps and tool calls of this diagnosis, reported on failure too."""
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.steps = 0
+        self.tool_calls = 0
+
+    def report(self) -> None:
+        usage = {
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "steps": self.steps,
+            "toolCalls": self.tool_calls,
+        }
+        log(f"DD-USAGE {json.dumps(usage)}")
+
+
+def holds_report(text: str) -> bool:
+    """Whether the text holds the report object (`{"promQL": [str], "content": str}`)
+    anywhere, as the service's extraction would find it."""
+    decoder = json.JSONDecoder()
+    start, attempts = text.find("{"), 0
+    while start != -1 and attempts < 2000:
+        attempts += 1
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            queries, content = value.get("promQL"), value.get("content")
+            if (
+                isinstance(queries, list)
+                and all(isinstance(q, str) for q in queries)
+                and isinstance(content, str)
+                and content.strip()
+            ):
+                return True
+            start = text.find("{", end)
+        else:
+            start = text.find("{", start + 1)
+    return False
+
+
+def retry_delay(attempt: int, retry_after: str | None) -> float:
+    """The server's `Retry-After` (delay-seconds or an HTTP date), at most 60 s, else
+    exponential backoff from 0.5 s, at most 8 s."""
+    if retry_after:
+        value = retry_after.strip()
+        try:
+            seconds = float(value)
+            if seconds >= 0 and seconds == seconds and seconds != float("inf"):
+                return min(seconds, 60.0)
+        except ValueError:
+            try:
+                at = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                at = None
+            if at is not None:
+                return max(0.0, min(at.timestamp() - time.time(), 60.0))
+    return 0.5 * (2 ** min(attempt, 4))
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,14 +175,46 @@ def endpoint(base_url: str, protocol: str) -> str:
     return base + ("/chat/completions" if path not in ("", "/") else "/v1/chat/completions")
 
 
-class LLM:
-    """One chat turn at a time, in either wire format, with tools or without."""
+class Turn:
+    """One model answer: the message to keep in the conversation (None when it has no
+    content to send back), its text, its tool calls, and whether it was cut off."""
 
-    def __init__(self, args: argparse.Namespace, api_key: str) -> None:
+    def __init__(self, message: dict[str, Any] | None, text: str, calls: list, cut_off: bool) -> None:
+        self.message = message
+        self.text = text
+        self.calls = calls
+        self.cut_off = cut_off
+
+
+def merge_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Anthropic: consecutive messages of one role become one (as the API itself would
+    merge them), with string content as a text block; so a note sent after tool results
+    comes after the `tool_result` blocks, in the same user message."""
+    merged: list[dict[str, Any]] = []
+    for message in messages:
+        content = message["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1]["content"].extend(blocks)
+        else:
+            merged.append({"role": message["role"], "content": blocks})
+    return merged
+
+
+class LLM:
+    """One chat turn at a time, in either wire format, with the provider profile's token
+    limit and extra fields."""
+
+    def __init__(self, args: argparse.Namespace, api_key: str, usage: Usage) -> None:
         self.protocol = detect_protocol(args.base_url, args.protocol)
         self.url = endpoint(args.base_url, self.protocol)
+        self.where = f"{urlsplit(self.url).scheme}://{urlsplit(self.url).netloc}{urlsplit(self.url).path}"
         self.model = args.model
         self.max_tokens = args.max_tokens
+        self.max_tokens_field = "max_tokens" if self.protocol == "anthropic" else args.max_tokens_field
+        self.extra = args.extra_body
+        self.request_timeout = args.request_timeout
+        self.deadline = _STARTED + args.deadline
         headers = {"content-type": "application/json"}
         if self.protocol == "anthropic":
             headers["x-api-key"] = api_key
@@ -105,8 +222,7 @@ class LLM:
         else:
             headers["authorization"] = f"Bearer {api_key}"
         self.client = httpx.AsyncClient(headers=headers, timeout=args.request_timeout)
-        self.input_tokens = 0
-        self.output_tokens = 0
+        self.usage = usage
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -128,64 +244,101 @@ class LLM:
     def user_message(self, text: str) -> dict[str, Any]:
         return {"role": "user", "content": text}
 
-    async def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        where = f"{urlsplit(self.url).scheme}://{urlsplit(self.url).netloc}{urlsplit(self.url).path}"
-        try:
-            response = await self.client.post(self.url, json=body)
-        except httpx.TimeoutException as exc:
-            raise DiagnosisError("llm_timeout", f"AI call to {where} timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise DiagnosisError("llm_unreachable", f"AI endpoint {where} unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            detail = " ".join(response.text.split())[:300]
-            raise DiagnosisError(
-                "llm_status",
-                f"AI call failed with status {response.status_code} at {where}: {detail}",
-            )
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise DiagnosisError("llm_bad_response", f"AI endpoint {where} answered non-JSON") from exc
-
-    async def turn(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None):
-        """Returns (assistant message to append, text, [(call id, tool name, arguments)])."""
-        if self.protocol == "anthropic":
-            return await self._anthropic_turn(messages, tools)
-        return await self._openai_turn(messages, tools)
-
-    async def _anthropic_turn(self, messages, tools):
-        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": messages}
+    def body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], forbid_tools: bool) -> dict:
+        anthropic = self.protocol == "anthropic"
+        body: dict[str, Any] = {"model": self.model, "messages": merge_turns(messages) if anthropic else messages}
         if tools:
+            # Tools stay declared: Anthropic rejects a conversation holding tool blocks
+            # without them. The last step forbids their use instead.
             body["tools"] = tools
-        data = await self.post(body)
+            if forbid_tools:
+                body["tool_choice"] = {"type": "none"} if anthropic else "none"
+        body[self.max_tokens_field] = self.max_tokens
+        for key, value in self.extra.items():
+            if value is None:
+                body.pop(key, None)
+            else:
+                body[key] = value
+        return body
+
+    async def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Sends one request, retrying 429, 5xx (529 included), timeouts and connection
+        errors with backoff, never past the deadline."""
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after = None
+            try:
+                response = await self.client.post(self.url, json=body)
+            except httpx.TimeoutException as exc:
+                error = DiagnosisError("llm_timeout", f"AI call to {self.where} timed out ({type(exc).__name__})")
+            except httpx.HTTPError as exc:
+                error = DiagnosisError("llm_unreachable", f"AI endpoint {self.where} unreachable: {exc}")
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError as exc:
+                        raise DiagnosisError("llm_bad_response", f"AI endpoint {self.where} answered non-JSON") from exc
+                detail = " ".join(redact(response.text).split())[:300]
+                error = DiagnosisError(
+                    "llm_status", f"AI call failed with status {response.status_code} at {self.where}: {detail}"
+                )
+                if response.status_code != 429 and response.status_code < 500:
+                    raise error
+                retry_after = response.headers.get("retry-after")
+            wait = retry_delay(attempt, retry_after)
+            # A request that timed out will likely time out again: retry it only if a
+            # whole request fits before the deadline, so the reason stays "timed out".
+            needed = wait + (self.request_timeout if error.kind == "llm_timeout" else 0)
+            if attempt >= MAX_ATTEMPTS or time.monotonic() + needed >= self.deadline:
+                raise error
+            log(f"retrying the AI call in {wait:.1f}s (attempt {attempt}): {error.message}")
+            await asyncio.sleep(wait)
+
+    async def turn(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], forbid_tools: bool) -> Turn:
+        data = await self.post(self.body(messages, tools, forbid_tools))
+        self.usage.steps += 1
+        if self.protocol == "anthropic":
+            return self._anthropic_turn(data)
+        return self._openai_turn(data)
+
+    def _anthropic_turn(self, data: dict[str, Any]) -> Turn:
         usage = data.get("usage") or {}
-        self.input_tokens += int(usage.get("input_tokens") or 0)
-        self.output_tokens += int(usage.get("output_tokens") or 0)
+        self.usage.input_tokens += int(usage.get("input_tokens") or 0)
+        self.usage.output_tokens += int(usage.get("output_tokens") or 0)
         blocks = data.get("content")
         if not isinstance(blocks, list):
             raise DiagnosisError("llm_bad_response", "AI answer has no content blocks")
+        cut_off = data.get("stop_reason") == "max_tokens"
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        calls = [
-            (b.get("id", ""), b.get("name", ""), b.get("input") or {})
-            for b in blocks
-            if b.get("type") == "tool_use"
+        calls = [] if cut_off else [
+            (b.get("id", ""), b.get("name", ""), b.get("input") or {}) for b in blocks if b.get("type") == "tool_use"
         ]
-        return {"role": "assistant", "content": blocks}, text, calls
+        # Empty text blocks are rejected when sent back; the tool calls of a cut answer
+        # may be cut too, so only its text is kept.
+        kept = [
+            b
+            for b in blocks
+            if not (b.get("type") == "text" and not (b.get("text") or "").strip())
+            and not (cut_off and b.get("type") == "tool_use")
+        ]
+        return Turn({"role": "assistant", "content": kept} if kept else None, text, calls, cut_off)
 
-    async def _openai_turn(self, messages, tools):
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens}
-        if tools:
-            body["tools"] = tools
-        data = await self.post(body)
+    def _openai_turn(self, data: dict[str, Any]) -> Turn:
         usage = data.get("usage") or {}
-        self.input_tokens += int(usage.get("prompt_tokens") or 0)
-        self.output_tokens += int(usage.get("completion_tokens") or 0)
+        self.usage.input_tokens += int(usage.get("prompt_tokens") or 0)
+        self.usage.output_tokens += int(usage.get("completion_tokens") or 0)
         try:
-            message = data["choices"][0]["message"]
+            choice = data["choices"][0]
+            message = choice["message"]
         except (KeyError, IndexError, TypeError) as exc:
             raise DiagnosisError("llm_bad_response", "AI answer has no choices[0].message") from exc
+        cut_off = choice.get("finish_reason") == "length"
+        text = message.get("content") or ""
+        tool_calls = [] if cut_off else (message.get("tool_calls") or [])
         calls = []
-        for call in message.get("tool_calls") or []:
+        for call in tool_calls:
             function = call.get("function") or {}
             raw = function.get("arguments") or "{}"
             try:
@@ -193,10 +346,13 @@ class LLM:
             except ValueError:
                 arguments = {"_unparsed_arguments": raw}
             calls.append((call.get("id", ""), function.get("name", ""), arguments))
-        assistant = {"role": "assistant", "content": message.get("content") or ""}
-        if message.get("tool_calls"):
-            assistant["tool_calls"] = message["tool_calls"]
-        return assistant, message.get("content") or "", calls
+        if not text.strip() and not tool_calls:
+            return Turn(None, text, calls, cut_off)
+        # An assistant message's tool calls are its content: no text is sent as null.
+        assistant: dict[str, Any] = {"role": "assistant", "content": text if text.strip() else None}
+        if tool_calls:
+            assistant["tool_calls"] = tool_calls
+        return Turn(assistant, text, calls, cut_off)
 
     def tool_results(self, results: list[tuple[str, str, bool]]) -> list[dict[str, Any]]:
         """Messages that carry the results of one turn's tool calls back to the model."""
@@ -205,12 +361,20 @@ class LLM:
                 {
                     "role": "user",
                     "content": [
-                        {"type": "tool_result", "tool_use_id": call_id, "content": text, "is_error": is_error}
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": call_id,
+                            "content": text if text.strip() else NO_OUTPUT,
+                            "is_error": is_error,
+                        }
                         for call_id, text, is_error in results
                     ],
                 }
             ]
-        return [{"role": "tool", "tool_call_id": call_id, "content": text} for call_id, text, _ in results]
+        return [
+            {"role": "tool", "tool_call_id": call_id, "content": text if text.strip() else NO_OUTPUT}
+            for call_id, text, _ in results
+        ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,47 +531,76 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
 # The agent loop
 
 
-async def diagnose(args: argparse.Namespace, prompt: str) -> str:
+async def diagnose(args: argparse.Namespace, prompt: str, usage: Usage) -> str:
     api_key = os.environ.get("AI_API_KEY", "")
-    llm = LLM(args, api_key)
-    log(f"model {args.model} via {llm.protocol} at {urlsplit(llm.url).netloc}")
+    llm = LLM(args, api_key, usage)
+    extra = " ".join(f"{k}={json.dumps(v)}" for k, v in llm.extra.items())
+    log(
+        f"model {args.model} via {llm.protocol} at {urlsplit(llm.url).netloc}, "
+        f"{llm.max_tokens_field} {llm.max_tokens}" + (f", extra {extra}" if extra else "")
+    )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(llm.aclose)
         tools = await open_tools(args, stack)
         specs = llm.tool_specs(tools.tools)
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
-        tool_calls = 0
-        for turn in range(1, args.max_turns + 1):
-            last = turn == args.max_turns
-            if last:
-                # The last turn offers no tools, so the model has to answer with what it has.
-                messages.append(
-                    llm.user_message(
-                        "工具调用次数已用完。请基于已获得的信息，立即按要求的 JSON 格式输出最终诊断报告。"
+        followed_up = False
+        step = 0
+        while True:
+            step += 1
+            # The last step, and the follow-up to a cut-off answer, must answer in text.
+            last = step >= args.max_turns or followed_up
+            turn = await llm.turn(messages, specs, forbid_tools=last)
+            if turn.cut_off:
+                if holds_report(turn.text):
+                    log(f"answer after {step} step(s), past the token limit but whole")
+                    return turn.text
+                if followed_up:
+                    raise DiagnosisError(
+                        "answer_cut_off",
+                        f"answer cut off at AI.MaxTokens ({args.max_tokens}), also when asked for a shorter one; raise it",
                     )
+                log(f"step {step}: answer cut off at AI.MaxTokens ({args.max_tokens}); asking for the report within the limit")
+                followed_up = True
+                if turn.message is not None:
+                    messages.append(turn.message)
+                messages.append(llm.user_message(CUT_OFF_NOTE))
+                continue
+            if not turn.calls:
+                log(f"answer after {step} step(s)")
+                return turn.text
+            if last:
+                if holds_report(turn.text):
+                    log(f"answer after {step} step(s); the model also asked for tools, ignored")
+                    return turn.text
+                raise DiagnosisError(
+                    "tools_at_step_limit",
+                    f"the model asked for more tools on its last step (AI.MaxTurns = {args.max_turns}) instead of "
+                    "answering, although tool use was switched off for that step; raise AI.MaxTurns, or use a "
+                    'model or server that honours tool_choice "none"',
                 )
-            assistant, text, calls = await llm.turn(messages, None if last or not specs else specs)
-            messages.append(assistant)
-            if not calls or last:
-                log(f"answer after {turn} turn(s)")
-                usage = {
-                    "inputTokens": llm.input_tokens,
-                    "outputTokens": llm.output_tokens,
-                    "steps": turn,
-                    "toolCalls": tool_calls,
-                }
-                log(f"DD-USAGE {json.dumps(usage)}")
-                return text
+            messages.append(turn.message)
             results = []
-            for call_id, name, arguments in calls:
-                log(f"turn {turn}: tool {name} {json.dumps(arguments, ensure_ascii=False)[:200]}")
+            for call_id, name, arguments in turn.calls:
+                log(f"step {step}: tool {name} {json.dumps(arguments, ensure_ascii=False)[:200]}")
                 output, is_error = await tools.call(name, arguments)
-                tool_calls += 1
+                usage.tool_calls += 1
                 if is_error:
-                    log(f"turn {turn}: tool {name} returned an error: {output[:200]}")
+                    log(f"step {step}: tool {name} returned an error: {output[:200]}")
                 results.append((call_id, output, is_error))
             messages.extend(llm.tool_results(results))
-    raise DiagnosisError("internal", "agent loop ended without an answer")  # unreachable
+            if step + 1 == args.max_turns:
+                messages.append(llm.user_message(LAST_STEP_NOTE))
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("not a JSON object")
+    return value
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -422,8 +615,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--github-toolsets", default="repos,issues,pull_requests,releases")
     parser.add_argument("--max-turns", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument(
+        "--max-tokens-field",
+        default="max_tokens",
+        choices=["max_tokens", "max_completion_tokens"],
+        help="the name of the token limit (OpenAI-compatible; Anthropic always uses max_tokens)",
+    )
+    parser.add_argument(
+        "--extra-body",
+        type=json_object,
+        default={},
+        help="a JSON object merged last into every request body; a null value removes a key",
+    )
     parser.add_argument("--tool-result-max-chars", type=int, default=8000)
     parser.add_argument("--request-timeout", type=float, default=60.0, help="seconds per AI request")
+    parser.add_argument(
+        "--deadline", type=float, default=0.0, help="seconds for the whole diagnosis (default: 2 x --request-timeout)"
+    )
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
     parser.add_argument(
         "--prompt-bytes",
@@ -434,6 +642,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_turns < 1:
         parser.error("--max-turns must be at least 1")
+    if args.deadline <= 0:
+        args.deadline = 2 * args.request_timeout
     return args
 
 
@@ -460,8 +670,9 @@ def main() -> int:
         print(json.dumps({"error": {"kind": "bad_input", "message": "empty prompt on stdin"}}))
         return 2
 
+    usage = Usage()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(diagnose(args, prompt))
+    task = loop.create_task(diagnose(args, prompt, usage))
     # SIGTERM (the service's deadline) cancels the task, so the MCP servers are shut down
     # by their context managers instead of being left behind.
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
@@ -473,11 +684,13 @@ def main() -> int:
     try:
         answer = loop.run_until_complete(task)
     except BaseException as raised:  # noqa: BLE001 - the service needs a reason, whatever it was
+        usage.report()
         return report_failure(unwrap(raised))
     finally:
         watcher.cancel()
         loop.run_until_complete(asyncio.gather(watcher, return_exceptions=True))
         loop.close()
+    usage.report()
     print(SPLIT)
     print(redact(answer))
     return 0

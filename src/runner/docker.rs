@@ -14,7 +14,7 @@
 //! dropping the exec's stream would leave them running.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,10 +31,11 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::process::runner_args;
-use super::{RunOutput, RunRequest, Runner, RunnerError};
-use crate::config::{Config, DockerConfig, Secret};
-use crate::metrics::Metrics;
+use super::python::{self, runner_args, Capture};
+use super::{Cancelled, Failure, RunRequest, RunResult, Runner, RunnerError};
+use crate::config::{Config, DockerConfig, RunnerKind, Secret};
+use crate::metrics::{ExecStep, Metrics};
+use crate::report::FailureKind;
 
 /// Where the image keeps the runner and its interpreter.
 const PYTHON: &str = "/opt/venv/bin/python";
@@ -273,11 +274,11 @@ impl DockerRunner {
         match tokio::time::timeout(Duration::from_secs(15), result).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                self.metrics.exec_failure("kill");
+                self.metrics.exec_failure(ExecStep::Kill);
                 tracing::error!(error = %e, run_id, "could not stop the runner inside the container");
             }
             Err(_) => {
-                self.metrics.exec_failure("kill");
+                self.metrics.exec_failure(ExecStep::Kill);
                 tracing::error!(run_id, "stopping the runner inside the container timed out");
             }
         }
@@ -287,8 +288,8 @@ impl DockerRunner {
         &self,
         request: &RunRequest,
         run_id: &str,
-        out: &Sink,
-        err: &Sink,
+        out: &Capture,
+        err: &Capture,
     ) -> Result<Option<i32>, bollard::errors::Error> {
         let mut env = vec![
             format!("AI_API_KEY={}", self.api_key.expose()),
@@ -348,9 +349,9 @@ impl DockerRunner {
         while let Some(item) = output.next().await {
             match item? {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    out.push(&message, self.output_max_bytes)
+                    out.push(&message)
                 }
-                LogOutput::StdErr { message } => err.push(&message, self.output_max_bytes),
+                LogOutput::StdErr { message } => err.push(&message),
                 LogOutput::StdIn { .. } => {}
             }
         }
@@ -360,52 +361,32 @@ impl DockerRunner {
     }
 }
 
-/// Capped output shared between the exec stream and the deadline path.
-#[derive(Default, Clone)]
-struct Sink(Arc<Mutex<(Vec<u8>, usize)>>);
-
-impl Sink {
-    fn push(&self, bytes: &[u8], max: usize) {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let room = max.saturating_sub(guard.0.len());
-        guard.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        guard.1 += bytes.len().saturating_sub(room);
-    }
-
-    fn text(&self) -> String {
-        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut text = String::from_utf8_lossy(&guard.0).into_owned();
-        if guard.1 > 0 {
-            text.push_str(&format!(
-                "\n[deploy-diagnosis: {} more bytes of output dropped]",
-                guard.1
-            ));
-        }
-        text
-    }
-}
-
 #[async_trait]
 impl Runner for DockerRunner {
-    fn kind(&self) -> &'static str {
-        "docker"
+    fn kind(&self) -> RunnerKind {
+        RunnerKind::Docker
     }
 
     async fn run(
         &self,
         request: RunRequest,
         cancel: CancellationToken,
-    ) -> Result<RunOutput, RunnerError> {
+    ) -> Result<RunResult, Cancelled> {
         let deadline = tokio::time::Instant::now() + request.deadline;
         tokio::select! {
-            ensured = self.ensure_container() => ensured?,
+            ensured = self.ensure_container() => if let Err(RunnerError::Unavailable(why)) = ensured {
+                return Ok(RunResult::failed(FailureKind::RunnerUnavailable, why));
+            },
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(RunnerError::DeadlineExceeded { after: request.deadline, output: RunOutput::default() });
+                return Ok(RunResult::failed(FailureKind::DeadlineExceeded, Failure::deadline(request.deadline).message));
             }
-            _ = cancel.cancelled() => return Err(RunnerError::Cancelled),
+            _ = cancel.cancelled() => return Err(Cancelled),
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let (out, err) = (Sink::default(), Sink::default());
+        let (out, err) = (
+            Capture::new(self.output_max_bytes),
+            Capture::new(self.output_max_bytes),
+        );
         enum End {
             Exited(Result<Option<i32>, bollard::errors::Error>),
             Deadline,
@@ -419,26 +400,29 @@ impl Runner for DockerRunner {
         if matches!(end, End::Deadline | End::Cancelled) {
             self.kill_run(&run_id).await;
         }
-        let output = |exit_code| RunOutput {
-            stdout: out.text(),
-            stderr: err.text(),
-            exit_code,
-            usage: None,
-        };
+        let (stdout, stderr) = (out.text(), err.text());
         match end {
-            End::Exited(Ok(code)) => Ok(output(code)),
+            End::Exited(Ok(code)) => Ok(python::read(&stdout, &stderr, code)),
             End::Exited(Err(e)) => {
-                self.metrics.exec_failure("exec");
-                Err(docker_error(
-                    &format!("running the runner in container {}", self.cfg.container),
-                    e,
+                self.metrics.exec_failure(ExecStep::Exec);
+                Ok(python::stopped(
+                    &stdout,
+                    &stderr,
+                    Failure::new(
+                        FailureKind::RunnerUnavailable,
+                        format!(
+                            "running the runner in container {}: {e}",
+                            self.cfg.container
+                        ),
+                    ),
                 ))
             }
-            End::Deadline => Err(RunnerError::DeadlineExceeded {
-                after: request.deadline,
-                output: output(None),
-            }),
-            End::Cancelled => Err(RunnerError::Cancelled),
+            End::Deadline => Ok(python::stopped(
+                &stdout,
+                &stderr,
+                Failure::deadline(request.deadline),
+            )),
+            End::Cancelled => Err(Cancelled),
         }
     }
 

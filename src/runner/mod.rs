@@ -1,9 +1,17 @@
-//! The runner boundary: a prompt and a deadline in, the runner's raw output out. What the
-//! output means is decided by [`crate::diagnosis`], the same way for every runner.
+//! The runner boundary: a prompt and a deadline in, a typed result out: the model's answer
+//! text or a typed failure, the run's log, and what it cost. What the answer means (the
+//! report pulled out of it) is decided by [`crate::diagnosis`], the same way for every
+//! runner.
+//!
+//! - [`native`]: the agent loop in the service.
+//! - [`python`]: the Python runner's stdout protocol (`#####`), arguments and output capture,
+//!   shared by [`process`] (a child process) and [`docker`] (an exec in the managed
+//!   container).
 
 pub mod docker;
 pub mod native;
 pub mod process;
+pub mod python;
 
 use std::time::Duration;
 
@@ -11,6 +19,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::DeploymentId;
+use crate::config::RunnerKind;
+use crate::report::{FailureKind, Usage};
 
 /// One diagnosis for a runner to run.
 #[derive(Debug, Clone)]
@@ -23,60 +33,94 @@ pub struct RunRequest {
     pub deadline: Duration,
 }
 
-/// What a runner printed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunOutput {
-    /// Standard output (logs, `#####`, the answer), capped.
-    pub stdout: String,
-    /// Standard error (the runner's and its MCP servers' diagnostics), capped.
-    pub stderr: String,
-    /// Exit status; `None` when killed by a signal.
-    pub exit_code: Option<i32>,
-    /// Tokens, steps and tool calls, when the runner reported them.
-    pub usage: Option<crate::report::Usage>,
+/// Why a run gave no answer, in words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened and what to do about it.
+    pub message: String,
 }
 
-/// Why a run produced no output to read.
+impl Failure {
+    /// A failure of this kind.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The run was stopped at its deadline.
+    pub fn deadline(after: Duration) -> Self {
+        Self::new(
+            FailureKind::DeadlineExceeded,
+            format!(
+                "deadline exceeded: the diagnosis ran longer than {}s (2 x AI.Timeout) and was stopped; \
+                 the AI service or Prometheus answered too slowly, or the model kept calling tools",
+                after.as_secs()
+            ),
+        )
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// The model's final answer, as text (the report is somewhere in it).
+    Answer(String),
+    /// No answer.
+    Failed(Failure),
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// How it ended.
+    pub end: RunEnd,
+    /// The run's log (steps, tool calls, the runner's diagnostics), capped, for debugging a
+    /// failed report.
+    pub log: String,
+    /// Tokens, steps and tool calls, when the runner counted them (also on failure).
+    pub usage: Option<Usage>,
+}
+
+impl RunResult {
+    /// A run that failed before it logged anything.
+    pub fn failed(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            end: RunEnd::Failed(Failure::new(kind, message)),
+            log: String::new(),
+            usage: None,
+        }
+    }
+}
+
+/// The service asked the run to stop (shutdown, or the report was taken over); nothing
+/// should be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("run cancelled")]
+pub struct Cancelled;
+
+/// A runner could not be set up at all.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    /// The deadline passed; the run was killed. What it had printed is kept.
-    #[error("deadline exceeded after {}s", after.as_secs())]
-    DeadlineExceeded {
-        /// The deadline.
-        after: Duration,
-        /// Output up to the kill.
-        output: RunOutput,
-    },
-    /// The service asked the run to stop (shutdown).
-    #[error("cancelled")]
-    Cancelled,
-    /// The runner could not be started.
-    #[error("could not start the runner {program}: {source}")]
-    Spawn {
-        /// What was started.
-        program: String,
-        /// Why it failed.
-        source: std::io::Error,
-    },
     /// The runner's environment is not usable (engine down, image missing, ...).
     #[error("{0}")]
     Unavailable(String),
-    /// Talking to the runner failed.
-    #[error("runner i/o: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Something that can run one diagnosis.
 #[async_trait]
 pub trait Runner: Send + Sync {
-    /// The name stored on reports (`process`, ...).
-    fn kind(&self) -> &'static str;
-    /// Runs one diagnosis to its end, its deadline, or `cancel`.
+    /// Which runner this is (stored on reports).
+    fn kind(&self) -> RunnerKind;
+    /// Runs one diagnosis to its answer, a failure, its deadline, or `cancel`.
     async fn run(
         &self,
         request: RunRequest,
         cancel: CancellationToken,
-    ) -> Result<RunOutput, RunnerError>;
+    ) -> Result<RunResult, Cancelled>;
     /// Whether the runner can run at all (for `/readyz`): details when it can, what is
     /// missing when it cannot.
     async fn check(&self) -> Result<serde_json::Value, String>;

@@ -7,18 +7,19 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::{RunOutput, RunRequest, Runner, RunnerError};
-use crate::config::{Config, Secret};
+use super::python::{self, runner_args, Capture};
+use super::{Cancelled, Failure, RunRequest, RunResult, Runner};
+use crate::config::{Config, RunnerKind, Secret};
+use crate::report::FailureKind;
 
 /// Environment variables passed through to the runner; everything else is cleared, so the
 /// service's own settings (and any `DD_*` secrets) do not leak into the child.
@@ -51,36 +52,6 @@ pub struct ProcessRunner {
     api_key: Secret,
     github_token: Secret,
     output_max_bytes: usize,
-}
-
-/// The runner's flags for a configuration (no secrets: those go in the environment).
-pub fn runner_args(config: &Config) -> Vec<String> {
-    let ai = &config.ai;
-    let mut args = vec![
-        "--base-url".into(),
-        ai.baseurl.clone(),
-        "--model".into(),
-        ai.model.clone(),
-        "--protocol".into(),
-        ai.protocol.as_str().into(),
-        "--prometheus-url".into(),
-        ai.prometheusurl.clone(),
-        "--github-mcp-command".into(),
-        config.runner.githubmcpcommand.clone(),
-        "--github-toolsets".into(),
-        ai.githubtoolsets.clone(),
-        "--max-turns".into(),
-        ai.maxturns.to_string(),
-        "--tool-result-max-chars".into(),
-        ai.toolresultmaxchars.to_string(),
-        "--request-timeout".into(),
-        ai.timeout.to_string(),
-    ];
-    if !config.runner.prometheusmcpcommand.is_empty() {
-        args.push("--prometheus-mcp-command".into());
-        args.push(config.runner.prometheusmcpcommand.clone());
-    }
-    args
 }
 
 impl ProcessRunner {
@@ -124,53 +95,6 @@ impl ProcessRunner {
     }
 }
 
-/// Output captured so far: the first `max` bytes, and how many more were dropped.
-#[derive(Default)]
-struct Captured {
-    kept: Vec<u8>,
-    dropped: usize,
-}
-
-type Sink = Arc<Mutex<Captured>>;
-
-/// Reads a stream to its end, keeping the first `max` bytes; the rest is read and dropped
-/// so the child never blocks on a full pipe.
-async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, max: usize, sink: Sink) {
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let mut c = sink.lock().unwrap_or_else(|p| p.into_inner());
-                let room = max.saturating_sub(c.kept.len());
-                c.kept.extend_from_slice(&buf[..n.min(room)]);
-                c.dropped += n.saturating_sub(room);
-            }
-        }
-    }
-}
-
-/// Waits briefly for a reader to see the end of its stream, then takes what it has: a
-/// grandchild that left the process group (the MCP SDK starts servers in a session of
-/// their own) can hold an inherited pipe open after the runner is gone.
-async fn collect(mut reader: tokio::task::JoinHandle<()>, sink: Sink) -> String {
-    if tokio::time::timeout(Duration::from_secs(2), &mut reader)
-        .await
-        .is_err()
-    {
-        reader.abort();
-    }
-    let c = sink.lock().unwrap_or_else(|p| p.into_inner());
-    let mut text = String::from_utf8_lossy(&c.kept).into_owned();
-    if c.dropped > 0 {
-        text.push_str(&format!(
-            "\n[deploy-diagnosis: {} more bytes of output dropped]",
-            c.dropped
-        ));
-    }
-    text
-}
-
 /// SIGTERM to the group (the runner then shuts its MCP servers down), SIGKILL after a grace.
 async fn stop_group(child: &mut Child, pgid: Pid) {
     let _ = killpg(pgid, Signal::SIGTERM);
@@ -190,29 +114,36 @@ async fn stop_group(child: &mut Child, pgid: Pid) {
 
 #[async_trait]
 impl Runner for ProcessRunner {
-    fn kind(&self) -> &'static str {
-        "process"
+    fn kind(&self) -> RunnerKind {
+        RunnerKind::Process
     }
 
     async fn run(
         &self,
         request: RunRequest,
         cancel: CancellationToken,
-    ) -> Result<RunOutput, RunnerError> {
-        let mut child = self
-            .command(&request)
-            .spawn()
-            .map_err(|source| RunnerError::Spawn {
-                program: self.python.display().to_string(),
-                source,
-            })?;
+    ) -> Result<RunResult, Cancelled> {
+        let mut child = match self.command(&request).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Ok(RunResult::failed(
+                    FailureKind::RunnerUnavailable,
+                    format!(
+                        "could not start the runner {}: {e}; check Runner.Python and Runner.Script",
+                        self.python.display()
+                    ),
+                ))
+            }
+        };
         let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or_default());
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(RunnerError::Io(std::io::Error::other(
+            stop_group(&mut child, pgid).await;
+            return Ok(RunResult::failed(
+                FailureKind::RunnerIo,
                 "runner pipes missing",
-            )));
+            ));
         };
         let prompt = request.prompt;
         let writer = tokio::spawn(async move {
@@ -220,25 +151,24 @@ impl Runner for ProcessRunner {
             let _ = stdin.write_all(prompt.as_bytes()).await;
             let _ = stdin.shutdown().await;
         });
-        let (out_sink, err_sink) = (Sink::default(), Sink::default());
-        let out = tokio::spawn(read_capped(
-            stdout,
-            self.output_max_bytes,
-            Arc::clone(&out_sink),
-        ));
-        let err = tokio::spawn(read_capped(
-            stderr,
-            self.output_max_bytes,
-            Arc::clone(&err_sink),
-        ));
+        let (out, err) = (
+            Capture::new(self.output_max_bytes),
+            Capture::new(self.output_max_bytes),
+        );
+        let out_reader = tokio::spawn(out.clone().read_from(stdout));
+        let err_reader = tokio::spawn(err.clone().read_from(stderr));
 
         enum End {
             Exited(Option<i32>),
+            WaitFailed(std::io::Error),
             Deadline,
             Cancelled,
         }
         let end = tokio::select! {
-            status = child.wait() => End::Exited(status?.code()),
+            status = child.wait() => match status {
+                Ok(status) => End::Exited(status.code()),
+                Err(e) => End::WaitFailed(e),
+            },
             _ = tokio::time::sleep(request.deadline) => End::Deadline,
             _ = cancel.cancelled() => End::Cancelled,
         };
@@ -246,22 +176,25 @@ impl Runner for ProcessRunner {
             stop_group(&mut child, pgid).await;
         }
         writer.abort();
-        let output = RunOutput {
-            stdout: collect(out, out_sink).await,
-            stderr: collect(err, err_sink).await,
-            exit_code: match end {
-                End::Exited(code) => code,
-                _ => None,
-            },
-            usage: None,
-        };
+        python::settle(out_reader).await;
+        python::settle(err_reader).await;
+        let (stdout, stderr) = (out.text(), err.text());
         match end {
-            End::Exited(_) => Ok(output),
-            End::Deadline => Err(RunnerError::DeadlineExceeded {
-                after: request.deadline,
-                output,
-            }),
-            End::Cancelled => Err(RunnerError::Cancelled),
+            End::Exited(code) => Ok(python::read(&stdout, &stderr, code)),
+            End::WaitFailed(e) => Ok(python::stopped(
+                &stdout,
+                &stderr,
+                Failure::new(
+                    FailureKind::RunnerIo,
+                    format!("waiting for the runner: {e}"),
+                ),
+            )),
+            End::Deadline => Ok(python::stopped(
+                &stdout,
+                &stderr,
+                Failure::deadline(request.deadline),
+            )),
+            End::Cancelled => Err(Cancelled),
         }
     }
 

@@ -304,7 +304,7 @@ impl ReportStore for EmbeddedStore {
                     f.content,
                     f.error,
                     f.raw_output,
-                    f.runner,
+                    f.runner.as_str(),
                     ms(f.now),
                     f.duration_ms as i64,
                     id.as_str(),

@@ -336,7 +336,7 @@ impl ReportStore for MongoStore {
                     "content": &f.content,
                     "error": opt(&f.error),
                     "rawOutput": opt(&f.raw_output),
-                    "runner": &f.runner,
+                    "runner": f.runner.as_str(),
                     "updatedTime": bdate(f.now),
                     "durationMs": f.duration_ms as i64,
                     "usage": usage,

@@ -127,8 +127,12 @@ async fn the_step_limit_forces_a_final_answer_instead_of_failing() {
     let requests = app.llm.requests();
     assert_eq!(requests.len(), 3);
     assert!(
-        requests[2].body.get("tools").is_none(),
-        "the last turn offers no tools"
+        requests[2].body["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+            && requests[2].body["tool_choice"] == "none",
+        "the last turn keeps the tools and forbids them: {}",
+        requests[2].body
     );
 }
 

@@ -1,7 +1,11 @@
-//! The one fake: a scripted LLM speaking both real wire formats, Anthropic Messages
-//! (`POST /v1/messages`) and OpenAI chat completions (`POST /v1/chat/completions`).
-//! It records every request so tests can see what the runner sent (the prompt, the tool
-//! results from the real Prometheus, the credentials).
+//! The one fake: a scripted LLM speaking both wire formats, Anthropic Messages and
+//! OpenAI-compatible chat completions, as five providers at once (one path prefix each).
+//! It records every request so tests can see what the runner sent.
+//!
+//! It rejects what the real providers reject: each request is checked against the rules
+//! the providers document, and a request that breaks one is answered with that provider's
+//! real error status and body (quoted from its API responses), so a request the real API
+//! would refuse fails a test here. The rule is cited next to each check.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +17,35 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+/// Which provider a route plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// OpenAI's own API (`/openai/v1/chat/completions`).
+    OpenAi,
+    /// DashScope compatible mode (`/dashscope/compatible-mode/v1/chat/completions`).
+    DashScope,
+    /// ModelScope API-Inference, whose design URL is a bare host: a listener of its own
+    /// (`/v1/chat/completions`).
+    ModelScope,
+    /// A local OpenAI-compatible server, Ollama/vLLM style (`/v1/chat/completions`).
+    Local,
+}
+
+impl Provider {
+    /// `AI.Provider` for this provider (the fake's host is 127.0.0.1, so it is named).
+    pub fn setting(self) -> &'static str {
+        match self {
+            Provider::Anthropic => "anthropic",
+            Provider::OpenAi => "openai",
+            Provider::DashScope => "dashscope",
+            Provider::ModelScope => "modelscope",
+            Provider::Local => "auto",
+        }
+    }
+}
+
 /// How the fake answers.
 #[derive(Clone, Debug)]
 pub enum Script {
@@ -22,25 +55,47 @@ pub enum Script {
     Status(u16),
     /// Never answer.
     Hang,
-    /// While tools are offered, always ask for one more `execute_query`.
+    /// While tool use is allowed, always ask for one more `execute_query`.
     ToolLoop,
     /// Answer in prose, with no JSON at all.
     Prose,
     /// Ask for every query at once in one turn, then answer quoting all the results.
     Parallel(Vec<String>),
-    /// Answer the first request `429` with `Retry-After: 1`, then as `ToolThenReport`.
+    /// Answer the first request `429` with `Retry-After: 1` (seconds), then as
+    /// `ToolThenReport`.
     RateLimitedOnce { query: String },
+    /// Answer the first request Anthropic's `529 overloaded_error` with `Retry-After` as an
+    /// HTTP date two seconds ahead, then as `ToolThenReport`.
+    OverloadedOnce { query: String },
+    /// One tool call, then this status.
+    ToolThenStatus { query: String, status: u16 },
+    /// A model that ignores `tool_choice: none` and keeps calling tools; on a step where
+    /// tools are forbidden its text holds the report when `report` is set.
+    IgnoresToolChoice { report: bool },
+    /// Answers with a report of `LONG_ANSWER_CHARS` tokens the first `times` times, then a
+    /// short one. An answer longer than the request's token limit is cut at it, with the
+    /// provider's stop reason.
+    Long { times: usize },
 }
+
+/// Tokens (here: characters) of a `Script::Long` answer.
+pub const LONG_ANSWER_CHARS: usize = 3000;
 
 /// One request the fake received.
 #[derive(Clone, Debug)]
 pub struct Seen {
     /// `anthropic` or `openai`.
     pub format: &'static str,
+    /// The provider the route plays.
+    pub provider: Provider,
     /// The credential header (`x-api-key`, or `authorization` without `Bearer `).
     pub credential: String,
     /// The JSON body.
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The error the fake answered, when the request broke a provider rule.
+    pub rejected: Option<String>,
 }
 
 #[derive(Clone)]
@@ -52,10 +107,13 @@ struct Fake {
 
 /// A running fake LLM.
 pub struct FakeLlm {
-    /// Base URL as configured in `AI.BaseURL` (ends in `/v1`).
+    /// Base URL as configured in `AI.BaseURL` for Anthropic and the local server (ends in
+    /// `/v1`).
     pub base_url: String,
+    address: String,
+    modelscope: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    _server: tokio::task::JoinHandle<()>,
+    _servers: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl FakeLlm {
@@ -68,18 +126,36 @@ impl FakeLlm {
             seen: Arc::clone(&seen),
         };
         let app = Router::new()
-            .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
+            .route("/v1/chat/completions", post(local))
+            .route("/openai/v1/chat/completions", post(openai))
+            .route(
+                "/dashscope/compatible-mode/v1/chat/completions",
+                post(dashscope),
+            )
+            .with_state(fake.clone());
+        let bare_host = Router::new()
+            .route("/v1/chat/completions", post(modelscope))
             .with_state(fake);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (address, main) = serve(app).await;
+        let (modelscope, second) = serve(bare_host).await;
         Self {
-            base_url,
+            base_url: format!("{address}/v1"),
+            address,
+            modelscope,
             seen,
-            _server: server,
+            _servers: [main, second],
+        }
+    }
+
+    /// `AI.BaseURL` for a provider, written as the design writes that provider's.
+    pub fn base_url_for(&self, provider: Provider) -> String {
+        let a = &self.address;
+        match provider {
+            Provider::Anthropic | Provider::Local => format!("{a}/v1"),
+            Provider::OpenAi => format!("{a}/openai/v1"),
+            Provider::DashScope => format!("{a}/dashscope/compatible-mode/v1"),
+            Provider::ModelScope => self.modelscope.clone(),
         }
     }
 
@@ -89,48 +165,375 @@ impl FakeLlm {
     }
 }
 
+/// Serves a router on a port of its own: its `http://127.0.0.1:PORT`.
+async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (address, server)
+}
+
+// ---------------------------------------------------------------------------------------
+// Anthropic's rules (https://docs.anthropic.com/en/api/messages and the tool-use guide).
+
+/// A rejected request: the provider's status and error body.
+pub type Rejection = (StatusCode, Value);
+
+/// Anthropic's error body.
+fn anthropic_error(status: StatusCode, kind: &str, message: String) -> (StatusCode, Value) {
+    (
+        status,
+        json!({"type": "error", "error": {"type": kind, "message": message}}),
+    )
+}
+
+fn anthropic_invalid(message: String) -> (StatusCode, Value) {
+    anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+}
+
+fn blocks(message: &Value) -> Vec<Value> {
+    match &message["content"] {
+        Value::String(s) => vec![json!({"type": "text", "text": s})],
+        Value::Array(items) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn ids_of(blocks: &[Value], kind: &str, field: &str) -> Vec<String> {
+    blocks
+        .iter()
+        .filter(|b| b["type"] == kind)
+        .map(|b| b[field].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+pub fn check_anthropic(body: &Value) -> Result<(), Rejection> {
+    // `max_tokens` is a required parameter.
+    if body["max_tokens"].as_u64().is_none_or(|n| n < 1) {
+        return Err(anthropic_invalid("max_tokens: Field required".into()));
+    }
+    let Some(raw) = body["messages"].as_array() else {
+        return Err(anthropic_invalid("messages: Field required".into()));
+    };
+    // "Consecutive user or assistant turns in your request will be combined into a single
+    // turn."
+    let mut turns: Vec<(String, Vec<Value>, bool)> = Vec::new();
+    for m in raw {
+        let role = m["role"].as_str().unwrap_or_default().to_owned();
+        let empty_string = m["content"].as_str().is_some_and(str::is_empty);
+        let content = if empty_string { Vec::new() } else { blocks(m) };
+        match turns.last_mut() {
+            Some((last, existing, was_empty)) if *last == role => {
+                existing.extend(content);
+                *was_empty |= empty_string;
+            }
+            _ => turns.push((role, content, empty_string)),
+        }
+    }
+    if turns.first().is_some_and(|(role, _, _)| role != "user") {
+        return Err(anthropic_invalid(
+            "messages: first message must use the \"user\" role".into(),
+        ));
+    }
+    let tools_declared = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let last_index = turns.len().saturating_sub(1);
+    for (i, (role, content, empty_string)) in turns.iter().enumerate() {
+        // "all messages must have non-empty content except for the optional final
+        // assistant message"
+        let final_assistant = i == last_index && role == "assistant";
+        if (content.is_empty() || *empty_string) && !final_assistant {
+            return Err(anthropic_invalid(format!(
+                "messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+            )));
+        }
+        if content
+            .iter()
+            .any(|b| b["type"] == "text" && b["text"].as_str().is_none_or(str::is_empty))
+        {
+            return Err(anthropic_invalid(
+                "messages: text content blocks must be non-empty".into(),
+            ));
+        }
+        let has_tool_blocks = content
+            .iter()
+            .any(|b| b["type"] == "tool_use" || b["type"] == "tool_result");
+        if has_tool_blocks && !tools_declared {
+            return Err(anthropic_invalid(
+                "Requests which include `tool_use` or `tool_result` blocks must define tools."
+                    .into(),
+            ));
+        }
+        // Each tool_result answers a tool_use of the message just before it.
+        let results = ids_of(content, "tool_result", "tool_use_id");
+        if !results.is_empty() {
+            let previous = i
+                .checked_sub(1)
+                .map(|p| ids_of(&turns[p].1, "tool_use", "id"))
+                .unwrap_or_default();
+            if let Some((j, id)) = results
+                .iter()
+                .enumerate()
+                .find(|(_, id)| !previous.contains(id))
+            {
+                return Err(anthropic_invalid(format!(
+                    "messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {id}. \
+                     Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                )));
+            }
+        }
+        // Every tool_use is answered by tool_result blocks at the start of the next message.
+        let uses = ids_of(content, "tool_use", "id");
+        if !uses.is_empty() {
+            let leading: Vec<String> = turns
+                .get(i + 1)
+                .map(|(_, next, _)| {
+                    next.iter()
+                        .take_while(|b| b["type"] == "tool_result")
+                        .map(|b| b["tool_use_id"].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let missing: Vec<&str> = uses
+                .iter()
+                .filter(|id| !leading.contains(id))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(anthropic_invalid(format!(
+                    "messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {}. \
+                     Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
+                    missing.join(", ")
+                )));
+            }
+        }
+    }
+    // `tool_choice.type` is one of auto, any, tool, none.
+    if let Some(choice) = body.get("tool_choice") {
+        if !["auto", "any", "tool", "none"].contains(&choice["type"].as_str().unwrap_or("")) {
+            return Err(anthropic_invalid(format!(
+                "tool_choice: Input tag '{}' found using 'type' does not match any of the expected tags: 'auto', 'any', 'tool', 'none'",
+                choice["type"].as_str().unwrap_or("")
+            )));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// OpenAI-compatible rules (https://platform.openai.com/docs/api-reference/chat/create,
+// and DashScope's and ModelScope's compatible-mode documents).
+
+/// OpenAI's error body.
+fn openai_invalid(message: String, param: Value, code: Value) -> (StatusCode, Value) {
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}),
+    )
+}
+
+/// The model's own name, without a `vendor/` prefix, lowercased.
+fn model_name(body: &Value) -> String {
+    let model = body["model"].as_str().unwrap_or_default();
+    model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase()
+}
+
+pub fn check_openai(provider: Provider, body: &Value) -> Result<(), Rejection> {
+    let Some(messages) = body["messages"].as_array() else {
+        return Err(openai_invalid(
+            "Missing required parameter: 'messages'.".into(),
+            "messages".into(),
+            "missing_required_parameter".into(),
+        ));
+    };
+    // The tool_call ids of the last assistant message with tool_calls, still unanswered,
+    // and all of its ids (a tool message may only answer those).
+    let mut pending: Vec<String> = Vec::new();
+    let mut answerable: Vec<String> = Vec::new();
+    let mut asked_at = 0;
+    let unanswered = |pending: &[String], at: usize| {
+        openai_invalid(
+            format!(
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each \
+                 'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+                pending.join(", ")
+            ),
+            format!("messages.[{at}].role").into(),
+            Value::Null,
+        )
+    };
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or_default();
+        if role == "tool" {
+            // "messages with role 'tool' must be a response to a preceeding message with
+            // 'tool_calls'" (OpenAI's spelling).
+            let id = m["tool_call_id"].as_str().unwrap_or_default().to_owned();
+            if !answerable.contains(&id) {
+                return Err(openai_invalid(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.".into(),
+                    format!("messages.[{i}].role").into(),
+                    Value::Null,
+                ));
+            }
+            pending.retain(|p| *p != id);
+            continue;
+        }
+        if !pending.is_empty() {
+            return Err(unanswered(&pending, asked_at));
+        }
+        answerable.clear();
+        if role == "assistant" {
+            let calls: Vec<String> = m["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            // `content` is "Required unless tool_calls or function_call is specified."
+            if calls.is_empty() && !m["content"].is_string() {
+                return Err(openai_invalid(
+                    "Invalid value for 'content': expected a string, got null.".into(),
+                    format!("messages.[{i}].content").into(),
+                    Value::Null,
+                ));
+            }
+            pending = calls.clone();
+            answerable = calls;
+            asked_at = i;
+        }
+    }
+    if !pending.is_empty() {
+        return Err(unanswered(&pending, asked_at));
+    }
+    let tools_declared = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    if body.get("tool_choice").is_some() && !tools_declared {
+        return Err(openai_invalid(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.".into(),
+            "tool_choice".into(),
+            Value::Null,
+        ));
+    }
+    let model = model_name(body);
+    // OpenAI's reasoning models (o-series, gpt-5) reject the deprecated `max_tokens`.
+    let reasoning = model.starts_with("gpt-5")
+        || (model.starts_with('o') && model[1..].starts_with(|c: char| c.is_ascii_digit()));
+    if provider == Provider::OpenAi && reasoning && body.get("max_tokens").is_some() {
+        return Err(openai_invalid(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.".into(),
+            "max_tokens".into(),
+            "unsupported_parameter".into(),
+        ));
+    }
+    // Qwen3 models think by default; DashScope and ModelScope refuse thinking without
+    // streaming.
+    let streaming = body["stream"] == true;
+    if matches!(provider, Provider::DashScope | Provider::ModelScope)
+        && model.starts_with("qwen3")
+        && !streaming
+        && body["enable_thinking"] != false
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"code": "invalid_parameter_error", "param": null,
+                "message": "parameter.enable_thinking must be set to false for non-streaming calls",
+                "type": "invalid_request_error"},
+                "id": "chatcmpl-fake", "request_id": "fake-request"}),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The script.
+
+/// What the request allows and holds.
+struct Request {
+    /// Tools are declared and `tool_choice` does not forbid them.
+    may_call: bool,
+    /// Tools are declared (a model that ignores `tool_choice` may still call them).
+    declared: bool,
+    /// Every tool result in the conversation, joined.
+    tool_results: Option<String>,
+    /// 1 for the first request this fake received.
+    nth: usize,
+}
+
 /// What the next answer should be.
 enum Step {
     CallTools(Vec<String>),
-    RateLimited,
-    CallTool(String),
-    Report(String),
-    Text(String),
+    CallTool { query: String, text: String },
+    Answer(String),
     Fail(u16),
+    Retry { status: u16, retry_after: String },
     Hang,
 }
 
-fn decide(script: &Script, tools_offered: bool, tool_result: Option<String>, nth: usize) -> Step {
+fn decide(script: &Script, r: &Request) -> Step {
+    let tool_then_report = |query: &str| match &r.tool_results {
+        None if r.may_call => Step::CallTool {
+            query: query.to_owned(),
+            text: "先查询指标。".into(),
+        },
+        None => Step::Answer(report(query, "no tools were offered")),
+        Some(result) => Step::Answer(report(query, result)),
+    };
     match script {
-        Script::RateLimitedOnce { .. } if nth == 1 => Step::RateLimited,
-        Script::RateLimitedOnce { query } => decide(
-            &Script::ToolThenReport {
-                query: query.clone(),
-            },
-            tools_offered,
-            tool_result,
-            nth,
-        ),
-        Script::Parallel(queries) => match tool_result {
-            None if tools_offered => Step::CallTools(queries.clone()),
-            None => Step::Report(report(&queries[0], "no tools were offered")),
-            Some(results) => Step::Report(report(&queries[0], &results)),
+        Script::RateLimitedOnce { .. } if r.nth == 1 => Step::Retry {
+            status: 429,
+            retry_after: "1".into(),
+        },
+        Script::OverloadedOnce { .. } if r.nth == 1 => Step::Retry {
+            status: 529,
+            retry_after: (chrono::Utc::now() + chrono::Duration::seconds(2))
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        },
+        Script::RateLimitedOnce { query } | Script::OverloadedOnce { query } => {
+            tool_then_report(query)
+        }
+        Script::ToolThenReport { query } => tool_then_report(query),
+        Script::ToolThenStatus { query, status } => match r.tool_results {
+            None => tool_then_report(query),
+            Some(_) => Step::Fail(*status),
+        },
+        Script::Parallel(queries) => match &r.tool_results {
+            None if r.may_call => Step::CallTools(queries.clone()),
+            None => Step::Answer(report(&queries[0], "no tools were offered")),
+            Some(results) => Step::Answer(report(&queries[0], results)),
         },
         Script::Status(code) => Step::Fail(*code),
         Script::Hang => Step::Hang,
-        Script::Prose => Step::Text("我认为是 CPU 太高了，建议重启。".into()),
-        Script::ToolLoop if tools_offered => Step::CallTool("up".into()),
-        Script::ToolLoop => Step::Report(report("up", "the step limit forced this answer")),
-        Script::ToolThenReport { query } => match tool_result {
-            None if tools_offered => Step::CallTool(query.clone()),
-            None => Step::Report(report(query, "no tools were offered")),
-            Some(result) => Step::Report(report(query, &result)),
+        Script::Prose => Step::Answer("我认为是 CPU 太高了，建议重启。".into()),
+        Script::ToolLoop if r.may_call => Step::CallTool {
+            query: "up".into(),
+            text: "先查询指标。".into(),
         },
+        Script::ToolLoop => Step::Answer(report("up", "the step limit forced this answer")),
+        Script::IgnoresToolChoice {
+            report: with_report,
+        } if r.declared => Step::CallTool {
+            query: "up".into(),
+            text: if *with_report && !r.may_call {
+                report("up", "answered while still asking for tools")
+            } else {
+                "再查一下 up。".into()
+            },
+        },
+        Script::IgnoresToolChoice { .. } => Step::Answer(report("up", "no tools declared")),
+        Script::Long { times } if r.nth <= *times => {
+            Step::Answer(report("up", &"详".repeat(LONG_ANSWER_CHARS)))
+        }
+        Script::Long { .. } => Step::Answer(report("up", "简短的结论")),
     }
 }
 
 fn report(query: &str, evidence: &str) -> String {
-    let snippet: String = evidence.chars().take(1500).collect();
+    let snippet: String = evidence.chars().take(LONG_ANSWER_CHARS).collect();
     json!({
         "promQL": [query],
         "content": format!("【问题概述】\nweb-1 告警\n【根因分析】\n工具返回：{snippet}\n【影响范围】\nweb-1\n【解决方案】\n回滚发布"),
@@ -138,20 +541,44 @@ fn report(query: &str, evidence: &str) -> String {
     .to_string()
 }
 
-async fn record(fake: &Fake, format: &'static str, headers: &HeaderMap, body: &Value) -> String {
+/// An answer longer than the request's token limit (one character, one token) is cut.
+fn cut(text: String, limit: Option<u64>) -> (String, bool) {
+    match limit {
+        Some(limit) if text.chars().count() as u64 > limit => {
+            (text.chars().take(limit as usize).collect(), true)
+        }
+        _ => (text, false),
+    }
+}
+
+async fn record(
+    fake: &Fake,
+    format: &'static str,
+    provider: Provider,
+    headers: &HeaderMap,
+    body: &Value,
+    rejected: Option<String>,
+) -> (String, usize) {
     let credential = headers
         .get("x-api-key")
         .or_else(|| headers.get("authorization"))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start_matches("Bearer ").to_owned())
         .unwrap_or_default();
-    fake.seen.lock().unwrap().push(Seen {
-        format,
-        credential: credential.clone(),
-        body: body.clone(),
-    });
+    let nth = {
+        let mut seen = fake.seen.lock().unwrap();
+        seen.push(Seen {
+            format,
+            provider,
+            credential: credential.clone(),
+            body: body.clone(),
+            at: std::time::Instant::now(),
+            rejected,
+        });
+        seen.len()
+    };
     tokio::time::sleep(fake.delay).await;
-    credential
+    (credential, nth)
 }
 
 fn failure(code: u16, credential: &str) -> Response {
@@ -160,10 +587,57 @@ fn failure(code: u16, credential: &str) -> Response {
     (StatusCode::from_u16(code).unwrap(), Json(body)).into_response()
 }
 
-async fn openai(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let credential = record(&fake, "openai", &headers, &body).await;
-    let nth = fake.seen.lock().unwrap().len();
-    let tools_offered = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+fn retry(status: u16, retry_after: String) -> Response {
+    let body = if status == 529 {
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    } else {
+        json!({"error": {"type": "rate_limit_error", "message": "slow down"}})
+    };
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [("retry-after", retry_after)],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn hang() -> Response {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    StatusCode::GATEWAY_TIMEOUT.into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// The routes.
+
+async fn local(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::Local, state, headers, body).await
+}
+
+async fn openai(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::OpenAi, state, headers, body).await
+}
+
+async fn dashscope(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::DashScope, state, headers, body).await
+}
+
+async fn modelscope(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::ModelScope, state, headers, body).await
+}
+
+async fn chat_completions(
+    provider: Provider,
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let checked = check_openai(provider, &body);
+    let rejected = checked.as_ref().err().map(|(_, b)| b.to_string());
+    let (credential, nth) = record(&fake, "openai", provider, &headers, &body, rejected).await;
+    if let Err((status, error)) = checked {
+        return (status, Json(error)).into_response();
+    }
+    let declared = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     let tool_results: Vec<String> = body["messages"]
         .as_array()
         .into_iter()
@@ -171,28 +645,46 @@ async fn openai(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
         .filter(|m| m["role"] == "tool")
         .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
         .collect();
-    let tool_result = (!tool_results.is_empty()).then(|| tool_results.join("\n---\n"));
-    let usage = json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120});
-    let message = match decide(&fake.script, tools_offered, tool_result, nth) {
-        Step::Fail(code) => return failure(code, &credential),
-        Step::RateLimited => return rate_limited(),
-        Step::Hang => return hang().await,
-        Step::CallTools(queries) => json!({
-            "role": "assistant", "content": null,
-            "tool_calls": queries.iter().enumerate().map(|(i, q)| json!({"id": format!("call_p{i}"), "type": "function",
-                "function": {"name": "execute_query", "arguments": json!({"query": q}).to_string()}})).collect::<Vec<_>>()
-        }),
-        Step::CallTool(query) => json!({
-            "role": "assistant", "content": null,
-            "tool_calls": [{"id": format!("call_{}", fake.seen.lock().unwrap().len()), "type": "function",
-                "function": {"name": "execute_query", "arguments": json!({"query": query}).to_string()}}]
-        }),
-        Step::Report(text) | Step::Text(text) => json!({"role": "assistant", "content": text}),
+    let request = Request {
+        may_call: declared && body["tool_choice"] != "none",
+        declared,
+        tool_results: (!tool_results.is_empty()).then(|| tool_results.join("\n---\n")),
+        nth,
     };
-    let finish = if message.get("tool_calls").is_some() {
-        "tool_calls"
-    } else {
-        "stop"
+    let limit = body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64());
+    let usage = json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120});
+    let (message, finish) = match decide(&fake.script, &request) {
+        Step::Fail(code) => return failure(code, &credential),
+        Step::Retry {
+            status,
+            retry_after,
+        } => return retry(status, retry_after),
+        Step::Hang => return hang().await,
+        Step::CallTools(queries) => (
+            json!({
+                "role": "assistant", "content": null,
+                "tool_calls": queries.iter().enumerate().map(|(i, q)| json!({"id": format!("call_p{i}"), "type": "function",
+                    "function": {"name": "execute_query", "arguments": json!({"query": q}).to_string()}})).collect::<Vec<_>>()
+            }),
+            "tool_calls",
+        ),
+        Step::CallTool { query, text } => (
+            json!({
+                "role": "assistant", "content": text,
+                "tool_calls": [{"id": format!("call_{nth}"), "type": "function",
+                    "function": {"name": "execute_query", "arguments": json!({"query": query}).to_string()}}]
+            }),
+            "tool_calls",
+        ),
+        Step::Answer(text) => {
+            let (text, was_cut) = cut(text, limit);
+            (
+                json!({"role": "assistant", "content": text}),
+                if was_cut { "length" } else { "stop" },
+            )
+        }
     };
     Json(json!({
         "id": "chatcmpl-fake", "object": "chat.completion", "model": body["model"],
@@ -206,25 +698,44 @@ async fn anthropic(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let credential = record(&fake, "anthropic", &headers, &body).await;
-    let nth = fake.seen.lock().unwrap().len();
-    let tools_offered = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let checked = check_anthropic(&body);
+    let rejected = checked.as_ref().err().map(|(_, b)| b.to_string());
+    let (credential, nth) = record(
+        &fake,
+        "anthropic",
+        Provider::Anthropic,
+        &headers,
+        &body,
+        rejected,
+    )
+    .await;
+    if let Err((status, error)) = checked {
+        return (status, Json(error)).into_response();
+    }
+    let declared = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     let tool_results: Vec<String> = body["messages"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|m| m["content"].as_array())
-        .flatten()
+        .flat_map(blocks)
         .filter(|b| b["type"] == "tool_result")
         .map(|b| match &b["content"] {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         })
         .collect();
-    let tool_result = (!tool_results.is_empty()).then(|| tool_results.join("\n---\n"));
-    let (content, stop) = match decide(&fake.script, tools_offered, tool_result, nth) {
+    let request = Request {
+        may_call: declared && body["tool_choice"]["type"] != "none",
+        declared,
+        tool_results: (!tool_results.is_empty()).then(|| tool_results.join("\n---\n")),
+        nth,
+    };
+    let (content, stop) = match decide(&fake.script, &request) {
         Step::Fail(code) => return failure(code, &credential),
-        Step::RateLimited => return rate_limited(),
+        Step::Retry {
+            status,
+            retry_after,
+        } => return retry(status, retry_after),
         Step::Hang => return hang().await,
         Step::CallTools(queries) => (
             queries
@@ -234,14 +745,18 @@ async fn anthropic(
                 .collect::<Value>(),
             "tool_use",
         ),
-        Step::CallTool(query) => (
-            json!([{"type": "text", "text": "先查询指标。"},
-                   {"type": "tool_use", "id": format!("toolu_{}", fake.seen.lock().unwrap().len()),
+        Step::CallTool { query, text } => (
+            json!([{"type": "text", "text": text},
+                   {"type": "tool_use", "id": format!("toolu_{nth}"),
                     "name": "execute_query", "input": {"query": query}}]),
             "tool_use",
         ),
-        Step::Report(text) | Step::Text(text) => {
-            (json!([{"type": "text", "text": text}]), "end_turn")
+        Step::Answer(text) => {
+            let (text, was_cut) = cut(text, body["max_tokens"].as_u64());
+            (
+                json!([{"type": "text", "text": text}]),
+                if was_cut { "max_tokens" } else { "end_turn" },
+            )
         }
     };
     Json(json!({
@@ -249,19 +764,4 @@ async fn anthropic(
         "content": content, "stop_reason": stop, "usage": {"input_tokens": 100, "output_tokens": 20},
     }))
     .into_response()
-}
-
-fn rate_limited() -> Response {
-    let body = json!({"error": {"type": "rate_limit_error", "message": "slow down"}});
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [("retry-after", "1")],
-        Json(body),
-    )
-        .into_response()
-}
-
-async fn hang() -> Response {
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-    StatusCode::GATEWAY_TIMEOUT.into_response()
 }

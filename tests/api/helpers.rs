@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::fake_llm::{FakeLlm, Script};
+use crate::fake_llm::{FakeLlm, Provider, Script};
 use crate::servers::{self, PromStack};
 
 /// Which store a test app uses.
@@ -27,8 +27,14 @@ pub struct Options {
     pub script: Script,
     /// Delay before each LLM answer.
     pub llm_delay: Duration,
-    /// `openai` or `anthropic`.
+    /// `openai` or `anthropic` (`AI.Protocol`, with the fake's `/v1` base URL).
     pub protocol: &'static str,
+    /// Play this provider instead: its base URL on the fake, named in `AI.Provider`.
+    pub provider: Option<Provider>,
+    /// `AI.Model`.
+    pub model: &'static str,
+    /// More `AI:` keys, as YAML lines indented by two spaces.
+    pub ai_extra: &'static str,
     /// `AI.Timeout` seconds (the deadline is twice this).
     pub timeout_s: u64,
     /// The store.
@@ -82,6 +88,9 @@ impl Default for Options {
             },
             llm_delay: Duration::ZERO,
             protocol: "openai",
+            provider: None,
+            model: "scripted-model",
+            ai_extra: "",
             timeout_s: 30,
             store: StoreChoice::Embedded,
             bearer: None,
@@ -132,6 +141,10 @@ pub fn config_yaml(
         ),
     };
     let (github_token, github_cmd) = options.github.unwrap_or(("", "github-mcp-server stdio"));
+    let (provider, protocol) = match options.provider {
+        Some(p) => (p.setting(), "auto"),
+        None => ("auto", options.protocol),
+    };
     let (runner_kind, docker) = match &options.docker {
         None if options.native => ("native", options.mcp.clone().unwrap_or_default()),
         None => ("process", String::new()),
@@ -157,13 +170,14 @@ Mongo:
 AI:
   BaseURL: {llm}
   APIKey: ${{AI_API_KEY}}
-  Model: scripted-model
+  Model: {model}
+  Provider: {provider}
   Timeout: {timeout}
   PrometheusURL: {prom}
   GitHubToken: "{github_token}"
   Protocol: {protocol}
   MaxTurns: {max_turns}
-Store:
+{ai_extra}Store:
   Kind: {store_kind}
   Path: {store_path}
 {docker}Runner:
@@ -181,7 +195,8 @@ Webhook:
   MaxBodyBytes: 65536
 "#,
         timeout = options.timeout_s,
-        protocol = options.protocol,
+        model = options.model,
+        ai_extra = options.ai_extra,
         max_turns = options.max_turns,
         store_path = dir.join("reports.sqlite3").display(),
         python = python.display(),
@@ -209,9 +224,13 @@ pub async fn spawn_app(options: Options) -> TestApp {
         .prometheus_url
         .clone()
         .unwrap_or_else(|| prom.url.clone());
+    let llm_url = match options.provider {
+        Some(p) => llm.base_url_for(p),
+        None => llm.base_url.clone(),
+    };
     let yaml = config_yaml(
         &options,
-        &llm.base_url,
+        &llm_url,
         &prom_url,
         dir.path(),
         mongo_url.as_deref().map(|u| (u, mongo_db.as_str())),

@@ -280,8 +280,12 @@ async fn the_native_step_limit_forces_a_final_answer() {
     let requests = app.llm.requests();
     assert_eq!(requests.len(), 3);
     assert!(
-        requests[2].body.get("tools").is_none(),
-        "the last step offers no tools"
+        requests[2].body["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+            && requests[2].body["tool_choice"] == "none",
+        "the last step keeps the tools and forbids them: {}",
+        requests[2].body
     );
     assert!(
         requests[2].body.to_string().contains("工具调用次数已用完"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
+use deploy_diagnosis::config::RunnerKind;
 use deploy_diagnosis::report::{Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
@@ -41,7 +42,7 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
         },
         error: (status == ReportStatus::Failed).then(|| "boom".into()),
         raw_output: None,
-        runner: "process".into(),
+        runner: RunnerKind::Process,
         now: Utc.with_ymd_and_hms(2026, 11, 25, 11, minute, 0).unwrap(),
         duration_ms: 1234,
         usage: Some(Usage {

@@ -5,8 +5,10 @@ integration tests in tests/api/.
 """
 
 import asyncio
+import email.utils
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "docker", "runner"))
@@ -36,6 +38,91 @@ class ProtocolAndEndpoint(unittest.TestCase):
     def test_configuration_overrides_detection(self):
         self.assertEqual(runner.detect_protocol("https://proxy.example/v1", "anthropic"), "anthropic")
         self.assertEqual(runner.detect_protocol("https://api.anthropic.com/v1", "openai"), "openai")
+
+
+def llm(protocol, **flags):
+    args = runner.parse_args(
+        ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--protocol", protocol, "--prometheus-url", "http://p"]
+        + [item for k, v in flags.items() for item in (f"--{k.replace('_', '-')}", v)]
+    )
+    return runner.LLM(args, "key", runner.Usage())
+
+
+class RequestBodies(unittest.TestCase):
+    """The same rules the native runner's request bodies follow (src/runner/native/llm.rs)."""
+
+    def test_the_last_step_keeps_the_tools_and_forbids_their_use(self):
+        tools = [{"name": "execute_query"}]
+        a = llm("anthropic").body([{"role": "user", "content": "hi"}], tools, forbid_tools=True)
+        self.assertEqual(a["tool_choice"], {"type": "none"})
+        self.assertEqual(a["tools"], tools)
+        o = llm("openai").body([{"role": "user", "content": "hi"}], tools, forbid_tools=True)
+        self.assertEqual(o["tool_choice"], "none")
+        self.assertNotIn("tool_choice", llm("openai").body([], tools, forbid_tools=False))
+        self.assertNotIn("tool_choice", llm("openai").body([], [], forbid_tools=True), "only with tools")
+
+    def test_the_profile_sets_the_token_field_and_extra_fields_with_null_removing(self):
+        body = llm(
+            "openai",
+            max_tokens="900",
+            max_tokens_field="max_completion_tokens",
+            extra_body='{"enable_thinking": false, "model": null}',
+        ).body([], [], forbid_tools=False)
+        self.assertEqual(body["max_completion_tokens"], 900)
+        self.assertNotIn("max_tokens", body)
+        self.assertIs(body["enable_thinking"], False)
+        self.assertNotIn("model", body)
+        body = llm("anthropic", max_tokens_field="max_completion_tokens").body([], [], forbid_tools=False)
+        self.assertEqual(body["max_tokens"], 4096, "Anthropic knows only max_tokens")
+
+    def test_anthropic_notes_join_the_tool_results_message(self):
+        merged = runner.merge_turns(
+            [
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "1"}]},
+                {"role": "user", "content": "answer now"},
+            ]
+        )
+        self.assertEqual(len(merged), 1)
+        self.assertEqual([b["type"] for b in merged[0]["content"]], ["tool_result", "text"])
+
+    def test_no_message_with_empty_content_is_kept(self):
+        a = llm("anthropic")
+        turn = a._anthropic_turn({"content": [{"type": "text", "text": ""}], "stop_reason": "max_tokens"})
+        self.assertIsNone(turn.message)
+        self.assertTrue(turn.cut_off)
+        turn = a._anthropic_turn(
+            {"content": [{"type": "text", "text": " "}, {"type": "tool_use", "id": "t", "name": "q", "input": {}}]}
+        )
+        self.assertEqual([b["type"] for b in turn.message["content"]], ["tool_use"])
+        self.assertEqual(a.tool_results([("t", "", False)])[0]["content"][0]["content"], runner.NO_OUTPUT)
+        o = llm("openai")
+        turn = o._openai_turn(
+            {"choices": [{"message": {"content": "", "tool_calls": [{"id": "c", "function": {"name": "q"}}]}}]}
+        )
+        self.assertIsNone(turn.message["content"])
+        self.assertIsNone(o._openai_turn({"choices": [{"message": {"content": ""}, "finish_reason": "length"}]}).message)
+        self.assertEqual(o.tool_results([("c", " ", False)])[0]["content"], runner.NO_OUTPUT)
+
+
+class RetryDelay(unittest.TestCase):
+    def test_retry_after_in_seconds_and_as_an_http_date(self):
+        self.assertEqual(runner.retry_delay(1, "2"), 2.0)
+        self.assertEqual(runner.retry_delay(1, "600"), 60.0)
+        in_30 = email.utils.formatdate(time.time() + 30, usegmt=True)
+        self.assertTrue(27 < runner.retry_delay(1, in_30) <= 30)
+        self.assertEqual(runner.retry_delay(1, "Wed, 21 Oct 2015 07:28:00 GMT"), 0.0)
+
+    def test_backoff_without_retry_after(self):
+        self.assertEqual(runner.retry_delay(1, None), 1.0)
+        self.assertEqual(runner.retry_delay(9, "soon"), 8.0)
+
+
+class HoldsReport(unittest.TestCase):
+    def test_a_report_in_prose_is_found_and_a_cut_one_is_not(self):
+        self.assertTrue(runner.holds_report('好的：{"promQL": ["up"], "content": "【问题概述】x"} 完'))
+        self.assertFalse(runner.holds_report('{"promQL": ["up"], "content": "【问题概'))
+        self.assertFalse(runner.holds_report('{"promQL": "up", "content": "x"}'))
+        self.assertFalse(runner.holds_report("no json"))
 
 
 class Cap(unittest.TestCase):

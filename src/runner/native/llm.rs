@@ -1,15 +1,24 @@
 //! LLM clients for both wire formats: Anthropic Messages and OpenAI-compatible chat
 //! completions (OpenAI, DashScope/Qwen compatible-mode, ModelScope, Ollama, vLLM), plain
-//! reqwest + serde. Retries 429, 5xx and connection errors with backoff, honouring
-//! `Retry-After`, but never past the diagnosis's deadline.
+//! reqwest + serde. Retries 429, 5xx (Anthropic's 529 "overloaded" included) and connection
+//! errors with backoff, honouring `Retry-After` in both its forms, but never past the
+//! diagnosis's deadline.
+//!
+//! Requests follow each provider's documented rules (the tests' scripted LLM enforces
+//! them): tools stay declared for as long as the conversation holds tool calls, and the
+//! last step forbids their use with `tool_choice` instead of dropping them; no message is
+//! sent with empty content; the token limit and extra fields come from the provider
+//! profile ([`crate::provider`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{AiConfig, Protocol, Secret};
+use crate::provider::Profile;
+use crate::report::FailureKind;
 
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +74,16 @@ pub enum Message {
     },
 }
 
+/// Whether the model may call tools in a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// The tools stay declared (the conversation may hold tool calls, and Anthropic
+    /// rejects those without `tools`), but the model must answer in text.
+    None,
+}
+
 /// One model answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Turn {
@@ -72,18 +91,21 @@ pub struct Turn {
     pub text: String,
     /// Tool calls (empty when the model answered).
     pub calls: Vec<ToolCall>,
+    /// The answer was cut at the token limit (Anthropic `stop_reason: "max_tokens"`,
+    /// OpenAI `finish_reason: "length"`).
+    pub cut_off: bool,
     /// Input tokens the provider counted.
     pub input_tokens: u64,
     /// Output tokens the provider counted.
     pub output_tokens: u64,
 }
 
-/// Why a turn failed; `kind` matches the Python runner's failure kinds.
+/// Why a turn failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct LlmError {
-    /// `llm_status`, `llm_unreachable`, `llm_timeout`, `llm_bad_response`.
-    pub kind: &'static str,
+    /// `LlmStatus`, `LlmUnreachable`, `LlmTimeout` or `LlmBadResponse`.
+    pub kind: FailureKind,
     /// For people.
     pub message: String,
 }
@@ -91,52 +113,15 @@ pub struct LlmError {
 /// A chat model with tools.
 #[async_trait]
 pub trait ChatClient: Send + Sync {
-    /// One turn; `tools: None` offers no tools, so the model must answer. Retries stop
-    /// before `deadline`.
+    /// One turn with these tools declared; `choice` says whether the model may call
+    /// them. Retries stop before `deadline`.
     async fn turn(
         &self,
         messages: &[Message],
-        tools: Option<&[ToolSpec]>,
+        tools: &[ToolSpec],
+        choice: ToolChoice,
         deadline: Instant,
     ) -> Result<Turn, LlmError>;
-}
-
-/// The wire format for a base URL: the configured one, or Anthropic for
-/// `*.anthropic.com` and OpenAI-compatible otherwise.
-pub fn protocol_for(base_url: &str, configured: Protocol) -> Protocol {
-    match configured {
-        Protocol::Auto => {
-            let host = base_url
-                .split("://")
-                .nth(1)
-                .unwrap_or("")
-                .split(['/', ':'])
-                .next()
-                .unwrap_or("");
-            if host.ends_with("anthropic.com") {
-                Protocol::Anthropic
-            } else {
-                Protocol::Openai
-            }
-        }
-        explicit => explicit,
-    }
-}
-
-/// The request URL for a base URL as the design writes them (`…/v1`, or a bare host).
-pub fn endpoint(base_url: &str, protocol: Protocol) -> String {
-    let base = base_url.trim_end_matches('/');
-    let path = base
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
-        .unwrap_or("");
-    match protocol {
-        Protocol::Anthropic if path.ends_with("/v1") => format!("{base}/messages"),
-        Protocol::Anthropic => format!("{base}/v1/messages"),
-        _ if path.is_empty() => format!("{base}/v1/chat/completions"),
-        _ => format!("{base}/chat/completions"),
-    }
 }
 
 /// Most attempts of one request.
@@ -144,45 +129,33 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// The HTTP client for either wire format.
 pub struct HttpChat {
-    protocol: Protocol,
-    url: String,
-    model: String,
-    max_tokens: u32,
+    profile: Profile,
     api_key: Secret,
+    request_timeout: Duration,
     client: reqwest::Client,
 }
 
 impl HttpChat {
     /// A client for `AI.*`.
     pub fn new(ai: &AiConfig) -> Result<Self, LlmError> {
-        let protocol = protocol_for(&ai.baseurl, ai.protocol);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(ai.timeout))
             .build()
             .map_err(|e| LlmError {
-                kind: "llm_unreachable",
+                kind: FailureKind::LlmUnreachable,
                 message: format!("HTTP client: {e}"),
             })?;
         Ok(Self {
-            protocol,
-            url: endpoint(&ai.baseurl, protocol),
-            model: ai.model.clone(),
-            max_tokens: 4096,
+            profile: Profile::new(ai),
             api_key: ai.apikey.clone(),
+            request_timeout: Duration::from_secs(ai.timeout),
             client,
         })
     }
 
-    fn body(&self, messages: &[Message], tools: Option<&[ToolSpec]>) -> Value {
-        match self.protocol {
-            Protocol::Anthropic => anthropic_body(&self.model, self.max_tokens, messages, tools),
-            _ => openai_body(&self.model, self.max_tokens, messages, tools),
-        }
-    }
-
     fn request(&self, body: &Value) -> reqwest::RequestBuilder {
-        let request = self.client.post(&self.url).json(body);
-        match self.protocol {
+        let request = self.client.post(&self.profile.url).json(body);
+        match self.profile.protocol {
             Protocol::Anthropic => request
                 .header("x-api-key", self.api_key.expose())
                 .header("anthropic-version", "2023-06-01"),
@@ -191,13 +164,40 @@ impl HttpChat {
     }
 }
 
-/// How long to wait before retrying: the server's `Retry-After` (seconds), else
-/// exponential backoff from 500 ms, at most 8 s.
+/// The request body for a profile: the conversation in its wire format, the token limit
+/// under the profile's name, the extra fields merged last.
+pub fn request_body(
+    profile: &Profile,
+    messages: &[Message],
+    tools: &[ToolSpec],
+    choice: ToolChoice,
+) -> Value {
+    let mut body = match profile.protocol {
+        Protocol::Anthropic => anthropic_body(&profile.model, messages, tools, choice),
+        _ => openai_body(&profile.model, messages, tools, choice),
+    };
+    profile.finish(&mut body);
+    Value::Object(body)
+}
+
+/// How long to wait before retrying: the server's `Retry-After` (delay-seconds, or an
+/// HTTP-date), at most 60 s, else exponential backoff from 500 ms, at most 8 s.
 fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
     retry_after
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(60.0)))
+        .and_then(|v| {
+            let v = v.trim();
+            match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s.min(60.0))),
+                Ok(_) => None,
+                // IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`) is an RFC 2822 date.
+                Err(_) => chrono::DateTime::parse_from_rfc2822(v).ok().map(|at| {
+                    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(Duration::from_secs(60))
+                }),
+            }
+        })
         .unwrap_or_else(|| Duration::from_millis(500u64 << attempt.min(4)))
 }
 
@@ -206,20 +206,22 @@ impl ChatClient for HttpChat {
     async fn turn(
         &self,
         messages: &[Message],
-        tools: Option<&[ToolSpec]>,
+        tools: &[ToolSpec],
+        choice: ToolChoice,
         deadline: Instant,
     ) -> Result<Turn, LlmError> {
-        let body = self.body(messages, tools);
+        let body = request_body(&self.profile, messages, tools, choice);
+        let url = &self.profile.url;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (error, retry_after) = match self.request(&body).send().await {
                 Ok(response) if response.status().is_success() => {
                     let data: Value = response.json().await.map_err(|e| LlmError {
-                        kind: "llm_bad_response",
-                        message: format!("AI endpoint {} answered non-JSON: {e}", self.url),
+                        kind: FailureKind::LlmBadResponse,
+                        message: format!("AI endpoint {url} answered non-JSON: {e}"),
                     })?;
-                    return match self.protocol {
+                    return match self.profile.protocol {
                         Protocol::Anthropic => parse_anthropic(&data),
                         _ => parse_openai(&data),
                     };
@@ -247,11 +249,10 @@ impl ChatClient for HttpChat {
                         .take(300)
                         .collect();
                     let error = LlmError {
-                        kind: "llm_status",
+                        kind: FailureKind::LlmStatus,
                         message: format!(
-                            "AI call failed with status {} at {}: {detail}",
+                            "AI call failed with status {} at {url}: {detail}",
                             status.as_u16(),
-                            self.url
                         ),
                     };
                     if !(status.as_u16() == 429 || status.is_server_error()) {
@@ -261,21 +262,27 @@ impl ChatClient for HttpChat {
                 }
                 Err(e) if e.is_timeout() => (
                     LlmError {
-                        kind: "llm_timeout",
-                        message: format!("AI call to {} timed out", self.url),
+                        kind: FailureKind::LlmTimeout,
+                        message: format!("AI call to {url} timed out"),
                     },
                     None,
                 ),
                 Err(e) => (
                     LlmError {
-                        kind: "llm_unreachable",
-                        message: format!("AI endpoint {} unreachable: {e}", self.url),
+                        kind: FailureKind::LlmUnreachable,
+                        message: format!("AI endpoint {url} unreachable: {e}"),
                     },
                     None,
                 ),
             };
             let wait = backoff(attempt, retry_after.as_deref());
-            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+            // A request that timed out will likely time out again: it is retried only if a
+            // whole request fits before the deadline, so the reason stays "timed out".
+            let needed = match error.kind {
+                FailureKind::LlmTimeout => wait + self.request_timeout,
+                _ => wait,
+            };
+            if attempt >= MAX_ATTEMPTS || Instant::now() + needed >= deadline {
                 return Err(error);
             }
             tracing::info!(attempt, wait_ms = wait.as_millis() as u64, reason = %error, "retrying the AI call");
@@ -284,60 +291,114 @@ impl ChatClient for HttpChat {
     }
 }
 
+/// What stands in for a tool's empty output: no provider accepts empty content.
+const NO_OUTPUT: &str = "(no output)";
+
+fn non_empty(text: &str) -> &str {
+    if text.trim().is_empty() {
+        NO_OUTPUT
+    } else {
+        text
+    }
+}
+
+/// Anthropic Messages. Every message has non-empty content ("all messages must have
+/// non-empty content except for the optional final assistant message"); a turn's
+/// `tool_result` blocks open the user message that follows its `tool_use` blocks, and a
+/// note or follow-up for the model comes after them in the same message (consecutive
+/// same-role messages are merged, as the API itself would merge them).
 fn anthropic_body(
     model: &str,
-    max_tokens: u32,
     messages: &[Message],
-    tools: Option<&[ToolSpec]>,
-) -> Value {
-    let messages: Vec<Value> = messages
-        .iter()
-        .map(|m| match m {
-            Message::User(text) => json!({"role": "user", "content": text}),
+    tools: &[ToolSpec],
+    choice: ToolChoice,
+) -> Map<String, Value> {
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
+    for m in messages {
+        let (role, blocks) = match m {
+            Message::User(text) => (
+                "user",
+                (!text.trim().is_empty())
+                    .then(|| json!({"type": "text", "text": text}))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ),
             Message::Assistant { text, calls } => {
                 let mut blocks = Vec::new();
-                if !text.is_empty() {
+                if !text.trim().is_empty() {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
                 for c in calls {
                     blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}));
                 }
-                json!({"role": "assistant", "content": blocks})
+                ("assistant", blocks)
             }
             Message::ToolResults { results, note } => {
                 let mut blocks: Vec<Value> = results
                     .iter()
-                    .map(|r| json!({"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}))
+                    .map(|r| {
+                        json!({"type": "tool_result", "tool_use_id": r.call_id,
+                        "content": non_empty(&r.content), "is_error": r.is_error})
+                    })
                     .collect();
-                if let Some(note) = note {
+                if let Some(note) = note.as_deref().filter(|n| !n.trim().is_empty()) {
                     blocks.push(json!({"type": "text", "text": note}));
                 }
-                json!({"role": "user", "content": blocks})
+                ("user", blocks)
             }
-        })
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
-    let mut body = json!({"model": model, "max_tokens": max_tokens, "messages": messages});
-    if let Some(tools) = tools.filter(|t| !t.is_empty()) {
-        body["tools"] = tools
-            .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
-            .collect();
+    let mut body = Map::new();
+    body.insert("model".into(), model.into());
+    body.insert("messages".into(), messages.into());
+    if !tools.is_empty() {
+        body.insert(
+            "tools".into(),
+            tools
+                .iter()
+                .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
+                .collect(),
+        );
+        if choice == ToolChoice::None {
+            body.insert("tool_choice".into(), json!({"type": "none"}));
+        }
     }
     body
 }
 
+/// OpenAI-compatible chat completions. Each `tool` message answers a call of the assistant
+/// message just before it; an assistant message without text carries `content: null`
+/// (its tool calls are its content); `tool_choice` is only sent with `tools`.
 fn openai_body(
     model: &str,
-    max_tokens: u32,
     messages: &[Message],
-    tools: Option<&[ToolSpec]>,
-) -> Value {
+    tools: &[ToolSpec],
+    choice: ToolChoice,
+) -> Map<String, Value> {
     let mut out = Vec::new();
     for m in messages {
         match m {
+            Message::User(text) if text.trim().is_empty() => {}
             Message::User(text) => out.push(json!({"role": "user", "content": text})),
+            Message::Assistant { text, calls } if text.trim().is_empty() && calls.is_empty() => {}
             Message::Assistant { text, calls } => {
-                let mut msg = json!({"role": "assistant", "content": text});
+                let content = if text.trim().is_empty() {
+                    Value::Null
+                } else {
+                    text.as_str().into()
+                };
+                let mut msg = json!({"role": "assistant", "content": content});
                 if !calls.is_empty() {
                     msg["tool_calls"] = calls
                         .iter()
@@ -350,29 +411,37 @@ fn openai_body(
                 out.push(msg);
             }
             Message::ToolResults { results, note } => {
-                out.extend(results.iter().map(
-                    |r| json!({"role": "tool", "tool_call_id": r.call_id, "content": r.content}),
-                ));
-                if let Some(note) = note {
+                out.extend(results.iter().map(|r| {
+                    json!({"role": "tool", "tool_call_id": r.call_id, "content": non_empty(&r.content)})
+                }));
+                if let Some(note) = note.as_deref().filter(|n| !n.trim().is_empty()) {
                     out.push(json!({"role": "user", "content": note}));
                 }
             }
         }
     }
-    let mut body = json!({"model": model, "max_tokens": max_tokens, "messages": out});
-    if let Some(tools) = tools.filter(|t| !t.is_empty()) {
-        body["tools"] = tools
-            .iter()
-            .map(|t| json!({"type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
-            .collect();
+    let mut body = Map::new();
+    body.insert("model".into(), model.into());
+    body.insert("messages".into(), out.into());
+    if !tools.is_empty() {
+        body.insert(
+            "tools".into(),
+            tools
+                .iter()
+                .map(|t| json!({"type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
+                .collect(),
+        );
+        if choice == ToolChoice::None {
+            body.insert("tool_choice".into(), "none".into());
+        }
     }
     body
 }
 
 fn bad(message: &str) -> LlmError {
     LlmError {
-        kind: "llm_bad_response",
+        kind: FailureKind::LlmBadResponse,
         message: message.to_owned(),
     }
 }
@@ -382,6 +451,7 @@ fn parse_anthropic(data: &Value) -> Result<Turn, LlmError> {
         .as_array()
         .ok_or_else(|| bad("AI answer has no content blocks"))?;
     let mut turn = Turn {
+        cut_off: data["stop_reason"] == "max_tokens",
         input_tokens: data["usage"]["input_tokens"].as_u64().unwrap_or(0),
         output_tokens: data["usage"]["output_tokens"].as_u64().unwrap_or(0),
         ..Default::default()
@@ -401,11 +471,12 @@ fn parse_anthropic(data: &Value) -> Result<Turn, LlmError> {
 }
 
 fn parse_openai(data: &Value) -> Result<Turn, LlmError> {
-    let message = data["choices"]
+    let choice = data["choices"]
         .get(0)
-        .map(|c| &c["message"])
         .ok_or_else(|| bad("AI answer has no choices[0].message"))?;
+    let message = &choice["message"];
     let mut turn = Turn {
+        cut_off: choice["finish_reason"] == "length",
         text: message["content"].as_str().unwrap_or("").to_owned(),
         input_tokens: data["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         output_tokens: data["usage"]["completion_tokens"].as_u64().unwrap_or(0),
@@ -432,103 +503,177 @@ fn parse_openai(data: &Value) -> Result<Turn, LlmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Environment};
 
-    #[test]
-    fn the_designs_providers_map_to_their_endpoints() {
-        let cases = [
-            (
-                "https://api.openai.com/v1",
-                Protocol::Openai,
-                "https://api.openai.com/v1/chat/completions",
-            ),
-            (
-                "https://api.anthropic.com/v1",
-                Protocol::Anthropic,
-                "https://api.anthropic.com/v1/messages",
-            ),
-            (
-                "https://api.anthropic.com",
-                Protocol::Anthropic,
-                "https://api.anthropic.com/v1/messages",
-            ),
-            (
-                "https://dashscope.aliyuncs.com/compatible-mode/v1",
-                Protocol::Openai,
-                "https://dashscope.aliyuncs.com/compatible-mode/v1/chat/completions",
-            ),
-            (
-                "https://api-inference.modelscope.cn",
-                Protocol::Openai,
-                "https://api-inference.modelscope.cn/v1/chat/completions",
-            ),
-            (
-                "http://localhost:11434/v1/",
-                Protocol::Openai,
-                "http://localhost:11434/v1/chat/completions",
-            ),
-        ];
-        for (base, protocol, url) in cases {
-            assert_eq!(protocol_for(base, Protocol::Auto), protocol, "{base}");
-            assert_eq!(endpoint(base, protocol), url, "{base}");
+    fn profile(base_url: &str, model: &str) -> Profile {
+        let yaml = format!(
+            "AI:\n  BaseURL: {base_url}\n  APIKey: k\n  Model: {model}\n  PrometheusURL: http://p:9090\n"
+        );
+        Profile::new(
+            &Config::from_yaml(&yaml, &Environment::default())
+                .unwrap()
+                .ai,
+        )
+    }
+
+    fn tool() -> ToolSpec {
+        ToolSpec {
+            name: "execute_query".into(),
+            description: "PromQL".into(),
+            input_schema: json!({"type": "object"}),
         }
     }
 
-    #[test]
-    fn retry_after_wins_over_backoff() {
-        assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
-        assert_eq!(backoff(1, None), Duration::from_millis(1000));
-        assert_eq!(backoff(9, Some("soon")), Duration::from_millis(8000));
-    }
-
-    #[test]
-    fn both_formats_round_trip_a_tool_conversation() {
-        let call = ToolCall {
-            id: "c1".into(),
-            name: "execute_query".into(),
-            arguments: json!({"query": "up"}),
-        };
-        let messages = vec![
+    /// A conversation at its last step: a tool call answered, then the step-limit note.
+    fn conversation() -> Vec<Message> {
+        vec![
             Message::User("hi".into()),
             Message::Assistant {
                 text: String::new(),
-                calls: vec![call.clone()],
+                calls: vec![ToolCall {
+                    id: "c1".into(),
+                    name: "execute_query".into(),
+                    arguments: json!({"query": "up"}),
+                }],
             },
             Message::ToolResults {
                 results: vec![ToolOutput {
                     call_id: "c1".into(),
-                    content: "1".into(),
+                    content: String::new(),
                     is_error: false,
                 }],
-                note: None,
+                note: Some("answer now".into()),
             },
-        ];
-        let a = anthropic_body("m", 10, &messages, None);
-        assert_eq!(
-            a["messages"][1]["content"][0]["input"],
-            json!({"query": "up"})
-        );
-        assert_eq!(a["messages"][2]["content"][0]["tool_use_id"], "c1");
-        assert!(a.get("tools").is_none());
-        let o = openai_body("m", 10, &messages, None);
-        assert_eq!(
-            o["messages"][1]["tool_calls"][0]["function"]["arguments"],
-            "{\"query\":\"up\"}"
-        );
-        assert_eq!(o["messages"][2]["role"], "tool");
+        ]
+    }
 
+    #[test]
+    fn retry_after_wins_over_backoff_in_both_its_forms() {
+        assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
+        assert_eq!(backoff(1, None), Duration::from_millis(1000));
+        assert_eq!(backoff(9, Some("soon")), Duration::from_millis(8000));
+        let at = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let wait = backoff(1, Some(&at));
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(
+            backoff(1, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Duration::ZERO,
+            "a date in the past means now"
+        );
+    }
+
+    #[test]
+    fn the_last_step_keeps_the_tools_and_forbids_their_use_in_both_formats() {
+        let a = request_body(
+            &profile("https://api.anthropic.com/v1", "claude-sonnet-4-5"),
+            &conversation(),
+            &[tool()],
+            ToolChoice::None,
+        );
+        assert_eq!(a["tool_choice"], json!({"type": "none"}));
+        assert_eq!(a["tools"][0]["name"], "execute_query");
+        assert_eq!(a["max_tokens"], 4096);
+        let o = request_body(
+            &profile("https://api.openai.com/v1", "gpt-4o"),
+            &conversation(),
+            &[tool()],
+            ToolChoice::None,
+        );
+        assert_eq!(o["tool_choice"], "none");
+        assert_eq!(o["max_completion_tokens"], 4096);
+        assert!(o.get("max_tokens").is_none());
+        let auto = request_body(
+            &profile("https://api.openai.com/v1", "gpt-4o"),
+            &conversation(),
+            &[tool()],
+            ToolChoice::Auto,
+        );
+        assert!(auto.get("tool_choice").is_none());
+        let none = request_body(
+            &profile("https://api.openai.com/v1", "gpt-4o"),
+            &[Message::User("hi".into())],
+            &[],
+            ToolChoice::None,
+        );
+        assert!(
+            none.get("tool_choice").is_none() && none.get("tools").is_none(),
+            "tool_choice only with tools"
+        );
+    }
+
+    #[test]
+    fn no_message_is_sent_with_empty_content() {
+        let mut messages = conversation();
+        // A cut-off answer with no text, then the follow-up for the model.
+        messages.push(Message::Assistant {
+            text: String::new(),
+            calls: vec![],
+        });
+        messages.push(Message::User("shorter, please".into()));
+        let a = request_body(
+            &profile("https://api.anthropic.com/v1", "claude-sonnet-4-5"),
+            &messages,
+            &[tool()],
+            ToolChoice::None,
+        );
+        let sent = a["messages"].as_array().unwrap();
+        assert_eq!(sent.len(), 3, "{a:#}");
+        assert_eq!(
+            sent[1]["content"].as_array().unwrap().len(),
+            1,
+            "no empty text block"
+        );
+        let last = sent[2]["content"].as_array().unwrap();
+        assert_eq!(last[0]["type"], "tool_result");
+        assert_eq!(last[0]["content"], NO_OUTPUT);
+        assert_eq!(
+            (last[1]["text"].as_str(), last[2]["text"].as_str()),
+            (Some("answer now"), Some("shorter, please")),
+            "notes follow the tool results in the same user message"
+        );
+        let o = request_body(
+            &profile("https://api.openai.com/v1", "gpt-4o"),
+            &messages,
+            &[tool()],
+            ToolChoice::None,
+        );
+        let sent = o["messages"].as_array().unwrap();
+        assert_eq!(sent.len(), 5, "{o:#}");
+        assert_eq!(sent[1]["content"], Value::Null);
+        assert_eq!(sent[2]["content"], NO_OUTPUT);
+        assert!(sent.iter().all(|m| m["role"] != "assistant"
+            || m.get("tool_calls").is_some()
+            || m["content"].is_string()));
+    }
+
+    #[test]
+    fn answers_are_parsed_with_usage_and_cut_offs_in_both_formats() {
         let reply = json!({"choices": [{"message": {"content": null, "tool_calls": [
-            {"id": "c2", "type": "function", "function": {"name": "x", "arguments": "{\"a\":1}"}}]}}],
+            {"id": "c2", "type": "function", "function": {"name": "x", "arguments": "{\"a\":1}"}}]},
+            "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 7, "completion_tokens": 3}});
         let turn = parse_openai(&reply).unwrap();
         assert_eq!(
             (
                 turn.calls[0].arguments.clone(),
                 turn.input_tokens,
-                turn.output_tokens
+                turn.output_tokens,
+                turn.cut_off
             ),
-            (json!({"a": 1}), 7, 3)
+            (json!({"a": 1}), 7, 3, false)
         );
-        let reply = json!({"content": [{"type": "text", "text": "ok"}], "usage": {"input_tokens": 5, "output_tokens": 2}});
-        assert_eq!(parse_anthropic(&reply).unwrap().text, "ok");
+        let cut = json!({"choices": [{"message": {"content": "{\"promQL\": ["}, "finish_reason": "length"}]});
+        assert!(parse_openai(&cut).unwrap().cut_off);
+        let reply = json!({"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 5, "output_tokens": 2}});
+        let turn = parse_anthropic(&reply).unwrap();
+        assert_eq!((turn.text.as_str(), turn.cut_off), ("ok", false));
+        let cut = json!({"content": [{"type": "text", "text": "{"}], "stop_reason": "max_tokens"});
+        assert!(parse_anthropic(&cut).unwrap().cut_off);
     }
 }

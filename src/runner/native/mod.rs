@@ -1,11 +1,12 @@
-//! `Runner.Kind: native`: the diagnosis done in the service. Same prompt, same output
-//! contract (logs, `#####`, the answer) and validation as the Python runner, without a
-//! Python process per alert: the MCP sessions stay open and are shared by all diagnoses.
+//! `Runner.Kind: native`: the diagnosis done in the service. Same prompt, same requests,
+//! same failures as the Python runner, without a Python process per alert: the MCP
+//! sessions stay open and are shared by all diagnoses.
 //!
 //! Per turn, the model's tool calls run concurrently; an identical call repeated within a
 //! diagnosis is answered from the first result; every result passes the size budget
-//! (`AI.ToolResultMaxChars`) and says when it was cut; the last step offers no tools, so the
-//! model must answer.
+//! (`AI.ToolResultMaxChars`) and says when it was cut. The last step forbids tool use, so
+//! the model must answer; an answer cut at `AI.MaxTokens` gets one follow-up asking for the
+//! report within the limit.
 
 pub mod llm;
 pub mod mcp;
@@ -21,39 +22,44 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::llm::{ChatClient, HttpChat, LlmError, Message, ToolOutput};
+use self::llm::{ChatClient, HttpChat, LlmError, Message, ToolChoice, ToolOutput};
 use self::mcp::{servers_for, ToolSet};
-use super::{RunOutput, RunRequest, Runner, RunnerError};
-use crate::config::Config;
-use crate::report::Usage;
+use super::{Cancelled, Failure, RunEnd, RunRequest, RunResult, Runner, RunnerError};
+use crate::config::{Config, RunnerKind};
+use crate::extract::{self, Answer};
+use crate::provider::Profile;
+use crate::report::{FailureKind, Usage};
 
-/// Told to the model on the last step, when no tools are offered.
-const LAST_STEP_NOTE: &str =
+/// Told to the model with the results before its last step, when tool use is forbidden.
+/// (The Python runner says the same.)
+pub const LAST_STEP_NOTE: &str =
     "工具调用次数已用完。请基于已获得的信息，立即按要求的 JSON 格式输出最终诊断报告。";
+
+/// Told to the model when its answer was cut at the token limit. (The Python runner says
+/// the same.)
+pub const CUT_OFF_NOTE: &str = "你的回答超出了长度上限，被截断了。请不要再调用工具，直接输出要求的 JSON 诊断报告（promQL 与 content），内容精简，确保完整。";
 
 /// The agent loop in the service.
 pub struct NativeRunner {
     chat: Arc<dyn ChatClient>,
     tools: Arc<ToolSet>,
     max_steps: u32,
+    max_tokens: u32,
     result_cap: usize,
+    profile: String,
     prometheus_url: String,
     http: reqwest::Client,
 }
 
-/// A failure with the Python runner's kinds, so both runners fail alike.
-struct AgentError {
-    kind: &'static str,
-    message: String,
+impl From<LlmError> for Failure {
+    fn from(e: LlmError) -> Self {
+        Failure::new(e.kind, e.message)
+    }
 }
 
-impl From<LlmError> for AgentError {
-    fn from(e: LlmError) -> Self {
-        Self {
-            kind: e.kind,
-            message: e.message,
-        }
-    }
+/// Whether the model's text already holds the report.
+fn holds_report(text: &str) -> bool {
+    matches!(extract::find_report(text), Answer::Report(_))
 }
 
 /// The diagnosis's log, kept outside the future so a deadline does not lose it.
@@ -105,7 +111,9 @@ impl NativeRunner {
             chat,
             tools,
             max_steps: config.ai.maxturns,
+            max_tokens: config.ai.maxtokens,
             result_cap: config.ai.toolresultmaxchars as usize,
+            profile: Profile::new(&config.ai).describe(),
             prometheus_url: config.ai.prometheusurl.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -124,11 +132,13 @@ impl NativeRunner {
         }
     }
 
-    async fn check_prometheus(&self) -> Result<(), AgentError> {
+    async fn check_prometheus(&self) -> Result<(), Failure> {
         let url = format!("{}/api/v1/status/buildinfo", self.prometheus_url);
-        let unreachable = |why: String| AgentError {
-            kind: "prometheus_unreachable",
-            message: format!("Prometheus unreachable at {}: {why}", self.prometheus_url),
+        let unreachable = |why: String| {
+            Failure::new(
+                FailureKind::PrometheusUnreachable,
+                format!("Prometheus unreachable at {}: {why}", self.prometheus_url),
+            )
         };
         let response = self
             .http
@@ -151,12 +161,14 @@ impl NativeRunner {
         deadline: Instant,
         log: &Log,
         usage: &Mutex<Usage>,
-    ) -> Result<String, AgentError> {
+    ) -> Result<String, Failure> {
+        log.line(&self.profile);
         self.check_prometheus().await?;
-        let tools = self.tools.tools().await.map_err(|e| AgentError {
-            kind: "mcp_failed",
-            message: e.to_string(),
-        })?;
+        let tools = self
+            .tools
+            .tools()
+            .await
+            .map_err(|e| Failure::new(FailureKind::McpFailed, e.to_string()))?;
         log.line(format!(
             "{} tools: {}",
             tools.len(),
@@ -168,27 +180,79 @@ impl NativeRunner {
         ));
         let mut messages = vec![Message::User(prompt.to_owned())];
         let mut answered: HashMap<String, (String, bool)> = HashMap::new();
-        for step in 1..=self.max_steps {
-            let last = step == self.max_steps;
-            let turn = self
-                .chat
-                .turn(&messages, (!last).then_some(tools.as_slice()), deadline)
-                .await?;
+        let mut followed_up = false;
+        let mut step = 0;
+        loop {
+            step += 1;
+            // The last step, and the follow-up to a cut-off answer, must answer in text.
+            let last = step >= self.max_steps || followed_up;
+            let choice = if last {
+                ToolChoice::None
+            } else {
+                ToolChoice::Auto
+            };
+            let turn = self.chat.turn(&messages, &tools, choice, deadline).await?;
             {
                 let mut u = usage.lock().unwrap_or_else(|p| p.into_inner());
                 u.input_tokens += turn.input_tokens;
                 u.output_tokens += turn.output_tokens;
                 u.steps += 1;
             }
-            let calls = if last { Vec::new() } else { turn.calls.clone() };
-            messages.push(Message::Assistant {
-                text: turn.text.clone(),
-                calls: calls.clone(),
-            });
-            if calls.is_empty() {
+            if turn.cut_off {
+                if holds_report(&turn.text) {
+                    log.line(format!(
+                        "answer after {step} step(s), past the token limit but whole"
+                    ));
+                    return Ok(turn.text);
+                }
+                if followed_up {
+                    return Err(Failure::new(
+                        FailureKind::AnswerCutOff,
+                        format!(
+                            "answer cut off at AI.MaxTokens ({}), also when asked for a shorter one; raise it",
+                            self.max_tokens
+                        ),
+                    ));
+                }
+                log.line(format!(
+                    "step {step}: answer cut off at AI.MaxTokens ({}); asking for the report within the limit",
+                    self.max_tokens
+                ));
+                followed_up = true;
+                // Tool calls of a cut answer may be cut too: only its text is kept.
+                messages.push(Message::Assistant {
+                    text: turn.text,
+                    calls: Vec::new(),
+                });
+                messages.push(Message::User(CUT_OFF_NOTE.to_owned()));
+                continue;
+            }
+            if turn.calls.is_empty() {
                 log.line(format!("answer after {step} step(s)"));
                 return Ok(turn.text);
             }
+            if last {
+                if holds_report(&turn.text) {
+                    log.line(format!(
+                        "answer after {step} step(s); the model also asked for tools, ignored"
+                    ));
+                    return Ok(turn.text);
+                }
+                return Err(Failure::new(
+                    FailureKind::ToolsAtStepLimit,
+                    format!(
+                        "the model asked for more tools on its last step (AI.MaxTurns = {}) instead of answering, \
+                         although tool use was switched off for that step; raise AI.MaxTurns, or use a model \
+                         or server that honours tool_choice \"none\"",
+                        self.max_steps
+                    ),
+                ));
+            }
+            let calls = turn.calls;
+            messages.push(Message::Assistant {
+                text: turn.text,
+                calls: calls.clone(),
+            });
             // Identical calls (same tool, same arguments) run once per diagnosis.
             let key = |name: &str, args: &Value| format!("{name}\u{0}{args}");
             let mut fresh: Vec<(String, String, Value)> = Vec::new();
@@ -241,10 +305,6 @@ impl NativeRunner {
                 note: (step + 1 == self.max_steps).then(|| LAST_STEP_NOTE.to_owned()),
             });
         }
-        Err(AgentError {
-            kind: "internal",
-            message: "agent loop ended without an answer".into(),
-        })
     }
 }
 
@@ -254,51 +314,39 @@ fn truncate_chars(s: &str, n: usize) -> String {
 
 #[async_trait]
 impl Runner for NativeRunner {
-    fn kind(&self) -> &'static str {
-        "native"
+    fn kind(&self) -> RunnerKind {
+        RunnerKind::Native
     }
 
     async fn run(
         &self,
         request: RunRequest,
         cancel: CancellationToken,
-    ) -> Result<RunOutput, RunnerError> {
+    ) -> Result<RunResult, Cancelled> {
         let log = Log::new();
         let usage = Mutex::new(Usage::default());
         let deadline = Instant::now() + request.deadline;
         let work = self.agent(&request.prompt, deadline, &log, &usage);
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline, work) => r,
-            _ = cancel.cancelled() => return Err(RunnerError::Cancelled),
+            _ = cancel.cancelled() => return Err(Cancelled),
         };
-        let usage = Some(usage.lock().unwrap_or_else(|p| p.into_inner()).clone());
-        let (answer, exit_code) = match result {
-            Err(_elapsed) => {
-                let output = RunOutput {
-                    stdout: log.text(),
-                    stderr: String::new(),
-                    exit_code: None,
-                    usage,
-                };
-                return Err(RunnerError::DeadlineExceeded {
-                    after: request.deadline,
-                    output,
-                });
-            }
-            Ok(Ok(answer)) => (answer, 0),
-            Ok(Err(e)) => {
-                log.line(format!("diagnosis failed: {}: {}", e.kind, e.message));
-                (
-                    json!({"error": {"kind": e.kind, "message": e.message}}).to_string(),
-                    2,
-                )
+        let end = match result {
+            Err(_elapsed) => RunEnd::Failed(Failure::deadline(request.deadline)),
+            Ok(Ok(answer)) => RunEnd::Answer(answer),
+            Ok(Err(failure)) => {
+                log.line(format!(
+                    "diagnosis failed: {}: {}",
+                    failure.kind, failure.message
+                ));
+                RunEnd::Failed(failure)
             }
         };
-        Ok(RunOutput {
-            stdout: format!("{}#####\n{answer}\n", log.text()),
-            stderr: String::new(),
-            exit_code: Some(exit_code),
-            usage,
+        let usage = usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(RunResult {
+            end,
+            log: log.text(),
+            usage: Some(usage),
         })
     }
 
