@@ -1080,6 +1080,21 @@ AI:
     }
 
     #[test]
+    fn the_shipped_configuration_file_loads_with_its_documented_variables() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.anthropic.com/v1"),
+            ("AI_API_KEY", "k"),
+            ("AI_MODEL", "claude-sonnet-4-5"),
+            ("PROMETHEUS_URL", "http://localhost:9090"),
+        ]);
+        let c = Config::from_yaml(include_str!("../etc/deploy-diagnosis.yaml"), &e).unwrap();
+        assert_eq!(
+            (c.ai.maxtokens, c.ai.provider, c.ai.extrabody.len()),
+            (4096, ProviderSetting::Auto, 0)
+        );
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let e = env(&[
             ("AI_BASE_URL", "https://api.openai.com/v1"),

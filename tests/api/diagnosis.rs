@@ -56,10 +56,7 @@ async fn alert_becomes_completed_report(protocol: &'static str) {
     assert!(requests
         .iter()
         .all(|r| r.format == protocol && r.credential == app.api_key));
-    let prompt = requests[0].body["messages"][0]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prompt = requests[0].prompt();
     assert!(
         prompt.contains("\"deploymentId\": \"") && prompt.contains(&id),
         "the prompt carries the alert"
@@ -99,10 +96,7 @@ async fn a_github_token_without_a_github_mcp_server_only_disables_github_analysi
     let report = app.wait_final(&id).await;
 
     assert_eq!(report["status"], "completed", "{report:#}");
-    let prompt = app.llm.requests()[0].body["messages"][0]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prompt = app.llm.requests()[0].prompt();
     assert!(
         prompt.contains("get_release_by_tag"),
         "the GitHub task is asked for when a token is set"

@@ -98,6 +98,16 @@ pub struct Seen {
     pub rejected: Option<String>,
 }
 
+impl Seen {
+    /// The text of the first message (the prompt), sent as a string or as text blocks.
+    pub fn prompt(&self) -> String {
+        blocks(&self.body["messages"][0])
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect()
+    }
+}
+
 #[derive(Clone)]
 struct Fake {
     script: Script,
