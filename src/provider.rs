@@ -224,12 +224,15 @@ impl Profile {
     }
 }
 
+/// Profiles for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::Profile;
     use crate::config::{Config, Environment};
 
-    fn profile(base_url: &str, model: &str, extra_yaml: &str) -> Profile {
+    /// The profile for this base URL and model, with more `AI:` keys as YAML lines
+    /// indented by two spaces.
+    pub(crate) fn profile(base_url: &str, model: &str, extra_yaml: &str) -> Profile {
         let yaml = format!(
             "AI:\n  BaseURL: {base_url}\n  APIKey: k\n  Model: {model}\n  PrometheusURL: http://p:9090\n{extra_yaml}"
         );
@@ -239,6 +242,12 @@ mod tests {
                 .ai,
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::profile;
+    use super::*;
 
     #[test]
     fn the_designs_providers_are_recognised_with_their_endpoints() {

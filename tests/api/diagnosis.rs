@@ -3,7 +3,6 @@
 
 use reqwest::StatusCode;
 
-use crate::fake_llm::Script;
 use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, StoreChoice};
 
 async fn alert_becomes_completed_report(protocol: &'static str) {
@@ -102,32 +101,6 @@ async fn a_github_token_without_a_github_mcp_server_only_disables_github_analysi
         "the GitHub task is asked for when a token is set"
     );
     assert!(!report.to_string().contains("ghp_testtoken_not_real"));
-}
-
-#[tokio::test]
-async fn the_step_limit_forces_a_final_answer_instead_of_failing() {
-    let app = spawn_app(Options {
-        script: Script::ToolLoop,
-        max_turns: 3,
-        ..Options::default()
-    })
-    .await;
-    let id = deployment_id("steps");
-
-    app.post_alerts(&alertmanager_body(&id, "firing")).await;
-    let report = app.wait_final(&id).await;
-
-    assert_eq!(report["status"], "completed", "{report:#}");
-    let requests = app.llm.requests();
-    assert_eq!(requests.len(), 3);
-    assert!(
-        requests[2].body["tools"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty())
-            && requests[2].body["tool_choice"] == "none",
-        "the last turn keeps the tools and forbids them: {}",
-        requests[2].body
-    );
 }
 
 #[tokio::test]

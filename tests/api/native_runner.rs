@@ -267,34 +267,6 @@ async fn a_rate_limited_provider_is_retried_and_the_report_completes() {
 }
 
 #[tokio::test]
-async fn the_native_step_limit_forces_a_final_answer() {
-    let app = spawn_app(Options {
-        max_turns: 3,
-        ..native(Script::ToolLoop)
-    })
-    .await;
-
-    let report = diagnose(&app, "steps").await;
-
-    assert_eq!(report["status"], "completed", "{report:#}");
-    let requests = app.llm.requests();
-    assert_eq!(requests.len(), 3);
-    assert!(
-        requests[2].body["tools"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty())
-            && requests[2].body["tool_choice"] == "none",
-        "the last step keeps the tools and forbids them: {}",
-        requests[2].body
-    );
-    assert!(
-        requests[2].body.to_string().contains("工具调用次数已用完"),
-        "the model is told why"
-    );
-    assert_eq!(report["usage"]["steps"], 3);
-}
-
-#[tokio::test]
 async fn native_failures_read_like_the_other_runners() {
     let down = format!("http://127.0.0.1:{}", free_port());
     let app = spawn_app(Options {

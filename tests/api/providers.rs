@@ -151,6 +151,15 @@ async fn step_limit_matrix(runner: Runner) -> Vec<String> {
             if !forbids_tools(&last.body) {
                 problems.push("the last step does not keep the tools and forbid them".into());
             }
+            if !last.body.to_string().contains("工具调用次数已用完") {
+                problems.push("the model is not told why it must answer".into());
+            }
+        }
+        if report["usage"]["steps"] != 3 {
+            problems.push(format!(
+                "usage counts {} steps, not 3",
+                report["usage"]["steps"]
+            ));
         }
         problems
             .into_iter()

@@ -503,17 +503,9 @@ fn parse_openai(data: &Value) -> Result<Turn, LlmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Environment};
 
     fn profile(base_url: &str, model: &str) -> Profile {
-        let yaml = format!(
-            "AI:\n  BaseURL: {base_url}\n  APIKey: k\n  Model: {model}\n  PrometheusURL: http://p:9090\n"
-        );
-        Profile::new(
-            &Config::from_yaml(&yaml, &Environment::default())
-                .unwrap()
-                .ai,
-        )
+        crate::provider::testing::profile(base_url, model, "")
     }
 
     fn tool() -> ToolSpec {
