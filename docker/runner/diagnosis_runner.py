@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import email.utils
 import json
+import math
 import os
 import shlex
 import shutil
@@ -398,6 +400,88 @@ def result_text(result: Any) -> str:
     return "\n".join(parts)
 
 
+RANGE_TOOL = "execute_range_query"
+
+
+def _number(x: float) -> str:
+    text = f"{x:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _time(unix: float) -> str:
+    return datetime.datetime.fromtimestamp(math.floor(unix), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _labels(metric: dict) -> str:
+    name = metric.get("__name__")
+    pairs = sorted(
+        (k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
+        for k, v in metric.items()
+        if k != "__name__"
+    )
+    return (name if isinstance(name, str) else "") + "{" + ", ".join(f'{k}="{v}"' for k, v in pairs) + "}"
+
+
+def _series_line(series: Any) -> str | None:
+    if not isinstance(series, dict):
+        return None
+    metric, points = series.get("metric"), series.get("values")
+    if not isinstance(metric, dict) or not isinstance(points, list):
+        return None
+    parsed = []
+    for p in points:
+        if not isinstance(p, list) or len(p) < 2:
+            continue
+        t, v = p[0], p[1]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not isinstance(v, str):
+            continue
+        try:
+            value = float(v)
+        except ValueError:
+            value = None
+        parsed.append((float(t), value if value is not None and math.isfinite(value) else None))
+    line = f"- {_labels(metric)}: {len(parsed)} points"
+    if parsed:
+        line += f" {_time(parsed[0][0])}..{_time(parsed[-1][0])}"
+    finite = [(t, v) for t, v in parsed if v is not None]
+    if finite:
+        values = [v for _, v in finite]
+        total = 0.0
+        for v in values:  # in order, as the native runner adds them
+            total += v
+        line += (
+            f"; min {_number(min(values))} mean {_number(total / len(values))} "
+            f"max {_number(max(values))} last {_number(values[-1])}"
+        )
+    largest = None
+    for (_, before), (at, after) in zip(finite, finite[1:]):
+        change = after - before
+        if largest is None or abs(change) > abs(largest[0]):
+            largest = (change, at)
+    if largest is None:
+        line += "; largest change none"
+    else:
+        sign = "+" if largest[0] > 0 else ""
+        line += f"; largest change {sign}{_number(largest[0])} at {_time(largest[1])}"
+    return line
+
+
+def summarise_range(text: str) -> str | None:
+    """A range query result as one line per series; the specification is the service's
+    (src/runner/summary.rs), and both must print the same text for the same input."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("resultType") != "matrix" or not isinstance(value.get("result"), list):
+        return None
+    result = value["result"]
+    points = sum(len(s["values"]) for s in result if isinstance(s, dict) and isinstance(s.get("values"), list))
+    lines = [f"range query summarised by deploy-diagnosis: {len(result)} series, {points} points (raw values omitted)"]
+    lines.extend(line for line in map(_series_line, result) if line is not None)
+    return "\n".join(lines)
+
+
 class Tools:
     """The MCP sessions of one diagnosis and a router from tool name to session."""
 
@@ -457,7 +541,10 @@ class Tools:
             result = await session.call_tool(name, arguments)
         except Exception as exc:  # a failed tool call is reported to the model, not fatal
             return f"tool {name} failed: {type(exc).__name__}: {exc}", True
-        return cap(result_text(result), self.result_cap), bool(getattr(result, "is_error", False))
+        text, is_error = result_text(result), bool(getattr(result, "is_error", False))
+        if name == RANGE_TOOL and not is_error:
+            text = summarise_range(text) or text
+        return cap(text, self.result_cap), is_error
 
 
 def prometheus_mcp_command(configured: str) -> list[str]:

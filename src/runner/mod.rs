@@ -7,11 +7,13 @@
 //! - [`python`]: the Python runner's stdout protocol (`#####`), arguments and output capture,
 //!   shared by [`process`] (a child process) and [`docker`] (an exec in the managed
 //!   container).
+//! - [`summary`]: range query results summarised for the model, as both loops do it.
 
 pub mod docker;
 pub mod native;
 pub mod process;
 pub mod python;
+pub mod summary;
 
 use std::time::Duration;
 

@@ -72,6 +72,9 @@ pub enum Script {
     /// A model that ignores `tool_choice: none` and keeps calling tools; on a step where
     /// tools are forbidden its text holds the report when `report` is set.
     IgnoresToolChoice { report: bool },
+    /// Ask for `execute_range_query` of `query` over the last 30 minutes (step 15 s), then
+    /// answer with a report quoting the tool result.
+    RangeThenReport { query: String },
     /// Answers with a report of `LONG_ANSWER_CHARS` tokens the first `times` times, then a
     /// short one. An answer longer than the request's token limit is cut at it, with the
     /// provider's stop reason.
@@ -476,17 +479,25 @@ struct Request {
 /// What the next answer should be.
 enum Step {
     CallTools(Vec<String>),
-    CallTool { query: String, text: String },
+    CallTool {
+        tool: &'static str,
+        arguments: Value,
+        text: String,
+    },
     Answer(String),
     Fail(u16),
-    Retry { status: u16, retry_after: String },
+    Retry {
+        status: u16,
+        retry_after: String,
+    },
     Hang,
 }
 
 fn decide(script: &Script, r: &Request) -> Step {
     let tool_then_report = |query: &str| match &r.tool_results {
         None if r.may_call => Step::CallTool {
-            query: query.to_owned(),
+            tool: "execute_query",
+            arguments: json!({"query": query}),
             text: "先查询指标。".into(),
         },
         None => Step::Answer(report(query, "no tools were offered")),
@@ -520,14 +531,16 @@ fn decide(script: &Script, r: &Request) -> Step {
         Script::Hang => Step::Hang,
         Script::Prose => Step::Answer("我认为是 CPU 太高了，建议重启。".into()),
         Script::ToolLoop if r.may_call => Step::CallTool {
-            query: "up".into(),
+            tool: "execute_query",
+            arguments: json!({"query": "up"}),
             text: "先查询指标。".into(),
         },
         Script::ToolLoop => Step::Answer(report("up", "the step limit forced this answer")),
         Script::IgnoresToolChoice {
             report: with_report,
         } if r.declared => Step::CallTool {
-            query: "up".into(),
+            tool: "execute_query",
+            arguments: json!({"query": "up"}),
             text: if *with_report && !r.may_call {
                 report("up", "answered while still asking for tools")
             } else {
@@ -535,6 +548,20 @@ fn decide(script: &Script, r: &Request) -> Step {
             },
         },
         Script::IgnoresToolChoice { .. } => Step::Answer(report("up", "no tools declared")),
+        Script::RangeThenReport { query } => match &r.tool_results {
+            None if r.may_call => {
+                let end = chrono::Utc::now();
+                let start = end - chrono::Duration::minutes(30);
+                Step::CallTool {
+                    tool: "execute_range_query",
+                    arguments: json!({"query": query, "start": start.to_rfc3339(),
+                        "end": end.to_rfc3339(), "step": "15s"}),
+                    text: "先看最近 30 分钟的趋势。".into(),
+                }
+            }
+            None => Step::Answer(report(query, "no tools were offered")),
+            Some(result) => Step::Answer(report(query, result)),
+        },
         Script::Long { times } if r.nth <= *times => {
             Step::Answer(report("up", &"详".repeat(LONG_ANSWER_CHARS)))
         }
@@ -680,11 +707,15 @@ async fn chat_completions(
             }),
             "tool_calls",
         ),
-        Step::CallTool { query, text } => (
+        Step::CallTool {
+            tool,
+            arguments,
+            text,
+        } => (
             json!({
                 "role": "assistant", "content": text,
                 "tool_calls": [{"id": format!("call_{nth}"), "type": "function",
-                    "function": {"name": "execute_query", "arguments": json!({"query": query}).to_string()}}]
+                    "function": {"name": tool, "arguments": arguments.to_string()}}]
             }),
             "tool_calls",
         ),
@@ -755,10 +786,14 @@ async fn anthropic(
                 .collect::<Value>(),
             "tool_use",
         ),
-        Step::CallTool { query, text } => (
+        Step::CallTool {
+            tool,
+            arguments,
+            text,
+        } => (
             json!([{"type": "text", "text": text},
                    {"type": "tool_use", "id": format!("toolu_{nth}"),
-                    "name": "execute_query", "input": {"query": query}}]),
+                    "name": tool, "input": arguments}]),
             "tool_use",
         ),
         Step::Answer(text) => {

@@ -15,5 +15,6 @@ mod fake_llm_rules;
 mod intake;
 mod native_runner;
 mod providers;
+mod range_summary;
 mod reports;
 mod store_contract;

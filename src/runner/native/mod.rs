@@ -4,7 +4,8 @@
 //!
 //! Per turn, the model's tool calls run concurrently; an identical call repeated within a
 //! diagnosis is answered from the first result; every result passes the size budget
-//! (`AI.ToolResultMaxChars`) and says when it was cut. The last step forbids tool use, so
+//! (`AI.ToolResultMaxChars`) and says when it was cut; range query results are summarised
+//! per series first ([`super::summary`]). The last step forbids tool use, so
 //! the model must answer; an answer cut at `AI.MaxTokens` gets one follow-up asking for the
 //! report within the limit.
 
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::llm::{ChatClient, HttpChat, LlmError, Message, ToolChoice, ToolOutput};
 use self::mcp::{servers_for, ToolSet};
+use super::summary;
 use super::{Cancelled, Failure, RunEnd, RunRequest, RunResult, Runner, RunnerError};
 use crate::config::{Config, RunnerKind};
 use crate::extract::{self, Answer};
@@ -282,7 +284,13 @@ impl NativeRunner {
                         truncate_chars(&result.text, 200)
                     ));
                 }
-                answered.insert(k, (cap(result.text, self.result_cap), result.is_error));
+                let text = match name.as_str() {
+                    summary::RANGE_TOOL if !result.is_error => {
+                        summary::summarise_range(&result.text).unwrap_or(result.text)
+                    }
+                    _ => result.text,
+                };
+                answered.insert(k, (cap(text, self.result_cap), result.is_error));
             }
             {
                 let mut u = usage.lock().unwrap_or_else(|p| p.into_inner());
