@@ -163,7 +163,7 @@ pub struct AiConfig {
     /// Wire format: `auto` (recognised from `BaseURL`), `anthropic` or `openai`.
     #[serde(default)]
     pub protocol: Protocol,
-    /// Most model turns in one diagnosis; the last one is offered no tools.
+    /// Most model turns in one diagnosis; the last one forbids tool use (`tool_choice: none`).
     #[serde(default = "default_max_turns")]
     pub maxturns: u32,
     /// Longest tool result, in characters, passed to the model; longer ones are cut.
