@@ -166,7 +166,7 @@ async fn main() {
             let (own_before, runner_before) = (self_cpu(), runner_cpu(kind).await);
             let start = Instant::now();
             let diagnosed = diagnoser
-                .diagnose(&id, &alert(), CancellationToken::new())
+                .diagnose(&id, &alert(), None, CancellationToken::new())
                 .await
                 .unwrap();
             let wall = start.elapsed();
@@ -188,7 +188,7 @@ async fn main() {
         let start = Instant::now();
         let all = join_all(
             (0..concurrent)
-                .map(|_| diagnoser.diagnose(&id, &burst_alert, CancellationToken::new())),
+                .map(|_| diagnoser.diagnose(&id, &burst_alert, None, CancellationToken::new())),
         )
         .await;
         let burst = start.elapsed();

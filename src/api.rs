@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes a worker after a report is written.
     pub wake: Arc<Notify>,
+    /// Gathers a new report's evidence in the background (`None`: disabled).
+    pub evidence: Option<crate::evidence::Stage>,
     /// Required on write endpoints when set.
     pub bearer_token: Secret,
     /// Largest request body.
@@ -254,6 +256,9 @@ async fn post_alerts(
                 match state.store.insert(&report).await? {
                     Insert::Inserted => {
                         started += 1;
+                        if let Some(stage) = &state.evidence {
+                            stage.spawn(&report);
+                        }
                         state.wake.notify_one();
                         state.metrics.alert("started");
                         tracing::info!(deployment_id = %id, report_id = %report.id, "diagnosis queued");
@@ -311,6 +316,8 @@ pub struct ReportView {
     duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<crate::report::Usage>,
+    /// The evidence stage's ranked facts; `null` until gathered.
+    evidence: Option<Vec<crate::evidence::EvidenceItem>>,
     alert: alert::Alert,
 }
 
@@ -335,6 +342,7 @@ impl From<Report> for ReportView {
             updated_time: r.updated_time,
             duration_ms: r.duration_ms,
             usage: r.usage,
+            evidence: r.evidence,
             alert: r.alert,
         }
     }
@@ -469,6 +477,9 @@ async fn rediagnose(
             "a diagnosis of deployment {id} is already running or queued"
         ))),
         Rediagnose::Restarted(report) => {
+            if let Some(stage) = &state.evidence {
+                stage.spawn(&report);
+            }
             state.wake.notify_one();
             tracing::info!(deployment_id = %id, version = report.version, "re-diagnosis queued");
             Ok((StatusCode::ACCEPTED, Json(ReportView::from(*report))).into_response())

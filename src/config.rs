@@ -105,6 +105,9 @@ pub struct Config {
     /// The background workers that run diagnoses.
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// The evidence stage: facts measured from Prometheus before the runner starts.
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
     /// The alert webhook and the other write endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
@@ -463,6 +466,44 @@ impl Default for WorkerConfig {
     }
 }
 
+/// `Evidence.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct EvidenceConfig {
+    /// Whether evidence is gathered at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds the whole gathering may take.
+    #[serde(default = "default_evidence_timeout")]
+    pub timeoutseconds: u64,
+    /// Minutes before the alert's start that make the baseline.
+    #[serde(default = "default_baseline_minutes")]
+    pub baselineminutes: u64,
+    /// The `rate()` window, in seconds (about four scrape intervals).
+    #[serde(default = "default_rate_window")]
+    pub ratewindowseconds: u64,
+    /// Ranked items kept on a report.
+    #[serde(default = "default_evidence_items")]
+    pub maxitems: usize,
+    /// Gatherings at once, apart from the AI diagnoses (so evidence is not held behind
+    /// the AI queue).
+    #[serde(default = "default_evidence_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeoutseconds: default_evidence_timeout(),
+            baselineminutes: default_baseline_minutes(),
+            ratewindowseconds: default_rate_window(),
+            maxitems: default_evidence_items(),
+            concurrency: default_evidence_concurrency(),
+        }
+    }
+}
+
 /// `Webhook.*`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -548,6 +589,24 @@ fn default_tool_result_max_chars() -> u32 {
 }
 fn default_max_tokens() -> u32 {
     4096
+}
+fn default_true() -> bool {
+    true
+}
+fn default_evidence_timeout() -> u64 {
+    10
+}
+fn default_baseline_minutes() -> u64 {
+    30
+}
+fn default_rate_window() -> u64 {
+    60
+}
+fn default_evidence_items() -> usize {
+    12
+}
+fn default_evidence_concurrency() -> usize {
+    8
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/deploy-diagnosis.sqlite3")
@@ -823,6 +882,22 @@ impl Config {
                     format!("{bad:?} is not KEY=value"),
                 ));
             }
+        }
+        let e = &self.evidence;
+        if e.timeoutseconds == 0 {
+            return Err(invalid("Evidence.TimeoutSeconds", "must be at least 1"));
+        }
+        if e.baselineminutes == 0 {
+            return Err(invalid("Evidence.BaselineMinutes", "must be at least 1"));
+        }
+        if e.ratewindowseconds < 2 {
+            return Err(invalid("Evidence.RateWindowSeconds", "must be at least 2"));
+        }
+        if e.maxitems == 0 {
+            return Err(invalid("Evidence.MaxItems", "must be at least 1"));
+        }
+        if e.concurrency == 0 {
+            return Err(invalid("Evidence.Concurrency", "must be at least 1"));
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("Worker.Concurrency", "must be at least 1"));

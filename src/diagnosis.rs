@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alert, DeploymentId};
 use crate::config::{Config, RunnerKind};
+use crate::evidence::EvidenceItem;
 use crate::extract::{self, Answer};
 use crate::prompt::{self, PromptOptions};
 use crate::report::{FailureKind, ReportBody, Usage};
@@ -103,16 +104,17 @@ impl Diagnoser {
         &self.redactor
     }
 
-    /// Diagnoses one alert.
+    /// Diagnoses one alert, starting from the evidence when there is some.
     pub async fn diagnose(
         &self,
         deployment_id: &DeploymentId,
         alert: &Alert,
+        evidence: Option<&[EvidenceItem]>,
         cancel: CancellationToken,
     ) -> Result<Diagnosed, Cancelled> {
         let request = RunRequest {
             deployment_id: deployment_id.clone(),
-            prompt: prompt::build(alert, self.prompt_options),
+            prompt: prompt::build(alert, evidence, self.prompt_options),
             deadline: self.deadline,
         };
         let result = self.runner.run(request, cancel).await?;

@@ -13,6 +13,7 @@
 //! - [`runner`] — the `Runner` trait and its typed result; `native` (the agent loop in the
 //!   service), `process` and `docker` (the Python runner, its protocol in `python`).
 //! - [`extract`] — pulling the JSON report out of the model's answer.
+//! - [`evidence`] — facts measured from Prometheus before the runner starts, ranked.
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
 //! - [`worker`] — the pool that claims reports from the store and runs them.
 //! - [`api`] — the HTTP routes.
@@ -27,6 +28,7 @@ pub mod alert;
 pub mod api;
 pub mod config;
 pub mod diagnosis;
+pub mod evidence;
 pub mod extract;
 pub mod metrics;
 pub mod prompt;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use deploy_diagnosis::alert;
 use deploy_diagnosis::config::{Config, Environment};
 use deploy_diagnosis::diagnosis::{Diagnoser, Outcome};
+use deploy_diagnosis::evidence::Gatherer;
 use deploy_diagnosis::{startup, store, telemetry};
 
 #[derive(Parser)]
@@ -127,16 +128,39 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let diagnoser = Diagnoser::new(&config, runner);
+    let evidence = if config.evidence.enabled {
+        let gatherer = Gatherer::new(&config.ai.prometheusurl, config.evidence.clone());
+        let now = chrono::Utc::now();
+        let starts_at = chrono::DateTime::parse_from_rfc3339(&alert.starts_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(now);
+        match gatherer.gather(&alert, starts_at, now).await {
+            Ok(items) => Some(items),
+            Err(e) => {
+                tracing::warn!(error = %e, "evidence could not be gathered");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let outcome = diagnoser
-        .diagnose(&id, &alert, startup::shutdown_on_signals())
+        .diagnose(
+            &id,
+            &alert,
+            evidence.as_deref(),
+            startup::shutdown_on_signals(),
+        )
         .await;
     let (json, code) = match outcome.map(|d| d.outcome) {
         Ok(Outcome::Completed(body)) => (
-            serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content}),
+            serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content,
+                "evidence": evidence}),
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (
-            serde_json::json!({"status": "failed", "kind": kind.as_str(), "error": reason}),
+            serde_json::json!({"status": "failed", "kind": kind.as_str(), "error": reason,
+                "evidence": evidence}),
             ExitCode::FAILURE,
         ),
         Err(_) => return fail("interrupted"),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, DeploymentId};
 use crate::config::RunnerKind;
+use crate::evidence::EvidenceItem;
 
 /// The design's `ReportStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,6 +195,8 @@ pub struct Report {
     pub duration_ms: Option<u64>,
     /// Tokens, steps and tool calls of the last finished diagnosis.
     pub usage: Option<Usage>,
+    /// The evidence stage's ranked facts, once gathered (empty: nothing measurable).
+    pub evidence: Option<Vec<EvidenceItem>>,
     /// The worker holding it.
     pub lease_owner: Option<String>,
     /// Until when that worker's claim lasts.
@@ -219,6 +222,7 @@ impl Report {
             started_time: None,
             duration_ms: None,
             usage: None,
+            evidence: None,
             lease_owner: None,
             lease_until: None,
         }

@@ -72,8 +72,10 @@ pub async fn run(
         tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
     }
     let wake = Arc::new(Notify::new());
+    let evidence = crate::evidence::Stage::new(&config, Arc::clone(&store));
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),
+        evidence: evidence.clone(),
         diagnoser: diagnoser.clone(),
         metrics: Arc::clone(&metrics),
         wake: Arc::clone(&wake),
@@ -84,6 +86,7 @@ pub async fn run(
         diagnoser,
         metrics,
         wake,
+        evidence,
         bearer_token: config.webhook.bearertoken.clone(),
         max_body_bytes: config.webhook.maxbodybytes,
     };

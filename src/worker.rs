@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::diagnosis::{Diagnosed, Diagnoser, Outcome};
+use crate::evidence::Stage;
 use crate::metrics::Metrics;
 use crate::report::{FailureKind, Finish, Report, ReportStatus};
 use crate::store::ReportStore;
@@ -23,6 +24,8 @@ use crate::store::ReportStore;
 pub struct WorkerContext {
     /// The store (and queue).
     pub store: Arc<dyn ReportStore>,
+    /// The evidence stage (`None`: disabled).
+    pub evidence: Option<Stage>,
     /// Runs one diagnosis.
     pub diagnoser: Diagnoser,
     /// Metrics.
@@ -145,9 +148,13 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             report.clone(),
             cancel.clone(),
         ));
+        let evidence = match &ctx.evidence {
+            Some(stage) => stage.evidence_for(&report).await,
+            None => None,
+        };
         let result = ctx
             .diagnoser
-            .diagnose(&id, &report.alert, cancel.clone())
+            .diagnose(&id, &report.alert, evidence.as_deref(), cancel.clone())
             .await;
         heartbeat.abort();
         match result {

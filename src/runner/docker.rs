@@ -375,10 +375,10 @@ impl Runner for DockerRunner {
         let deadline = tokio::time::Instant::now() + request.deadline;
         tokio::select! {
             ensured = self.ensure_container() => if let Err(RunnerError::Unavailable(why)) = ensured {
-                return Ok(RunResult::failed(FailureKind::RunnerUnavailable, why));
+                return Ok(Failure::new(FailureKind::RunnerUnavailable, why).into());
             },
             _ = tokio::time::sleep_until(deadline) => {
-                return Ok(RunResult::failed(FailureKind::DeadlineExceeded, Failure::deadline(request.deadline).message));
+                return Ok(Failure::deadline(request.deadline).into());
             }
             _ = cancel.cancelled() => return Err(Cancelled),
         }

@@ -87,11 +87,11 @@ pub struct RunResult {
     pub usage: Option<Usage>,
 }
 
-impl RunResult {
+impl From<Failure> for RunResult {
     /// A run that failed before it logged anything.
-    pub fn failed(kind: FailureKind, message: impl Into<String>) -> Self {
+    fn from(failure: Failure) -> Self {
         Self {
-            end: RunEnd::Failed(Failure::new(kind, message)),
+            end: RunEnd::Failed(failure),
             log: String::new(),
             usage: None,
         }

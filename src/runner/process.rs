@@ -126,13 +126,14 @@ impl Runner for ProcessRunner {
         let mut child = match self.command(&request).spawn() {
             Ok(child) => child,
             Err(e) => {
-                return Ok(RunResult::failed(
+                return Ok(Failure::new(
                     FailureKind::RunnerUnavailable,
                     format!(
                         "could not start the runner {}: {e}; check Runner.Python and Runner.Script",
                         self.python.display()
                     ),
-                ))
+                )
+                .into())
             }
         };
         let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or_default());
@@ -140,10 +141,7 @@ impl Runner for ProcessRunner {
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             stop_group(&mut child, pgid).await;
-            return Ok(RunResult::failed(
-                FailureKind::RunnerIo,
-                "runner pipes missing",
-            ));
+            return Ok(Failure::new(FailureKind::RunnerIo, "runner pipes missing").into());
         };
         let prompt = request.prompt;
         let writer = tokio::spawn(async move {

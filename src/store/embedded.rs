@@ -11,12 +11,18 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::DeploymentId;
+use crate::evidence::EvidenceItem;
 use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
 
 const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
+/// Later migrations, applied in order by `PRAGMA user_version` (0001 is idempotent and
+/// always runs; a store it created has version 0 or 1).
+const MIGRATIONS: &[(i64, &str)] =
+    &[(2, include_str!("../../migrations/sqlite/0002_evidence.sql"))];
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
-     version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until";
+     version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
+     evidence";
 
 /// SQLite behind a mutex; calls run on the blocking pool.
 #[derive(Clone)]
@@ -96,6 +102,7 @@ struct RawReport {
     usage: Option<String>,
     lease_owner: Option<String>,
     lease_until: Option<i64>,
+    evidence: Option<String>,
 }
 
 fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
@@ -117,6 +124,7 @@ fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         usage: row.get(14)?,
         lease_owner: row.get(15)?,
         lease_until: row.get(16)?,
+        evidence: row.get(17)?,
     })
 }
 
@@ -143,6 +151,12 @@ impl RawReport {
                 .and_then(|u| serde_json::from_str(u).ok()),
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(time),
+            evidence: match self.evidence.as_deref() {
+                Some(json) => {
+                    Some(serde_json::from_str(json).map_err(|e| corrupt(&id, e.to_string()))?)
+                }
+                None => None,
+            },
             id,
         })
     }
@@ -162,7 +176,21 @@ fn select_one(conn: &Connection, deployment_id: &str) -> Result<Option<Report>, 
 #[async_trait]
 impl ReportStore for EmbeddedStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.with(|conn| Ok(conn.execute_batch(SCHEMA)?)).await
+        self.with(|conn| {
+            conn.execute_batch(SCHEMA)?;
+            let tx = conn.transaction()?;
+            let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            for (target, sql) in MIGRATIONS {
+                if version < *target {
+                    tx.execute_batch(sql)?;
+                    tx.execute_batch(&format!("PRAGMA user_version = {target}"))?;
+                    version = *target;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -274,6 +302,25 @@ impl ReportStore for EmbeddedStore {
         .await
     }
 
+    async fn set_evidence(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        evidence: &[EvidenceItem],
+    ) -> Result<bool, StoreError> {
+        let id = deployment_id.clone();
+        let json =
+            serde_json::to_string(evidence).map_err(|e| corrupt(id.as_str(), e.to_string()))?;
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE reports SET evidence = ?1 WHERE deployment_id = ?2 AND version = ?3 \
+                 AND status = 'generating'",
+                params![json, id.as_str(), version],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
         let (id, owner) = (deployment_id.clone(), owner.to_owned());
         self.with(move |conn| {
@@ -351,7 +398,8 @@ impl ReportStore for EmbeddedStore {
             tx.execute(
                 "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
                  attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
-                 duration_ms = NULL, usage = NULL, lease_owner = NULL, lease_until = NULL WHERE deployment_id = ?2",
+                 duration_ms = NULL, usage = NULL, evidence = NULL, lease_owner = NULL, lease_until = NULL \
+                 WHERE deployment_id = ?2",
                 params![ms(now), id.as_str()],
             )?;
             let updated = select_one(&tx, id.as_str())?

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alert::DeploymentId;
 use crate::config::{Config, StoreKind};
+use crate::evidence::EvidenceItem;
 use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
 
 /// What a store can fail with.
@@ -106,6 +107,14 @@ pub trait ReportStore: Send + Sync {
         deployment_id: &DeploymentId,
         owner: &str,
         lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Stores the evidence of version `version` while that version is `generating`;
+    /// `false` otherwise (finished, deleted or diagnosed again meanwhile).
+    async fn set_evidence(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        evidence: &[EvidenceItem],
     ) -> Result<bool, StoreError>;
     /// Gives a claim back without finishing (shutdown), so the next worker starts at once.
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError>;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::{Alert, DeploymentId};
+use crate::evidence::EvidenceItem;
 use crate::report::{Finish, HistoryEntry, Report, ReportStatus, Usage};
 
 const INDEXES: &str = include_str!("../../migrations/mongo/0001_indexes.json");
@@ -48,6 +49,8 @@ struct ReportDoc {
     duration_ms: Option<i64>,
     #[serde(default)]
     usage: Option<Usage>,
+    #[serde(default)]
+    evidence: Option<Vec<EvidenceItem>>,
     #[serde(default)]
     lease_owner: Option<String>,
     #[serde(default)]
@@ -110,6 +113,7 @@ impl ReportDoc {
             started_time: r.started_time.map(bdate),
             duration_ms: r.duration_ms.map(|d| d as i64),
             usage: r.usage.clone(),
+            evidence: r.evidence.clone(),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
         }
@@ -137,6 +141,7 @@ impl ReportDoc {
             started_time: self.started_time.map(cdate),
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
             usage: self.usage,
+            evidence: self.evidence,
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(cdate),
         })
@@ -302,6 +307,26 @@ impl ReportStore for MongoStore {
         Ok(result.matched_count == 1)
     }
 
+    async fn set_evidence(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        evidence: &[EvidenceItem],
+    ) -> Result<bool, StoreError> {
+        let evidence = bson::to_bson(evidence).map_err(|e| StoreError::Corrupt {
+            id: deployment_id.to_string(),
+            message: e.to_string(),
+        })?;
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str(), "version": i64::from(version), "status": "generating" },
+                doc! { "$set": { "evidence": evidence } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
         let result = self
             .reports
@@ -393,6 +418,7 @@ impl ReportStore for MongoStore {
                         "status": "generating", "content": "", "error": Bson::Null,
                         "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
                         "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
+                        "evidence": Bson::Null,
                         "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
                     },
                     "$inc": { "version": 1 },

@@ -190,6 +190,9 @@ Worker:
   LeaseSeconds: 3
   PollSeconds: 1
   ShutdownGraceSeconds: 5
+Evidence:
+  RateWindowSeconds: 5
+  BaselineMinutes: 2
 Webhook:
   BearerToken: "{bearer}"
   MaxBodyBytes: 65536

@@ -10,6 +10,7 @@ mod cli;
 mod crash_recovery;
 mod diagnosis;
 mod docker_runner;
+mod evidence;
 mod failures;
 mod fake_llm_rules;
 mod intake;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
 use deploy_diagnosis::config::RunnerKind;
+use deploy_diagnosis::evidence::{EvidenceItem, Resource, Verdict};
 use deploy_diagnosis::report::{Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
@@ -55,6 +56,24 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
     }
 }
 
+fn evidence() -> Vec<EvidenceItem> {
+    vec![EvidenceItem {
+        resource: Resource::Cpu,
+        signal: "CPU busy %".into(),
+        instance: "web-1:9100".into(),
+        query: "100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[1m])))"
+            .into(),
+        unit: "%".into(),
+        baseline: Some(12.5),
+        baseline_p95: None,
+        incident: 97.25,
+        peak: 100.0,
+        last: 99.5,
+        score: 6.08,
+        verdict: Verdict::Saturated,
+    }]
+}
+
 async fn contract(store: Arc<dyn ReportStore>) {
     store.migrate().await.unwrap();
     store.migrate().await.expect("migrations run twice");
@@ -78,6 +97,19 @@ async fn contract(store: Arc<dyn ReportStore>) {
     let got = store.get(&id("dep-a")).await.unwrap().unwrap();
     assert_eq!(got, a, "round trip keeps every field");
     assert!(store.get(&id("nope")).await.unwrap().is_none());
+
+    // Evidence is stored on the generating version it was gathered for.
+    assert!(got.evidence.is_none());
+    let facts = evidence();
+    assert!(store.set_evidence(&id("dep-c"), 1, &facts).await.unwrap());
+    assert!(
+        !store.set_evidence(&id("dep-c"), 2, &facts).await.unwrap(),
+        "another version"
+    );
+    assert_eq!(
+        store.get(&id("dep-c")).await.unwrap().unwrap().evidence,
+        Some(facts.clone())
+    );
 
     // Claims take the oldest free report, one owner at a time.
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
@@ -125,10 +157,15 @@ async fn contract(store: Arc<dyn ReportStore>) {
             .unwrap(),
         "w1 lost it"
     );
+    assert!(store.set_evidence(&id("dep-a"), 1, &facts).await.unwrap());
     assert!(store
         .finish(&id("dep-a"), "w3", &finish(ReportStatus::Completed, 1))
         .await
         .unwrap());
+    assert!(
+        !store.set_evidence(&id("dep-a"), 1, &[]).await.unwrap(),
+        "a finished report keeps its evidence"
+    );
     let done = store.get(&id("dep-a")).await.unwrap().unwrap();
     assert_eq!(done.status, ReportStatus::Completed);
     assert_eq!(done.duration_ms, Some(1234));
@@ -204,6 +241,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         (ReportStatus::Generating, 2, 0)
     );
     assert!(again.content.is_empty());
+    assert!(again.evidence.is_none(), "a new version gathers anew");
     assert_eq!(
         store.rediagnose(&id("dep-a"), now).await.unwrap(),
         Rediagnose::InProgress
@@ -281,5 +319,29 @@ async fn the_mongo_migration_creates_the_designs_indexes() {
     assert!(
         find(&[("status", 1), ("updatedTime", -1)]).is_some(),
         "{indexes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_embedded_store_made_before_the_evidence_column_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0001_reports.sql"))
+            .unwrap();
+    }
+    let store: Arc<dyn ReportStore> = Arc::new(EmbeddedStore::open(&path).unwrap());
+    store.migrate().await.unwrap();
+    let old = report("dep-old", 1);
+    assert_eq!(store.insert(&old).await.unwrap(), Insert::Inserted);
+    assert!(store
+        .set_evidence(&id("dep-old"), 1, &evidence())
+        .await
+        .unwrap());
+    store.migrate().await.expect("applied once");
+    assert_eq!(
+        store.get(&id("dep-old")).await.unwrap().unwrap().evidence,
+        Some(evidence())
     );
 }

@@ -1,0 +1,208 @@
+//! The evidence stage against the real Prometheus and node_exporter: facts on the report
+//! while it is generating, the prompt starting from them, and a real CPU fault (stress-ng)
+//! ranked first.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{deployment_id, spawn_app, Options, TestApp};
+use crate::servers::{self, start_guarded};
+
+/// An alert about the test node, by its `instance`, that started at `starts_at`.
+fn node_alert(id: &str, instance: &str, starts_at: &str) -> Value {
+    json!({
+        "version": "4", "status": "firing", "receiver": "deploy-diagnosis",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "NodeHighCPU", "deploymentId": id, "instance": instance,
+                       "job": "node", "severity": "critical"},
+            "annotations": {"description": "CPU busy above 90%"},
+            "startsAt": starts_at,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=node_load1+%3E+0",
+            "fingerprint": "c0ffee"
+        }]
+    })
+}
+
+/// Polls the report until its evidence is there.
+async fn wait_evidence(app: &TestApp, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, report) = app.get(&format!("/reports/{id}")).await;
+        if report["evidence"].is_array() {
+            return report;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no evidence on {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `query` (an instant query) returns a value for which `ok` holds.
+async fn wait_prometheus(url: &str, query: &str, ok: impl Fn(f64) -> bool) {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let value = client
+            .get(format!("{url}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .ok();
+        let value = match value {
+            Some(r) => r.json::<Value>().await.ok(),
+            None => None,
+        };
+        let number = value.as_ref().and_then(|v| {
+            v["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()
+        });
+        if number.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus never satisfied {query}: {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn evidence_is_on_the_report_while_it_generates_and_the_prompt_starts_from_it() {
+    // The model takes 3 s to answer, so the report is still generating when the evidence
+    // is read back.
+    let app = spawn_app(Options {
+        llm_delay: Duration::from_secs(3),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("evidence");
+    let instance = app.prom.node_instance.clone();
+    let starts_at = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+
+    app.post_alerts(&node_alert(&id, &instance, &starts_at))
+        .await;
+    let generating = wait_evidence(&app, &id).await;
+
+    assert_eq!(generating["status"], "generating", "{generating:#}");
+    let evidence = generating["evidence"].as_array().unwrap();
+    assert!(!evidence.is_empty(), "{generating:#}");
+    let signals: Vec<&str> = evidence
+        .iter()
+        .filter_map(|e| e["signal"].as_str())
+        .collect();
+    let rule = evidence
+        .iter()
+        .find(|e| e["resource"] == "rule")
+        .unwrap_or_else(|| panic!("the alert's own rule is evaluated: {evidence:#?}"));
+    assert_eq!(
+        rule["verdict"], "event",
+        "node_load1 > 0 returns data: {rule}"
+    );
+    for item in evidence.iter().filter(|e| e["resource"] != "rule") {
+        assert_eq!(item["instance"], instance.as_str(), "{item}");
+        assert!(
+            item["query"].as_str().unwrap().contains(&instance),
+            "{item}"
+        );
+        for key in [
+            "resource", "unit", "incident", "peak", "last", "score", "verdict",
+        ] {
+            assert!(!item[key].is_null(), "{key} missing in {item}");
+        }
+    }
+    let scores: Vec<f64> = evidence
+        .iter()
+        .map(|e| e["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "ranked: {scores:?}"
+    );
+    let up = evidence.iter().find(|e| e["signal"] == "up");
+    if let Some(up) = up {
+        assert_eq!(up["verdict"], "normal", "the node is up: {up}");
+    }
+    let report = app.wait_final(&id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        report["evidence"], generating["evidence"],
+        "kept once gathered"
+    );
+    let prompt = app.llm.requests()[0].prompt();
+    assert!(prompt.contains("服务已测得的指标证据"), "{prompt}");
+    assert!(
+        prompt.contains(signals[0]),
+        "the top signal {} is in the prompt",
+        signals[0]
+    );
+}
+
+#[tokio::test]
+async fn a_real_cpu_fault_puts_cpu_saturation_at_the_top_of_the_evidence() {
+    let prom = servers::prometheus().await;
+    let instance = &prom.node_instance;
+    // A baseline first: at least 20 s of scrapes.
+    wait_prometheus(
+        &prom.url,
+        &format!("count_over_time(up{{instance=\"{instance}\"}}[1h])"),
+        |n| n >= 20.0,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fault_start = chrono::Utc::now();
+    // Both cores busy, at the lowest priority so the other tests still run.
+    let _stress = start_guarded(
+        "nice",
+        &[
+            "-n",
+            "19",
+            "stress-ng",
+            "--cpu",
+            "2",
+            "--cpu-method",
+            "loop",
+            "--timeout",
+            "60s",
+            "--quiet",
+        ]
+        .map(str::to_owned),
+        &dir.path().join("stress.log"),
+    );
+    wait_prometheus(
+        &prom.url,
+        &format!(
+            "100 * (1 - avg(rate(node_cpu_seconds_total{{mode=\"idle\",instance=\"{instance}\"}}[5s])))"
+        ),
+        |busy| busy > 95.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let app = spawn_app(Options {
+        llm_delay: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("cpufault");
+
+    app.post_alerts(&node_alert(&id, instance, &fault_start.to_rfc3339()))
+        .await;
+    let report = wait_evidence(&app, &id).await;
+
+    let evidence = report["evidence"].as_array().unwrap();
+    let top3: Vec<&Value> = evidence.iter().take(3).collect();
+    let busy = evidence
+        .iter()
+        .find(|e| e["signal"] == "CPU busy %")
+        .unwrap_or_else(|| panic!("no CPU busy item: {evidence:#?}"));
+    assert_eq!(busy["verdict"], "saturated", "{busy}");
+    assert!(busy["peak"].as_f64().unwrap() > 90.0, "{busy}");
+    assert_eq!(top3[0]["resource"], "cpu", "CPU ranked first: {top3:#?}");
+}
