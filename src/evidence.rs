@@ -88,21 +88,9 @@ pub struct EvidenceItem {
     pub query: String,
     /// `%`, `bytes`, `/s`, `s`, or empty.
     pub unit: String,
-    /// Baseline median.
-    pub baseline: Option<f64>,
-    /// Baseline 95th percentile.
-    pub baseline_p95: Option<f64>,
-    /// Incident mean.
-    pub incident: f64,
-    /// Incident extreme in the bad direction (the maximum, or the minimum where low is
-    /// bad).
-    pub peak: f64,
-    /// Last value.
-    pub last: f64,
-    /// Anomaly score: 0 normal; ≥ [`ANOMALY_SCORE`] anomalous; ≥ 5 saturated or an event.
-    pub score: f64,
-    /// What the numbers say.
-    pub verdict: Verdict,
+    /// Its numbers, score and verdict.
+    #[serde(flatten)]
+    pub scored: Scored,
 }
 
 /// Scores at or above this are anomalies.
@@ -120,7 +108,8 @@ pub enum Saturation {
 }
 
 /// The numbers of one scored series.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Scored {
     /// Baseline median.
     pub baseline: Option<f64>,
@@ -128,13 +117,14 @@ pub struct Scored {
     pub baseline_p95: Option<f64>,
     /// Incident mean.
     pub incident: f64,
-    /// Incident extreme in the bad direction.
+    /// Incident extreme in the bad direction (the maximum, or the minimum where low is
+    /// bad).
     pub peak: f64,
     /// Last value.
     pub last: f64,
-    /// Anomaly score.
+    /// Anomaly score: 0 normal; ≥ [`ANOMALY_SCORE`] anomalous; ≥ 5 saturated or an event.
     pub score: f64,
-    /// Verdict.
+    /// What the numbers say.
     pub verdict: Verdict,
 }
 
@@ -776,20 +766,14 @@ impl Gatherer {
                     instance,
                     query: query.clone(),
                     unit: (*unit).to_owned(),
-                    baseline: scored.baseline,
-                    baseline_p95: scored.baseline_p95,
-                    incident: scored.incident,
-                    peak: scored.peak,
-                    last: scored.last,
-                    score: scored.score,
-                    verdict: scored.verdict,
+                    scored,
                 });
             }
         }
         if failures == jobs.len() && !jobs.is_empty() {
             return Err(self.error("every evidence query failed"));
         }
-        items.sort_by(|a, b| b.score.total_cmp(&a.score));
+        items.sort_by(|a, b| b.scored.score.total_cmp(&a.scored.score));
         items.truncate(self.config.maxitems);
         Ok(items)
     }

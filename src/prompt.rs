@@ -88,13 +88,14 @@ fn evidence_table(items: &[EvidenceItem]) -> String {
                 .unwrap_or_default(),
             cell(&item.signal),
             cell(&item.instance),
-            item.baseline
+            item.scored
+                .baseline
                 .map_or_else(|| "（无数据）".to_owned(), |b| with_unit(b, &item.unit)),
-            with_unit(item.incident, &item.unit),
-            with_unit(item.peak, &item.unit),
-            with_unit(item.last, &item.unit),
-            item.score,
-            verdict(item.verdict),
+            with_unit(item.scored.incident, &item.unit),
+            with_unit(item.scored.peak, &item.unit),
+            with_unit(item.scored.last, &item.unit),
+            item.scored.score,
+            verdict(item.scored.verdict),
         ));
     }
     rows.push(String::new());
@@ -350,13 +351,15 @@ mod tests {
             instance: "web-1:9100".into(),
             query: "100 * (1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[1m])))".into(),
             unit: "%".into(),
-            baseline: Some(12.34),
-            baseline_p95: Some(20.0),
-            incident: 97.5,
-            peak: 100.0,
-            last: 99.2,
-            score,
-            verdict: Verdict::Saturated,
+            scored: crate::evidence::Scored {
+                baseline: Some(12.34),
+                baseline_p95: Some(20.0),
+                incident: 97.5,
+                peak: 100.0,
+                last: 99.2,
+                score,
+                verdict: Verdict::Saturated,
+            },
         }
     }
 

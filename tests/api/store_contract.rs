@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
 use deploy_diagnosis::config::RunnerKind;
-use deploy_diagnosis::evidence::{EvidenceItem, Resource, Verdict};
+use deploy_diagnosis::evidence::{EvidenceItem, Resource, Scored, Verdict};
 use deploy_diagnosis::report::{Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
@@ -64,13 +64,15 @@ fn evidence() -> Vec<EvidenceItem> {
         query: "100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[1m])))"
             .into(),
         unit: "%".into(),
-        baseline: Some(12.5),
-        baseline_p95: None,
-        incident: 97.25,
-        peak: 100.0,
-        last: 99.5,
-        score: 6.08,
-        verdict: Verdict::Saturated,
+        scored: Scored {
+            baseline: Some(12.5),
+            baseline_p95: None,
+            incident: 97.25,
+            peak: 100.0,
+            last: 99.5,
+            score: 6.08,
+            verdict: Verdict::Saturated,
+        },
     }]
 }
 
