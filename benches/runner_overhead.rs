@@ -172,7 +172,7 @@ async fn main() {
             let wall = start.elapsed();
             let (own_after, runner_after) = (self_cpu(), runner_cpu(kind).await);
             assert!(
-                matches!(diagnosed.outcome, Outcome::Completed(_)),
+                matches!(diagnosed.outcome, Outcome::Completed { .. }),
                 "{kind}: {diagnosed:?}"
             );
             if run > 0 {
@@ -194,7 +194,7 @@ async fn main() {
         let burst = start.elapsed();
         assert!(
             all.iter()
-                .all(|d| matches!(d, Ok(x) if matches!(x.outcome, Outcome::Completed(_)))),
+                .all(|d| matches!(d, Ok(x) if matches!(x.outcome, Outcome::Completed { .. }))),
             "{kind}: burst failed"
         );
         println!(

@@ -318,6 +318,12 @@ pub struct ReportView {
     usage: Option<crate::report::Usage>,
     /// The evidence stage's ranked facts; `null` until gathered.
     evidence: Option<Vec<crate::evidence::EvidenceItem>>,
+    /// `ai` or `evidence` (completed reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<crate::report::Engine>,
+    /// Why the AI did not write the report, when the evidence did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai_error: Option<String>,
     alert: alert::Alert,
 }
 
@@ -343,6 +349,8 @@ impl From<Report> for ReportView {
             duration_ms: r.duration_ms,
             usage: r.usage,
             evidence: r.evidence,
+            engine: r.engine,
+            ai_error: r.ai_error,
             alert: r.alert,
         }
     }
@@ -530,13 +538,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
             json!({ "ok": false, "error": "store unreachable" })
         }
     };
-    let runner = match state.diagnoser.runner().check().await {
-        Ok(detail) => {
-            json!({ "ok": true, "kind": state.diagnoser.runner_kind().as_str(), "detail": detail })
-        }
-        Err(e) => {
-            json!({ "ok": false, "kind": state.diagnoser.runner_kind().as_str(), "error": e })
-        }
+    let runner = match state.diagnoser.runner() {
+        None => json!({ "ok": true, "kind": "none", "detail": crate::diagnosis::EVIDENCE_ONLY }),
+        Some(runner) => match runner.check().await {
+            Ok(detail) => json!({ "ok": true, "kind": runner.kind().as_str(), "detail": detail }),
+            Err(e) => json!({ "ok": false, "kind": runner.kind().as_str(), "error": e }),
+        },
     };
     let ready = store["ok"] == true && runner["ok"] == true;
     let status = if ready {

@@ -143,7 +143,8 @@ impl Default for MongoConfig {
 pub struct AiConfig {
     /// API base URL: `https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
     /// `https://dashscope.aliyuncs.com/compatible-mode/v1`, `https://api-inference.modelscope.cn`.
-    #[serde(default)]
+    /// Empty (or left blank in the YAML): evidence-only mode.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub baseurl: String,
     /// API key (from `AI_API_KEY`).
     #[serde(default)]
@@ -190,6 +191,12 @@ pub struct AiConfig {
 }
 
 impl AiConfig {
+    /// Evidence-only mode: no AI configured (`AI.BaseURL` empty); reports are written from
+    /// the evidence alone.
+    pub fn evidence_only(&self) -> bool {
+        self.baseurl.trim().is_empty()
+    }
+
     /// The deadline of one diagnosis: twice `AI.Timeout`, as in the design.
     pub fn diagnosis_deadline(&self) -> Duration {
         Duration::from_secs(self.timeout.saturating_mul(2))
@@ -557,6 +564,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// A key left blank in the YAML (`BaseURL:`) is an empty string, not a type error.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
 fn default_name() -> String {
     "deploy-diagnosis".into()
 }
@@ -765,15 +777,25 @@ impl Config {
         if self.host.trim().is_empty() {
             return Err(invalid("Host", "is empty"));
         }
-        check_http_url("AI.BaseURL", &self.ai.baseurl, "AI_BASE_URL")?;
-        if self.ai.apikey.is_empty() {
-            return Err(invalid(
-                "AI.APIKey",
-                "is empty: set AI_API_KEY (or DD_AI__APIKEY)",
-            ));
-        }
-        if self.ai.model.trim().is_empty() {
-            return Err(invalid("AI.Model", "is empty"));
+        if self.ai.evidence_only() {
+            if !self.evidence.enabled {
+                return Err(invalid(
+                    "AI.BaseURL",
+                    "is empty (evidence-only mode) while Evidence.Enabled is false: \
+                     nothing could write a report; set AI_BASE_URL or enable the evidence stage",
+                ));
+            }
+        } else {
+            check_http_url("AI.BaseURL", &self.ai.baseurl, "AI_BASE_URL")?;
+            if self.ai.apikey.is_empty() {
+                return Err(invalid(
+                    "AI.APIKey",
+                    "is empty: set AI_API_KEY (or DD_AI__APIKEY)",
+                ));
+            }
+            if self.ai.model.trim().is_empty() {
+                return Err(invalid("AI.Model", "is empty"));
+            }
         }
         if self.ai.timeout == 0 {
             return Err(invalid("AI.Timeout", "must be at least 1 (seconds)"));
@@ -1166,6 +1188,24 @@ AI:
         assert_eq!(
             (c.ai.maxtokens, c.ai.provider, c.ai.extrabody.len()),
             (4096, ProviderSetting::Auto, 0)
+        );
+    }
+
+    #[test]
+    fn an_empty_base_url_is_evidence_only_mode_unless_the_evidence_is_off() {
+        let e = env(&[("AI_BASE_URL", ""), ("AI_API_KEY", "")]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert!(c.ai.evidence_only());
+        let blank = "AI:\n  BaseURL:\n  PrometheusURL: http://localhost:9090\n";
+        assert!(Config::from_yaml(blank, &Environment::default())
+            .unwrap()
+            .ai
+            .evidence_only());
+        let e = env(&[("DD_EVIDENCE__ENABLED", "false")]);
+        let err = Config::from_yaml(YAML, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.BaseURL") && err.contains("Evidence.Enabled"),
+            "{err}"
         );
     }
 

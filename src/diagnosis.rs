@@ -4,17 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alert, DeploymentId};
 use crate::config::{Config, RunnerKind};
-use crate::evidence::EvidenceItem;
+use crate::evidence::{EvidenceItem, Gatherer};
+use crate::evidence_report;
 use crate::extract::{self, Answer};
 use crate::prompt::{self, PromptOptions};
-use crate::report::{FailureKind, ReportBody, Usage};
+use crate::report::{Engine, FailureKind, ReportBody, Usage};
 use crate::runner::{RunEnd, RunRequest, Runner};
 
 pub use crate::runner::Cancelled;
+
+/// The model's queries checked against Prometheus; more are kept unchecked.
+const MAX_CHECKED_QUERIES: usize = 20;
 
 /// Bytes of the run's log and of the model's answer kept on a failed report.
 const RAW_TAIL_BYTES: usize = 4096;
@@ -42,12 +47,32 @@ impl Redactor {
     }
 }
 
+/// Why the AI did not write a report the evidence wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiFailure {
+    /// What kind of failure (`None` in evidence-only mode, where no AI was asked).
+    pub kind: Option<FailureKind>,
+    /// What happened.
+    pub reason: String,
+    /// The end of the run's log (and of the model's answer), for debugging.
+    pub raw_output: Option<String>,
+}
+
 /// How a diagnosis ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The answer, validated.
-    Completed(ReportBody),
-    /// No answer; `kind` for metrics and logs, `reason` a sentence for people.
+    /// A report: the model's, validated, or the one written from the evidence when no AI
+    /// analysis could be had (then `ai_failure` says why).
+    Completed {
+        /// The report.
+        body: ReportBody,
+        /// What wrote it.
+        engine: Engine,
+        /// Why the AI did not, when the evidence did.
+        ai_failure: Option<AiFailure>,
+    },
+    /// Neither the AI nor the evidence gave a report; `kind` for metrics and logs,
+    /// `reason` a sentence for people.
     Failed {
         /// What kind of failure.
         kind: FailureKind,
@@ -67,18 +92,22 @@ pub struct Diagnosed {
     pub usage: Option<Usage>,
 }
 
-/// Runs diagnoses with one runner.
+/// Why a report has no AI analysis in evidence-only mode.
+pub const EVIDENCE_ONLY: &str = "evidence-only mode: AI.BaseURL is empty";
+
+/// Runs diagnoses with one runner, or from the evidence alone (evidence-only mode).
 #[derive(Clone)]
 pub struct Diagnoser {
-    runner: Arc<dyn Runner>,
+    runner: Option<Arc<dyn Runner>>,
     prompt_options: PromptOptions,
     deadline: Duration,
     redactor: Redactor,
+    prometheus: Gatherer,
 }
 
 impl Diagnoser {
-    /// A diagnoser for this configuration and runner.
-    pub fn new(config: &Config, runner: Arc<dyn Runner>) -> Self {
+    /// A diagnoser for this configuration and runner (`None`: evidence-only mode).
+    pub fn new(config: &Config, runner: Option<Arc<dyn Runner>>) -> Self {
         Self {
             runner,
             prompt_options: PromptOptions {
@@ -86,17 +115,18 @@ impl Diagnoser {
             },
             deadline: config.ai.diagnosis_deadline(),
             redactor: Redactor::new(config.secrets()),
+            prometheus: Gatherer::new(&config.ai.prometheusurl, config.evidence.clone()),
         }
     }
 
-    /// The runner's kind.
-    pub fn runner_kind(&self) -> RunnerKind {
-        self.runner.kind()
+    /// The runner's kind (`None` in evidence-only mode).
+    pub fn runner_kind(&self) -> Option<RunnerKind> {
+        self.runner.as_ref().map(|r| r.kind())
     }
 
-    /// The runner, for readiness checks.
-    pub fn runner(&self) -> &Arc<dyn Runner> {
-        &self.runner
+    /// The runner, for readiness checks (`None` in evidence-only mode).
+    pub fn runner(&self) -> Option<&Arc<dyn Runner>> {
+        self.runner.as_ref()
     }
 
     /// The redactor for this configuration's secrets.
@@ -112,25 +142,76 @@ impl Diagnoser {
         evidence: Option<&[EvidenceItem]>,
         cancel: CancellationToken,
     ) -> Result<Diagnosed, Cancelled> {
+        let evidence = evidence.filter(|e| !e.is_empty());
+        let Some(runner) = &self.runner else {
+            let outcome = match evidence {
+                Some(items) => Outcome::Completed {
+                    body: evidence_report::write(alert, items, EVIDENCE_ONLY),
+                    engine: Engine::Evidence,
+                    ai_failure: Some(AiFailure {
+                        kind: None,
+                        reason: EVIDENCE_ONLY.to_owned(),
+                        raw_output: None,
+                    }),
+                },
+                None => Outcome::Failed {
+                    kind: FailureKind::NoEvidence,
+                    reason: format!(
+                        "{EVIDENCE_ONLY}, and no evidence could be gathered from AI.PrometheusURL \
+                         (see the service log)"
+                    ),
+                    raw_output: None,
+                },
+            };
+            return Ok(Diagnosed {
+                outcome: self.scrub(outcome),
+                usage: None,
+            });
+        };
         let request = RunRequest {
             deployment_id: deployment_id.clone(),
             prompt: prompt::build(alert, evidence, self.prompt_options),
             deadline: self.deadline,
         };
-        let result = self.runner.run(request, cancel).await?;
-        let outcome = match result.end {
+        let result = runner.run(request, cancel).await?;
+        let (kind, reason, raw) = match result.end {
             RunEnd::Answer(text) => match extract::find_report(&text) {
-                Answer::Report(body) => Outcome::Completed(body),
-                Answer::Unusable(why) => Outcome::Failed {
-                    kind: FailureKind::NoJson,
-                    reason: why,
-                    raw_output: raw_output(&result.log, Some(&text)),
-                },
+                Answer::Report(body) => {
+                    let body = self.check_queries(body, evidence).await;
+                    return Ok(Diagnosed {
+                        outcome: self.scrub(Outcome::Completed {
+                            body,
+                            engine: Engine::Ai,
+                            ai_failure: None,
+                        }),
+                        usage: result.usage,
+                    });
+                }
+                Answer::Unusable(why) => (
+                    FailureKind::NoJson,
+                    why,
+                    raw_output(&result.log, Some(&text)),
+                ),
             },
-            RunEnd::Failed(failure) => Outcome::Failed {
-                kind: failure.kind,
-                reason: failure.message,
-                raw_output: raw_output(&result.log, None),
+            RunEnd::Failed(failure) => {
+                (failure.kind, failure.message, raw_output(&result.log, None))
+            }
+        };
+        // The AI failed after its retries: the evidence still makes a report.
+        let outcome = match evidence {
+            Some(items) => Outcome::Completed {
+                body: evidence_report::write(alert, items, &self.redactor.apply(&reason)),
+                engine: Engine::Evidence,
+                ai_failure: Some(AiFailure {
+                    kind: Some(kind),
+                    reason,
+                    raw_output: raw,
+                }),
+            },
+            None => Outcome::Failed {
+                kind,
+                reason,
+                raw_output: raw,
             },
         };
         Ok(Diagnosed {
@@ -139,24 +220,87 @@ impl Diagnoser {
         })
     }
 
+    /// Keeps the model's queries that Prometheus can parse; the others are dropped with a
+    /// note at the end of the report, and when none remain the top evidence queries stand
+    /// in for them.
+    async fn check_queries(
+        &self,
+        body: ReportBody,
+        evidence: Option<&[EvidenceItem]>,
+    ) -> ReportBody {
+        let checks = join_all(
+            body.prom_ql
+                .iter()
+                .take(MAX_CHECKED_QUERIES)
+                .map(|q| self.prometheus.parses(q)),
+        )
+        .await;
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        let mut checks = checks.into_iter();
+        for query in body.prom_ql {
+            match checks.next() {
+                Some(Err(why)) => dropped.push((query, why)),
+                _ => kept.push(query),
+            }
+        }
+        if dropped.is_empty() {
+            return ReportBody {
+                prom_ql: kept,
+                content: body.content,
+            };
+        }
+        tracing::info!(
+            dropped = dropped.len(),
+            "the model's promQL has queries Prometheus cannot parse"
+        );
+        let mut content = body.content;
+        content.push_str(
+            "\n\n（服务注：模型给出的以下 PromQL 无法被 Prometheus 解析，已从 promQL 中移除：",
+        );
+        for (query, why) in &dropped {
+            content.push_str(&format!("\n- {query}：{why}"));
+        }
+        if kept.is_empty() {
+            if let Some(items) = evidence {
+                kept = evidence_report::queries(items);
+                content.push_str("\n已改用实测证据中排名靠前的查询。");
+            }
+        }
+        content.push('）');
+        ReportBody {
+            prom_ql: kept,
+            content,
+        }
+    }
+
     fn scrub(&self, outcome: Outcome) -> Outcome {
+        let scrub = |s: &str| self.redactor.apply(s);
         match outcome {
-            Outcome::Completed(body) => Outcome::Completed(ReportBody {
-                prom_ql: body
-                    .prom_ql
-                    .iter()
-                    .map(|q| self.redactor.apply(q))
-                    .collect(),
-                content: self.redactor.apply(&body.content),
-            }),
+            Outcome::Completed {
+                body,
+                engine,
+                ai_failure,
+            } => Outcome::Completed {
+                body: ReportBody {
+                    prom_ql: body.prom_ql.iter().map(|q| scrub(q)).collect(),
+                    content: scrub(&body.content),
+                },
+                engine,
+                ai_failure: ai_failure.map(|f| AiFailure {
+                    kind: f.kind,
+                    reason: scrub(&f.reason),
+                    raw_output: f.raw_output.as_deref().map(scrub),
+                }),
+            },
             Outcome::Failed {
                 kind,
                 reason,
                 raw_output,
             } => Outcome::Failed {
                 kind,
-                reason: self.redactor.apply(&reason),
-                raw_output: raw_output.map(|r| self.redactor.apply(&r)),
+                reason: scrub(&reason),
+                raw_output: raw_output.as_deref().map(scrub),
             },
         }
     }

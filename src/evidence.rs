@@ -34,7 +34,7 @@ use crate::report::Report;
 use crate::store::ReportStore;
 
 /// The kind of resource a signal measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     /// CPU time and load.
@@ -72,6 +72,37 @@ pub enum Verdict {
     /// Something that should not happen did (OOM kill, reboot, read-only filesystem, the
     /// alert's rule returning data).
     Event,
+}
+
+impl Verdict {
+    /// The verdict in the design's language.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Verdict::Normal => "正常",
+            Verdict::Anomalous => "异常",
+            Verdict::Saturated => "饱和",
+            Verdict::Event => "事件",
+        }
+    }
+}
+
+/// A value with its unit, rounded for reading.
+pub fn format_value(value: f64, unit: &str) -> String {
+    let magnitude = value.abs();
+    let number = if unit == "bytes" || magnitude >= 1e6 {
+        format!("{value:.3e}")
+    } else if magnitude >= 100.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    };
+    match unit {
+        "" => number,
+        "%" => format!("{number}%"),
+        u => format!("{number} {u}"),
+    }
 }
 
 /// One measured fact, as stored on the report.
@@ -604,6 +635,32 @@ impl Gatherer {
                 (labels, points)
             })
             .collect())
+    }
+
+    /// Whether Prometheus can parse a query: `Err(message)` when it says it cannot
+    /// (`bad_data`); `Ok` when it can, and when it cannot be asked (nothing is dropped on a
+    /// guess). The query is evaluated once, bounded by Prometheus's own 2 s timeout: the
+    /// Debian Prometheus (2.42) has no parse-only endpoint.
+    pub async fn parses(&self, query: &str) -> Result<(), String> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query), ("timeout", "2s")])
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Ok(());
+        };
+        let Ok(body) = response.json::<Value>().await else {
+            return Ok(());
+        };
+        if body["status"] == "error" && body["errorType"] == "bad_data" {
+            return Err(body["error"]
+                .as_str()
+                .unwrap_or("Prometheus cannot parse it")
+                .to_owned());
+        }
+        Ok(())
     }
 
     /// The node_exporter instances the alert is about, with the label matcher that

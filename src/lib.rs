@@ -14,6 +14,8 @@
 //!   service), `process` and `docker` (the Python runner, its protocol in `python`).
 //! - [`extract`] — pulling the JSON report out of the model's answer.
 //! - [`evidence`] — facts measured from Prometheus before the runner starts, ranked.
+//! - [`evidence_report`] — the report written from the evidence when no AI analysis could
+//!   be had.
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
 //! - [`worker`] — the pool that claims reports from the store and runs them.
 //! - [`api`] — the HTTP routes.
@@ -29,6 +31,7 @@ pub mod api;
 pub mod config;
 pub mod diagnosis;
 pub mod evidence;
+pub mod evidence_report;
 pub mod extract;
 pub mod metrics;
 pub mod prompt;

@@ -153,9 +153,13 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         )
         .await;
     let (json, code) = match outcome.map(|d| d.outcome) {
-        Ok(Outcome::Completed(body)) => (
-            serde_json::json!({"status": "completed", "promQL": body.prom_ql, "content": body.content,
-                "evidence": evidence}),
+        Ok(Outcome::Completed {
+            body,
+            engine,
+            ai_failure,
+        }) => (
+            serde_json::json!({"status": "completed", "engine": engine, "promQL": body.prom_ql,
+                "content": body.content, "aiError": ai_failure.map(|f| f.reason), "evidence": evidence}),
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::alert::Alert;
-use crate::evidence::{EvidenceItem, Verdict};
+use crate::evidence::{format_value, EvidenceItem};
 
 /// Evidence rows shown to the model; their queries are listed for the first few.
 const EVIDENCE_ROWS: usize = 10;
@@ -34,34 +34,6 @@ pub fn build(alert: &Alert, evidence: Option<&[EvidenceItem]>, options: PromptOp
         options,
         &uuid::Uuid::new_v4().simple().to_string(),
     )
-}
-
-/// A value with its unit, rounded for reading.
-fn with_unit(value: f64, unit: &str) -> String {
-    let magnitude = value.abs();
-    let number = if unit == "bytes" || magnitude >= 1e6 {
-        format!("{value:.3e}")
-    } else if magnitude >= 100.0 {
-        format!("{value:.0}")
-    } else if magnitude >= 1.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.3}")
-    };
-    match unit {
-        "" => number,
-        "%" => format!("{number}%"),
-        u => format!("{number} {u}"),
-    }
-}
-
-fn verdict(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Normal => "正常",
-        Verdict::Anomalous => "异常",
-        Verdict::Saturated => "饱和",
-        Verdict::Event => "事件",
-    }
 }
 
 /// Text from metric labels on one table cell: no line breaks, no column breaks.
@@ -90,12 +62,12 @@ fn evidence_table(items: &[EvidenceItem]) -> String {
             cell(&item.instance),
             item.scored
                 .baseline
-                .map_or_else(|| "（无数据）".to_owned(), |b| with_unit(b, &item.unit)),
-            with_unit(item.scored.incident, &item.unit),
-            with_unit(item.scored.peak, &item.unit),
-            with_unit(item.scored.last, &item.unit),
+                .map_or_else(|| "（无数据）".to_owned(), |b| format_value(b, &item.unit)),
+            format_value(item.scored.incident, &item.unit),
+            format_value(item.scored.peak, &item.unit),
+            format_value(item.scored.last, &item.unit),
             item.scored.score,
-            verdict(item.scored.verdict),
+            item.scored.verdict.zh(),
         ));
     }
     rows.push(String::new());
@@ -358,7 +330,7 @@ mod tests {
                 peak: 100.0,
                 last: 99.2,
                 score,
-                verdict: Verdict::Saturated,
+                verdict: crate::evidence::Verdict::Saturated,
             },
         }
     }

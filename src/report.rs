@@ -43,6 +43,33 @@ impl ReportStatus {
     }
 }
 
+/// What wrote a completed report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The AI agent.
+    Ai,
+    /// The service, from the evidence alone (no AI configured, or the AI failed).
+    Evidence,
+}
+
+impl Engine {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Ai => "ai",
+            Engine::Evidence => "evidence",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Engine::Ai, Engine::Evidence]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+    }
+}
+
 /// The validated answer of a diagnosis, the design's report format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportBody {
@@ -85,6 +112,8 @@ pub enum FailureKind {
     BadInput,
     /// The model answered, but with no report in its answer.
     NoJson,
+    /// Evidence-only mode, and no evidence could be gathered.
+    NoEvidence,
     /// The service stopped or crashed during every attempt.
     Abandoned,
     /// A bug: a state the agent loop should never reach.
@@ -93,7 +122,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind.
-    pub const ALL: [FailureKind; 16] = [
+    pub const ALL: [FailureKind; 17] = [
         FailureKind::LlmStatus,
         FailureKind::LlmUnreachable,
         FailureKind::LlmTimeout,
@@ -108,6 +137,7 @@ impl FailureKind {
         FailureKind::RunnerCrashed,
         FailureKind::BadInput,
         FailureKind::NoJson,
+        FailureKind::NoEvidence,
         FailureKind::Abandoned,
         FailureKind::Internal,
     ];
@@ -129,6 +159,7 @@ impl FailureKind {
             FailureKind::RunnerCrashed => "runner_crashed",
             FailureKind::BadInput => "bad_input",
             FailureKind::NoJson => "no_json",
+            FailureKind::NoEvidence => "no_evidence",
             FailureKind::Abandoned => "abandoned",
             FailureKind::Internal => "internal",
         }
@@ -197,6 +228,10 @@ pub struct Report {
     pub usage: Option<Usage>,
     /// The evidence stage's ranked facts, once gathered (empty: nothing measurable).
     pub evidence: Option<Vec<EvidenceItem>>,
+    /// What wrote the completed report.
+    pub engine: Option<Engine>,
+    /// Why the AI did not write it, when the evidence did.
+    pub ai_error: Option<String>,
     /// The worker holding it.
     pub lease_owner: Option<String>,
     /// Until when that worker's claim lasts.
@@ -223,6 +258,8 @@ impl Report {
             duration_ms: None,
             usage: None,
             evidence: None,
+            engine: None,
+            ai_error: None,
             lease_owner: None,
             lease_until: None,
         }
@@ -289,12 +326,16 @@ pub struct Finish {
     pub error: Option<String>,
     /// The runner output's tail (failed).
     pub raw_output: Option<String>,
-    /// The runner kind.
-    pub runner: RunnerKind,
+    /// The runner kind (`None` in evidence-only mode).
+    pub runner: Option<RunnerKind>,
     /// When it ended.
     pub now: DateTime<Utc>,
     /// How long it took.
     pub duration_ms: u64,
     /// What it cost, when the runner counted it.
     pub usage: Option<Usage>,
+    /// What wrote it (completed reports).
+    pub engine: Option<Engine>,
+    /// Why the AI did not, when the evidence wrote it.
+    pub ai_error: Option<String>,
 }

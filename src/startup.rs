@@ -35,12 +35,18 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
-/// The runner the configuration names.
+/// The runner the configuration names; `None` in evidence-only mode (`AI.BaseURL` empty).
 pub async fn build_runner(
     config: &Config,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn Runner>, StartError> {
-    Ok(match config.runner.kind {
+) -> Result<Option<Arc<dyn Runner>>, StartError> {
+    if config.ai.evidence_only() {
+        tracing::warn!(
+            "AI.BaseURL is empty: evidence-only mode, reports are written from the evidence alone"
+        );
+        return Ok(None);
+    }
+    Ok(Some(match config.runner.kind {
         RunnerKind::Process => Arc::new(ProcessRunner::new(config)),
         RunnerKind::Docker => {
             let runner = DockerRunner::new(config, metrics).await?;
@@ -56,7 +62,7 @@ pub async fn build_runner(
             runner.warm_up().await;
             Arc::new(runner)
         }
-    })
+    }))
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains the workers.
@@ -68,8 +74,10 @@ pub async fn run(
     let store = store::open(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let diagnoser = Diagnoser::new(&config, build_runner(&config, Arc::clone(&metrics)).await?);
-    if let Err(problem) = diagnoser.runner().check().await {
-        tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
+    if let Some(runner) = diagnoser.runner() {
+        if let Err(problem) = runner.check().await {
+            tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
+        }
     }
     let wake = Arc::new(Notify::new());
     let evidence = crate::evidence::Stage::new(&config, Arc::clone(&store));

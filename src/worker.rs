@@ -16,7 +16,7 @@ use crate::config::WorkerConfig;
 use crate::diagnosis::{Diagnosed, Diagnoser, Outcome};
 use crate::evidence::Stage;
 use crate::metrics::Metrics;
-use crate::report::{FailureKind, Finish, Report, ReportStatus};
+use crate::report::{Engine, FailureKind, Finish, Report, ReportStatus};
 use crate::store::ReportStore;
 
 /// What the workers share.
@@ -140,7 +140,10 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             usage: None,
         }
     } else {
-        tracing::info!(runner = runner.as_str(), "diagnosis started");
+        tracing::info!(
+            runner = runner.map_or("none (evidence-only)", |r| r.as_str()),
+            "diagnosis started"
+        );
         let cancel = abort.child_token();
         let heartbeat = tokio::spawn(renew_lease(
             ctx.clone(),
@@ -173,32 +176,44 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     };
 
     let duration = started.elapsed();
-    let (status, content, error, raw_output, kind) = match outcome {
-        Outcome::Completed(body) => {
-            let content = serde_json::to_string(&body).unwrap_or_default();
-            (ReportStatus::Completed, content, None, None, None)
+    let mut finish = Finish {
+        status: ReportStatus::Failed,
+        content: String::new(),
+        error: None,
+        raw_output: None,
+        runner,
+        now: Utc::now(),
+        duration_ms: duration.as_millis() as u64,
+        usage,
+        engine: None,
+        ai_error: None,
+    };
+    // The failure counted in the metrics: the report's, or the AI's under an evidence report.
+    let kind = match outcome {
+        Outcome::Completed {
+            body,
+            engine,
+            ai_failure,
+        } => {
+            finish.status = ReportStatus::Completed;
+            finish.content = serde_json::to_string(&body).unwrap_or_default();
+            finish.engine = Some(engine);
+            let kind = ai_failure.as_ref().and_then(|f| f.kind);
+            if let Some(f) = ai_failure {
+                finish.ai_error = Some(f.reason);
+                finish.raw_output = f.raw_output;
+            }
+            kind
         }
         Outcome::Failed {
             kind,
             reason,
             raw_output,
-        } => (
-            ReportStatus::Failed,
-            String::new(),
-            Some(reason),
-            raw_output,
-            Some(kind),
-        ),
-    };
-    let finish = Finish {
-        status,
-        content,
-        error,
-        raw_output,
-        runner,
-        now: Utc::now(),
-        duration_ms: duration.as_millis() as u64,
-        usage,
+        } => {
+            finish.error = Some(reason);
+            finish.raw_output = raw_output;
+            Some(kind)
+        }
     };
     match ctx.store.finish(&id, owner, &finish).await {
         Ok(true) => {
@@ -208,7 +223,12 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
                 ctx.metrics.usage(usage);
             }
             match &finish.error {
-                None => tracing::info!(duration_ms = finish.duration_ms, "diagnosis completed"),
+                None => tracing::info!(
+                    duration_ms = finish.duration_ms,
+                    engine = finish.engine.map_or("", Engine::as_str),
+                    ai_error = finish.ai_error.as_deref().unwrap_or(""),
+                    "diagnosis completed"
+                ),
                 Some(reason) => tracing::warn!(
                     duration_ms = finish.duration_ms,
                     kind = kind.map_or("", FailureKind::as_str),

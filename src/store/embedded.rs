@@ -11,18 +11,21 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::DeploymentId;
+use crate::config::RunnerKind;
 use crate::evidence::EvidenceItem;
-use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
+use crate::report::{Engine, Finish, HistoryEntry, Report, ReportStatus};
 
 const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
 /// Later migrations, applied in order by `PRAGMA user_version` (0001 is idempotent and
 /// always runs; a store it created has version 0 or 1).
-const MIGRATIONS: &[(i64, &str)] =
-    &[(2, include_str!("../../migrations/sqlite/0002_evidence.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (2, include_str!("../../migrations/sqlite/0002_evidence.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_engine.sql")),
+];
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
-     evidence";
+     evidence, engine, ai_error";
 
 /// SQLite behind a mutex; calls run on the blocking pool.
 #[derive(Clone)]
@@ -103,6 +106,8 @@ struct RawReport {
     lease_owner: Option<String>,
     lease_until: Option<i64>,
     evidence: Option<String>,
+    engine: Option<String>,
+    ai_error: Option<String>,
 }
 
 fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
@@ -125,6 +130,8 @@ fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         lease_owner: row.get(15)?,
         lease_until: row.get(16)?,
         evidence: row.get(17)?,
+        engine: row.get(18)?,
+        ai_error: row.get(19)?,
     })
 }
 
@@ -157,6 +164,8 @@ impl RawReport {
                 }
                 None => None,
             },
+            engine: self.engine.as_deref().and_then(Engine::parse),
+            ai_error: self.ai_error,
             id,
         })
     }
@@ -344,19 +353,22 @@ impl ReportStore for EmbeddedStore {
         self.with(move |conn| {
             Ok(conn.execute(
                 "UPDATE reports SET status = ?1, content = ?2, error = ?3, raw_output = ?4, runner = ?5, \
-                 updated_time = ?6, duration_ms = ?7, usage = ?10, lease_owner = NULL, lease_until = NULL \
+                 updated_time = ?6, duration_ms = ?7, usage = ?10, engine = ?11, ai_error = ?12, \
+                 lease_owner = NULL, lease_until = NULL \
                  WHERE deployment_id = ?8 AND lease_owner = ?9 AND status = 'generating'",
                 params![
                     f.status.as_str(),
                     f.content,
                     f.error,
                     f.raw_output,
-                    f.runner.as_str(),
+                    f.runner.map(RunnerKind::as_str),
                     ms(f.now),
                     f.duration_ms as i64,
                     id.as_str(),
                     owner,
                     usage,
+                    f.engine.map(Engine::as_str),
+                    f.ai_error,
                 ],
             )? == 1)
         })
@@ -398,7 +410,8 @@ impl ReportStore for EmbeddedStore {
             tx.execute(
                 "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
                  attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
-                 duration_ms = NULL, usage = NULL, evidence = NULL, lease_owner = NULL, lease_until = NULL \
+                 duration_ms = NULL, usage = NULL, evidence = NULL, engine = NULL, ai_error = NULL, \
+                 lease_owner = NULL, lease_until = NULL \
                  WHERE deployment_id = ?2",
                 params![ms(now), id.as_str()],
             )?;

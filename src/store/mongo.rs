@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::{Alert, DeploymentId};
 use crate::evidence::EvidenceItem;
-use crate::report::{Finish, HistoryEntry, Report, ReportStatus, Usage};
+use crate::report::{Engine, Finish, HistoryEntry, Report, ReportStatus, Usage};
 
 const INDEXES: &str = include_str!("../../migrations/mongo/0001_indexes.json");
 const REPORTS: &str = "reports";
@@ -51,6 +51,10 @@ struct ReportDoc {
     usage: Option<Usage>,
     #[serde(default)]
     evidence: Option<Vec<EvidenceItem>>,
+    #[serde(default)]
+    engine: Option<Engine>,
+    #[serde(default)]
+    ai_error: Option<String>,
     #[serde(default)]
     lease_owner: Option<String>,
     #[serde(default)]
@@ -114,6 +118,8 @@ impl ReportDoc {
             duration_ms: r.duration_ms.map(|d| d as i64),
             usage: r.usage.clone(),
             evidence: r.evidence.clone(),
+            engine: r.engine,
+            ai_error: r.ai_error.clone(),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
         }
@@ -142,6 +148,8 @@ impl ReportDoc {
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
             usage: self.usage,
             evidence: self.evidence,
+            engine: self.engine,
+            ai_error: self.ai_error,
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(cdate),
         })
@@ -361,10 +369,12 @@ impl ReportStore for MongoStore {
                     "content": &f.content,
                     "error": opt(&f.error),
                     "rawOutput": opt(&f.raw_output),
-                    "runner": f.runner.as_str(),
+                    "runner": f.runner.map_or(Bson::Null, |r| Bson::String(r.as_str().into())),
                     "updatedTime": bdate(f.now),
                     "durationMs": f.duration_ms as i64,
                     "usage": usage,
+                    "engine": f.engine.map_or(Bson::Null, |e| Bson::String(e.as_str().into())),
+                    "aiError": opt(&f.ai_error),
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
                 } },
@@ -418,7 +428,7 @@ impl ReportStore for MongoStore {
                         "status": "generating", "content": "", "error": Bson::Null,
                         "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
                         "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
-                        "evidence": Bson::Null,
+                        "evidence": Bson::Null, "engine": Bson::Null, "aiError": Bson::Null,
                         "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
                     },
                     "$inc": { "version": 1 },

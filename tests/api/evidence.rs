@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{deployment_id, spawn_app, Options, TestApp};
+use crate::fake_llm::Script;
+use crate::helpers::{deployment_id, report_error, spawn_app, Options, TestApp};
 use crate::servers::{self, start_guarded};
 
 /// An alert about the test node, by its `instance`, that started at `starts_at`.
@@ -80,6 +81,7 @@ async fn evidence_is_on_the_report_while_it_generates_and_the_prompt_starts_from
     // is read back.
     let app = spawn_app(Options {
         llm_delay: Duration::from_secs(3),
+        evidence: true,
         ..Options::default()
     })
     .await;
@@ -132,6 +134,8 @@ async fn evidence_is_on_the_report_while_it_generates_and_the_prompt_starts_from
     }
     let report = app.wait_final(&id).await;
     assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["engine"], "ai", "{report:#}");
+    assert!(report.get("aiError").is_none(), "{report:#}");
     assert_eq!(
         report["evidence"], generating["evidence"],
         "kept once gathered"
@@ -187,6 +191,7 @@ async fn a_real_cpu_fault_puts_cpu_saturation_at_the_top_of_the_evidence() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let app = spawn_app(Options {
         llm_delay: Duration::from_secs(2),
+        evidence: true,
         ..Options::default()
     })
     .await;
@@ -205,4 +210,158 @@ async fn a_real_cpu_fault_puts_cpu_saturation_at_the_top_of_the_evidence() {
     assert_eq!(busy["verdict"], "saturated", "{busy}");
     assert!(busy["peak"].as_f64().unwrap() > 90.0, "{busy}");
     assert_eq!(top3[0]["resource"], "cpu", "CPU ranked first: {top3:#?}");
+}
+
+/// Checks an evidence report: completed by the evidence, the four sections in order, the
+/// reason there is no AI analysis at the top, queries to plot.
+fn assert_evidence_report(report: &Value, why: &str) {
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["engine"], "evidence", "{report:#}");
+    assert!(
+        report["aiError"].as_str().unwrap_or_default().contains(why),
+        "{report:#}"
+    );
+    let content = report["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("【问题概述】\n未能进行 AI 分析（") && content.contains(why),
+        "{content}"
+    );
+    let at: Vec<usize> = [
+        "【问题概述】",
+        "【根因分析】",
+        "【影响范围】",
+        "【解决方案】",
+    ]
+    .iter()
+    .map(|s| {
+        content
+            .find(s)
+            .unwrap_or_else(|| panic!("{s} missing: {content}"))
+    })
+    .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{content}");
+    assert!(
+        content.contains("基线中位数"),
+        "numbers are cited: {content}"
+    );
+    assert!(
+        !report["promQL"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_ai_fails_the_evidence_still_makes_a_completed_report_saying_why() {
+    let app = spawn_app(Options {
+        script: Script::Status(500),
+        evidence: true,
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("aifails");
+    let instance = app.prom.node_instance.clone();
+    let starts_at = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+
+    app.post_alerts(&node_alert(&id, &instance, &starts_at))
+        .await;
+    let report = app.wait_final(&id).await;
+
+    assert_evidence_report(&report, "status 500");
+    assert!(report["content"].as_str().unwrap().contains(&instance));
+    assert!(!report.to_string().contains(&app.api_key), "{report:#}");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("deploy_diagnosis_runner_failures_total{reason=\"llm_status\"} 1"),
+        "the AI failure is still counted: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn evidence_only_mode_writes_reports_without_any_ai() {
+    let app = spawn_app(Options {
+        evidence_only: true,
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("evonly");
+    let instance = app.prom.node_instance.clone();
+    let starts_at = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+
+    app.post_alerts(&node_alert(&id, &instance, &starts_at))
+        .await;
+    let report = app.wait_final(&id).await;
+
+    assert_evidence_report(&report, "evidence-only mode");
+    assert!(app.llm.requests().is_empty(), "no AI is asked");
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!(ready["runner"]["kind"], "none", "{ready}");
+}
+
+#[tokio::test]
+async fn a_report_fails_only_when_neither_the_ai_nor_the_evidence_can_be_had() {
+    let down = format!("http://127.0.0.1:{}", servers::free_port());
+    let app = spawn_app(Options {
+        evidence: true,
+        prometheus_url: Some(down),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("neither");
+
+    app.post_alerts(&node_alert(
+        &id,
+        "web-1:9100",
+        &chrono::Utc::now().to_rfc3339(),
+    ))
+    .await;
+    let report = app.wait_final(&id).await;
+
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert!(
+        report_error(&report).contains("Prometheus unreachable"),
+        "{report:#}"
+    );
+    assert!(report["evidence"].is_null(), "{report:#}");
+}
+
+#[tokio::test]
+async fn queries_prometheus_cannot_parse_are_dropped_with_a_note_and_evidence_stands_in() {
+    let good = "rate(node_cpu_seconds_total{mode=\"idle\"}[1m])";
+    let bad = "sum(rate(node_cpu_seconds_total[1m]) by";
+    for (queries, evidence) in [(vec![good, bad, "up"], false), (vec![bad], true)] {
+        let app = spawn_app(Options {
+            script: Script::ReportWithQueries(queries.iter().map(|q| q.to_string()).collect()),
+            evidence,
+            ..Options::default()
+        })
+        .await;
+        let id = deployment_id("promql");
+        let instance = app.prom.node_instance.clone();
+        let starts_at = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+
+        app.post_alerts(&node_alert(&id, &instance, &starts_at))
+            .await;
+        let report = app.wait_final(&id).await;
+
+        assert_eq!(report["engine"], "ai", "{report:#}");
+        let kept: Vec<&str> = report["promQL"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let content = report["content"].as_str().unwrap();
+        assert!(
+            content.contains("无法被 Prometheus 解析") && content.contains(bad),
+            "{content}"
+        );
+        assert!(!kept.contains(&bad), "{kept:?}");
+        if evidence {
+            assert!(!kept.is_empty(), "evidence queries stand in: {report:#}");
+            assert!(kept.iter().all(|q| q.contains(&instance)), "{kept:?}");
+            assert!(content.contains("已改用实测证据"), "{content}");
+        } else {
+            assert_eq!(kept, vec![good, "up"], "the parsing ones stay, in order");
+        }
+    }
 }

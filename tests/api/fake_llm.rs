@@ -75,6 +75,8 @@ pub enum Script {
     /// Ask for `execute_range_query` of `query` over the last 30 minutes (step 15 s), then
     /// answer with a report quoting the tool result.
     RangeThenReport { query: String },
+    /// Answers at once with a report whose `promQL` are these queries.
+    ReportWithQueries(Vec<String>),
     /// Answers with a report of `LONG_ANSWER_CHARS` tokens the first `times` times, then a
     /// short one. An answer longer than the request's token limit is cut at it, with the
     /// provider's stop reason.
@@ -566,6 +568,10 @@ fn decide(script: &Script, r: &Request) -> Step {
             Step::Answer(report("up", &"详".repeat(LONG_ANSWER_CHARS)))
         }
         Script::Long { .. } => Step::Answer(report("up", "简短的结论")),
+        Script::ReportWithQueries(queries) => Step::Answer(
+            json!({"promQL": queries, "content": "【问题概述】\nx\n【根因分析】\ny\n【影响范围】\nz\n【解决方案】\nw"})
+                .to_string(),
+        ),
     }
 }
 

@@ -35,6 +35,10 @@ pub struct Options {
     pub model: &'static str,
     /// More `AI:` keys, as YAML lines indented by two spaces.
     pub ai_extra: &'static str,
+    /// `Evidence.Enabled` (off unless a test is about the evidence).
+    pub evidence: bool,
+    /// `AI.BaseURL` empty: evidence-only mode.
+    pub evidence_only: bool,
     /// `AI.Timeout` seconds (the deadline is twice this).
     pub timeout_s: u64,
     /// The store.
@@ -91,6 +95,8 @@ impl Default for Options {
             provider: None,
             model: "scripted-model",
             ai_extra: "",
+            evidence: false,
+            evidence_only: false,
             timeout_s: 30,
             store: StoreChoice::Embedded,
             bearer: None,
@@ -168,7 +174,7 @@ Mongo:
   URL: {mongo_url}
   Database: {mongo_db}
 AI:
-  BaseURL: {llm}
+  BaseURL: "{llm}"
   APIKey: ${{AI_API_KEY}}
   Model: {model}
   Provider: {provider}
@@ -191,6 +197,7 @@ Worker:
   PollSeconds: 1
   ShutdownGraceSeconds: 5
 Evidence:
+  Enabled: {evidence}
   RateWindowSeconds: 5
   BaselineMinutes: 2
 Webhook:
@@ -200,6 +207,8 @@ Webhook:
         timeout = options.timeout_s,
         model = options.model,
         ai_extra = options.ai_extra,
+        evidence = options.evidence || options.evidence_only,
+        llm = if options.evidence_only { "" } else { llm },
         max_turns = options.max_turns,
         store_path = dir.join("reports.sqlite3").display(),
         python = python.display(),

@@ -7,7 +7,7 @@ use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
 use deploy_diagnosis::config::RunnerKind;
 use deploy_diagnosis::evidence::{EvidenceItem, Resource, Scored, Verdict};
-use deploy_diagnosis::report::{Finish, Report, ReportStatus, Usage};
+use deploy_diagnosis::report::{Engine, Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore};
@@ -43,7 +43,7 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
         },
         error: (status == ReportStatus::Failed).then(|| "boom".into()),
         raw_output: None,
-        runner: RunnerKind::Process,
+        runner: Some(RunnerKind::Process),
         now: Utc.with_ymd_and_hms(2026, 11, 25, 11, minute, 0).unwrap(),
         duration_ms: 1234,
         usage: Some(Usage {
@@ -53,6 +53,9 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
             tool_calls: 1,
             cached_tool_calls: 0,
         }),
+        engine: (status == ReportStatus::Completed).then_some(Engine::Evidence),
+        ai_error: (status == ReportStatus::Completed)
+            .then(|| "AI call failed with status 500".into()),
     }
 }
 
@@ -176,6 +179,13 @@ async fn contract(store: Arc<dyn ReportStore>) {
         Some((10, 2))
     );
     assert!(done.lease_owner.is_none());
+    assert_eq!(
+        (done.engine, done.ai_error.as_deref()),
+        (
+            Some(Engine::Evidence),
+            Some("AI call failed with status 500")
+        )
+    );
     assert_eq!(done.body().unwrap().prom_ql, vec!["up"]);
 
     // Release gives a claim back at once.
@@ -244,6 +254,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
     );
     assert!(again.content.is_empty());
     assert!(again.evidence.is_none(), "a new version gathers anew");
+    assert!(again.engine.is_none() && again.ai_error.is_none());
     assert_eq!(
         store.rediagnose(&id("dep-a"), now).await.unwrap(),
         Rediagnose::InProgress

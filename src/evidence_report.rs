@@ -1,0 +1,304 @@
+//! The report the service writes from the evidence alone, when no AI analysis could be had
+//! (evidence-only mode, or the AI failed after its retries): the design's four sections
+//! (【问题概述】【根因分析】【影响范围】【解决方案】) in the design's language, with the measured
+//! numbers, saying at the top that there is no AI analysis and why. Its `promQL` are the
+//! queries of the anomalous signals (else of the top ones), so a dashboard can plot them.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::alert::Alert;
+use crate::evidence::{format_value, EvidenceItem, Resource, ANOMALY_SCORE};
+use crate::report::ReportBody;
+
+/// Evidence lines in the root-cause section.
+const LINES: usize = 5;
+
+/// The resource, as a person reads it.
+fn resource_name(r: Resource) -> &'static str {
+    match r {
+        Resource::Cpu => "CPU",
+        Resource::Memory => "内存",
+        Resource::Swap => "交换分区",
+        Resource::DiskSpace => "磁盘空间",
+        Resource::DiskIo => "磁盘 I/O",
+        Resource::Network => "网络",
+        Resource::Availability => "可用性（抓取目标）",
+        Resource::Process => "文件描述符",
+        Resource::System => "系统（重启/时钟）",
+        Resource::Rule => "告警规则",
+    }
+}
+
+/// What to do about a resource.
+fn remedy(r: Resource) -> Option<&'static str> {
+    Some(match r {
+        Resource::Cpu => "定位占用 CPU 的进程（top -H、pidstat、perf），对照发布时间确认是否为新版本引入的计算热点或死循环；必要时回滚发布或扩容。",
+        Resource::Memory => "定位内存增长的进程（ps --sort=-rss），检查内存泄漏或缓存配置变化，查看 OOM 记录（dmesg）；必要时回滚发布、调整内存上限或扩容。",
+        Resource::Swap => "内存不足引起换页：先按内存问题排查，并检查 swappiness 与进程内存上限。",
+        Resource::DiskSpace => "清理接近写满的挂载点上的大文件和日志（du -xh --max-depth=1），检查日志轮转和新版本的写入量；必要时扩容。",
+        Resource::DiskIo => "定位 I/O 密集的进程（iotop、pidstat -d），检查新版本的读写模式、同步写和日志级别；必要时限流或换更快的磁盘。",
+        Resource::Network => "检查网卡错误和丢包（ip -s link、ethtool -S）及 TCP 重传，确认链路和对端服务健康。",
+        Resource::Availability => "目标不可用：检查主机和 node_exporter 是否存活、网络与防火墙，以及 Prometheus 的抓取配置。",
+        Resource::Process => "文件描述符接近上限：用 lsof 定位持有大量句柄的进程，检查连接或文件未关闭；必要时调高 ulimit。",
+        Resource::System => "检查主机是否意外重启（journalctl -b -1）或时钟漂移（chronyc tracking）。",
+        Resource::Rule => return None,
+    })
+}
+
+fn line(item: &EvidenceItem) -> String {
+    let s = &item.scored;
+    let baseline = s
+        .baseline
+        .map_or_else(|| "无数据".to_owned(), |b| format_value(b, &item.unit));
+    format!(
+        "[{}] {}（{}）：基线中位数 {baseline}，告警后均值 {}，峰值 {}，最新 {}，分数 {:.2}",
+        s.verdict.zh(),
+        item.signal,
+        if item.instance.is_empty() {
+            resource_name(item.resource)
+        } else {
+            item.instance.as_str()
+        },
+        format_value(s.incident, &item.unit),
+        format_value(s.peak, &item.unit),
+        format_value(s.last, &item.unit),
+        s.score,
+    )
+}
+
+/// The report for an alert from its evidence (ranked, best first), saying why no AI wrote
+/// it.
+pub fn write(alert: &Alert, evidence: &[EvidenceItem], why_no_ai: &str) -> ReportBody {
+    let anomalous: Vec<&EvidenceItem> = evidence
+        .iter()
+        .filter(|e| e.resource != Resource::Rule && e.scored.score >= ANOMALY_SCORE)
+        .collect();
+    let instances: BTreeSet<&str> = evidence
+        .iter()
+        .map(|e| e.instance.as_str())
+        .filter(|i| !i.is_empty())
+        .collect();
+    let instances = instances.into_iter().collect::<Vec<_>>().join("、");
+    let mut content = String::new();
+
+    let _ = writeln!(content, "【问题概述】");
+    let _ = writeln!(
+        content,
+        "未能进行 AI 分析（{why_no_ai}），以下报告由服务根据实测指标自动生成。"
+    );
+    let _ = write!(
+        content,
+        "告警「{}」（严重程度 {}）于 {} 开始",
+        alert.alertname,
+        if alert.severity.is_empty() {
+            "未标注"
+        } else {
+            &alert.severity
+        },
+        alert.starts_at
+    );
+    match anomalous.first() {
+        Some(top) => {
+            let _ = writeln!(
+                content,
+                "；实例 {instances} 上有 {} 个信号超过异常阈值，最突出的是 {}：{}。",
+                anomalous.len(),
+                top.signal,
+                line(top)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                content,
+                "；实例 {instances} 上所测的 {} 个信号都没有超过异常阈值。",
+                evidence.len()
+            );
+        }
+    }
+
+    let _ = writeln!(content, "【根因分析】");
+    let _ = writeln!(
+        content,
+        "按异常分数排序的实测证据（基线为告警开始前，告警后为告警开始至今）："
+    );
+    for (i, item) in evidence.iter().take(LINES).enumerate() {
+        let _ = writeln!(content, "{}. {}", i + 1, line(item));
+    }
+    match anomalous.first() {
+        Some(top) => {
+            let _ = writeln!(
+                content,
+                "据此判断，最可能的问题方向是{}：{}的变化与告警同时发生。",
+                resource_name(top.resource),
+                top.signal
+            );
+        }
+        None => {
+            let _ = writeln!(
+                content,
+                "实测的主机指标没有发现明显异常，问题可能在应用层或未采集的指标中，建议检查应用日志、错误率和本次发布的变更。"
+            );
+        }
+    }
+
+    let resources: Vec<&str> = anomalous
+        .iter()
+        .map(|e| resource_name(e.resource))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let _ = writeln!(content, "【影响范围】");
+    let _ = writeln!(
+        content,
+        "实例：{}；涉及资源：{}。",
+        if instances.is_empty() {
+            "未识别"
+        } else {
+            &instances
+        },
+        if resources.is_empty() {
+            "无明显异常".to_owned()
+        } else {
+            resources.join("、")
+        }
+    );
+
+    let _ = writeln!(content, "【解决方案】");
+    let mut step = 0;
+    let mut seen = BTreeSet::new();
+    for item in &anomalous {
+        if let Some(text) = remedy(item.resource).filter(|_| seen.insert(item.resource)) {
+            step += 1;
+            let _ = writeln!(content, "{step}. {text}");
+        }
+        if step == 2 {
+            break;
+        }
+    }
+    let _ = write!(
+        content,
+        "{}. 用 promQL 字段中的查询复查上述信号，并对照发布时间确认与本次发布的关系。",
+        step + 1
+    );
+
+    ReportBody {
+        prom_ql: queries(evidence),
+        content,
+    }
+}
+
+/// The queries to plot for this evidence: those of the anomalous signals, else of the top
+/// three (never the alert's own rule: it is context, not a measurement).
+pub fn queries(evidence: &[EvidenceItem]) -> Vec<String> {
+    let measured = || evidence.iter().filter(|e| e.resource != Resource::Rule);
+    let anomalous: Vec<String> = measured()
+        .filter(|e| e.scored.score >= ANOMALY_SCORE)
+        .take(LINES)
+        .map(|e| e.query.clone())
+        .collect();
+    if anomalous.is_empty() {
+        measured().take(3).map(|e| e.query.clone()).collect()
+    } else {
+        anomalous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{Scored, Verdict};
+
+    fn item(resource: Resource, signal: &str, score: f64, verdict: Verdict) -> EvidenceItem {
+        EvidenceItem {
+            resource,
+            signal: signal.into(),
+            instance: "web-1:9100".into(),
+            query: format!("query_of({signal})"),
+            unit: "%".into(),
+            scored: Scored {
+                baseline: Some(1.1),
+                baseline_p95: Some(2.0),
+                incident: 56.2,
+                peak: 100.0,
+                last: 99.8,
+                score,
+                verdict,
+            },
+        }
+    }
+
+    fn alert() -> Alert {
+        Alert {
+            alertname: "NodeHighCPU".into(),
+            severity: "critical".into(),
+            starts_at: "2026-11-25T10:00:00Z".into(),
+            ..Alert::default()
+        }
+    }
+
+    #[test]
+    fn a_saturated_cpu_is_reported_in_the_four_sections_with_its_numbers() {
+        let evidence = vec![
+            item(Resource::Cpu, "CPU busy %", 6.11, Verdict::Saturated),
+            item(
+                Resource::Rule,
+                "alert rule NodeHighCPU",
+                1.5,
+                Verdict::Event,
+            ),
+            item(
+                Resource::Memory,
+                "memory available %",
+                0.07,
+                Verdict::Normal,
+            ),
+        ];
+        let body = write(&alert(), &evidence, "AI call failed with status 500");
+        let c = &body.content;
+        let sections = [
+            "【问题概述】",
+            "【根因分析】",
+            "【影响范围】",
+            "【解决方案】",
+        ];
+        let at: Vec<usize> = sections.iter().map(|s| c.find(s).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in order: {c}");
+        assert!(
+            c.starts_with("【问题概述】\n未能进行 AI 分析（AI call failed with status 500）"),
+            "{c}"
+        );
+        assert!(c.contains("最突出的是 CPU busy %"), "{c}");
+        assert!(
+            c.contains("基线中位数 1.1%，告警后均值 56.2%，峰值 100%"),
+            "{c}"
+        );
+        assert!(c.contains("最可能的问题方向是CPU"), "{c}");
+        assert!(c.contains("定位占用 CPU 的进程"), "{c}");
+        assert!(
+            !c.contains("定位内存增长"),
+            "a normal resource gets no remedy: {c}"
+        );
+        assert_eq!(
+            body.prom_ql,
+            vec!["query_of(CPU busy %)"],
+            "the rule is context, not a cause"
+        );
+    }
+
+    #[test]
+    fn quiet_evidence_says_so_and_still_gives_queries_to_check() {
+        let evidence = vec![
+            item(Resource::Cpu, "CPU busy %", 0.2, Verdict::Normal),
+            item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
+        ];
+        let body = write(&alert(), &evidence, "evidence-only mode");
+        assert!(
+            body.content.contains("都没有超过异常阈值"),
+            "{}",
+            body.content
+        );
+        assert!(body.content.contains("应用层"));
+        assert_eq!(body.prom_ql.len(), 2);
+    }
+}
