@@ -19,7 +19,7 @@ use crate::alert::{self, DeploymentId};
 use crate::config::Secret;
 use crate::diagnosis::Diagnoser;
 use crate::metrics::Metrics;
-use crate::report::{HistoryEntry, Report, ReportBody, ReportStatus};
+use crate::report::{Engine, Feedback, HistoryEntry, Report, ReportBody, ReportStatus};
 use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 
 /// Largest page of `GET /reports`.
@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
             get(get_report).delete(delete_report),
         )
         .route("/reports/{deployment_id}/rediagnose", post(rediagnose))
+        .route("/reports/{deployment_id}/feedback", post(feedback))
         .route("/reports/{deployment_id}/history", get(history))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -191,11 +192,8 @@ struct AlertResult {
     reason: Option<String>,
 }
 
-async fn post_alerts(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+/// Refuses a body that is not JSON (`415`).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -214,16 +212,33 @@ async fn post_alerts(
             format!("{content_type:?}")
         }));
     }
-    let limit = state.max_body_bytes;
+    Ok(())
+}
+
+/// The request body, at most `limit` bytes (`413` beyond, before reading when declared).
+async fn capped_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let bytes = to_bytes(body, limit)
+    to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+        .map_err(|_| ApiError::PayloadTooLarge(limit))
+}
+
+async fn post_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
 
     let now = Utc::now();
     let alerts =
@@ -324,6 +339,9 @@ pub struct ReportView {
     /// Why the AI did not write the report, when the evidence did.
     #[serde(skip_serializing_if = "Option::is_none")]
     ai_error: Option<String>,
+    /// A person's feedback on this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback>,
     alert: alert::Alert,
 }
 
@@ -351,6 +369,7 @@ impl From<Report> for ReportView {
             evidence: r.evidence,
             engine: r.engine,
             ai_error: r.ai_error,
+            feedback: r.feedback,
             alert: r.alert,
         }
     }
@@ -371,6 +390,8 @@ struct HistoryView {
     created_time: DateTime<Utc>,
     updated_time: DateTime<Utc>,
     duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback>,
 }
 
 impl From<HistoryEntry> for HistoryView {
@@ -388,6 +409,7 @@ impl From<HistoryEntry> for HistoryView {
             created_time: h.created_time,
             updated_time: h.updated_time,
             duration_ms: h.duration_ms,
+            feedback: h.feedback,
         }
     }
 }
@@ -493,6 +515,91 @@ async fn rediagnose(
             Ok((StatusCode::ACCEPTED, Json(ReportView::from(*report))).into_response())
         }
     }
+}
+
+/// `POST /reports/{id}/feedback`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FeedbackBody {
+    score: i64,
+    root_cause_correct: bool,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Longest feedback comment, in characters.
+const MAX_COMMENT_CHARS: usize = 2000;
+
+async fn feedback(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    require_json(&headers)?;
+    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let bad = |path: &str, message: String| ApiError::BadRequest {
+        code: "invalid_body",
+        message,
+        path: Some(path.to_owned()),
+    };
+    let mut json = serde_json::Deserializer::from_slice(&bytes);
+    let body: FeedbackBody = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // A missing field is reported at the object; name the field instead.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        bad(missing.unwrap_or(&path), message.clone())
+    })?;
+    if !(1..=5).contains(&body.score) {
+        return Err(bad(
+            "score",
+            format!("score must be 1 to 5, got {}", body.score),
+        ));
+    }
+    if body.comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(bad(
+            "comment",
+            format!("comment is longer than {MAX_COMMENT_CHARS} characters"),
+        ));
+    }
+    let report = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    if report.status == ReportStatus::Generating {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id}'s report is being diagnosed; feedback applies to a finished version"
+        )));
+    }
+    let feedback = Feedback {
+        score: body.score as u8,
+        root_cause_correct: body.root_cause_correct,
+        comment: body.comment,
+        at: Utc::now(),
+    };
+    if !state
+        .store
+        .set_feedback(&id, report.version, &feedback)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id}'s report changed while the feedback was stored; send it again"
+        )));
+    }
+    state
+        .metrics
+        .feedback(&feedback, report.engine.map_or("none", Engine::as_str));
+    tracing::info!(deployment_id = %id, version = report.version, score = feedback.score, "feedback stored");
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "deploymentId": id.to_string(), "version": report.version, "feedback": feedback })),
+    )
+        .into_response())
 }
 
 async fn history(

@@ -46,6 +46,7 @@ pub struct Metrics {
     tokens: Family<Labels, Counter>,
     steps: Counter,
     tool_calls: Family<Labels, Counter>,
+    feedback: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,7 +125,14 @@ impl Metrics {
             "Tool calls of finished diagnoses; cached=true were answered from an identical earlier call",
             tool_calls.clone(),
         );
+        let feedback = Family::<Labels, Counter>::default();
+        registry.register(
+            "feedback",
+            "Feedback on reports, by score (1-5), whether the root cause was right, and the engine that wrote the report",
+            feedback.clone(),
+        );
         Self {
+            feedback,
             tokens,
             steps,
             tool_calls,
@@ -174,6 +182,20 @@ impl Metrics {
         self.tool_calls
             .get_or_create(&vec![("cached", "true".to_owned())])
             .inc_by(usage.cached_tool_calls);
+    }
+
+    /// Counts one piece of feedback on a report written by `engine` (`ai`, `evidence`).
+    pub fn feedback(&self, feedback: &crate::report::Feedback, engine: &str) {
+        self.feedback
+            .get_or_create(&vec![
+                ("score", feedback.score.to_string()),
+                (
+                    "root_cause_correct",
+                    feedback.root_cause_correct.to_string(),
+                ),
+                ("engine", engine.to_owned()),
+            ])
+            .inc();
     }
 
     /// Counts a container creation or start (`created`, `started`).

@@ -70,6 +70,21 @@ impl Engine {
     }
 }
 
+/// A person's judgement of a report version (design §7: 诊断报告评分).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Feedback {
+    /// 1 (useless) to 5 (exactly right).
+    pub score: u8,
+    /// Whether the report named the real root cause.
+    pub root_cause_correct: bool,
+    /// Free text.
+    #[serde(default)]
+    pub comment: String,
+    /// When it was given.
+    pub at: DateTime<Utc>,
+}
+
 /// The validated answer of a diagnosis, the design's report format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportBody {
@@ -232,6 +247,8 @@ pub struct Report {
     pub engine: Option<Engine>,
     /// Why the AI did not write it, when the evidence did.
     pub ai_error: Option<String>,
+    /// Feedback on the current version.
+    pub feedback: Option<Feedback>,
     /// The worker holding it.
     pub lease_owner: Option<String>,
     /// Until when that worker's claim lasts.
@@ -260,6 +277,7 @@ impl Report {
             evidence: None,
             engine: None,
             ai_error: None,
+            feedback: None,
             lease_owner: None,
             lease_until: None,
         }
@@ -286,6 +304,7 @@ impl Report {
             created_time: self.created_time,
             updated_time: self.updated_time,
             duration_ms: self.duration_ms,
+            feedback: self.feedback.clone(),
         }
     }
 }
@@ -313,6 +332,8 @@ pub struct HistoryEntry {
     pub updated_time: DateTime<Utc>,
     /// How long it took.
     pub duration_ms: Option<u64>,
+    /// The feedback it had.
+    pub feedback: Option<Feedback>,
 }
 
 /// How a diagnosis ended, as the worker writes it.

@@ -13,7 +13,13 @@ use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::DeploymentId;
 use crate::config::RunnerKind;
 use crate::evidence::EvidenceItem;
-use crate::report::{Engine, Finish, HistoryEntry, Report, ReportStatus};
+use crate::report::{Engine, Feedback, Finish, HistoryEntry, Report, ReportStatus};
+
+/// Stored feedback JSON, read back.
+fn parse_feedback(id: &str, json: Option<&str>) -> Result<Option<Feedback>, StoreError> {
+    json.map(|j| serde_json::from_str(j).map_err(|e| corrupt(id, e.to_string())))
+        .transpose()
+}
 
 const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
 /// Later migrations, applied in order by `PRAGMA user_version` (0001 is idempotent and
@@ -21,11 +27,12 @@ const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_reports.sql");
 const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_evidence.sql")),
     (3, include_str!("../../migrations/sqlite/0003_engine.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_feedback.sql")),
 ];
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
-     evidence, engine, ai_error";
+     evidence, engine, ai_error, feedback";
 
 /// SQLite behind a mutex; calls run on the blocking pool.
 #[derive(Clone)]
@@ -108,6 +115,7 @@ struct RawReport {
     evidence: Option<String>,
     engine: Option<String>,
     ai_error: Option<String>,
+    feedback: Option<String>,
 }
 
 fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
@@ -132,6 +140,7 @@ fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         evidence: row.get(17)?,
         engine: row.get(18)?,
         ai_error: row.get(19)?,
+        feedback: row.get(20)?,
     })
 }
 
@@ -166,6 +175,7 @@ impl RawReport {
             },
             engine: self.engine.as_deref().and_then(Engine::parse),
             ai_error: self.ai_error,
+            feedback: parse_feedback(&id, self.feedback.as_deref())?,
             id,
         })
     }
@@ -330,6 +340,25 @@ impl ReportStore for EmbeddedStore {
         .await
     }
 
+    async fn set_feedback(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        feedback: &Feedback,
+    ) -> Result<bool, StoreError> {
+        let id = deployment_id.clone();
+        let json =
+            serde_json::to_string(feedback).map_err(|e| corrupt(id.as_str(), e.to_string()))?;
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE reports SET feedback = ?1 WHERE deployment_id = ?2 AND version = ?3 \
+                 AND status != 'generating'",
+                params![json, id.as_str(), version],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
         let (id, owner) = (deployment_id.clone(), owner.to_owned());
         self.with(move |conn| {
@@ -392,8 +421,8 @@ impl ReportStore for EmbeddedStore {
             let h = current.to_history();
             tx.execute(
                 "INSERT OR IGNORE INTO report_history (deployment_id, version, status, content, error, \
-                 runner, attempts, created_time, updated_time, duration_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 runner, attempts, created_time, updated_time, duration_ms, feedback) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     h.deployment_id.as_str(),
                     h.version,
@@ -405,12 +434,16 @@ impl ReportStore for EmbeddedStore {
                     ms(h.created_time),
                     ms(h.updated_time),
                     h.duration_ms.map(|d| d as i64),
+                    h.feedback
+                        .as_ref()
+                        .and_then(|f| serde_json::to_string(f).ok()),
                 ],
             )?;
             tx.execute(
                 "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
                  attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
                  duration_ms = NULL, usage = NULL, evidence = NULL, engine = NULL, ai_error = NULL, \
+                 feedback = NULL, \
                  lease_owner = NULL, lease_until = NULL \
                  WHERE deployment_id = ?2",
                 params![ms(now), id.as_str()],
@@ -428,7 +461,7 @@ impl ReportStore for EmbeddedStore {
         self.with(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT version, status, content, error, runner, attempts, created_time, updated_time, \
-                 duration_ms FROM report_history WHERE deployment_id = ?1 ORDER BY version DESC",
+                 duration_ms, feedback FROM report_history WHERE deployment_id = ?1 ORDER BY version DESC",
             )?;
             let rows = stmt.query_map([id.as_str()], |row| {
                 Ok((
@@ -441,10 +474,12 @@ impl ReportStore for EmbeddedStore {
                     row.get::<_, i64>(6)?,
                     row.get::<_, i64>(7)?,
                     row.get::<_, Option<i64>>(8)?,
+                    row.get::<_, Option<String>>(9)?,
                 ))
             })?;
             rows.map(|row| {
-                let (version, s, content, error, runner, attempts, created, updated, duration) = row?;
+                let (version, s, content, error, runner, attempts, created, updated, duration, feedback) =
+                    row?;
                 Ok(HistoryEntry {
                     deployment_id: id.clone(),
                     version,
@@ -456,6 +491,7 @@ impl ReportStore for EmbeddedStore {
                     created_time: time(created),
                     updated_time: time(updated),
                     duration_ms: duration.map(|d| d.max(0) as u64),
+                    feedback: parse_feedback(id.as_str(), feedback.as_deref())?,
                 })
             })
             .collect()

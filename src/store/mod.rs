@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::alert::DeploymentId;
 use crate::config::{Config, StoreKind};
 use crate::evidence::EvidenceItem;
-use crate::report::{Finish, HistoryEntry, Report, ReportStatus};
+use crate::report::{Feedback, Finish, HistoryEntry, Report, ReportStatus};
 
 /// What a store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,14 @@ pub trait ReportStore: Send + Sync {
         deployment_id: &DeploymentId,
         version: u32,
         evidence: &[EvidenceItem],
+    ) -> Result<bool, StoreError>;
+    /// Stores feedback on version `version` while that version is finished (completed or
+    /// failed); `false` otherwise. Later feedback on the same version replaces earlier.
+    async fn set_feedback(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        feedback: &Feedback,
     ) -> Result<bool, StoreError>;
     /// Gives a claim back without finishing (shutdown), so the next worker starts at once.
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError>;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use crate::alert::{Alert, DeploymentId};
 use crate::evidence::EvidenceItem;
-use crate::report::{Engine, Finish, HistoryEntry, Report, ReportStatus, Usage};
+use crate::report::{Engine, Feedback, Finish, HistoryEntry, Report, ReportStatus, Usage};
 
 const INDEXES: &str = include_str!("../../migrations/mongo/0001_indexes.json");
 const REPORTS: &str = "reports";
@@ -56,6 +56,8 @@ struct ReportDoc {
     #[serde(default)]
     ai_error: Option<String>,
     #[serde(default)]
+    feedback: Option<Feedback>,
+    #[serde(default)]
     lease_owner: Option<String>,
     #[serde(default)]
     lease_until: Option<bson::DateTime>,
@@ -78,6 +80,8 @@ struct HistoryDoc {
     updated_time: bson::DateTime,
     #[serde(default)]
     duration_ms: Option<i64>,
+    #[serde(default)]
+    feedback: Option<Feedback>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +124,7 @@ impl ReportDoc {
             evidence: r.evidence.clone(),
             engine: r.engine,
             ai_error: r.ai_error.clone(),
+            feedback: r.feedback.clone(),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
         }
@@ -150,6 +155,7 @@ impl ReportDoc {
             evidence: self.evidence,
             engine: self.engine,
             ai_error: self.ai_error,
+            feedback: self.feedback,
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(cdate),
         })
@@ -335,6 +341,27 @@ impl ReportStore for MongoStore {
         Ok(result.matched_count == 1)
     }
 
+    async fn set_feedback(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        feedback: &Feedback,
+    ) -> Result<bool, StoreError> {
+        let feedback = bson::to_bson(feedback).map_err(|e| StoreError::Corrupt {
+            id: deployment_id.to_string(),
+            message: e.to_string(),
+        })?;
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str(), "version": i64::from(version),
+                "status": { "$ne": "generating" } },
+                doc! { "$set": { "feedback": feedback } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
         let result = self
             .reports
@@ -409,6 +436,7 @@ impl ReportStore for MongoStore {
             created_time: bdate(h.created_time),
             updated_time: bdate(h.updated_time),
             duration_ms: h.duration_ms.map(|d| d as i64),
+            feedback: h.feedback,
         };
         match self.history.insert_one(entry).await {
             Ok(_) => {}
@@ -429,6 +457,7 @@ impl ReportStore for MongoStore {
                         "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
                         "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
                         "evidence": Bson::Null, "engine": Bson::Null, "aiError": Bson::Null,
+                        "feedback": Bson::Null,
                         "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
                     },
                     "$inc": { "version": 1 },
@@ -464,6 +493,7 @@ impl ReportStore for MongoStore {
                 created_time: cdate(d.created_time),
                 updated_time: cdate(d.updated_time),
                 duration_ms: d.duration_ms.map(|x| x.max(0) as u64),
+                feedback: d.feedback,
             })
             .collect())
     }

@@ -280,16 +280,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
 impl TestApp {
     /// `POST /v1/alerts` with a JSON body.
     pub async fn post_alerts(&self, body: &Value) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}/v1/alerts", self.address))
-            .json(body);
-        if !self.config.webhook.bearertoken.is_empty() {
-            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.post_json("/v1/alerts", body).await
     }
 
     /// A GET returning status and JSON.
@@ -307,6 +298,20 @@ impl TestApp {
     /// A POST without body (with the bearer token if configured).
     pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
         let mut request = self.client.post(format!("{}{path}", self.address));
+        if !self.config.webhook.bearertoken.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A POST with a JSON body (with the bearer token if configured).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body);
         if !self.config.webhook.bearertoken.is_empty() {
             request = request.bearer_auth(self.config.webhook.bearertoken.expose());
         }

@@ -1,6 +1,7 @@
 //! The report API: reading, listing, re-diagnosis with history, deletion, operations.
 
 use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options};
 
@@ -149,4 +150,106 @@ async fn health_readiness_and_metrics_report_the_service() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+}
+
+#[tokio::test]
+async fn feedback_is_stored_on_the_finished_version_kept_in_history_and_counted() {
+    let app = spawn_app(Options::default()).await;
+    let id = deployment_id("feedback");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    assert_eq!(app.wait_final(&id).await["status"], "completed");
+    let path = format!("/reports/{id}/feedback");
+
+    let (status, body) = app
+        .post_json(
+            &path,
+            &json!({"score": 4, "rootCauseCorrect": true, "comment": "根因对了"}),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, report) = app.get(&format!("/reports/{id}")).await;
+    assert_eq!(report["feedback"]["score"], 4, "{report:#}");
+    assert_eq!(report["feedback"]["rootCauseCorrect"], true);
+    assert_eq!(report["feedback"]["comment"], "根因对了");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "deploy_diagnosis_feedback_total{score=\"4\",root_cause_correct=\"true\",engine=\"ai\"} 1"
+        ),
+        "{metrics}"
+    );
+    let (status, _) = app.post_empty(&format!("/reports/{id}/rediagnose")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, history) = app.get(&format!("/reports/{id}/history")).await;
+    assert_eq!(
+        history["versions"][0]["feedback"]["score"], 4,
+        "{history:#}"
+    );
+    let (_, again) = app.get(&format!("/reports/{id}")).await;
+    assert!(
+        again.get("feedback").is_none(),
+        "a new version starts without: {again:#}"
+    );
+}
+
+#[tokio::test]
+async fn bad_feedback_gets_a_400_naming_the_field_and_changes_nothing() {
+    let app = spawn_app(Options::default()).await;
+    let id = deployment_id("badfeedback");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.wait_final(&id).await;
+    let path = format!("/reports/{id}/feedback");
+    let long = "长".repeat(2001);
+    let cases = [
+        (json!({"score": 7, "rootCauseCorrect": true}), "score"),
+        (json!({"score": "good", "rootCauseCorrect": true}), "score"),
+        (json!({"score": 3}), "rootCauseCorrect"),
+        (
+            json!({"score": 3, "rootCauseCorrect": "yes"}),
+            "rootCauseCorrect",
+        ),
+        (
+            json!({"score": 3, "rootCauseCorrect": true, "stars": 5}),
+            "stars",
+        ),
+        (
+            json!({"score": 3, "rootCauseCorrect": true, "comment": long}),
+            "comment",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, error) = app.post_json(&path, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert_eq!(error["error"]["path"], field, "{body}: {error}");
+    }
+    let (_, report) = app.get(&format!("/reports/{id}")).await;
+    assert!(report.get("feedback").is_none(), "{report:#}");
+    let (status, _) = app
+        .post_json(
+            "/reports/nope/feedback",
+            &json!({"score": 3, "rootCauseCorrect": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn feedback_on_a_report_still_generating_is_a_conflict() {
+    let app = spawn_app(Options {
+        llm_delay: std::time::Duration::from_secs(5),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("earlyfeedback");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+
+    let (status, body) = app
+        .post_json(
+            &format!("/reports/{id}/feedback"),
+            &json!({"score": 1, "rootCauseCorrect": false}),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }

@@ -7,7 +7,7 @@ use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
 use deploy_diagnosis::config::RunnerKind;
 use deploy_diagnosis::evidence::{EvidenceItem, Resource, Scored, Verdict};
-use deploy_diagnosis::report::{Engine, Finish, Report, ReportStatus, Usage};
+use deploy_diagnosis::report::{Engine, Feedback, Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore};
@@ -236,6 +236,24 @@ async fn contract(store: Arc<dyn ReportStore>) {
         .unwrap();
     assert_eq!(older[0].deployment_id.as_str(), "dep-b");
 
+    // Feedback goes on a finished version only; history keeps it.
+    let rating = Feedback {
+        score: 4,
+        root_cause_correct: true,
+        comment: "根因正确".into(),
+        at: Utc.with_ymd_and_hms(2026, 11, 25, 13, 0, 0).unwrap(),
+    };
+    assert!(
+        !store.set_feedback(&id("dep-c"), 1, &rating).await.unwrap(),
+        "dep-c is generating"
+    );
+    assert!(!store.set_feedback(&id("dep-a"), 9, &rating).await.unwrap());
+    assert!(store.set_feedback(&id("dep-a"), 1, &rating).await.unwrap());
+    assert_eq!(
+        store.get(&id("dep-a")).await.unwrap().unwrap().feedback,
+        Some(rating.clone())
+    );
+
     // Re-diagnosis keeps history, refuses while generating.
     assert_eq!(
         store.rediagnose(&id("dep-c"), now).await.unwrap(),
@@ -254,7 +272,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
     );
     assert!(again.content.is_empty());
     assert!(again.evidence.is_none(), "a new version gathers anew");
-    assert!(again.engine.is_none() && again.ai_error.is_none());
+    assert!(again.engine.is_none() && again.ai_error.is_none() && again.feedback.is_none());
     assert_eq!(
         store.rediagnose(&id("dep-a"), now).await.unwrap(),
         Rediagnose::InProgress
@@ -266,6 +284,11 @@ async fn contract(store: Arc<dyn ReportStore>) {
         (1, ReportStatus::Completed)
     );
     assert_eq!(history[0].content, done.content);
+    assert_eq!(
+        history[0].feedback,
+        Some(rating),
+        "history keeps the version's feedback"
+    );
 
     // Delete takes history with it.
     assert!(store.delete(&id("dep-a")).await.unwrap());
