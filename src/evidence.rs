@@ -148,6 +148,8 @@ pub struct Scored {
     pub baseline_p95: Option<f64>,
     /// Incident mean.
     pub incident: f64,
+    /// The change: incident mean − baseline median.
+    pub change: Option<f64>,
     /// Incident extreme in the bad direction (the maximum, or the minimum where low is
     /// bad).
     pub peak: f64,
@@ -242,6 +244,7 @@ pub fn score(
         baseline: base_median,
         baseline_p95: base_p95,
         incident: mean,
+        change: base_median.map(|m| mean - m),
         peak,
         last,
         score: (score * 100.0).round() / 100.0,
@@ -354,6 +357,15 @@ const SIGNALS: &[Signal] = &[
         by: Some("mountpoint"),
         saturation: Some(Saturation::Above(90.0)),
         floor: 2.0,
+    },
+    Signal {
+        resource: Resource::DiskSpace,
+        name: "filesystem free",
+        unit: "bytes",
+        expr: "node_filesystem_avail_bytes{{sel}}",
+        by: Some("mountpoint"),
+        saturation: None,
+        floor: 1e8,
     },
     Signal {
         resource: Resource::DiskSpace,
@@ -959,6 +971,7 @@ mod tests {
         assert_eq!(s.verdict, Verdict::Saturated);
         assert!(s.score >= 5.0, "{s:?}");
         assert_eq!((s.baseline, s.peak, s.last), (Some(10.0), 100.0, 100.0));
+        assert_eq!(s.change, Some(89.5), "incident mean minus baseline median");
     }
 
     #[test]

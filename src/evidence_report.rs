@@ -220,6 +220,7 @@ mod tests {
                 baseline: Some(1.1),
                 baseline_p95: Some(2.0),
                 incident: 56.2,
+                change: None,
                 peak: 100.0,
                 last: 99.8,
                 score,

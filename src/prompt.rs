@@ -327,6 +327,7 @@ mod tests {
                 baseline: Some(12.34),
                 baseline_p95: Some(20.0),
                 incident: 97.5,
+                change: None,
                 peak: 100.0,
                 last: 99.2,
                 score,

@@ -71,6 +71,7 @@ fn evidence() -> Vec<EvidenceItem> {
             baseline: Some(12.5),
             baseline_p95: None,
             incident: 97.25,
+            change: None,
             peak: 100.0,
             last: 99.5,
             score: 6.08,
