@@ -484,6 +484,12 @@ pub enum EvidenceError {
     Timeout(Duration),
 }
 
+/// A time as Prometheus's API takes it: Unix seconds, to the millisecond (whole seconds
+/// would end a range before a sample taken in the current second).
+fn unix(t: DateTime<Utc>) -> String {
+    format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
+}
+
 /// A PromQL string literal.
 fn literal(value: &str) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into())
@@ -632,8 +638,8 @@ impl Gatherer {
                 "query_range",
                 &[
                     ("query", query.to_owned()),
-                    ("start", w.from.timestamp().to_string()),
-                    ("end", w.to.timestamp().to_string()),
+                    ("start", unix(w.from)),
+                    ("end", unix(w.to)),
                     ("step", format!("{}s", w.step.as_secs())),
                 ],
             )
@@ -714,7 +720,7 @@ impl Gatherer {
                     "query",
                     &[
                         ("query", format!("max_over_time({q}[{window}])")),
-                        ("time", w.to.timestamp().to_string()),
+                        ("time", unix(w.to)),
                     ],
                 )
                 .await?;

@@ -34,6 +34,13 @@ const COLUMNS: &str =
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
      evidence, engine, ai_error, feedback";
 
+/// Which versions a [`EmbeddedStore::set_json`] may change.
+#[derive(Clone, Copy)]
+enum Stage {
+    Generating,
+    Finished,
+}
+
 /// SQLite behind a mutex; calls run on the blocking pool.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -41,6 +48,34 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Stores `value` as JSON in `column` of version `version` while it is at `stage`;
+    /// `false` when it is not (finished, deleted or diagnosed again meanwhile).
+    async fn set_json(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        column: &'static str,
+        stage: Stage,
+        value: &impl serde::Serialize,
+    ) -> Result<bool, StoreError> {
+        let id = deployment_id.clone();
+        let json = serde_json::to_string(value).map_err(|e| corrupt(id.as_str(), e.to_string()))?;
+        let status = match stage {
+            Stage::Generating => "= 'generating'",
+            Stage::Finished => "!= 'generating'",
+        };
+        self.with(move |conn| {
+            Ok(conn.execute(
+                &format!(
+                    "UPDATE reports SET {column} = ?1 WHERE deployment_id = ?2 AND version = ?3 \
+                     AND status {status}"
+                ),
+                params![json, id.as_str(), version],
+            )? == 1)
+        })
+        .await
+    }
+
     /// Opens (creating if needed) the store file and its folder.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -327,16 +362,13 @@ impl ReportStore for EmbeddedStore {
         version: u32,
         evidence: &[EvidenceItem],
     ) -> Result<bool, StoreError> {
-        let id = deployment_id.clone();
-        let json =
-            serde_json::to_string(evidence).map_err(|e| corrupt(id.as_str(), e.to_string()))?;
-        self.with(move |conn| {
-            Ok(conn.execute(
-                "UPDATE reports SET evidence = ?1 WHERE deployment_id = ?2 AND version = ?3 \
-                 AND status = 'generating'",
-                params![json, id.as_str(), version],
-            )? == 1)
-        })
+        self.set_json(
+            deployment_id,
+            version,
+            "evidence",
+            Stage::Generating,
+            &evidence,
+        )
         .await
     }
 
@@ -346,16 +378,13 @@ impl ReportStore for EmbeddedStore {
         version: u32,
         feedback: &Feedback,
     ) -> Result<bool, StoreError> {
-        let id = deployment_id.clone();
-        let json =
-            serde_json::to_string(feedback).map_err(|e| corrupt(id.as_str(), e.to_string()))?;
-        self.with(move |conn| {
-            Ok(conn.execute(
-                "UPDATE reports SET feedback = ?1 WHERE deployment_id = ?2 AND version = ?3 \
-                 AND status != 'generating'",
-                params![json, id.as_str(), version],
-            )? == 1)
-        })
+        self.set_json(
+            deployment_id,
+            version,
+            "feedback",
+            Stage::Finished,
+            feedback,
+        )
         .await
     }
 

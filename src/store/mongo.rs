@@ -171,6 +171,30 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
+    /// Sets `field` of version `version` while its status matches `status`; `false` when
+    /// it does not (finished, deleted or diagnosed again meanwhile).
+    async fn set_field(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        status: Bson,
+        field: &str,
+        value: &impl Serialize,
+    ) -> Result<bool, StoreError> {
+        let value = bson::to_bson(value).map_err(|e| StoreError::Corrupt {
+            id: deployment_id.to_string(),
+            message: e.to_string(),
+        })?;
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str(), "version": i64::from(version), "status": status },
+                doc! { "$set": { field: value } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
     /// Connects (lazily: the first operation reaches the server).
     pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(url).await?;
@@ -327,18 +351,9 @@ impl ReportStore for MongoStore {
         version: u32,
         evidence: &[EvidenceItem],
     ) -> Result<bool, StoreError> {
-        let evidence = bson::to_bson(evidence).map_err(|e| StoreError::Corrupt {
-            id: deployment_id.to_string(),
-            message: e.to_string(),
-        })?;
-        let result = self
-            .reports
-            .update_one(
-                doc! { "deploymentId": deployment_id.as_str(), "version": i64::from(version), "status": "generating" },
-                doc! { "$set": { "evidence": evidence } },
-            )
-            .await?;
-        Ok(result.matched_count == 1)
+        let generating = Bson::String("generating".into());
+        self.set_field(deployment_id, version, generating, "evidence", &evidence)
+            .await
     }
 
     async fn set_feedback(
@@ -347,19 +362,9 @@ impl ReportStore for MongoStore {
         version: u32,
         feedback: &Feedback,
     ) -> Result<bool, StoreError> {
-        let feedback = bson::to_bson(feedback).map_err(|e| StoreError::Corrupt {
-            id: deployment_id.to_string(),
-            message: e.to_string(),
-        })?;
-        let result = self
-            .reports
-            .update_one(
-                doc! { "deploymentId": deployment_id.as_str(), "version": i64::from(version),
-                "status": { "$ne": "generating" } },
-                doc! { "$set": { "feedback": feedback } },
-            )
-            .await?;
-        Ok(result.matched_count == 1)
+        let finished = Bson::Document(doc! { "$ne": "generating" });
+        self.set_field(deployment_id, version, finished, "feedback", feedback)
+            .await
     }
 
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {

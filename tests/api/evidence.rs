@@ -21,7 +21,7 @@ fn node_alert(id: &str, instance: &str, starts_at: &str) -> Value {
             "annotations": {"description": "CPU busy above 90%"},
             "startsAt": starts_at,
             "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus:9090/graph?g0.expr=node_load1+%3E+0",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=up+%3E+0",
             "fingerprint": "c0ffee"
         }]
     })
@@ -87,6 +87,13 @@ async fn evidence_is_on_the_report_while_it_generates_and_the_prompt_starts_from
     .await;
     let id = deployment_id("evidence");
     let instance = app.prom.node_instance.clone();
+    // Some history first, so the alert's window has data however fresh Prometheus is.
+    wait_prometheus(
+        &app.prom.url,
+        &format!("count_over_time(up{{instance=\"{instance}\"}}[1h])"),
+        |n| n >= 10.0,
+    )
+    .await;
     let starts_at = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
 
     app.post_alerts(&node_alert(&id, &instance, &starts_at))
@@ -104,10 +111,7 @@ async fn evidence_is_on_the_report_while_it_generates_and_the_prompt_starts_from
         .iter()
         .find(|e| e["resource"] == "rule")
         .unwrap_or_else(|| panic!("the alert's own rule is evaluated: {evidence:#?}"));
-    assert_eq!(
-        rule["verdict"], "event",
-        "node_load1 > 0 returns data: {rule}"
-    );
+    assert_eq!(rule["verdict"], "event", "up > 0 returns data: {rule}");
     for item in evidence.iter().filter(|e| e["resource"] != "rule") {
         assert_eq!(item["instance"], instance.as_str(), "{item}");
         assert!(
