@@ -224,7 +224,80 @@ fn ids_of(blocks: &[Value], kind: &str, field: &str) -> Vec<String> {
         .collect()
 }
 
+/// The Messages API's request fields; any other is refused ("Extra inputs are not
+/// permitted"), so a parameter meant for another provider cannot slip through.
+const ANTHROPIC_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+];
+
+/// OpenAI's chat completions request fields; its own API refuses any other
+/// ("Unrecognized request argument supplied"). The compatible servers accept extras.
+const OPENAI_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "stream_options",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "seed",
+    "response_format",
+    "service_tier",
+    "store",
+    "metadata",
+    "reasoning_effort",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
+    "functions",
+    "function_call",
+];
+
+/// The first field of the body that is not in `known`.
+fn unknown_field<'a>(body: &'a Value, known: &[&str]) -> Option<&'a str> {
+    body.as_object()?
+        .keys()
+        .map(String::as_str)
+        .find(|k| !known.contains(k))
+}
+
 pub fn check_anthropic(body: &Value) -> Result<(), Rejection> {
+    if let Some(field) = unknown_field(body, ANTHROPIC_FIELDS) {
+        return Err(anthropic_invalid(format!(
+            "{field}: Extra inputs are not permitted"
+        )));
+    }
     // `max_tokens` is a required parameter.
     if body["max_tokens"].as_u64().is_none_or(|n| n < 1) {
         return Err(anthropic_invalid("max_tokens: Field required".into()));
@@ -359,6 +432,15 @@ fn model_name(body: &Value) -> String {
 }
 
 pub fn check_openai(provider: Provider, body: &Value) -> Result<(), Rejection> {
+    if provider == Provider::OpenAi {
+        if let Some(field) = unknown_field(body, OPENAI_FIELDS) {
+            return Err(openai_invalid(
+                format!("Unrecognized request argument supplied: {field}"),
+                Value::Null,
+                Value::Null,
+            ));
+        }
+    }
     let Some(messages) = body["messages"].as_array() else {
         return Err(openai_invalid(
             "Missing required parameter: 'messages'.".into(),

@@ -82,3 +82,29 @@ fn provider_specific_parameters_are_enforced() {
     let choice = json!({"model": "gpt-4o", "tool_choice": "none", "messages": messages});
     assert!(check_openai(Provider::OpenAi, &choice).is_err());
 }
+
+#[test]
+fn anthropic_and_openai_refuse_a_parameter_meant_for_another_provider() {
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let qwen_flag = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": messages,
+        "enable_thinking": false});
+    let (_, error) = check_anthropic(&qwen_flag).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("enable_thinking: Extra inputs are not permitted"),
+        "{error}"
+    );
+    let qwen_flag = json!({"model": "gpt-4o", "messages": messages, "enable_thinking": false});
+    let (_, error) = check_openai(Provider::OpenAi, &qwen_flag).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("Unrecognized request argument supplied: enable_thinking"),
+        "{error}"
+    );
+    assert!(
+        check_openai(Provider::Local, &qwen_flag).is_ok(),
+        "compatible servers take extras"
+    );
+}
