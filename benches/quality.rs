@@ -15,6 +15,10 @@
 
 #![allow(dead_code)] // shares the integration tests' server helpers, not all of them used here
 
+#[path = "../tests/api/fake_llm.rs"]
+mod fake_llm;
+#[path = "../tests/api/helpers.rs"]
+mod helpers;
 #[path = "../tests/api/servers.rs"]
 mod servers;
 
@@ -349,20 +353,7 @@ async fn main() {
                 .await
                 .expect("intake");
             assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
-            let report = loop {
-                let report: Value = client
-                    .get(format!("{base}/reports/{id}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if report["status"] != "generating" {
-                    break report;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            };
+            let report = helpers::wait_final(&client, &base, &id, Duration::from_secs(300)).await;
             undo(fault, &mut node).await;
             let evidence = report["evidence"].as_array().cloned().unwrap_or_default();
             let resource = |e: &Value| e["resource"].as_str().unwrap_or("").to_owned();
