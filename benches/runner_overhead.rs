@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::StatsOptions;
 use deploy_diagnosis::alert::{Alert, DeploymentId};
 use deploy_diagnosis::config::{Config, Environment};
-use deploy_diagnosis::diagnosis::{Diagnoser, Outcome};
+use deploy_diagnosis::diagnosis::{Diagnoser, Facts, Outcome};
 use deploy_diagnosis::metrics::Metrics;
 use deploy_diagnosis::startup::build_runner;
 use futures_util::future::join_all;
@@ -162,11 +162,12 @@ async fn main() {
         let diagnoser = Diagnoser::new(&config, runner);
         let mut walls = Vec::new();
         let mut cpu = Duration::ZERO;
+        let one_alert = alert();
         for run in 0..=runs {
             let (own_before, runner_before) = (self_cpu(), runner_cpu(kind).await);
             let start = Instant::now();
             let diagnosed = diagnoser
-                .diagnose(&id, &alert(), None, CancellationToken::new())
+                .diagnose(&id, &Facts::alert(&one_alert), CancellationToken::new())
                 .await
                 .unwrap();
             let wall = start.elapsed();
@@ -185,10 +186,11 @@ async fn main() {
             }
         }
         let burst_alert = alert();
+        let burst_facts = Facts::alert(&burst_alert);
         let start = Instant::now();
         let all = join_all(
             (0..concurrent)
-                .map(|_| diagnoser.diagnose(&id, &burst_alert, None, CancellationToken::new())),
+                .map(|_| diagnoser.diagnose(&id, &burst_facts, CancellationToken::new())),
         )
         .await;
         let burst = start.elapsed();

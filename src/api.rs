@@ -17,10 +17,13 @@ use tokio::sync::Notify;
 
 use crate::alert::{self, DeploymentId};
 use crate::config::Secret;
+use crate::deployment::{self, Attribution, Deployment, DeploymentInput};
 use crate::diagnosis::Diagnoser;
 use crate::metrics::Metrics;
 use crate::report::{Engine, Feedback, HistoryEntry, Report, ReportBody, ReportStatus};
-use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use crate::store::{
+    DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, StoreError, Upsert,
+};
 
 /// Largest page of `GET /reports`.
 pub const MAX_LIST_LIMIT: u32 = 500;
@@ -30,6 +33,11 @@ pub const MAX_LIST_LIMIT: u32 = 500;
 pub struct AppState {
     /// Reports.
     pub store: Arc<dyn ReportStore>,
+    /// The deployments registry.
+    pub deployments: Arc<dyn DeploymentStore>,
+    /// `Deployments.WatchMinutes`: how long after a deployment an unlabelled alert on its
+    /// hosts is attributed to it.
+    pub watch_minutes: u64,
     /// For readiness of the runner.
     pub diagnoser: Diagnoser,
     /// Metrics.
@@ -69,6 +77,9 @@ pub enum ApiError {
     /// No such report.
     #[error("no report for deployment {0}")]
     NotFound(String),
+    /// No such registered deployment.
+    #[error("no registered deployment {0}")]
+    NoDeployment(String),
     /// The request conflicts with the report's state.
     #[error("{0}")]
     Conflict(String),
@@ -95,7 +106,9 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
-            ApiError::NotFound(_) | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::NotFound(_) | ApiError::NoDeployment(_) | ApiError::NoRoute => {
+                (StatusCode::NOT_FOUND, "not_found", None)
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store error");
@@ -129,6 +142,13 @@ pub fn router(state: AppState) -> Router {
         .route("/reports/{deployment_id}/rediagnose", post(rediagnose))
         .route("/reports/{deployment_id}/feedback", post(feedback))
         .route("/reports/{deployment_id}/history", get(history))
+        .route("/deployments", get(list_deployments))
+        .route(
+            "/deployments/{deployment_id}",
+            get(get_deployment)
+                .put(put_deployment)
+                .delete(delete_deployment),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -190,6 +210,9 @@ struct AlertResult {
     status: Option<ReportStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// How an alert without a `deploymentId` label was matched to a deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributed: Option<Value>,
 }
 
 /// Refuses a body that is not JSON (`415`).
@@ -251,22 +274,52 @@ async fn post_alerts(
     let mut results = Vec::with_capacity(alerts.len());
     let mut started = 0;
     for (index, alert) in alerts.into_iter().enumerate() {
-        let target = alert.diagnosis_target();
-        let deployment_id = alert.labels.get("deploymentId").cloned();
+        let labelled = alert.labels.get("deploymentId").cloned();
+        let mut attributed = None;
+        let target = match alert.diagnosis_target() {
+            Ok(id) => {
+                // The registered deployment, snapshotted so the evidence gathered now
+                // already covers its hosts.
+                let registered = state.deployments.get_deployment(&id).await?;
+                Ok((id, registered))
+            }
+            Err(alert::Skip::NoDeploymentId) => match attribute(&state, &alert, now).await? {
+                Some(found) => {
+                    let deployment = found.deployment.clone();
+                    attributed = Some(found);
+                    Ok((deployment.deployment_id.clone(), Some(deployment)))
+                }
+                None => Err((
+                    "no_deployment_id",
+                    unattributed_reason(&alert, state.watch_minutes),
+                )),
+            },
+            Err(skip) => Err((skip.code(), skip.reason())),
+        };
         let result = match target {
-            Err(skip) => {
-                state.metrics.alert(skip.code());
+            Err((code, reason)) => {
+                state.metrics.alert(code);
                 AlertResult {
                     index,
-                    deployment_id,
+                    deployment_id: labelled,
                     outcome: "skipped",
                     report_id: None,
                     status: None,
-                    reason: Some(skip.reason()),
+                    reason: Some(reason),
+                    attributed: None,
                 }
             }
-            Ok(id) => {
-                let report = Report::new(id.clone(), alert, now);
+            Ok((id, registered)) => {
+                let attribution = attributed.as_ref().map(|a| {
+                    json!({
+                        "deploymentId": a.deployment.deployment_id,
+                        "by": a.label,
+                        "host": a.host,
+                        "reason": a.describe(state.watch_minutes),
+                    })
+                });
+                let mut report = Report::new(id.clone(), alert, now);
+                report.deployment = registered;
                 // Written before we answer: a 202 means the report is on disk.
                 match state.store.insert(&report).await? {
                     Insert::Inserted => {
@@ -275,8 +328,17 @@ async fn post_alerts(
                             stage.spawn(&report);
                         }
                         state.wake.notify_one();
-                        state.metrics.alert("started");
-                        tracing::info!(deployment_id = %id, report_id = %report.id, "diagnosis queued");
+                        state.metrics.alert(if attributed.is_some() {
+                            "attributed"
+                        } else {
+                            "started"
+                        });
+                        tracing::info!(
+                            deployment_id = %id,
+                            report_id = %report.id,
+                            attributed_by = attributed.as_ref().map_or("", |a| a.label),
+                            "diagnosis queued"
+                        );
                         AlertResult {
                             index,
                             deployment_id: Some(id.to_string()),
@@ -284,6 +346,7 @@ async fn post_alerts(
                             report_id: Some(report.id),
                             status: Some(ReportStatus::Generating),
                             reason: None,
+                            attributed: attribution,
                         }
                     }
                     Insert::Exists(status) => {
@@ -298,6 +361,7 @@ async fn post_alerts(
                                 "deployment already has a report ({}); POST /reports/{id}/rediagnose to run it again",
                                 status.as_str()
                             )),
+                            attributed: attribution,
                         }
                     }
                 }
@@ -307,6 +371,57 @@ async fn post_alerts(
     }
     let body = json!({ "received": results.len(), "started": started, "alerts": results });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The registered deployment an alert without a `deploymentId` label belongs to: the most
+/// recent one on any of its hosts deployed at most `Deployments.WatchMinutes` before the
+/// alert started.
+async fn attribute(
+    state: &AppState,
+    alert: &alert::Alert,
+    now: DateTime<Utc>,
+) -> Result<Option<Attribution>, ApiError> {
+    let hosts = deployment::alert_hosts(alert);
+    if hosts.is_empty() {
+        return Ok(None);
+    }
+    let started = DateTime::parse_from_rfc3339(alert.starts_at.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now);
+    let watch = chrono::Duration::minutes(state.watch_minutes as i64);
+    let keys: Vec<String> = hosts.iter().map(|(_, h)| deployment::host_key(h)).collect();
+    let Some(found) = state
+        .deployments
+        .latest_on_hosts(&keys, started - watch, started)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let found_keys = found.host_keys();
+    let (label, host) = hosts
+        .into_iter()
+        .find(|(_, h)| found_keys.contains(&deployment::host_key(h)))
+        .unwrap_or(("hostname", String::new()));
+    Ok(Some(Attribution {
+        deployment: found,
+        label,
+        host,
+    }))
+}
+
+fn unattributed_reason(alert: &alert::Alert, watch_minutes: u64) -> String {
+    let hosts = deployment::alert_hosts(alert);
+    if hosts.is_empty() {
+        return "alert has no labels.deploymentId, and no hostname or instance label to attribute \
+                it to a registered deployment"
+            .into();
+    }
+    let named: Vec<String> = hosts.iter().map(|(l, h)| format!("{l} {h:?}")).collect();
+    format!(
+        "alert has no labels.deploymentId, and no registered deployment on {} was deployed within \
+         Deployments.WatchMinutes ({watch_minutes}) before it started",
+        named.join(", ")
+    )
 }
 
 /// A report as the API shows it.
@@ -342,6 +457,10 @@ pub struct ReportView {
     /// A person's feedback on this version.
     #[serde(skip_serializing_if = "Option::is_none")]
     feedback: Option<Feedback>,
+    /// The registered deployment it is diagnosed with.
+    deployment: Option<Deployment>,
+    /// What the release changed, and its suspects.
+    changes: Option<crate::changes::Changes>,
     alert: alert::Alert,
 }
 
@@ -370,6 +489,8 @@ impl From<Report> for ReportView {
             engine: r.engine,
             ai_error: r.ai_error,
             feedback: r.feedback,
+            deployment: r.deployment,
+            changes: r.changes,
             alert: r.alert,
         }
     }
@@ -439,20 +560,44 @@ async fn list_reports(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let bad = |message: String, param: &str| ApiError::BadRequest {
-        code: "invalid_query",
-        message,
-        path: Some(param.to_owned()),
-    };
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(ReportStatus::parse(s).ok_or_else(|| {
-            bad(
+            bad_query(
                 format!("status must be generating, completed or failed, not {s:?}"),
                 "status",
             )
         })?),
     };
+    let (limit, before) = page(&q)?;
+    let reports = state
+        .store
+        .list(&ListFilter {
+            status,
+            before,
+            limit,
+        })
+        .await?;
+    let next_before = (reports.len() as u32 == limit)
+        .then(|| reports.last().map(|r| r.created_time.to_rfc3339()))
+        .flatten();
+    let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
+    Ok(Json(
+        json!({ "reports": reports, "nextBefore": next_before }),
+    ))
+}
+
+fn bad_query(message: String, param: &str) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_query",
+        message,
+        path: Some(param.to_owned()),
+    }
+}
+
+/// `limit` (1 to 500, default 50) and `before` (RFC 3339) of a listing.
+fn page(q: &ListQuery) -> Result<(u32, Option<DateTime<Utc>>), ApiError> {
+    let bad = bad_query;
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => 50,
         Some(s) => s
@@ -479,21 +624,7 @@ async fn list_reports(
                 .with_timezone(&Utc),
         ),
     };
-    let reports = state
-        .store
-        .list(&ListFilter {
-            status,
-            before,
-            limit,
-        })
-        .await?;
-    let next_before = (reports.len() as u32 == limit)
-        .then(|| reports.last().map(|r| r.created_time.to_rfc3339()))
-        .flatten();
-    let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
-    Ok(Json(
-        json!({ "reports": reports, "nextBefore": next_before }),
-    ))
+    Ok((limit, before))
 }
 
 async fn rediagnose(
@@ -527,6 +658,24 @@ struct FeedbackBody {
     comment: String,
 }
 
+/// A JSON body as `T`, or a `400` naming the path of what is wrong.
+fn typed_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // A missing field is reported at the object; name the field instead.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        ApiError::BadRequest {
+            code: "invalid_body",
+            path: Some(missing.unwrap_or(&path).to_owned()),
+            message,
+        }
+    })
+}
+
 /// Longest feedback comment, in characters.
 const MAX_COMMENT_CHARS: usize = 2000;
 
@@ -544,16 +693,7 @@ async fn feedback(
         message,
         path: Some(path.to_owned()),
     };
-    let mut json = serde_json::Deserializer::from_slice(&bytes);
-    let body: FeedbackBody = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        // A missing field is reported at the object; name the field instead.
-        let missing = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next());
-        bad(missing.unwrap_or(&path), message.clone())
-    })?;
+    let body: FeedbackBody = typed_body(&bytes)?;
     if !(1..=5).contains(&body.score) {
         return Err(bad(
             "score",
@@ -630,6 +770,85 @@ async fn delete_report(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(id.to_string()))
+    }
+}
+
+async fn put_deployment(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    require_json(&headers)?;
+    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let input: DeploymentInput = typed_body(&bytes)?;
+    let deployment =
+        input
+            .into_deployment(id.clone(), Utc::now())
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_body",
+                message: e.message,
+                path: Some(e.path),
+            })?;
+    let upsert = state.deployments.put_deployment(&deployment).await?;
+    let stored = state
+        .deployments
+        .get_deployment(&id)
+        .await?
+        .ok_or_else(|| ApiError::NoDeployment(id.to_string()))?;
+    tracing::info!(deployment_id = %id, hosts = stored.hosts.len(), created = (upsert == Upsert::Created), "deployment registered");
+    let status = match upsert {
+        Upsert::Created => StatusCode::CREATED,
+        Upsert::Updated => StatusCode::OK,
+    };
+    Ok((status, Json(stored)).into_response())
+}
+
+async fn get_deployment(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    state
+        .deployments
+        .get_deployment(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NoDeployment(id.to_string()))
+}
+
+async fn list_deployments(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.status.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "deployments have no status; use limit and before".into(),
+            path: Some("status".into()),
+        });
+    }
+    let (limit, before) = page(&q)?;
+    let deployments = state.deployments.list_deployments(before, limit).await?;
+    let next_before = (deployments.len() as u32 == limit)
+        .then(|| deployments.last().map(|d| d.created_time.to_rfc3339()))
+        .flatten();
+    Ok(Json(
+        json!({ "deployments": deployments, "nextBefore": next_before }),
+    ))
+}
+
+async fn delete_deployment(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    if state.deployments.delete_deployment(&id).await? {
+        tracing::info!(deployment_id = %id, "deployment unregistered");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NoDeployment(id.to_string()))
     }
 }
 

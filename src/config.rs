@@ -111,6 +111,12 @@ pub struct Config {
     /// The alert webhook and the other write endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// The deployments registry.
+    #[serde(default)]
+    pub deployments: DeploymentsConfig,
+    /// Change evidence from GitHub.
+    #[serde(default)]
+    pub github: GitHubConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -509,6 +515,115 @@ impl Default for EvidenceConfig {
             concurrency: default_evidence_concurrency(),
         }
     }
+}
+
+/// `Deployments.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct DeploymentsConfig {
+    /// An alert with no `deploymentId` label is attributed to a deployment on its host
+    /// when it started at most this many minutes after the deployment's `deployedAt`.
+    #[serde(default = "default_watch_minutes")]
+    pub watchminutes: u64,
+}
+
+impl Default for DeploymentsConfig {
+    fn default() -> Self {
+        Self {
+            watchminutes: default_watch_minutes(),
+        }
+    }
+}
+
+/// `GitHub.*`: change evidence, read by the service with `AI.GitHubToken`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct GitHubConfig {
+    /// The REST API: `https://api.github.com`, or `https://HOST/api/v3` for GitHub
+    /// Enterprise.
+    #[serde(default = "default_github_api")]
+    pub apiurl: String,
+    /// Repositories that may be read: `owner/name`, `*` globs allowed. Empty: only
+    /// repositories that registered deployments name.
+    #[serde(default)]
+    pub repos: Vec<String>,
+    /// Characters of all patch excerpts of one diagnosis.
+    #[serde(default = "default_max_patch_chars")]
+    pub maxpatchchars: usize,
+    /// Characters of one file's patch excerpt.
+    #[serde(default = "default_max_file_patch_chars")]
+    pub maxfilepatchchars: usize,
+    /// Pull requests whose files are read.
+    #[serde(default = "default_max_prs")]
+    pub maxprs: usize,
+    /// Commits of a range whose pull requests are looked up.
+    #[serde(default = "default_max_commits")]
+    pub maxcommits: usize,
+    /// Seconds the whole reading may take (within the diagnosis deadline).
+    #[serde(default = "default_github_timeout")]
+    pub timeoutseconds: u64,
+    /// Tools of the GitHub MCP server offered to the model (read tools only; any other
+    /// tool the server has is never offered or called).
+    #[serde(default = "default_github_mcp_tools")]
+    pub mcptools: Vec<String>,
+}
+
+impl Default for GitHubConfig {
+    fn default() -> Self {
+        Self {
+            apiurl: default_github_api(),
+            repos: Vec::new(),
+            maxpatchchars: default_max_patch_chars(),
+            maxfilepatchchars: default_max_file_patch_chars(),
+            maxprs: default_max_prs(),
+            maxcommits: default_max_commits(),
+            timeoutseconds: default_github_timeout(),
+            mcptools: default_github_mcp_tools(),
+        }
+    }
+}
+
+/// The GitHub MCP server's tools that only read (github/github-mcp-server).
+pub const GITHUB_READ_TOOLS: &[&str] = &[
+    "get_release_by_tag",
+    "get_latest_release",
+    "list_releases",
+    "list_tags",
+    "get_tag",
+    "pull_request_read",
+    "get_pull_request",
+    "get_pull_request_files",
+    "get_pull_request_diff",
+    "list_pull_requests",
+    "get_commit",
+    "list_commits",
+    "get_file_contents",
+    "search_code",
+];
+
+fn default_watch_minutes() -> u64 {
+    60
+}
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_max_patch_chars() -> usize {
+    24_000
+}
+fn default_max_file_patch_chars() -> usize {
+    4_000
+}
+fn default_max_prs() -> usize {
+    20
+}
+fn default_max_commits() -> usize {
+    100
+}
+fn default_github_timeout() -> u64 {
+    60
+}
+fn default_github_mcp_tools() -> Vec<String> {
+    GITHUB_READ_TOOLS.iter().map(|t| (*t).to_owned()).collect()
 }
 
 /// `Webhook.*`.
@@ -932,6 +1047,46 @@ impl Config {
         }
         if self.worker.maxattempts == 0 {
             return Err(invalid("Worker.MaxAttempts", "must be at least 1"));
+        }
+        if self.deployments.watchminutes == 0 {
+            return Err(invalid("Deployments.WatchMinutes", "must be at least 1"));
+        }
+        let g = &self.github;
+        check_http_url("GitHub.APIURL", &g.apiurl, "DD_GITHUB__APIURL")?;
+        if let Some(bad) = g
+            .repos
+            .iter()
+            .find(|r| r.split('/').count() != 2 || r.chars().any(char::is_whitespace))
+        {
+            return Err(invalid(
+                "GitHub.Repos",
+                format!("{bad:?} is not owner/name (a * matches any characters)"),
+            ));
+        }
+        if g.maxfilepatchchars < 200 || g.maxpatchchars < g.maxfilepatchchars {
+            return Err(invalid(
+                "GitHub.MaxPatchChars",
+                "must be at least GitHub.MaxFilePatchChars, which must be at least 200",
+            ));
+        }
+        if g.maxprs == 0 || g.maxcommits == 0 || g.timeoutseconds == 0 {
+            return Err(invalid(
+                "GitHub.MaxPRs",
+                "GitHub.MaxPRs, GitHub.MaxCommits and GitHub.TimeoutSeconds must be at least 1",
+            ));
+        }
+        if let Some(bad) = g
+            .mcptools
+            .iter()
+            .find(|t| !GITHUB_READ_TOOLS.contains(&t.as_str()))
+        {
+            return Err(invalid(
+                "GitHub.MCPTools",
+                format!(
+                    "{bad:?} is not one of the GitHub MCP server's read tools ({})",
+                    GITHUB_READ_TOOLS.join(", ")
+                ),
+            ));
         }
         if self.webhook.maxbodybytes < 1024 {
             return Err(invalid("Webhook.MaxBodyBytes", "must be at least 1024"));

@@ -7,12 +7,14 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{Alert, DeploymentId};
+use crate::alert::DeploymentId;
 use crate::config::{Config, RunnerKind};
 use crate::evidence::{EvidenceItem, Gatherer};
 use crate::evidence_report;
 use crate::extract::{self, Answer};
 use crate::prompt::{self, PromptOptions};
+
+pub use crate::prompt::Facts;
 use crate::report::{Engine, FailureKind, ReportBody, Usage};
 use crate::runner::{RunEnd, RunRequest, Runner};
 
@@ -129,24 +131,33 @@ impl Diagnoser {
         self.runner.as_ref()
     }
 
+    /// How long a diagnosis may take (2 x `AI.Timeout`).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The redactor for this configuration's secrets.
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
     }
 
-    /// Diagnoses one alert, starting from the evidence when there is some.
+    /// Diagnoses one alert, starting from the evidence and the release's changes when
+    /// there are some.
     pub async fn diagnose(
         &self,
         deployment_id: &DeploymentId,
-        alert: &Alert,
-        evidence: Option<&[EvidenceItem]>,
+        facts: &Facts<'_>,
         cancel: CancellationToken,
     ) -> Result<Diagnosed, Cancelled> {
-        let evidence = evidence.filter(|e| !e.is_empty());
+        if cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        let alert = facts.alert;
+        let evidence = facts.evidence.filter(|e| !e.is_empty());
         let Some(runner) = &self.runner else {
             let outcome = match evidence {
                 Some(items) => Outcome::Completed {
-                    body: evidence_report::write(alert, items, EVIDENCE_ONLY),
+                    body: evidence_report::write(alert, items, facts.changes, EVIDENCE_ONLY),
                     engine: Engine::Evidence,
                     ai_failure: Some(AiFailure {
                         kind: None,
@@ -170,7 +181,7 @@ impl Diagnoser {
         };
         let request = RunRequest {
             deployment_id: deployment_id.clone(),
-            prompt: prompt::build(alert, evidence, self.prompt_options),
+            prompt: prompt::build(facts, self.prompt_options),
             deadline: self.deadline,
         };
         let result = runner.run(request, cancel).await?;
@@ -200,7 +211,12 @@ impl Diagnoser {
         // The AI failed after its retries: the evidence still makes a report.
         let outcome = match evidence {
             Some(items) => Outcome::Completed {
-                body: evidence_report::write(alert, items, &self.redactor.apply(&reason)),
+                body: evidence_report::write(
+                    alert,
+                    items,
+                    facts.changes,
+                    &self.redactor.apply(&reason),
+                ),
                 engine: Engine::Evidence,
                 ai_failure: Some(AiFailure {
                     kind: Some(kind),

@@ -484,6 +484,9 @@ pub enum EvidenceError {
     Timeout(Duration),
 }
 
+/// Hosts whose instances are looked up for one gathering (a deployment may list more).
+const MAX_TARGET_HOSTS: usize = 50;
+
 /// A time as Prometheus's API takes it: Unix seconds, to the millisecond (whole seconds
 /// would end a range before a sample taken in the current second).
 fn unix(t: DateTime<Utc>) -> String {
@@ -691,22 +694,54 @@ impl Gatherer {
         Ok(())
     }
 
-    /// The node_exporter instances the alert is about, with the label matcher that
-    /// selects them.
-    async fn targets(&self, alert: &Alert, w: &Windows) -> Result<Vec<String>, EvidenceError> {
-        let label = |k: &str| alert.labels.get(k).filter(|v| !v.is_empty());
+    /// The node_exporter instances the alert is about: its `instance`, each host of its
+    /// `hostname` (a comma-separated list is allowed) and of its registered deployment,
+    /// matched against `up`'s `instance` and `hostname` labels and `node_uname_info`'s
+    /// `nodename`; its `job` when nothing else names a target.
+    async fn targets(
+        &self,
+        alert: &Alert,
+        deployment_hosts: &[String],
+        w: &Windows,
+    ) -> Result<Vec<String>, EvidenceError> {
+        let label = |k: &str| alert.labels.get(k).filter(|v| !v.trim().is_empty());
         let window = format!("{}s", (w.to - w.from).num_seconds().max(1));
         let mut queries = Vec::new();
         if let Some(instance) = label("instance") {
-            queries.push(format!("up{{instance={}}}", literal(instance)));
+            queries.push(format!("up{{instance={}}}", literal(instance.trim())));
         }
-        if let Some(host) = label("hostname") {
-            queries.push(format!("up{{hostname={}}}", literal(host)));
+        let mut hosts: Vec<String> = label("hostname")
+            .map(|h| h.split(',').map(|h| h.trim().to_owned()).collect())
+            .unwrap_or_default();
+        hosts.extend(deployment_hosts.iter().cloned());
+        hosts.retain(|h| !h.is_empty());
+        hosts.sort();
+        hosts.dedup();
+        hosts.truncate(MAX_TARGET_HOSTS);
+        if !hosts.is_empty() {
+            // One regex alternation per label, so many hosts are still three queries.
+            let names = hosts
+                .iter()
+                .map(|h| exact_regex(&crate::deployment::host_key(h)))
+                .collect::<Vec<_>>()
+                .join("|");
+            let exact = hosts
+                .iter()
+                .map(|h| exact_regex(h))
+                .collect::<Vec<_>>()
+                .join("|");
+            queries.push(format!(
+                "up{{hostname=~{}}}",
+                literal(&format!("(?i)({names})"))
+            ));
             queries.push(format!(
                 "up{{instance=~{}}}",
-                literal(&format!("{}(:[0-9]+)?", exact_regex(host)))
+                literal(&format!("(?i)({exact}|({names})(:[0-9]+)?)"))
             ));
-            queries.push(format!("node_uname_info{{nodename={}}}", literal(host)));
+            queries.push(format!(
+                "node_uname_info{{nodename=~{}}}",
+                literal(&format!("(?i)({names})"))
+            ));
         }
         if queries.is_empty() {
             if let Some(job) = label("job") {
@@ -732,34 +767,40 @@ impl Gatherer {
         }
         if found.is_empty() {
             if let Some(instance) = label("instance") {
-                found.insert(instance.clone());
+                found.insert(instance.trim().to_owned());
             }
         }
         Ok(found.into_iter().collect())
     }
 
-    /// Gathers, scores and ranks the evidence for an alert that started at `starts_at`.
+    /// Gathers, scores and ranks the evidence for an alert that started at `starts_at`, on
+    /// its hosts and those of its registered deployment.
     pub async fn gather(
         &self,
         alert: &Alert,
+        deployment_hosts: &[String],
         starts_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<EvidenceItem>, EvidenceError> {
         let limit = Duration::from_secs(self.config.timeoutseconds);
-        tokio::time::timeout(limit, self.gather_within(alert, starts_at, now))
-            .await
-            .map_err(|_| EvidenceError::Timeout(limit))?
+        tokio::time::timeout(
+            limit,
+            self.gather_within(alert, deployment_hosts, starts_at, now),
+        )
+        .await
+        .map_err(|_| EvidenceError::Timeout(limit))?
     }
 
     async fn gather_within(
         &self,
         alert: &Alert,
+        deployment_hosts: &[String],
         starts_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<EvidenceItem>, EvidenceError> {
         let baseline = Duration::from_secs(self.config.baselineminutes * 60);
         let w = Windows::new(starts_at, now, baseline);
-        let instances = self.targets(alert, &w).await?;
+        let instances = self.targets(alert, deployment_hosts, &w).await?;
         let rate_window = format!("{}s", self.config.ratewindowseconds);
         struct Job {
             resource: Resource,
@@ -933,7 +974,16 @@ impl Stage {
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(report.created_time);
         let started = std::time::Instant::now();
-        match self.gatherer.gather(&report.alert, starts_at, now).await {
+        let hosts = report
+            .deployment
+            .as_ref()
+            .map(|d| d.hosts.clone())
+            .unwrap_or_default();
+        match self
+            .gatherer
+            .gather(&report.alert, &hosts, starts_at, now)
+            .await
+        {
             Ok(items) => {
                 tracing::info!(
                     items = items.len(),

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::alert::Alert;
+use crate::changes::Changes;
 use crate::evidence::{format_value, EvidenceItem, Resource, ANOMALY_SCORE};
 use crate::report::ReportBody;
 
@@ -67,9 +68,63 @@ fn line(item: &EvidenceItem) -> String {
     )
 }
 
-/// The report for an alert from its evidence (ranked, best first), saying why no AI wrote
-/// it.
-pub fn write(alert: &Alert, evidence: &[EvidenceItem], why_no_ai: &str) -> ReportBody {
+/// Suspect changes listed in the root-cause section.
+const SUSPECTS: usize = 3;
+
+/// What the release's changes add to the root-cause section.
+fn change_lines(content: &mut String, changes: &Changes) {
+    if !changes.read {
+        let _ = writeln!(
+            content,
+            "未读取发布变更（{} {}）：{}",
+            changes.repo,
+            changes.range,
+            changes.notes.join("；")
+        );
+        return;
+    }
+    let suspects = changes.suspects(SUSPECTS);
+    if suspects.is_empty() {
+        let _ = writeln!(
+            content,
+            "本次发布（{} {}，{} 个 PR）的改动中没有与上述异常相关的关键词。",
+            changes.repo,
+            changes.range,
+            changes.prs.len()
+        );
+        return;
+    }
+    let _ = writeln!(
+        content,
+        "本次发布（{} {}）中与上述异常最相关的改动（按关键词可疑度排序，需人工确认）：",
+        changes.repo, changes.range
+    );
+    for (i, (pr, file)) in suspects.iter().enumerate() {
+        let pr = pr.map_or_else(
+            || "直接提交".to_owned(),
+            |pr| format!("PR #{}「{}」（{}）", pr.number, pr.title, pr.author),
+        );
+        let _ = writeln!(
+            content,
+            "{}. {pr} 文件 {}（+{} −{}，可疑度 {:.2}：{}）",
+            i + 1,
+            file.path,
+            file.additions,
+            file.deletions,
+            file.suspect,
+            file.why.join("；")
+        );
+    }
+}
+
+/// The report for an alert from its evidence (ranked, best first) and the release's
+/// changes, saying why no AI wrote it.
+pub fn write(
+    alert: &Alert,
+    evidence: &[EvidenceItem],
+    changes: Option<&Changes>,
+    why_no_ai: &str,
+) -> ReportBody {
     let anomalous: Vec<&EvidenceItem> = evidence
         .iter()
         .filter(|e| e.resource != Resource::Rule && e.scored.score >= ANOMALY_SCORE)
@@ -142,6 +197,10 @@ pub fn write(alert: &Alert, evidence: &[EvidenceItem], why_no_ai: &str) -> Repor
         }
     }
 
+    if let Some(changes) = changes {
+        change_lines(&mut content, changes);
+    }
+
     let resources: Vec<&str> = anomalous
         .iter()
         .map(|e| resource_name(e.resource))
@@ -175,6 +234,15 @@ pub fn write(alert: &Alert, evidence: &[EvidenceItem], why_no_ai: &str) -> Repor
         if step == 2 {
             break;
         }
+    }
+    if let Some((pr, file)) = changes.and_then(|c| c.suspects(1).into_iter().next()) {
+        step += 1;
+        let _ = writeln!(
+            content,
+            "{step}. 检查{}对 {} 的改动；若确认是它引起的，回滚本次发布或修复后重新发布。",
+            pr.map_or_else(String::new, |pr| format!(" PR #{} ", pr.number)),
+            file.path
+        );
     }
     let _ = write!(
         content,
@@ -255,7 +323,7 @@ mod tests {
                 Verdict::Normal,
             ),
         ];
-        let body = write(&alert(), &evidence, "AI call failed with status 500");
+        let body = write(&alert(), &evidence, None, "AI call failed with status 500");
         let c = &body.content;
         let sections = [
             "【问题概述】",
@@ -293,7 +361,7 @@ mod tests {
             item(Resource::Cpu, "CPU busy %", 0.2, Verdict::Normal),
             item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
         ];
-        let body = write(&alert(), &evidence, "evidence-only mode");
+        let body = write(&alert(), &evidence, None, "evidence-only mode");
         assert!(
             body.content.contains("都没有超过异常阈值"),
             "{}",
@@ -301,5 +369,57 @@ mod tests {
         );
         assert!(body.content.contains("应用层"));
         assert_eq!(body.prom_ql.len(), 2);
+    }
+
+    #[test]
+    fn suspect_changes_are_listed_under_the_root_cause_and_in_the_remedy() {
+        use crate::changes::{ChangedFile, PullRequest};
+        let evidence = vec![item(
+            Resource::Memory,
+            "memory used %",
+            7.0,
+            Verdict::Saturated,
+        )];
+        let changes = Changes {
+            repo: "acme/shop".into(),
+            range: "v1...v2".into(),
+            read: true,
+            prs: vec![PullRequest {
+                number: 42,
+                title: "Warm the cache".into(),
+                author: "dev".into(),
+                suspect: 3.2,
+                files: vec![ChangedFile {
+                    path: "src/cache.go".into(),
+                    additions: 30,
+                    deletions: 1,
+                    suspect: 3.2,
+                    why: vec!["memory: cache".into()],
+                    patch: None,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let c = write(&alert(), &evidence, Some(&changes), "evidence-only mode").content;
+        let cause = c.find("【根因分析】").unwrap();
+        let scope = c.find("【影响范围】").unwrap();
+        let line = c
+            .find("1. PR #42「Warm the cache」（dev） 文件 src/cache.go（+30 −1，可疑度 3.20：memory: cache）")
+            .unwrap_or_else(|| panic!("{c}"));
+        assert!(cause < line && line < scope, "{c}");
+        assert!(c.contains("检查 PR #42 对 src/cache.go 的改动"), "{c}");
+        let refused = Changes {
+            read: false,
+            notes: vec![
+                "repository acme/shop was not read: it is not in the GitHub.Repos allowlist".into(),
+            ],
+            ..changes
+        };
+        let c = write(&alert(), &evidence, Some(&refused), "x").content;
+        assert!(
+            c.contains("未读取发布变更") && c.contains("GitHub.Repos"),
+            "{c}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! - [`config`] — the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
 //! - [`alert`] — the two webhook bodies, parsed into one alert shape.
 //! - [`report`] — the report model and its statuses.
+//! - [`deployment`] — the deployments registry's model, and alert attribution by host.
 //! - [`store`] — the `ReportStore` trait; `embedded` (SQLite) and `mongo`.
 //! - [`prompt`] — the design's prompt, with alert data fenced.
 //! - [`provider`] — what each AI provider needs in a request (token limit, extra fields).
@@ -14,6 +15,8 @@
 //!   service), `process` and `docker` (the Python runner, its protocol in `python`).
 //! - [`extract`] — pulling the JSON report out of the model's answer.
 //! - [`evidence`] — facts measured from Prometheus before the runner starts, ranked.
+//! - [`changes`] — what a release changed, and its suspects for the measured failure.
+//! - [`github`] — reading a release's changes from the GitHub REST API, read-only.
 //! - [`evidence_report`] — the report written from the evidence when no AI analysis could
 //!   be had.
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
@@ -28,11 +31,14 @@
 
 pub mod alert;
 pub mod api;
+pub mod changes;
 pub mod config;
+pub mod deployment;
 pub mod diagnosis;
 pub mod evidence;
 pub mod evidence_report;
 pub mod extract;
+pub mod github;
 pub mod metrics;
 pub mod prompt;
 pub mod provider;

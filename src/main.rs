@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 
 use deploy_diagnosis::alert;
 use deploy_diagnosis::config::{Config, Environment};
-use deploy_diagnosis::diagnosis::{Diagnoser, Outcome};
+use deploy_diagnosis::diagnosis::{Diagnoser, Facts, Outcome};
 use deploy_diagnosis::evidence::Gatherer;
+use deploy_diagnosis::github::ChangeSource;
 use deploy_diagnosis::{startup, store, telemetry};
 
 #[derive(Parser)]
@@ -134,7 +135,7 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         let starts_at = chrono::DateTime::parse_from_rfc3339(&alert.starts_at)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or(now);
-        match gatherer.gather(&alert, starts_at, now).await {
+        match gatherer.gather(&alert, &[], starts_at, now).await {
             Ok(items) => Some(items),
             Err(e) => {
                 tracing::warn!(error = %e, "evidence could not be gathered");
@@ -144,13 +145,28 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
     } else {
         None
     };
+    // The release the alert labels name, read when GitHub.Repos admits it.
+    let source = ChangeSource::new(&config);
+    let (release, changes) = match source.admit(None, &alert) {
+        None => (None, None),
+        Some(Err(record)) => (None, Some(record)),
+        Some(Ok(release)) => {
+            let deadline = tokio::time::Instant::now() + diagnoser.deadline();
+            let changes = source
+                .read(&release, evidence.as_deref().unwrap_or(&[]), deadline)
+                .await;
+            (Some(release), Some(changes))
+        }
+    };
+    let facts = Facts {
+        alert: &alert,
+        deployment: None,
+        evidence: evidence.as_deref(),
+        changes: changes.as_ref(),
+        release: release.as_ref(),
+    };
     let outcome = diagnoser
-        .diagnose(
-            &id,
-            &alert,
-            evidence.as_deref(),
-            startup::shutdown_on_signals(),
-        )
+        .diagnose(&id, &facts, startup::shutdown_on_signals())
         .await;
     let (json, code) = match outcome.map(|d| d.outcome) {
         Ok(Outcome::Completed {
@@ -159,12 +175,13 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
             ai_failure,
         }) => (
             serde_json::json!({"status": "completed", "engine": engine, "promQL": body.prom_ql,
-                "content": body.content, "aiError": ai_failure.map(|f| f.reason), "evidence": evidence}),
+                "content": body.content, "aiError": ai_failure.map(|f| f.reason), "evidence": evidence,
+                "changes": changes}),
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (
             serde_json::json!({"status": "failed", "kind": kind.as_str(), "error": reason,
-                "evidence": evidence}),
+                "evidence": evidence, "changes": changes}),
             ExitCode::FAILURE,
         ),
         Err(_) => return fail("interrupted"),

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, DeploymentId};
+use crate::changes::Changes;
 use crate::config::RunnerKind;
+use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
 
 /// The design's `ReportStatus`.
@@ -249,6 +251,10 @@ pub struct Report {
     pub ai_error: Option<String>,
     /// Feedback on the current version.
     pub feedback: Option<Feedback>,
+    /// The registered deployment the current version is diagnosed with (a snapshot).
+    pub deployment: Option<Deployment>,
+    /// What the release changed, read from GitHub before the runner.
+    pub changes: Option<Changes>,
     /// The worker holding it.
     pub lease_owner: Option<String>,
     /// Until when that worker's claim lasts.
@@ -278,6 +284,8 @@ impl Report {
             engine: None,
             ai_error: None,
             feedback: None,
+            deployment: None,
+            changes: None,
             lease_owner: None,
             lease_until: None,
         }

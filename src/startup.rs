@@ -71,7 +71,8 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let store = store::open(&config).await?;
+    let stores = store::open(&config).await?;
+    let store = stores.reports;
     let metrics = Arc::new(Metrics::new());
     let diagnoser = Diagnoser::new(&config, build_runner(&config, Arc::clone(&metrics)).await?);
     if let Some(runner) = diagnoser.runner() {
@@ -83,6 +84,8 @@ pub async fn run(
     let evidence = crate::evidence::Stage::new(&config, Arc::clone(&store));
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),
+        deployments: Arc::clone(&stores.deployments),
+        changes: crate::github::ChangeSource::new(&config),
         evidence: evidence.clone(),
         diagnoser: diagnoser.clone(),
         metrics: Arc::clone(&metrics),
@@ -91,6 +94,8 @@ pub async fn run(
     });
     let state = AppState {
         store,
+        deployments: stores.deployments,
+        watch_minutes: config.deployments.watchminutes,
         diagnoser,
         metrics,
         wake,

@@ -12,18 +12,26 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::changes::{Changes, Release};
 use crate::config::WorkerConfig;
+use crate::deployment::Deployment;
 use crate::diagnosis::{Diagnosed, Diagnoser, Outcome};
 use crate::evidence::Stage;
+use crate::github::ChangeSource;
 use crate::metrics::Metrics;
+use crate::prompt::Facts;
 use crate::report::{Engine, FailureKind, Finish, Report, ReportStatus};
-use crate::store::ReportStore;
+use crate::store::{DeploymentStore, ReportStore};
 
 /// What the workers share.
 #[derive(Clone)]
 pub struct WorkerContext {
     /// The store (and queue).
     pub store: Arc<dyn ReportStore>,
+    /// The deployments registry.
+    pub deployments: Arc<dyn DeploymentStore>,
+    /// Change evidence from GitHub.
+    pub changes: ChangeSource,
     /// The evidence stage (`None`: disabled).
     pub evidence: Option<Stage>,
     /// Runs one diagnosis.
@@ -120,6 +128,76 @@ async fn worker_loop(
     }
 }
 
+/// The deployment a report is diagnosed with: the registry's current entry (a pipeline may
+/// register after the alert came), else the snapshot taken at intake. A changed one is
+/// stored as the version's snapshot.
+async fn deployment_of(ctx: &WorkerContext, report: &Report) -> Option<Deployment> {
+    let registered = match ctx.deployments.get_deployment(&report.deployment_id).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the deployments registry failed; using the report's snapshot");
+            None
+        }
+    };
+    let Some(current) = registered else {
+        return report.deployment.clone();
+    };
+    if report.deployment.as_ref() != Some(&current) {
+        if let Err(e) = ctx
+            .store
+            .set_deployment(&report.deployment_id, report.version, &current)
+            .await
+        {
+            tracing::warn!(error = %e, "storing the deployment snapshot failed");
+        }
+    }
+    Some(current)
+}
+
+/// The release's changes: as stored by an earlier attempt, or read now and stored. The
+/// record of a release that may not be read is stored too, so the report says why.
+async fn changes_of(
+    ctx: &WorkerContext,
+    report: &Report,
+    deployment: Option<&Deployment>,
+    evidence: &[crate::evidence::EvidenceItem],
+) -> (Option<Release>, Option<Changes>) {
+    let release = match ctx.changes.admit(deployment, &report.alert) {
+        None => return (None, None),
+        Some(Err(record)) => {
+            store_changes(ctx, report, &record).await;
+            return (None, Some(record));
+        }
+        Some(Ok(release)) => release,
+    };
+    if let Some(stored) = report.changes.as_ref().filter(|c| c.read) {
+        return (Some(release), Some(stored.clone()));
+    }
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + ctx.diagnoser.deadline();
+    let changes = ctx.changes.read(&release, evidence, deadline).await;
+    tracing::info!(
+        repo = %changes.repo,
+        range = %changes.range,
+        prs = changes.prs.len(),
+        notes = changes.notes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "change evidence read"
+    );
+    store_changes(ctx, report, &changes).await;
+    (Some(release), Some(changes))
+}
+
+async fn store_changes(ctx: &WorkerContext, report: &Report, changes: &Changes) {
+    if let Err(e) = ctx
+        .store
+        .set_changes(&report.deployment_id, report.version, changes)
+        .await
+    {
+        tracing::warn!(error = %e, "storing the change evidence failed");
+    }
+}
+
 async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &CancellationToken) {
     let id = report.deployment_id.clone();
     let started = Instant::now();
@@ -151,14 +229,24 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             report.clone(),
             cancel.clone(),
         ));
+        let mut report = report;
+        report.deployment = deployment_of(ctx, &report).await;
         let evidence = match &ctx.evidence {
             Some(stage) => stage.evidence_for(&report).await,
             None => None,
         };
-        let result = ctx
-            .diagnoser
-            .diagnose(&id, &report.alert, evidence.as_deref(), cancel.clone())
-            .await;
+        let (release, changes) = tokio::select! {
+            found = changes_of(ctx, &report, report.deployment.as_ref(), evidence.as_deref().unwrap_or(&[])) => found,
+            _ = cancel.cancelled() => (None, None),
+        };
+        let facts = Facts {
+            alert: &report.alert,
+            deployment: report.deployment.as_ref(),
+            evidence: evidence.as_deref(),
+            changes: changes.as_ref(),
+            release: release.as_ref(),
+        };
+        let result = ctx.diagnoser.diagnose(&id, &facts, cancel.clone()).await;
         heartbeat.abort();
         match result {
             Ok(diagnosed) => diagnosed,

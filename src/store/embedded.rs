@@ -9,14 +9,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use super::{DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, StoreError, Upsert};
 use crate::alert::DeploymentId;
+use crate::changes::Changes;
 use crate::config::RunnerKind;
+use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
 use crate::report::{Engine, Feedback, Finish, HistoryEntry, Report, ReportStatus};
 
-/// Stored feedback JSON, read back.
-fn parse_feedback(id: &str, json: Option<&str>) -> Result<Option<Feedback>, StoreError> {
+/// A stored JSON column, read back.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    id: &str,
+    json: Option<&str>,
+) -> Result<Option<T>, StoreError> {
     json.map(|j| serde_json::from_str(j).map_err(|e| corrupt(id, e.to_string())))
         .transpose()
 }
@@ -28,11 +33,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_evidence.sql")),
     (3, include_str!("../../migrations/sqlite/0003_engine.sql")),
     (4, include_str!("../../migrations/sqlite/0004_feedback.sql")),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_deployments.sql"),
+    ),
 ];
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
-     evidence, engine, ai_error, feedback";
+     evidence, engine, ai_error, feedback, deployment, changes";
 
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]
@@ -151,6 +160,8 @@ struct RawReport {
     engine: Option<String>,
     ai_error: Option<String>,
     feedback: Option<String>,
+    deployment: Option<String>,
+    changes: Option<String>,
 }
 
 fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
@@ -176,6 +187,8 @@ fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         engine: row.get(18)?,
         ai_error: row.get(19)?,
         feedback: row.get(20)?,
+        deployment: row.get(21)?,
+        changes: row.get(22)?,
     })
 }
 
@@ -202,15 +215,12 @@ impl RawReport {
                 .and_then(|u| serde_json::from_str(u).ok()),
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(time),
-            evidence: match self.evidence.as_deref() {
-                Some(json) => {
-                    Some(serde_json::from_str(json).map_err(|e| corrupt(&id, e.to_string()))?)
-                }
-                None => None,
-            },
+            evidence: parse_json(&id, self.evidence.as_deref())?,
             engine: self.engine.as_deref().and_then(Engine::parse),
             ai_error: self.ai_error,
-            feedback: parse_feedback(&id, self.feedback.as_deref())?,
+            feedback: parse_json(&id, self.feedback.as_deref())?,
+            deployment: parse_json(&id, self.deployment.as_deref())?,
+            changes: parse_json(&id, self.changes.as_deref())?,
             id,
         })
     }
@@ -255,10 +265,16 @@ impl ReportStore for EmbeddedStore {
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
         let r = report.clone();
         let alert = serde_json::to_string(&r.alert).map_err(|e| corrupt(&r.id, e.to_string()))?;
+        let deployment = r
+            .deployment
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| corrupt(&r.id, e.to_string()))?;
         self.with(move |conn| {
             let inserted = conn.execute(
                 "INSERT INTO reports (id, deployment_id, status, content, alert, attempts, version, \
-                 created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 created_time, updated_time, deployment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                  ON CONFLICT (deployment_id) DO NOTHING",
                 params![
                     r.id,
@@ -270,6 +286,7 @@ impl ReportStore for EmbeddedStore {
                     r.version,
                     ms(r.created_time),
                     ms(r.updated_time),
+                    deployment,
                 ],
             )?;
             if inserted == 1 {
@@ -368,6 +385,38 @@ impl ReportStore for EmbeddedStore {
             "evidence",
             Stage::Generating,
             &evidence,
+        )
+        .await
+    }
+
+    async fn set_deployment(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        deployment: &Deployment,
+    ) -> Result<bool, StoreError> {
+        self.set_json(
+            deployment_id,
+            version,
+            "deployment",
+            Stage::Generating,
+            deployment,
+        )
+        .await
+    }
+
+    async fn set_changes(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        changes: &Changes,
+    ) -> Result<bool, StoreError> {
+        self.set_json(
+            deployment_id,
+            version,
+            "changes",
+            Stage::Generating,
+            changes,
         )
         .await
     }
@@ -472,7 +521,7 @@ impl ReportStore for EmbeddedStore {
                 "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
                  attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
                  duration_ms = NULL, usage = NULL, evidence = NULL, engine = NULL, ai_error = NULL, \
-                 feedback = NULL, \
+                 feedback = NULL, changes = NULL, \
                  lease_owner = NULL, lease_until = NULL \
                  WHERE deployment_id = ?2",
                 params![ms(now), id.as_str()],
@@ -520,7 +569,7 @@ impl ReportStore for EmbeddedStore {
                     created_time: time(created),
                     updated_time: time(updated),
                     duration_ms: duration.map(|d| d.max(0) as u64),
-                    feedback: parse_feedback(id.as_str(), feedback.as_deref())?,
+                    feedback: parse_json(id.as_str(), feedback.as_deref())?,
                 })
             })
             .collect()
@@ -571,6 +620,136 @@ impl ReportStore for EmbeddedStore {
                 |row| row.get(0),
             )?;
             Ok(n.max(0) as u64)
+        })
+        .await
+    }
+}
+
+fn raw_deployment(row: &Row<'_>) -> rusqlite::Result<(String, String)> {
+    Ok((row.get(0)?, row.get(1)?))
+}
+
+fn into_deployment((id, body): (String, String)) -> Result<Deployment, StoreError> {
+    serde_json::from_str(&body).map_err(|e| corrupt(&id, e.to_string()))
+}
+
+#[async_trait]
+impl DeploymentStore for EmbeddedStore {
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<Upsert, StoreError> {
+        let mut d = deployment.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let created: Option<i64> = tx
+                .query_row(
+                    "SELECT created_time FROM deployments WHERE deployment_id = ?1",
+                    [d.deployment_id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(created) = created {
+                d.created_time = time(created);
+            }
+            let id = d.deployment_id.as_str().to_owned();
+            let body = serde_json::to_string(&d).map_err(|e| corrupt(&id, e.to_string()))?;
+            tx.execute(
+                "INSERT INTO deployments (deployment_id, body, deployed_at, created_time, updated_time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (deployment_id) DO UPDATE SET \
+                 body = excluded.body, deployed_at = excluded.deployed_at, updated_time = excluded.updated_time",
+                params![id, body, ms(d.deployed_at), ms(d.created_time), ms(d.updated_time)],
+            )?;
+            tx.execute("DELETE FROM deployment_hosts WHERE deployment_id = ?1", [&id])?;
+            for host in d.host_keys() {
+                tx.execute(
+                    "INSERT INTO deployment_hosts (host, deployment_id, deployed_at) VALUES (?1, ?2, ?3)",
+                    params![host, id, ms(d.deployed_at)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(if created.is_some() {
+                Upsert::Updated
+            } else {
+                Upsert::Created
+            })
+        })
+        .await
+    }
+
+    async fn get_deployment(
+        &self,
+        deployment_id: &DeploymentId,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT deployment_id, body FROM deployments WHERE deployment_id = ?1",
+                [id.as_str()],
+                raw_deployment,
+            )
+            .optional()?
+            .map(into_deployment)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_deployments(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT deployment_id, body FROM deployments WHERE (?1 IS NULL OR created_time < ?1) \
+                 ORDER BY created_time DESC, deployment_id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before.map(ms), limit], raw_deployment)?;
+            rows.map(|row| row.map_err(StoreError::from).and_then(into_deployment))
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM deployment_hosts WHERE deployment_id = ?1",
+                [id.as_str()],
+            )?;
+            let deleted = tx.execute(
+                "DELETE FROM deployments WHERE deployment_id = ?1",
+                [id.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn latest_on_hosts(
+        &self,
+        host_keys: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<Deployment>, StoreError> {
+        if host_keys.is_empty() {
+            return Ok(None);
+        }
+        let hosts =
+            serde_json::to_string(host_keys).map_err(|e| corrupt("hosts", e.to_string()))?;
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT d.deployment_id, d.body FROM deployment_hosts h \
+                 JOIN deployments d ON d.deployment_id = h.deployment_id \
+                 WHERE h.host IN (SELECT value FROM json_each(?1)) AND h.deployed_at BETWEEN ?2 AND ?3 \
+                 ORDER BY h.deployed_at DESC, d.deployment_id DESC LIMIT 1",
+                params![hosts, ms(from), ms(to)],
+                raw_deployment,
+            )
+            .optional()?
+            .map(into_deployment)
+            .transpose()
         })
         .await
     }

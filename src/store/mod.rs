@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::alert::DeploymentId;
+use crate::changes::Changes;
 use crate::config::{Config, StoreKind};
+use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
 use crate::report::{Feedback, Finish, HistoryEntry, Report, ReportStatus};
 
@@ -80,10 +82,48 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// Result of registering a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// A new deployment.
+    Created,
+    /// It was registered before; its fields are replaced, its `createdTime` kept.
+    Updated,
+}
+
+/// The deployments registry. Every method is one atomic change or one read.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync {
+    /// Registers a deployment, replacing an earlier registration of the same id (whose
+    /// `createdTime` is kept).
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<Upsert, StoreError>;
+    /// A deployment by id.
+    async fn get_deployment(
+        &self,
+        deployment_id: &DeploymentId,
+    ) -> Result<Option<Deployment>, StoreError>;
+    /// Deployments, newest registration first, created before `before` when given.
+    async fn list_deployments(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, StoreError>;
+    /// Removes a deployment; `false` if there was none. Its report stays.
+    async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError>;
+    /// The most recently deployed deployment on any of these hosts (keys as
+    /// [`crate::deployment::host_key`] makes them) that was deployed in `[from, to]`.
+    async fn latest_on_hosts(
+        &self,
+        host_keys: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<Deployment>, StoreError>;
+}
+
 /// The report store. Every method is one atomic change or one read.
 #[async_trait]
 pub trait ReportStore: Send + Sync {
-    /// Creates tables/collections and indexes; safe to run again.
+    /// Creates tables/collections and indexes (deployments' too); safe to run again.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Answers when the store can be used.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -115,6 +155,22 @@ pub trait ReportStore: Send + Sync {
         deployment_id: &DeploymentId,
         version: u32,
         evidence: &[EvidenceItem],
+    ) -> Result<bool, StoreError>;
+    /// Stores the deployment version `version` is diagnosed with while it is `generating`;
+    /// `false` otherwise.
+    async fn set_deployment(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        deployment: &Deployment,
+    ) -> Result<bool, StoreError>;
+    /// Stores the change evidence of version `version` while it is `generating`; `false`
+    /// otherwise.
+    async fn set_changes(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        changes: &Changes,
     ) -> Result<bool, StoreError>;
     /// Stores feedback on version `version` while that version is finished (completed or
     /// failed); `false` otherwise. Later feedback on the same version replaces earlier.
@@ -150,14 +206,34 @@ pub trait ReportStore: Send + Sync {
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
+/// Both halves of one store: reports and deployments live in the same database.
+#[derive(Clone)]
+pub struct Stores {
+    /// Reports (and the queue).
+    pub reports: Arc<dyn ReportStore>,
+    /// The deployments registry.
+    pub deployments: Arc<dyn DeploymentStore>,
+}
+
+impl Stores {
+    /// One store object serving both.
+    pub fn of<S: ReportStore + DeploymentStore + 'static>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self {
+            reports: store.clone(),
+            deployments: store,
+        }
+    }
+}
+
 /// The store the configuration names, migrated.
-pub async fn open(config: &Config) -> Result<Arc<dyn ReportStore>, StoreError> {
-    let store: Arc<dyn ReportStore> = match config.store.kind {
-        StoreKind::Embedded => Arc::new(embedded::EmbeddedStore::open(&config.store.path)?),
+pub async fn open(config: &Config) -> Result<Stores, StoreError> {
+    let stores = match config.store.kind {
+        StoreKind::Embedded => Stores::of(embedded::EmbeddedStore::open(&config.store.path)?),
         StoreKind::Mongo => {
-            Arc::new(mongo::MongoStore::connect(&config.mongo.url, &config.mongo.database).await?)
+            Stores::of(mongo::MongoStore::connect(&config.mongo.url, &config.mongo.database).await?)
         }
     };
-    store.migrate().await?;
-    Ok(store)
+    stores.reports.migrate().await?;
+    Ok(stores)
 }

@@ -14,14 +14,95 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use super::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use super::{DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, StoreError, Upsert};
 use crate::alert::{Alert, DeploymentId};
+use crate::changes::Changes;
+use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
 use crate::report::{Engine, Feedback, Finish, HistoryEntry, Report, ReportStatus, Usage};
 
-const INDEXES: &str = include_str!("../../migrations/mongo/0001_indexes.json");
+/// Index definitions, in order; creating an index that exists is a no-op.
+const INDEXES: &[(&str, &str)] = &[
+    (
+        "migrations/mongo/0001_indexes.json",
+        include_str!("../../migrations/mongo/0001_indexes.json"),
+    ),
+    (
+        "migrations/mongo/0002_deployments.json",
+        include_str!("../../migrations/mongo/0002_deployments.json"),
+    ),
+];
 const REPORTS: &str = "reports";
 const HISTORY: &str = "report_history";
+const DEPLOYMENTS: &str = "deployments";
+
+/// A deployment as stored in MongoDB: the design's Deployment collection, times as BSON
+/// dates (for its `{createdTime: -1}` index and the attribution range query).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentDoc {
+    deployment_id: String,
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    repo_address: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    previous_tag: String,
+    #[serde(default)]
+    commit: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// Hosts as attribution matches them.
+    #[serde(default)]
+    host_keys: Vec<String>,
+    #[serde(default)]
+    environment: String,
+    deployed_at: bson::DateTime,
+    #[serde(default)]
+    url: String,
+    created_time: bson::DateTime,
+    updated_time: bson::DateTime,
+}
+
+impl DeploymentDoc {
+    fn from_deployment(d: &Deployment) -> Self {
+        Self {
+            deployment_id: d.deployment_id.as_str().to_owned(),
+            service: d.service.clone(),
+            repo_address: d.repo_address.clone(),
+            tag: d.tag.clone(),
+            previous_tag: d.previous_tag.clone(),
+            commit: d.commit.clone(),
+            hosts: d.hosts.clone(),
+            host_keys: d.host_keys(),
+            environment: d.environment.clone(),
+            deployed_at: bdate(d.deployed_at),
+            url: d.url.clone(),
+            created_time: bdate(d.created_time),
+            updated_time: bdate(d.updated_time),
+        }
+    }
+
+    fn into_deployment(self) -> Result<Deployment, StoreError> {
+        Ok(Deployment {
+            deployment_id: DeploymentId::parse(&self.deployment_id)
+                .map_err(|e| corrupt_doc(&self.deployment_id, e))?,
+            service: self.service,
+            repo_address: self.repo_address,
+            tag: self.tag,
+            previous_tag: self.previous_tag,
+            commit: self.commit,
+            hosts: self.hosts,
+            environment: self.environment,
+            deployed_at: cdate(self.deployed_at),
+            url: self.url,
+            created_time: cdate(self.created_time),
+            updated_time: cdate(self.updated_time),
+        })
+    }
+}
 
 /// A report as stored in MongoDB.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +138,10 @@ struct ReportDoc {
     ai_error: Option<String>,
     #[serde(default)]
     feedback: Option<Feedback>,
+    #[serde(default)]
+    deployment: Option<Deployment>,
+    #[serde(default)]
+    changes: Option<Changes>,
     #[serde(default)]
     lease_owner: Option<String>,
     #[serde(default)]
@@ -125,6 +210,8 @@ impl ReportDoc {
             engine: r.engine,
             ai_error: r.ai_error.clone(),
             feedback: r.feedback.clone(),
+            deployment: r.deployment.clone(),
+            changes: r.changes.clone(),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
         }
@@ -156,6 +243,8 @@ impl ReportDoc {
             engine: self.engine,
             ai_error: self.ai_error,
             feedback: self.feedback,
+            deployment: self.deployment,
+            changes: self.changes,
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(cdate),
         })
@@ -168,6 +257,7 @@ pub struct MongoStore {
     db: Database,
     reports: Collection<ReportDoc>,
     history: Collection<HistoryDoc>,
+    deployments: Collection<DeploymentDoc>,
 }
 
 impl MongoStore {
@@ -210,6 +300,7 @@ impl MongoStore {
         Ok(Self {
             reports: db.collection(REPORTS),
             history: db.collection(HISTORY),
+            deployments: db.collection(DEPLOYMENTS),
             db,
         })
     }
@@ -233,11 +324,15 @@ fn live_lease_free(now: DateTime<Utc>) -> Document {
 #[async_trait]
 impl ReportStore for MongoStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        let defs: Vec<IndexDef> =
-            serde_json::from_str(INDEXES).map_err(|e| StoreError::Corrupt {
-                id: "migrations/mongo/0001_indexes.json".into(),
-                message: e.to_string(),
-            })?;
+        let mut defs: Vec<IndexDef> = Vec::new();
+        for (file, json) in INDEXES {
+            defs.extend(serde_json::from_str::<Vec<IndexDef>>(json).map_err(|e| {
+                StoreError::Corrupt {
+                    id: (*file).into(),
+                    message: e.to_string(),
+                }
+            })?);
+        }
         for def in defs {
             let keys = bson::to_document(&def.keys).map_err(|e| StoreError::Corrupt {
                 id: def.name.clone(),
@@ -356,6 +451,28 @@ impl ReportStore for MongoStore {
             .await
     }
 
+    async fn set_deployment(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        deployment: &Deployment,
+    ) -> Result<bool, StoreError> {
+        let generating = Bson::String("generating".into());
+        self.set_field(deployment_id, version, generating, "deployment", deployment)
+            .await
+    }
+
+    async fn set_changes(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        changes: &Changes,
+    ) -> Result<bool, StoreError> {
+        let generating = Bson::String("generating".into());
+        self.set_field(deployment_id, version, generating, "changes", changes)
+            .await
+    }
+
     async fn set_feedback(
         &self,
         deployment_id: &DeploymentId,
@@ -462,7 +579,7 @@ impl ReportStore for MongoStore {
                         "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
                         "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
                         "evidence": Bson::Null, "engine": Bson::Null, "aiError": Bson::Null,
-                        "feedback": Bson::Null,
+                        "feedback": Bson::Null, "changes": Bson::Null,
                         "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
                     },
                     "$inc": { "version": 1 },
@@ -528,5 +645,101 @@ impl ReportStore for MongoStore {
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         Ok(self.reports.count_documents(live_lease_free(now)).await?)
+    }
+}
+
+fn corrupt_doc(id: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl DeploymentStore for MongoStore {
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<Upsert, StoreError> {
+        let id = deployment.deployment_id.as_str();
+        let mut fields = bson::to_document(&DeploymentDoc::from_deployment(deployment))
+            .map_err(|e| corrupt_doc(id, e))?;
+        // The first registration's creation time stays.
+        let mut on_insert = Document::new();
+        if let Some(created) = fields.remove("createdTime") {
+            on_insert.insert("createdTime", created);
+        }
+        let result = self
+            .db
+            .collection::<Document>(DEPLOYMENTS)
+            .update_one(
+                doc! { "deploymentId": id },
+                doc! { "$set": fields, "$setOnInsert": on_insert },
+            )
+            .upsert(true)
+            .await?;
+        Ok(if result.upserted_id.is_some() {
+            Upsert::Created
+        } else {
+            Upsert::Updated
+        })
+    }
+
+    async fn get_deployment(
+        &self,
+        deployment_id: &DeploymentId,
+    ) -> Result<Option<Deployment>, StoreError> {
+        self.deployments
+            .find_one(doc! { "deploymentId": deployment_id.as_str() })
+            .await?
+            .map(DeploymentDoc::into_deployment)
+            .transpose()
+    }
+
+    async fn list_deployments(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let mut query = Document::new();
+        if let Some(before) = before {
+            query.insert("createdTime", doc! { "$lt": bdate(before) });
+        }
+        let docs: Vec<DeploymentDoc> = self
+            .deployments
+            .find(query)
+            .sort(doc! { "createdTime": -1, "deploymentId": -1 })
+            .limit(i64::from(limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter()
+            .map(DeploymentDoc::into_deployment)
+            .collect()
+    }
+
+    async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
+        let result = self
+            .deployments
+            .delete_one(doc! { "deploymentId": deployment_id.as_str() })
+            .await?;
+        Ok(result.deleted_count == 1)
+    }
+
+    async fn latest_on_hosts(
+        &self,
+        host_keys: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<Deployment>, StoreError> {
+        if host_keys.is_empty() {
+            return Ok(None);
+        }
+        self.deployments
+            .find_one(doc! {
+                "hostKeys": { "$in": host_keys },
+                "deployedAt": { "$gte": bdate(from), "$lte": bdate(to) },
+            })
+            .sort(doc! { "deployedAt": -1, "deploymentId": -1 })
+            .await?
+            .map(DeploymentDoc::into_deployment)
+            .transpose()
     }
 }

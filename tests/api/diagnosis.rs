@@ -78,11 +78,14 @@ async fn alertmanager_alert_becomes_a_completed_report_over_anthropic_wire_forma
 
 #[tokio::test]
 async fn a_github_token_without_a_github_mcp_server_only_disables_github_analysis() {
+    // The repository is admitted, but GitHub cannot be reached: the service has no
+    // changes to show, so the design's GitHub task (MCP tools) is asked for.
     let app = spawn_app(Options {
         github: Some((
             "ghp_testtoken_not_real",
             "/nonexistent/github-mcp-server stdio",
         )),
+        sections: "GitHub:\n  APIURL: http://127.0.0.1:1\n  Repos: [\"acme/*\"]\n".into(),
         ..Options::default()
     })
     .await;
@@ -100,6 +103,8 @@ async fn a_github_token_without_a_github_mcp_server_only_disables_github_analysi
         prompt.contains("get_release_by_tag"),
         "the GitHub task is asked for when a token is set"
     );
+    let notes = report["changes"]["notes"].to_string();
+    assert!(notes.contains("GitHub unreachable"), "{notes}");
     assert!(!report.to_string().contains("ghp_testtoken_not_real"));
 }
 

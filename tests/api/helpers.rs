@@ -57,6 +57,8 @@ pub struct Options {
     pub native: bool,
     /// An `MCP:` section (YAML) for the native runner.
     pub mcp: Option<String>,
+    /// More top-level sections (`GitHub:`, `Deployments:`), as YAML.
+    pub sections: String,
 }
 
 /// The managed container of a docker-runner test app.
@@ -106,6 +108,7 @@ impl Default for Options {
             docker: None,
             native: false,
             mcp: None,
+            sections: String::new(),
         }
     }
 }
@@ -203,7 +206,7 @@ Evidence:
 Webhook:
   BearerToken: "{bearer}"
   MaxBodyBytes: 65536
-"#,
+{sections}"#,
         timeout = options.timeout_s,
         model = options.model,
         ai_extra = options.ai_extra,
@@ -214,6 +217,7 @@ Webhook:
         python = python.display(),
         script = script.display(),
         bearer = options.bearer.unwrap_or(""),
+        sections = options.sections,
     )
 }
 
@@ -312,6 +316,31 @@ impl TestApp {
             .client
             .post(format!("{}{path}", self.address))
             .json(body);
+        if !self.config.webhook.bearertoken.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A PUT with a JSON body (with the bearer token if configured).
+    pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .put(format!("{}{path}", self.address))
+            .json(body);
+        if !self.config.webhook.bearertoken.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A DELETE (with the bearer token if configured).
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let mut request = self.client.delete(format!("{}{path}", self.address));
         if !self.config.webhook.bearertoken.is_empty() {
             request = request.bearer_auth(self.config.webhook.bearertoken.expose());
         }

@@ -1,13 +1,17 @@
 //! Integration tests: the real service on port 0, the real Python runner, real Prometheus
-//! and node_exporter, real SecantusDB for the mongo store. The only fake is the LLM.
+//! and node_exporter, real SecantusDB for the mongo store. The only fakes are the LLM and
+//! GitHub, which no machine here can reach; both enforce the real services' request rules.
 
+mod fake_github;
 mod fake_llm;
 mod helpers;
 mod servers;
 
 mod alertmanager;
+mod changes;
 mod cli;
 mod crash_recovery;
+mod deployments;
 mod diagnosis;
 mod docker_runner;
 mod evidence;

@@ -5,12 +5,16 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::alert::{Alert, DeploymentId};
+use deploy_diagnosis::changes::{ChangedFile, Changes, PullRequest};
 use deploy_diagnosis::config::RunnerKind;
+use deploy_diagnosis::deployment::Deployment;
 use deploy_diagnosis::evidence::{EvidenceItem, Resource, Scored, Verdict};
 use deploy_diagnosis::report::{Engine, Feedback, Finish, Report, ReportStatus, Usage};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
-use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore};
+use deploy_diagnosis::store::{
+    DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, Upsert,
+};
 use futures_util::TryStreamExt;
 
 use crate::servers::mongo;
@@ -298,11 +302,155 @@ async fn contract(store: Arc<dyn ReportStore>) {
     assert!(store.get(&id("dep-a")).await.unwrap().is_none());
 }
 
+fn deployment(name: &str, minute: u32, hosts: &[&str]) -> Deployment {
+    let at = Utc.with_ymd_and_hms(2026, 11, 25, 9, minute, 0).unwrap();
+    Deployment {
+        deployment_id: id(name),
+        service: "shop".into(),
+        repo_address: "acme/shop".into(),
+        tag: format!("v1.{minute}.0"),
+        previous_tag: "v1.0.0".into(),
+        commit: "abc123".into(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        environment: "production".into(),
+        deployed_at: at,
+        url: "https://ci.example.com/run/1".into(),
+        created_time: at,
+        updated_time: at,
+    }
+}
+
+/// The deployments registry, and each report version's deployment snapshot and changes.
+async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
+    store.migrate().await.unwrap();
+    let d1 = deployment("dep-1", 0, &["web-1:9100", "web-2"]);
+    assert_eq!(store.put_deployment(&d1).await.unwrap(), Upsert::Created);
+    assert_eq!(
+        store.get_deployment(&id("dep-1")).await.unwrap(),
+        Some(d1.clone())
+    );
+    // Registered again: fields replaced, the first createdTime kept.
+    let mut again = deployment("dep-1", 5, &["web-3"]);
+    again.created_time = again.deployed_at;
+    assert_eq!(store.put_deployment(&again).await.unwrap(), Upsert::Updated);
+    let got = store.get_deployment(&id("dep-1")).await.unwrap().unwrap();
+    assert_eq!(got.hosts, vec!["web-3"]);
+    assert_eq!(got.tag, "v1.5.0");
+    assert_eq!(
+        got.created_time, d1.created_time,
+        "first registration's time stays"
+    );
+    store.put_deployment(&d1).await.unwrap();
+
+    let d2 = deployment("dep-2", 30, &["WEB-2"]);
+    let d3 = deployment("dep-3", 40, &["db-1"]);
+    store.put_deployment(&d2).await.unwrap();
+    store.put_deployment(&d3).await.unwrap();
+
+    // Listing: newest registration first, paged by createdTime.
+    let all = store.list_deployments(None, 10).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|d| d.deployment_id.as_str()).collect();
+    assert_eq!(names, vec!["dep-3", "dep-2", "dep-1"]);
+    let page = store
+        .list_deployments(Some(d2.created_time), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].deployment_id.as_str(), "dep-1");
+
+    // Attribution: the latest deployment on one of the hosts within the window.
+    let at = |m: u32| Utc.with_ymd_and_hms(2026, 11, 25, 9, m, 0).unwrap();
+    let web2 = vec!["web-2".to_owned()];
+    let found = store.latest_on_hosts(&web2, at(0), at(59)).await.unwrap();
+    assert_eq!(
+        found.unwrap().deployment_id.as_str(),
+        "dep-2",
+        "the most recent"
+    );
+    let found = store.latest_on_hosts(&web2, at(0), at(20)).await.unwrap();
+    assert_eq!(
+        found.unwrap().deployment_id.as_str(),
+        "dep-1",
+        "dep-2 came later"
+    );
+    let found = store
+        .latest_on_hosts(&["web-1".into()], at(1), at(59))
+        .await
+        .unwrap();
+    assert!(found.is_none(), "dep-1 was deployed before the window");
+    assert!(store
+        .latest_on_hosts(&["nope".into()], at(0), at(59))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .latest_on_hosts(&[], at(0), at(59))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A report version keeps its deployment snapshot and change evidence.
+    let mut r = report("dep-2", 31);
+    r.deployment = Some(d2.clone());
+    assert_eq!(store.insert(&r).await.unwrap(), Insert::Inserted);
+    assert_eq!(store.get(&id("dep-2")).await.unwrap().unwrap(), r);
+    let changes = Changes {
+        repo: "acme/shop".into(),
+        range: "v1.0.0...v1.30.0".into(),
+        read: true,
+        commits: 3,
+        prs: vec![PullRequest {
+            number: 42,
+            title: "Warm the cache".into(),
+            author: "dev".into(),
+            url: "https://github.com/acme/shop/pull/42".into(),
+            suspect: 3.2,
+            files: vec![ChangedFile {
+                path: "src/cache.go".into(),
+                additions: 30,
+                deletions: 1,
+                suspect: 3.2,
+                why: vec!["memory: cache".into()],
+                patch: Some("@@\n+cache".into()),
+            }],
+        }],
+        notes: vec!["a note".into()],
+        ..Default::default()
+    };
+    assert!(store.set_changes(&id("dep-2"), 1, &changes).await.unwrap());
+    assert!(store.set_deployment(&id("dep-2"), 1, &d3).await.unwrap());
+    assert!(
+        !store.set_changes(&id("dep-2"), 2, &changes).await.unwrap(),
+        "another version"
+    );
+    let got = store.get(&id("dep-2")).await.unwrap().unwrap();
+    assert_eq!(got.changes, Some(changes));
+    assert_eq!(got.deployment, Some(d3));
+
+    // Unregistering leaves the report.
+    assert!(store.delete_deployment(&id("dep-2")).await.unwrap());
+    assert!(!store.delete_deployment(&id("dep-2")).await.unwrap());
+    assert!(store.get_deployment(&id("dep-2")).await.unwrap().is_none());
+    assert!(store.get(&id("dep-2")).await.unwrap().is_some());
+    assert!(
+        store
+            .latest_on_hosts(&web2, at(0), at(59))
+            .await
+            .unwrap()
+            .unwrap()
+            .deployment_id
+            .as_str()
+            == "dep-1"
+    );
+}
+
 #[tokio::test]
 async fn the_embedded_store_meets_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("nested/reports.sqlite3")).unwrap();
     contract(Arc::new(store)).await;
+    let store = EmbeddedStore::open(&dir.path().join("deployments.sqlite3")).unwrap();
+    deployments_contract(&store).await;
 }
 
 #[tokio::test]
@@ -311,6 +459,9 @@ async fn the_mongo_store_meets_the_store_contract() {
     let db = format!("dd_contract_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
     contract(Arc::new(store)).await;
+    let db = format!("dd_deployments_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    deployments_contract(&store).await;
 }
 
 #[tokio::test]
@@ -355,6 +506,30 @@ async fn the_mongo_migration_creates_the_designs_indexes() {
     assert!(find(&[("createdTime", -1)]).is_some(), "{indexes:?}");
     assert!(
         find(&[("status", 1), ("updatedTime", -1)]).is_some(),
+        "{indexes:?}"
+    );
+
+    // The design's Deployment collection, with its {createdTime: -1} index.
+    let indexes: Vec<mongodb::IndexModel> = client
+        .database(&db_name)
+        .collection::<mongodb::bson::Document>("deployments")
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let find = |want: &[(&str, i64)]| {
+        let want: Vec<(String, i64)> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        indexes.iter().find(|i| shape(&i.keys) == want).cloned()
+    };
+    assert!(find(&[("createdTime", -1)]).is_some(), "{indexes:?}");
+    assert_eq!(
+        find(&[("deploymentId", 1)]).and_then(|i| i.options.and_then(|o| o.unique)),
+        Some(true)
+    );
+    assert!(
+        find(&[("hostKeys", 1), ("deployedAt", -1)]).is_some(),
         "{indexes:?}"
     );
 }
