@@ -583,7 +583,8 @@ impl Default for GitHubConfig {
     }
 }
 
-/// The GitHub MCP server's tools that only read (github/github-mcp-server).
+/// The GitHub MCP server's tools that only read one repository (github/github-mcp-server);
+/// `search_code` is left out, since it searches every repository the token can see.
 pub const GITHUB_READ_TOOLS: &[&str] = &[
     "get_release_by_tag",
     "get_latest_release",
@@ -598,7 +599,6 @@ pub const GITHUB_READ_TOOLS: &[&str] = &[
     "get_commit",
     "list_commits",
     "get_file_contents",
-    "search_code",
 ];
 
 fn default_watch_minutes() -> u64 {

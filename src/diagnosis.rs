@@ -182,6 +182,7 @@ impl Diagnoser {
         let request = RunRequest {
             deployment_id: deployment_id.clone(),
             prompt: prompt::build(facts, self.prompt_options),
+            github_repos: facts.release.map(|r| r.repo.clone()).into_iter().collect(),
             deadline: self.deadline,
         };
         let result = runner.run(request, cancel).await?;

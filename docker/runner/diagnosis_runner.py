@@ -490,11 +490,21 @@ class Tools:
         self.result_cap = result_cap
         self.routes: dict[str, ClientSession] = {}
         self.tools: list[Any] = []
+        # Tools that read one repository, and the repositories this run admits.
+        self.repo_scoped: set[str] = set()
+        self.repos: set[str] = set()
 
-    async def add_stdio(self, label: str, command: list[str], env: dict[str, str]) -> None:
+    async def add_stdio(
+        self,
+        label: str,
+        command: list[str],
+        env: dict[str, str],
+        allowed: set[str] | None = None,
+        repo_scoped: bool = False,
+    ) -> None:
         params = StdioServerParameters(command=command[0], args=command[1:], env=env)
         read, write = await self.stack.enter_async_context(stdio_client(params))
-        await self._add(label, read, write)
+        await self._add(label, read, write, allowed, repo_scoped)
 
     async def add_http(self, label: str, url: str, wait: float = 15.0) -> None:
         """Connects to a running server, first waiting (up to `wait` seconds) for it to
@@ -521,11 +531,20 @@ class Tools:
         read, write = await self.stack.enter_async_context(streamable_http_client(url))
         await self._add(label, read, write)
 
-    async def _add(self, label: str, read: Any, write: Any) -> None:
+    async def _add(
+        self, label: str, read: Any, write: Any, allowed: set[str] | None = None, repo_scoped: bool = False
+    ) -> None:
         session = await self.stack.enter_async_context(ClientSession(read, write))
         await session.initialize()
         listed = await session.list_tools()
+        withheld = [t.name for t in listed.tools if allowed is not None and t.name not in allowed]
+        if withheld:
+            log(f"{label}: {len(withheld)} tools withheld (not in the read-only allowlist)")
         for tool in listed.tools:
+            if tool.name in withheld:
+                continue
+            if repo_scoped:
+                self.repo_scoped.add(tool.name)
             if tool.name in self.routes:
                 log(f"{label}: tool {tool.name} already offered by another server; keeping the first")
                 continue
@@ -537,6 +556,17 @@ class Tools:
         session = self.routes.get(name)
         if session is None:
             return f"unknown tool {name!r}; available: {', '.join(sorted(self.routes))}", True
+        if name in self.repo_scoped:
+            asked = f"{arguments.get('owner', '')}/{arguments.get('repo', '')}".lower()
+            if asked not in self.repos:
+                log(f"GitHub tool call {name} refused: repository not admitted")
+                if not self.repos:
+                    return "refused: no repository may be read through GitHub tools in this diagnosis", True
+                return (
+                    f"refused: GitHub tools may only read {', '.join(sorted(self.repos))} in this "
+                    f"diagnosis, not {asked!r}",
+                    True,
+                )
         try:
             result = await session.call_tool(name, arguments)
         except Exception as exc:  # a failed tool call is reported to the model, not fatal
@@ -605,10 +635,15 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
             env = {
                 "GITHUB_PERSONAL_ACCESS_TOKEN": token,
                 "GITHUB_TOOLSETS": args.github_toolsets,
+                # The server's read-only mode, and our own allowlist of read tools: the
+                # model reads alert text and PR bodies, so it never gets a tool that writes.
+                "GITHUB_READ_ONLY": "1",
                 **run_labels(),
             }
+            allowed = {t for t in args.github_tools.split(",") if t}
+            tools.repos = {r.lower() for r in args.github_repos.split(",") if r}
             try:
-                await tools.add_stdio("github-mcp", command, env)
+                await tools.add_stdio("github-mcp", command, env, allowed=allowed, repo_scoped=True)
             except Exception as exc:  # GitHub is optional: go on with Prometheus alone
                 log(f"GitHub MCP server failed to start ({type(exc).__name__}); GitHub analysis disabled")
     return tools
@@ -700,6 +735,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--prometheus-mcp-url", default="", help="a running server's streamable-HTTP URL")
     parser.add_argument("--github-mcp-command", default="github-mcp-server stdio")
     parser.add_argument("--github-toolsets", default="repos,issues,pull_requests,releases")
+    parser.add_argument(
+        "--github-tools",
+        default="get_release_by_tag,get_latest_release,pull_request_read",
+        help="the GitHub MCP tools offered to the model (read tools only)",
+    )
+    parser.add_argument("--github-repos", default="", help="owner/name the GitHub tools may read in this run")
     parser.add_argument("--max-turns", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument(

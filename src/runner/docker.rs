@@ -301,6 +301,7 @@ impl DockerRunner {
         }
         let mut cmd = vec![PYTHON.to_owned(), SCRIPT.to_owned()];
         cmd.extend(self.args.iter().cloned());
+        cmd.extend(python::run_args(request));
         // A docker exec's stdin is not reliably closed by the client, so the runner is told
         // how many bytes to read instead of waiting for end-of-file.
         cmd.extend([

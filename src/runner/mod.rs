@@ -33,6 +33,9 @@ pub struct RunRequest {
     pub prompt: String,
     /// How long the run may take before it is killed.
     pub deadline: Duration,
+    /// The repositories (`owner/name`) the GitHub MCP tools may read in this run: the
+    /// admitted release's. Empty: none.
+    pub github_repos: Vec<String>,
 }
 
 /// Why a run gave no answer, in words a person can act on.

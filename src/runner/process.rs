@@ -71,6 +71,7 @@ impl ProcessRunner {
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.script)
             .args(&self.args)
+            .args(python::run_args(request))
             .arg("--exit-with-parent")
             .env_clear()
             .envs(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Failure, RunEnd, RunResult};
+use super::{Failure, RunEnd, RunRequest, RunResult};
 use crate::config::Config;
 use crate::extract;
 use crate::provider::Profile;
@@ -24,6 +24,11 @@ pub const SPLIT: &str = "#####";
 
 /// Bytes of stdout and of stderr kept in a failed run's log.
 const LOG_TAIL_BYTES: usize = 4096;
+
+/// The run's own flags: the repositories its GitHub tools may read.
+pub fn run_args(request: &RunRequest) -> [String; 2] {
+    ["--github-repos".into(), request.github_repos.join(",")]
+}
 
 /// The runner's flags for a configuration, with the provider profile resolved here so
 /// both runners send the same requests (no secrets: those go in the environment).
@@ -49,6 +54,8 @@ pub fn runner_args(config: &Config) -> Vec<String> {
         config.runner.githubmcpcommand.clone(),
         "--github-toolsets".into(),
         ai.githubtoolsets.clone(),
+        "--github-tools".into(),
+        config.github.mcptools.join(","),
         "--max-turns".into(),
         ai.maxturns.to_string(),
         "--tool-result-max-chars".into(),

@@ -81,6 +81,9 @@ pub enum Script {
     /// short one. An answer longer than the request's token limit is cut at it, with the
     /// provider's stop reason.
     Long { times: usize },
+    /// Calls these tools, one a turn while tools are allowed, then answers with a report
+    /// quoting the last result.
+    Calls(Vec<(String, Value)>),
 }
 
 /// Tokens (here: characters) of a `Script::Long` answer.
@@ -564,7 +567,7 @@ struct Request {
 enum Step {
     CallTools(Vec<String>),
     CallTool {
-        tool: &'static str,
+        tool: String,
         arguments: Value,
         text: String,
     },
@@ -580,7 +583,7 @@ enum Step {
 fn decide(script: &Script, r: &Request) -> Step {
     let tool_then_report = |query: &str| match &r.tool_results {
         None if r.may_call => Step::CallTool {
-            tool: "execute_query",
+            tool: "execute_query".into(),
             arguments: json!({"query": query}),
             text: "先查询指标。".into(),
         },
@@ -615,7 +618,7 @@ fn decide(script: &Script, r: &Request) -> Step {
         Script::Hang => Step::Hang,
         Script::Prose => Step::Answer("我认为是 CPU 太高了，建议重启。".into()),
         Script::ToolLoop if r.may_call => Step::CallTool {
-            tool: "execute_query",
+            tool: "execute_query".into(),
             arguments: json!({"query": "up"}),
             text: "先查询指标。".into(),
         },
@@ -623,7 +626,7 @@ fn decide(script: &Script, r: &Request) -> Step {
         Script::IgnoresToolChoice {
             report: with_report,
         } if r.declared => Step::CallTool {
-            tool: "execute_query",
+            tool: "execute_query".into(),
             arguments: json!({"query": "up"}),
             text: if *with_report && !r.may_call {
                 report("up", "answered while still asking for tools")
@@ -637,7 +640,7 @@ fn decide(script: &Script, r: &Request) -> Step {
                 let end = chrono::Utc::now();
                 let start = end - chrono::Duration::minutes(30);
                 Step::CallTool {
-                    tool: "execute_range_query",
+                    tool: "execute_range_query".into(),
                     arguments: json!({"query": query, "start": start.to_rfc3339(),
                         "end": end.to_rfc3339(), "step": "15s"}),
                     text: "先看最近 30 分钟的趋势。".into(),
@@ -650,6 +653,14 @@ fn decide(script: &Script, r: &Request) -> Step {
             Step::Answer(report("up", &"详".repeat(LONG_ANSWER_CHARS)))
         }
         Script::Long { .. } => Step::Answer(report("up", "简短的结论")),
+        Script::Calls(calls) => match calls.get(r.nth - 1) {
+            Some((tool, arguments)) if r.may_call => Step::CallTool {
+                tool: tool.clone(),
+                arguments: arguments.clone(),
+                text: "调用工具。".into(),
+            },
+            _ => Step::Answer(report("up", r.tool_results.as_deref().unwrap_or("none"))),
+        },
         Script::ReportWithQueries(queries) => Step::Answer(
             json!({"promQL": queries, "content": "【问题概述】\nx\n【根因分析】\ny\n【影响范围】\nz\n【解决方案】\nw"})
                 .to_string(),

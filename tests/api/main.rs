@@ -17,6 +17,7 @@ mod docker_runner;
 mod evidence;
 mod failures;
 mod fake_llm_rules;
+mod github_mcp;
 mod intake;
 mod native_runner;
 mod providers;

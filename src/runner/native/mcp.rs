@@ -48,27 +48,48 @@ pub struct ServerSpec {
     /// An optional server that cannot start is skipped (GitHub); a required one fails the
     /// diagnosis.
     pub optional: bool,
+    /// Only these of its tools are offered to the model and called (`None`: all).
+    pub tools: Option<Vec<String>>,
+    /// Its tools read one repository (`owner`/`repo` arguments): a call is refused unless
+    /// that repository is one the run admits.
+    pub repo_scoped: bool,
+}
+
+/// Whether a server is the GitHub MCP server (named `github` in `MCP.Servers`, or the one
+/// `Runner.GitHubMCPCommand` starts).
+fn is_github(name: &str) -> bool {
+    name.eq_ignore_ascii_case("github")
 }
 
 /// The servers the configuration names: `MCP.Servers`, or by default the Prometheus MCP
 /// server from the runner's virtualenv (plus the GitHub one when a token is set).
 pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
+    let read_tools = Some(config.github.mcptools.clone());
     let mut servers: Vec<ServerSpec> = config
         .mcp
         .servers
         .iter()
-        .map(|s| ServerSpec {
-            name: s.name.clone(),
-            transport: if s.url.is_empty() {
-                Transport::Stdio {
-                    command: s.command.clone(),
-                    args: s.args.clone(),
-                    env: split_env(&s.env),
-                }
-            } else {
-                Transport::Http { url: s.url.clone() }
-            },
-            optional: s.optional,
+        .map(|s| {
+            let github = is_github(&s.name);
+            let mut env = split_env(&s.env);
+            if github {
+                env.push(("GITHUB_READ_ONLY".into(), "1".into()));
+            }
+            ServerSpec {
+                name: s.name.clone(),
+                transport: if s.url.is_empty() {
+                    Transport::Stdio {
+                        command: s.command.clone(),
+                        args: s.args.clone(),
+                        env,
+                    }
+                } else {
+                    Transport::Http { url: s.url.clone() }
+                },
+                optional: s.optional,
+                tools: if github { read_tools.clone() } else { None },
+                repo_scoped: github,
+            }
         })
         .collect();
     if servers.is_empty() {
@@ -98,6 +119,8 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
                 ],
             },
             optional: false,
+            tools: None,
+            repo_scoped: false,
         });
     }
     if !config.ai.githubtoken.is_empty() && !servers.iter().any(|s| s.name == "github") {
@@ -117,9 +140,15 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
                         config.ai.githubtoken.expose().to_owned(),
                     ),
                     ("GITHUB_TOOLSETS".into(), config.ai.githubtoolsets.clone()),
+                    // The server's own read-only mode, and below our own allowlist of
+                    // read tools: the model reads alert text and PR bodies, so it must
+                    // never be handed a tool that writes.
+                    ("GITHUB_READ_ONLY".into(), "1".into()),
                 ],
             },
             optional: true,
+            tools: read_tools,
+            repo_scoped: true,
         });
     }
     servers
@@ -191,15 +220,27 @@ impl Server {
             .list_all_tools()
             .await
             .map_err(|e| fail(format!("listing tools: {e}")))?;
-        let specs = tools
+        let offered = tools.len();
+        let specs: Vec<ToolSpec> = tools
             .into_iter()
+            .filter(|t| {
+                self.spec
+                    .tools
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.iter().any(|a| *a == t.name))
+            })
             .map(|t| ToolSpec {
                 name: t.name.to_string(),
                 description: t.description.map(|d| d.to_string()).unwrap_or_default(),
                 input_schema: Value::Object((*t.input_schema).clone()),
             })
             .collect();
-        tracing::info!(server = %self.spec.name, "MCP session opened");
+        tracing::info!(
+            server = %self.spec.name,
+            tools = specs.len(),
+            withheld = offered - specs.len(),
+            "MCP session opened"
+        );
         Ok((Arc::new(session), specs))
     }
 
@@ -290,8 +331,9 @@ impl ToolSet {
     }
 
     /// Calls a tool on its server. A dead session is reopened and the call retried once;
-    /// a failed call becomes an error result for the model, not a failed diagnosis.
-    pub async fn call(&self, name: &str, arguments: &Value) -> CallOutcome {
+    /// a failed call becomes an error result for the model, not a failed diagnosis. A
+    /// repository-scoped tool is only called for one of `repos`.
+    pub async fn call(&self, name: &str, arguments: &Value, repos: &[String]) -> CallOutcome {
         let index = self.routes.lock().await.get(name).copied();
         let Some(server) = index.and_then(|i| self.servers.get(i)) else {
             let known: Vec<String> = self.routes.lock().await.keys().cloned().collect();
@@ -300,6 +342,15 @@ impl ToolSet {
                 is_error: true,
             };
         };
+        if server.spec.repo_scoped {
+            if let Err(refusal) = admitted_repo(arguments, repos) {
+                tracing::warn!(tool = %name, "GitHub tool call refused: {refusal}");
+                return CallOutcome {
+                    text: refusal,
+                    is_error: true,
+                };
+            }
+        }
         let mut params = CallToolRequestParams::new(name.to_owned());
         if let Value::Object(map) = arguments {
             params = params.with_arguments(map.clone());
@@ -337,6 +388,23 @@ impl ToolSet {
             }
         }
     }
+}
+
+/// Whether a GitHub tool call's `owner`/`repo` is one the run admits.
+fn admitted_repo(arguments: &Value, repos: &[String]) -> Result<(), String> {
+    let arg = |k: &str| arguments.get(k).and_then(Value::as_str).unwrap_or("");
+    let asked = format!("{}/{}", arg("owner"), arg("repo"));
+    if repos.iter().any(|r| r.eq_ignore_ascii_case(&asked)) {
+        return Ok(());
+    }
+    Err(if repos.is_empty() {
+        "refused: no repository may be read through GitHub tools in this diagnosis".into()
+    } else {
+        format!(
+            "refused: GitHub tools may only read {} in this diagnosis, not {asked:?}",
+            repos.join(", ")
+        )
+    })
 }
 
 fn outcome(result: CallToolResult) -> CallOutcome {

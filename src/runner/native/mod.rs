@@ -160,6 +160,7 @@ impl NativeRunner {
     async fn agent(
         &self,
         prompt: &str,
+        repos: &[String],
         deadline: Instant,
         log: &Log,
         usage: &Mutex<Usage>,
@@ -274,7 +275,7 @@ impl NativeRunner {
             let results = join_all(
                 fresh
                     .iter()
-                    .map(|(_, name, args)| self.tools.call(name, args)),
+                    .map(|(_, name, args)| self.tools.call(name, args, repos)),
             )
             .await;
             for ((k, name, _), result) in fresh.into_iter().zip(results) {
@@ -334,7 +335,13 @@ impl Runner for NativeRunner {
         let log = Log::new();
         let usage = Mutex::new(Usage::default());
         let deadline = Instant::now() + request.deadline;
-        let work = self.agent(&request.prompt, deadline, &log, &usage);
+        let work = self.agent(
+            &request.prompt,
+            &request.github_repos,
+            deadline,
+            &log,
+            &usage,
+        );
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline, work) => r,
             _ = cancel.cancelled() => return Err(Cancelled),
