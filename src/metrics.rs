@@ -47,6 +47,7 @@ pub struct Metrics {
     steps: Counter,
     tool_calls: Family<Labels, Counter>,
     feedback: Family<Labels, Counter>,
+    changes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,7 +132,14 @@ impl Metrics {
             "Feedback on reports, by score (1-5), whether the root cause was right, and the engine that wrote the report",
             feedback.clone(),
         );
+        let changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "change_evidence",
+            "Release change evidence per diagnosis: read (complete), partial (rate limited, not found, budgets; see the report's changes.notes) or not_read (not admitted, no token)",
+            changes.clone(),
+        );
         Self {
+            changes,
             feedback,
             tokens,
             steps,
@@ -151,6 +159,18 @@ impl Metrics {
     /// Counts one alert by outcome (`started`, `exists`, `not_firing`, ...).
     pub fn alert(&self, outcome: &str) {
         self.alerts
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// Records one diagnosis's change evidence.
+    pub fn change_evidence(&self, changes: &crate::changes::Changes) {
+        let outcome = match (changes.read, changes.notes.is_empty()) {
+            (false, _) => "not_read",
+            (true, true) => "read",
+            (true, false) => "partial",
+        };
+        self.changes
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
     }

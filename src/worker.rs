@@ -189,6 +189,7 @@ async fn changes_of(
 }
 
 async fn store_changes(ctx: &WorkerContext, report: &Report, changes: &Changes) {
+    ctx.metrics.change_evidence(changes);
     if let Err(e) = ctx
         .store
         .set_changes(&report.deployment_id, report.version, changes)

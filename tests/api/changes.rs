@@ -180,6 +180,10 @@ async fn a_repository_outside_the_allowlist_is_never_read_and_the_report_says_so
     let note = report["changes"]["notes"][0].as_str().unwrap();
     assert!(note.contains("not in the GitHub.Repos allowlist"), "{note}");
     assert!(github.requests().is_empty(), "nothing was read");
+    assert!(app
+        .metrics()
+        .await
+        .contains("deploy_diagnosis_change_evidence_total{outcome=\"not_read\"} 1"));
     assert!(!app.llm.requests()[0].prompt().contains("<<<CHANGES-"));
 }
 
