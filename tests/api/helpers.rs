@@ -299,54 +299,46 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// A POST without body (with the bearer token if configured).
+    /// Sends a request with the bearer token if one is configured; status and JSON.
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        if !self.config.webhook.bearertoken.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A POST without body.
     pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.address));
-        if !self.config.webhook.bearertoken.is_empty() {
-            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send(self.client.post(format!("{}{path}", self.address)))
+            .await
     }
 
-    /// A POST with a JSON body (with the bearer token if configured).
+    /// A POST with a JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.address))
-            .json(body);
-        if !self.config.webhook.bearertoken.is_empty() {
-            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.address))
+                .json(body),
+        )
+        .await
     }
 
-    /// A PUT with a JSON body (with the bearer token if configured).
+    /// A PUT with a JSON body.
     pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .put(format!("{}{path}", self.address))
-            .json(body);
-        if !self.config.webhook.bearertoken.is_empty() {
-            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send(
+            self.client
+                .put(format!("{}{path}", self.address))
+                .json(body),
+        )
+        .await
     }
 
-    /// A DELETE (with the bearer token if configured).
+    /// A DELETE.
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let mut request = self.client.delete(format!("{}{path}", self.address));
-        if !self.config.webhook.bearertoken.is_empty() {
-            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send(self.client.delete(format!("{}{path}", self.address)))
+            .await
     }
 
     /// `GET /metrics` as text.
