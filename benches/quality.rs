@@ -353,7 +353,8 @@ async fn main() {
                 .await
                 .expect("intake");
             assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
-            let report = helpers::wait_final(&client, &base, &id, Duration::from_secs(300)).await;
+            let report =
+                helpers::wait_final(&client, &base, &id, None, Duration::from_secs(300)).await;
             undo(fault, &mut node).await;
             let evidence = report["evidence"].as_array().cloned().unwrap_or_default();
             let resource = |e: &Value| e["resource"].as_str().unwrap_or("").to_owned();

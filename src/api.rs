@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::alert::{self, DeploymentId};
-use crate::config::Secret;
+use crate::auth::{Access, Tokens};
 use crate::deployment::{self, Attribution, Deployment, DeploymentInput};
 use crate::diagnosis::Diagnoser;
 use crate::metrics::Metrics;
@@ -46,8 +46,10 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Gathers a new report's evidence in the background (`None`: disabled).
     pub evidence: Option<crate::evidence::Stage>,
-    /// Required on write endpoints when set.
-    pub bearer_token: Secret,
+    /// Who may read and write.
+    pub tokens: Tokens,
+    /// Whether `/metrics` needs the read token (`Auth.ProtectMetrics`).
+    pub protect_metrics: bool,
     /// Largest request body.
     pub max_body_bytes: usize,
 }
@@ -65,9 +67,9 @@ pub enum ApiError {
         /// Where in the JSON body.
         path: Option<String>,
     },
-    /// Missing or wrong bearer token.
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
+    /// Missing or wrong token.
+    #[error("missing or invalid token for this {0} (Authorization: Bearer <token>, or Basic with the token as password)")]
+    Unauthorized(&'static str),
     /// Not JSON.
     #[error("content type must be application/json, got {0}")]
     UnsupportedMediaType(String),
@@ -97,7 +99,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { code, path, .. } => {
                 (StatusCode::BAD_REQUEST, *code, path.clone())
             }
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -121,10 +123,15 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            for challenge in [
+                "Bearer realm=\"deploy-diagnosis\"",
+                "Basic realm=\"deploy-diagnosis\"",
+            ] {
+                response.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(challenge),
+                );
+            }
         }
         response
     }
@@ -157,35 +164,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Writes need the bearer token when one is configured; reads stay open for dashboards.
+/// Writes need the write token, reads the read token (or the write token); health and
+/// readiness stay open for probes, and `/metrics` unless `Auth.ProtectMetrics`.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let writes = matches!(
-        *request.method(),
-        Method::POST | Method::DELETE | Method::PUT | Method::PATCH
-    );
-    if writes
-        && !state.bearer_token.is_empty()
-        && !token_matches(request.headers(), &state.bearer_token)
-    {
-        return ApiError::Unauthorized.into_response();
+    let access = match (request.method(), request.uri().path()) {
+        (_, "/healthz" | "/readyz") => Access::Open,
+        (_, "/metrics") if !state.protect_metrics => Access::Open,
+        (&Method::GET | &Method::HEAD, _) => Access::Read,
+        _ => Access::Write,
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.tokens.allows(access, authorization) {
+        let what = if access == Access::Write {
+            "write"
+        } else {
+            "read"
+        };
+        return ApiError::Unauthorized(what).into_response();
     }
     next.run(request).await
-}
-
-fn token_matches(headers: &HeaderMap, expected: &Secret) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
-        return false;
-    };
-    // Constant-time comparison: the time taken does not depend on where they differ.
-    let (a, b) = (given.trim().as_bytes(), expected.expose().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {

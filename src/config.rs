@@ -111,6 +111,9 @@ pub struct Config {
     /// The alert webhook and the other write endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// Who may read and write.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The deployments registry.
     #[serde(default)]
     pub deployments: DeploymentsConfig,
@@ -517,6 +520,37 @@ impl Default for EvidenceConfig {
     }
 }
 
+/// `Auth.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct AuthConfig {
+    /// Required on writes (`POST`, `PUT`, `DELETE`); `Webhook.BearerToken` is its alias.
+    #[serde(default)]
+    pub writetoken: Secret,
+    /// Required on reads except `/healthz` and `/readyz` (empty: the write token).
+    #[serde(default)]
+    pub readtoken: Secret,
+    /// Whether `/metrics` needs the read token too.
+    #[serde(default)]
+    pub protectmetrics: bool,
+    /// Allows serving a non-loopback `Host` with no token.
+    #[serde(default)]
+    pub allowanonymous: bool,
+}
+
+/// Shortest secret accepted: a shorter one would make redaction mangle every report
+/// (a key `k` would turn each "k" into `[REDACTED]`) and is guessable anyway.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Whether a listen address only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `Deployments.*`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -892,6 +926,21 @@ impl Config {
         if self.host.trim().is_empty() {
             return Err(invalid("Host", "is empty"));
         }
+        for (key, secret) in self.named_secrets() {
+            if !secret.is_empty() && secret.expose().chars().count() < MIN_SECRET_LEN {
+                return Err(invalid(
+                    key,
+                    format!("is shorter than {MIN_SECRET_LEN} characters"),
+                ));
+            }
+        }
+        let (write, alias) = (&self.auth.writetoken, &self.webhook.bearertoken);
+        if !write.is_empty() && !alias.is_empty() && write.expose() != alias.expose() {
+            return Err(invalid(
+                "Auth.WriteToken",
+                "differs from Webhook.BearerToken, its older name: set one of them",
+            ));
+        }
         if self.ai.evidence_only() {
             if !self.evidence.enabled {
                 return Err(invalid(
@@ -1091,20 +1140,54 @@ impl Config {
         if self.webhook.maxbodybytes < 1024 {
             return Err(invalid("Webhook.MaxBodyBytes", "must be at least 1024"));
         }
+        if self.tokens().write.is_empty()
+            && self.auth.readtoken.is_empty()
+            && !is_loopback(&self.host)
+            && !self.auth.allowanonymous
+        {
+            return Err(invalid(
+                "Auth.WriteToken",
+                format!(
+                    "is empty while Host {:?} accepts connections from other machines: set \
+                     Auth.WriteToken and Auth.ReadToken, bind Host to 127.0.0.1, or set \
+                     Auth.AllowAnonymous: true",
+                    self.host
+                ),
+            ));
+        }
         Ok(())
     }
 
     /// Every secret in the configuration, for scrubbing text that leaves the service.
     pub fn secrets(&self) -> Vec<String> {
+        self.named_secrets()
+            .into_iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(_, s)| s.expose().to_owned())
+            .collect()
+    }
+
+    fn named_secrets(&self) -> [(&'static str, &Secret); 5] {
         [
-            &self.ai.apikey,
-            &self.ai.githubtoken,
-            &self.webhook.bearertoken,
+            ("AI.APIKey", &self.ai.apikey),
+            ("AI.GitHubToken", &self.ai.githubtoken),
+            ("Auth.WriteToken", &self.auth.writetoken),
+            ("Auth.ReadToken", &self.auth.readtoken),
+            ("Webhook.BearerToken", &self.webhook.bearertoken),
         ]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.expose().to_owned())
-        .collect()
+    }
+
+    /// The tokens the API checks: `Auth.WriteToken` (or `Webhook.BearerToken`) and
+    /// `Auth.ReadToken`.
+    pub fn tokens(&self) -> crate::auth::Tokens {
+        crate::auth::Tokens {
+            write: if self.auth.writetoken.is_empty() {
+                self.webhook.bearertoken.clone()
+            } else {
+                self.auth.writetoken.clone()
+            },
+            read: self.auth.readtoken.clone(),
+        }
     }
 }
 
@@ -1220,6 +1303,8 @@ mod tests {
 Name: deploy-diagnosis
 Host: 0.0.0.0
 Port: 8888
+Auth:
+  WriteToken: write-token-123
 Mongo:
   URL: mongodb://localhost:27017
   Database: hackathon
@@ -1261,7 +1346,7 @@ AI:
     fn dd_variables_override_any_key_case_insensitively() {
         let e = env(&[
             ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "k"),
+            ("AI_API_KEY", "sk-test-key"),
             ("DD_PORT", "9000"),
             ("DD_AI__BASEURL", "http://127.0.0.1:1/v1"),
             ("DD_STORE__KIND", "mongo"),
@@ -1288,7 +1373,7 @@ AI:
     fn wrong_values_name_their_key() {
         let base = [
             ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "k"),
+            ("AI_API_KEY", "sk-test-key"),
         ];
         let cases = [
             ("DD_AI__PROMETHEUSURL", "localhost:9090", "AI.PrometheusURL"),
@@ -1312,10 +1397,50 @@ AI:
     }
 
     #[test]
+    fn exposed_hosts_need_a_token_and_secrets_need_eight_characters() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+        ]);
+        let open = YAML.replace("Auth:\n  WriteToken: write-token-123\n", "");
+        let err = Config::from_yaml(&open, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("Auth.WriteToken")
+                && err.contains("0.0.0.0")
+                && err.contains("AllowAnonymous"),
+            "{err}"
+        );
+        let local = open.replace("Host: 0.0.0.0", "Host: 127.0.0.1");
+        Config::from_yaml(&local, &e).expect("loopback needs no token");
+        let anonymous = open.replace("Mongo:\n", "Auth:\n  AllowAnonymous: true\nMongo:\n");
+        Config::from_yaml(&anonymous, &e).expect("explicitly anonymous");
+        let alias = open.replace(
+            "Mongo:\n",
+            "Webhook:\n  BearerToken: hook-token-1\nMongo:\n",
+        );
+        let c = Config::from_yaml(&alias, &e).expect("the old name still works");
+        assert_eq!(c.tokens().write.expose(), "hook-token-1");
+
+        let short = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "k"),
+        ]);
+        let err = Config::from_yaml(YAML, &short).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.APIKey") && err.contains("8 characters"),
+            "{err}"
+        );
+        let err = Config::from_yaml(&YAML.replace("write-token-123", "short"), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Auth.WriteToken"), "{err}");
+    }
+
+    #[test]
     fn extra_body_keeps_its_keys_as_written_and_may_not_replace_the_agents_own() {
         let e = env(&[
             ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "k"),
+            ("AI_API_KEY", "sk-test-key"),
         ]);
         let yaml = format!("{YAML}  ExtraBody:\n    top_K: 20\n    Reasoning_Effort: low\n");
         let c = Config::from_yaml(&yaml, &e).unwrap();
@@ -1335,7 +1460,7 @@ AI:
     fn the_shipped_configuration_file_loads_with_its_documented_variables() {
         let e = env(&[
             ("AI_BASE_URL", "https://api.anthropic.com/v1"),
-            ("AI_API_KEY", "k"),
+            ("AI_API_KEY", "sk-test-key"),
             ("AI_MODEL", "claude-sonnet-4-5"),
             ("PROMETHEUS_URL", "http://localhost:9090"),
         ]);

@@ -22,6 +22,7 @@
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
 //! - [`worker`] — the pool that claims reports from the store and runs them.
 //! - [`api`] — the HTTP routes.
+//! - [`auth`] — read and write tokens, Bearer or Basic.
 //! - [`metrics`] — `/metrics`.
 //! - [`telemetry`] — logging setup.
 //! - [`startup`] — wiring it together and running until shutdown.
@@ -31,6 +32,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod auth;
 pub mod changes;
 pub mod config;
 pub mod deployment;

@@ -234,7 +234,7 @@ pub(crate) mod testing {
     /// indented by two spaces.
     pub(crate) fn profile(base_url: &str, model: &str, extra_yaml: &str) -> Profile {
         let yaml = format!(
-            "AI:\n  BaseURL: {base_url}\n  APIKey: k\n  Model: {model}\n  PrometheusURL: http://p:9090\n{extra_yaml}"
+            "AI:\n  BaseURL: {base_url}\n  APIKey: sk-test-key\n  Model: {model}\n  PrometheusURL: http://p:9090\n{extra_yaml}"
         );
         Profile::new(
             &Config::from_yaml(&yaml, &Environment::default())

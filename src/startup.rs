@@ -100,7 +100,8 @@ pub async fn run(
         metrics,
         wake,
         evidence,
-        bearer_token: config.webhook.bearertoken.clone(),
+        tokens: config.tokens(),
+        protect_metrics: config.auth.protectmetrics,
         max_body_bytes: config.webhook.maxbodybytes,
     };
     let app = with_tracing(api::router(state));

@@ -1,5 +1,6 @@
 //! The real Alertmanager (Debian's package) as the webhook's caller: an alert pushed into
-//! Alertmanager is routed to the service with its bearer token and diagnosed.
+//! Alertmanager is routed to the service with its token, in both `http_config` forms
+//! (`authorization` bearer credentials and `basic_auth`), and diagnosed.
 
 use std::time::Duration;
 
@@ -10,8 +11,27 @@ use crate::servers::{free_port, start_guarded, wait_http};
 
 #[tokio::test]
 async fn an_alert_routed_by_the_real_alertmanager_becomes_a_completed_report() {
+    routed_by_alertmanager(
+        "authorization:
+            credentials: am-token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn alertmanagers_basic_auth_form_carries_the_token_too() {
+    routed_by_alertmanager(
+        "basic_auth:
+            username: alertmanager
+            password: am-token",
+    )
+    .await;
+}
+
+async fn routed_by_alertmanager(http_config: &str) {
     let app = spawn_app(Options {
         bearer: Some("am-token"),
+        read_token: Some("dashboard-token"),
         ..Options::default()
     })
     .await;
@@ -34,8 +54,7 @@ receivers:
       - url: {}/v1/alerts
         send_resolved: true
         http_config:
-          authorization:
-            credentials: am-token
+          {http_config}
 "#,
             app.address
         ),
@@ -77,8 +96,14 @@ receivers:
         pushed.text().await.unwrap()
     );
 
-    let report =
-        crate::helpers::wait_final(&app.client, &app.address, &id, Duration::from_secs(120)).await;
+    let report = crate::helpers::wait_final(
+        &app.client,
+        &app.address,
+        &id,
+        Some("dashboard-token"),
+        Duration::from_secs(120),
+    )
+    .await;
     assert_eq!(report["status"], "completed", "{report:#}");
     assert_eq!(report["alert"]["alertname"], "NodeHighCPU");
     assert_eq!(report["alert"]["type"], "alertmanager");

@@ -73,7 +73,7 @@ fn migrate_creates_the_embedded_store() {
     let output = binary()
         .args(["migrate", "-f"])
         .arg(&config)
-        .env("AI_API_KEY", "k")
+        .env("AI_API_KEY", api_key())
         .output()
         .unwrap();
 

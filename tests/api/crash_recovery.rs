@@ -102,7 +102,7 @@ async fn a_service_killed_mid_diagnosis_finishes_the_report_after_restart() {
     assert_eq!(stranded.status, ReportStatus::Generating);
 
     let mut second = start_service(&config, &key);
-    let report = wait_final(&client, &second.address, &id, Duration::from_secs(90)).await;
+    let report = wait_final(&client, &second.address, &id, None, Duration::from_secs(90)).await;
     second.child.kill().unwrap();
     second.child.wait().unwrap();
 

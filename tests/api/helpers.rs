@@ -43,8 +43,12 @@ pub struct Options {
     pub timeout_s: u64,
     /// The store.
     pub store: StoreChoice,
-    /// `Webhook.BearerToken`.
+    /// `Webhook.BearerToken` (the write token's older name).
     pub bearer: Option<&'static str>,
+    /// `Auth.ReadToken`.
+    pub read_token: Option<&'static str>,
+    /// `Auth.ProtectMetrics`.
+    pub protect_metrics: bool,
     /// Point the agent at this Prometheus instead of the shared one.
     pub prometheus_url: Option<String>,
     /// `AI.GitHubToken` and `Runner.GitHubMCPCommand`.
@@ -102,6 +106,8 @@ impl Default for Options {
             timeout_s: 30,
             store: StoreChoice::Embedded,
             bearer: None,
+            read_token: None,
+            protect_metrics: false,
             prometheus_url: None,
             github: None,
             max_turns: 6,
@@ -206,6 +212,9 @@ Evidence:
 Webhook:
   BearerToken: "{bearer}"
   MaxBodyBytes: 65536
+Auth:
+  ReadToken: "{read_token}"
+  ProtectMetrics: {protect_metrics}
 {sections}"#,
         timeout = options.timeout_s,
         model = options.model,
@@ -217,6 +226,8 @@ Webhook:
         python = python.display(),
         script = script.display(),
         bearer = options.bearer.unwrap_or(""),
+        read_token = options.read_token.unwrap_or(""),
+        protect_metrics = options.protect_metrics,
         sections = options.sections,
     )
 }
@@ -287,14 +298,22 @@ impl TestApp {
         self.post_json("/v1/alerts", body).await
     }
 
-    /// A GET returning status and JSON.
+    /// The token reads are sent with: the read token, else the write token.
+    pub fn read_token(&self) -> Option<String> {
+        let tokens = self.config.tokens();
+        [tokens.read, tokens.write]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .map(|t| t.expose().to_owned())
+    }
+
+    /// A GET (with the read token if configured) returning status and JSON.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap();
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(token) = self.read_token() {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -341,15 +360,13 @@ impl TestApp {
             .await
     }
 
-    /// `GET /metrics` as text.
+    /// `GET /metrics` as text (with the read token if configured).
     pub async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(format!("{}/metrics", self.address))
-            .send()
-            .await
-            .unwrap();
-        response.text().await.unwrap()
+        let mut request = self.client.get(format!("{}/metrics", self.address));
+        if let Some(token) = self.read_token() {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().text().await.unwrap()
     }
 
     /// Waits until the report leaves `generating`, and returns it.
@@ -358,6 +375,7 @@ impl TestApp {
             &self.client,
             &self.address,
             deployment_id,
+            self.read_token().as_deref(),
             Duration::from_secs(120),
         )
         .await
@@ -370,20 +388,21 @@ impl Drop for TestApp {
     }
 }
 
-/// Polls `GET /reports/{id}` until it is no longer `generating`.
+/// Polls `GET /reports/{id}` (with `token` when given) until it is no longer `generating`.
 pub async fn wait_final(
     client: &reqwest::Client,
     address: &str,
     deployment_id: &str,
+    token: Option<&str>,
     limit: Duration,
 ) -> Value {
     let start = Instant::now();
     loop {
-        if let Ok(response) = client
-            .get(format!("{address}/reports/{deployment_id}"))
-            .send()
-            .await
-        {
+        let mut request = client.get(format!("{address}/reports/{deployment_id}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Ok(response) = request.send().await {
             if response.status() == StatusCode::OK {
                 let report: Value = response.json().await.unwrap();
                 if report["status"] != "generating" {

@@ -8,6 +8,7 @@ mod helpers;
 mod servers;
 
 mod alertmanager;
+mod auth;
 mod changes;
 mod cli;
 mod crash_recovery;
