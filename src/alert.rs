@@ -259,9 +259,121 @@ pub struct BodyError {
     pub message: String,
 }
 
+/// How much one webhook body may carry: each alert may queue an AI diagnosis, and its
+/// labels and annotations go into the prompt of every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Alerts per request (`Webhook.MaxAlerts`).
+    pub max_alerts: usize,
+    /// Labels, and annotations, per alert (`Webhook.MaxLabels`).
+    pub max_labels: usize,
+    /// Bytes of one label or annotation value, or of any other text field
+    /// (`Webhook.MaxValueBytes`).
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_alerts: 1000,
+            max_labels: 64,
+            max_value_bytes: 4096,
+        }
+    }
+}
+
+/// Longest label or annotation name, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Why a label or annotation name cannot be stored: MongoDB field names may not contain
+/// `.` or NUL or start with `$`, and an empty or very long name is no name.
+fn bad_key(key: &str) -> Option<String> {
+    if key.is_empty() {
+        Some("is empty".into())
+    } else if key.len() > MAX_KEY_BYTES {
+        Some(format!("is longer than {MAX_KEY_BYTES} bytes"))
+    } else if key.starts_with('$') || key.contains('.') || key.contains('\0') {
+        Some("contains '.', NUL or a leading '$', which cannot be stored".into())
+    } else {
+        None
+    }
+}
+
+fn check_map(path: &str, map: &BTreeMap<String, String>, limits: &Limits) -> Result<(), BodyError> {
+    if map.len() > limits.max_labels {
+        return Err(BodyError {
+            path: path.to_owned(),
+            message: format!(
+                "{path} has {} entries, more than Webhook.MaxLabels ({})",
+                map.len(),
+                limits.max_labels
+            ),
+        });
+    }
+    for (key, value) in map {
+        if let Some(why) = bad_key(key) {
+            return Err(BodyError {
+                path: format!("{path}.{key}"),
+                message: format!("name {key:?} {why}"),
+            });
+        }
+        if value.len() > limits.max_value_bytes {
+            return Err(BodyError {
+                path: format!("{path}.{key}"),
+                message: format!(
+                    "value is {} bytes, more than Webhook.MaxValueBytes ({})",
+                    value.len(),
+                    limits.max_value_bytes
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Alert {
+    /// Checks an alert against the limits; `at` is its JSON path prefix (`alerts[3].` or
+    /// empty for the flat body).
+    fn check(&self, at: &str, limits: &Limits) -> Result<(), BodyError> {
+        check_map(&format!("{at}labels"), &self.labels, limits)?;
+        check_map(&format!("{at}annotations"), &self.annotations, limits)?;
+        let fields = [
+            ("key", &self.key),
+            ("status", &self.status),
+            ("desc", &self.desc),
+            ("startsAt", &self.starts_at),
+            ("receiveAt", &self.receive_at),
+            ("endsAt", &self.ends_at),
+            ("severity", &self.severity),
+            ("alertname", &self.alertname),
+            ("generatorURL", &self.generator_url),
+            ("repoAddress", &self.repo_address),
+            ("tag", &self.tag),
+            ("type", &self.kind),
+        ];
+        for (name, value) in fields {
+            if value.len() > limits.max_value_bytes {
+                return Err(BodyError {
+                    path: format!("{at}{name}"),
+                    message: format!(
+                        "{name} is {} bytes, more than Webhook.MaxValueBytes ({})",
+                        value.len(),
+                        limits.max_value_bytes
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Parses either webhook body: an object with `alerts` is Alertmanager's, any other object
-/// is the design's flat callback.
-pub fn parse_webhook(body: &[u8], receive_at: &str) -> Result<Vec<Alert>, BodyError> {
+/// is the design's flat callback. A body beyond `limits` is refused, naming the JSON path.
+pub fn parse_webhook(
+    body: &[u8],
+    receive_at: &str,
+    limits: &Limits,
+) -> Result<Vec<Alert>, BodyError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| BodyError {
         path: ".".into(),
         message: format!("body is not valid JSON: {e}"),
@@ -274,16 +386,31 @@ pub fn parse_webhook(body: &[u8], receive_at: &str) -> Result<Vec<Alert>, BodyEr
     };
     if object.contains_key("alerts") {
         let webhook: AlertmanagerWebhook = typed(value)?;
-        Ok(webhook
+        if webhook.alerts.len() > limits.max_alerts {
+            return Err(BodyError {
+                path: "alerts".into(),
+                message: format!(
+                    "{} alerts in one request, more than Webhook.MaxAlerts ({}); send them in smaller groups (Alertmanager: max_alerts)",
+                    webhook.alerts.len(),
+                    limits.max_alerts
+                ),
+            });
+        }
+        let alerts: Vec<Alert> = webhook
             .alerts
             .into_iter()
             .map(|a| a.into_alert(receive_at))
-            .collect())
+            .collect();
+        for (i, alert) in alerts.iter().enumerate() {
+            alert.check(&format!("alerts[{i}]."), limits)?;
+        }
+        Ok(alerts)
     } else {
         let mut alert: Alert = typed(value)?;
         if alert.receive_at.is_empty() {
             alert.receive_at = receive_at.to_owned();
         }
+        alert.check("", limits)?;
         Ok(vec![alert])
     }
 }
@@ -308,7 +435,7 @@ mod tests {
             {"status":"firing","labels":{"alertname":"HighCPU","deploymentId":"d-1","severity":"critical","repoAddress":"acme/shop","tag":"v1.2.0"},
              "annotations":{"description":"cpu > 90%","value":"93.5"},"startsAt":"2026-11-25T10:00:00Z","endsAt":"0001-01-01T00:00:00Z",
              "generatorURL":"http://prom/graph","fingerprint":"abc"}]}"#;
-        let alerts = parse_webhook(body, "now").unwrap();
+        let alerts = parse_webhook(body, "now", &Limits::default()).unwrap();
         assert_eq!(alerts.len(), 1);
         let a = &alerts[0];
         assert_eq!(a.alertname, "HighCPU");
@@ -325,7 +452,7 @@ mod tests {
     #[test]
     fn flat_callback_body_is_accepted() {
         let body = br#"{"key":"deploy","status":"firing","alertname":"X","labels":{"deploymentId":"d-2"},"values":1.5}"#;
-        let alerts = parse_webhook(body, "now").unwrap();
+        let alerts = parse_webhook(body, "now", &Limits::default()).unwrap();
         assert_eq!(alerts[0].diagnosis_target().unwrap().as_str(), "d-2");
         assert_eq!(alerts[0].receive_at, "now");
     }
@@ -335,10 +462,12 @@ mod tests {
         let err = parse_webhook(
             br#"{"alerts":[{"status":"firing","labels":{"a":1}}]}"#,
             "now",
+            &Limits::default(),
         )
         .unwrap_err();
         assert_eq!(err.path, "alerts[0].labels.a");
-        let err = parse_webhook(br#"{"alerts":[{"labels":{}}]}"#, "now").unwrap_err();
+        let err =
+            parse_webhook(br#"{"alerts":[{"labels":{}}]}"#, "now", &Limits::default()).unwrap_err();
         assert_eq!(err.path, "alerts[0]");
         assert!(err.message.contains("status"), "{}", err.message);
     }
@@ -359,5 +488,43 @@ mod tests {
             a.diagnosis_target().unwrap_err().code(),
             "bad_deployment_id"
         );
+    }
+
+    #[test]
+    fn bodies_beyond_the_limits_are_refused_naming_the_path() {
+        let limits = Limits {
+            max_alerts: 2,
+            max_labels: 3,
+            max_value_bytes: 16,
+        };
+        let alert = |labels: &str| format!(r#"{{"status":"firing","labels":{labels}}}"#);
+        let body = |alerts: Vec<String>| format!(r#"{{"alerts":[{}]}}"#, alerts.join(","));
+        let ok = alert(r#"{"a":"1"}"#);
+        let err = |b: String| parse_webhook(b.as_bytes(), "now", &limits).unwrap_err();
+        assert_eq!(err(body(vec![ok.clone(); 3])).path, "alerts");
+        assert_eq!(
+            err(body(vec![
+                ok.clone(),
+                alert(r#"{"a":"1","b":"2","c":"3","d":"4"}"#)
+            ]))
+            .path,
+            "alerts[1].labels"
+        );
+        assert_eq!(
+            err(body(vec![alert(r#"{"a":"12345678901234567"}"#)])).path,
+            "alerts[0].labels.a"
+        );
+        for key in ["a.b", "$where", ""] {
+            let e = err(body(vec![alert(&format!(r#"{{"{key}":"x"}}"#))]));
+            assert_eq!(e.path, format!("alerts[0].labels.{key}"), "{key}");
+        }
+        let e = parse_webhook(
+            format!(r#"{{"status":"firing","desc":"{}"}}"#, "x".repeat(17)).as_bytes(),
+            "now",
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "desc");
+        assert!(parse_webhook(body(vec![ok.clone(), ok]).as_bytes(), "now", &limits).is_ok());
     }
 }

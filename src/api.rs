@@ -52,6 +52,8 @@ pub struct AppState {
     pub protect_metrics: bool,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// What one webhook body may carry.
+    pub limits: alert::Limits,
 }
 
 /// Every way a request can fail, with its status code.
@@ -264,12 +266,13 @@ async fn post_alerts(
     let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
 
     let now = Utc::now();
-    let alerts =
-        alert::parse_webhook(&bytes, &now.to_rfc3339()).map_err(|e| ApiError::BadRequest {
+    let alerts = alert::parse_webhook(&bytes, &now.to_rfc3339(), &state.limits).map_err(|e| {
+        ApiError::BadRequest {
             code: "invalid_body",
             message: e.message,
             path: Some(e.path),
-        })?;
+        }
+    })?;
 
     let mut results = Vec::with_capacity(alerts.len());
     let mut started = 0;

@@ -670,6 +670,15 @@ pub struct WebhookConfig {
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_max_body")]
     pub maxbodybytes: usize,
+    /// Alerts per request.
+    #[serde(default = "default_max_alerts")]
+    pub maxalerts: usize,
+    /// Labels, and annotations, per alert.
+    #[serde(default = "default_max_labels")]
+    pub maxlabels: usize,
+    /// Bytes of one label or annotation value (or other text field of an alert).
+    #[serde(default = "default_max_value_bytes")]
+    pub maxvaluebytes: usize,
 }
 
 impl Default for WebhookConfig {
@@ -677,8 +686,32 @@ impl Default for WebhookConfig {
         Self {
             bearertoken: Secret::default(),
             maxbodybytes: default_max_body(),
+            maxalerts: default_max_alerts(),
+            maxlabels: default_max_labels(),
+            maxvaluebytes: default_max_value_bytes(),
         }
     }
+}
+
+impl WebhookConfig {
+    /// What one webhook body may carry.
+    pub fn limits(&self) -> crate::alert::Limits {
+        crate::alert::Limits {
+            max_alerts: self.maxalerts,
+            max_labels: self.maxlabels,
+            max_value_bytes: self.maxvaluebytes,
+        }
+    }
+}
+
+fn default_max_alerts() -> usize {
+    crate::alert::Limits::default().max_alerts
+}
+fn default_max_labels() -> usize {
+    crate::alert::Limits::default().max_labels
+}
+fn default_max_value_bytes() -> usize {
+    crate::alert::Limits::default().max_value_bytes
 }
 
 /// `Log.*`.
@@ -1139,6 +1172,15 @@ impl Config {
         }
         if self.webhook.maxbodybytes < 1024 {
             return Err(invalid("Webhook.MaxBodyBytes", "must be at least 1024"));
+        }
+        if self.webhook.maxalerts == 0 || self.webhook.maxlabels == 0 {
+            return Err(invalid(
+                "Webhook.MaxAlerts",
+                "Webhook.MaxAlerts and Webhook.MaxLabels must be at least 1",
+            ));
+        }
+        if self.webhook.maxvaluebytes < 64 {
+            return Err(invalid("Webhook.MaxValueBytes", "must be at least 64"));
         }
         if self.tokens().write.is_empty()
             && self.auth.readtoken.is_empty()

@@ -106,7 +106,7 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         Err(e) => return fail(&format!("reading {}: {e}", path.display())),
     };
     let now = chrono::Utc::now().to_rfc3339();
-    let alerts = match alert::parse_webhook(&body, &now) {
+    let alerts = match alert::parse_webhook(&body, &now, &config.webhook.limits()) {
         Ok(a) => a,
         Err(e) => return fail(&format!("{}: at {}: {}", path.display(), e.path, e.message)),
     };

@@ -200,27 +200,55 @@ fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-/// The design's `formatMap`, with keys sorted (Go's map order is random) and values quoted.
-fn format_map(m: &BTreeMap<String, String>) -> String {
+/// Characters of one label or annotation value shown to the model.
+const PROMPT_VALUE_CHARS: usize = 1000;
+/// Characters of all labels and annotations together: the block goes into every turn.
+const PROMPT_MAP_CHARS: usize = 12_000;
+
+/// A value for the prompt: at most `max` characters, saying when it was cut.
+fn bounded(value: &str, max: usize) -> String {
+    if value.chars().count() <= max {
+        return value.to_owned();
+    }
+    let cut: String = value.chars().take(max).collect();
+    format!("{cut}…（截断，原长 {} 字符）", value.chars().count())
+}
+
+/// The design's `formatMap`, with keys sorted (Go's map order is random), values quoted
+/// and bounded, and the entries that do not fit `budget` left out with a note.
+fn format_map(m: &BTreeMap<String, String>, budget: &mut usize) -> String {
     if m.is_empty() {
         return "（无）".into();
     }
-    m.iter()
-        .map(|(k, v)| format!("  - {}: {}", quote(k), quote(v)))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines = Vec::new();
+    for (shown, (k, v)) in m.iter().enumerate() {
+        let line = format!(
+            "  - {}: {}",
+            quote(&bounded(k, 100)),
+            quote(&bounded(v, PROMPT_VALUE_CHARS))
+        );
+        let len = line.chars().count();
+        if len > *budget {
+            lines.push(format!("  （另有 {} 项因长度上限省略）", m.len() - shown));
+            break;
+        }
+        *budget -= len;
+        lines.push(line);
+    }
+    lines.join("\n")
 }
 
 fn build_with_nonce(facts: &Facts<'_>, options: PromptOptions, nonce: &str) -> String {
     let alert = facts.alert;
     let fence = format!("ALERT-DATA-{nonce}");
+    let mut map_budget = PROMPT_MAP_CHARS;
     let data = format!(
         "告警类型: {}\n告警名称: {}\n告警状态: {}\n严重程度: {}\n描述信息: {}\n触发值: {:.2}\n开始时间: {}\n接收时间: {}\n结束时间: {}\n告警源: {}\n需要处理: {}\n紧急程度: {}\n\n标签信息:\n{}\n\n注解信息:\n{}{}",
         quote(&alert.key),
         quote(&alert.alertname),
         quote(&alert.status),
         quote(&alert.severity),
-        quote(alert.description()),
+        quote(&bounded(alert.description(), PROMPT_VALUE_CHARS)),
         alert.values,
         quote(&alert.starts_at),
         quote(&alert.receive_at),
@@ -228,8 +256,8 @@ fn build_with_nonce(facts: &Facts<'_>, options: PromptOptions, nonce: &str) -> S
         quote(&alert.generator_url),
         alert.need_handle,
         alert.is_emergent,
-        format_map(&alert.labels),
-        format_map(&alert.annotations),
+        format_map(&alert.labels, &mut map_budget),
+        format_map(&alert.annotations, &mut map_budget),
         facts.deployment.map(deployment_lines).unwrap_or_default(),
     );
     let evidence = facts.evidence.filter(|e| !e.is_empty());
@@ -576,5 +604,22 @@ mod tests {
             !p.contains("get_release_by_tag"),
             "the service read the changes: no GitHub tool task"
         );
+    }
+
+    #[test]
+    fn the_alert_data_in_the_prompt_is_bounded() {
+        let mut a = alert();
+        for i in 0..64 {
+            a.annotations
+                .insert(format!("note{i:02}"), "长".repeat(4000));
+        }
+        let p = build(&Facts::alert(&a), NO_GITHUB);
+        assert!(
+            p.chars().count() < PROMPT_MAP_CHARS + 8_000,
+            "{}",
+            p.chars().count()
+        );
+        assert!(p.contains("（截断，原长 4000 字符）"));
+        assert!(p.contains("项因长度上限省略"));
     }
 }

@@ -103,6 +103,7 @@ pub async fn run(
         tokens: config.tokens(),
         protect_metrics: config.auth.protectmetrics,
         max_body_bytes: config.webhook.maxbodybytes,
+        limits: config.webhook.limits(),
     };
     let app = with_tracing(api::router(state));
     tracing::info!(

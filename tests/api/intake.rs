@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fake_llm::Script;
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, StoreChoice, TestApp};
 
 async fn report_count(app: &TestApp) -> usize {
     let (status, list) = app.get("/reports").await;
@@ -161,4 +161,41 @@ async fn bad_webhook_bodies_get_clear_json_errors_and_change_nothing() {
 
     assert_eq!(report_count(&app).await, 0, "nothing was stored");
     assert!(app.llm.requests().is_empty());
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_input_caps_are_a_400_naming_the_path_on_both_stores() {
+    for store in [StoreChoice::Embedded, StoreChoice::Mongo] {
+        let app = spawn_app(Options {
+            store,
+            ..Options::default()
+        })
+        .await;
+        let many: Vec<Value> = (0..1001)
+            .map(|i| json!({"status": "firing", "labels": {"deploymentId": format!("many-{i}")}}))
+            .collect();
+        let mut long = alertmanager_body(&deployment_id("long"), "firing");
+        long["alerts"][0]["labels"]["hostname"] = json!("h".repeat(4097));
+        let mut dotted = alertmanager_body(&deployment_id("dot"), "firing");
+        dotted["alerts"][0]["annotations"]["runbook.url"] = json!("http://x");
+        let mut dollar = alertmanager_body(&deployment_id("dollar"), "firing");
+        dollar["alerts"][0]["labels"]["$where"] = json!("1");
+        let mut wide = alertmanager_body(&deployment_id("wide"), "firing");
+        for i in 0..70 {
+            wide["alerts"][0]["labels"][format!("l{i}")] = json!("v");
+        }
+        for (body, path) in [
+            (json!({"alerts": many}), "alerts"),
+            (long, "alerts[0].labels.hostname"),
+            (dotted, "alerts[0].annotations.runbook.url"),
+            (dollar, "alerts[0].labels.$where"),
+            (wide, "alerts[0].labels"),
+        ] {
+            let (status, answer) = app.post_alerts(&body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+            assert_eq!(answer["error"]["path"], path, "{answer}");
+            assert_eq!(answer["error"]["code"], "invalid_body");
+        }
+        assert_eq!(report_count(&app).await, 0, "nothing was stored");
+    }
 }
