@@ -94,13 +94,11 @@ pub struct Alert {
     pub values: f64,
 }
 
-/// Why an alert starts no diagnosis.
+/// Why an alert is about no deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
-    /// The alert is resolved (or otherwise not firing).
+    /// The alert is neither firing nor resolved.
     NotFiring(String),
-    /// No `deploymentId` label.
-    NoDeploymentId,
     /// A `deploymentId` label that cannot be used.
     BadDeploymentId(String),
 }
@@ -110,7 +108,6 @@ impl Skip {
     pub fn code(&self) -> &'static str {
         match self {
             Skip::NotFiring(_) => "not_firing",
-            Skip::NoDeploymentId => "no_deployment_id",
             Skip::BadDeploymentId(_) => "bad_deployment_id",
         }
     }
@@ -118,26 +115,15 @@ impl Skip {
     /// A sentence for people.
     pub fn reason(&self) -> String {
         match self {
-            Skip::NotFiring(status) => format!("alert status is {status:?}, not \"firing\""),
-            Skip::NoDeploymentId => "alert has no labels.deploymentId".into(),
+            Skip::NotFiring(status) => {
+                format!("alert status is {status:?}, neither \"firing\" nor \"resolved\"")
+            }
             Skip::BadDeploymentId(why) => format!("labels.deploymentId is unusable: {why}"),
         }
     }
 }
 
 impl Alert {
-    /// The deployment this alert should be diagnosed for, or why it should not be.
-    pub fn diagnosis_target(&self) -> Result<DeploymentId, Skip> {
-        if !self.status.eq_ignore_ascii_case("firing") {
-            return Err(Skip::NotFiring(self.status.clone()));
-        }
-        let raw = self
-            .labels
-            .get("deploymentId")
-            .ok_or(Skip::NoDeploymentId)?;
-        DeploymentId::parse(raw).map_err(Skip::BadDeploymentId)
-    }
-
     /// The description the prompt shows: `annotations.description` over `desc`.
     pub fn description(&self) -> &str {
         match self.annotations.get("description") {
@@ -446,14 +432,14 @@ mod tests {
             ("acme/shop", "v1.2.0")
         );
         assert_eq!(a.description(), "cpu > 90%");
-        assert_eq!(a.diagnosis_target().unwrap().as_str(), "d-1");
+        assert_eq!(a.labels["deploymentId"], "d-1");
     }
 
     #[test]
     fn flat_callback_body_is_accepted() {
         let body = br#"{"key":"deploy","status":"firing","alertname":"X","labels":{"deploymentId":"d-2"},"values":1.5}"#;
         let alerts = parse_webhook(body, "now", &Limits::default()).unwrap();
-        assert_eq!(alerts[0].diagnosis_target().unwrap().as_str(), "d-2");
+        assert_eq!(alerts[0].labels["deploymentId"], "d-2");
         assert_eq!(alerts[0].receive_at, "now");
     }
 
@@ -470,24 +456,6 @@ mod tests {
             parse_webhook(br#"{"alerts":[{"labels":{}}]}"#, "now", &Limits::default()).unwrap_err();
         assert_eq!(err.path, "alerts[0]");
         assert!(err.message.contains("status"), "{}", err.message);
-    }
-
-    #[test]
-    fn resolved_and_unlabelled_alerts_start_nothing() {
-        let mut a = Alert {
-            status: "resolved".into(),
-            ..Default::default()
-        };
-        a.labels.insert("deploymentId".into(), "d".into());
-        assert_eq!(a.diagnosis_target().unwrap_err().code(), "not_firing");
-        a.status = "firing".into();
-        a.labels.clear();
-        assert_eq!(a.diagnosis_target().unwrap_err(), Skip::NoDeploymentId);
-        a.labels.insert("deploymentId".into(), "a/b".into());
-        assert_eq!(
-            a.diagnosis_target().unwrap_err().code(),
-            "bad_deployment_id"
-        );
     }
 
     #[test]

@@ -17,13 +17,12 @@ use tokio::sync::Notify;
 
 use crate::alert::{self, DeploymentId};
 use crate::auth::{Access, Tokens};
-use crate::deployment::{self, Attribution, Deployment, DeploymentInput};
+use crate::deployment::{Deployment, DeploymentInput};
 use crate::diagnosis::Diagnoser;
+use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::report::{Engine, Feedback, HistoryEntry, Report, ReportBody, ReportStatus};
-use crate::store::{
-    DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, StoreError, Upsert,
-};
+use crate::store::{DeploymentStore, ListFilter, Rediagnose, ReportStore, StoreError, Upsert};
 
 /// Largest page of `GET /reports`.
 pub const MAX_LIST_LIMIT: u32 = 500;
@@ -35,9 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn ReportStore>,
     /// The deployments registry.
     pub deployments: Arc<dyn DeploymentStore>,
-    /// `Deployments.WatchMinutes`: how long after a deployment an unlabelled alert on its
-    /// hosts is attributed to it.
-    pub watch_minutes: u64,
+    /// What each alert does.
+    pub intake: Intake,
     /// For readiness of the runner.
     pub diagnoser: Diagnoser,
     /// Metrics.
@@ -198,25 +196,6 @@ fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {
     })
 }
 
-/// One entry of the intake response.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AlertResult {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deployment_id: Option<String>,
-    outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    report_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<ReportStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// How an alert without a `deploymentId` label was matched to a deployment.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attributed: Option<Value>,
-}
-
 /// Refuses a body that is not JSON (`415`).
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
@@ -275,156 +254,15 @@ async fn post_alerts(
     })?;
 
     let mut results = Vec::with_capacity(alerts.len());
-    let mut started = 0;
     for (index, alert) in alerts.into_iter().enumerate() {
-        let labelled = alert.labels.get("deploymentId").cloned();
-        let mut attributed = None;
-        let target = match alert.diagnosis_target() {
-            Ok(id) => {
-                // The registered deployment, snapshotted so the evidence gathered now
-                // already covers its hosts.
-                let registered = state.deployments.get_deployment(&id).await?;
-                Ok((id, registered))
-            }
-            Err(alert::Skip::NoDeploymentId) => match attribute(&state, &alert, now).await? {
-                Some(found) => {
-                    let deployment = found.deployment.clone();
-                    attributed = Some(found);
-                    Ok((deployment.deployment_id.clone(), Some(deployment)))
-                }
-                None => Err((
-                    "no_deployment_id",
-                    unattributed_reason(&alert, state.watch_minutes),
-                )),
-            },
-            Err(skip) => Err((skip.code(), skip.reason())),
-        };
-        let result = match target {
-            Err((code, reason)) => {
-                state.metrics.alert(code);
-                AlertResult {
-                    index,
-                    deployment_id: labelled,
-                    outcome: "skipped",
-                    report_id: None,
-                    status: None,
-                    reason: Some(reason),
-                    attributed: None,
-                }
-            }
-            Ok((id, registered)) => {
-                let attribution = attributed.as_ref().map(|a| {
-                    json!({
-                        "deploymentId": a.deployment.deployment_id,
-                        "by": a.label,
-                        "host": a.host,
-                        "reason": a.describe(state.watch_minutes),
-                    })
-                });
-                let mut report = Report::new(id.clone(), alert, now);
-                report.deployment = registered;
-                // Written before we answer: a 202 means the report is on disk.
-                match state.store.insert(&report).await? {
-                    Insert::Inserted => {
-                        started += 1;
-                        if let Some(stage) = &state.evidence {
-                            stage.spawn(&report);
-                        }
-                        state.wake.notify_one();
-                        state.metrics.alert(if attributed.is_some() {
-                            "attributed"
-                        } else {
-                            "started"
-                        });
-                        tracing::info!(
-                            deployment_id = %id,
-                            report_id = %report.id,
-                            attributed_by = attributed.as_ref().map_or("", |a| a.label),
-                            "diagnosis queued"
-                        );
-                        AlertResult {
-                            index,
-                            deployment_id: Some(id.to_string()),
-                            outcome: "started",
-                            report_id: Some(report.id),
-                            status: Some(ReportStatus::Generating),
-                            reason: None,
-                            attributed: attribution,
-                        }
-                    }
-                    Insert::Exists(status) => {
-                        state.metrics.alert("exists");
-                        AlertResult {
-                            index,
-                            deployment_id: Some(id.to_string()),
-                            outcome: "exists",
-                            report_id: None,
-                            status: Some(status),
-                            reason: Some(format!(
-                                "deployment already has a report ({}); POST /reports/{id}/rediagnose to run it again",
-                                status.as_str()
-                            )),
-                            attributed: attribution,
-                        }
-                    }
-                }
-            }
-        };
-        results.push(result);
+        results.push(state.intake.take(index, alert, now).await?);
     }
+    let started = results
+        .iter()
+        .filter(|r| matches!(r.outcome, "started" | "restarted"))
+        .count();
     let body = json!({ "received": results.len(), "started": started, "alerts": results });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
-}
-
-/// The registered deployment an alert without a `deploymentId` label belongs to: the most
-/// recent one on any of its hosts deployed at most `Deployments.WatchMinutes` before the
-/// alert started.
-async fn attribute(
-    state: &AppState,
-    alert: &alert::Alert,
-    now: DateTime<Utc>,
-) -> Result<Option<Attribution>, ApiError> {
-    let hosts = deployment::alert_hosts(alert);
-    if hosts.is_empty() {
-        return Ok(None);
-    }
-    let started = DateTime::parse_from_rfc3339(alert.starts_at.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(now);
-    let watch = chrono::Duration::minutes(state.watch_minutes as i64);
-    let keys: Vec<String> = hosts.iter().map(|(_, h)| deployment::host_key(h)).collect();
-    let Some(found) = state
-        .deployments
-        .latest_on_hosts(&keys, started - watch, started)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let found_keys = found.host_keys();
-    let (label, host) = hosts
-        .into_iter()
-        .find(|(_, h)| found_keys.contains(&deployment::host_key(h)))
-        .unwrap_or(("hostname", String::new()));
-    Ok(Some(Attribution {
-        deployment: found,
-        label,
-        host,
-    }))
-}
-
-fn unattributed_reason(alert: &alert::Alert, watch_minutes: u64) -> String {
-    let hosts = deployment::alert_hosts(alert);
-    if hosts.is_empty() {
-        return "alert has no labels.deploymentId, and no hostname or instance label to attribute \
-                it to a registered deployment"
-            .into();
-    }
-    let named: Vec<String> = hosts.iter().map(|(l, h)| format!("{l} {h:?}")).collect();
-    format!(
-        "alert has no labels.deploymentId, and no registered deployment on {} was deployed within \
-         Deployments.WatchMinutes ({watch_minutes}) before it started",
-        named.join(", ")
-    )
 }
 
 /// A report as the API shows it.
@@ -464,6 +302,10 @@ pub struct ReportView {
     deployment: Option<Deployment>,
     /// What the release changed, and its suspects.
     changes: Option<crate::changes::Changes>,
+    /// Further alerts of the deployment, newest last.
+    related_alerts: Vec<crate::report::RelatedAlert>,
+    /// When a resolved alert for the deployment came.
+    resolved_at: Option<DateTime<Utc>>,
     alert: alert::Alert,
 }
 
@@ -494,6 +336,8 @@ impl From<Report> for ReportView {
             feedback: r.feedback,
             deployment: r.deployment,
             changes: r.changes,
+            related_alerts: r.related_alerts,
+            resolved_at: r.resolved_at,
             alert: r.alert,
         }
     }

@@ -21,6 +21,7 @@
 //!   be had.
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
 //! - [`worker`] — the pool that claims reports from the store and runs them.
+//! - [`intake`] — what each alert does: its deployment, and the report's lifecycle.
 //! - [`api`] — the HTTP routes.
 //! - [`auth`] — read and write tokens, Bearer or Basic.
 //! - [`metrics`] — `/metrics`.
@@ -41,6 +42,7 @@ pub mod evidence;
 pub mod evidence_report;
 pub mod extract;
 pub mod github;
+pub mod intake;
 pub mod metrics;
 pub mod prompt;
 pub mod provider;

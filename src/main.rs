@@ -13,6 +13,7 @@ use deploy_diagnosis::config::{Config, Environment};
 use deploy_diagnosis::diagnosis::{Diagnoser, Facts, Outcome};
 use deploy_diagnosis::evidence::Gatherer;
 use deploy_diagnosis::github::ChangeSource;
+use deploy_diagnosis::intake::{self, Subject};
 use deploy_diagnosis::{startup, store, telemetry};
 
 #[derive(Parser)]
@@ -111,8 +112,24 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         Err(e) => return fail(&format!("{}: at {}: {}", path.display(), e.path, e.message)),
     };
     let mut reasons = Vec::new();
-    let Some((id, alert)) = alerts.into_iter().find_map(|a| match a.diagnosis_target() {
-        Ok(id) => Some((id, a)),
+    // The intake's own decision; attribution by host needs the registry (the service).
+    let Some((id, alert)) = alerts.into_iter().find_map(|a| match intake::subject(&a) {
+        Ok(Subject {
+            firing: true,
+            deployment_id: Some(id),
+        }) => Some((id, a)),
+        Ok(Subject { firing: false, .. }) => {
+            reasons.push(format!("alert status is {:?}, not \"firing\"", a.status));
+            None
+        }
+        Ok(_) => {
+            reasons.push(
+                "alert has no labels.deploymentId (attribution by host needs the service's \
+                 deployments registry)"
+                    .into(),
+            );
+            None
+        }
         Err(skip) => {
             reasons.push(skip.reason());
             None
@@ -164,6 +181,7 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         evidence: evidence.as_deref(),
         changes: changes.as_ref(),
         release: release.as_ref(),
+        related: &[],
     };
     let outcome = diagnoser
         .diagnose(&id, &facts, startup::shutdown_on_signals())

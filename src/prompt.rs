@@ -16,6 +16,38 @@ use crate::alert::Alert;
 use crate::changes::{ChangedFile, Changes, Release};
 use crate::deployment::Deployment;
 use crate::evidence::{format_value, EvidenceItem};
+use crate::report::RelatedAlert;
+
+/// Further alerts listed, the newest.
+const RELATED_ROWS: usize = 10;
+
+/// Further alerts of the deployment, as lines of the alert data block.
+fn related_lines(related: &[RelatedAlert]) -> String {
+    if related.is_empty() {
+        return String::new();
+    }
+    let mut lines = vec![format!(
+        "\n\n同一部署的后续告警（共 {} 条，列出最近 {} 条）:",
+        related.len(),
+        related.len().min(RELATED_ROWS)
+    )];
+    for r in related.iter().rev().take(RELATED_ROWS) {
+        let a = &r.alert;
+        let host = ["hostname", "instance"]
+            .iter()
+            .find_map(|k| a.labels.get(*k))
+            .map_or("", String::as_str);
+        lines.push(format!(
+            "  - {} 状态 {} 开始 {} 主机 {} 描述 {}",
+            quote(&bounded(&a.alertname, 200)),
+            quote(&a.status),
+            quote(&a.starts_at),
+            quote(&bounded(host, 200)),
+            quote(&bounded(a.description(), 300)),
+        ));
+    }
+    lines.join("\n")
+}
 
 /// Evidence rows shown to the model; their queries are listed for the first few.
 const EVIDENCE_ROWS: usize = 10;
@@ -37,6 +69,8 @@ pub struct Facts<'a> {
     pub changes: Option<&'a Changes>,
     /// The release the GitHub tools may read (admitted by `GitHub.Repos`).
     pub release: Option<&'a Release>,
+    /// Further alerts of the deployment, newest last.
+    pub related: &'a [RelatedAlert],
 }
 
 impl<'a> Facts<'a> {
@@ -48,6 +82,7 @@ impl<'a> Facts<'a> {
             evidence: None,
             changes: None,
             release: None,
+            related: &[],
         }
     }
 }
@@ -243,7 +278,7 @@ fn build_with_nonce(facts: &Facts<'_>, options: PromptOptions, nonce: &str) -> S
     let fence = format!("ALERT-DATA-{nonce}");
     let mut map_budget = PROMPT_MAP_CHARS;
     let data = format!(
-        "告警类型: {}\n告警名称: {}\n告警状态: {}\n严重程度: {}\n描述信息: {}\n触发值: {:.2}\n开始时间: {}\n接收时间: {}\n结束时间: {}\n告警源: {}\n需要处理: {}\n紧急程度: {}\n\n标签信息:\n{}\n\n注解信息:\n{}{}",
+        "告警类型: {}\n告警名称: {}\n告警状态: {}\n严重程度: {}\n描述信息: {}\n触发值: {:.2}\n开始时间: {}\n接收时间: {}\n结束时间: {}\n告警源: {}\n需要处理: {}\n紧急程度: {}\n\n标签信息:\n{}\n\n注解信息:\n{}{}{}",
         quote(&alert.key),
         quote(&alert.alertname),
         quote(&alert.status),
@@ -259,6 +294,7 @@ fn build_with_nonce(facts: &Facts<'_>, options: PromptOptions, nonce: &str) -> S
         format_map(&alert.labels, &mut map_budget),
         format_map(&alert.annotations, &mut map_budget),
         facts.deployment.map(deployment_lines).unwrap_or_default(),
+        related_lines(facts.related),
     );
     let evidence = facts.evidence.filter(|e| !e.is_empty());
     let changes = facts

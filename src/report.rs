@@ -255,6 +255,10 @@ pub struct Report {
     pub deployment: Option<Deployment>,
     /// What the release changed, read from GitHub before the runner.
     pub changes: Option<Changes>,
+    /// Further alerts of the deployment that came after the first, newest last.
+    pub related_alerts: Vec<RelatedAlert>,
+    /// When a resolved alert for the deployment came.
+    pub resolved_at: Option<DateTime<Utc>>,
     /// The worker holding it.
     pub lease_owner: Option<String>,
     /// Until when that worker's claim lasts.
@@ -286,6 +290,8 @@ impl Report {
             feedback: None,
             deployment: None,
             changes: None,
+            related_alerts: Vec::new(),
+            resolved_at: None,
             lease_owner: None,
             lease_until: None,
         }
@@ -315,6 +321,36 @@ impl Report {
             feedback: self.feedback.clone(),
         }
     }
+}
+
+/// Further alerts kept on one report.
+pub const MAX_RELATED_ALERTS: usize = 50;
+
+/// A further alert of a deployment that already has a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelatedAlert {
+    /// The alert.
+    pub alert: Alert,
+    /// When it came.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What makes two alerts the same one sent again (Alertmanager resends a group until it
+/// is answered, and on every `repeat_interval`): fingerprint, name and start.
+pub fn alert_identity(alert: &Alert) -> String {
+    format!("{}|{}|{}", alert.key, alert.alertname, alert.starts_at)
+}
+
+/// Result of recording a further alert on a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Related {
+    /// The deployment has no report.
+    NoReport,
+    /// The same alert is already on the report.
+    Duplicate(ReportStatus),
+    /// Recorded; the report's status at that moment.
+    Added(ReportStatus),
 }
 
 /// A previous version of a report, kept when it is diagnosed again.

@@ -92,10 +92,18 @@ pub async fn run(
         wake: Arc::clone(&wake),
         config: config.worker.clone(),
     });
+    let intake = crate::intake::Intake {
+        store: Arc::clone(&store),
+        deployments: Arc::clone(&stores.deployments),
+        evidence: evidence.clone(),
+        wake: Arc::clone(&wake),
+        metrics: Arc::clone(&metrics),
+        watch_minutes: config.deployments.watchminutes,
+    };
     let state = AppState {
         store,
         deployments: stores.deployments,
-        watch_minutes: config.deployments.watchminutes,
+        intake,
         diagnoser,
         metrics,
         wake,

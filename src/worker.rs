@@ -246,6 +246,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             evidence: evidence.as_deref(),
             changes: changes.as_ref(),
             release: release.as_ref(),
+            related: &report.related_alerts,
         };
         let result = ctx.diagnoser.diagnose(&id, &facts, cancel.clone()).await;
         heartbeat.abort();

@@ -15,7 +15,10 @@ use crate::changes::Changes;
 use crate::config::RunnerKind;
 use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
-use crate::report::{Engine, Feedback, Finish, HistoryEntry, Report, ReportStatus};
+use crate::report::{
+    alert_identity, Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report,
+    ReportStatus, MAX_RELATED_ALERTS,
+};
 
 /// A stored JSON column, read back.
 fn parse_json<T: serde::de::DeserializeOwned>(
@@ -37,11 +40,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_deployments.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_alert_lifecycle.sql"),
+    ),
 ];
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
-     evidence, engine, ai_error, feedback, deployment, changes";
+     evidence, engine, ai_error, feedback, deployment, changes, related_alerts, resolved_at";
 
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]
@@ -162,6 +169,8 @@ struct RawReport {
     feedback: Option<String>,
     deployment: Option<String>,
     changes: Option<String>,
+    related_alerts: Option<String>,
+    resolved_at: Option<i64>,
 }
 
 fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
@@ -189,6 +198,8 @@ fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         feedback: row.get(20)?,
         deployment: row.get(21)?,
         changes: row.get(22)?,
+        related_alerts: row.get(23)?,
+        resolved_at: row.get(24)?,
     })
 }
 
@@ -221,6 +232,8 @@ impl RawReport {
             feedback: parse_json(&id, self.feedback.as_deref())?,
             deployment: parse_json(&id, self.deployment.as_deref())?,
             changes: parse_json(&id, self.changes.as_deref())?,
+            related_alerts: parse_json(&id, self.related_alerts.as_deref())?.unwrap_or_default(),
+            resolved_at: self.resolved_at.map(time),
             id,
         })
     }
@@ -421,6 +434,56 @@ impl ReportStore for EmbeddedStore {
         .await
     }
 
+    async fn add_related(
+        &self,
+        deployment_id: &DeploymentId,
+        related: &RelatedAlert,
+    ) -> Result<Related, StoreError> {
+        let (id, related) = (deployment_id.clone(), related.clone());
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(report) = select_one(&tx, id.as_str())? else {
+                return Ok(Related::NoReport);
+            };
+            let identity = alert_identity(&related.alert);
+            if alert_identity(&report.alert) == identity
+                || report
+                    .related_alerts
+                    .iter()
+                    .any(|r| alert_identity(&r.alert) == identity)
+            {
+                return Ok(Related::Duplicate(report.status));
+            }
+            let mut all = report.related_alerts;
+            all.push(related);
+            let excess = all.len().saturating_sub(MAX_RELATED_ALERTS);
+            all.drain(..excess);
+            let json = serde_json::to_string(&all).map_err(|e| corrupt(id.as_str(), e.to_string()))?;
+            tx.execute(
+                "UPDATE reports SET related_alerts = ?1, resolved_at = NULL WHERE deployment_id = ?2",
+                params![json, id.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(Related::Added(report.status))
+        })
+        .await
+    }
+
+    async fn set_resolved(
+        &self,
+        deployment_id: &DeploymentId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = deployment_id.clone();
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE reports SET resolved_at = ?1 WHERE deployment_id = ?2",
+                params![ms(at), id.as_str()],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn set_feedback(
         &self,
         deployment_id: &DeploymentId,
@@ -521,7 +584,7 @@ impl ReportStore for EmbeddedStore {
                 "UPDATE reports SET status = 'generating', content = '', error = NULL, raw_output = NULL, \
                  attempts = 0, version = version + 1, updated_time = ?1, started_time = NULL, \
                  duration_ms = NULL, usage = NULL, evidence = NULL, engine = NULL, ai_error = NULL, \
-                 feedback = NULL, changes = NULL, \
+                 feedback = NULL, changes = NULL, resolved_at = NULL, \
                  lease_owner = NULL, lease_until = NULL \
                  WHERE deployment_id = ?2",
                 params![ms(now), id.as_str()],

@@ -19,7 +19,7 @@ use crate::changes::Changes;
 use crate::config::{Config, StoreKind};
 use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
-use crate::report::{Feedback, Finish, HistoryEntry, Report, ReportStatus};
+use crate::report::{Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus};
 
 /// What a store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +171,21 @@ pub trait ReportStore: Send + Sync {
         deployment_id: &DeploymentId,
         version: u32,
         changes: &Changes,
+    ) -> Result<bool, StoreError>;
+    /// Records a further alert of the deployment on its report, unless the same alert (by
+    /// [`crate::report::alert_identity`]) is there already; the newest
+    /// [`crate::report::MAX_RELATED_ALERTS`] are kept, and `resolvedAt` is cleared (it fires
+    /// again).
+    async fn add_related(
+        &self,
+        deployment_id: &DeploymentId,
+        related: &RelatedAlert,
+    ) -> Result<Related, StoreError>;
+    /// Stamps `resolvedAt` on the deployment's report; `false` if it has none.
+    async fn set_resolved(
+        &self,
+        deployment_id: &DeploymentId,
+        at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     /// Stores feedback on version `version` while that version is finished (completed or
     /// failed); `false` otherwise. Later feedback on the same version replaces earlier.

@@ -19,7 +19,10 @@ use crate::alert::{Alert, DeploymentId};
 use crate::changes::Changes;
 use crate::deployment::Deployment;
 use crate::evidence::EvidenceItem;
-use crate::report::{Engine, Feedback, Finish, HistoryEntry, Report, ReportStatus, Usage};
+use crate::report::{
+    alert_identity, Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report,
+    ReportStatus, Usage, MAX_RELATED_ALERTS,
+};
 
 /// Index definitions, in order; creating an index that exists is a no-op.
 const INDEXES: &[(&str, &str)] = &[
@@ -143,6 +146,14 @@ struct ReportDoc {
     #[serde(default)]
     changes: Option<Changes>,
     #[serde(default)]
+    related_alerts: Vec<RelatedAlert>,
+    /// Identities of the report's own alert and of its related ones, so a repeat can be
+    /// refused in the update's filter.
+    #[serde(default)]
+    related_keys: Vec<String>,
+    #[serde(default)]
+    resolved_at: Option<bson::DateTime>,
+    #[serde(default)]
     lease_owner: Option<String>,
     #[serde(default)]
     lease_until: Option<bson::DateTime>,
@@ -212,6 +223,12 @@ impl ReportDoc {
             feedback: r.feedback.clone(),
             deployment: r.deployment.clone(),
             changes: r.changes.clone(),
+            related_alerts: r.related_alerts.clone(),
+            related_keys: std::iter::once(&r.alert)
+                .chain(r.related_alerts.iter().map(|a| &a.alert))
+                .map(alert_identity)
+                .collect(),
+            resolved_at: r.resolved_at.map(bdate),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
         }
@@ -245,6 +262,8 @@ impl ReportDoc {
             feedback: self.feedback,
             deployment: self.deployment,
             changes: self.changes,
+            related_alerts: self.related_alerts,
+            resolved_at: self.resolved_at.map(cdate),
             lease_owner: self.lease_owner,
             lease_until: self.lease_until.map(cdate),
         })
@@ -473,6 +492,51 @@ impl ReportStore for MongoStore {
             .await
     }
 
+    async fn add_related(
+        &self,
+        deployment_id: &DeploymentId,
+        related: &RelatedAlert,
+    ) -> Result<Related, StoreError> {
+        let identity = alert_identity(&related.alert);
+        let entry = bson::to_bson(related).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
+        let max = MAX_RELATED_ALERTS as i32;
+        let updated = self
+            .reports
+            .find_one_and_update(
+                doc! { "deploymentId": deployment_id.as_str(), "relatedKeys": { "$ne": &identity } },
+                doc! {
+                    "$push": {
+                        "relatedAlerts": { "$each": [entry], "$slice": -max },
+                        "relatedKeys": { "$each": [&identity], "$slice": -(max + 1) },
+                    },
+                    "$set": { "resolvedAt": Bson::Null },
+                },
+            )
+            .await?;
+        if let Some(before) = updated {
+            return Ok(Related::Added(before.status));
+        }
+        Ok(match self.get(deployment_id).await? {
+            None => Related::NoReport,
+            Some(report) => Related::Duplicate(report.status),
+        })
+    }
+
+    async fn set_resolved(
+        &self,
+        deployment_id: &DeploymentId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .reports
+            .update_one(
+                doc! { "deploymentId": deployment_id.as_str() },
+                doc! { "$set": { "resolvedAt": bdate(at) } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
     async fn set_feedback(
         &self,
         deployment_id: &DeploymentId,
@@ -579,7 +643,7 @@ impl ReportStore for MongoStore {
                         "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
                         "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
                         "evidence": Bson::Null, "engine": Bson::Null, "aiError": Bson::Null,
-                        "feedback": Bson::Null, "changes": Bson::Null,
+                        "feedback": Bson::Null, "changes": Bson::Null, "resolvedAt": Bson::Null,
                         "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
                     },
                     "$inc": { "version": 1 },

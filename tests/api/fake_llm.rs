@@ -84,6 +84,12 @@ pub enum Script {
     /// Calls these tools, one a turn while tools are allowed, then answers with a report
     /// quoting the last result.
     Calls(Vec<(String, Value)>),
+    /// Answers the first `times` requests with this status, then as `ToolThenReport`.
+    StatusThenReport {
+        status: u16,
+        times: usize,
+        query: String,
+    },
 }
 
 /// Tokens (here: characters) of a `Script::Long` answer.
@@ -653,6 +659,8 @@ fn decide(script: &Script, r: &Request) -> Step {
             Step::Answer(report("up", &"详".repeat(LONG_ANSWER_CHARS)))
         }
         Script::Long { .. } => Step::Answer(report("up", "简短的结论")),
+        Script::StatusThenReport { status, times, .. } if r.nth <= *times => Step::Fail(*status),
+        Script::StatusThenReport { query, .. } => tool_then_report(query),
         Script::Calls(calls) => match calls.get(r.nth - 1) {
             Some((tool, arguments)) if r.may_call => Step::CallTool {
                 tool: tool.clone(),

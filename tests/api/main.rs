@@ -20,6 +20,7 @@ mod failures;
 mod fake_llm_rules;
 mod github_mcp;
 mod intake;
+mod lifecycle;
 mod native_runner;
 mod providers;
 mod range_summary;

@@ -9,7 +9,10 @@ use deploy_diagnosis::changes::{ChangedFile, Changes, PullRequest};
 use deploy_diagnosis::config::RunnerKind;
 use deploy_diagnosis::deployment::Deployment;
 use deploy_diagnosis::evidence::{EvidenceItem, Resource, Scored, Verdict};
-use deploy_diagnosis::report::{Engine, Feedback, Finish, Report, ReportStatus, Usage};
+use deploy_diagnosis::report::{
+    Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportStatus, Usage,
+    MAX_RELATED_ALERTS,
+};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
@@ -426,6 +429,71 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
     let got = store.get(&id("dep-2")).await.unwrap().unwrap();
     assert_eq!(got.changes, Some(changes));
     assert_eq!(got.deployment, Some(d3));
+
+    // Further alerts: recorded once each, the report's own alert is no further alert, a
+    // resolved alert is stamped and a firing one clears the stamp.
+    let further = |name: &str| RelatedAlert {
+        alert: Alert {
+            key: name.into(),
+            alertname: "NodeHighMemory".into(),
+            status: "firing".into(),
+            starts_at: "2026-11-25T10:05:00Z".into(),
+            ..Default::default()
+        },
+        received_at: at(45),
+    };
+    assert_eq!(
+        store
+            .add_related(&id("nope"), &further("f1"))
+            .await
+            .unwrap(),
+        Related::NoReport
+    );
+    assert_eq!(
+        store
+            .add_related(&id("dep-2"), &further("f1"))
+            .await
+            .unwrap(),
+        Related::Added(ReportStatus::Generating)
+    );
+    assert_eq!(
+        store
+            .add_related(&id("dep-2"), &further("f1"))
+            .await
+            .unwrap(),
+        Related::Duplicate(ReportStatus::Generating)
+    );
+    let own = RelatedAlert {
+        alert: r.alert.clone(),
+        received_at: at(46),
+    };
+    assert_eq!(
+        store.add_related(&id("dep-2"), &own).await.unwrap(),
+        Related::Duplicate(ReportStatus::Generating),
+        "the report's own alert sent again"
+    );
+    assert!(store.set_resolved(&id("dep-2"), at(50)).await.unwrap());
+    assert!(!store.set_resolved(&id("nope"), at(50)).await.unwrap());
+    let got = store.get(&id("dep-2")).await.unwrap().unwrap();
+    assert_eq!(got.resolved_at, Some(at(50)));
+    assert_eq!(got.related_alerts, vec![further("f1")]);
+    for n in 0..(MAX_RELATED_ALERTS + 5) {
+        store
+            .add_related(&id("dep-2"), &further(&format!("g{n}")))
+            .await
+            .unwrap();
+    }
+    let got = store.get(&id("dep-2")).await.unwrap().unwrap();
+    assert_eq!(got.resolved_at, None, "firing again");
+    assert_eq!(
+        got.related_alerts.len(),
+        MAX_RELATED_ALERTS,
+        "the newest kept"
+    );
+    assert_eq!(
+        got.related_alerts.last().unwrap().alert.key,
+        format!("g{}", MAX_RELATED_ALERTS + 4)
+    );
 
     // Unregistering leaves the report.
     assert!(store.delete_deployment(&id("dep-2")).await.unwrap());
