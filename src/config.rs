@@ -370,6 +370,10 @@ pub struct McpConfig {
     /// stdio (and the GitHub one when `AI.GitHubToken` is set).
     #[serde(default)]
     pub servers: Vec<McpServerConfig>,
+    /// Names of the service's environment variables stdio servers also get (besides
+    /// `PATH`, `HOME`, locale, TLS and proxy settings); everything else is cleared.
+    #[serde(default)]
+    pub passenv: Vec<String>,
 }
 
 /// One MCP server: a stdio `Command` (spawned once) or a streamable-HTTP `URL`.

@@ -26,28 +26,7 @@ const MAX_CHECKED_QUERIES: usize = 20;
 /// Bytes of the run's log and of the model's answer kept on a failed report.
 const RAW_TAIL_BYTES: usize = 4096;
 
-/// Replaces every configured secret in text that leaves the service (stored reports,
-/// logs), whatever printed it.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    /// Redacts these secrets (empty ones are ignored).
-    pub fn new(secrets: Vec<String>) -> Self {
-        Self {
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
-        }
-    }
-
-    /// The text with every secret replaced by `[REDACTED]`.
-    pub fn apply(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "[REDACTED]"))
-    }
-}
+pub use crate::redact::Redactor;
 
 /// Why the AI did not write a report the evidence wrote.
 #[derive(Debug, Clone, PartialEq)]

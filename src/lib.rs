@@ -25,7 +25,8 @@
 //! - [`api`] — the HTTP routes.
 //! - [`auth`] — read and write tokens, Bearer or Basic.
 //! - [`metrics`] — `/metrics`.
-//! - [`telemetry`] — logging setup.
+//! - [`redact`] — secrets and URL credentials scrubbed from everything that leaves.
+//! - [`telemetry`] — logging setup, every line scrubbed.
 //! - [`startup`] — wiring it together and running until shutdown.
 
 #![forbid(unsafe_code)]
@@ -46,6 +47,7 @@ pub mod intake;
 pub mod metrics;
 pub mod prompt;
 pub mod provider;
+pub mod redact;
 pub mod report;
 pub mod runner;
 pub mod startup;

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
     };
-    telemetry::init(&config.log.level, config.log.format);
+    telemetry::init(&config.log.level, config.log.format, config.secrets());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the async runtime: {e}")),

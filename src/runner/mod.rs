@@ -24,6 +24,26 @@ use crate::alert::DeploymentId;
 use crate::config::RunnerKind;
 use crate::report::{FailureKind, Usage};
 
+/// Environment variables a child process (the Python runner, a stdio MCP server) gets
+/// from the service; everything else is cleared, so the service's own settings (the AI
+/// key, `DD_*` secrets) do not leak into it.
+pub const PASSTHROUGH_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
 /// One diagnosis for a runner to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {

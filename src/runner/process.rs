@@ -21,25 +21,6 @@ use super::{Cancelled, Failure, RunRequest, RunResult, Runner};
 use crate::config::{Config, RunnerKind, Secret};
 use crate::report::FailureKind;
 
-/// Environment variables passed through to the runner; everything else is cleared, so the
-/// service's own settings (and any `DD_*` secrets) do not leak into the child.
-const PASSTHROUGH_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "TZ",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-];
-
 /// How long the runner gets to shut its MCP servers down after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,7 +56,7 @@ impl ProcessRunner {
             .arg("--exit-with-parent")
             .env_clear()
             .envs(
-                PASSTHROUGH_ENV
+                super::PASSTHROUGH_ENV
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
             )

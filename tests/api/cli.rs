@@ -155,3 +155,70 @@ async fn a_failed_diagnosis_keeps_the_key_out_of_output_and_logs() {
     assert!(!stdout.contains(&key), "{stdout}");
     assert!(!stderr.contains(&key), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_servers_start_with_a_cleared_environment_and_their_stderr_is_scrubbed() {
+    let prom = prometheus().await;
+    let llm = FakeLlm::start(
+        Script::ToolThenReport { query: "up".into() },
+        Default::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("mcp-env.txt");
+    let server = crate::servers::repo().join(".venv/bin/prometheus-mcp-server");
+    // The server writes its environment to a file and prints a secret it was handed
+    // explicitly (Env) to its stderr, which the service logs at debug level.
+    let mcp = format!(
+        "MCP:\n  Servers:\n    - Name: prometheus\n      Command: sh\n      Args: [\"-c\", \"env > {env}; echo handed $HANDED >&2; exec {server}\"]\n      Env: [\"PROMETHEUS_URL={prom}\", \"PROMETHEUS_MCP_SERVER_TRANSPORT=stdio\", \"HANDED=${{AI_API_KEY}}\"]\n",
+        env = env_file.display(),
+        server = server.display(),
+        prom = prom.url,
+    );
+    let options = Options {
+        native: true,
+        mcp: Some(mcp),
+        ..Options::default()
+    };
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&options, &llm.base_url, &prom.url, dir.path(), None),
+    )
+    .unwrap();
+    let alert = dir.path().join("alert.json");
+    std::fs::write(&alert, alertmanager_body("cli-env", "firing").to_string()).unwrap();
+    let key = api_key();
+
+    let output = tokio::task::spawn_blocking({
+        let key = key.clone();
+        move || {
+            binary()
+                .args(["diagnose", "-f"])
+                .arg(&config)
+                .arg("--alert")
+                .arg(&alert)
+                .env("AI_API_KEY", &key)
+                .env("DD_SERVICE_ONLY_SETTING", "not-for-children")
+                .env("DD_LOG__LEVEL", "debug")
+                .env_remove("RUST_LOG")
+                .output()
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(!env.contains("AI_API_KEY="), "{env}");
+    assert!(!env.contains("DD_SERVICE_ONLY_SETTING"), "{env}");
+    assert!(env.contains("PATH="), "the pass-through list: {env}");
+    assert!(stderr.contains("handed [REDACTED]"), "{stderr}");
+    assert!(!stderr.contains(&key), "{stderr}");
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "no colour codes off a terminal"
+    );
+}

@@ -71,7 +71,7 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
         .iter()
         .map(|s| {
             let github = is_github(&s.name);
-            let mut env = split_env(&s.env);
+            let mut env = with_inherited(config, split_env(&s.env));
             if github {
                 env.push(("GITHUB_READ_ONLY".into(), "1".into()));
             }
@@ -113,10 +113,13 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
             transport: Transport::Stdio {
                 command,
                 args: words.collect(),
-                env: vec![
-                    ("PROMETHEUS_URL".into(), config.ai.prometheusurl.clone()),
-                    ("PROMETHEUS_MCP_SERVER_TRANSPORT".into(), "stdio".into()),
-                ],
+                env: with_inherited(
+                    config,
+                    vec![
+                        ("PROMETHEUS_URL".into(), config.ai.prometheusurl.clone()),
+                        ("PROMETHEUS_MCP_SERVER_TRANSPORT".into(), "stdio".into()),
+                    ],
+                ),
             },
             optional: false,
             tools: None,
@@ -134,17 +137,20 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
             transport: Transport::Stdio {
                 command: words.next().unwrap_or_default(),
                 args: words.collect(),
-                env: vec![
-                    (
-                        "GITHUB_PERSONAL_ACCESS_TOKEN".into(),
-                        config.ai.githubtoken.expose().to_owned(),
-                    ),
-                    ("GITHUB_TOOLSETS".into(), config.ai.githubtoolsets.clone()),
-                    // The server's own read-only mode, and below our own allowlist of
-                    // read tools: the model reads alert text and PR bodies, so it must
-                    // never be handed a tool that writes.
-                    ("GITHUB_READ_ONLY".into(), "1".into()),
-                ],
+                env: with_inherited(
+                    config,
+                    vec![
+                        (
+                            "GITHUB_PERSONAL_ACCESS_TOKEN".into(),
+                            config.ai.githubtoken.expose().to_owned(),
+                        ),
+                        ("GITHUB_TOOLSETS".into(), config.ai.githubtoolsets.clone()),
+                        // The server's own read-only mode, and below our own allowlist of
+                        // read tools: the model reads alert text and PR bodies, so it must
+                        // never be handed a tool that writes.
+                        ("GITHUB_READ_ONLY".into(), "1".into()),
+                    ],
+                ),
             },
             optional: true,
             tools: read_tools,
@@ -152,6 +158,24 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
         });
     }
     servers
+}
+
+/// What every stdio server inherits from the service: the pass-through list and
+/// `MCP.PassEnv`, when set.
+fn inherited(config: &Config) -> Vec<(String, String)> {
+    crate::runner::PASSTHROUGH_ENV
+        .iter()
+        .map(|k| k.to_string())
+        .chain(config.mcp.passenv.iter().cloned())
+        .filter_map(|k| std::env::var(&k).ok().map(|v| (k, v)))
+        .collect()
+}
+
+/// A stdio server's environment: what it inherits, then its own entries.
+fn with_inherited(config: &Config, own: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut env = inherited(config);
+    env.extend(own);
+    env
 }
 
 /// A stdio server's diagnostics go to the service's log (debug level), not its stderr.
@@ -194,8 +218,11 @@ impl Server {
         };
         let session = match &self.spec.transport {
             Transport::Stdio { command, args, env } => {
+                // Only the environment `servers_for` gave it: the service's AI key and
+                // settings never reach an MCP server.
                 let mut cmd = tokio::process::Command::new(command);
                 cmd.args(args)
+                    .env_clear()
                     .envs(env.iter().map(|(k, v)| (k, v)))
                     .kill_on_drop(true);
                 let (transport, stderr) = TokioChildProcess::builder(cmd)
