@@ -204,6 +204,15 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
     let started = Instant::now();
     let runner = ctx.diagnoser.runner_kind();
 
+    // The lease is kept alive until the outcome is written (or the diagnosis is dropped).
+    let cancel = abort.child_token();
+    let heartbeat = tokio::spawn(renew_lease(
+        ctx.clone(),
+        owner.to_owned(),
+        report.clone(),
+        cancel.clone(),
+    ));
+    let _stop_heartbeat = AbortOnDrop(heartbeat);
     let Diagnosed { outcome, usage } = if report.attempts > ctx.config.maxattempts {
         let reason = format!(
             "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
@@ -223,13 +232,6 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             runner = runner.map_or("none (evidence-only)", |r| r.as_str()),
             "diagnosis started"
         );
-        let cancel = abort.child_token();
-        let heartbeat = tokio::spawn(renew_lease(
-            ctx.clone(),
-            owner.to_owned(),
-            report.clone(),
-            cancel.clone(),
-        ));
         let mut report = report;
         report.deployment = deployment_of(ctx, &report).await;
         let evidence = match &ctx.evidence {
@@ -249,17 +251,15 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             related: &report.related_alerts,
         };
         let result = ctx.diagnoser.diagnose(&id, &facts, cancel.clone()).await;
-        heartbeat.abort();
         match result {
             Ok(diagnosed) => diagnosed,
             Err(_) => {
-                // Shutdown: give the report back so the next start takes it at once.
+                // Shutdown, or the lease is gone: give the report back (if still ours) so
+                // a worker takes it up at once, without counting this as an attempt.
                 if let Err(e) = ctx.store.release(&id, owner).await {
                     tracing::warn!(error = %e, "releasing the report failed; it is taken up after its lease");
                 }
-                tracing::info!(
-                    "diagnosis stopped by shutdown; it will run again at the next start"
-                );
+                tracing::info!("diagnosis stopped; it will run again");
                 return;
             }
         }
@@ -305,7 +305,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             Some(kind)
         }
     };
-    match ctx.store.finish(&id, owner, &finish).await {
+    match finish_with_retries(ctx, &id, owner, &finish, &cancel).await {
         Ok(true) => {
             ctx.metrics
                 .diagnosis(finish.status, duration.as_secs_f64(), kind);
@@ -331,15 +331,52 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             tracing::warn!("report was deleted or taken over while diagnosing; outcome dropped")
         }
         Err(e) => {
-            tracing::error!(error = %e, "writing the outcome failed; the report runs again after its lease")
+            tracing::error!(error = %e, "writing the outcome failed after retries; the report runs again after its lease")
         }
     }
 }
 
-/// Keeps the claim alive while the diagnosis runs; if the claim is lost, the diagnosis is
-/// stopped, since another worker owns the report now.
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes the outcome, retrying a failing store with backoff (the heartbeat keeps the
+/// lease meanwhile) until the lease is gone: a completed diagnosis is not dropped for one
+/// failed write.
+async fn finish_with_retries(
+    ctx: &WorkerContext,
+    id: &crate::alert::DeploymentId,
+    owner: &str,
+    finish: &Finish,
+    lease_gone: &CancellationToken,
+) -> Result<bool, crate::store::StoreError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ctx.store.finish(id, owner, finish).await {
+            Err(e) if !lease_gone.is_cancelled() => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "writing the outcome failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = lease_gone.cancelled() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Keeps the claim alive while the diagnosis runs and its outcome is written. If the claim
+/// is lost (another worker owns the report now), or cannot be renewed before it runs out
+/// (the store is unreachable, so another worker may take it), the diagnosis is stopped.
 async fn renew_lease(ctx: WorkerContext, owner: String, report: Report, cancel: CancellationToken) {
     let lease = Duration::from_secs(ctx.config.leaseseconds);
+    let mut held_until = Instant::now() + lease;
     loop {
         tokio::time::sleep(lease / 3).await;
         match ctx
@@ -347,13 +384,20 @@ async fn renew_lease(ctx: WorkerContext, owner: String, report: Report, cancel: 
             .renew_lease(&report.deployment_id, &owner, Utc::now() + lease)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => held_until = Instant::now() + lease,
             Ok(false) => {
                 tracing::warn!("lost the claim on the report; stopping this diagnosis");
                 cancel.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "renewing the lease failed; will retry"),
+            Err(e) if Instant::now() + lease / 3 < held_until => {
+                tracing::warn!(error = %e, "renewing the lease failed; will retry before it runs out")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the lease could not be renewed before it ran out; stopping this diagnosis");
+                cancel.cancel();
+                return;
+            }
         }
     }
 }

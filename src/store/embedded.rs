@@ -504,7 +504,8 @@ impl ReportStore for EmbeddedStore {
         let (id, owner) = (deployment_id.clone(), owner.to_owned());
         self.with(move |conn| {
             Ok(conn.execute(
-                "UPDATE reports SET lease_owner = NULL, lease_until = NULL WHERE deployment_id = ?1 \
+                "UPDATE reports SET lease_owner = NULL, lease_until = NULL, \
+                 attempts = MAX(attempts - 1, 0) WHERE deployment_id = ?1 \
                  AND lease_owner = ?2 AND status = 'generating'",
                 params![id.as_str(), owner],
             )? == 1)

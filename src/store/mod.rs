@@ -195,7 +195,8 @@ pub trait ReportStore: Send + Sync {
         version: u32,
         feedback: &Feedback,
     ) -> Result<bool, StoreError>;
-    /// Gives a claim back without finishing (shutdown), so the next worker starts at once.
+    /// Gives a claim back without finishing (shutdown), so the next worker starts at once;
+    /// the attempt the claim counted is taken back.
     async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError>;
     /// Writes the outcome if `owner` still holds the `generating` report; `false` otherwise.
     async fn finish(

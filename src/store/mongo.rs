@@ -553,7 +553,9 @@ impl ReportStore for MongoStore {
             .reports
             .update_one(
                 doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
-                doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null } },
+                // Not an attempt: the claim counted one, given back here. (Claims only
+                // happen with attempts >= 1, so this never goes below zero.)
+                doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null }, "$inc": { "attempts": -1 } },
             )
             .await?;
         Ok(result.matched_count == 1)
@@ -685,12 +687,14 @@ impl ReportStore for MongoStore {
     }
 
     async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
+        // History first: a crash in between leaves the report, and deleting again finishes
+        // the job; the other order could leave history no report points to.
+        self.history
+            .delete_many(doc! { "deploymentId": deployment_id.as_str() })
+            .await?;
         let result = self
             .reports
             .delete_one(doc! { "deploymentId": deployment_id.as_str() })
-            .await?;
-        self.history
-            .delete_many(doc! { "deploymentId": deployment_id.as_str() })
             .await?;
         Ok(result.deleted_count == 1)
     }

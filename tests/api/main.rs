@@ -26,3 +26,4 @@ mod providers;
 mod range_summary;
 mod reports;
 mod store_contract;
+mod worker_faults;

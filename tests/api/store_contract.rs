@@ -196,7 +196,9 @@ async fn contract(store: Arc<dyn ReportStore>) {
     );
     assert_eq!(done.body().unwrap().prom_ql, vec!["up"]);
 
-    // Release gives a claim back at once.
+    // Release gives a claim back at once, and the attempt with it (a shutdown is not an
+    // attempt: restarts alone never make a report "give up").
+    let before = store.get(&id("dep-b")).await.unwrap().unwrap().attempts;
     assert!(store.release(&id("dep-b"), "w2").await.unwrap());
     let c4 = store
         .claim_next("w4", now, now + Duration::seconds(30))
@@ -204,6 +206,10 @@ async fn contract(store: Arc<dyn ReportStore>) {
         .unwrap()
         .unwrap();
     assert_eq!(c4.deployment_id.as_str(), "dep-b");
+    assert_eq!(
+        c4.attempts, before,
+        "released, then claimed again: the same count"
+    );
     assert!(store
         .finish(&id("dep-b"), "w4", &finish(ReportStatus::Failed, 2))
         .await

@@ -1,0 +1,275 @@
+//! The worker when the store misbehaves: a failed outcome write is retried while the lease
+//! is kept (the diagnosis is not run twice), and a diagnosis whose lease cannot be renewed
+//! before it runs out is stopped and given back. The store is the real embedded store,
+//! wrapped to fail the calls a test names.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deploy_diagnosis::alert::{self, DeploymentId, Limits};
+use deploy_diagnosis::changes::Changes;
+use deploy_diagnosis::config::{Config, Environment};
+use deploy_diagnosis::deployment::Deployment;
+use deploy_diagnosis::diagnosis::Diagnoser;
+use deploy_diagnosis::evidence::EvidenceItem;
+use deploy_diagnosis::github::ChangeSource;
+use deploy_diagnosis::metrics::Metrics;
+use deploy_diagnosis::report::{
+    Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
+};
+use deploy_diagnosis::store::embedded::EmbeddedStore;
+use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use deploy_diagnosis::worker::{WorkerContext, WorkerPool};
+
+use crate::fake_llm::{FakeLlm, Script};
+use crate::helpers::{alertmanager_body, api_key, config_yaml, Options};
+
+/// The embedded store, failing `finish` the first `finish_failures` times and
+/// `renew_lease` while `renew_fails` is set.
+struct Flaky {
+    inner: EmbeddedStore,
+    finish_failures: AtomicUsize,
+    renew_fails: AtomicBool,
+}
+
+fn injected() -> StoreError {
+    StoreError::Task("injected fault".into())
+}
+
+#[async_trait]
+impl ReportStore for Flaky {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
+        self.inner.insert(report).await
+    }
+    async fn get(&self, id: &DeploymentId) -> Result<Option<Report>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError> {
+        self.inner.list(filter).await
+    }
+    async fn claim_next(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.inner.claim_next(owner, now, lease_until).await
+    }
+    async fn renew_lease(
+        &self,
+        id: &DeploymentId,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if self.renew_fails.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.renew_lease(id, owner, lease_until).await
+    }
+    async fn set_evidence(
+        &self,
+        id: &DeploymentId,
+        version: u32,
+        evidence: &[EvidenceItem],
+    ) -> Result<bool, StoreError> {
+        self.inner.set_evidence(id, version, evidence).await
+    }
+    async fn set_deployment(
+        &self,
+        id: &DeploymentId,
+        version: u32,
+        deployment: &Deployment,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_deployment(id, version, deployment).await
+    }
+    async fn set_changes(
+        &self,
+        id: &DeploymentId,
+        version: u32,
+        changes: &Changes,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_changes(id, version, changes).await
+    }
+    async fn add_related(
+        &self,
+        id: &DeploymentId,
+        related: &RelatedAlert,
+    ) -> Result<Related, StoreError> {
+        self.inner.add_related(id, related).await
+    }
+    async fn set_resolved(&self, id: &DeploymentId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.set_resolved(id, at).await
+    }
+    async fn set_feedback(
+        &self,
+        id: &DeploymentId,
+        version: u32,
+        feedback: &Feedback,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_feedback(id, version, feedback).await
+    }
+    async fn release(&self, id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
+        self.inner.release(id, owner).await
+    }
+    async fn finish(
+        &self,
+        id: &DeploymentId,
+        owner: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        let failing = self
+            .finish_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(injected());
+        }
+        self.inner.finish(id, owner, finish).await
+    }
+    async fn rediagnose(
+        &self,
+        id: &DeploymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Rediagnose, StoreError> {
+        self.inner.rediagnose(id, now).await
+    }
+    async fn history(&self, id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.history(id).await
+    }
+    async fn delete(&self, id: &DeploymentId) -> Result<bool, StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
+        self.inner.count_by_status().await
+    }
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.queue_depth(now).await
+    }
+}
+
+struct Running {
+    store: Arc<Flaky>,
+    llm: FakeLlm,
+    pool: Option<WorkerPool>,
+    _dir: tempfile::TempDir,
+}
+
+/// A worker pool (native runner, a fake LLM, the real Prometheus) over a flaky store,
+/// with one report queued.
+async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str) -> Running {
+    let prom = crate::servers::prometheus().await;
+    let llm = FakeLlm::start(script, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        native: true,
+        ..Options::default()
+    };
+    let yaml = config_yaml(&options, &llm.base_url, &prom.url, dir.path(), None);
+    let env = Environment::from_map([("AI_API_KEY".to_owned(), api_key())].into());
+    let config = Config::from_yaml(&yaml, &env).unwrap();
+    let inner = EmbeddedStore::open(&dir.path().join("flaky.sqlite3")).unwrap();
+    inner.migrate().await.unwrap();
+    let deployments = Arc::new(inner.clone());
+    let store = Arc::new(Flaky {
+        inner,
+        finish_failures: AtomicUsize::new(finish_failures),
+        renew_fails: AtomicBool::new(renew_fails),
+    });
+    let alert = alert::parse_webhook(
+        alertmanager_body(id, "firing").to_string().as_bytes(),
+        "now",
+        &Limits::default(),
+    )
+    .unwrap()
+    .remove(0);
+    let report = Report::new(DeploymentId::parse(id).unwrap(), alert, Utc::now());
+    assert_eq!(store.insert(&report).await.unwrap(), Insert::Inserted);
+    let metrics = Arc::new(Metrics::new());
+    let runner = deploy_diagnosis::startup::build_runner(&config, Arc::clone(&metrics))
+        .await
+        .unwrap();
+    let pool = WorkerPool::start(WorkerContext {
+        store: store.clone(),
+        deployments,
+        changes: ChangeSource::new(&config),
+        evidence: None,
+        diagnoser: Diagnoser::new(&config, runner),
+        metrics,
+        wake: Arc::default(),
+        config: config.worker.clone(),
+    });
+    Running {
+        store,
+        llm,
+        pool: Some(pool),
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_failed_outcome_write_is_retried_and_the_diagnosis_runs_once() {
+    let id = "flaky-finish";
+    let mut running = run(Script::ToolThenReport { query: "up".into() }, 3, false, id).await;
+    let deployment = DeploymentId::parse(id).unwrap();
+    let start = Instant::now();
+    let report = loop {
+        let report = running.store.inner.get(&deployment).await.unwrap().unwrap();
+        if report.status != ReportStatus::Generating {
+            break report;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "still generating"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report.status, ReportStatus::Completed);
+    assert_eq!(report.attempts, 1, "written by the attempt that ran it");
+    assert_eq!(
+        running.llm.requests().len(),
+        2,
+        "one diagnosis (a tool call and an answer), not a second after the lease ran out"
+    );
+    running.pool.take().unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn a_diagnosis_whose_lease_cannot_be_renewed_is_stopped_and_given_back() {
+    let id = "flaky-lease";
+    let mut running = run(Script::Hang, 0, true, id).await;
+    // The lease is 3 s; the model never answers. Without renewals the diagnosis must stop
+    // once the lease runs out and the report go back to the queue, where it is claimed
+    // again, long before the 60 s diagnosis deadline.
+    let start = Instant::now();
+    while running.llm.requests().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the diagnosis was not stopped when its lease ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = running
+        .store
+        .inner
+        .get(&DeploymentId::parse(id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.status, ReportStatus::Generating);
+    assert_eq!(
+        report.attempts, 1,
+        "given back: the stopped run is not an attempt"
+    );
+    running.store.renew_fails.store(false, Ordering::SeqCst);
+    running.pool.take().unwrap().shutdown().await;
+}
