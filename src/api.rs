@@ -22,7 +22,9 @@ use crate::diagnosis::Diagnoser;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::report::{Engine, Feedback, HistoryEntry, Report, ReportBody, ReportStatus};
-use crate::store::{DeploymentStore, ListFilter, Rediagnose, ReportStore, StoreError, Upsert};
+use crate::store::{
+    Cursor, DeploymentStore, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
+};
 
 /// Largest page of `GET /reports`.
 pub const MAX_LIST_LIMIT: u32 = 500;
@@ -401,6 +403,7 @@ struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     before: Option<String>,
+    cursor: Option<String>,
 }
 
 async fn list_reports(
@@ -416,22 +419,23 @@ async fn list_reports(
             )
         })?),
     };
-    let (limit, before) = page(&q)?;
-    let reports = state
-        .store
-        .list(&ListFilter {
-            status,
-            before,
-            limit,
-        })
-        .await?;
-    let next_before = (reports.len() as u32 == limit)
-        .then(|| reports.last().map(|r| r.created_time.to_rfc3339()))
-        .flatten();
+    let page = page(&q)?;
+    let limit = page.limit;
+    let reports = state.store.list(&ListFilter { status, page }).await?;
+    let next = next_cursor(&reports, limit, |r| (r.created_time, r.id.clone()));
     let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
-    Ok(Json(
-        json!({ "reports": reports, "nextBefore": next_before }),
-    ))
+    Ok(Json(json!({ "reports": reports, "nextCursor": next })))
+}
+
+/// The cursor of the page after a full one.
+fn next_cursor<T>(
+    items: &[T],
+    limit: u32,
+    key: impl Fn(&T) -> (DateTime<Utc>, String),
+) -> Option<String> {
+    let last = items.last().filter(|_| items.len() as u32 == limit)?;
+    let (created_time, key) = key(last);
+    Some(Cursor { created_time, key }.encode())
 }
 
 fn bad_query(message: String, param: &str) -> ApiError {
@@ -442,8 +446,9 @@ fn bad_query(message: String, param: &str) -> ApiError {
     }
 }
 
-/// `limit` (1 to 500, default 50) and `before` (RFC 3339) of a listing.
-fn page(q: &ListQuery) -> Result<(u32, Option<DateTime<Utc>>), ApiError> {
+/// `limit` (1 to 500, default 50), `cursor` (a previous answer's `nextCursor`) and `before`
+/// (RFC 3339) of a listing.
+fn page(q: &ListQuery) -> Result<Page, ApiError> {
     let bad = bad_query;
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => 50,
@@ -471,7 +476,20 @@ fn page(q: &ListQuery) -> Result<(u32, Option<DateTime<Utc>>), ApiError> {
                 .with_timezone(&Utc),
         ),
     };
-    Ok((limit, before))
+    let after = match q.cursor.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(Cursor::decode(s).ok_or_else(|| {
+            bad(
+                format!("cursor {s:?} is not a nextCursor this service gave"),
+                "cursor",
+            )
+        })?),
+    };
+    Ok(Page {
+        before,
+        after,
+        limit,
+    })
 }
 
 async fn rediagnose(
@@ -672,17 +690,17 @@ async fn list_deployments(
     if q.status.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::BadRequest {
             code: "invalid_query",
-            message: "deployments have no status; use limit and before".into(),
+            message: "deployments have no status; use limit, cursor and before".into(),
             path: Some("status".into()),
         });
     }
-    let (limit, before) = page(&q)?;
-    let deployments = state.deployments.list_deployments(before, limit).await?;
-    let next_before = (deployments.len() as u32 == limit)
-        .then(|| deployments.last().map(|d| d.created_time.to_rfc3339()))
-        .flatten();
+    let page = page(&q)?;
+    let deployments = state.deployments.list_deployments(&page).await?;
+    let next = next_cursor(&deployments, page.limit, |d| {
+        (d.created_time, d.deployment_id.to_string())
+    });
     Ok(Json(
-        json!({ "deployments": deployments, "nextBefore": next_before }),
+        json!({ "deployments": deployments, "nextCursor": next }),
     ))
 }
 

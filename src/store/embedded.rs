@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, StoreError, Upsert};
+use super::{
+    DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
+};
 use crate::alert::DeploymentId;
 use crate::changes::Changes;
 use crate::config::RunnerKind;
@@ -325,13 +327,18 @@ impl ReportStore for EmbeddedStore {
         self.with(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {COLUMNS} FROM reports WHERE (?1 IS NULL OR status = ?1) \
-                 AND (?2 IS NULL OR created_time < ?2) ORDER BY created_time DESC, id DESC LIMIT ?3"
+                 AND (?2 IS NULL OR created_time < ?2) \
+                 AND (?3 IS NULL OR created_time < ?3 OR (created_time = ?3 AND id < ?4)) \
+                 ORDER BY created_time DESC, id DESC LIMIT ?5"
             ))?;
+            let page = &filter.page;
             let rows = stmt.query_map(
                 params![
                     filter.status.map(|s| s.as_str()),
-                    filter.before.map(ms),
-                    filter.limit
+                    page.before.map(ms),
+                    page.after.as_ref().map(|c| ms(c.created_time)),
+                    page.after.as_ref().map(|c| c.key.clone()),
+                    page.limit
                 ],
                 raw_report,
             )?;
@@ -756,17 +763,23 @@ impl DeploymentStore for EmbeddedStore {
         .await
     }
 
-    async fn list_deployments(
-        &self,
-        before: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<Deployment>, StoreError> {
+    async fn list_deployments(&self, page: &Page) -> Result<Vec<Deployment>, StoreError> {
+        let page = page.clone();
         self.with(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT deployment_id, body FROM deployments WHERE (?1 IS NULL OR created_time < ?1) \
-                 ORDER BY created_time DESC, deployment_id DESC LIMIT ?2",
+                 AND (?2 IS NULL OR created_time < ?2 OR (created_time = ?2 AND deployment_id < ?3)) \
+                 ORDER BY created_time DESC, deployment_id DESC LIMIT ?4",
             )?;
-            let rows = stmt.query_map(params![before.map(ms), limit], raw_deployment)?;
+            let rows = stmt.query_map(
+                params![
+                    page.before.map(ms),
+                    page.after.as_ref().map(|c| ms(c.created_time)),
+                    page.after.as_ref().map(|c| c.key.clone()),
+                    page.limit
+                ],
+                raw_deployment,
+            )?;
             rows.map(|row| row.map_err(StoreError::from).and_then(into_deployment))
                 .collect()
         })

@@ -71,15 +71,61 @@ pub enum Rediagnose {
     Restarted(Box<Report>),
 }
 
+/// Where a page of a listing ends: the last item's creation time and key (a report's id, a
+/// deployment's id), so items created in the same millisecond are neither skipped nor
+/// repeated at a page edge. Sent to clients as an opaque string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last item's `createdTime`.
+    pub created_time: DateTime<Utc>,
+    /// The last item's key.
+    pub key: String,
+}
+
+impl Cursor {
+    /// The opaque form (URL-safe base64 of `millis:key`).
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_time.timestamp_millis(),
+            self.key
+        ))
+    }
+
+    /// Reads the opaque form back; `None` when it is not one.
+    pub fn decode(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (ms, key) = raw.split_once(':')?;
+        Some(Self {
+            created_time: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Only items created before this time.
+    pub before: Option<DateTime<Utc>>,
+    /// Only items after this cursor (the previous page's `nextCursor`).
+    pub after: Option<Cursor>,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// Listing filter for `GET /reports`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     /// Only this status.
     pub status: Option<ReportStatus>,
-    /// Only reports created before this time (the previous page's last `createdTime`).
-    pub before: Option<DateTime<Utc>>,
-    /// At most this many.
-    pub limit: u32,
+    /// Which page.
+    pub page: Page,
 }
 
 /// Result of registering a deployment.
@@ -102,12 +148,8 @@ pub trait DeploymentStore: Send + Sync {
         &self,
         deployment_id: &DeploymentId,
     ) -> Result<Option<Deployment>, StoreError>;
-    /// Deployments, newest registration first, created before `before` when given.
-    async fn list_deployments(
-        &self,
-        before: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<Deployment>, StoreError>;
+    /// Deployments, newest registration first.
+    async fn list_deployments(&self, page: &Page) -> Result<Vec<Deployment>, StoreError>;
     /// Removes a deployment; `false` if there was none. Its report stays.
     async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError>;
     /// The most recently deployed deployment on any of these hosts (keys as

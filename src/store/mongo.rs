@@ -14,7 +14,9 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use super::{DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, StoreError, Upsert};
+use super::{
+    DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
+};
 use crate::alert::{Alert, DeploymentId};
 use crate::changes::Changes;
 use crate::deployment::Deployment;
@@ -333,6 +335,26 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The filter of a page: created before `before`, and after the cursor by
+/// `(createdTime, key)`.
+fn page_query(page: &Page, key: &str) -> Document {
+    let mut clauses = Vec::new();
+    if let Some(before) = page.before {
+        clauses.push(doc! { "createdTime": { "$lt": bdate(before) } });
+    }
+    if let Some(after) = &page.after {
+        let t = bdate(after.created_time);
+        clauses.push(doc! { "$or": [
+            { "createdTime": { "$lt": t } },
+            { "createdTime": t, key: { "$lt": &after.key } },
+        ] });
+    }
+    match clauses.len() {
+        0 => Document::new(),
+        _ => doc! { "$and": clauses },
+    }
+}
+
 fn live_lease_free(now: DateTime<Utc>) -> Document {
     doc! {
         "status": ReportStatus::Generating.as_str(),
@@ -404,18 +426,15 @@ impl ReportStore for MongoStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError> {
-        let mut query = Document::new();
+        let mut query = page_query(&filter.page, "_id");
         if let Some(status) = filter.status {
             query.insert("status", status.as_str());
-        }
-        if let Some(before) = filter.before {
-            query.insert("createdTime", doc! { "$lt": bdate(before) });
         }
         let docs: Vec<ReportDoc> = self
             .reports
             .find(query)
             .sort(doc! { "createdTime": -1, "_id": -1 })
-            .limit(i64::from(filter.limit))
+            .limit(i64::from(filter.page.limit))
             .await?
             .try_collect()
             .await?;
@@ -761,20 +780,12 @@ impl DeploymentStore for MongoStore {
             .transpose()
     }
 
-    async fn list_deployments(
-        &self,
-        before: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<Deployment>, StoreError> {
-        let mut query = Document::new();
-        if let Some(before) = before {
-            query.insert("createdTime", doc! { "$lt": bdate(before) });
-        }
+    async fn list_deployments(&self, page: &Page) -> Result<Vec<Deployment>, StoreError> {
         let docs: Vec<DeploymentDoc> = self
             .deployments
-            .find(query)
+            .find(page_query(page, "deploymentId"))
             .sort(doc! { "createdTime": -1, "deploymentId": -1 })
-            .limit(i64::from(limit))
+            .limit(i64::from(page.limit))
             .await?
             .try_collect()
             .await?;

@@ -69,11 +69,15 @@ async fn deployments_are_registered_read_listed_and_unregistered() {
             b.as_str(),
             "newest first"
         );
-        let next = page["nextBefore"].as_str().unwrap().to_owned();
+        let next = page["nextCursor"].as_str().unwrap().to_owned();
         let (_, rest) = app
-            .get(&format!("/deployments?limit=1&before={}", urlencode(&next)))
+            .get(&format!("/deployments?limit=1&cursor={next}"))
             .await;
         assert_eq!(rest["deployments"][0]["deploymentId"], a.as_str(), "{rest}");
+
+        let (status, bad) = app.get("/deployments?cursor=not-a-cursor!").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad["error"]["path"], "cursor");
 
         let (status, _) = app.delete(&format!("/deployments/{a}")).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
@@ -83,10 +87,6 @@ async fn deployments_are_registered_read_listed_and_unregistered() {
         let (status, _) = app.delete(&format!("/deployments/{a}")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
 }
 
 #[tokio::test]

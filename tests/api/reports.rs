@@ -76,18 +76,14 @@ async fn listing_filters_by_status_pages_by_time_and_rejects_bad_parameters() {
         vec![ids[2].as_str(), ids[1].as_str()],
         "newest first"
     );
-    let before = page1["nextBefore"].as_str().unwrap();
-    let page2: serde_json::Value = app
-        .client
-        .get(format!("{}/reports", app.address))
-        .query(&[("status", "completed"), ("limit", "2"), ("before", before)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cursor = page1["nextCursor"].as_str().unwrap();
+    let (_, page2) = app
+        .get(&format!(
+            "/reports?status=completed&limit=2&cursor={cursor}"
+        ))
+        .await;
     assert_eq!(page2["reports"][0]["deploymentId"], ids[0].as_str());
+    assert!(page2["nextCursor"].is_null(), "the last page: {page2}");
     let (_, failed) = app.get("/reports?status=failed").await;
     assert!(failed["reports"].as_array().unwrap().is_empty());
 
@@ -96,6 +92,7 @@ async fn listing_filters_by_status_pages_by_time_and_rejects_bad_parameters() {
         "/reports?limit=0",
         "/reports?limit=x",
         "/reports?before=yesterday",
+        "/reports?cursor=%%%",
     ] {
         let (status, body) = app.get(bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");

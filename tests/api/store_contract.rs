@@ -16,7 +16,7 @@ use deploy_diagnosis::report::{
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
-    DeploymentStore, Insert, ListFilter, Rediagnose, ReportStore, Upsert,
+    Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, Upsert,
 };
 use futures_util::TryStreamExt;
 
@@ -222,9 +222,13 @@ async fn contract(store: Arc<dyn ReportStore>) {
     assert_eq!(counts.get(&ReportStatus::Generating), Some(&1));
 
     // Listing: newest first, by status, before a time.
+    let page = |limit: u32| Page {
+        limit,
+        ..Default::default()
+    };
     let all = store
         .list(&ListFilter {
-            limit: 10,
+            page: page(10),
             ..Default::default()
         })
         .await
@@ -234,21 +238,55 @@ async fn contract(store: Arc<dyn ReportStore>) {
     let failed = store
         .list(&ListFilter {
             status: Some(ReportStatus::Failed),
-            limit: 10,
-            ..Default::default()
+            page: page(10),
         })
         .await
         .unwrap();
     assert_eq!(failed.len(), 1);
     let older = store
         .list(&ListFilter {
-            before: Some(all[0].created_time),
-            limit: 1,
+            page: Page {
+                before: Some(all[0].created_time),
+                ..page(1)
+            },
             ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(older[0].deployment_id.as_str(), "dep-b");
+
+    // Reports created in the same millisecond: a cursor pages through each exactly once.
+    for n in 0..5 {
+        store
+            .insert(&report(&format!("same-{n}"), 30))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let got = store
+            .list(&ListFilter {
+                page: Page {
+                    after: after.clone(),
+                    ..page(2)
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = got.last() else { break };
+        after = Some(Cursor {
+            created_time: last.created_time,
+            key: last.id.clone(),
+        });
+        seen.extend(got.iter().map(|r| r.deployment_id.to_string()));
+    }
+    let mut same: Vec<&String> = seen.iter().filter(|s| s.starts_with("same-")).collect();
+    assert_eq!(same.len(), 5, "{seen:?}");
+    same.dedup();
+    assert_eq!(same.len(), 5, "none twice: {seen:?}");
+    assert_eq!(seen.len(), 8, "{seen:?}");
 
     // Feedback goes on a finished version only; history keeps it.
     let rating = Feedback {
@@ -357,15 +395,38 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
     store.put_deployment(&d3).await.unwrap();
 
     // Listing: newest registration first, paged by createdTime.
-    let all = store.list_deployments(None, 10).await.unwrap();
-    let names: Vec<&str> = all.iter().map(|d| d.deployment_id.as_str()).collect();
-    assert_eq!(names, vec!["dep-3", "dep-2", "dep-1"]);
-    let page = store
-        .list_deployments(Some(d2.created_time), 10)
+    let all = store
+        .list_deployments(&Page {
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(page.len(), 1);
-    assert_eq!(page[0].deployment_id.as_str(), "dep-1");
+    let names: Vec<&str> = all.iter().map(|d| d.deployment_id.as_str()).collect();
+    assert_eq!(names, vec!["dep-3", "dep-2", "dep-1"]);
+    let older = store
+        .list_deployments(&Page {
+            before: Some(d2.created_time),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].deployment_id.as_str(), "dep-1");
+    let after = store
+        .list_deployments(&Page {
+            after: Some(Cursor {
+                created_time: all[1].created_time,
+                key: all[1].deployment_id.to_string(),
+            }),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].deployment_id.as_str(), "dep-1");
 
     // Attribution: the latest deployment on one of the hosts within the window.
     let at = |m: u32| Utc.with_ymd_and_hms(2026, 11, 25, 9, m, 0).unwrap();
