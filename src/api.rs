@@ -54,6 +54,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// What one webhook body may carry.
     pub limits: alert::Limits,
+    /// `Worker.MaxQueue` (0: unlimited).
+    pub max_queue: u64,
 }
 
 /// Every way a request can fail, with its status code.
@@ -90,6 +92,9 @@ pub enum ApiError {
     /// No such endpoint.
     #[error("no such endpoint; see the README for the API")]
     NoRoute,
+    /// The queue is full (`Worker.MaxQueue`); Alertmanager retries a `503`.
+    #[error("{0} reports are waiting for a worker (Worker.MaxQueue); try again later")]
+    QueueFull(u64),
     /// The store failed; details go to the log, not the client.
     #[error("store unavailable")]
     Store(#[from] StoreError),
@@ -114,6 +119,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::NOT_FOUND, "not_found", None)
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::QueueFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full", None),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
@@ -124,6 +130,11 @@ impl IntoResponse for ApiError {
             error["path"] = Value::String(path);
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let ApiError::QueueFull(_) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             for challenge in [
                 "Bearer realm=\"deploy-diagnosis\"",
@@ -255,6 +266,15 @@ async fn post_alerts(
         }
     })?;
 
+    // A full queue refuses the request before anything is stored: Alertmanager retries a
+    // 503, so nothing is lost, and no more AI work is queued meanwhile.
+    if state.max_queue > 0 {
+        let depth = state.store.queue_depth(now).await?;
+        if depth >= state.max_queue {
+            state.metrics.limit_hit("max_queue", 1);
+            return Err(ApiError::QueueFull(depth));
+        }
+    }
     let mut results = Vec::with_capacity(alerts.len());
     for (index, alert) in alerts.into_iter().enumerate() {
         results.push(state.intake.take(index, alert, now).await?);

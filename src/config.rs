@@ -114,6 +114,9 @@ pub struct Config {
     /// Who may read and write.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Cost bounds on the AI.
+    #[serde(default)]
+    pub budget: BudgetConfig,
     /// The deployments registry.
     #[serde(default)]
     pub deployments: DeploymentsConfig,
@@ -179,6 +182,13 @@ pub struct AiConfig {
     /// Most model turns in one diagnosis; the last one forbids tool use (`tool_choice: none`).
     #[serde(default = "default_max_turns")]
     pub maxturns: u32,
+    /// Tool calls run per model turn; more in one turn are answered "not run".
+    #[serde(default = "default_max_tool_calls_per_turn")]
+    pub maxtoolcallsperturn: u32,
+    /// Characters of all tool results of one diagnosis; past it, results are withheld and
+    /// the model is told to answer with what it has.
+    #[serde(default = "default_tool_result_budget")]
+    pub toolresultbudgetchars: u32,
     /// Longest tool result, in characters, passed to the model; longer ones are cut.
     #[serde(default = "default_tool_result_max_chars")]
     pub toolresultmaxchars: u32,
@@ -472,6 +482,10 @@ pub struct WorkerConfig {
     /// (and picked up again at the next start).
     #[serde(default = "default_shutdown_grace")]
     pub shutdowngraceseconds: u64,
+    /// Reports waiting for a worker beyond which intake answers `503` with `Retry-After`
+    /// (0: unlimited).
+    #[serde(default = "default_max_queue")]
+    pub maxqueue: u64,
 }
 
 impl Default for WorkerConfig {
@@ -482,6 +496,7 @@ impl Default for WorkerConfig {
             pollseconds: default_poll_seconds(),
             maxattempts: default_max_attempts(),
             shutdowngraceseconds: default_shutdown_grace(),
+            maxqueue: default_max_queue(),
         }
     }
 }
@@ -522,6 +537,18 @@ impl Default for EvidenceConfig {
             concurrency: default_evidence_concurrency(),
         }
     }
+}
+
+/// `Budget.*`: 0 is unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct BudgetConfig {
+    /// AI diagnoses in any hour; past it, diagnoses run from the evidence alone.
+    #[serde(default)]
+    pub diagnosesperhour: u64,
+    /// AI tokens (input and output) in any 24 hours; past it, as above.
+    #[serde(default)]
+    pub tokensperday: u64,
 }
 
 /// `Auth.*`.
@@ -782,6 +809,15 @@ fn default_toolsets() -> String {
 fn default_max_turns() -> u32 {
     10
 }
+fn default_max_queue() -> u64 {
+    10_000
+}
+fn default_max_tool_calls_per_turn() -> u32 {
+    8
+}
+fn default_tool_result_budget() -> u32 {
+    120_000
+}
 fn default_tool_result_max_chars() -> u32 {
     8000
 }
@@ -1011,6 +1047,15 @@ impl Config {
         }
         if self.ai.toolresultmaxchars < 256 {
             return Err(invalid("AI.ToolResultMaxChars", "must be at least 256"));
+        }
+        if self.ai.maxtoolcallsperturn == 0 {
+            return Err(invalid("AI.MaxToolCallsPerTurn", "must be at least 1"));
+        }
+        if self.ai.toolresultbudgetchars < self.ai.toolresultmaxchars {
+            return Err(invalid(
+                "AI.ToolResultBudgetChars",
+                "must be at least AI.ToolResultMaxChars",
+            ));
         }
         if self.ai.maxtokens < 16 {
             return Err(invalid("AI.MaxTokens", "must be at least 16"));

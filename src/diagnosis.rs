@@ -134,29 +134,7 @@ impl Diagnoser {
         let alert = facts.alert;
         let evidence = facts.evidence.filter(|e| !e.is_empty());
         let Some(runner) = &self.runner else {
-            let outcome = match evidence {
-                Some(items) => Outcome::Completed {
-                    body: evidence_report::write(alert, items, facts.changes, EVIDENCE_ONLY),
-                    engine: Engine::Evidence,
-                    ai_failure: Some(AiFailure {
-                        kind: None,
-                        reason: EVIDENCE_ONLY.to_owned(),
-                        raw_output: None,
-                    }),
-                },
-                None => Outcome::Failed {
-                    kind: FailureKind::NoEvidence,
-                    reason: format!(
-                        "{EVIDENCE_ONLY}, and no evidence could be gathered from AI.PrometheusURL \
-                         (see the service log)"
-                    ),
-                    raw_output: None,
-                },
-            };
-            return Ok(Diagnosed {
-                outcome: self.scrub(outcome),
-                usage: None,
-            });
+            return Ok(self.without_ai(facts, None, EVIDENCE_ONLY));
         };
         let request = RunRequest {
             deployment_id: deployment_id.clone(),
@@ -214,6 +192,34 @@ impl Diagnoser {
             outcome: self.scrub(outcome),
             usage: result.usage,
         })
+    }
+
+    /// The report from the evidence alone, saying why no AI was asked (`kind`: the AI
+    /// failure counted, `None` in evidence-only mode); failed when there is no evidence.
+    pub fn without_ai(&self, facts: &Facts<'_>, kind: Option<FailureKind>, why: &str) -> Diagnosed {
+        let outcome = match facts.evidence.filter(|e| !e.is_empty()) {
+            Some(items) => Outcome::Completed {
+                body: evidence_report::write(facts.alert, items, facts.changes, why),
+                engine: Engine::Evidence,
+                ai_failure: Some(AiFailure {
+                    kind,
+                    reason: why.to_owned(),
+                    raw_output: None,
+                }),
+            },
+            None => Outcome::Failed {
+                kind: kind.unwrap_or(FailureKind::NoEvidence),
+                reason: format!(
+                    "{why}, and no evidence could be gathered from AI.PrometheusURL (see the \
+                     service log)"
+                ),
+                raw_output: None,
+            },
+        };
+        Diagnosed {
+            outcome: self.scrub(outcome),
+            usage: None,
+        }
     }
 
     /// Keeps the model's queries that Prometheus can parse; the others are dropped with a

@@ -19,6 +19,7 @@
 //! - [`github`] — reading a release's changes from the GitHub REST API, read-only.
 //! - [`evidence_report`] — the report written from the evidence when no AI analysis could
 //!   be had.
+//! - [`budget`] — AI diagnoses per hour and tokens per day.
 //! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
 //! - [`worker`] — the pool that claims reports from the store and runs them.
 //! - [`intake`] — what each alert does: its deployment, and the report's lifecycle.
@@ -35,6 +36,7 @@
 pub mod alert;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod changes;
 pub mod config;
 pub mod deployment;

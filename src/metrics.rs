@@ -48,6 +48,7 @@ pub struct Metrics {
     tool_calls: Family<Labels, Counter>,
     feedback: Family<Labels, Counter>,
     changes: Family<Labels, Counter>,
+    limits: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,7 +139,14 @@ impl Metrics {
             "Release change evidence per diagnosis: read (complete), partial (rate limited, not found, budgets; see the report's changes.notes) or not_read (not admitted, no token)",
             changes.clone(),
         );
+        let limits = Family::<Labels, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Times a cost or input limit was hit: diagnoses_per_hour, tokens_per_day (the diagnosis ran without AI), max_queue (intake answered 503), tool_calls_per_turn (calls not run), tool_result_budget (results withheld)",
+            limits.clone(),
+        );
         Self {
+            limits,
             changes,
             feedback,
             tokens,
@@ -161,6 +169,15 @@ impl Metrics {
         self.alerts
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
+    }
+
+    /// Counts `n` hits of a limit.
+    pub fn limit_hit(&self, limit: &str, n: u64) {
+        if n > 0 {
+            self.limits
+                .get_or_create(&vec![("limit", limit.to_owned())])
+                .inc_by(n);
+        }
     }
 
     /// Records one diagnosis's change evidence.
@@ -202,6 +219,8 @@ impl Metrics {
         self.tool_calls
             .get_or_create(&vec![("cached", "true".to_owned())])
             .inc_by(usage.cached_tool_calls);
+        self.limit_hit("tool_calls_per_turn", usage.refused_tool_calls);
+        self.limit_hit("tool_result_budget", usage.withheld_tool_results);
     }
 
     /// Counts one piece of feedback on a report written by `engine` (`ai`, `evidence`).

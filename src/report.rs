@@ -131,6 +131,8 @@ pub enum FailureKind {
     NoJson,
     /// Evidence-only mode, and no evidence could be gathered.
     NoEvidence,
+    /// An AI budget (`Budget.*`) is spent.
+    BudgetExhausted,
     /// The service stopped or crashed during every attempt.
     Abandoned,
     /// A bug: a state the agent loop should never reach.
@@ -139,7 +141,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind.
-    pub const ALL: [FailureKind; 17] = [
+    pub const ALL: [FailureKind; 18] = [
         FailureKind::LlmStatus,
         FailureKind::LlmUnreachable,
         FailureKind::LlmTimeout,
@@ -155,6 +157,7 @@ impl FailureKind {
         FailureKind::BadInput,
         FailureKind::NoJson,
         FailureKind::NoEvidence,
+        FailureKind::BudgetExhausted,
         FailureKind::Abandoned,
         FailureKind::Internal,
     ];
@@ -177,6 +180,7 @@ impl FailureKind {
             FailureKind::BadInput => "bad_input",
             FailureKind::NoJson => "no_json",
             FailureKind::NoEvidence => "no_evidence",
+            FailureKind::BudgetExhausted => "budget_exhausted",
             FailureKind::Abandoned => "abandoned",
             FailureKind::Internal => "internal",
         }
@@ -208,6 +212,10 @@ pub struct Usage {
     pub tool_calls: u64,
     /// Tool calls answered from an identical earlier call.
     pub cached_tool_calls: u64,
+    /// Tool calls not run: past `AI.MaxToolCallsPerTurn` in their turn.
+    pub refused_tool_calls: u64,
+    /// Tool results withheld: `AI.ToolResultBudgetChars` was spent.
+    pub withheld_tool_results: u64,
 }
 
 /// One report per deployment.

@@ -86,6 +86,7 @@ pub async fn run(
         store: Arc::clone(&store),
         deployments: Arc::clone(&stores.deployments),
         changes: crate::github::ChangeSource::new(&config),
+        budget: Arc::new(crate::budget::Budget::new(&config.budget)),
         evidence: evidence.clone(),
         diagnoser: diagnoser.clone(),
         metrics: Arc::clone(&metrics),
@@ -112,6 +113,7 @@ pub async fn run(
         protect_metrics: config.auth.protectmetrics,
         max_body_bytes: config.webhook.maxbodybytes,
         limits: config.webhook.limits(),
+        max_queue: config.worker.maxqueue,
     };
     let app = with_tracing(api::router(state));
     tracing::info!(

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::budget::Budget;
 use crate::changes::{Changes, Release};
 use crate::config::WorkerConfig;
 use crate::deployment::Deployment;
@@ -32,6 +33,8 @@ pub struct WorkerContext {
     pub deployments: Arc<dyn DeploymentStore>,
     /// Change evidence from GitHub.
     pub changes: ChangeSource,
+    /// The AI budgets.
+    pub budget: Arc<Budget>,
     /// The evidence stage (`None`: disabled).
     pub evidence: Option<Stage>,
     /// Runs one diagnosis.
@@ -250,7 +253,28 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             release: release.as_ref(),
             related: &report.related_alerts,
         };
-        let result = ctx.diagnoser.diagnose(&id, &facts, cancel.clone()).await;
+        let result = match ctx
+            .diagnoser
+            .runner()
+            .map(|_| ctx.budget.admit(Instant::now()))
+        {
+            Some(Err(spent)) => {
+                ctx.metrics.limit_hit(spent.label(), 1);
+                tracing::warn!(reason = %spent.reason(), "diagnosing without AI");
+                Ok(ctx.diagnoser.without_ai(
+                    &facts,
+                    Some(FailureKind::BudgetExhausted),
+                    &spent.reason(),
+                ))
+            }
+            _ => ctx.diagnoser.diagnose(&id, &facts, cancel.clone()).await,
+        };
+        if let Ok(Diagnosed {
+            usage: Some(usage), ..
+        }) = &result
+        {
+            ctx.budget.spend(Instant::now(), usage);
+        }
         match result {
             Ok(diagnosed) => diagnosed,
             Err(_) => {

@@ -97,6 +97,8 @@ class Usage:
         self.output_tokens = 0
         self.steps = 0
         self.tool_calls = 0
+        self.refused_tool_calls = 0
+        self.withheld_tool_results = 0
 
     def report(self) -> None:
         usage = {
@@ -104,6 +106,8 @@ class Usage:
             "outputTokens": self.output_tokens,
             "steps": self.steps,
             "toolCalls": self.tool_calls,
+            "refusedToolCalls": self.refused_tool_calls,
+            "withheldToolResults": self.withheld_tool_results,
         }
         log(f"DD-USAGE {json.dumps(usage)}")
 
@@ -667,6 +671,7 @@ async def diagnose(args: argparse.Namespace, prompt: str, usage: Usage) -> str:
         specs = llm.tool_specs(tools.tools)
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
         followed_up = False
+        spent = 0  # characters of tool output shown so far
         step = 0
         while True:
             step += 1
@@ -703,13 +708,35 @@ async def diagnose(args: argparse.Namespace, prompt: str, usage: Usage) -> str:
                 )
             messages.append(turn.message)
             results = []
+            ran = 0
             for call_id, name, arguments in turn.calls:
+                # Every call needs an answer; past the per-turn cap it is "not run".
+                if ran >= args.max_tool_calls_per_turn:
+                    usage.refused_tool_calls += 1
+                    results.append((
+                        call_id,
+                        f"not run: at most {args.max_tool_calls_per_turn} tool calls a turn "
+                        "(AI.MaxToolCallsPerTurn); ask again for the ones that matter most",
+                        True,
+                    ))
+                    continue
+                ran += 1
                 log(f"step {step}: tool {name} {json.dumps(arguments, ensure_ascii=False)[:200]}")
                 output, is_error = await tools.call(name, arguments)
                 usage.tool_calls += 1
                 if is_error:
                     log(f"step {step}: tool {name} returned an error: {output[:200]}")
+                if spent + len(output) > args.tool_result_budget_chars:
+                    usage.withheld_tool_results += 1
+                    output = (
+                        "not shown: this diagnosis's tool output budget (AI.ToolResultBudgetChars = "
+                        f"{args.tool_result_budget_chars}) is spent; answer with what you have"
+                    )
+                else:
+                    spent += len(output)
                 results.append((call_id, output, is_error))
+            if usage.refused_tool_calls:
+                log(f"step {step}: tool calls past AI.MaxToolCallsPerTurn not run")
             messages.extend(llm.tool_results(results))
             if step + 1 == args.max_turns:
                 messages.append(llm.user_message(LAST_STEP_NOTE))
@@ -756,6 +783,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a JSON object merged last into every request body; a null value removes a key",
     )
     parser.add_argument("--tool-result-max-chars", type=int, default=8000)
+    parser.add_argument("--max-tool-calls-per-turn", type=int, default=8)
+    parser.add_argument("--tool-result-budget-chars", type=int, default=120000)
     parser.add_argument("--request-timeout", type=float, default=60.0, help="seconds per AI request")
     parser.add_argument(
         "--deadline", type=float, default=0.0, help="seconds for the whole diagnosis (default: 2 x --request-timeout)"

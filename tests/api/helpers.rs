@@ -63,6 +63,8 @@ pub struct Options {
     pub mcp: Option<String>,
     /// More top-level sections (`GitHub:`, `Deployments:`), as YAML.
     pub sections: String,
+    /// `Worker.MaxQueue` (0: unlimited).
+    pub max_queue: u64,
 }
 
 /// The managed container of a docker-runner test app.
@@ -115,6 +117,7 @@ impl Default for Options {
             native: false,
             mcp: None,
             sections: String::new(),
+            max_queue: 0,
         }
     }
 }
@@ -205,6 +208,7 @@ Worker:
   LeaseSeconds: 3
   PollSeconds: 1
   ShutdownGraceSeconds: 5
+  MaxQueue: {max_queue}
 Evidence:
   Enabled: {evidence}
   RateWindowSeconds: 5
@@ -229,6 +233,7 @@ Auth:
         read_token = options.read_token.unwrap_or(""),
         protect_metrics = options.protect_metrics,
         sections = options.sections,
+        max_queue = options.max_queue,
     )
 }
 
@@ -367,6 +372,19 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         request.send().await.unwrap().text().await.unwrap()
+    }
+
+    /// `/metrics` once it contains `needle` (an outcome is counted just after it is
+    /// stored), or after five seconds.
+    pub async fn metrics_with(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.metrics().await;
+            if text.contains(needle) || start.elapsed() > Duration::from_secs(5) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the report leaves `generating`, and returns it.

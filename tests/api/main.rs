@@ -9,6 +9,7 @@ mod servers;
 
 mod alertmanager;
 mod auth;
+mod budget;
 mod changes;
 mod cli;
 mod crash_recovery;

@@ -59,6 +59,7 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
             steps: 2,
             tool_calls: 1,
             cached_tool_calls: 0,
+            ..Default::default()
         }),
         engine: (status == ReportStatus::Completed).then_some(Engine::Evidence),
         ai_error: (status == ReportStatus::Completed)

@@ -202,6 +202,7 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
         store: store.clone(),
         deployments,
         changes: ChangeSource::new(&config),
+        budget: Arc::new(deploy_diagnosis::budget::Budget::new(&config.budget)),
         evidence: None,
         diagnoser: Diagnoser::new(&config, runner),
         metrics,

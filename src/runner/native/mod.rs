@@ -48,6 +48,8 @@ pub struct NativeRunner {
     max_steps: u32,
     max_tokens: u32,
     result_cap: usize,
+    calls_per_turn: usize,
+    result_budget: usize,
     profile: String,
     prometheus_url: String,
     http: reqwest::Client,
@@ -115,6 +117,8 @@ impl NativeRunner {
             max_steps: config.ai.maxturns,
             max_tokens: config.ai.maxtokens,
             result_cap: config.ai.toolresultmaxchars as usize,
+            calls_per_turn: config.ai.maxtoolcallsperturn as usize,
+            result_budget: config.ai.toolresultbudgetchars as usize,
             profile: Profile::new(&config.ai).describe(),
             prometheus_url: config.ai.prometheusurl.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
@@ -183,6 +187,8 @@ impl NativeRunner {
         ));
         let mut messages = vec![Message::User(prompt.to_owned())];
         let mut answered: HashMap<String, (String, bool)> = HashMap::new();
+        // Characters of tool output shown so far, and results withheld past the budget.
+        let (mut spent, mut withheld) = (0usize, 0u64);
         let mut followed_up = false;
         let mut step = 0;
         loop {
@@ -256,16 +262,37 @@ impl NativeRunner {
                 text: turn.text,
                 calls: calls.clone(),
             });
-            // Identical calls (same tool, same arguments) run once per diagnosis.
+            // Identical calls (same tool, same arguments) run once per diagnosis; at most
+            // `AI.MaxToolCallsPerTurn` new ones run in a turn, the rest are answered "not run"
+            // (every call needs an answer) and may be asked for again.
             let key = |name: &str, args: &Value| format!("{name}\u{0}{args}");
             let mut fresh: Vec<(String, String, Value)> = Vec::new();
+            let mut refused: HashMap<String, (String, bool)> = HashMap::new();
             for call in &calls {
                 let k = key(&call.name, &call.arguments);
-                if !answered.contains_key(&k) && !fresh.iter().any(|(fk, _, _)| *fk == k) {
+                if answered.contains_key(&k)
+                    || fresh.iter().any(|(fk, _, _)| *fk == k)
+                    || refused.contains_key(&k)
+                {
+                    continue;
+                }
+                if fresh.len() < self.calls_per_turn {
                     fresh.push((k, call.name.clone(), call.arguments.clone()));
+                } else {
+                    refused.insert(k, (format!(
+                        "not run: at most {} tool calls a turn (AI.MaxToolCallsPerTurn); ask again for the ones that matter most",
+                        self.calls_per_turn
+                    ), true));
                 }
             }
-            let cached = calls.len() - fresh.len();
+            if !refused.is_empty() {
+                log.line(format!(
+                    "step {step}: {} tool calls past AI.MaxToolCallsPerTurn ({}) not run",
+                    refused.len(),
+                    self.calls_per_turn
+                ));
+            }
+            let cached = calls.len() - fresh.len() - refused.len();
             for (_, name, args) in &fresh {
                 log.line(format!(
                     "step {step}: tool {name} {}",
@@ -291,17 +318,33 @@ impl NativeRunner {
                     }
                     _ => result.text,
                 };
-                answered.insert(k, (cap(text, self.result_cap), result.is_error));
+                let text = cap(text, self.result_cap);
+                let size = text.chars().count();
+                let text = if spent + size > self.result_budget {
+                    withheld += 1;
+                    format!(
+                        "not shown: this diagnosis's tool output budget (AI.ToolResultBudgetChars = {}) is spent; answer with what you have",
+                        self.result_budget
+                    )
+                } else {
+                    spent += size;
+                    text
+                };
+                answered.insert(k, (text, result.is_error));
             }
             {
                 let mut u = usage.lock().unwrap_or_else(|p| p.into_inner());
-                u.tool_calls += (calls.len() - cached) as u64;
+                u.tool_calls += (calls.len() - cached - refused.len()) as u64;
                 u.cached_tool_calls += cached as u64;
+                u.refused_tool_calls += refused.len() as u64;
+                u.withheld_tool_results = withheld;
             }
             let outputs = calls
                 .iter()
                 .map(|c| {
-                    let (content, is_error) = answered[&key(&c.name, &c.arguments)].clone();
+                    let k = key(&c.name, &c.arguments);
+                    let (content, is_error) =
+                        refused.get(&k).unwrap_or_else(|| &answered[&k]).clone();
                     ToolOutput {
                         call_id: c.id.clone(),
                         content,
