@@ -21,6 +21,7 @@ mod failures;
 mod fake_llm_rules;
 mod github_mcp;
 mod intake;
+mod intake_properties;
 mod lifecycle;
 mod native_runner;
 mod providers;
