@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::alert::Alert;
@@ -932,16 +932,32 @@ impl Stage {
         })
     }
 
-    /// Starts gathering a new report's evidence in the background.
+    /// Starts gathering a new report's evidence in the background, when a gathering is
+    /// free; in a burst beyond `Evidence.Concurrency` the worker gathers it when it claims
+    /// the report (nothing piles up in memory).
     pub fn spawn(&self, report: &Report) {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            tracing::debug!(deployment_id = %report.deployment_id, "every evidence gathering is busy; the worker gathers this one");
+            return;
+        };
         let (stage, report) = (self.clone(), report.clone());
         let span = tracing::info_span!("evidence", deployment_id = %report.deployment_id);
-        tokio::spawn(async move { stage.evidence_for(&report).await }.instrument(span));
+        tokio::spawn(
+            async move { stage.evidence_with(&report, Some(permit)).await }.instrument(span),
+        );
     }
 
     /// The report's evidence: as stored, from a gathering in progress, or gathered now.
     /// `None` when it cannot be had (logged).
     pub async fn evidence_for(&self, report: &Report) -> Option<Vec<EvidenceItem>> {
+        self.evidence_with(report, None).await
+    }
+
+    async fn evidence_with(
+        &self,
+        report: &Report,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Vec<EvidenceItem>> {
         if let Some(stored) = &report.evidence {
             return Some(stored.clone());
         }
@@ -951,7 +967,7 @@ impl Stage {
             inflight.entry(key.clone()).or_default().clone()
         };
         let evidence = cell
-            .get_or_init(|| self.gather_and_store(report))
+            .get_or_init(|| self.gather_and_store(report, permit))
             .await
             .clone();
         self.inflight
@@ -961,24 +977,31 @@ impl Stage {
         evidence
     }
 
-    async fn gather_and_store(&self, report: &Report) -> Option<Vec<EvidenceItem>> {
-        // Gathered after an earlier attempt (another process, before a restart)?
+    async fn gather_and_store(
+        &self,
+        report: &Report,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Vec<EvidenceItem>> {
+        // The permit first: waiting gatherings do not read the store.
+        let _permit = match permit {
+            Some(p) => p,
+            None => Arc::clone(&self.permits).acquire_owned().await.ok()?,
+        };
+        // Gathered after an earlier attempt (another process, before a restart)? And the
+        // deployment the store snapshotted on the report, for its hosts.
+        let mut deployment = report.deployment.clone();
         if let Ok(Some(current)) = self.store.get(&report.deployment_id).await {
             if current.version == report.version && current.evidence.is_some() {
                 return current.evidence;
             }
+            deployment = deployment.or(current.deployment);
         }
-        let _permit = self.permits.acquire().await.ok()?;
         let now = Utc::now();
         let starts_at = DateTime::parse_from_rfc3339(&report.alert.starts_at)
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(report.created_time);
         let started = std::time::Instant::now();
-        let hosts = report
-            .deployment
-            .as_ref()
-            .map(|d| d.hosts.clone())
-            .unwrap_or_default();
+        let hosts = deployment.map(|d| d.hosts).unwrap_or_default();
         match self
             .gatherer
             .gather(&report.alert, &hosts, starts_at, now)

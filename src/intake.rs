@@ -199,14 +199,10 @@ impl Intake {
             });
         }
 
-        // The registered deployment, snapshotted so the evidence gathered now already
-        // covers its hosts.
-        let registered = match attribution {
-            Some(a) => Some(a.deployment),
-            None => self.deployments.get_deployment(&id).await?,
-        };
+        // The store snapshots the registered deployment on the new report (in the same
+        // write), so the evidence gathered for it already covers its hosts.
         let mut report = Report::new(id.clone(), alert, now);
-        report.deployment = registered;
+        report.deployment = attribution.map(|a| a.deployment);
         if let Insert::Inserted = self.store.insert(&report).await? {
             return Ok(self.started(result, &report));
         }

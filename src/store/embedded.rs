@@ -1,5 +1,10 @@
 //! The embedded store: one SQLite file (WAL, `synchronous=FULL`, so an accepted alert is
 //! on disk before `202`), so the service runs with no database server.
+//!
+//! Two connections: the writer, and a reader for the reads (WAL lets them run while a
+//! write commits). New reports are written by group commit: inserts that arrive while
+//! another batch is being written wait, and the next writer commits them all in one
+//! transaction, one fsync; each caller is answered only after that commit.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -59,10 +64,20 @@ enum Stage {
     Finished,
 }
 
-/// SQLite behind a mutex; calls run on the blocking pool.
+/// An insert waiting for the next group commit.
+struct PendingInsert {
+    report: Report,
+    alert: String,
+    deployment: Option<String>,
+    reply: tokio::sync::oneshot::Sender<Result<Insert, StoreError>>,
+}
+
+/// SQLite behind mutexes; calls run on the blocking pool.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    pending: Arc<Mutex<Vec<PendingInsert>>>,
 }
 
 impl EmbeddedStore {
@@ -106,9 +121,33 @@ impl EmbeddedStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
+            pending: Arc::default(),
         })
+    }
+
+    /// Runs a read on the reader connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let guard = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -241,6 +280,66 @@ impl RawReport {
     }
 }
 
+/// One insert of a group commit, inside its transaction.
+fn insert_one(tx: &Connection, p: &PendingInsert) -> Result<Insert, StoreError> {
+    let r = &p.report;
+    let inserted = tx.execute(
+        "INSERT INTO reports (id, deployment_id, status, content, alert, attempts, version, \
+         created_time, updated_time, deployment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         COALESCE(?10, (SELECT body FROM deployments WHERE deployment_id = ?2))) \
+         ON CONFLICT (deployment_id) DO NOTHING",
+        params![
+            r.id,
+            r.deployment_id.as_str(),
+            r.status.as_str(),
+            r.content,
+            p.alert,
+            r.attempts,
+            r.version,
+            ms(r.created_time),
+            ms(r.updated_time),
+            p.deployment,
+        ],
+    )?;
+    if inserted == 1 {
+        return Ok(Insert::Inserted);
+    }
+    let existing: String = tx.query_row(
+        "SELECT status FROM reports WHERE deployment_id = ?1",
+        [r.deployment_id.as_str()],
+        |row| row.get(0),
+    )?;
+    Ok(Insert::Exists(status(r.deployment_id.as_str(), &existing)?))
+}
+
+/// Writes a batch of inserts in one transaction (one fsync) and answers each caller only
+/// after the commit: a `202` still means on disk. If the commit fails, every caller gets
+/// the error and nothing of the batch is stored.
+fn commit_inserts(conn: &mut Connection, batch: Vec<PendingInsert>) {
+    let results = (|| {
+        let tx = conn.transaction()?;
+        let results: Vec<Result<Insert, StoreError>> =
+            batch.iter().map(|p| insert_one(&tx, p)).collect();
+        tx.commit()?;
+        Ok::<_, StoreError>(results)
+    })();
+    match results {
+        Ok(results) => {
+            for (p, result) in batch.into_iter().zip(results) {
+                let _ = p.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for p in batch {
+                let _ = p.reply.send(Err(StoreError::Task(format!(
+                    "group commit failed: {message}"
+                ))));
+            }
+        }
+    }
+}
+
 fn select_one(conn: &Connection, deployment_id: &str) -> Result<Option<Report>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM reports WHERE deployment_id = ?1"),
@@ -273,7 +372,7 @@ impl ReportStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
 
@@ -286,45 +385,40 @@ impl ReportStore for EmbeddedStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| corrupt(&r.id, e.to_string()))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PendingInsert {
+                report: r,
+                alert,
+                deployment,
+                reply,
+            });
+        // Whoever gets the writer first commits every insert waiting by then, ours
+        // included, or finds ours already committed by an earlier writer.
+        let pending = Arc::clone(&self.pending);
         self.with(move |conn| {
-            let inserted = conn.execute(
-                "INSERT INTO reports (id, deployment_id, status, content, alert, attempts, version, \
-                 created_time, updated_time, deployment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT (deployment_id) DO NOTHING",
-                params![
-                    r.id,
-                    r.deployment_id.as_str(),
-                    r.status.as_str(),
-                    r.content,
-                    alert,
-                    r.attempts,
-                    r.version,
-                    ms(r.created_time),
-                    ms(r.updated_time),
-                    deployment,
-                ],
-            )?;
-            if inserted == 1 {
-                return Ok(Insert::Inserted);
+            let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if !batch.is_empty() {
+                commit_inserts(conn, batch);
             }
-            let existing: String = conn.query_row(
-                "SELECT status FROM reports WHERE deployment_id = ?1",
-                [r.deployment_id.as_str()],
-                |row| row.get(0),
-            )?;
-            Ok(Insert::Exists(status(r.deployment_id.as_str(), &existing)?))
+            Ok(())
         })
-        .await
+        .await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("insert was dropped before its commit".into()))?
     }
 
     async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError> {
         let id = deployment_id.clone();
-        self.with(move |conn| select_one(conn, id.as_str())).await
+        self.read(move |conn| select_one(conn, id.as_str())).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError> {
         let filter = filter.clone();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {COLUMNS} FROM reports WHERE (?1 IS NULL OR status = ?1) \
                  AND (?2 IS NULL OR created_time < ?2) \
@@ -607,7 +701,7 @@ impl ReportStore for EmbeddedStore {
 
     async fn history(&self, deployment_id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
         let id = deployment_id.clone();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT version, status, content, error, runner, attempts, created_time, updated_time, \
                  duration_ms, feedback FROM report_history WHERE deployment_id = ?1 ORDER BY version DESC",
@@ -667,7 +761,7 @@ impl ReportStore for EmbeddedStore {
     }
 
     async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM reports GROUP BY status")?;
             let rows = stmt.query_map([], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
@@ -683,7 +777,7 @@ impl ReportStore for EmbeddedStore {
     }
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             let n: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM reports WHERE status = 'generating' \
                  AND (lease_until IS NULL OR lease_until < ?1)",
@@ -750,7 +844,7 @@ impl DeploymentStore for EmbeddedStore {
         deployment_id: &DeploymentId,
     ) -> Result<Option<Deployment>, StoreError> {
         let id = deployment_id.clone();
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT deployment_id, body FROM deployments WHERE deployment_id = ?1",
                 [id.as_str()],
@@ -765,7 +859,7 @@ impl DeploymentStore for EmbeddedStore {
 
     async fn list_deployments(&self, page: &Page) -> Result<Vec<Deployment>, StoreError> {
         let page = page.clone();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT deployment_id, body FROM deployments WHERE (?1 IS NULL OR created_time < ?1) \
                  AND (?2 IS NULL OR created_time < ?2 OR (created_time = ?2 AND deployment_id < ?3)) \
@@ -815,7 +909,7 @@ impl DeploymentStore for EmbeddedStore {
         }
         let hosts =
             serde_json::to_string(host_keys).map_err(|e| corrupt("hosts", e.to_string()))?;
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT d.deployment_id, d.body FROM deployment_hosts h \
                  JOIN deployments d ON d.deployment_id = h.deployment_id \

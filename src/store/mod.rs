@@ -169,7 +169,8 @@ pub trait ReportStore: Send + Sync {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Answers when the store can be used.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Stores a new `generating` report unless the deployment has one.
+    /// Stores a new `generating` report unless the deployment has one. A report without a
+    /// deployment snapshot gets the registered deployment's, when there is one.
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError>;
     /// The report of a deployment.
     async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError>;

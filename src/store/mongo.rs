@@ -398,11 +398,11 @@ impl ReportStore for MongoStore {
     }
 
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
-        match self
-            .reports
-            .insert_one(ReportDoc::from_report(report))
-            .await
-        {
+        let mut entry = ReportDoc::from_report(report);
+        if entry.deployment.is_none() {
+            entry.deployment = self.get_deployment(&report.deployment_id).await?;
+        }
+        match self.reports.insert_one(entry).await {
             Ok(_) => Ok(Insert::Inserted),
             Err(e) if is_duplicate_key(&e) => {
                 let existing = self
