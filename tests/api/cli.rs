@@ -22,6 +22,41 @@ fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
 }
 
+/// Runs `diagnose` on one alert with these options, a fresh API key and debug logging
+/// (plus `env`); the output and the key.
+async fn diagnose_at_debug(
+    options: &Options,
+    llm: &str,
+    prom: &str,
+    dir: &std::path::Path,
+    env: &'static [(&'static str, &'static str)],
+) -> (std::process::Output, String) {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, config_yaml(options, llm, prom, dir, None)).unwrap();
+    let alert = dir.join("alert.json");
+    std::fs::write(&alert, alertmanager_body("cli-debug", "firing").to_string()).unwrap();
+    let key = api_key();
+    let output = tokio::task::spawn_blocking({
+        let key = key.clone();
+        move || {
+            binary()
+                .args(["diagnose", "-f"])
+                .arg(&config)
+                .arg("--alert")
+                .arg(&alert)
+                .env("AI_API_KEY", key)
+                .envs(env.iter().copied())
+                .env("DD_LOG__LEVEL", "debug")
+                .env_remove("RUST_LOG")
+                .output()
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    (output, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnose_prints_the_report_of_an_alert_file_without_a_server() {
     let prom = prometheus().await;
@@ -118,33 +153,8 @@ async fn a_failed_diagnosis_keeps_the_key_out_of_output_and_logs() {
         timeout_s: 5,
         ..Options::default()
     };
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(&options, &llm.base_url, &prom.url, dir.path(), None),
-    )
-    .unwrap();
-    let alert = dir.path().join("alert.json");
-    std::fs::write(&alert, alertmanager_body("cli-leak", "firing").to_string()).unwrap();
-    let key = api_key();
-
-    let output = tokio::task::spawn_blocking({
-        let key = key.clone();
-        move || {
-            binary()
-                .args(["diagnose", "-f"])
-                .arg(&config)
-                .arg("--alert")
-                .arg(&alert)
-                .env("AI_API_KEY", key)
-                .env("DD_LOG__LEVEL", "debug")
-                .env_remove("RUST_LOG")
-                .output()
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let (output, key) =
+        diagnose_at_debug(&options, &llm.base_url, &prom.url, dir.path(), &[]).await;
 
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -180,34 +190,14 @@ async fn mcp_servers_start_with_a_cleared_environment_and_their_stderr_is_scrubb
         mcp: Some(mcp),
         ..Options::default()
     };
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(&options, &llm.base_url, &prom.url, dir.path(), None),
+    let (output, key) = diagnose_at_debug(
+        &options,
+        &llm.base_url,
+        &prom.url,
+        dir.path(),
+        &[("DD_SERVICE_ONLY_SETTING", "not-for-children")],
     )
-    .unwrap();
-    let alert = dir.path().join("alert.json");
-    std::fs::write(&alert, alertmanager_body("cli-env", "firing").to_string()).unwrap();
-    let key = api_key();
-
-    let output = tokio::task::spawn_blocking({
-        let key = key.clone();
-        move || {
-            binary()
-                .args(["diagnose", "-f"])
-                .arg(&config)
-                .arg("--alert")
-                .arg(&alert)
-                .env("AI_API_KEY", &key)
-                .env("DD_SERVICE_ONLY_SETTING", "not-for-children")
-                .env("DD_LOG__LEVEL", "debug")
-                .env_remove("RUST_LOG")
-                .output()
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
