@@ -19,7 +19,7 @@ use crate::alert::{self, DeploymentId};
 use crate::auth::{Access, Tokens};
 use crate::deployment::{Deployment, DeploymentInput};
 use crate::diagnosis::Diagnoser;
-use crate::intake::Intake;
+use crate::intake::{Intake, QueueGate};
 use crate::metrics::Metrics;
 use crate::report::{Engine, Feedback, HistoryEntry, Report, ReportBody, ReportStatus};
 use crate::store::{
@@ -54,8 +54,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// What one webhook body may carry.
     pub limits: alert::Limits,
-    /// `Worker.MaxQueue` (0: unlimited).
-    pub max_queue: u64,
+    /// `Worker.MaxQueue`.
+    pub queue: Arc<QueueGate>,
 }
 
 /// Every way a request can fail, with its status code.
@@ -268,12 +268,9 @@ async fn post_alerts(
 
     // A full queue refuses the request before anything is stored: Alertmanager retries a
     // 503, so nothing is lost, and no more AI work is queued meanwhile.
-    if state.max_queue > 0 {
-        let depth = state.store.queue_depth(now).await?;
-        if depth >= state.max_queue {
-            state.metrics.limit_hit("max_queue", 1);
-            return Err(ApiError::QueueFull(depth));
-        }
+    if let Err(depth) = state.queue.check() {
+        state.metrics.limit_hit("max_queue", 1);
+        return Err(ApiError::QueueFull(depth));
     }
     let mut results = Vec::with_capacity(alerts.len());
     for (index, alert) in alerts.into_iter().enumerate() {
@@ -283,6 +280,7 @@ async fn post_alerts(
         .iter()
         .filter(|r| matches!(r.outcome, "started" | "restarted"))
         .count();
+    state.queue.queued(started as u64);
     let body = json!({ "received": results.len(), "started": started, "alerts": results });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -101,6 +101,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         watch_minutes: config.deployments.watchminutes,
     };
+    let queue = crate::intake::QueueGate::start(config.worker.maxqueue, Arc::clone(&store));
     let state = AppState {
         store,
         deployments: stores.deployments,
@@ -113,7 +114,7 @@ pub async fn run(
         protect_metrics: config.auth.protectmetrics,
         max_body_bytes: config.webhook.maxbodybytes,
         limits: config.webhook.limits(),
-        max_queue: config.worker.maxqueue,
+        queue,
     };
     let app = with_tracing(api::router(state));
     tracing::info!(

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_alert_lifecycle.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_queue_index.sql"),
+    ),
 ];
 const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
