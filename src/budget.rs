@@ -61,8 +61,8 @@ impl Budget {
     /// The budgets of this configuration.
     pub fn new(config: &BudgetConfig) -> Self {
         Self {
-            diagnoses_per_hour: config.diagnosesperhour,
-            tokens_per_day: config.tokensperday,
+            diagnoses_per_hour: config.diagnoses_per_hour,
+            tokens_per_day: config.tokens_per_day,
             windows: Mutex::default(),
         }
     }
@@ -111,8 +111,8 @@ mod tests {
 
     fn budget(per_hour: u64, per_day: u64) -> Budget {
         Budget::new(&BudgetConfig {
-            diagnosesperhour: per_hour,
-            tokensperday: per_day,
+            diagnoses_per_hour: per_hour,
+            tokens_per_day: per_day,
         })
     }
 

@@ -92,11 +92,11 @@ impl Diagnoser {
         Self {
             runner,
             prompt_options: PromptOptions {
-                github_enabled: !config.ai.githubtoken.is_empty(),
+                github_enabled: !config.ai.github_token.is_empty(),
             },
             deadline: config.ai.diagnosis_deadline(),
             redactor: Redactor::new(config.secrets()),
-            prometheus: Gatherer::new(&config.ai.prometheusurl, config.evidence.clone()),
+            prometheus: Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone()),
         }
     }
 

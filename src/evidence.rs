@@ -599,7 +599,7 @@ impl Gatherer {
         Self {
             url: prometheus_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(config.timeoutseconds))
+                .timeout(config.timeout)
                 .build()
                 .unwrap_or_default(),
             config,
@@ -782,7 +782,7 @@ impl Gatherer {
         starts_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<EvidenceItem>, EvidenceError> {
-        let limit = Duration::from_secs(self.config.timeoutseconds);
+        let limit = self.config.timeout;
         tokio::time::timeout(
             limit,
             self.gather_within(alert, deployment_hosts, starts_at, now),
@@ -798,10 +798,10 @@ impl Gatherer {
         starts_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<EvidenceItem>, EvidenceError> {
-        let baseline = Duration::from_secs(self.config.baselineminutes * 60);
+        let baseline = self.config.baseline;
         let w = Windows::new(starts_at, now, baseline);
         let instances = self.targets(alert, deployment_hosts, &w).await?;
-        let rate_window = format!("{}s", self.config.ratewindowseconds);
+        let rate_window = format!("{}s", self.config.rate_window.as_secs());
         struct Job {
             resource: Resource,
             name: String,
@@ -900,7 +900,7 @@ impl Gatherer {
             return Err(self.error("every evidence query failed"));
         }
         items.sort_by(|a, b| b.scored.score.total_cmp(&a.scored.score));
-        items.truncate(self.config.maxitems);
+        items.truncate(self.config.max_items.get());
         Ok(items)
     }
 }
@@ -925,9 +925,9 @@ impl Stage {
     /// The stage for this configuration; `None` when `Evidence.Enabled` is false.
     pub fn new(config: &Config, store: Arc<dyn ReportStore>) -> Option<Self> {
         config.evidence.enabled.then(|| Self {
-            gatherer: Gatherer::new(&config.ai.prometheusurl, config.evidence.clone()),
+            gatherer: Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone()),
             store,
-            permits: Arc::new(Semaphore::new(config.evidence.concurrency)),
+            permits: Arc::new(Semaphore::new(config.evidence.concurrency.get())),
             inflight: Arc::default(),
         })
     }

@@ -83,10 +83,10 @@ impl GitHub {
     /// A client for this configuration and token.
     pub fn new(config: &GitHubConfig, token: &Secret) -> Self {
         Self {
-            api: config.apiurl.trim_end_matches('/').to_owned(),
+            api: config.api_url.to_string(),
             token: token.clone(),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(config.timeoutseconds.clamp(1, 30)))
+                .timeout(config.timeout.min(Duration::from_secs(30)))
                 // A redirect could carry the Authorization header elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -177,8 +177,7 @@ impl GitHub {
         evidence: &[EvidenceItem],
         deadline: Instant,
     ) -> Changes {
-        let deadline =
-            deadline.min(Instant::now() + Duration::from_secs(self.config.timeoutseconds));
+        let deadline = deadline.min(Instant::now() + self.config.timeout);
         let mut changes = Changes {
             repo: release.repo.clone(),
             range: release.range(),
@@ -254,13 +253,13 @@ impl GitHub {
             shas.push(release.commit.clone());
             changes.commits = 1;
         }
-        if shas.len() > self.config.maxcommits {
+        if shas.len() > self.config.max_commits.get() {
             changes.notes.push(format!(
                 "{} commits in the range; the pull requests of the last {} were looked up (GitHub.MaxCommits)",
                 shas.len(),
-                self.config.maxcommits
+                self.config.max_commits.get()
             ));
-            shas = shas.split_off(shas.len() - self.config.maxcommits);
+            shas = shas.split_off(shas.len() - self.config.max_commits.get());
         }
 
         // 3. The PRs of those commits.
@@ -299,13 +298,13 @@ impl GitHub {
                 Err(e) => stopped |= note(&mut changes, &format!("pull request #{n}"), e),
             }
         }
-        if prs.len() > self.config.maxprs {
+        if prs.len() > self.config.max_prs.get() {
             changes.notes.push(format!(
                 "{} pull requests; the files of {} were read (GitHub.MaxPRs)",
                 prs.len(),
-                self.config.maxprs
+                self.config.max_prs.get()
             ));
-            prs.truncate(self.config.maxprs);
+            prs.truncate(self.config.max_prs.get());
         }
 
         // 4. Each PR's files.
@@ -353,8 +352,8 @@ impl GitHub {
             other,
             evidence,
             Budget {
-                total: self.config.maxpatchchars,
-                per_file: self.config.maxfilepatchchars,
+                total: self.config.max_patch_chars,
+                per_file: self.config.max_file_patch_chars,
             },
         );
         changes
@@ -374,9 +373,9 @@ impl ChangeSource {
     /// The change source of this configuration.
     pub fn new(config: &Config) -> Self {
         Self {
-            github: GitHub::new(&config.github, &config.ai.githubtoken),
+            github: GitHub::new(&config.github, &config.ai.github_token),
             allowlist: config.github.repos.clone(),
-            has_token: !config.ai.githubtoken.is_empty(),
+            has_token: !config.ai.github_token.is_empty(),
         }
     }
 

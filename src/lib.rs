@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`] — the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
+//! - [`config`] — the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`):
+//!   sections and defaults, sources and overrides, secrets, values parsed into their types.
 //! - [`alert`] — the two webhook bodies, parsed into one alert shape.
 //! - [`report`] — the report model and its statuses.
 //! - [`deployment`] — the deployments registry's model, and alert attribution by host.

@@ -147,7 +147,7 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
     };
     let diagnoser = Diagnoser::new(&config, runner);
     let evidence = if config.evidence.enabled {
-        let gatherer = Gatherer::new(&config.ai.prometheusurl, config.evidence.clone());
+        let gatherer = Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone());
         let now = chrono::Utc::now();
         let starts_at = chrono::DateTime::parse_from_rfc3339(&alert.starts_at)
             .map(|t| t.with_timezone(&chrono::Utc))

@@ -161,9 +161,9 @@ pub struct Profile {
 impl Profile {
     /// The profile for `AI.*`.
     pub fn new(ai: &AiConfig) -> Self {
-        let provider = provider_for(&ai.baseurl, ai.provider);
+        let provider = provider_for(ai.base_url(), ai.provider);
         let protocol = protocol_for(provider, ai.protocol);
-        let max_tokens_field = match ai.maxtokensfield {
+        let max_tokens_field = match ai.max_tokens_field {
             MaxTokensField::MaxTokens => "max_tokens",
             MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
             // Anthropic's Messages API knows only `max_tokens`.
@@ -181,13 +181,13 @@ impl Profile {
         if matches!(provider, Provider::DashScope | Provider::ModelScope) && is_qwen3(&ai.model) {
             extra.insert("enable_thinking".into(), Value::Bool(false));
         }
-        extra.extend(ai.extrabody.clone());
+        extra.extend(ai.extra_body.clone());
         Self {
             provider,
             protocol,
-            url: endpoint(&ai.baseurl, protocol),
+            url: endpoint(ai.base_url(), protocol),
             model: ai.model.clone(),
-            max_tokens: ai.maxtokens,
+            max_tokens: ai.max_tokens,
             max_tokens_field,
             extra,
         }

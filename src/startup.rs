@@ -99,9 +99,9 @@ pub async fn run(
         evidence: evidence.clone(),
         wake: Arc::clone(&wake),
         metrics: Arc::clone(&metrics),
-        watch_minutes: config.deployments.watchminutes,
+        watch_minutes: config.deployments.watch.as_secs() / 60,
     };
-    let queue = crate::intake::QueueGate::start(config.worker.maxqueue, Arc::clone(&store));
+    let queue = crate::intake::QueueGate::start(config.worker.max_queue, Arc::clone(&store));
     let state = AppState {
         store,
         deployments: stores.deployments,
@@ -111,8 +111,8 @@ pub async fn run(
         wake,
         evidence,
         tokens: config.tokens(),
-        protect_metrics: config.auth.protectmetrics,
-        max_body_bytes: config.webhook.maxbodybytes,
+        protect_metrics: config.auth.protect_metrics,
+        max_body_bytes: config.webhook.max_body_bytes,
         limits: config.webhook.limits(),
         queue,
     };

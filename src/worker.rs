@@ -62,7 +62,7 @@ impl WorkerPool {
         let abort = CancellationToken::new();
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let mut tasks = JoinSet::new();
-        for n in 0..ctx.config.concurrency {
+        for n in 0..ctx.config.concurrency.get() {
             let owner = format!("{}-{n}", &instance[..12]);
             let (ctx, stop, abort) = (ctx.clone(), stop_claiming.clone(), abort.clone());
             tasks.spawn(
@@ -70,7 +70,7 @@ impl WorkerPool {
                     .instrument(tracing::info_span!("worker", %owner)),
             );
         }
-        let grace = Duration::from_secs(ctx.config.shutdowngraceseconds);
+        let grace = ctx.config.shutdown_grace;
         Self {
             tasks,
             stop_claiming,
@@ -104,8 +104,8 @@ async fn worker_loop(
     stop: CancellationToken,
     abort: CancellationToken,
 ) {
-    let lease = Duration::from_secs(ctx.config.leaseseconds);
-    let poll = Duration::from_secs(ctx.config.pollseconds);
+    let lease = ctx.config.lease;
+    let poll = ctx.config.poll;
     while !stop.is_cancelled() {
         let now = Utc::now();
         let claimed = ctx.store.claim_next(&owner, now, now + lease).await;
@@ -216,10 +216,10 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         cancel.clone(),
     ));
     let _stop_heartbeat = AbortOnDrop(heartbeat);
-    let Diagnosed { outcome, usage } = if report.attempts > ctx.config.maxattempts {
+    let Diagnosed { outcome, usage } = if report.attempts > ctx.config.max_attempts.get() {
         let reason = format!(
             "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
-            ctx.config.maxattempts
+            ctx.config.max_attempts.get()
         );
         let outcome = Outcome::Failed {
             kind: FailureKind::Abandoned,
@@ -399,7 +399,7 @@ async fn finish_with_retries(
 /// is lost (another worker owns the report now), or cannot be renewed before it runs out
 /// (the store is unreachable, so another worker may take it), the diagnosis is stopped.
 async fn renew_lease(ctx: WorkerContext, owner: String, report: Report, cancel: CancellationToken) {
-    let lease = Duration::from_secs(ctx.config.leaseseconds);
+    let lease = ctx.config.lease;
     let mut held_until = Instant::now() + lease;
     loop {
         tokio::time::sleep(lease / 3).await;

@@ -98,15 +98,15 @@ impl DockerRunner {
         let mut args = runner_args(config);
         args.extend([
             "--prometheus-mcp-url".into(),
-            format!("http://127.0.0.1:{}/mcp", cfg.mcpport),
+            format!("http://127.0.0.1:{}/mcp", cfg.mcp_port),
         ]);
         Ok(Self {
             docker,
-            prometheus_url: config.ai.prometheusurl.clone(),
+            prometheus_url: config.ai.prometheus_url.to_string(),
             args,
-            api_key: config.ai.apikey.clone(),
-            github_token: config.ai.githubtoken.clone(),
-            output_max_bytes: config.runner.outputmaxbytes,
+            api_key: config.ai.api_key.clone(),
+            github_token: config.ai.github_token.clone(),
+            output_max_bytes: config.runner.output_max_bytes,
             metrics,
             cfg,
             ensure: tokio::sync::Mutex::new(()),
@@ -122,10 +122,10 @@ impl DockerRunner {
             "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             c.image,
             c.network,
-            c.memorybytes,
-            c.pidslimit,
-            c.tmpfsbytes,
-            c.mcpport,
+            c.memory_bytes,
+            c.pids_limit,
+            c.tmpfs_bytes,
+            c.mcp_port,
             c.cpus,
             self.prometheus_url
         );
@@ -141,7 +141,7 @@ impl DockerRunner {
             format!("PROMETHEUS_URL={}", self.prometheus_url),
             "PROMETHEUS_MCP_SERVER_TRANSPORT=http".to_owned(),
             "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".to_owned(),
-            format!("PROMETHEUS_MCP_BIND_PORT={}", c.mcpport),
+            format!("PROMETHEUS_MCP_BIND_PORT={}", c.mcp_port),
         ];
         ContainerCreateBody {
             image: Some(c.image.clone()),
@@ -158,11 +158,11 @@ impl DockerRunner {
                 readonly_rootfs: Some(true),
                 tmpfs: Some(HashMap::from([(
                     "/tmp".to_owned(),
-                    format!("rw,noexec,nosuid,nodev,size={}", c.tmpfsbytes),
+                    format!("rw,noexec,nosuid,nodev,size={}", c.tmpfs_bytes),
                 )])),
-                memory: Some(c.memorybytes),
+                memory: Some(c.memory_bytes),
                 nano_cpus: Some((c.cpus * 1e9) as i64),
-                pids_limit: Some(c.pidslimit),
+                pids_limit: Some(c.pids_limit),
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 privileged: Some(false),

@@ -42,9 +42,9 @@ impl ProcessRunner {
             python: config.runner.python.clone(),
             script: config.runner.script.clone(),
             args: runner_args(config),
-            api_key: config.ai.apikey.clone(),
-            github_token: config.ai.githubtoken.clone(),
-            output_max_bytes: config.runner.outputmaxbytes,
+            api_key: config.ai.api_key.clone(),
+            github_token: config.ai.github_token.clone(),
+            output_max_bytes: config.runner.output_max_bytes,
         }
     }
 

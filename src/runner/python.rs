@@ -37,7 +37,7 @@ pub fn runner_args(config: &Config) -> Vec<String> {
     let profile = Profile::new(ai);
     let mut args = vec![
         "--base-url".into(),
-        ai.baseurl.clone(),
+        ai.base_url().to_owned(),
         "--model".into(),
         ai.model.clone(),
         "--protocol".into(),
@@ -49,29 +49,29 @@ pub fn runner_args(config: &Config) -> Vec<String> {
         "--extra-body".into(),
         serde_json::Value::Object(profile.extra).to_string(),
         "--prometheus-url".into(),
-        ai.prometheusurl.clone(),
+        ai.prometheus_url.to_string(),
         "--github-mcp-command".into(),
-        config.runner.githubmcpcommand.clone(),
+        config.runner.github_mcp_command.clone(),
         "--github-toolsets".into(),
-        ai.githubtoolsets.clone(),
+        ai.github_toolsets.clone(),
         "--github-tools".into(),
-        config.github.mcptools.join(","),
+        config.github.mcp_tools.join(","),
         "--max-turns".into(),
-        ai.maxturns.to_string(),
+        ai.max_turns.to_string(),
         "--tool-result-max-chars".into(),
-        ai.toolresultmaxchars.to_string(),
+        ai.tool_result_max_chars.to_string(),
         "--max-tool-calls-per-turn".into(),
-        ai.maxtoolcallsperturn.to_string(),
+        ai.max_tool_calls_per_turn.to_string(),
         "--tool-result-budget-chars".into(),
-        ai.toolresultbudgetchars.to_string(),
+        ai.tool_result_budget_chars.to_string(),
         "--request-timeout".into(),
-        ai.timeout.to_string(),
+        ai.timeout.as_secs().to_string(),
         "--deadline".into(),
         ai.diagnosis_deadline().as_secs().to_string(),
     ];
-    if !config.runner.prometheusmcpcommand.is_empty() {
+    if !config.runner.prometheus_mcp_command.is_empty() {
         args.push("--prometheus-mcp-command".into());
-        args.push(config.runner.prometheusmcpcommand.clone());
+        args.push(config.runner.prometheus_mcp_command.clone());
     }
     args
 }

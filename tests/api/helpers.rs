@@ -325,8 +325,8 @@ impl TestApp {
 
     /// Sends a request with the bearer token if one is configured; status and JSON.
     async fn send(&self, mut request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        if !self.config.webhook.bearertoken.is_empty() {
-            request = request.bearer_auth(self.config.webhook.bearertoken.expose());
+        if !self.config.webhook.bearer_token.is_empty() {
+            request = request.bearer_auth(self.config.webhook.bearer_token.expose());
         }
         let response = request.send().await.unwrap();
         let status = response.status();

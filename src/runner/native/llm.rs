@@ -139,7 +139,7 @@ impl HttpChat {
     /// A client for `AI.*`.
     pub fn new(ai: &AiConfig) -> Result<Self, LlmError> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(ai.timeout))
+            .timeout(ai.timeout)
             .build()
             .map_err(|e| LlmError {
                 kind: FailureKind::LlmUnreachable,
@@ -147,8 +147,8 @@ impl HttpChat {
             })?;
         Ok(Self {
             profile: Profile::new(ai),
-            api_key: ai.apikey.clone(),
-            request_timeout: Duration::from_secs(ai.timeout),
+            api_key: ai.api_key.clone(),
+            request_timeout: ai.timeout,
             client,
         })
     }

@@ -64,7 +64,7 @@ fn is_github(name: &str) -> bool {
 /// The servers the configuration names: `MCP.Servers`, or by default the Prometheus MCP
 /// server from the runner's virtualenv (plus the GitHub one when a token is set).
 pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
-    let read_tools = Some(config.github.mcptools.clone());
+    let read_tools = Some(config.github.mcp_tools.clone());
     let mut servers: Vec<ServerSpec> = config
         .mcp
         .servers
@@ -95,7 +95,7 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
     if servers.is_empty() {
         let mut words = config
             .runner
-            .prometheusmcpcommand
+            .prometheus_mcp_command
             .split_whitespace()
             .map(str::to_owned);
         let command = words.next().unwrap_or_else(|| {
@@ -116,7 +116,10 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
                 env: with_inherited(
                     config,
                     vec![
-                        ("PROMETHEUS_URL".into(), config.ai.prometheusurl.clone()),
+                        (
+                            "PROMETHEUS_URL".into(),
+                            config.ai.prometheus_url.to_string(),
+                        ),
                         ("PROMETHEUS_MCP_SERVER_TRANSPORT".into(), "stdio".into()),
                     ],
                 ),
@@ -126,10 +129,10 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
             repo_scoped: false,
         });
     }
-    if !config.ai.githubtoken.is_empty() && !servers.iter().any(|s| s.name == "github") {
+    if !config.ai.github_token.is_empty() && !servers.iter().any(|s| s.name == "github") {
         let mut words = config
             .runner
-            .githubmcpcommand
+            .github_mcp_command
             .split_whitespace()
             .map(str::to_owned);
         servers.push(ServerSpec {
@@ -142,9 +145,9 @@ pub fn servers_for(config: &Config) -> Vec<ServerSpec> {
                     vec![
                         (
                             "GITHUB_PERSONAL_ACCESS_TOKEN".into(),
-                            config.ai.githubtoken.expose().to_owned(),
+                            config.ai.github_token.expose().to_owned(),
                         ),
-                        ("GITHUB_TOOLSETS".into(), config.ai.githubtoolsets.clone()),
+                        ("GITHUB_TOOLSETS".into(), config.ai.github_toolsets.clone()),
                         // The server's own read-only mode, and below our own allowlist of
                         // read tools: the model reads alert text and PR bodies, so it must
                         // never be handed a tool that writes.
@@ -166,7 +169,7 @@ fn inherited(config: &Config) -> Vec<(String, String)> {
     crate::runner::PASSTHROUGH_ENV
         .iter()
         .map(|k| k.to_string())
-        .chain(config.mcp.passenv.iter().cloned())
+        .chain(config.mcp.pass_env.iter().cloned())
         .filter_map(|k| std::env::var(&k).ok().map(|v| (k, v)))
         .collect()
 }

@@ -114,13 +114,13 @@ impl NativeRunner {
         Self {
             chat,
             tools,
-            max_steps: config.ai.maxturns,
-            max_tokens: config.ai.maxtokens,
-            result_cap: config.ai.toolresultmaxchars as usize,
-            calls_per_turn: config.ai.maxtoolcallsperturn as usize,
-            result_budget: config.ai.toolresultbudgetchars as usize,
+            max_steps: config.ai.max_turns.get(),
+            max_tokens: config.ai.max_tokens,
+            result_cap: config.ai.tool_result_max_chars as usize,
+            calls_per_turn: config.ai.max_tool_calls_per_turn.get() as usize,
+            result_budget: config.ai.tool_result_budget_chars as usize,
             profile: Profile::new(&config.ai).describe(),
-            prometheus_url: config.ai.prometheusurl.trim_end_matches('/').to_owned(),
+            prometheus_url: config.ai.prometheus_url.to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()

@@ -1,0 +1,468 @@
+//! Configuration: one typed tree, loaded once from `etc/deploy-diagnosis.yaml`, with
+//! `${VAR}` expansion (from the environment, then a `.env` file) and `DD_<SECTION>__<KEY>`
+//! overrides.
+//!
+//! The YAML keeps the design's keys verbatim (`Mongo.URL`, `AI.BaseURL`, ...). Keys are
+//! matched case-insensitively, because environment overrides cannot carry case
+//! (`DD_AI__BASEURL` overrides `AI.BaseURL`). Each value is parsed into its type as it is
+//! read (durations, counts with a floor, URLs, secrets: [`value`]); what is left for
+//! [`Config::validate`] are the rules between keys.
+//!
+//! - [`sections`]: the sections, their types and every default;
+//! - [`source`]: the file, the environment and the overrides;
+//! - [`secret`]: secrets and the tokens made of them.
+
+mod secret;
+mod sections;
+mod source;
+mod value;
+
+use std::path::{Path, PathBuf};
+
+pub use secret::{Secret, MIN_SECRET_LEN};
+pub use sections::*;
+pub use source::Environment;
+pub use value::{HttpUrl, GITHUB_READ_TOOLS};
+
+/// Why the configuration could not be loaded. Every message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid YAML.
+    #[error("configuration {0}")]
+    Parse(String),
+    /// A value is present but wrong, or a required one is missing.
+    #[error("configuration key {key}: {message}")]
+    Invalid {
+        /// The key, spelt as documented (`Worker.Concurrency`).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads, expands, overrides and validates the configuration file.
+    pub fn load(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, env)
+    }
+
+    /// Parses configuration text (YAML), then applies `${VAR}` and `DD_*` from `env`.
+    pub fn from_yaml(text: &str, env: &Environment) -> Result<Self, ConfigError> {
+        let config = source::parse(text, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules between keys (each value was checked as it was parsed); the first
+    /// problem found is reported with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (write, alias) = (&self.auth.write_token, &self.webhook.bearer_token);
+        if !write.is_empty() && !alias.is_empty() && write.expose() != alias.expose() {
+            return Err(invalid(
+                "Auth.WriteToken",
+                "differs from Webhook.BearerToken, its older name: set one of them",
+            ));
+        }
+        if self.ai.evidence_only() {
+            if !self.evidence.enabled {
+                return Err(invalid(
+                    "AI.BaseURL",
+                    "is empty (evidence-only mode) while Evidence.Enabled is false: \
+                     nothing could write a report; set AI_BASE_URL or enable the evidence stage",
+                ));
+            }
+        } else {
+            if self.ai.api_key.is_empty() {
+                return Err(invalid(
+                    "AI.APIKey",
+                    "is empty: set AI_API_KEY (or DD_AI__APIKEY)",
+                ));
+            }
+            if self.ai.model.trim().is_empty() {
+                return Err(invalid("AI.Model", "is empty"));
+            }
+        }
+        if self.ai.tool_result_budget_chars < self.ai.tool_result_max_chars {
+            return Err(invalid(
+                "AI.ToolResultBudgetChars",
+                "must be at least AI.ToolResultMaxChars",
+            ));
+        }
+        if self.store.kind == StoreKind::Mongo {
+            if !(self.mongo.url.starts_with("mongodb://")
+                || self.mongo.url.starts_with("mongodb+srv://"))
+            {
+                return Err(invalid(
+                    "Mongo.URL",
+                    "must start with mongodb:// or mongodb+srv://",
+                ));
+            }
+            if self.mongo.database.trim().is_empty() {
+                return Err(invalid("Mongo.Database", "is empty"));
+            }
+        } else if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("Store.Path", "is empty"));
+        }
+        if self.runner.kind == RunnerKind::Docker {
+            let d = &self.docker;
+            if !(d.host.starts_with("unix://") || d.host.starts_with('/')) {
+                return Err(invalid(
+                    "Docker.Host",
+                    "must be a unix socket (unix:///var/run/docker.sock)",
+                ));
+            }
+            for (key, value) in [
+                ("Docker.Container", &d.container),
+                ("Docker.Image", &d.image),
+                ("Docker.Network", &d.network),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(invalid(key, "is empty"));
+                }
+            }
+        }
+        for (i, server) in self.mcp.servers.iter().enumerate() {
+            if server.command.is_empty() == server.url.is_empty() {
+                return Err(invalid(
+                    &format!("MCP.Servers[{i}].Command"),
+                    format!(
+                        "server {:?} needs exactly one of Command and URL",
+                        server.name
+                    ),
+                ));
+            }
+            if let Some(bad) = server.env.iter().find(|e| !e.contains('=')) {
+                return Err(invalid(
+                    &format!("MCP.Servers[{i}].Env"),
+                    format!("{bad:?} is not KEY=value"),
+                ));
+            }
+        }
+        if self.github.max_patch_chars < self.github.max_file_patch_chars {
+            return Err(invalid(
+                "GitHub.MaxPatchChars",
+                "must be at least GitHub.MaxFilePatchChars",
+            ));
+        }
+        if self.tokens().write.is_empty()
+            && self.auth.read_token.is_empty()
+            && !is_loopback(&self.host)
+            && !self.auth.allow_anonymous
+        {
+            return Err(invalid(
+                "Auth.WriteToken",
+                format!(
+                    "is empty while Host {:?} accepts connections from other machines: set \
+                     Auth.WriteToken and Auth.ReadToken, bind Host to 127.0.0.1, or set \
+                     Auth.AllowAnonymous: true",
+                    self.host
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a listen address only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const YAML: &str = "
+Name: deploy-diagnosis
+Host: 0.0.0.0
+Port: 8888
+Auth:
+  WriteToken: write-token-123
+Mongo:
+  URL: mongodb://localhost:27017
+  Database: hackathon
+AI:
+  BaseURL: ${AI_BASE_URL}
+  APIKey: ${AI_API_KEY}
+  Model: claude-3-5-sonnet-20241022
+  Timeout: 60
+  PrometheusURL: http://localhost:9090
+  GitHubToken: ${GITHUB_TOKEN}
+  GitHubToolsets: repos,issues,pull_requests,releases
+";
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        Environment::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn design_keys_load_and_variables_expand() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.anthropic.com/v1"),
+            ("AI_API_KEY", "sk-ant-x: #1"),
+        ]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert_eq!(c.ai.base_url(), "https://api.anthropic.com/v1");
+        assert_eq!(c.ai.api_key.expose(), "sk-ant-x: #1");
+        assert!(c.ai.github_token.is_empty());
+        assert_eq!(c.ai.diagnosis_deadline(), Duration::from_secs(120));
+        assert_eq!(c.mongo.database, "hackathon");
+        assert_eq!(c.store.kind, StoreKind::Embedded);
+    }
+
+    #[test]
+    fn dd_variables_override_any_key_case_insensitively() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+            ("DD_PORT", "9000"),
+            ("DD_AI__BASEURL", "http://127.0.0.1:1/v1"),
+            ("DD_STORE__KIND", "mongo"),
+            ("DD_WORKER__CONCURRENCY", "7"),
+        ]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.ai.base_url(), "http://127.0.0.1:1/v1");
+        assert_eq!(c.store.kind, StoreKind::Mongo);
+        assert_eq!(c.worker.concurrency.get(), 7);
+    }
+
+    #[test]
+    fn missing_api_key_names_the_key_and_the_variable() {
+        let e = env(&[("AI_BASE_URL", "https://api.openai.com/v1")]);
+        let err = Config::from_yaml(YAML, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.APIKey") && err.contains("AI_API_KEY"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_values_name_their_key() {
+        let base = [
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+        ];
+        let cases = [
+            ("DD_AI__PROMETHEUSURL", "localhost:9090", "AI.PrometheusURL"),
+            ("DD_WORKER__CONCURRENCY", "0", "Worker.Concurrency"),
+            ("DD_AI__TIMEOUT", "0", "AI.Timeout"),
+            ("DD_STORE__KIND", "postgres", "Store.Kind"),
+            ("DD_RUNNER__KIND", "k8s", "Runner.Kind"),
+            ("DD_PORT", "http", "key Port:"),
+            ("DD_AI__MAXTOKENS", "0", "AI.MaxTokens"),
+            ("DD_AI__MAXTOKENSFIELD", "tokens", "AI.MaxTokensField"),
+            ("DD_AI__PROVIDER", "azure", "AI.Provider"),
+            ("DD_WORKER__LEASESECONDS", "1", "Worker.LeaseSeconds"),
+            (
+                "DD_EVIDENCE__BASELINEMINUTES",
+                "-5",
+                "Evidence.BaselineMinutes",
+            ),
+            ("DD_DOCKER__CPUS", "0", "Docker.CPUs"),
+            ("DD_DOCKER__MCPPORT", "70000", "Docker.MCPPort"),
+            ("DD_GITHUB__APIURL", "api.github.com", "GitHub.APIURL"),
+            ("DD_GITHUB__MAXPRS", "0", "GitHub.MaxPRs"),
+            ("DD_WEBHOOK__MAXALERTS", "0", "Webhook.MaxAlerts"),
+            ("DD_AUTH__READTOKEN", "s3cr3t", "Auth.ReadToken"),
+        ];
+        for (var, value, key) in cases {
+            let mut pairs = base.to_vec();
+            pairs.push((var, value));
+            let err = Config::from_yaml(YAML, &env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+            assert!(!err.contains("s3cr3t"), "a secret is never echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn exposed_hosts_need_a_token_and_secrets_need_eight_characters() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+        ]);
+        let open = YAML.replace("Auth:\n  WriteToken: write-token-123\n", "");
+        let err = Config::from_yaml(&open, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("Auth.WriteToken")
+                && err.contains("0.0.0.0")
+                && err.contains("AllowAnonymous"),
+            "{err}"
+        );
+        let local = open.replace("Host: 0.0.0.0", "Host: 127.0.0.1");
+        Config::from_yaml(&local, &e).expect("loopback needs no token");
+        let anonymous = open.replace("Mongo:\n", "Auth:\n  AllowAnonymous: true\nMongo:\n");
+        Config::from_yaml(&anonymous, &e).expect("explicitly anonymous");
+        let alias = open.replace(
+            "Mongo:\n",
+            "Webhook:\n  BearerToken: hook-token-1\nMongo:\n",
+        );
+        let c = Config::from_yaml(&alias, &e).expect("the old name still works");
+        assert_eq!(c.tokens().write.expose(), "hook-token-1");
+
+        let short = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "k"),
+        ]);
+        let err = Config::from_yaml(YAML, &short).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.APIKey") && err.contains("8 characters"),
+            "{err}"
+        );
+        let err = Config::from_yaml(&YAML.replace("write-token-123", "short"), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Auth.WriteToken"), "{err}");
+    }
+
+    #[test]
+    fn extra_body_keeps_its_keys_as_written_and_may_not_replace_the_agents_own() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+        ]);
+        let yaml = format!("{YAML}  ExtraBody:\n    top_K: 20\n    Reasoning_Effort: low\n");
+        let c = Config::from_yaml(&yaml, &e).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(c.ai.extra_body),
+            serde_json::json!({"top_K": 20, "Reasoning_Effort": "low"})
+        );
+        let yaml = format!("{YAML}  ExtraBody:\n    stream: true\n");
+        let err = Config::from_yaml(&yaml, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.ExtraBody") && err.contains("stream"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_configuration_file_loads_with_its_documented_variables() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.anthropic.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+            ("AI_MODEL", "claude-sonnet-4-5"),
+            ("PROMETHEUS_URL", "http://localhost:9090"),
+        ]);
+        let c = Config::from_yaml(include_str!("../../etc/deploy-diagnosis.yaml"), &e).unwrap();
+        assert_eq!(
+            (c.ai.max_tokens, c.ai.provider, c.ai.extra_body.len()),
+            (4096, ProviderSetting::Auto, 0)
+        );
+    }
+
+    #[test]
+    fn an_empty_base_url_is_evidence_only_mode_unless_the_evidence_is_off() {
+        let e = env(&[("AI_BASE_URL", ""), ("AI_API_KEY", "")]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert!(c.ai.evidence_only());
+        let blank = "AI:\n  BaseURL:\n  PrometheusURL: http://localhost:9090\n";
+        assert!(Config::from_yaml(blank, &Environment::default())
+            .unwrap()
+            .ai
+            .evidence_only());
+        let e = env(&[("DD_EVIDENCE__ENABLED", "false")]);
+        let err = Config::from_yaml(YAML, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.BaseURL") && err.contains("Evidence.Enabled"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-very-secret"),
+        ]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn values_arrive_in_their_types() {
+        let e = env(&[
+            ("AI_BASE_URL", "https://api.openai.com/v1/"),
+            ("AI_API_KEY", "sk-test-key"),
+            ("DD_WORKER__LEASESECONDS", "45"),
+            ("DD_EVIDENCE__BASELINEMINUTES", "15"),
+            ("DD_DEPLOYMENTS__WATCHMINUTES", "90"),
+        ]);
+        let c = Config::from_yaml(YAML, &e).unwrap();
+        assert_eq!(c.ai.base_url(), "https://api.openai.com/v1");
+        assert_eq!(c.worker.lease, Duration::from_secs(45));
+        assert_eq!(c.evidence.baseline, Duration::from_secs(15 * 60));
+        assert_eq!(c.deployments.watch, Duration::from_secs(90 * 60));
+        assert_eq!(c.ai.timeout, Duration::from_secs(60));
+        assert_eq!(c.ai.prometheus_url.as_str(), "http://localhost:9090");
+        // A key left out takes its default from its section's one `Default`.
+        assert_eq!(c.worker.poll, WorkerConfig::default().poll);
+        assert_eq!(c.github.mcp_tools.len(), GITHUB_READ_TOOLS.len());
+    }
+
+    #[test]
+    fn an_empty_value_names_the_override_that_sets_it() {
+        let e = env(&[("DD_AI__PROMETHEUSURL", "")]);
+        let err = Config::from_yaml(YAML, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("AI.PrometheusURL") && err.contains("DD_AI__PROMETHEUSURL"),
+            "{err}"
+        );
+        let servers = "MCP:\n  Servers:\n    - Name: a\n      Command: x\n    - Name: ''\n";
+        let err = Config::from_yaml(servers, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MCP.Servers[1].Name"), "{err}");
+    }
+
+    /// The README's configuration table and [`KEYS`] name the same keys, so errors and
+    /// documentation cannot drift apart.
+    #[test]
+    fn the_readme_documents_every_key() {
+        let readme = include_str!("../../README.md");
+        let table: std::collections::BTreeSet<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| key | default"))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+            .collect();
+        let keys: std::collections::BTreeSet<&str> = KEYS
+            .iter()
+            .copied()
+            .filter(|k| k.contains('.') || ["Name", "Host", "Port"].contains(k))
+            .filter(|k| k.matches('.').count() == 1 || !k.contains('.'))
+            .collect();
+        assert_eq!(table, keys);
+    }
+}

@@ -1,0 +1,810 @@
+//! The configuration's sections, their values' types, and every default, each in the
+//! section's `Default` (a key left out takes it: `#[serde(default)]` on the section).
+//!
+//! Fields are named in Rust's style; `rename` gives the design's key, lowercased, because
+//! the loader lowercases keys (environment overrides cannot carry case). [`KEYS`] spells
+//! each key as documented, for error messages.
+
+use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+use super::value::{self, HttpUrl, GITHUB_READ_TOOLS};
+
+/// Every key, as documented (README, `etc/deploy-diagnosis.yaml`). Errors name keys this
+/// way; `MCP.Servers.*` are the keys of each server.
+pub const KEYS: &[&str] = &[
+    "Name",
+    "Host",
+    "Port",
+    "Mongo",
+    "Mongo.URL",
+    "Mongo.Database",
+    "AI",
+    "AI.BaseURL",
+    "AI.APIKey",
+    "AI.Model",
+    "AI.Timeout",
+    "AI.PrometheusURL",
+    "AI.GitHubToken",
+    "AI.GitHubToolsets",
+    "AI.Protocol",
+    "AI.MaxTurns",
+    "AI.MaxToolCallsPerTurn",
+    "AI.ToolResultBudgetChars",
+    "AI.ToolResultMaxChars",
+    "AI.Provider",
+    "AI.MaxTokens",
+    "AI.MaxTokensField",
+    "AI.ExtraBody",
+    "Store",
+    "Store.Kind",
+    "Store.Path",
+    "Runner",
+    "Runner.Kind",
+    "Runner.Python",
+    "Runner.Script",
+    "Runner.PrometheusMCPCommand",
+    "Runner.GitHubMCPCommand",
+    "Runner.OutputMaxBytes",
+    "MCP",
+    "MCP.Servers",
+    "MCP.Servers.Name",
+    "MCP.Servers.Command",
+    "MCP.Servers.Args",
+    "MCP.Servers.Env",
+    "MCP.Servers.URL",
+    "MCP.Servers.Optional",
+    "MCP.PassEnv",
+    "Docker",
+    "Docker.Host",
+    "Docker.Container",
+    "Docker.Image",
+    "Docker.Network",
+    "Docker.MemoryBytes",
+    "Docker.CPUs",
+    "Docker.PidsLimit",
+    "Docker.TmpfsBytes",
+    "Docker.MCPPort",
+    "Worker",
+    "Worker.Concurrency",
+    "Worker.LeaseSeconds",
+    "Worker.PollSeconds",
+    "Worker.MaxAttempts",
+    "Worker.ShutdownGraceSeconds",
+    "Worker.MaxQueue",
+    "Evidence",
+    "Evidence.Enabled",
+    "Evidence.TimeoutSeconds",
+    "Evidence.BaselineMinutes",
+    "Evidence.RateWindowSeconds",
+    "Evidence.MaxItems",
+    "Evidence.Concurrency",
+    "Webhook",
+    "Webhook.BearerToken",
+    "Webhook.MaxBodyBytes",
+    "Webhook.MaxAlerts",
+    "Webhook.MaxLabels",
+    "Webhook.MaxValueBytes",
+    "Auth",
+    "Auth.WriteToken",
+    "Auth.ReadToken",
+    "Auth.ProtectMetrics",
+    "Auth.AllowAnonymous",
+    "Budget",
+    "Budget.DiagnosesPerHour",
+    "Budget.TokensPerDay",
+    "Deployments",
+    "Deployments.WatchMinutes",
+    "GitHub",
+    "GitHub.APIURL",
+    "GitHub.Repos",
+    "GitHub.MaxPatchChars",
+    "GitHub.MaxFilePatchChars",
+    "GitHub.MaxPRs",
+    "GitHub.MaxCommits",
+    "GitHub.TimeoutSeconds",
+    "GitHub.MCPTools",
+    "Log",
+    "Log.Format",
+    "Log.Level",
+];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Service name, used in logs.
+    pub name: String,
+    /// Address to listen on.
+    #[serde(deserialize_with = "value::non_empty")]
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// MongoDB connection (used when `Store.Kind` is `mongo`).
+    pub mongo: MongoConfig,
+    /// The AI service and the systems the agent may query.
+    pub ai: AiConfig,
+    /// Where reports are kept.
+    pub store: StoreConfig,
+    /// How a diagnosis is executed.
+    pub runner: RunnerConfig,
+    /// MCP servers of the native runner.
+    pub mcp: McpConfig,
+    /// The managed runner container (`Runner.Kind: docker`).
+    pub docker: DockerConfig,
+    /// The background workers that run diagnoses.
+    pub worker: WorkerConfig,
+    /// The evidence stage: facts measured from Prometheus before the runner starts.
+    pub evidence: EvidenceConfig,
+    /// The alert webhook and the other write endpoints.
+    pub webhook: WebhookConfig,
+    /// Who may read and write.
+    pub auth: AuthConfig,
+    /// Cost bounds on the AI.
+    pub budget: BudgetConfig,
+    /// The deployments registry.
+    pub deployments: DeploymentsConfig,
+    /// Change evidence from GitHub.
+    pub github: GitHubConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "deploy-diagnosis".into(),
+            host: "127.0.0.1".into(),
+            port: 8888,
+            mongo: MongoConfig::default(),
+            ai: AiConfig::default(),
+            store: StoreConfig::default(),
+            runner: RunnerConfig::default(),
+            mcp: McpConfig::default(),
+            docker: DockerConfig::default(),
+            worker: WorkerConfig::default(),
+            evidence: EvidenceConfig::default(),
+            webhook: WebhookConfig::default(),
+            auth: AuthConfig::default(),
+            budget: BudgetConfig::default(),
+            deployments: DeploymentsConfig::default(),
+            github: GitHubConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `Mongo.*`, as in the design.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MongoConfig {
+    /// Connection string, e.g. `mongodb://localhost:27017`.
+    pub url: String,
+    /// Database name.
+    pub database: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self {
+            url: "mongodb://localhost:27017".into(),
+            database: "hackathon".into(),
+        }
+    }
+}
+
+/// `AI.*`, as in the design.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AiConfig {
+    /// API base URL: `https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
+    /// `https://dashscope.aliyuncs.com/compatible-mode/v1`, `https://api-inference.modelscope.cn`.
+    /// None (empty, or left blank in the YAML): evidence-only mode.
+    #[serde(rename = "baseurl", deserialize_with = "value::optional_url")]
+    pub base_url: Option<HttpUrl>,
+    /// API key (from `AI_API_KEY`).
+    #[serde(rename = "apikey")]
+    pub api_key: Secret,
+    /// Model name.
+    pub model: String,
+    /// How long one AI request may take; a whole diagnosis gets twice this, as in the design.
+    #[serde(deserialize_with = "value::seconds::<1, _>")]
+    pub timeout: Duration,
+    /// Prometheus the agent queries through the Prometheus MCP server.
+    #[serde(rename = "prometheusurl")]
+    pub prometheus_url: HttpUrl,
+    /// GitHub token (from `GITHUB_TOKEN`); when set, the GitHub MCP server is started.
+    #[serde(rename = "githubtoken")]
+    pub github_token: Secret,
+    /// GitHub MCP toolsets.
+    #[serde(rename = "githubtoolsets")]
+    pub github_toolsets: String,
+    /// Wire format: `auto` (recognised from `BaseURL`), `anthropic` or `openai`.
+    pub protocol: Protocol,
+    /// Most model turns in one diagnosis; the last one forbids tool use (`tool_choice: none`).
+    #[serde(rename = "maxturns", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_turns: NonZeroU32,
+    /// Tool calls run per model turn; more in one turn are answered "not run".
+    #[serde(
+        rename = "maxtoolcallsperturn",
+        deserialize_with = "value::at_least::<1, _, _>"
+    )]
+    pub max_tool_calls_per_turn: NonZeroU32,
+    /// Characters of all tool results of one diagnosis; past it, results are withheld and
+    /// the model is told to answer with what it has.
+    #[serde(rename = "toolresultbudgetchars")]
+    pub tool_result_budget_chars: u32,
+    /// Longest tool result, in characters, passed to the model; longer ones are cut.
+    #[serde(
+        rename = "toolresultmaxchars",
+        deserialize_with = "value::at_least::<256, _, _>"
+    )]
+    pub tool_result_max_chars: u32,
+    /// The provider whose request rules apply: `auto` (recognised from `BaseURL`),
+    /// `anthropic`, `openai`, `dashscope`, `modelscope` or `generic`.
+    pub provider: ProviderSetting,
+    /// Most tokens the model may write in one answer.
+    #[serde(rename = "maxtokens", deserialize_with = "value::at_least::<16, _, _>")]
+    pub max_tokens: u32,
+    /// The name the token limit is sent under: `auto` (by provider and model),
+    /// `max_tokens` or `max_completion_tokens`.
+    #[serde(rename = "maxtokensfield")]
+    pub max_tokens_field: MaxTokensField,
+    /// Merged last into every request body (keys kept as written); a `null` value removes
+    /// a key the provider profile would send.
+    #[serde(rename = "extrabody", deserialize_with = "value::extra_body")]
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for AiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            api_key: Secret::default(),
+            model: "gpt-4".into(),
+            timeout: Duration::from_secs(60),
+            prometheus_url: HttpUrl::parse("http://localhost:9090").expect("a valid URL"),
+            github_token: Secret::default(),
+            github_toolsets: "repos,issues,pull_requests,releases".into(),
+            protocol: Protocol::default(),
+            max_turns: NonZeroU32::new(10).expect("not zero"),
+            max_tool_calls_per_turn: NonZeroU32::new(8).expect("not zero"),
+            tool_result_budget_chars: 120_000,
+            tool_result_max_chars: 8000,
+            provider: ProviderSetting::default(),
+            max_tokens: 4096,
+            max_tokens_field: MaxTokensField::default(),
+            extra_body: serde_json::Map::new(),
+        }
+    }
+}
+
+impl AiConfig {
+    /// Evidence-only mode: no AI configured (`AI.BaseURL` empty); reports are written from
+    /// the evidence alone.
+    pub fn evidence_only(&self) -> bool {
+        self.base_url.is_none()
+    }
+
+    /// The base URL, empty in evidence-only mode.
+    pub fn base_url(&self) -> &str {
+        self.base_url.as_ref().map_or("", HttpUrl::as_str)
+    }
+
+    /// The deadline of one diagnosis: twice `AI.Timeout`, as in the design.
+    pub fn diagnosis_deadline(&self) -> Duration {
+        self.timeout.saturating_mul(2)
+    }
+}
+
+/// The LLM wire format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Anthropic for `*.anthropic.com`, OpenAI-compatible otherwise.
+    #[default]
+    Auto,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// OpenAI-compatible chat completions (`/chat/completions`).
+    Openai,
+}
+
+impl Protocol {
+    /// The runner's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto",
+            Protocol::Anthropic => "anthropic",
+            Protocol::Openai => "openai",
+        }
+    }
+}
+
+/// `AI.Provider`: whose request rules apply (see [`crate::provider`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderSetting {
+    /// Recognised from `AI.BaseURL`.
+    #[default]
+    Auto,
+    /// Anthropic.
+    Anthropic,
+    /// OpenAI's own API.
+    Openai,
+    /// Alibaba Cloud DashScope, compatible mode.
+    Dashscope,
+    /// ModelScope API-Inference.
+    Modelscope,
+    /// Any other OpenAI-compatible server.
+    Generic,
+}
+
+/// `AI.MaxTokensField`: the name the token limit is sent under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// By provider and model.
+    #[default]
+    Auto,
+    /// `max_tokens`.
+    MaxTokens,
+    /// `max_completion_tokens`.
+    MaxCompletionTokens,
+}
+
+/// `Store.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `embedded` (SQLite file, the default) or `mongo`.
+    pub kind: StoreKind,
+    /// The embedded store's file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::default(),
+            path: PathBuf::from("data/deploy-diagnosis.sqlite3"),
+        }
+    }
+}
+
+/// Which store keeps the reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file; no server needed.
+    #[default]
+    Embedded,
+    /// MongoDB, as in the design.
+    Mongo,
+}
+
+/// `Runner.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RunnerConfig {
+    /// `native` (the agent loop in the service), `process` (the Python runner as a child
+    /// process) or `docker` (the Python runner exec'd in the managed container).
+    pub kind: RunnerKind,
+    /// Python interpreter of the runner's virtualenv.
+    pub python: PathBuf,
+    /// The runner script.
+    pub script: PathBuf,
+    /// Command that starts the Prometheus MCP server; empty: the one beside `Python`.
+    #[serde(rename = "prometheusmcpcommand")]
+    pub prometheus_mcp_command: String,
+    /// Command that starts the GitHub MCP server (only with `AI.GitHubToken`).
+    #[serde(rename = "githubmcpcommand")]
+    pub github_mcp_command: String,
+    /// Bytes of runner stdout and stderr kept each; the rest is read and dropped.
+    #[serde(
+        rename = "outputmaxbytes",
+        deserialize_with = "value::at_least::<4096, _, _>"
+    )]
+    pub output_max_bytes: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            kind: RunnerKind::default(),
+            python: PathBuf::from(".venv/bin/python"),
+            script: PathBuf::from("docker/runner/diagnosis_runner.py"),
+            prometheus_mcp_command: String::new(),
+            github_mcp_command: "github-mcp-server stdio".into(),
+            output_max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// How a diagnosis runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    /// The Python runner as a child process of the service.
+    Process,
+    /// The Python runner exec'd in the managed container, as in the design.
+    Docker,
+    /// The agent loop in the service, with MCP sessions kept open.
+    #[default]
+    Native,
+}
+
+impl RunnerKind {
+    /// The name stored on reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerKind::Process => "process",
+            RunnerKind::Docker => "docker",
+            RunnerKind::Native => "native",
+        }
+    }
+}
+
+/// `MCP.*`: the native runner's MCP servers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct McpConfig {
+    /// The servers; empty: the Prometheus MCP server from the runner's virtualenv over
+    /// stdio (and the GitHub one when `AI.GitHubToken` is set).
+    pub servers: Vec<McpServerConfig>,
+    /// Names of the service's environment variables stdio servers also get (besides
+    /// `PATH`, `HOME`, locale, TLS and proxy settings); everything else is cleared.
+    #[serde(rename = "passenv")]
+    pub pass_env: Vec<String>,
+}
+
+/// One MCP server: a stdio `Command` (spawned once) or a streamable-HTTP `URL`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct McpServerConfig {
+    /// Name for logs.
+    #[serde(deserialize_with = "value::non_empty")]
+    pub name: String,
+    /// Program to spawn (stdio).
+    #[serde(default)]
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its extra environment, as `KEY=value` items (kept as written: keys are not
+    /// case-folded, values may hold `${SECRET}`s).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Endpoint of a running server (streamable HTTP), instead of `Command`.
+    #[serde(default)]
+    pub url: String,
+    /// When true, a server that cannot start is skipped instead of failing diagnoses.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// `Docker.*`: the managed container of `Runner.Kind: docker`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DockerConfig {
+    /// The engine: `unix:///var/run/docker.sock` (or `${DOCKER_HOST}`).
+    pub host: String,
+    /// The container's name (the design's `diagnosis-service`).
+    pub container: String,
+    /// The image, built by `docker/build.sh`.
+    pub image: String,
+    /// `host` (the container shares the host's network, so `localhost` URLs work), `bridge`,
+    /// or a named network.
+    pub network: String,
+    /// Memory limit in bytes.
+    #[serde(
+        rename = "memorybytes",
+        deserialize_with = "value::at_least::<{ 64 * 1024 * 1024 }, _, _>"
+    )]
+    pub memory_bytes: i64,
+    /// CPU limit (cores).
+    #[serde(deserialize_with = "value::cpus")]
+    pub cpus: f64,
+    /// Most processes in the container.
+    #[serde(rename = "pidslimit", deserialize_with = "value::at_least::<16, _, _>")]
+    pub pids_limit: i64,
+    /// Size of the writable `/tmp` (tmpfs), in bytes; the rest of the filesystem is read-only.
+    #[serde(
+        rename = "tmpfsbytes",
+        deserialize_with = "value::at_least::<{ 1024 * 1024 }, _, _>"
+    )]
+    pub tmpfs_bytes: i64,
+    /// Port of the Prometheus MCP server inside the container (on its loopback; with the
+    /// host network, the host's loopback).
+    #[serde(rename = "mcpport", deserialize_with = "value::at_least::<1, _, _>")]
+    pub mcp_port: NonZeroU16,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            host: "unix:///var/run/docker.sock".into(),
+            container: "diagnosis-service".into(),
+            image: "diagnosis-service:latest".into(),
+            network: "host".into(),
+            memory_bytes: 1024 * 1024 * 1024,
+            cpus: 1.0,
+            pids_limit: 256,
+            tmpfs_bytes: 64 * 1024 * 1024,
+            mcp_port: NonZeroU16::new(8765).expect("not zero"),
+        }
+    }
+}
+
+/// `Worker.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WorkerConfig {
+    /// Diagnoses run at once.
+    #[serde(deserialize_with = "value::at_least::<1, _, _>")]
+    pub concurrency: NonZeroUsize,
+    /// How long a worker's claim on a report lasts without renewal; a report whose worker
+    /// died is picked up again once its lease runs out.
+    #[serde(rename = "leaseseconds", deserialize_with = "value::seconds::<2, _>")]
+    pub lease: Duration,
+    /// How often idle workers look for work nobody announced.
+    #[serde(rename = "pollseconds", deserialize_with = "value::seconds::<1, _>")]
+    pub poll: Duration,
+    /// Attempts before a report whose worker keeps dying is failed.
+    #[serde(
+        rename = "maxattempts",
+        deserialize_with = "value::at_least::<1, _, _>"
+    )]
+    pub max_attempts: NonZeroU32,
+    /// How long in-flight diagnoses may go on after SIGTERM before they are stopped
+    /// (and picked up again at the next start).
+    #[serde(
+        rename = "shutdowngraceseconds",
+        deserialize_with = "value::seconds::<0, _>"
+    )]
+    pub shutdown_grace: Duration,
+    /// Reports waiting for a worker beyond which intake answers `503` with `Retry-After`
+    /// (0: unlimited).
+    #[serde(rename = "maxqueue")]
+    pub max_queue: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: NonZeroUsize::new(4).expect("not zero"),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(5),
+            max_attempts: NonZeroU32::new(3).expect("not zero"),
+            shutdown_grace: Duration::from_secs(30),
+            max_queue: 10_000,
+        }
+    }
+}
+
+/// `Evidence.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EvidenceConfig {
+    /// Whether evidence is gathered at all.
+    pub enabled: bool,
+    /// How long the whole gathering may take.
+    #[serde(rename = "timeoutseconds", deserialize_with = "value::seconds::<1, _>")]
+    pub timeout: Duration,
+    /// The time before the alert's start that makes the baseline.
+    #[serde(
+        rename = "baselineminutes",
+        deserialize_with = "value::minutes::<1, _>"
+    )]
+    pub baseline: Duration,
+    /// The `rate()` window (about four scrape intervals).
+    #[serde(
+        rename = "ratewindowseconds",
+        deserialize_with = "value::seconds::<2, _>"
+    )]
+    pub rate_window: Duration,
+    /// Ranked items kept on a report.
+    #[serde(rename = "maxitems", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_items: NonZeroUsize,
+    /// Gatherings at once, apart from the AI diagnoses (so evidence is not held behind
+    /// the AI queue).
+    #[serde(deserialize_with = "value::at_least::<1, _, _>")]
+    pub concurrency: NonZeroUsize,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout: Duration::from_secs(10),
+            baseline: Duration::from_secs(30 * 60),
+            rate_window: Duration::from_secs(60),
+            max_items: NonZeroUsize::new(12).expect("not zero"),
+            concurrency: NonZeroUsize::new(8).expect("not zero"),
+        }
+    }
+}
+
+/// `Budget.*`: 0 is unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BudgetConfig {
+    /// AI diagnoses in any hour; past it, diagnoses run from the evidence alone.
+    #[serde(rename = "diagnosesperhour")]
+    pub diagnoses_per_hour: u64,
+    /// AI tokens (input and output) in any 24 hours; past it, as above.
+    #[serde(rename = "tokensperday")]
+    pub tokens_per_day: u64,
+}
+
+/// `Auth.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Required on writes (`POST`, `PUT`, `DELETE`); `Webhook.BearerToken` is its alias.
+    #[serde(rename = "writetoken")]
+    pub write_token: Secret,
+    /// Required on reads except `/healthz` and `/readyz` (empty: the write token).
+    #[serde(rename = "readtoken")]
+    pub read_token: Secret,
+    /// Whether `/metrics` needs the read token too.
+    #[serde(rename = "protectmetrics")]
+    pub protect_metrics: bool,
+    /// Allows serving a non-loopback `Host` with no token.
+    #[serde(rename = "allowanonymous")]
+    pub allow_anonymous: bool,
+}
+
+/// `Deployments.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeploymentsConfig {
+    /// An alert with no `deploymentId` label is attributed to a deployment on its host
+    /// when it started at most this long after the deployment's `deployedAt`.
+    #[serde(rename = "watchminutes", deserialize_with = "value::minutes::<1, _>")]
+    pub watch: Duration,
+}
+
+impl Default for DeploymentsConfig {
+    fn default() -> Self {
+        Self {
+            watch: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// `GitHub.*`: change evidence, read by the service with `AI.GitHubToken`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GitHubConfig {
+    /// The REST API: `https://api.github.com`, or `https://HOST/api/v3` for GitHub
+    /// Enterprise.
+    #[serde(rename = "apiurl")]
+    pub api_url: HttpUrl,
+    /// Repositories that may be read: `owner/name`, `*` globs allowed. Empty: only
+    /// repositories that registered deployments name.
+    #[serde(deserialize_with = "value::repo_patterns")]
+    pub repos: Vec<String>,
+    /// Characters of all patch excerpts of one diagnosis.
+    #[serde(rename = "maxpatchchars")]
+    pub max_patch_chars: usize,
+    /// Characters of one file's patch excerpt.
+    #[serde(
+        rename = "maxfilepatchchars",
+        deserialize_with = "value::at_least::<200, _, _>"
+    )]
+    pub max_file_patch_chars: usize,
+    /// Pull requests whose files are read.
+    #[serde(rename = "maxprs", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_prs: NonZeroUsize,
+    /// Commits of a range whose pull requests are looked up.
+    #[serde(rename = "maxcommits", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_commits: NonZeroUsize,
+    /// How long the whole reading may take (within the diagnosis deadline).
+    #[serde(rename = "timeoutseconds", deserialize_with = "value::seconds::<1, _>")]
+    pub timeout: Duration,
+    /// Tools of the GitHub MCP server offered to the model (read tools only; any other
+    /// tool the server has is never offered or called).
+    #[serde(rename = "mcptools", deserialize_with = "value::read_tools")]
+    pub mcp_tools: Vec<String>,
+}
+
+impl Default for GitHubConfig {
+    fn default() -> Self {
+        Self {
+            api_url: HttpUrl::parse("https://api.github.com").expect("a valid URL"),
+            repos: Vec::new(),
+            max_patch_chars: 24_000,
+            max_file_patch_chars: 4_000,
+            max_prs: NonZeroUsize::new(20).expect("not zero"),
+            max_commits: NonZeroUsize::new(100).expect("not zero"),
+            timeout: Duration::from_secs(60),
+            mcp_tools: GITHUB_READ_TOOLS.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+}
+
+/// `Webhook.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebhookConfig {
+    /// The older name of `Auth.WriteToken`.
+    #[serde(rename = "bearertoken")]
+    pub bearer_token: Secret,
+    /// Largest accepted request body, in bytes.
+    #[serde(
+        rename = "maxbodybytes",
+        deserialize_with = "value::at_least::<1024, _, _>"
+    )]
+    pub max_body_bytes: usize,
+    /// Alerts per request.
+    #[serde(rename = "maxalerts", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_alerts: NonZeroUsize,
+    /// Labels, and annotations, per alert.
+    #[serde(rename = "maxlabels", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_labels: NonZeroUsize,
+    /// Bytes of one label or annotation value (or other text field of an alert).
+    #[serde(
+        rename = "maxvaluebytes",
+        deserialize_with = "value::at_least::<64, _, _>"
+    )]
+    pub max_value_bytes: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let limits = crate::alert::Limits::default();
+        Self {
+            bearer_token: Secret::default(),
+            max_body_bytes: 1024 * 1024,
+            max_alerts: NonZeroUsize::new(limits.max_alerts).expect("not zero"),
+            max_labels: NonZeroUsize::new(limits.max_labels).expect("not zero"),
+            max_value_bytes: limits.max_value_bytes,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// What one webhook body may carry.
+    pub fn limits(&self) -> crate::alert::Limits {
+        crate::alert::Limits {
+            max_alerts: self.max_alerts.get(),
+            max_labels: self.max_labels.get(),
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+}
+
+/// `Log.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    pub format: LogFormat,
+    /// Filter when `RUST_LOG` is unset, e.g. `info` or `deploy_diagnosis=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            // rmcp logs every session start at info; its warnings are what an operator needs.
+            level: "info,rmcp=warn".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Plain,
+    /// One JSON object a line.
+    Json,
+}
