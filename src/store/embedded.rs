@@ -2,9 +2,9 @@
 //! on disk before `202`), so the service runs with no database server.
 //!
 //! Two connections: the writer, and a reader for the reads (WAL lets them run while a
-//! write commits). New reports are written by group commit: inserts that arrive while
-//! another batch is being written wait, and the next writer commits them all in one
-//! transaction, one fsync; each caller is answered only after that commit.
+//! write commits). New reports are written by group commit: one writer thread takes every
+//! insert waiting, commits them in one transaction, one fsync, and answers each caller
+//! only after that commit; inserts that arrive meanwhile go in its next batch.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -81,7 +81,10 @@ struct PendingInsert {
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
-    pending: Arc<Mutex<Vec<PendingInsert>>>,
+    /// New reports, for the writer thread to commit in groups.
+    inserts: std::sync::mpsc::Sender<PendingInsert>,
+    /// Dropped with the last handle, which stops the checkpointer.
+    _alive: std::sync::mpsc::Sender<()>,
 }
 
 impl EmbeddedStore {
@@ -125,15 +128,35 @@ impl EmbeddedStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Checkpoints run on their own thread (`checkpoint_wal`), not inside a commit: one
+        // in the commit path held every insert waiting behind it (p99 12 ms against 8 ms
+        // under load). After a checkpoint the log is cut back to this size.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (inserts, queue) = std::sync::mpsc::channel();
+        let writer = Arc::clone(&conn);
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_inserts(&writer, &queue))
+            .map_err(|e| StoreError::Task(format!("starting the store's writer: {e}")))?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (alive, stopped) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_wal(&checkpointer, &stopped))
+            .map_err(|e| StoreError::Task(format!("starting the store's checkpointer: {e}")))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
             reader: Arc::new(Mutex::new(reader)),
-            pending: Arc::default(),
+            inserts,
+            _alive: alive,
         })
     }
 
@@ -316,6 +339,40 @@ fn insert_one(tx: &Connection, p: &PendingInsert) -> Result<Insert, StoreError> 
     Ok(Insert::Exists(status(r.deployment_id.as_str(), &existing)?))
 }
 
+/// The writer thread: takes every insert waiting when it looks, commits them together, and
+/// looks again; it ends when the last handle on the store is dropped. One thread instead of
+/// a blocking task per insert: under load those tasks queued on the connection's lock and
+/// woke one by one to find their insert already committed.
+fn write_inserts(conn: &Mutex<Connection>, queue: &std::sync::mpsc::Receiver<PendingInsert>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        // A panic while holding the lock cannot leave a half-done transaction behind
+        // (SQLite rolls it back), so a poisoned lock is still usable.
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        commit_inserts(&mut guard, batch);
+    }
+}
+
+/// Bytes the write-ahead log is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// How often the checkpointer copies the write-ahead log into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The checkpointer thread: a passive checkpoint (it neither waits for nor blocks the
+/// writer and the readers) every [`CHECKPOINT_EVERY`], until the store is dropped. Once it
+/// has caught up, the writer's next commit starts the log from its beginning again.
+fn checkpoint_wal(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpointing the store's write-ahead log");
+        }
+    }
+}
+
 /// Writes a batch of inserts in one transaction (one fsync) and answers each caller only
 /// after the commit: a `202` still means on disk. If the commit fails, every caller gets
 /// the error and nothing of the batch is stored.
@@ -390,26 +447,14 @@ impl ReportStore for EmbeddedStore {
             .transpose()
             .map_err(|e| corrupt(&r.id, e.to_string()))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(PendingInsert {
+        self.inserts
+            .send(PendingInsert {
                 report: r,
                 alert,
                 deployment,
                 reply,
-            });
-        // Whoever gets the writer first commits every insert waiting by then, ours
-        // included, or finds ours already committed by an earlier writer.
-        let pending = Arc::clone(&self.pending);
-        self.with(move |conn| {
-            let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
-            if !batch.is_empty() {
-                commit_inserts(conn, batch);
-            }
-            Ok(())
-        })
-        .await?;
+            })
+            .map_err(|_| StoreError::Task("the store's writer has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Task("insert was dropped before its commit".into()))?

@@ -693,3 +693,42 @@ async fn an_embedded_store_made_before_the_evidence_column_is_migrated_in_place(
         Some(evidence())
     );
 }
+
+/// Commits only append to the write-ahead log; the checkpointer thread, not a commit,
+/// copies it into the database file, and the log is started again from its beginning.
+#[tokio::test]
+async fn the_embedded_store_checkpoints_its_log_outside_the_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reports.sqlite3");
+    let store = EmbeddedStore::open(&path).unwrap();
+    store.migrate().await.unwrap();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let before = size(&path);
+    let inserts = (0..300).map(|n| {
+        let mut r = report(&format!("dep-{n}"), 1);
+        r.alert
+            .annotations
+            .insert("description".into(), "x".repeat(2000));
+        let store = store.clone();
+        async move { store.insert(&r).await }
+    });
+    for result in futures_util::future::join_all(inserts).await {
+        assert_eq!(result.unwrap(), Insert::Inserted);
+    }
+    // 300 reports of 2 KB: about 600 KB, which only a checkpoint puts in the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&path) < before + 512 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes (before: {before})",
+            size(&path)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Once caught up, the next commit writes at the start of the log, which stays small.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let wal = dir.path().join("reports.sqlite3-wal");
+    let grown = size(&wal);
+    store.insert(&report("dep-after", 2)).await.unwrap();
+    assert!(size(&wal) <= grown, "the log kept growing: {}", size(&wal));
+}
