@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -119,6 +119,11 @@ impl EmbeddedStore {
 
     /// Opens (creating if needed) the store file and its folder.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_wal_limit(path, WAL_SIZE_LIMIT)
+    }
+
+    /// [`Self::open`], with the log restarted past `wal_limit` bytes.
+    fn open_with_wal_limit(path: &Path, wal_limit: i64) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.display().to_string(),
@@ -133,14 +138,18 @@ impl EmbeddedStore {
         // in the commit path held every insert waiting behind it (p99 12 ms against 8 ms
         // under load). When the log is restarted it is cut back to this size.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        conn.pragma_update(None, "journal_size_limit", wal_limit)?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let conn = Arc::new(Mutex::new(conn));
-        let wal = Arc::new(Wal::default());
+        let wal = Arc::new(Wal {
+            limit: wal_limit,
+            checkpointing: Mutex::default(),
+            restart: AtomicBool::default(),
+        });
         let (inserts, queue) = std::sync::mpsc::channel();
         let (writer, writer_wal) = (Arc::clone(&conn), Arc::clone(&wal));
         std::thread::Builder::new()
@@ -378,13 +387,14 @@ fn write_inserts(
 }
 
 /// What the writer and the checkpointer share about the write-ahead log.
-#[derive(Default)]
 struct Wal {
+    /// [`WAL_SIZE_LIMIT`], but for tests.
+    limit: i64,
     /// Held by whichever of them is checkpointing.
     checkpointing: Mutex<()>,
     /// Set by the checkpointer when the log is past [`WAL_SIZE_LIMIT`] and nearly all
     /// copied: the writer's cue to restart it.
-    restart: std::sync::atomic::AtomicBool,
+    restart: AtomicBool,
 }
 
 /// Bytes of write-ahead log past which the writer restarts it, and which it is cut to then.
@@ -428,7 +438,7 @@ fn checkpoint_wal(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>, wa
         stopped.recv_timeout(CHECKPOINT_EVERY)
     {
         let Some((bytes, _)) = pass() else { continue };
-        if bytes <= WAL_SIZE_LIMIT || wal.restart.load(Ordering::Relaxed) {
+        if bytes <= wal.limit || wal.restart.load(Ordering::Relaxed) {
             continue;
         }
         for _ in 0..8 {
@@ -1040,5 +1050,50 @@ impl DeploymentStore for EmbeddedStore {
             .transpose()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under steady inserts the log is restarted past its limit instead of growing: the
+    /// same inserts without the restart leave a log of some 20 MB.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_stays_near_its_limit_under_steady_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.sqlite3");
+        let store = EmbeddedStore::open_with_wal_limit(&path, 256 * 1024).unwrap();
+        store.migrate().await.unwrap();
+        let wal = dir.path().join("reports.sqlite3-wal");
+        // Sixteen callers inserting one report after another: a commit is always waiting.
+        let callers = (0..16).map(|caller| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..150 {
+                    let mut alert = crate::alert::Alert::default();
+                    alert
+                        .annotations
+                        .insert("description".into(), "x".repeat(2000));
+                    let id = DeploymentId::parse(&format!("dep-{caller}-{n}")).unwrap();
+                    let report = Report::new(id, alert, chrono::Utc::now());
+                    assert_eq!(store.insert(&report).await.unwrap(), Insert::Inserted);
+                }
+            })
+        });
+        let all = futures_util::future::join_all(callers);
+        tokio::pin!(all);
+        let mut largest = 0;
+        loop {
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            tokio::select! {
+                done = &mut all => {
+                    done.into_iter().for_each(|r| r.unwrap());
+                    break;
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+            }
+        }
+        assert!(largest < 8 * 1024 * 1024, "the log reached {largest} bytes");
     }
 }
