@@ -224,6 +224,16 @@ AI:
         )
     }
 
+    /// OpenAI's base URL and a key, and `extra`.
+    fn openai(extra: &[(&str, &str)]) -> Environment {
+        let mut pairs = vec![
+            ("AI_BASE_URL", "https://api.openai.com/v1"),
+            ("AI_API_KEY", "sk-test-key"),
+        ];
+        pairs.extend_from_slice(extra);
+        env(&pairs)
+    }
+
     #[test]
     fn design_keys_load_and_variables_expand() {
         let e = env(&[
@@ -241,9 +251,7 @@ AI:
 
     #[test]
     fn dd_variables_override_any_key_case_insensitively() {
-        let e = env(&[
-            ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "sk-test-key"),
+        let e = openai(&[
             ("DD_PORT", "9000"),
             ("DD_AI__BASEURL", "http://127.0.0.1:1/v1"),
             ("DD_STORE__KIND", "mongo"),
@@ -268,10 +276,6 @@ AI:
 
     #[test]
     fn wrong_values_name_their_key() {
-        let base = [
-            ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "sk-test-key"),
-        ];
         let cases = [
             ("DD_AI__PROMETHEUSURL", "localhost:9090", "AI.PrometheusURL"),
             ("DD_WORKER__CONCURRENCY", "0", "Worker.Concurrency"),
@@ -296,9 +300,7 @@ AI:
             ("DD_AUTH__READTOKEN", "s3cr3t", "Auth.ReadToken"),
         ];
         for (var, value, key) in cases {
-            let mut pairs = base.to_vec();
-            pairs.push((var, value));
-            let err = Config::from_yaml(YAML, &env(&pairs))
+            let err = Config::from_yaml(YAML, &openai(&[(var, value)]))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{var}={value}: {err}");
@@ -308,10 +310,7 @@ AI:
 
     #[test]
     fn exposed_hosts_need_a_token_and_secrets_need_eight_characters() {
-        let e = env(&[
-            ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "sk-test-key"),
-        ]);
+        let e = openai(&[]);
         let open = YAML.replace("Auth:\n  WriteToken: write-token-123\n", "");
         let err = Config::from_yaml(&open, &e).unwrap_err().to_string();
         assert!(
@@ -348,10 +347,7 @@ AI:
 
     #[test]
     fn extra_body_keeps_its_keys_as_written_and_may_not_replace_the_agents_own() {
-        let e = env(&[
-            ("AI_BASE_URL", "https://api.openai.com/v1"),
-            ("AI_API_KEY", "sk-test-key"),
-        ]);
+        let e = openai(&[]);
         let yaml = format!("{YAML}  ExtraBody:\n    top_K: 20\n    Reasoning_Effort: low\n");
         let c = Config::from_yaml(&yaml, &e).unwrap();
         assert_eq!(
