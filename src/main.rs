@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     telemetry::init(&config.log.level, config.log.format, config.secrets());
+    for key in &config.unknown_keys {
+        tracing::warn!(key, file = %cli.config.display(), "not a configuration key of this service; ignored");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the async runtime: {e}")),

@@ -441,6 +441,23 @@ AI:
         assert!(err.contains("MCP.Servers[1].Name"), "{err}");
     }
 
+    #[test]
+    fn keys_the_service_does_not_read_are_listed_as_written() {
+        let yaml = format!(
+            "{YAML}Worker:\n  Concurency: 3\nQiniu:\n  Bucket: b\nMCP:\n  Servers:\n    - Name: p\n      URL: http://127.0.0.1:1/mcp\n      Timeout: 5\n"
+        );
+        let e = openai(&[("DD_ENV", "production")]);
+        let c = Config::from_yaml(&yaml, &e).unwrap();
+        assert_eq!(
+            c.unknown_keys,
+            ["MCP.Servers.Timeout", "Qiniu", "Worker.Concurency"]
+        );
+        assert!(
+            Config::from_yaml(YAML, &e).unwrap().unknown_keys.is_empty(),
+            "the design's keys, extra bodies and DD_* variables are not reported"
+        );
+    }
+
     /// The README's configuration table and [`KEYS`] name the same keys, so errors and
     /// documentation cannot drift apart.
     #[test]

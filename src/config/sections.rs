@@ -152,6 +152,10 @@ pub struct Config {
     pub github: GitHubConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Keys of the file this service does not read (a typo, or a section of the design
+    /// this port has no use for); logged as a warning at startup.
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -174,6 +178,7 @@ impl Default for Config {
             deployments: DeploymentsConfig::default(),
             github: GitHubConfig::default(),
             log: LogConfig::default(),
+            unknown_keys: Vec::new(),
         }
     }
 }

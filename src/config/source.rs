@@ -50,6 +50,9 @@ pub(super) fn parse(text: &str, env: &Environment) -> Result<Config, ConfigError
         .build()
         .and_then(config::Config::try_deserialize)
         .map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let mut unknown = Vec::new();
+    unknown_keys(&file, "", &mut unknown);
+    unknown.sort();
     let expanded = expand(lowercase_keys(file), env);
 
     let overrides: config::Map<String, String> = env
@@ -71,8 +74,37 @@ pub(super) fn parse(text: &str, env: &Environment) -> Result<Config, ConfigError
                 .source(Some(overrides)),
         )
         .build()
-        .and_then(config::Config::try_deserialize)
+        .and_then(config::Config::try_deserialize::<Config>)
         .map_err(at_key)
+        .map(|config| Config {
+            unknown_keys: unknown,
+            ..config
+        })
+}
+
+/// Keys of the file this service does not read, as written (`Worker.Concurency`, or a
+/// whole section such as the design's `Qiniu`). Only the file's: `DD_*` variables share
+/// their prefix with other tools' (Datadog's `DD_ENV`, `DD_API_KEY`).
+fn unknown_keys(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    for (key, value) in map {
+        let full = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        if !KEYS.iter().any(|k| k.eq_ignore_ascii_case(&full)) {
+            out.push(full);
+        } else if full.eq_ignore_ascii_case("MCP.Servers") {
+            for server in value.as_array().into_iter().flatten() {
+                unknown_keys(server, &full, out);
+            }
+        } else if !full.eq_ignore_ascii_case("AI.ExtraBody") {
+            unknown_keys(value, &full, out);
+        }
+    }
 }
 
 /// The parser's error, with the key it names spelt as documented (`worker.concurrency` is

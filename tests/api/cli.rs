@@ -101,9 +101,12 @@ async fn diagnose_prints_the_report_of_an_alert_file_without_a_server() {
 }
 
 #[test]
-fn migrate_creates_the_embedded_store() {
+fn migrate_creates_the_embedded_store_and_warns_of_keys_it_does_not_read() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9/v1", "http://127.0.0.1:9");
+    // The design's file has sections this port does not use.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\nQiniu:\n  Bucket: b\n")).unwrap();
 
     let output = binary()
         .args(["migrate", "-f"])
@@ -118,6 +121,11 @@ fn migrate_creates_the_embedded_store() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(dir.path().join("reports.sqlite3").exists());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a configuration key") && stderr.contains("Qiniu"),
+        "{stderr}"
+    );
 }
 
 #[test]
