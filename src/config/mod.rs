@@ -262,6 +262,12 @@ AI:
         assert_eq!(c.ai.base_url(), "http://127.0.0.1:1/v1");
         assert_eq!(c.store.kind, StoreKind::Mongo);
         assert_eq!(c.worker.concurrency.get(), 7);
+        let c = Config::from_yaml(YAML, &openai(&[("DD_RUNNER__KIND", " Docker ")])).unwrap();
+        assert_eq!(
+            c.runner.kind,
+            RunnerKind::Docker,
+            "values of a choice in any case"
+        );
     }
 
     #[test]
@@ -280,7 +286,11 @@ AI:
             ("DD_AI__PROMETHEUSURL", "localhost:9090", "AI.PrometheusURL"),
             ("DD_WORKER__CONCURRENCY", "0", "Worker.Concurrency"),
             ("DD_AI__TIMEOUT", "0", "AI.Timeout"),
-            ("DD_STORE__KIND", "postgres", "Store.Kind"),
+            (
+                "DD_STORE__KIND",
+                "postgres",
+                "Store.Kind: unknown variant `postgres`, expected `embedded` or `mongo`",
+            ),
             ("DD_RUNNER__KIND", "k8s", "Runner.Kind"),
             ("DD_PORT", "http", "key Port:"),
             ("DD_AI__MAXTOKENS", "0", "AI.MaxTokens"),

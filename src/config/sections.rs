@@ -229,6 +229,7 @@ pub struct AiConfig {
     #[serde(rename = "githubtoolsets")]
     pub github_toolsets: String,
     /// Wire format: `auto` (recognised from `BaseURL`), `anthropic` or `openai`.
+    #[serde(deserialize_with = "value::variant")]
     pub protocol: Protocol,
     /// Most model turns in one diagnosis; the last one forbids tool use (`tool_choice: none`).
     #[serde(rename = "maxturns", deserialize_with = "value::at_least::<1, _, _>")]
@@ -251,13 +252,14 @@ pub struct AiConfig {
     pub tool_result_max_chars: u32,
     /// The provider whose request rules apply: `auto` (recognised from `BaseURL`),
     /// `anthropic`, `openai`, `dashscope`, `modelscope` or `generic`.
+    #[serde(deserialize_with = "value::variant")]
     pub provider: ProviderSetting,
     /// Most tokens the model may write in one answer.
     #[serde(rename = "maxtokens", deserialize_with = "value::at_least::<16, _, _>")]
     pub max_tokens: u32,
     /// The name the token limit is sent under: `auto` (by provider and model),
     /// `max_tokens` or `max_completion_tokens`.
-    #[serde(rename = "maxtokensfield")]
+    #[serde(rename = "maxtokensfield", deserialize_with = "value::variant")]
     pub max_tokens_field: MaxTokensField,
     /// Merged last into every request body (keys kept as written); a `null` value removes
     /// a key the provider profile would send.
@@ -367,6 +369,7 @@ pub enum MaxTokensField {
 #[serde(default)]
 pub struct StoreConfig {
     /// `embedded` (SQLite file, the default) or `mongo`.
+    #[serde(deserialize_with = "value::variant")]
     pub kind: StoreKind,
     /// The embedded store's file.
     pub path: PathBuf,
@@ -398,6 +401,7 @@ pub enum StoreKind {
 pub struct RunnerConfig {
     /// `native` (the agent loop in the service), `process` (the Python runner as a child
     /// process) or `docker` (the Python runner exec'd in the managed container).
+    #[serde(deserialize_with = "value::variant")]
     pub kind: RunnerKind,
     /// Python interpreter of the runner's virtualenv.
     pub python: PathBuf,
@@ -788,6 +792,7 @@ impl WebhookConfig {
 #[serde(default)]
 pub struct LogConfig {
     /// `plain` or `json`.
+    #[serde(deserialize_with = "value::variant")]
     pub format: LogFormat,
     /// Filter when `RUST_LOG` is unset, e.g. `info` or `deploy_diagnosis=debug`.
     pub level: String,

@@ -73,6 +73,15 @@ pub fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(s)
 }
 
+/// One of an enum's values, in any case (`Kind: Mongo`); a wrong one is answered with the
+/// values there are (`unknown variant `postgres`, expected `embedded` or `mongo``).
+pub fn variant<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    use serde::de::IntoDeserializer;
+    let name = String::deserialize(d)?.trim().to_lowercase();
+    T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(name))
+        .map_err(D::Error::custom)
+}
+
 /// Docker's CPU limit: cores, above 0.
 pub fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = f64::deserialize(d)?;
