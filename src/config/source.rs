@@ -139,7 +139,7 @@ fn at_key(error: config::ConfigError) -> ConfigError {
 
 /// `mcp.servers[0]name` (the parser's spelling) as documented: `MCP.Servers[0].Name`.
 /// Parts that are not keys (`AI.ExtraBody`'s own) stay as given.
-pub(super) fn documented(key: &str) -> String {
+fn documented(key: &str) -> String {
     let mut lower = String::new();
     let mut out = String::new();
     for part in key.split_inclusive(['.', ']']) {
@@ -165,7 +165,7 @@ pub(super) fn documented(key: &str) -> String {
 
 /// The environment variable that overrides `key`: `AI.PrometheusURL` is
 /// `DD_AI__PROMETHEUSURL`.
-pub(super) fn override_name(key: &str) -> String {
+fn override_name(key: &str) -> String {
     format!("DD_{}", key.to_uppercase().replace('.', "__"))
 }
 

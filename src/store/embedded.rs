@@ -84,8 +84,9 @@ pub struct EmbeddedStore {
     reader: Arc<Mutex<Connection>>,
     /// New reports, for the writer thread to commit in groups.
     inserts: std::sync::mpsc::Sender<PendingInsert>,
-    /// Dropped with the last handle, which stops the checkpointer.
-    _alive: std::sync::mpsc::Sender<()>,
+    /// Tells the checkpointer that something was written; dropped with the last handle
+    /// (and the writer thread's), which stops it.
+    wrote: std::sync::mpsc::Sender<()>,
 }
 
 impl EmbeddedStore {
@@ -150,24 +151,25 @@ impl EmbeddedStore {
             checkpointing: Mutex::default(),
             restart: AtomicBool::default(),
         });
+        let (wrote, writes) = std::sync::mpsc::channel();
         let (inserts, queue) = std::sync::mpsc::channel();
-        let (writer, writer_wal) = (Arc::clone(&conn), Arc::clone(&wal));
+        let (writer, writer_wal, writer_wrote) =
+            (Arc::clone(&conn), Arc::clone(&wal), wrote.clone());
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_inserts(&writer, &queue, &writer_wal))
+            .spawn(move || write_inserts(&writer, &queue, &writer_wal, &writer_wrote))
             .map_err(|e| StoreError::Task(format!("starting the store's writer: {e}")))?;
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
-        let (alive, stopped) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || checkpoint_wal(&checkpointer, &stopped, &wal))
+            .spawn(move || checkpoint_wal(&checkpointer, &writes, &wal))
             .map_err(|e| StoreError::Task(format!("starting the store's checkpointer: {e}")))?;
         Ok(Self {
             conn,
             reader: Arc::new(Mutex::new(reader)),
             inserts,
-            _alive: alive,
+            wrote,
         })
     }
 
@@ -188,20 +190,23 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs a write on the writer connection, then wakes the checkpointer.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave a half-done transaction behind
             // (SQLite rolls it back), so a poisoned lock is still usable.
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        let _ = self.wrote.send(());
+        result
     }
 }
 
@@ -365,6 +370,7 @@ fn write_inserts(
     conn: &Mutex<Connection>,
     queue: &std::sync::mpsc::Receiver<PendingInsert>,
     wal: &Wal,
+    wrote: &std::sync::mpsc::Sender<()>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -373,6 +379,7 @@ fn write_inserts(
         // (SQLite rolls it back), so a poisoned lock is still usable.
         let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         commit_inserts(&mut guard, batch);
+        let _ = wrote.send(());
         if wal.restart.swap(false, Ordering::Relaxed) {
             match wal.checkpointing.try_lock() {
                 Ok(_checkpointing) => {
@@ -400,7 +407,7 @@ struct Wal {
 /// Bytes of write-ahead log past which the writer restarts it, and which it is cut to then.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
-/// How often the checkpointer copies the write-ahead log into the database file.
+/// The least time between two checkpoints; the checkpointer sleeps until a write.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A checkpoint in `mode`; the log's size in bytes.
@@ -414,13 +421,14 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
 /// A checkpoint pass this short has left little for the writer's restart to copy.
 const CAUGHT_UP: std::time::Duration = std::time::Duration::from_millis(3);
 
-/// The checkpointer thread: a passive checkpoint (it neither waits for nor blocks the
-/// writer and the readers) every [`CHECKPOINT_EVERY`], until the store is dropped. Once the
+/// The checkpointer thread: after writes, a passive checkpoint (it neither waits for nor
+/// blocks the writer and the readers), at most one every [`CHECKPOINT_EVERY`]; it sleeps
+/// while nothing is written and ends when the store is dropped. Once the
 /// log is past [`WAL_SIZE_LIMIT`], it runs passes back to back, each copying what was
 /// written during the one before, until one is short, and then asks the writer to restart
 /// the log: the writer's pause is then 1 to 5 ms, not the 10 to 40 ms measured when it
 /// restarted the log as soon as it passed the limit.
-fn checkpoint_wal(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>, wal: &Wal) {
+fn checkpoint_wal(conn: &Connection, writes: &std::sync::mpsc::Receiver<()>, wal: &Wal) {
     let pass = || {
         let _checkpointing = wal
             .checkpointing
@@ -434,9 +442,10 @@ fn checkpoint_wal(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>, wa
             .ok()
             .map(|bytes| (bytes, started.elapsed()))
     };
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-        stopped.recv_timeout(CHECKPOINT_EVERY)
-    {
+    while writes.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        // Every write until now is covered by this pass.
+        writes.try_iter().for_each(drop);
         let Some((bytes, _)) = pass() else { continue };
         if bytes <= wal.limit || wal.restart.load(Ordering::Relaxed) {
             continue;
