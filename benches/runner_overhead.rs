@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::StatsOptions;
-use deploy_diagnosis::alert::{Alert, DeploymentId};
 use deploy_diagnosis::config::{Config, Environment};
-use deploy_diagnosis::diagnosis::{Diagnoser, Facts, Outcome};
+use deploy_diagnosis::diagnosis::{Facts, Outcome};
 use deploy_diagnosis::metrics::Metrics;
+use deploy_diagnosis::model::alert::{Alert, DeploymentId};
 use deploy_diagnosis::startup::build_runner;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -159,7 +159,9 @@ async fn main() {
         let runner = build_runner(&config, Arc::new(Metrics::new()))
             .await
             .expect("runner");
-        let diagnoser = Diagnoser::new(&config, runner);
+        let diagnoser = deploy_diagnosis::startup::pipeline(&config, runner)
+            .expect("pipeline")
+            .diagnoser;
         let mut walls = Vec::new();
         let mut cpu = Duration::ZERO;
         let one_alert = alert();

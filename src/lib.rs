@@ -1,57 +1,46 @@
 //! deploy-diagnosis: Prometheus Alertmanager posts an alert about a deployment; the service
-//! records a `generating` report, an AI agent queries Prometheus (and GitHub) through MCP
-//! tools, and the answer is stored as `completed` or `failed` with a reason.
+//! records a `generating` report, measures the evidence, reads the release's changes, an
+//! AI agent queries Prometheus (and GitHub) through MCP tools, and the answer is stored as
+//! `completed` or `failed` with a reason.
 //!
 //! # Layout
 //!
-//! - [`config`] — the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`):
-//!   sections and defaults, sources and overrides, secrets, values parsed into their types.
-//! - [`alert`] — the two webhook bodies, parsed into one alert shape.
-//! - [`report`] — the report model and its statuses.
-//! - [`deployment`] — the deployments registry's model, and alert attribution by host.
-//! - [`store`] — the `ReportStore` trait; `embedded` (SQLite) and `mongo`.
-//! - [`prompt`] — the design's prompt, with alert data fenced.
-//! - [`provider`] — what each AI provider needs in a request (token limit, extra fields).
-//! - [`runner`] — the `Runner` trait and its typed result; `native` (the agent loop in the
-//!   service), `process` and `docker` (the Python runner, its protocol in `python`).
-//! - [`extract`] — pulling the JSON report out of the model's answer.
-//! - [`evidence`] — facts measured from Prometheus before the runner starts, ranked.
-//! - [`changes`] — what a release changed, and its suspects for the measured failure.
-//! - [`github`] — reading a release's changes from the GitHub REST API, read-only.
-//! - [`evidence_report`] — the report written from the evidence when no AI analysis could
-//!   be had.
-//! - [`budget`] — AI diagnoses per hour and tokens per day.
-//! - [`diagnosis`] — one diagnosis, and every failure turned into a reason.
-//! - [`worker`] — the pool that claims reports from the store and runs them.
-//! - [`intake`] — what each alert does: its deployment, and the report's lifecycle.
-//! - [`api`] — the HTTP routes.
-//! - [`auth`] — read and write tokens, Bearer or Basic.
-//! - [`metrics`] — `/metrics`.
-//! - [`redact`] — secrets and URL credentials scrubbed from everything that leaves.
-//! - [`telemetry`] — logging setup, every line scrubbed.
-//! - [`startup`] — wiring it together and running until shutdown.
+//! In the order an alert flows through the service. Imports point down this list's layers
+//! only (`tests/api/architecture.rs` checks it): [`model`] at the bottom imports nothing
+//! else of the crate, [`startup`] at the top wires everything.
+//!
+//! - [`model`]: plain data: alerts, deployments, evidence items, changes, reports.
+//! - [`config`]: the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
+//! - [`redact`], [`telemetry`], [`metrics`]: secrets scrubbed from everything that leaves,
+//!   logging, `/metrics`.
+//! - [`store`]: reports (the durable queue) and the deployments registry; `embedded`
+//!   (SQLite) and `mongo`, and the rules both follow.
+//! - [`intake`]: what each alert does: the webhook bodies, its deployment, the report's
+//!   lifecycle.
+//! - [`evidence`]: facts measured from Prometheus (client, signals, scoring, gathering).
+//! - [`changes`]: the release's changes from GitHub, admitted and ranked as suspects.
+//! - [`runner`]: the `Runner` trait; `native` (the agent loop in the service), `process`
+//!   and `docker` (the Python runner); providers; the report pulled out of the answer.
+//! - [`diagnosis`]: the prompt, the diagnosis, the report written from the evidence.
+//! - [`pipeline`]: the stages in order, once: deployment → evidence → changes → diagnosis.
+//! - [`worker`]: the pool that claims reports and runs the pipeline; the evidence pool;
+//!   leases, budgets, the queue gate.
+//! - [`http`]: the routes, one file a resource; tokens; the error type.
+//! - [`startup`]: wiring it together and running until shutdown.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod alert;
-pub mod api;
-pub mod auth;
-pub mod budget;
 pub mod changes;
 pub mod config;
-pub mod deployment;
 pub mod diagnosis;
 pub mod evidence;
-pub mod evidence_report;
-pub mod extract;
-pub mod github;
+pub mod http;
 pub mod intake;
 pub mod metrics;
-pub mod prompt;
-pub mod provider;
+pub mod model;
+pub mod pipeline;
 pub mod redact;
-pub mod report;
 pub mod runner;
 pub mod startup;
 pub mod store;

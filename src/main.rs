@@ -6,14 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Mutex;
+
+use async_trait::async_trait;
 use clap::{Parser, Subcommand};
 
-use deploy_diagnosis::alert;
 use deploy_diagnosis::config::{Config, Environment};
-use deploy_diagnosis::diagnosis::{Diagnoser, Facts, Outcome};
-use deploy_diagnosis::evidence::Gatherer;
-use deploy_diagnosis::github::ChangeSource;
+use deploy_diagnosis::diagnosis::Outcome;
+use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::intake::{self, Subject};
+use deploy_diagnosis::model::changes::Changes;
+use deploy_diagnosis::model::deployment::Deployment;
+use deploy_diagnosis::model::evidence::EvidenceItem;
+use deploy_diagnosis::model::report::FailureKind;
+use deploy_diagnosis::pipeline::{Job, KnownEvidence, Ledger, Output};
 use deploy_diagnosis::{startup, store, telemetry};
 
 #[derive(Parser)]
@@ -104,13 +110,53 @@ async fn migrate(config: Config) -> ExitCode {
     }
 }
 
+/// The `diagnose` command's ledger: no store, no registry (attribution by host and the
+/// deployments registry need the service); evidence is gathered here, and every stage's
+/// output is kept for the printed report.
+#[derive(Default)]
+struct Printed {
+    evidence: Mutex<Option<Vec<EvidenceItem>>>,
+    changes: Mutex<Option<Changes>>,
+}
+
+#[async_trait]
+impl Ledger for Printed {
+    async fn registered(&self) -> Option<Deployment> {
+        None
+    }
+
+    async fn evidence(&self) -> KnownEvidence {
+        KnownEvidence::GatherHere
+    }
+
+    async fn admit_ai(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn record(&self, output: Output<'_>) {
+        match output {
+            Output::Deployment(_) => {}
+            Output::Evidence(Ok(items)) => {
+                *self.evidence.lock().unwrap_or_else(|p| p.into_inner()) = Some(items.to_vec())
+            }
+            Output::Evidence(Err(why)) => {
+                tracing::warn!(error = %why, "evidence could not be gathered")
+            }
+            Output::Changes(changes) => {
+                *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(changes.clone())
+            }
+        }
+    }
+}
+
 async fn diagnose(config: Config, path: &Path) -> ExitCode {
     let body = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => return fail(&format!("reading {}: {e}", path.display())),
     };
-    let now = chrono::Utc::now().to_rfc3339();
-    let alerts = match alert::parse_webhook(&body, &now, &config.webhook.limits()) {
+    let now = chrono::Utc::now();
+    let limits = Limits::of(&config.webhook);
+    let alerts = match webhook::parse_webhook(&body, &now.to_rfc3339(), &limits) {
         Ok(a) => a,
         Err(e) => return fail(&format!("{}: at {}: {}", path.display(), e.path, e.message)),
     };
@@ -122,7 +168,10 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
             deployment_id: Some(id),
         }) => Some((id, a)),
         Ok(Subject { firing: false, .. }) => {
-            reasons.push(format!("alert status is {:?}, not \"firing\"", a.status));
+            reasons.push(format!(
+                "alert status is {:?}, not \"firing\"",
+                a.status.as_str()
+            ));
             None
         }
         Ok(_) => {
@@ -148,47 +197,30 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         Ok(runner) => runner,
         Err(e) => return fail(&e.to_string()),
     };
-    let diagnoser = Diagnoser::new(&config, runner);
-    let evidence = if config.evidence.enabled {
-        let gatherer = Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone());
-        let now = chrono::Utc::now();
-        let starts_at = chrono::DateTime::parse_from_rfc3339(&alert.starts_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or(now);
-        match gatherer.gather(&alert, &[], starts_at, now).await {
-            Ok(items) => Some(items),
-            Err(e) => {
-                tracing::warn!(error = %e, "evidence could not be gathered");
-                None
-            }
-        }
-    } else {
-        None
+    let pipeline = match startup::pipeline(&config, runner) {
+        Ok(pipeline) => pipeline,
+        Err(e) => return fail(&e.to_string()),
     };
-    // The release the alert labels name, read when GitHub.Repos admits it.
-    let source = ChangeSource::new(&config);
-    let (release, changes) = match source.admit(None, &alert) {
-        None => (None, None),
-        Some(Err(record)) => (None, Some(record)),
-        Some(Ok(release)) => {
-            let deadline = tokio::time::Instant::now() + diagnoser.deadline();
-            let changes = source
-                .read(&release, evidence.as_deref().unwrap_or(&[]), deadline)
-                .await;
-            (Some(release), Some(changes))
-        }
-    };
-    let facts = Facts {
-        alert: &alert,
+    let job = Job {
+        deployment_id: id,
+        alert,
+        received: now,
         deployment: None,
-        evidence: evidence.as_deref(),
-        changes: changes.as_ref(),
-        release: release.as_ref(),
-        related: &[],
+        changes: None,
+        related: Vec::new(),
     };
-    let outcome = diagnoser
-        .diagnose(&id, &facts, startup::shutdown_on_signals())
+    let printed = Printed::default();
+    let outcome = pipeline
+        .run(job, &printed, startup::shutdown_on_signals())
         .await;
+    let evidence = printed
+        .evidence
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let changes = printed
+        .changes
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     let (json, code) = match outcome.map(|d| d.outcome) {
         Ok(Outcome::Completed {
             body,
@@ -201,15 +233,15 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (
-            serde_json::json!({"status": "failed", "kind": kind.as_str(), "error": reason,
+            serde_json::json!({"status": "failed", "kind": FailureKind::as_str(kind), "error": reason,
                 "evidence": evidence, "changes": changes}),
             ExitCode::FAILURE,
         ),
         Err(_) => return fail("interrupted"),
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    );
+    match serde_json::to_string_pretty(&json) {
+        Ok(text) => println!("{text}"),
+        Err(e) => return fail(&format!("printing the report: {e}")),
+    }
     code
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{FailureKind, ReportStatus, Usage};
+use crate::model::report::{FailureKind, ReportStatus, Usage};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -181,7 +181,7 @@ impl Metrics {
     }
 
     /// Records one diagnosis's change evidence.
-    pub fn change_evidence(&self, changes: &crate::changes::Changes) {
+    pub fn change_evidence(&self, changes: &crate::model::changes::Changes) {
         let outcome = match (changes.read, changes.notes.is_empty()) {
             (false, _) => "not_read",
             (true, true) => "read",
@@ -224,7 +224,7 @@ impl Metrics {
     }
 
     /// Counts one piece of feedback on a report written by `engine` (`ai`, `evidence`).
-    pub fn feedback(&self, feedback: &crate::report::Feedback, engine: &str) {
+    pub fn feedback(&self, feedback: &crate::model::report::Feedback, engine: &str) {
         self.feedback
             .get_or_create(&vec![
                 ("score", feedback.score.to_string()),

@@ -5,20 +5,29 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::{self, AppState};
-use crate::config::{Config, RunnerKind};
+use crate::changes::ChangeSource;
+use crate::config::Config;
 use crate::diagnosis::Diagnoser;
+use crate::evidence::{Gatherer, Prometheus};
+use crate::http::auth::Tokens;
+use crate::http::{self, AppState};
+use crate::intake::webhook::Limits;
+use crate::intake::Intake;
 use crate::metrics::Metrics;
+use crate::model::report::RunnerKind;
+use crate::pipeline::Pipeline;
 use crate::runner::docker::DockerRunner;
 use crate::runner::native::NativeRunner;
 use crate::runner::process::ProcessRunner;
 use crate::runner::Runner;
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, Wake};
+use crate::worker::budget::Budget;
+use crate::worker::evidence::{EvidenceContext, EvidencePool};
+use crate::worker::gate::QueueGate;
 use crate::worker::{WorkerContext, WorkerPool};
 
 /// Why the service could not start.
@@ -30,9 +39,30 @@ pub enum StartError {
     /// The runner could not be set up.
     #[error("setting up the runner: {0}")]
     Runner(#[from] crate::runner::RunnerError),
+    /// An HTTP client (Prometheus, GitHub) could not be built: without one that keeps its
+    /// timeouts and redirect policy the service does not start.
+    #[error("building an HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
+}
+
+/// The pipeline's stages for this configuration and runner (`None`: evidence-only mode).
+pub fn pipeline(config: &Config, runner: Option<Arc<dyn Runner>>) -> Result<Pipeline, StartError> {
+    let prometheus = Prometheus::new(config.ai.prometheus_url.as_str(), config.evidence.timeout)?;
+    let gatherer = match config.evidence.enabled {
+        true => Some(Gatherer::new(
+            config.ai.prometheus_url.as_str(),
+            config.evidence.clone(),
+        )?),
+        false => None,
+    };
+    Ok(Pipeline {
+        gatherer,
+        changes: ChangeSource::new(config)?,
+        diagnoser: Diagnoser::new(config, runner, prometheus),
+    })
 }
 
 /// The runner the configuration names; `None` in evidence-only mode (`AI.BaseURL` empty).
@@ -74,34 +104,41 @@ pub async fn run(
     let stores = store::open(&config).await?;
     let store = stores.reports;
     let metrics = Arc::new(Metrics::new());
-    let diagnoser = Diagnoser::new(&config, build_runner(&config, Arc::clone(&metrics)).await?);
+    let runner = build_runner(&config, Arc::clone(&metrics)).await?;
+    let pipeline = pipeline(&config, runner)?;
+    let diagnoser = pipeline.diagnoser.clone();
     if let Some(runner) = diagnoser.runner() {
         if let Err(problem) = runner.check().await {
             tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
         }
     }
-    let wake = Arc::new(Notify::new());
-    let evidence = crate::evidence::Stage::new(&config, Arc::clone(&store));
+    let wake = Arc::new(Wake::default());
+    let evidence = pipeline.gatherer.clone().map(|gatherer| EvidenceContext {
+        store: Arc::clone(&store),
+        gatherer,
+        wake: Arc::clone(&wake),
+        concurrency: config.evidence.concurrency.get(),
+        poll: config.worker.poll,
+    });
+    let evidence_pool = evidence.clone().map(EvidencePool::start);
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),
         deployments: Arc::clone(&stores.deployments),
-        changes: crate::github::ChangeSource::new(&config),
-        budget: Arc::new(crate::budget::Budget::new(&config.budget)),
-        evidence: evidence.clone(),
-        diagnoser: diagnoser.clone(),
+        pipeline,
+        evidence,
+        budget: Arc::new(Budget::new(&config.budget)),
         metrics: Arc::clone(&metrics),
         wake: Arc::clone(&wake),
         config: config.worker.clone(),
     });
-    let intake = crate::intake::Intake {
+    let intake = Intake {
         store: Arc::clone(&store),
         deployments: Arc::clone(&stores.deployments),
-        evidence: evidence.clone(),
         wake: Arc::clone(&wake),
         metrics: Arc::clone(&metrics),
         watch_minutes: config.deployments.watch.as_secs() / 60,
     };
-    let queue = crate::intake::QueueGate::start(config.worker.max_queue, Arc::clone(&store));
+    let queue = QueueGate::start(config.worker.max_queue, Arc::clone(&store));
     let state = AppState {
         store,
         deployments: stores.deployments,
@@ -109,14 +146,13 @@ pub async fn run(
         diagnoser,
         metrics,
         wake,
-        evidence,
-        tokens: config.tokens(),
+        tokens: Tokens::from_config(&config),
         protect_metrics: config.auth.protect_metrics,
         max_body_bytes: config.webhook.max_body_bytes,
-        limits: config.webhook.limits(),
+        limits: Limits::of(&config.webhook),
         queue,
     };
-    let app = with_tracing(api::router(state));
+    let app = with_tracing(http::router(state));
     tracing::info!(
         address = %listener.local_addr()?,
         store = ?config.store.kind,
@@ -129,6 +165,9 @@ pub async fn run(
         .await;
     tracing::info!("HTTP stopped; draining in-flight diagnoses");
     pool.shutdown().await;
+    if let Some(evidence_pool) = evidence_pool {
+        evidence_pool.shutdown().await;
+    }
     served?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 //!
 //! - [`sections`]: the sections, their types and every default;
 //! - [`source`]: the file, the environment and the overrides;
-//! - [`secret`]: secrets and the tokens made of them.
+//! - [`secret`]: secrets, and the write token of the two keys that set it.
 
 mod secret;
 mod sections;
@@ -18,6 +18,8 @@ mod source;
 mod value;
 
 use std::path::{Path, PathBuf};
+
+use crate::model::report::RunnerKind;
 
 pub use secret::{Secret, MIN_SECRET_LEN};
 pub use sections::*;
@@ -163,7 +165,7 @@ impl Config {
                 "must be at least GitHub.MaxFilePatchChars",
             ));
         }
-        if self.tokens().write.is_empty()
+        if self.write_token().is_empty()
             && self.auth.read_token.is_empty()
             && !is_loopback(&self.host)
             && !self.auth.allow_anonymous
@@ -338,7 +340,7 @@ AI:
             "Webhook:\n  BearerToken: hook-token-1\nMongo:\n",
         );
         let c = Config::from_yaml(&alias, &e).expect("the old name still works");
-        assert_eq!(c.tokens().write.expose(), "hook-token-1");
+        assert_eq!(c.write_token().expose(), "hook-token-1");
 
         let short = env(&[
             ("AI_BASE_URL", "https://api.openai.com/v1"),

@@ -70,16 +70,12 @@ impl Config {
         .collect()
     }
 
-    /// The tokens the API checks: `Auth.WriteToken` (or `Webhook.BearerToken`, its older
-    /// name) and `Auth.ReadToken`.
-    pub fn tokens(&self) -> crate::auth::Tokens {
-        crate::auth::Tokens {
-            write: if self.auth.write_token.is_empty() {
-                self.webhook.bearer_token.clone()
-            } else {
-                self.auth.write_token.clone()
-            },
-            read: self.auth.read_token.clone(),
+    /// The token writes need: `Auth.WriteToken`, or `Webhook.BearerToken`, its older name.
+    pub fn write_token(&self) -> &Secret {
+        if self.auth.write_token.is_empty() {
+            &self.webhook.bearer_token
+        } else {
+            &self.auth.write_token
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::secret::Secret;
 use super::value::{self, HttpUrl, GITHUB_READ_TOOLS};
+use crate::model::report::RunnerKind;
 
 /// Every key, as documented (README, `etc/deploy-diagnosis.yaml`). Errors name keys this
 /// way; `MCP.Servers.*` are the keys of each server.
@@ -332,7 +333,7 @@ impl Protocol {
     }
 }
 
-/// `AI.Provider`: whose request rules apply (see [`crate::provider`]).
+/// `AI.Provider`: whose request rules apply (see `runner::provider`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderSetting {
@@ -430,30 +431,6 @@ impl Default for RunnerConfig {
             prometheus_mcp_command: String::new(),
             github_mcp_command: "github-mcp-server stdio".into(),
             output_max_bytes: 1024 * 1024,
-        }
-    }
-}
-
-/// How a diagnosis runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunnerKind {
-    /// The Python runner as a child process of the service.
-    Process,
-    /// The Python runner exec'd in the managed container, as in the design.
-    Docker,
-    /// The agent loop in the service, with MCP sessions kept open.
-    #[default]
-    Native,
-}
-
-impl RunnerKind {
-    /// The name stored on reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunnerKind::Process => "process",
-            RunnerKind::Docker => "docker",
-            RunnerKind::Native => "native",
         }
     }
 }
@@ -765,24 +742,12 @@ pub struct WebhookConfig {
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        let limits = crate::alert::Limits::default();
         Self {
             bearer_token: Secret::default(),
             max_body_bytes: 1024 * 1024,
-            max_alerts: NonZeroUsize::new(limits.max_alerts).expect("not zero"),
-            max_labels: NonZeroUsize::new(limits.max_labels).expect("not zero"),
-            max_value_bytes: limits.max_value_bytes,
-        }
-    }
-}
-
-impl WebhookConfig {
-    /// What one webhook body may carry.
-    pub fn limits(&self) -> crate::alert::Limits {
-        crate::alert::Limits {
-            max_alerts: self.max_alerts.get(),
-            max_labels: self.max_labels.get(),
-            max_value_bytes: self.max_value_bytes,
+            max_alerts: NonZeroUsize::new(1000).expect("not zero"),
+            max_labels: NonZeroUsize::new(64).expect("not zero"),
+            max_value_bytes: 4096,
         }
     }
 }

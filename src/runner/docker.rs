@@ -33,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::python::{self, runner_args, Capture};
 use super::{Cancelled, Failure, RunRequest, RunResult, Runner, RunnerError};
-use crate::config::{Config, DockerConfig, RunnerKind, Secret};
+use crate::config::{Config, DockerConfig, Secret};
 use crate::metrics::{ExecStep, Metrics};
-use crate::report::FailureKind;
+use crate::model::report::FailureKind;
+use crate::model::report::RunnerKind;
 
 /// Where the image keeps the runner and its interpreter.
 const PYTHON: &str = "/opt/venv/bin/python";

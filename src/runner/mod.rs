@@ -8,10 +8,14 @@
 //!   shared by [`process`] (a child process) and [`docker`] (an exec in the managed
 //!   container).
 //! - [`summary`]: range query results summarised for the model, as both loops do it.
+//! - [`provider`]: what each AI provider needs in a request; [`extract`]: the report pulled
+//!   out of the model's answer.
 
 pub mod docker;
+pub mod extract;
 pub mod native;
 pub mod process;
+pub mod provider;
 pub mod python;
 pub mod summary;
 
@@ -20,9 +24,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::DeploymentId;
-use crate::config::RunnerKind;
-use crate::report::{FailureKind, Usage};
+use crate::model::alert::DeploymentId;
+use crate::model::deployment::RepoName;
+use crate::model::report::RunnerKind;
+use crate::model::report::{FailureKind, Usage};
 
 /// Environment variables a child process (the Python runner, a stdio MCP server) gets
 /// from the service; everything else is cleared, so the service's own settings (the AI
@@ -55,7 +60,7 @@ pub struct RunRequest {
     pub deadline: Duration,
     /// The repositories (`owner/name`) the GitHub MCP tools may read in this run: the
     /// admitted release's. Empty: none.
-    pub github_repos: Vec<String>,
+    pub github_repos: Vec<RepoName>,
 }
 
 /// Why a run gave no answer, in words a person can act on.

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::python::{self, runner_args, Capture};
 use super::{Cancelled, Failure, RunRequest, RunResult, Runner};
-use crate::config::{Config, RunnerKind, Secret};
-use crate::report::FailureKind;
+use crate::config::{Config, Secret};
+use crate::model::report::FailureKind;
+use crate::model::report::RunnerKind;
 
 /// How long the runner gets to shut its MCP servers down after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(5);

@@ -13,11 +13,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::extract;
 use super::{Failure, RunEnd, RunRequest, RunResult};
 use crate::config::Config;
-use crate::extract;
-use crate::provider::Profile;
-use crate::report::{FailureKind, Usage};
+use crate::model::report::{FailureKind, Usage};
+use crate::runner::provider::Profile;
 
 /// The separator line between the runner's logs and its answer.
 pub const SPLIT: &str = "#####";
@@ -27,7 +27,8 @@ const LOG_TAIL_BYTES: usize = 4096;
 
 /// The run's own flags: the repositories its GitHub tools may read.
 pub fn run_args(request: &RunRequest) -> [String; 2] {
-    ["--github-repos".into(), request.github_repos.join(",")]
+    let repos: Vec<String> = request.github_repos.iter().map(|r| r.to_string()).collect();
+    ["--github-repos".into(), repos.join(",")]
 }
 
 /// The runner's flags for a configuration, with the provider profile resolved here so

@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod mongo;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,12 +15,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::alert::DeploymentId;
-use crate::changes::Changes;
 use crate::config::{Config, StoreKind};
-use crate::deployment::Deployment;
-use crate::evidence::EvidenceItem;
-use crate::report::{Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus};
+use crate::model::alert::DeploymentId;
+use crate::model::changes::Changes;
+use crate::model::deployment::Deployment;
+use crate::model::evidence::EvidenceItem;
+use crate::model::report::{
+    Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
+};
 
 /// What a store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +156,7 @@ pub trait DeploymentStore: Send + Sync {
     /// Removes a deployment; `false` if there was none. Its report stays.
     async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError>;
     /// The most recently deployed deployment on any of these hosts (keys as
-    /// [`crate::deployment::host_key`] makes them) that was deployed in `[from, to]`.
+    /// [`crate::model::deployment::host_key`] makes them) that was deployed in `[from, to]`.
     async fn latest_on_hosts(
         &self,
         host_keys: &[String],
@@ -191,13 +194,32 @@ pub trait ReportStore: Send + Sync {
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Stores the evidence of version `version` while that version is `generating`;
-    /// `false` otherwise (finished, deleted or diagnosed again meanwhile).
+    /// The evidence queue: claims the oldest `generating` report whose evidence is neither
+    /// gathered nor known to be unavailable and that no live evidence lease holds, setting
+    /// that lease until `lease_until`. Apart from the diagnosis lease: the
+    /// evidence of a report waiting for an AI worker is gathered meanwhile.
+    async fn claim_evidence(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError>;
+    /// Takes the evidence lease of version `version` when its evidence is still needed and
+    /// no live lease holds it; `false` otherwise.
+    async fn claim_evidence_of(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Stores the evidence of version `version` (the items, or why none could be had) and
+    /// ends its evidence lease, while that version is `generating` and has none yet (the
+    /// first gathering stored wins); `false` otherwise.
     async fn set_evidence(
         &self,
         deployment_id: &DeploymentId,
         version: u32,
-        evidence: &[EvidenceItem],
+        evidence: Result<&[EvidenceItem], &str>,
     ) -> Result<bool, StoreError>;
     /// Stores the deployment version `version` is diagnosed with while it is `generating`;
     /// `false` otherwise.
@@ -215,10 +237,8 @@ pub trait ReportStore: Send + Sync {
         version: u32,
         changes: &Changes,
     ) -> Result<bool, StoreError>;
-    /// Records a further alert of the deployment on its report, unless the same alert (by
-    /// [`crate::report::alert_identity`]) is there already; the newest
-    /// [`crate::report::MAX_RELATED_ALERTS`] are kept, and `resolvedAt` is cleared (it fires
-    /// again).
+    /// Records a further alert of the deployment on its report, as
+    /// [`rules::merge_related`] says, and clears `resolvedAt` (it fires again).
     async fn add_related(
         &self,
         deployment_id: &DeploymentId,
@@ -248,8 +268,8 @@ pub trait ReportStore: Send + Sync {
         owner: &str,
         finish: &Finish,
     ) -> Result<bool, StoreError>;
-    /// Keeps the current version as history and makes the report `generating` again,
-    /// unless it is generating already.
+    /// Keeps the current version as history and makes the report `generating` again as
+    /// [`rules::restart`] says, unless it is generating already.
     async fn rediagnose(
         &self,
         deployment_id: &DeploymentId,
@@ -263,6 +283,27 @@ pub trait ReportStore: Send + Sync {
     async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError>;
     /// `generating` reports that no live worker holds.
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Wakes the store's consumers in this process when a report is queued (intake, a
+/// re-diagnosis): the AI workers and the evidence pool. Work queued by another instance is
+/// found by their polling.
+#[derive(Debug, Default)]
+pub struct Wake {
+    /// An AI worker.
+    pub diagnosis: tokio::sync::Notify,
+    /// An evidence gathering.
+    pub evidence: tokio::sync::Notify,
+    /// Waiters for a gathering this process stored (`notify_waiters`).
+    pub evidence_stored: tokio::sync::Notify,
+}
+
+impl Wake {
+    /// A report was queued: one AI worker and one gathering look for it.
+    pub fn queued(&self) {
+        self.evidence.notify_one();
+        self.diagnosis.notify_one();
+    }
 }
 
 /// Both halves of one store: reports and deployments live in the same database.

@@ -14,16 +14,17 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::rules::{self, Merge};
 use super::{
     DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
 };
-use crate::alert::{Alert, DeploymentId};
-use crate::changes::Changes;
-use crate::deployment::Deployment;
-use crate::evidence::EvidenceItem;
-use crate::report::{
-    alert_identity, Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report,
-    ReportStatus, Usage, MAX_RELATED_ALERTS,
+use crate::model::alert::{Alert, DeploymentId};
+use crate::model::changes::Changes;
+use crate::model::deployment::Deployment;
+use crate::model::evidence::EvidenceItem;
+use crate::model::report::{
+    Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportBody,
+    ReportStatus, RunnerKind, Usage,
 };
 
 /// Index definitions, in order; creating an index that exists is a no-op.
@@ -36,14 +37,21 @@ const INDEXES: &[(&str, &str)] = &[
         "migrations/mongo/0002_deployments.json",
         include_str!("../../migrations/mongo/0002_deployments.json"),
     ),
+    (
+        "migrations/mongo/0003_evidence_queue.json",
+        include_str!("../../migrations/mongo/0003_evidence_queue.json"),
+    ),
 ];
+/// Compare-and-swap rounds before a change under contention gives up.
+const MAX_CAS_ROUNDS: usize = 16;
 const REPORTS: &str = "reports";
 const HISTORY: &str = "report_history";
 const DEPLOYMENTS: &str = "deployments";
 
 /// A deployment as stored in MongoDB: the design's Deployment collection, times as BSON
-/// dates (for its `{createdTime: -1}` index and the attribution range query).
-#[derive(Debug, Serialize, Deserialize)]
+/// dates (for its `{createdTime: -1}` index and the attribution range query). A report's
+/// snapshot has the same shape, so the insert can copy it from the collection as it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DeploymentDoc {
     deployment_id: String,
@@ -69,6 +77,26 @@ struct DeploymentDoc {
     url: String,
     created_time: bson::DateTime,
     updated_time: bson::DateTime,
+}
+
+/// A report's deployment snapshot as read: the collection's shape, or, in reports
+/// written before the snapshot was copied server-side, the API's shape.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Snapshot {
+    Doc(DeploymentDoc),
+    Api(Deployment),
+}
+
+fn read_snapshot<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<DeploymentDoc>, D::Error> {
+    let snapshot = Option::<Snapshot>::deserialize(d)?;
+    Ok(match snapshot {
+        None => None,
+        Some(Snapshot::Doc(doc)) => Some(doc),
+        Some(Snapshot::Api(api)) => Some(DeploymentDoc::from_deployment(&api)),
+    })
 }
 
 impl DeploymentDoc {
@@ -132,6 +160,10 @@ struct ReportDoc {
     #[serde(default)]
     started_time: Option<bson::DateTime>,
     #[serde(default)]
+    evidence_error: Option<String>,
+    #[serde(default)]
+    evidence_until: Option<bson::DateTime>,
+    #[serde(default)]
     duration_ms: Option<i64>,
     #[serde(default)]
     usage: Option<Usage>,
@@ -143,16 +175,16 @@ struct ReportDoc {
     ai_error: Option<String>,
     #[serde(default)]
     feedback: Option<Feedback>,
-    #[serde(default)]
-    deployment: Option<Deployment>,
+    #[serde(default, deserialize_with = "read_snapshot")]
+    deployment: Option<DeploymentDoc>,
     #[serde(default)]
     changes: Option<Changes>,
     #[serde(default)]
     related_alerts: Vec<RelatedAlert>,
-    /// Identities of the report's own alert and of its related ones, so a repeat can be
-    /// refused in the update's filter.
+    /// Counts the changes of `relatedAlerts`: a further alert is added by compare-and-swap
+    /// on it, following [`rules::merge_related`].
     #[serde(default)]
-    related_keys: Vec<String>,
+    related_rev: Option<i64>,
     #[serde(default)]
     resolved_at: Option<bson::DateTime>,
     #[serde(default)]
@@ -191,6 +223,41 @@ struct IndexDef {
     unique: bool,
 }
 
+fn corrupt_doc(id: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The design's `content` text: the answer's JSON, or empty when there is none.
+fn content(id: &str, body: Option<&ReportBody>) -> Result<String, StoreError> {
+    body.map_or(Ok(String::new()), |b| {
+        serde_json::to_string(b).map_err(|e| corrupt_doc(id, e))
+    })
+}
+
+/// The answer in `content`: required when the version is completed, absent otherwise.
+fn body(id: &str, status: ReportStatus, content: &str) -> Result<Option<ReportBody>, StoreError> {
+    if content.is_empty() {
+        if status == ReportStatus::Completed {
+            return Err(corrupt_doc(id, "completed, but content is empty"));
+        }
+        return Ok(None);
+    }
+    serde_json::from_str(content)
+        .map(Some)
+        .map_err(|e| corrupt_doc(id, format!("content: {e}")))
+}
+
+fn runner(id: &str, stored: Option<&str>) -> Result<Option<RunnerKind>, StoreError> {
+    stored
+        .map(|r| {
+            RunnerKind::parse(r).ok_or_else(|| corrupt_doc(id, format!("unknown runner {r:?}")))
+        })
+        .transpose()
+}
+
 fn bdate(t: DateTime<Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(t.timestamp_millis())
 }
@@ -202,55 +269,56 @@ fn cdate(t: bson::DateTime) -> DateTime<Utc> {
 }
 
 impl ReportDoc {
-    fn from_report(r: &Report) -> Self {
-        Self {
+    fn from_report(r: &Report) -> Result<Self, StoreError> {
+        Ok(Self {
             id: r.id.clone(),
             deployment_id: r.deployment_id.as_str().to_owned(),
-            content: r.content.clone(),
+            content: content(&r.id, r.body.as_ref())?,
             status: r.status,
             error: r.error.clone(),
             raw_output: r.raw_output.clone(),
             alert: r.alert.clone(),
-            runner: r.runner.clone(),
+            runner: r.runner.map(|k| k.as_str().to_owned()),
             attempts: r.attempts,
             version: r.version,
             created_time: bdate(r.created_time),
             updated_time: bdate(r.updated_time),
             started_time: r.started_time.map(bdate),
+            evidence_error: r.evidence_error.clone(),
+            evidence_until: r.evidence_until.map(bdate),
             duration_ms: r.duration_ms.map(|d| d as i64),
             usage: r.usage.clone(),
             evidence: r.evidence.clone(),
             engine: r.engine,
             ai_error: r.ai_error.clone(),
             feedback: r.feedback.clone(),
-            deployment: r.deployment.clone(),
+            deployment: r.deployment.as_ref().map(DeploymentDoc::from_deployment),
             changes: r.changes.clone(),
             related_alerts: r.related_alerts.clone(),
-            related_keys: std::iter::once(&r.alert)
-                .chain(r.related_alerts.iter().map(|a| &a.alert))
-                .map(alert_identity)
-                .collect(),
+            related_rev: None,
             resolved_at: r.resolved_at.map(bdate),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
-        }
+        })
     }
 
     fn into_report(self) -> Result<Report, StoreError> {
+        let id = self.id;
         let deployment_id =
-            DeploymentId::parse(&self.deployment_id).map_err(|message| StoreError::Corrupt {
-                id: self.id.clone(),
-                message,
-            })?;
+            DeploymentId::parse(&self.deployment_id).map_err(|e| corrupt_doc(&id, e))?;
         Ok(Report {
-            id: self.id,
+            body: body(&id, self.status, &self.content)?,
+            runner: runner(&id, self.runner.as_deref())?,
+            deployment: self
+                .deployment
+                .map(DeploymentDoc::into_deployment)
+                .transpose()?,
+            id,
             deployment_id,
             status: self.status,
-            content: self.content,
             error: self.error,
             raw_output: self.raw_output,
             alert: self.alert,
-            runner: self.runner,
             attempts: self.attempts,
             version: self.version,
             created_time: cdate(self.created_time),
@@ -259,10 +327,11 @@ impl ReportDoc {
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
             usage: self.usage,
             evidence: self.evidence,
+            evidence_error: self.evidence_error,
+            evidence_until: self.evidence_until.map(cdate),
             engine: self.engine,
             ai_error: self.ai_error,
             feedback: self.feedback,
-            deployment: self.deployment,
             changes: self.changes,
             related_alerts: self.related_alerts,
             resolved_at: self.resolved_at.map(cdate),
@@ -355,6 +424,19 @@ fn page_query(page: &Page, key: &str) -> Document {
     }
 }
 
+/// Versions still waiting for their evidence.
+fn needs_evidence() -> Document {
+    doc! {
+        "status": ReportStatus::Generating.as_str(),
+        "evidence": Bson::Null,
+        "evidenceError": Bson::Null,
+    }
+}
+
+fn evidence_lease_free(now: DateTime<Utc>) -> Document {
+    doc! { "$or": [ { "evidenceUntil": Bson::Null }, { "evidenceUntil": { "$lt": bdate(now) } } ] }
+}
+
 fn live_lease_free(now: DateTime<Utc>) -> Document {
     doc! {
         "status": ReportStatus::Generating.as_str(),
@@ -398,23 +480,41 @@ impl ReportStore for MongoStore {
     }
 
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
-        let mut entry = ReportDoc::from_report(report);
-        if entry.deployment.is_none() {
-            entry.deployment = self.get_deployment(&report.deployment_id).await?;
+        let id = report.deployment_id.as_str();
+        let entry =
+            bson::to_document(&ReportDoc::from_report(report)?).map_err(|e| corrupt_doc(id, e))?;
+        // One server-side command takes the registered deployment's snapshot and inserts
+        // the report, so a registration cannot fall between a read and the insert: the
+        // report document is looked up against `deployments` and merged into `reports` on
+        // the unique `deploymentId`, keeping a report that is there already.
+        let mut pipeline = vec![doc! { "$documents": [entry] }];
+        if report.deployment.is_none() {
+            pipeline.extend([
+                doc! { "$lookup": {
+                    "from": DEPLOYMENTS, "localField": "deploymentId",
+                    "foreignField": "deploymentId", "as": "registered",
+                } },
+                doc! { "$set": { "deployment": { "$arrayElemAt": ["$registered", 0] } } },
+                doc! { "$unset": ["registered", "deployment._id"] },
+            ]);
         }
-        match self.reports.insert_one(entry).await {
-            Ok(_) => Ok(Insert::Inserted),
-            Err(e) if is_duplicate_key(&e) => {
-                let existing = self
-                    .reports
-                    .find_one(doc! { "deploymentId": report.deployment_id.as_str() })
-                    .await?
-                    .map(|d| d.status)
-                    .unwrap_or(ReportStatus::Generating);
-                Ok(Insert::Exists(existing))
-            }
-            Err(e) => Err(e.into()),
+        pipeline.push(doc! { "$merge": {
+            "into": REPORTS, "on": "deploymentId",
+            "whenMatched": "keepExisting", "whenNotMatched": "insert",
+        } });
+        match self.db.aggregate(pipeline).await {
+            Ok(_) => {}
+            // Two inserts of one deployment at once: the other one won.
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
         }
+        Ok(
+            match self.reports.find_one(doc! { "deploymentId": id }).await? {
+                Some(existing) if existing.id != report.id => Insert::Exists(existing.status),
+                // Ours (or deleted at once after it was stored).
+                _ => Insert::Inserted,
+            },
+        )
     }
 
     async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError> {
@@ -478,15 +578,70 @@ impl ReportStore for MongoStore {
         Ok(result.matched_count == 1)
     }
 
+    async fn claim_evidence(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.reports
+            .find_one_and_update(
+                doc! { "$and": [needs_evidence(), evidence_lease_free(now)] },
+                doc! { "$set": { "evidenceUntil": bdate(lease_until) } },
+            )
+            .sort(doc! { "createdTime": 1 })
+            .return_document(ReturnDocument::After)
+            .await?
+            .map(ReportDoc::into_report)
+            .transpose()
+    }
+
+    async fn claim_evidence_of(
+        &self,
+        deployment_id: &DeploymentId,
+        version: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .reports
+            .update_one(
+                doc! { "$and": [
+                    { "deploymentId": deployment_id.as_str(), "version": i64::from(version) },
+                    needs_evidence(),
+                    evidence_lease_free(now),
+                ] },
+                doc! { "$set": { "evidenceUntil": bdate(lease_until) } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
     async fn set_evidence(
         &self,
         deployment_id: &DeploymentId,
         version: u32,
-        evidence: &[EvidenceItem],
+        evidence: Result<&[EvidenceItem], &str>,
     ) -> Result<bool, StoreError> {
-        let generating = Bson::String("generating".into());
-        self.set_field(deployment_id, version, generating, "evidence", &evidence)
-            .await
+        let (items, error) = match evidence {
+            Ok(items) => (
+                bson::to_bson(&items).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?,
+                Bson::Null,
+            ),
+            Err(why) => (Bson::Null, Bson::String(why.to_owned())),
+        };
+        let result = self
+            .reports
+            .update_one(
+                doc! { "$and": [
+                    { "deploymentId": deployment_id.as_str(), "version": i64::from(version) },
+                    needs_evidence(),
+                ] },
+                doc! { "$set": {
+                    "evidence": items, "evidenceError": error, "evidenceUntil": Bson::Null,
+                } },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
     }
 
     async fn set_deployment(
@@ -496,7 +651,8 @@ impl ReportStore for MongoStore {
         deployment: &Deployment,
     ) -> Result<bool, StoreError> {
         let generating = Bson::String("generating".into());
-        self.set_field(deployment_id, version, generating, "deployment", deployment)
+        let snapshot = DeploymentDoc::from_deployment(deployment);
+        self.set_field(deployment_id, version, generating, "deployment", &snapshot)
             .await
     }
 
@@ -516,29 +672,44 @@ impl ReportStore for MongoStore {
         deployment_id: &DeploymentId,
         related: &RelatedAlert,
     ) -> Result<Related, StoreError> {
-        let identity = alert_identity(&related.alert);
-        let entry = bson::to_bson(related).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
-        let max = MAX_RELATED_ALERTS as i32;
-        let updated = self
-            .reports
-            .find_one_and_update(
-                doc! { "deploymentId": deployment_id.as_str(), "relatedKeys": { "$ne": &identity } },
-                doc! {
-                    "$push": {
-                        "relatedAlerts": { "$each": [entry], "$slice": -max },
-                        "relatedKeys": { "$each": [&identity], "$slice": -(max + 1) },
+        // The rule is applied here and written back only if nothing changed the related
+        // alerts or the status meanwhile (compare-and-swap on `relatedRev`).
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some(current) = self
+                .reports
+                .find_one(doc! { "deploymentId": deployment_id.as_str() })
+                .await?
+            else {
+                return Ok(Related::NoReport);
+            };
+            let next = current.related_rev.unwrap_or(0) + 1;
+            let rev = current.related_rev.map_or(Bson::Null, Bson::Int64);
+            let report = current.into_report()?;
+            let all = match rules::merge_related(&report, related.clone()) {
+                Merge::Duplicate => return Ok(Related::Duplicate(report.status)),
+                Merge::Added(all) => all,
+            };
+            let all = bson::to_bson(&all).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
+            let result = self
+                .reports
+                .update_one(
+                    doc! {
+                        "deploymentId": deployment_id.as_str(),
+                        "relatedRev": rev,
+                        "status": report.status.as_str(),
                     },
-                    "$set": { "resolvedAt": Bson::Null },
-                },
-            )
-            .await?;
-        if let Some(before) = updated {
-            return Ok(Related::Added(before.status));
+                    doc! {
+                        "$set": { "relatedAlerts": all, "resolvedAt": Bson::Null, "relatedRev": next },
+                    },
+                )
+                .await?;
+            if result.matched_count == 1 {
+                return Ok(Related::Added(report.status));
+            }
         }
-        Ok(match self.get(deployment_id).await? {
-            None => Related::NoReport,
-            Some(report) => Related::Duplicate(report.status),
-        })
+        Err(StoreError::Task(format!(
+            "adding a related alert to {deployment_id}: the report kept changing"
+        )))
     }
 
     async fn set_resolved(
@@ -593,22 +764,22 @@ impl ReportStore for MongoStore {
             })?,
             None => Bson::Null,
         };
-        let opt = |s: &Option<String>| s.clone().map(Bson::String).unwrap_or(Bson::Null);
+        let opt = |s: Option<&str>| s.map_or(Bson::Null, |s| Bson::String(s.to_owned()));
         let result = self
             .reports
             .update_one(
                 doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
                 doc! { "$set": {
-                    "status": f.status.as_str(),
-                    "content": &f.content,
-                    "error": opt(&f.error),
-                    "rawOutput": opt(&f.raw_output),
+                    "status": f.status().as_str(),
+                    "content": content(deployment_id.as_str(), f.body())?,
+                    "error": opt(f.error()),
+                    "rawOutput": opt(f.raw_output.as_deref()),
                     "runner": f.runner.map_or(Bson::Null, |r| Bson::String(r.as_str().into())),
                     "updatedTime": bdate(f.now),
                     "durationMs": f.duration_ms as i64,
                     "usage": usage,
-                    "engine": f.engine.map_or(Bson::Null, |e| Bson::String(e.as_str().into())),
-                    "aiError": opt(&f.ai_error),
+                    "engine": f.engine().map_or(Bson::Null, |e| Bson::String(e.as_str().into())),
+                    "aiError": opt(f.ai_error()),
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
                 } },
@@ -622,61 +793,63 @@ impl ReportStore for MongoStore {
         deployment_id: &DeploymentId,
         now: DateTime<Utc>,
     ) -> Result<Rediagnose, StoreError> {
-        let Some(current) = self.get(deployment_id).await? else {
-            return Ok(Rediagnose::NotFound);
-        };
-        if current.status == ReportStatus::Generating {
-            return Ok(Rediagnose::InProgress);
-        }
-        // History first (idempotent on {deploymentId, version}), then the conditional
-        // switch: a crash in between leaves a history entry and an unchanged report, and a
-        // retry of the request finishes the job. Nothing is lost either way.
-        let h = current.to_history();
-        let entry = HistoryDoc {
-            deployment_id: h.deployment_id.as_str().to_owned(),
-            version: h.version,
-            status: h.status,
-            content: h.content,
-            error: h.error,
-            runner: h.runner,
-            attempts: h.attempts,
-            created_time: bdate(h.created_time),
-            updated_time: bdate(h.updated_time),
-            duration_ms: h.duration_ms.map(|d| d as i64),
-            feedback: h.feedback,
-        };
-        match self.history.insert_one(entry).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let switched = self
-            .reports
-            .find_one_and_update(
-                doc! {
-                    "deploymentId": deployment_id.as_str(),
-                    "version": current.version,
-                    "status": { "$ne": "generating" },
-                },
-                doc! {
-                    "$set": {
-                        "status": "generating", "content": "", "error": Bson::Null,
-                        "rawOutput": Bson::Null, "attempts": 0, "updatedTime": bdate(now),
-                        "startedTime": Bson::Null, "durationMs": Bson::Null, "usage": Bson::Null,
-                        "evidence": Bson::Null, "engine": Bson::Null, "aiError": Bson::Null,
-                        "feedback": Bson::Null, "changes": Bson::Null, "resolvedAt": Bson::Null,
-                        "leaseOwner": Bson::Null, "leaseUntil": Bson::Null,
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some(doc) = self
+                .reports
+                .find_one(doc! { "deploymentId": deployment_id.as_str() })
+                .await?
+            else {
+                return Ok(Rediagnose::NotFound);
+            };
+            let rev = doc.related_rev;
+            let current = doc.into_report()?;
+            if !rules::may_restart(&current) {
+                return Ok(Rediagnose::InProgress);
+            }
+            // History first (idempotent on {deploymentId, version}), then the conditional
+            // switch: a crash in between leaves a history entry and an unchanged report,
+            // and a retry of the request finishes the job. Nothing is lost either way.
+            let h = current.to_history();
+            let entry = HistoryDoc {
+                deployment_id: h.deployment_id.as_str().to_owned(),
+                version: h.version,
+                status: h.status,
+                content: content(deployment_id.as_str(), h.body.as_ref())?,
+                error: h.error,
+                runner: h.runner.map(|r| r.as_str().to_owned()),
+                attempts: h.attempts,
+                created_time: bdate(h.created_time),
+                updated_time: bdate(h.updated_time),
+                duration_ms: h.duration_ms.map(|d| d as i64),
+                feedback: h.feedback,
+            };
+            match self.history.insert_one(entry).await {
+                Ok(_) => {}
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let restarted = rules::restart(&current, now);
+            let mut replacement = ReportDoc::from_report(&restarted)?;
+            replacement.related_rev = rev;
+            let result = self
+                .reports
+                .replace_one(
+                    doc! {
+                        "deploymentId": deployment_id.as_str(),
+                        "version": i64::from(current.version),
+                        "status": current.status.as_str(),
+                        "relatedRev": rev.map_or(Bson::Null, Bson::Int64),
                     },
-                    "$inc": { "version": 1 },
-                },
-            )
-            .return_document(ReturnDocument::After)
-            .await?;
-        match switched {
-            Some(doc) => Ok(Rediagnose::Restarted(Box::new(doc.into_report()?))),
-            // Someone else restarted it between our read and our write.
-            None => Ok(Rediagnose::InProgress),
+                    replacement,
+                )
+                .await?;
+            if result.matched_count == 1 {
+                return Ok(Rediagnose::Restarted(Box::new(restarted)));
+            }
         }
+        // Restarted by someone else, or its related alerts kept changing: either way a
+        // diagnosis is under way or the caller may ask again.
+        Ok(Rediagnose::InProgress)
     }
 
     async fn history(&self, deployment_id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -687,22 +860,23 @@ impl ReportStore for MongoStore {
             .await?
             .try_collect()
             .await?;
-        Ok(docs
-            .into_iter()
-            .map(|d| HistoryEntry {
-                deployment_id: deployment_id.clone(),
-                version: d.version,
-                status: d.status,
-                content: d.content,
-                error: d.error,
-                runner: d.runner,
-                attempts: d.attempts,
-                created_time: cdate(d.created_time),
-                updated_time: cdate(d.updated_time),
-                duration_ms: d.duration_ms.map(|x| x.max(0) as u64),
-                feedback: d.feedback,
+        docs.into_iter()
+            .map(|d| {
+                Ok(HistoryEntry {
+                    deployment_id: deployment_id.clone(),
+                    version: d.version,
+                    status: d.status,
+                    body: body(deployment_id.as_str(), d.status, &d.content)?,
+                    error: d.error,
+                    runner: runner(deployment_id.as_str(), d.runner.as_deref())?,
+                    attempts: d.attempts,
+                    created_time: cdate(d.created_time),
+                    updated_time: cdate(d.updated_time),
+                    duration_ms: d.duration_ms.map(|x| x.max(0) as u64),
+                    feedback: d.feedback,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
@@ -732,13 +906,6 @@ impl ReportStore for MongoStore {
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         Ok(self.reports.count_documents(live_lease_free(now)).await?)
-    }
-}
-
-fn corrupt_doc(id: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        id: id.to_owned(),
-        message: e.to_string(),
     }
 }
 

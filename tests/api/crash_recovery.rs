@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deploy_diagnosis::alert::DeploymentId;
-use deploy_diagnosis::report::ReportStatus;
+use deploy_diagnosis::model::alert::DeploymentId;
+use deploy_diagnosis::model::report::ReportStatus;
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::ReportStore;
 use reqwest::StatusCode;

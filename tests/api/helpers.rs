@@ -305,7 +305,7 @@ impl TestApp {
 
     /// The token reads are sent with: the read token, else the write token.
     pub fn read_token(&self) -> Option<String> {
-        let tokens = self.config.tokens();
+        let tokens = deploy_diagnosis::http::auth::Tokens::from_config(&self.config);
         [tokens.read, tokens.write]
             .into_iter()
             .find(|t| !t.is_empty())

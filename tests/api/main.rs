@@ -8,6 +8,7 @@ mod helpers;
 mod servers;
 
 mod alertmanager;
+mod architecture;
 mod auth;
 mod budget;
 mod changes;

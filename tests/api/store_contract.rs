@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use deploy_diagnosis::alert::{Alert, DeploymentId};
-use deploy_diagnosis::changes::{ChangedFile, Changes, PullRequest};
-use deploy_diagnosis::config::RunnerKind;
-use deploy_diagnosis::deployment::Deployment;
-use deploy_diagnosis::evidence::{EvidenceItem, Resource, Scored, Verdict};
-use deploy_diagnosis::report::{
-    Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportStatus, Usage,
-    MAX_RELATED_ALERTS,
+use deploy_diagnosis::model::alert::{Alert, DeploymentId};
+use deploy_diagnosis::model::changes::{ChangedFile, Changes, PullRequest};
+use deploy_diagnosis::model::deployment::Deployment;
+use deploy_diagnosis::model::evidence::{EvidenceItem, Resource, Scored, Verdict};
+use deploy_diagnosis::model::report::{
+    Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportStatus,
+    RunnerKind, Usage, MAX_RELATED_ALERTS,
 };
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
@@ -42,13 +41,19 @@ fn report(name: &str, minute: u32) -> Report {
 
 fn finish(status: ReportStatus, minute: u32) -> Finish {
     Finish {
-        status,
-        content: if status == ReportStatus::Completed {
-            r#"{"promQL":["up"],"content":"c"}"#.into()
-        } else {
-            String::new()
+        ending: match status {
+            ReportStatus::Completed => Ending::Completed {
+                body: ReportBody {
+                    prom_ql: vec!["up".into()],
+                    content: "c".into(),
+                },
+                engine: Engine::Evidence,
+                ai_error: Some("AI call failed with status 500".into()),
+            },
+            _ => Ending::Failed {
+                error: "boom".into(),
+            },
         },
-        error: (status == ReportStatus::Failed).then(|| "boom".into()),
         raw_output: None,
         runner: Some(RunnerKind::Process),
         now: Utc.with_ymd_and_hms(2026, 11, 25, 11, minute, 0).unwrap(),
@@ -61,9 +66,6 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
             cached_tool_calls: 0,
             ..Default::default()
         }),
-        engine: (status == ReportStatus::Completed).then_some(Engine::Evidence),
-        ai_error: (status == ReportStatus::Completed)
-            .then(|| "AI call failed with status 500".into()),
     }
 }
 
@@ -115,9 +117,15 @@ async fn contract(store: Arc<dyn ReportStore>) {
     // Evidence is stored on the generating version it was gathered for.
     assert!(got.evidence.is_none());
     let facts = evidence();
-    assert!(store.set_evidence(&id("dep-c"), 1, &facts).await.unwrap());
+    assert!(store
+        .set_evidence(&id("dep-c"), 1, Ok(&facts))
+        .await
+        .unwrap());
     assert!(
-        !store.set_evidence(&id("dep-c"), 2, &facts).await.unwrap(),
+        !store
+            .set_evidence(&id("dep-c"), 2, Ok(&facts))
+            .await
+            .unwrap(),
         "another version"
     );
     assert_eq!(
@@ -171,13 +179,16 @@ async fn contract(store: Arc<dyn ReportStore>) {
             .unwrap(),
         "w1 lost it"
     );
-    assert!(store.set_evidence(&id("dep-a"), 1, &facts).await.unwrap());
+    assert!(store
+        .set_evidence(&id("dep-a"), 1, Ok(&facts))
+        .await
+        .unwrap());
     assert!(store
         .finish(&id("dep-a"), "w3", &finish(ReportStatus::Completed, 1))
         .await
         .unwrap());
     assert!(
-        !store.set_evidence(&id("dep-a"), 1, &[]).await.unwrap(),
+        !store.set_evidence(&id("dep-a"), 1, Ok(&[])).await.unwrap(),
         "a finished report keeps its evidence"
     );
     let done = store.get(&id("dep-a")).await.unwrap().unwrap();
@@ -195,7 +206,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
             Some("AI call failed with status 500")
         )
     );
-    assert_eq!(done.body().unwrap().prom_ql, vec!["up"]);
+    assert_eq!(done.body.as_ref().unwrap().prom_ql, vec!["up"]);
 
     // Release gives a claim back at once, and the attempt with it (a shutdown is not an
     // attempt: restarts alone never make a report "give up").
@@ -323,7 +334,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         (again.status, again.version, again.attempts),
         (ReportStatus::Generating, 2, 0)
     );
-    assert!(again.content.is_empty());
+    assert!(again.body.is_none());
     assert!(again.evidence.is_none(), "a new version gathers anew");
     assert!(again.engine.is_none() && again.ai_error.is_none() && again.feedback.is_none());
     assert_eq!(
@@ -336,7 +347,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         (history[0].version, history[0].status),
         (1, ReportStatus::Completed)
     );
-    assert_eq!(history[0].content, done.content);
+    assert_eq!(history[0].body, done.body);
     assert_eq!(
         history[0].feedback,
         Some(rating),
@@ -684,7 +695,7 @@ async fn an_embedded_store_made_before_the_evidence_column_is_migrated_in_place(
     let old = report("dep-old", 1);
     assert_eq!(store.insert(&old).await.unwrap(), Insert::Inserted);
     assert!(store
-        .set_evidence(&id("dep-old"), 1, &evidence())
+        .set_evidence(&id("dep-old"), 1, Ok(&evidence()))
         .await
         .unwrap());
     store.migrate().await.expect("applied once");

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_diagnosis::alert::{self, DeploymentId, Limits};
-use deploy_diagnosis::changes::Changes;
 use deploy_diagnosis::config::{Config, Environment};
-use deploy_diagnosis::deployment::Deployment;
-use deploy_diagnosis::diagnosis::Diagnoser;
-use deploy_diagnosis::evidence::EvidenceItem;
-use deploy_diagnosis::github::ChangeSource;
+use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::metrics::Metrics;
-use deploy_diagnosis::report::{
+use deploy_diagnosis::model::alert::DeploymentId;
+use deploy_diagnosis::model::changes::Changes;
+use deploy_diagnosis::model::deployment::Deployment;
+use deploy_diagnosis::model::evidence::EvidenceItem;
+use deploy_diagnosis::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
 use deploy_diagnosis::store::embedded::EmbeddedStore;
@@ -76,11 +75,29 @@ impl ReportStore for Flaky {
         }
         self.inner.renew_lease(id, owner, lease_until).await
     }
+    async fn claim_evidence(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.inner.claim_evidence(now, lease_until).await
+    }
+    async fn claim_evidence_of(
+        &self,
+        id: &DeploymentId,
+        version: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .claim_evidence_of(id, version, now, lease_until)
+            .await
+    }
     async fn set_evidence(
         &self,
         id: &DeploymentId,
         version: u32,
-        evidence: &[EvidenceItem],
+        evidence: Result<&[EvidenceItem], &str>,
     ) -> Result<bool, StoreError> {
         self.inner.set_evidence(id, version, evidence).await
     }
@@ -185,7 +202,7 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
         finish_failures: AtomicUsize::new(finish_failures),
         renew_fails: AtomicBool::new(renew_fails),
     });
-    let alert = alert::parse_webhook(
+    let alert = webhook::parse_webhook(
         alertmanager_body(id, "firing").to_string().as_bytes(),
         "now",
         &Limits::default(),
@@ -201,10 +218,11 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
     let pool = WorkerPool::start(WorkerContext {
         store: store.clone(),
         deployments,
-        changes: ChangeSource::new(&config),
-        budget: Arc::new(deploy_diagnosis::budget::Budget::new(&config.budget)),
+        pipeline: deploy_diagnosis::startup::pipeline(&config, runner).unwrap(),
+        budget: Arc::new(deploy_diagnosis::worker::budget::Budget::new(
+            &config.budget,
+        )),
         evidence: None,
-        diagnoser: Diagnoser::new(&config, runner),
         metrics,
         wake: Arc::default(),
         config: config.worker.clone(),

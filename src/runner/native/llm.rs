@@ -8,7 +8,7 @@
 //! them): tools stay declared for as long as the conversation holds tool calls, and the
 //! last step forbids their use with `tool_choice` instead of dropping them; no message is
 //! sent with empty content; the token limit and extra fields come from the provider
-//! profile ([`crate::provider`]).
+//! profile ([`crate::runner::provider`]).
 
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{AiConfig, Protocol, Secret};
-use crate::provider::Profile;
-use crate::report::FailureKind;
+use crate::model::report::FailureKind;
+use crate::runner::provider::Profile;
 
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
@@ -505,7 +505,7 @@ mod tests {
     use super::*;
 
     fn profile(base_url: &str, model: &str) -> Profile {
-        crate::provider::testing::profile(base_url, model, "")
+        crate::runner::provider::testing::profile(base_url, model, "")
     }
 
     fn tool() -> ToolSpec {

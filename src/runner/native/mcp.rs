@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::llm::ToolSpec;
 use crate::config::Config;
+use crate::model::deployment::RepoName;
 
 type Session = RunningService<RoleClient, ()>;
 
@@ -363,7 +364,7 @@ impl ToolSet {
     /// Calls a tool on its server. A dead session is reopened and the call retried once;
     /// a failed call becomes an error result for the model, not a failed diagnosis. A
     /// repository-scoped tool is only called for one of `repos`.
-    pub async fn call(&self, name: &str, arguments: &Value, repos: &[String]) -> CallOutcome {
+    pub async fn call(&self, name: &str, arguments: &Value, repos: &[RepoName]) -> CallOutcome {
         let index = self.routes.lock().await.get(name).copied();
         let Some(server) = index.and_then(|i| self.servers.get(i)) else {
             let known: Vec<String> = self.routes.lock().await.keys().cloned().collect();
@@ -421,10 +422,10 @@ impl ToolSet {
 }
 
 /// Whether a GitHub tool call's `owner`/`repo` is one the run admits.
-fn admitted_repo(arguments: &Value, repos: &[String]) -> Result<(), String> {
+fn admitted_repo(arguments: &Value, repos: &[RepoName]) -> Result<(), String> {
     let arg = |k: &str| arguments.get(k).and_then(Value::as_str).unwrap_or("");
     let asked = format!("{}/{}", arg("owner"), arg("repo"));
-    if repos.iter().any(|r| r.eq_ignore_ascii_case(&asked)) {
+    if repos.iter().any(|r| r.is(arg("owner"), arg("repo"))) {
         return Ok(());
     }
     Err(if repos.is_empty() {
@@ -432,7 +433,11 @@ fn admitted_repo(arguments: &Value, repos: &[String]) -> Result<(), String> {
     } else {
         format!(
             "refused: GitHub tools may only read {} in this diagnosis, not {asked:?}",
-            repos.join(", ")
+            repos
+                .iter()
+                .map(RepoName::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })
 }

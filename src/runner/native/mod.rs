@@ -27,10 +27,12 @@ use self::llm::{ChatClient, HttpChat, LlmError, Message, ToolChoice, ToolOutput}
 use self::mcp::{servers_for, ToolSet};
 use super::summary;
 use super::{Cancelled, Failure, RunEnd, RunRequest, RunResult, Runner, RunnerError};
-use crate::config::{Config, RunnerKind};
-use crate::extract::{self, Answer};
-use crate::provider::Profile;
-use crate::report::{FailureKind, Usage};
+use crate::config::Config;
+use crate::model::deployment::RepoName;
+use crate::model::report::RunnerKind;
+use crate::model::report::{FailureKind, Usage};
+use crate::runner::extract::{self, Answer};
+use crate::runner::provider::Profile;
 
 /// Told to the model with the results before its last step, when tool use is forbidden.
 /// (The Python runner says the same.)
@@ -61,9 +63,13 @@ impl From<LlmError> for Failure {
     }
 }
 
-/// Whether the model's text already holds the report.
-fn holds_report(text: &str) -> bool {
-    matches!(extract::find_report(text), Answer::Report(_))
+/// Whether the model's text already holds the report (looked for on a blocking thread:
+/// a pathological answer can take thousands of parse attempts).
+async fn holds_report(text: &str) -> bool {
+    let text = text.to_owned();
+    tokio::task::spawn_blocking(move || matches!(extract::find_report(&text), Answer::Report(_)))
+        .await
+        .unwrap_or(false)
 }
 
 /// The diagnosis's log, kept outside the future so a deadline does not lose it.
@@ -164,7 +170,7 @@ impl NativeRunner {
     async fn agent(
         &self,
         prompt: &str,
-        repos: &[String],
+        repos: &[RepoName],
         deadline: Instant,
         log: &Log,
         usage: &Mutex<Usage>,
@@ -208,7 +214,7 @@ impl NativeRunner {
                 u.steps += 1;
             }
             if turn.cut_off {
-                if holds_report(&turn.text) {
+                if holds_report(&turn.text).await {
                     log.line(format!(
                         "answer after {step} step(s), past the token limit but whole"
                     ));
@@ -241,7 +247,7 @@ impl NativeRunner {
                 return Ok(turn.text);
             }
             if last {
-                if holds_report(&turn.text) {
+                if holds_report(&turn.text).await {
                     log.line(format!(
                         "answer after {step} step(s); the model also asked for tools, ignored"
                     ));

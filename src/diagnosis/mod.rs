@@ -1,5 +1,12 @@
 //! One diagnosis, runner-independent: build the prompt, run it under the deadline, read
 //! the answer, and turn every way it can go wrong into a reason a person can act on.
+//!
+//! - [`prompt`]: the design's prompt, with every outside text fenced as data.
+//! - [`evidence_report`]: the report the service writes from the evidence when no AI
+//!   analysis could be had.
+
+pub mod evidence_report;
+pub mod prompt;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,26 +14,24 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::DeploymentId;
-use crate::config::{Config, RunnerKind};
-use crate::evidence::{EvidenceItem, Gatherer};
-use crate::evidence_report;
-use crate::extract::{self, Answer};
-use crate::prompt::{self, PromptOptions};
-
-pub use crate::prompt::Facts;
-use crate::report::{Engine, FailureKind, ReportBody, Usage};
+use crate::config::Config;
+use crate::evidence::Prometheus;
+use crate::model::alert::DeploymentId;
+use crate::model::evidence::EvidenceItem;
+use crate::model::report::{Engine, FailureKind, ReportBody, RunnerKind, Usage};
+use crate::redact::Redactor;
+use crate::runner::extract::{self, Answer};
 use crate::runner::{RunEnd, RunRequest, Runner};
+use prompt::PromptOptions;
 
 pub use crate::runner::Cancelled;
+pub use prompt::Facts;
 
 /// The model's queries checked against Prometheus; more are kept unchecked.
 const MAX_CHECKED_QUERIES: usize = 20;
 
 /// Bytes of the run's log and of the model's answer kept on a failed report.
 const RAW_TAIL_BYTES: usize = 4096;
-
-pub use crate::redact::Redactor;
 
 /// Why the AI did not write a report the evidence wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,12 +88,13 @@ pub struct Diagnoser {
     prompt_options: PromptOptions,
     deadline: Duration,
     redactor: Redactor,
-    prometheus: Gatherer,
+    prometheus: Prometheus,
 }
 
 impl Diagnoser {
-    /// A diagnoser for this configuration and runner (`None`: evidence-only mode).
-    pub fn new(config: &Config, runner: Option<Arc<dyn Runner>>) -> Self {
+    /// A diagnoser for this configuration and runner (`None`: evidence-only mode); the
+    /// model's queries are checked against `prometheus`.
+    pub fn new(config: &Config, runner: Option<Arc<dyn Runner>>, prometheus: Prometheus) -> Self {
         Self {
             runner,
             prompt_options: PromptOptions {
@@ -96,7 +102,7 @@ impl Diagnoser {
             },
             deadline: config.ai.diagnosis_deadline(),
             redactor: Redactor::new(config.secrets()),
-            prometheus: Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone()),
+            prometheus,
         }
     }
 
@@ -144,7 +150,7 @@ impl Diagnoser {
         };
         let result = runner.run(request, cancel).await?;
         let (kind, reason, raw) = match result.end {
-            RunEnd::Answer(text) => match extract::find_report(&text) {
+            RunEnd::Answer(text) => match find_report(text.clone()).await {
                 Answer::Report(body) => {
                     let body = self.check_queries(body, evidence).await;
                     return Ok(Diagnosed {
@@ -306,6 +312,14 @@ impl Diagnoser {
             },
         }
     }
+}
+
+/// The report in the model's answer, looked for on a blocking thread: a pathological
+/// answer can take thousands of parse attempts, which must not hold a runtime thread.
+async fn find_report(text: String) -> Answer {
+    tokio::task::spawn_blocking(move || extract::find_report(&text))
+        .await
+        .unwrap_or_else(|e| Answer::Unusable(format!("reading the model's answer failed: {e}")))
 }
 
 /// The end of the run's log and of the model's answer, for a failed report.

@@ -1,14 +1,13 @@
-//! The report model (the design's `Report`, made durable): its status, the stored JSON
-//! answer, and what the worker needs to run it again after a crash.
+//! The report model (the design's `Report`, made durable): its status, the answer, and
+//! what the worker needs to run it again after a crash.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, DeploymentId};
-use crate::changes::Changes;
-use crate::config::RunnerKind;
-use crate::deployment::Deployment;
-use crate::evidence::EvidenceItem;
+use super::alert::{Alert, DeploymentId};
+use super::changes::Changes;
+use super::deployment::Deployment;
+use super::evidence::EvidenceItem;
 
 /// The design's `ReportStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,6 +71,38 @@ impl Engine {
     }
 }
 
+/// How a diagnosis runs (`Runner.Kind`), as stored on reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    /// The Python runner as a child process of the service.
+    Process,
+    /// The Python runner exec'd in the managed container, as in the design.
+    Docker,
+    /// The agent loop in the service, with MCP sessions kept open.
+    #[default]
+    Native,
+}
+
+impl RunnerKind {
+    /// Every kind.
+    pub const ALL: [RunnerKind; 3] = [RunnerKind::Process, RunnerKind::Docker, RunnerKind::Native];
+
+    /// The name stored on reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerKind::Process => "process",
+            RunnerKind::Docker => "docker",
+            RunnerKind::Native => "native",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// A person's judgement of a report version (design §7: 诊断报告评分).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,7 +118,8 @@ pub struct Feedback {
     pub at: DateTime<Utc>,
 }
 
-/// The validated answer of a diagnosis, the design's report format.
+/// The validated answer of a diagnosis, the design's report format; stored as this JSON
+/// in the design's `content` text, served as two fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportBody {
     /// Queries of the anomalous metrics.
@@ -227,8 +259,8 @@ pub struct Report {
     pub deployment_id: DeploymentId,
     /// Where it is in its life.
     pub status: ReportStatus,
-    /// The answer as stored JSON (`{"promQL": [...], "content": "..."}`) once completed.
-    pub content: String,
+    /// The answer, once completed (stored as the design's `content` JSON text).
+    pub body: Option<ReportBody>,
     /// Why it failed, for a person.
     pub error: Option<String>,
     /// The end of the runner's output when it could not be used, for debugging.
@@ -236,7 +268,7 @@ pub struct Report {
     /// The alert that asked for it.
     pub alert: Alert,
     /// The runner kind that produced the current status.
-    pub runner: Option<String>,
+    pub runner: Option<RunnerKind>,
     /// Times a worker has taken it up for the current version.
     pub attempts: u32,
     /// 1 at first; each re-diagnosis adds one and keeps the old one as history.
@@ -253,6 +285,10 @@ pub struct Report {
     pub usage: Option<Usage>,
     /// The evidence stage's ranked facts, once gathered (empty: nothing measurable).
     pub evidence: Option<Vec<EvidenceItem>>,
+    /// Why no evidence could be gathered for this version, when a gathering failed.
+    pub evidence_error: Option<String>,
+    /// Until when a gathering holds this version's evidence lease.
+    pub evidence_until: Option<DateTime<Utc>>,
     /// What wrote the completed report.
     pub engine: Option<Engine>,
     /// Why the AI did not write it, when the evidence did.
@@ -280,7 +316,7 @@ impl Report {
             id: uuid::Uuid::new_v4().simple().to_string(),
             deployment_id,
             status: ReportStatus::Generating,
-            content: String::new(),
+            body: None,
             error: None,
             raw_output: None,
             alert,
@@ -293,6 +329,8 @@ impl Report {
             duration_ms: None,
             usage: None,
             evidence: None,
+            evidence_error: None,
+            evidence_until: None,
             engine: None,
             ai_error: None,
             feedback: None,
@@ -305,12 +343,12 @@ impl Report {
         }
     }
 
-    /// The stored answer, parsed (`None` unless completed and well-formed).
-    pub fn body(&self) -> Option<ReportBody> {
-        if self.status != ReportStatus::Completed {
-            return None;
-        }
-        serde_json::from_str(&self.content).ok()
+    /// Whether this version still waits for its evidence: generating, and neither
+    /// gathered nor known to be unavailable.
+    pub fn needs_evidence(&self) -> bool {
+        self.status == ReportStatus::Generating
+            && self.evidence.is_none()
+            && self.evidence_error.is_none()
     }
 
     /// The version as history keeps it.
@@ -319,9 +357,9 @@ impl Report {
             deployment_id: self.deployment_id.clone(),
             version: self.version,
             status: self.status,
-            content: self.content.clone(),
+            body: self.body.clone(),
             error: self.error.clone(),
-            runner: self.runner.clone(),
+            runner: self.runner,
             attempts: self.attempts,
             created_time: self.created_time,
             updated_time: self.updated_time,
@@ -344,12 +382,6 @@ pub struct RelatedAlert {
     pub received_at: DateTime<Utc>,
 }
 
-/// What makes two alerts the same one sent again (Alertmanager resends a group until it
-/// is answered, and on every `repeat_interval`): fingerprint, name and start.
-pub fn alert_identity(alert: &Alert) -> String {
-    format!("{}|{}|{}", alert.key, alert.alertname, alert.starts_at)
-}
-
 /// Result of recording a further alert on a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Related {
@@ -370,12 +402,12 @@ pub struct HistoryEntry {
     pub version: u32,
     /// Its final status.
     pub status: ReportStatus,
-    /// Its stored answer.
-    pub content: String,
+    /// Its answer (completed).
+    pub body: Option<ReportBody>,
     /// Its failure reason.
     pub error: Option<String>,
     /// The runner that produced it.
-    pub runner: Option<String>,
+    pub runner: Option<RunnerKind>,
     /// Attempts it took.
     pub attempts: u32,
     /// When the report was created.
@@ -388,16 +420,31 @@ pub struct HistoryEntry {
     pub feedback: Option<Feedback>,
 }
 
+/// How a diagnosis ended: a report, or a reason. A completed report always has its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// The answer is stored.
+    Completed {
+        /// The answer.
+        body: ReportBody,
+        /// What wrote it.
+        engine: Engine,
+        /// Why the AI did not, when the evidence did.
+        ai_error: Option<String>,
+    },
+    /// No report could be had.
+    Failed {
+        /// Why, for a person.
+        error: String,
+    },
+}
+
 /// How a diagnosis ended, as the worker writes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
-    /// `Completed` or `Failed`.
-    pub status: ReportStatus,
-    /// The answer JSON (completed).
-    pub content: String,
-    /// The reason (failed).
-    pub error: Option<String>,
-    /// The runner output's tail (failed).
+    /// The report or the reason.
+    pub ending: Ending,
+    /// The runner output's tail (a failed report, or a failed AI under an evidence report).
     pub raw_output: Option<String>,
     /// The runner kind (`None` in evidence-only mode).
     pub runner: Option<RunnerKind>,
@@ -407,8 +454,46 @@ pub struct Finish {
     pub duration_ms: u64,
     /// What it cost, when the runner counted it.
     pub usage: Option<Usage>,
-    /// What wrote it (completed reports).
-    pub engine: Option<Engine>,
-    /// Why the AI did not, when the evidence wrote it.
-    pub ai_error: Option<String>,
+}
+
+impl Finish {
+    /// `Completed` or `Failed`.
+    pub fn status(&self) -> ReportStatus {
+        match self.ending {
+            Ending::Completed { .. } => ReportStatus::Completed,
+            Ending::Failed { .. } => ReportStatus::Failed,
+        }
+    }
+
+    /// The answer (completed).
+    pub fn body(&self) -> Option<&ReportBody> {
+        match &self.ending {
+            Ending::Completed { body, .. } => Some(body),
+            Ending::Failed { .. } => None,
+        }
+    }
+
+    /// The failure reason (failed).
+    pub fn error(&self) -> Option<&str> {
+        match &self.ending {
+            Ending::Failed { error } => Some(error),
+            Ending::Completed { .. } => None,
+        }
+    }
+
+    /// What wrote it (completed).
+    pub fn engine(&self) -> Option<Engine> {
+        match &self.ending {
+            Ending::Completed { engine, .. } => Some(*engine),
+            Ending::Failed { .. } => None,
+        }
+    }
+
+    /// Why the AI did not write it, when the evidence did.
+    pub fn ai_error(&self) -> Option<&str> {
+        match &self.ending {
+            Ending::Completed { ai_error, .. } => ai_error.as_deref(),
+            Ending::Failed { .. } => None,
+        }
+    }
 }

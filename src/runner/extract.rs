@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::report::ReportBody;
+use crate::model::report::ReportBody;
 
 /// How much of the answer is searched; a model's report is far smaller than this.
 const MAX_ANSWER_BYTES: usize = 512 * 1024;

@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::alert::Alert;
-use crate::changes::Changes;
-use crate::evidence::{format_value, EvidenceItem, Resource, ANOMALY_SCORE};
-use crate::report::ReportBody;
+use crate::model::alert::Alert;
+use crate::model::changes::Changes;
+use crate::model::evidence::{format_value, EvidenceItem, Resource, ANOMALY_SCORE};
+use crate::model::report::ReportBody;
 
 /// Evidence lines in the root-cause section.
 const LINES: usize = 5;
@@ -275,7 +275,7 @@ pub fn queries(evidence: &[EvidenceItem]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{Scored, Verdict};
+    use crate::model::evidence::{Scored, Verdict};
 
     fn item(resource: Resource, signal: &str, score: f64, verdict: Verdict) -> EvidenceItem {
         EvidenceItem {
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn suspect_changes_are_listed_under_the_root_cause_and_in_the_remedy() {
-        use crate::changes::{ChangedFile, PullRequest};
+        use crate::model::changes::{ChangedFile, PullRequest};
         let evidence = vec![item(
             Resource::Memory,
             "memory used %",

@@ -1,137 +1,12 @@
-//! Alerts in: the two webhook bodies `POST /v1/alerts` accepts, parsed into one [`Alert`]
-//! shape (the design's `PostAlertCallbackReq`), and the decision whether an alert starts a
-//! diagnosis.
+//! The two webhook bodies `POST /v1/alerts` accepts (Alertmanager's v4 and the design's
+//! flat callback), parsed into [`Alert`]s, and the limits one body must keep.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// The longest deployment id accepted.
-pub const MAX_DEPLOYMENT_ID_LEN: usize = 200;
-
-/// A deployment id: non-empty, at most 200 characters, no control characters, no `/`
-/// (it is a path segment of `GET /reports/{deploymentId}`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct DeploymentId(String);
-
-impl DeploymentId {
-    /// Parses a deployment id, saying what is wrong with a bad one.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let id = raw.trim();
-        if id.is_empty() {
-            return Err("deploymentId is empty".into());
-        }
-        if id.chars().count() > MAX_DEPLOYMENT_ID_LEN {
-            return Err(format!(
-                "deploymentId is longer than {MAX_DEPLOYMENT_ID_LEN} characters"
-            ));
-        }
-        if id.chars().any(|c| c.is_control() || c == '/') {
-            return Err("deploymentId contains a control character or '/'".into());
-        }
-        Ok(Self(id.to_owned()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for DeploymentId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::fmt::Display for DeploymentId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One alert, in the design's flat callback shape (`PostAlertCallbackReq`). This is what a
-/// report keeps, so that a diagnosis can be run again after a restart.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Alert {
-    /// Alert type (`告警类型`).
-    pub key: String,
-    /// `firing` or `resolved`.
-    pub status: String,
-    /// Description.
-    pub desc: String,
-    /// When the alert started.
-    pub starts_at: String,
-    /// When the alert was received.
-    pub receive_at: String,
-    /// When the alert ended.
-    pub ends_at: String,
-    /// Severity.
-    pub severity: String,
-    /// Alert name.
-    pub alertname: String,
-    /// Link to the expression that fired.
-    pub generator_url: String,
-    /// Whether someone must act.
-    pub need_handle: bool,
-    /// Whether it is urgent.
-    pub is_emergent: bool,
-    /// The release's repository (`owner/name` or a GitHub URL), for GitHub analysis.
-    pub repo_address: String,
-    /// The release tag.
-    pub tag: String,
-    /// Alert labels.
-    pub labels: BTreeMap<String, String>,
-    /// Alert annotations.
-    pub annotations: BTreeMap<String, String>,
-    /// Source type.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The value that fired.
-    pub values: f64,
-}
-
-/// Why an alert is about no deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Skip {
-    /// The alert is neither firing nor resolved.
-    NotFiring(String),
-    /// A `deploymentId` label that cannot be used.
-    BadDeploymentId(String),
-}
-
-impl Skip {
-    /// A short code for responses and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Skip::NotFiring(_) => "not_firing",
-            Skip::BadDeploymentId(_) => "bad_deployment_id",
-        }
-    }
-
-    /// A sentence for people.
-    pub fn reason(&self) -> String {
-        match self {
-            Skip::NotFiring(status) => {
-                format!("alert status is {status:?}, neither \"firing\" nor \"resolved\"")
-            }
-            Skip::BadDeploymentId(why) => format!("labels.deploymentId is unusable: {why}"),
-        }
-    }
-}
-
-impl Alert {
-    /// The description the prompt shows: `annotations.description` over `desc`.
-    pub fn description(&self) -> &str {
-        match self.annotations.get("description") {
-            Some(d) if !d.is_empty() => d,
-            _ => &self.desc,
-        }
-    }
-}
+use crate::config::WebhookConfig;
+use crate::model::alert::{Alert, AlertStatus, AlertTime};
 
 /// The Prometheus Alertmanager webhook body (version 4).
 #[derive(Debug, Clone, Deserialize)]
@@ -213,13 +88,14 @@ impl AlertmanagerAlert {
             .trim()
             .parse::<f64>()
             .unwrap_or(0.0);
-        let firing = self.status.eq_ignore_ascii_case("firing");
+        let status = AlertStatus::parse(&self.status);
+        let firing = status == AlertStatus::Firing;
         Alert {
             key: self.fingerprint.clone(),
             desc: pick(&["summary", "description"]),
-            starts_at: self.starts_at.clone(),
+            starts_at: AlertTime::parse(&self.starts_at),
             receive_at: receive_at.to_owned(),
-            ends_at: self.ends_at.clone(),
+            ends_at: AlertTime::parse(&self.ends_at),
             alertname: pick(&["alertname"]),
             generator_url: self.generator_url.clone(),
             need_handle: firing,
@@ -229,7 +105,7 @@ impl AlertmanagerAlert {
             tag: pick(&["tag", "releaseTag", "version"]),
             kind: "alertmanager".into(),
             values,
-            status: self.status,
+            status,
             labels: self.labels,
             annotations: self.annotations,
         }
@@ -256,6 +132,17 @@ pub struct Limits {
     /// Bytes of one label or annotation value, or of any other text field
     /// (`Webhook.MaxValueBytes`).
     pub max_value_bytes: usize,
+}
+
+impl Limits {
+    /// The limits `Webhook.*` sets.
+    pub fn of(config: &WebhookConfig) -> Self {
+        Self {
+            max_alerts: config.max_alerts.get(),
+            max_labels: config.max_labels.get(),
+            max_value_bytes: config.max_value_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -317,40 +204,38 @@ fn check_map(path: &str, map: &BTreeMap<String, String>, limits: &Limits) -> Res
     Ok(())
 }
 
-impl Alert {
-    /// Checks an alert against the limits; `at` is its JSON path prefix (`alerts[3].` or
-    /// empty for the flat body).
-    fn check(&self, at: &str, limits: &Limits) -> Result<(), BodyError> {
-        check_map(&format!("{at}labels"), &self.labels, limits)?;
-        check_map(&format!("{at}annotations"), &self.annotations, limits)?;
-        let fields = [
-            ("key", &self.key),
-            ("status", &self.status),
-            ("desc", &self.desc),
-            ("startsAt", &self.starts_at),
-            ("receiveAt", &self.receive_at),
-            ("endsAt", &self.ends_at),
-            ("severity", &self.severity),
-            ("alertname", &self.alertname),
-            ("generatorURL", &self.generator_url),
-            ("repoAddress", &self.repo_address),
-            ("tag", &self.tag),
-            ("type", &self.kind),
-        ];
-        for (name, value) in fields {
-            if value.len() > limits.max_value_bytes {
-                return Err(BodyError {
-                    path: format!("{at}{name}"),
-                    message: format!(
-                        "{name} is {} bytes, more than Webhook.MaxValueBytes ({})",
-                        value.len(),
-                        limits.max_value_bytes
-                    ),
-                });
-            }
+/// Checks an alert against the limits; `at` is its JSON path prefix (`alerts[3].` or
+/// empty for the flat body).
+fn check(alert: &Alert, at: &str, limits: &Limits) -> Result<(), BodyError> {
+    check_map(&format!("{at}labels"), &alert.labels, limits)?;
+    check_map(&format!("{at}annotations"), &alert.annotations, limits)?;
+    let fields = [
+        ("key", alert.key.as_str()),
+        ("status", alert.status.as_str()),
+        ("desc", &alert.desc),
+        ("startsAt", alert.starts_at.as_str()),
+        ("receiveAt", &alert.receive_at),
+        ("endsAt", alert.ends_at.as_str()),
+        ("severity", &alert.severity),
+        ("alertname", &alert.alertname),
+        ("generatorURL", &alert.generator_url),
+        ("repoAddress", &alert.repo_address),
+        ("tag", &alert.tag),
+        ("type", &alert.kind),
+    ];
+    for (name, value) in fields {
+        if value.len() > limits.max_value_bytes {
+            return Err(BodyError {
+                path: format!("{at}{name}"),
+                message: format!(
+                    "{name} is {} bytes, more than Webhook.MaxValueBytes ({})",
+                    value.len(),
+                    limits.max_value_bytes
+                ),
+            });
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Parses either webhook body: an object with `alerts` is Alertmanager's, any other object
@@ -388,7 +273,7 @@ pub fn parse_webhook(
             .map(|a| a.into_alert(receive_at))
             .collect();
         for (i, alert) in alerts.iter().enumerate() {
-            alert.check(&format!("alerts[{i}]."), limits)?;
+            check(alert, &format!("alerts[{i}]."), limits)?;
         }
         Ok(alerts)
     } else {
@@ -396,7 +281,7 @@ pub fn parse_webhook(
         if alert.receive_at.is_empty() {
             alert.receive_at = receive_at.to_owned();
         }
-        alert.check("", limits)?;
+        check(&alert, "", limits)?;
         Ok(vec![alert])
     }
 }

@@ -19,11 +19,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::alert::Alert;
-use crate::changes::{self, Budget, ChangedFile, Changes, PullRequest, RawFile, RawPr, Release};
-use crate::config::{Config, GitHubConfig, Secret};
-use crate::deployment::Deployment;
-use crate::evidence::EvidenceItem;
+use super::rank::{self, Budget, RawFile, RawPr};
+use crate::config::{GitHubConfig, Secret};
+use crate::model::changes::{ChangedFile, Changes, PullRequest, Release};
+use crate::model::evidence::EvidenceItem;
 
 /// Why a request gave nothing.
 #[derive(Debug, thiserror::Error)]
@@ -80,19 +79,19 @@ pub fn pr_numbers(notes: &str) -> Vec<u64> {
 }
 
 impl GitHub {
-    /// A client for this configuration and token.
-    pub fn new(config: &GitHubConfig, token: &Secret) -> Self {
-        Self {
+    /// A client for this configuration and token. Fails only when no HTTP client can be
+    /// built: one without the timeouts and the no-redirect policy must never be used.
+    pub fn new(config: &GitHubConfig, token: &Secret) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             api: config.api_url.to_string(),
             token: token.clone(),
             http: reqwest::Client::builder()
                 .timeout(config.timeout.min(Duration::from_secs(30)))
                 // A redirect could carry the Authorization header elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+                .build()?,
             config: config.clone(),
-        }
+        })
     }
 
     /// One `GET`, waiting out rate limits while the deadline allows.
@@ -179,19 +178,15 @@ impl GitHub {
     ) -> Changes {
         let deadline = deadline.min(Instant::now() + self.config.timeout);
         let mut changes = Changes {
-            repo: release.repo.clone(),
+            repo: release.repo.to_string(),
             range: release.range(),
             read: true,
             ..Default::default()
         };
         let repo = format!(
-            "/repos/{}",
-            release
-                .repo
-                .split('/')
-                .map(segment)
-                .collect::<Vec<_>>()
-                .join("/")
+            "/repos/{}/{}",
+            segment(release.repo.owner()),
+            segment(release.repo.name())
         );
         let mut stopped = false;
         let note = |changes: &mut Changes, what: &str, e: CallError| {
@@ -346,7 +341,7 @@ impl GitHub {
                 .notes
                 .push("no pull request or changed file found for the release".into());
         }
-        changes::rank(
+        rank::rank(
             &mut changes,
             raw,
             other,
@@ -357,64 +352,6 @@ impl GitHub {
             },
         );
         changes
-    }
-}
-
-/// Change evidence for diagnoses: which release a diagnosis is about, whether it may be
-/// read, and reading it.
-#[derive(Clone)]
-pub struct ChangeSource {
-    github: GitHub,
-    allowlist: Vec<String>,
-    has_token: bool,
-}
-
-impl ChangeSource {
-    /// The change source of this configuration.
-    pub fn new(config: &Config) -> Self {
-        Self {
-            github: GitHub::new(&config.github, &config.ai.github_token),
-            allowlist: config.github.repos.clone(),
-            has_token: !config.ai.github_token.is_empty(),
-        }
-    }
-
-    /// The release of a diagnosis when it may be read; otherwise the record saying why it
-    /// was not (stored on the report). `None` when nothing names a release.
-    pub fn admit(
-        &self,
-        deployment: Option<&Deployment>,
-        alert: &Alert,
-    ) -> Option<Result<Release, Changes>> {
-        let release = match Release::of(deployment, alert)? {
-            Ok(release) => release,
-            Err(why) => {
-                return Some(Err(Changes {
-                    read: false,
-                    notes: vec![why],
-                    ..Default::default()
-                }))
-            }
-        };
-        if let Some(why) = changes::refused(&self.allowlist, &release.repo, release.source) {
-            return Some(Err(release.not_read(why)));
-        }
-        if !self.has_token {
-            return Some(Err(release.not_read(
-                "AI.GitHubToken is empty: the release's changes were not read".into(),
-            )));
-        }
-        Some(Ok(release))
-    }
-
-    /// Reads an admitted release's changes, ranked against the evidence, by `deadline`.
-    pub async fn read(
-        &self,
-        release: &Release,
-        evidence: &[EvidenceItem],
-        deadline: Instant,
-    ) -> Changes {
-        self.github.changes(release, evidence, deadline).await
     }
 }
 

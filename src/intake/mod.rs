@@ -12,19 +12,135 @@
 //! The same alert sent again (Alertmanager resends until answered) changes nothing
 //! (`exists`).
 
+pub mod webhook;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 
-use crate::alert::{Alert, DeploymentId, Skip};
-use crate::deployment::{self, Attribution};
-use crate::evidence::Stage;
 use crate::metrics::Metrics;
-use crate::report::{Related, RelatedAlert, Report, ReportStatus};
-use crate::store::{DeploymentStore, Insert, Rediagnose, ReportStore, StoreError};
+use crate::model::alert::{Alert, AlertStatus, DeploymentId};
+use crate::model::deployment::{host_key, Deployment};
+use crate::model::report::{Related, RelatedAlert, Report, ReportStatus};
+use crate::store::{DeploymentStore, Insert, Rediagnose, ReportStore, StoreError, Wake};
+
+/// Why an alert is about no deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The alert is neither firing nor resolved.
+    NotFiring(String),
+    /// A `deploymentId` label that cannot be used.
+    BadDeploymentId(String),
+}
+
+impl Skip {
+    /// Its code for responses and metrics.
+    pub fn code(&self) -> SkipCode {
+        match self {
+            Skip::NotFiring(_) => SkipCode::NotFiring,
+            Skip::BadDeploymentId(_) => SkipCode::BadDeploymentId,
+        }
+    }
+
+    /// A sentence for people.
+    pub fn reason(&self) -> String {
+        match self {
+            Skip::NotFiring(status) => {
+                format!("alert status is {status:?}, neither \"firing\" nor \"resolved\"")
+            }
+            Skip::BadDeploymentId(why) => format!("labels.deploymentId is unusable: {why}"),
+        }
+    }
+}
+
+/// Why an alert was skipped, as the metric labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipCode {
+    /// Neither firing nor resolved, or resolved with no report.
+    NotFiring,
+    /// No `deploymentId` label and no registered deployment on its hosts.
+    NoDeploymentId,
+    /// A `deploymentId` label that cannot be used.
+    BadDeploymentId,
+}
+
+impl SkipCode {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipCode::NotFiring => "not_firing",
+            SkipCode::NoDeploymentId => "no_deployment_id",
+            SkipCode::BadDeploymentId => "bad_deployment_id",
+        }
+    }
+}
+
+/// What an alert did (the `outcome` of the intake answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new report, queued for diagnosis.
+    Started,
+    /// A failed report, queued for diagnosis again.
+    Restarted,
+    /// Recorded on a report whose diagnosis is queued or running.
+    Attached,
+    /// Recorded on a completed report.
+    Recorded,
+    /// The same alert is on the report already.
+    Exists,
+    /// `resolvedAt` stamped.
+    Resolved,
+    /// About nothing (see the reason).
+    Skipped,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Started => "started",
+            Outcome::Restarted => "restarted",
+            Outcome::Attached => "attached",
+            Outcome::Recorded => "recorded",
+            Outcome::Exists => "exists",
+            Outcome::Resolved => "resolved",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// Whether it queued a diagnosis.
+    pub fn queued(self) -> bool {
+        matches!(self, Outcome::Started | Outcome::Restarted)
+    }
+}
+
+/// The deployment an alert without a `deploymentId` was attributed to, and by what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribution {
+    /// The deployment.
+    pub deployment: Deployment,
+    /// The label that matched (`hostname` or `instance`).
+    pub label: &'static str,
+    /// Its value.
+    pub host: String,
+}
+
+impl Attribution {
+    /// For the intake response: `hostname "web-1" within 60 minutes of deployment d-7`.
+    pub fn describe(&self, watch_minutes: u64) -> String {
+        format!(
+            "no deploymentId label; attributed by {} {:?} to deployment {} (deployed {}, within \
+             Deployments.WatchMinutes = {watch_minutes})",
+            self.label,
+            self.host,
+            self.deployment.deployment_id,
+            self.deployment.deployed_at.to_rfc3339(),
+        )
+    }
+}
 
 /// Whether an alert fires or ends, and the deployment it names (`None`: to be attributed
 /// by host).
@@ -38,10 +154,11 @@ pub struct Subject {
 
 /// What an alert is about, or why it is about nothing (no store needed).
 pub fn subject(alert: &Alert) -> Result<Subject, Skip> {
-    let firing = alert.status.eq_ignore_ascii_case("firing");
-    if !firing && !alert.status.eq_ignore_ascii_case("resolved") {
-        return Err(Skip::NotFiring(alert.status.clone()));
-    }
+    let firing = match &alert.status {
+        AlertStatus::Firing => true,
+        AlertStatus::Resolved => false,
+        AlertStatus::Other(status) => return Err(Skip::NotFiring(status.clone())),
+    };
     let deployment_id = match alert.labels.get("deploymentId") {
         None => None,
         Some(raw) => Some(DeploymentId::parse(raw).map_err(Skip::BadDeploymentId)?),
@@ -61,8 +178,8 @@ pub struct AlertResult {
     /// The deployment it was taken as about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
-    /// `started`, `restarted`, `attached`, `recorded`, `exists`, `resolved` or `skipped`.
-    pub outcome: &'static str,
+    /// What it did.
+    pub outcome: Outcome,
     /// The new report's id (`started`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
@@ -75,13 +192,13 @@ pub struct AlertResult {
     /// How an alert without a `deploymentId` label was matched to a deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributed: Option<Value>,
-    /// Why it was skipped, as a metric label (`not_firing`, `no_deployment_id`, ...).
+    /// Why it was skipped.
     #[serde(skip)]
-    pub skip_code: &'static str,
+    pub skip: Option<SkipCode>,
 }
 
 impl AlertResult {
-    fn new(index: usize, outcome: &'static str) -> Self {
+    fn new(index: usize, outcome: Outcome) -> Self {
         Self {
             index,
             deployment_id: None,
@@ -90,7 +207,7 @@ impl AlertResult {
             status: None,
             reason: None,
             attributed: None,
-            skip_code: "",
+            skip: None,
         }
     }
 
@@ -107,76 +224,12 @@ pub struct Intake {
     pub store: Arc<dyn ReportStore>,
     /// The deployments registry.
     pub deployments: Arc<dyn DeploymentStore>,
-    /// Gathers a new report's evidence in the background (`None`: disabled).
-    pub evidence: Option<Stage>,
-    /// Wakes a worker after a report is written.
-    pub wake: Arc<Notify>,
+    /// Wakes the workers and the evidence pool after a report is queued.
+    pub wake: Arc<Wake>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// `Deployments.WatchMinutes`.
     pub watch_minutes: u64,
-}
-
-/// How often [`QueueGate`] counts the waiting reports in the store.
-const QUEUE_RECOUNT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// `Worker.MaxQueue`: whether intake may queue more work. Counting the waiting reports is
-/// a scan, far too slow for the request path under load, so a background task recounts
-/// every [`QUEUE_RECOUNT`]; in between, reports this process queues are added.
-pub struct QueueGate {
-    max: u64,
-    depth: std::sync::atomic::AtomicU64,
-}
-
-impl QueueGate {
-    /// A gate at `max` waiting reports (0: none); with a limit, the recount runs until
-    /// the gate is dropped.
-    pub fn start(max: u64, store: Arc<dyn ReportStore>) -> Arc<Self> {
-        let gate = Arc::new(Self {
-            max,
-            depth: std::sync::atomic::AtomicU64::new(0),
-        });
-        if max > 0 {
-            let weak = Arc::downgrade(&gate);
-            tokio::spawn(async move {
-                loop {
-                    let depth = store.queue_depth(Utc::now()).await;
-                    let Some(gate) = weak.upgrade() else { return };
-                    match depth {
-                        Ok(n) => gate.depth.store(n, std::sync::atomic::Ordering::Relaxed),
-                        Err(e) => tracing::warn!(error = %e, "counting the queue failed"),
-                    }
-                    drop(gate);
-                    tokio::time::sleep(QUEUE_RECOUNT).await;
-                }
-            });
-        }
-        gate
-    }
-
-    /// `Err(depth)` when at least `max` reports are waiting.
-    pub fn check(&self) -> Result<(), u64> {
-        let depth = self.depth.load(std::sync::atomic::Ordering::Relaxed);
-        if self.max > 0 && depth >= self.max {
-            Err(depth)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Counts reports this process just queued, until the next recount.
-    pub fn queued(&self, n: u64) {
-        self.depth
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A time of an alert (RFC 3339); Alertmanager's zero time and bad text are `None`.
-fn alert_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-        .filter(|t| t.timestamp() > 0)
 }
 
 impl Intake {
@@ -189,9 +242,9 @@ impl Intake {
         now: DateTime<Utc>,
     ) -> Result<AlertResult, StoreError> {
         let result = self.decide(index, alert, now).await?;
-        self.metrics.alert(match result.outcome {
-            "skipped" => result.skip_code,
-            outcome => outcome,
+        self.metrics.alert(match (result.outcome, result.skip) {
+            (Outcome::Skipped, Some(code)) => code.as_str(),
+            (outcome, _) => outcome.as_str(),
         });
         Ok(result)
     }
@@ -203,10 +256,10 @@ impl Intake {
         now: DateTime<Utc>,
     ) -> Result<AlertResult, StoreError> {
         let labelled = alert.labels.get("deploymentId").cloned();
-        let skipped = |code: &'static str, reason: String| {
-            let mut r = AlertResult::new(index, "skipped").reason(reason);
+        let skipped = |code: SkipCode, reason: String| {
+            let mut r = AlertResult::new(index, Outcome::Skipped).reason(reason);
             r.deployment_id = labelled.clone();
-            r.skip_code = code;
+            r.skip = Some(code);
             r
         };
         let subject = match subject(&alert) {
@@ -219,14 +272,14 @@ impl Intake {
                 Some(found) => (found.deployment.deployment_id.clone(), Some(found)),
                 None => {
                     return Ok(skipped(
-                        "no_deployment_id",
+                        SkipCode::NoDeploymentId,
                         self.unattributed_reason(&alert),
                     ))
                 }
             },
         };
-        let mut result = AlertResult::new(index, "skipped");
-        result.skip_code = "not_firing";
+        let mut result = AlertResult::new(index, Outcome::Skipped);
+        result.skip = Some(SkipCode::NotFiring);
         result.deployment_id = Some(id.to_string());
         result.attributed = attribution.as_ref().map(|a| {
             json!({
@@ -238,11 +291,11 @@ impl Intake {
         });
 
         if !subject.firing {
-            let at = alert_time(&alert.ends_at).unwrap_or(now);
+            let at = alert.ends_at.at().unwrap_or(now);
             return Ok(if self.store.set_resolved(&id, at).await? {
                 tracing::info!(deployment_id = %id, "resolved alert stamped on the report");
                 AlertResult {
-                    outcome: "resolved",
+                    outcome: Outcome::Resolved,
                     ..result
                 }
                 .reason(format!("resolvedAt set to {}", at.to_rfc3339()))
@@ -270,13 +323,13 @@ impl Intake {
             Related::NoReport => match self.store.insert(&report).await? {
                 Insert::Inserted => self.started(result, &report),
                 Insert::Exists(status) => AlertResult {
-                    outcome: "exists",
+                    outcome: Outcome::Exists,
                     status: Some(status),
                     ..result
                 },
             },
             Related::Duplicate(status) => AlertResult {
-                outcome: "exists",
+                outcome: Outcome::Exists,
                 status: Some(status),
                 ..result
             }
@@ -285,13 +338,13 @@ impl Intake {
                 status.as_str()
             )),
             Related::Added(ReportStatus::Generating) => AlertResult {
-                outcome: "attached",
+                outcome: Outcome::Attached,
                 status: Some(ReportStatus::Generating),
                 ..result
             }
             .reason("a diagnosis is queued or running; the alert is recorded on the report for it and any retry"),
             Related::Added(ReportStatus::Completed) => AlertResult {
-                outcome: "recorded",
+                outcome: Outcome::Recorded,
                 status: Some(ReportStatus::Completed),
                 ..result
             }
@@ -300,10 +353,10 @@ impl Intake {
             )),
             Related::Added(ReportStatus::Failed) => match self.store.rediagnose(&id, now).await? {
                 Rediagnose::Restarted(restarted) => {
-                    self.set_going(&restarted);
+                    self.wake.queued();
                     tracing::info!(deployment_id = %id, version = restarted.version, "failed report diagnosed again for a new alert");
                     AlertResult {
-                        outcome: "restarted",
+                        outcome: Outcome::Restarted,
                         status: Some(ReportStatus::Generating),
                         ..result
                     }
@@ -313,13 +366,13 @@ impl Intake {
                     ))
                 }
                 Rediagnose::InProgress => AlertResult {
-                    outcome: "attached",
+                    outcome: Outcome::Attached,
                     status: Some(ReportStatus::Generating),
                     ..result
                 }
                 .reason("the failed report was restarted meanwhile; the alert is recorded on it"),
                 Rediagnose::NotFound => AlertResult {
-                    outcome: "exists",
+                    outcome: Outcome::Exists,
                     ..result
                 }
                 .reason("the report was deleted meanwhile; send the alert again"),
@@ -327,15 +380,8 @@ impl Intake {
         })
     }
 
-    fn set_going(&self, report: &Report) {
-        if let Some(stage) = &self.evidence {
-            stage.spawn(report);
-        }
-        self.wake.notify_one();
-    }
-
     fn started(&self, result: AlertResult, report: &Report) -> AlertResult {
-        self.set_going(report);
+        self.wake.queued();
         tracing::info!(
             deployment_id = %report.deployment_id,
             report_id = %report.id,
@@ -343,7 +389,7 @@ impl Intake {
             "diagnosis queued"
         );
         AlertResult {
-            outcome: "started",
+            outcome: Outcome::Started,
             report_id: Some(report.id.clone()),
             status: Some(ReportStatus::Generating),
             ..result
@@ -358,13 +404,13 @@ impl Intake {
         alert: &Alert,
         now: DateTime<Utc>,
     ) -> Result<Option<Attribution>, StoreError> {
-        let hosts = deployment::alert_hosts(alert);
+        let hosts = alert.hosts();
         if hosts.is_empty() {
             return Ok(None);
         }
-        let started = alert_time(&alert.starts_at).unwrap_or(now);
+        let started = alert.starts_at.at().unwrap_or(now);
         let watch = chrono::Duration::minutes(self.watch_minutes as i64);
-        let keys: Vec<String> = hosts.iter().map(|(_, h)| deployment::host_key(h)).collect();
+        let keys: Vec<String> = hosts.iter().map(|(_, h)| host_key(h)).collect();
         let Some(found) = self
             .deployments
             .latest_on_hosts(&keys, started - watch, started)
@@ -375,7 +421,7 @@ impl Intake {
         let found_keys = found.host_keys();
         let (label, host) = hosts
             .into_iter()
-            .find(|(_, h)| found_keys.contains(&deployment::host_key(h)))
+            .find(|(_, h)| found_keys.contains(&host_key(h)))
             .unwrap_or(("hostname", String::new()));
         Ok(Some(Attribution {
             deployment: found,
@@ -385,7 +431,7 @@ impl Intake {
     }
 
     fn unattributed_reason(&self, alert: &Alert) -> String {
-        let hosts = deployment::alert_hosts(alert);
+        let hosts = alert.hosts();
         if hosts.is_empty() {
             return "alert has no labels.deploymentId, and no hostname or instance label to \
                     attribute it to a registered deployment"
@@ -407,7 +453,7 @@ mod tests {
 
     fn alert(status: &str, id: Option<&str>) -> Alert {
         let mut a = Alert {
-            status: status.into(),
+            status: AlertStatus::parse(status),
             ..Default::default()
         };
         if let Some(id) = id {
@@ -425,18 +471,11 @@ mod tests {
         assert!(!s.firing && s.deployment_id.is_none());
         assert_eq!(
             subject(&alert("pending", Some("d"))).unwrap_err().code(),
-            "not_firing"
+            SkipCode::NotFiring
         );
         assert_eq!(
             subject(&alert("firing", Some("a/b"))).unwrap_err().code(),
-            "bad_deployment_id"
+            SkipCode::BadDeploymentId
         );
-    }
-
-    #[test]
-    fn alertmanagers_zero_time_is_no_time() {
-        assert!(alert_time("0001-01-01T00:00:00Z").is_none());
-        assert!(alert_time("2026-11-25T10:00:00Z").is_some());
-        assert!(alert_time("soon").is_none());
     }
 }

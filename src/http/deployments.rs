@@ -1,15 +1,22 @@
-//! The deployments registry (the design's `Deployment` model, given its business fields):
-//! what a deploy pipeline knows about a release, registered with `PUT /deployments/{id}`.
-//!
-//! A report joins its deployment by id: the deployment's `hosts` widen the metric target,
-//! its `repoAddress`/`tag`/`previousTag` drive the change evidence. An alert that carries
-//! no `deploymentId` label (a standard node_exporter rule) is attributed to the most recent
-//! deployment on its host, when it started within `Deployments.WatchMinutes` of it.
+//! `/deployments`: the registry a deploy pipeline writes (`PUT`), reads and deletes.
+//! A registration is checked field by field; a bad one is a `400` naming the field, and
+//! nothing changes.
 
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
-use crate::alert::{Alert, DeploymentId};
+use super::error::{capped_body, parse_deployment_id, require_json, typed_body, ApiError};
+use super::paging::{next_cursor, page, ListQuery};
+use super::AppState;
+use crate::model::alert::DeploymentId;
+use crate::model::deployment::{host_key, Deployment, RepoName};
+use crate::store::Upsert;
 
 /// Hosts a deployment may list.
 pub const MAX_HOSTS: usize = 200;
@@ -18,48 +25,10 @@ pub const MAX_HOST_LEN: usize = 270;
 /// Longest value of any other text field.
 pub const MAX_FIELD_LEN: usize = 1024;
 
-/// A registered deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deployment {
-    /// The deployment id (the reports' key).
-    pub deployment_id: DeploymentId,
-    /// The service released.
-    #[serde(default)]
-    pub service: String,
-    /// Its repository: `owner/name` or a GitHub URL.
-    #[serde(default)]
-    pub repo_address: String,
-    /// The release tag.
-    #[serde(default)]
-    pub tag: String,
-    /// The tag that ran before (the change range is `previousTag...tag`).
-    #[serde(default)]
-    pub previous_tag: String,
-    /// The released commit.
-    #[serde(default)]
-    pub commit: String,
-    /// Hosts it was deployed to (as `hostname` or `instance` labels name them).
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    /// E.g. `production`.
-    #[serde(default)]
-    pub environment: String,
-    /// When it was rolled out.
-    pub deployed_at: DateTime<Utc>,
-    /// A link to the pipeline run or release page.
-    #[serde(default)]
-    pub url: String,
-    /// When it was first registered.
-    pub created_time: DateTime<Utc>,
-    /// When it was last registered.
-    pub updated_time: DateTime<Utc>,
-}
-
 /// `PUT /deployments/{id}`, as sent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DeploymentInput {
+pub(super) struct DeploymentInput {
     #[serde(default)]
     service: String,
     #[serde(default)]
@@ -82,11 +51,11 @@ pub struct DeploymentInput {
 
 /// A field of a registration that cannot be used: its JSON path and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
+pub(super) struct FieldError {
     /// E.g. `hosts[2]`.
-    pub path: String,
+    pub(super) path: String,
     /// What is wrong.
-    pub message: String,
+    pub(super) message: String,
 }
 
 fn field_error(path: impl Into<String>, message: impl Into<String>) -> FieldError {
@@ -116,7 +85,7 @@ fn check_text(path: &str, value: &str) -> Result<String, FieldError> {
 impl DeploymentInput {
     /// The deployment this registration describes, at `now`; `created_time` is `now` and
     /// the store keeps the first one when it already has the deployment.
-    pub fn into_deployment(
+    pub(super) fn into_deployment(
         self,
         deployment_id: DeploymentId,
         now: DateTime<Utc>,
@@ -124,7 +93,7 @@ impl DeploymentInput {
         // Stores keep milliseconds; so does the answer to a registration.
         let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
         let repo_address = check_text("repoAddress", &self.repo_address)?;
-        if !repo_address.is_empty() && crate::changes::repo_name(&repo_address).is_none() {
+        if !repo_address.is_empty() && RepoName::parse(&repo_address).is_none() {
             return Err(field_error(
                 "repoAddress",
                 format!(
@@ -192,75 +161,82 @@ impl DeploymentInput {
     }
 }
 
-impl Deployment {
-    /// The host keys attribution matches on (see [`host_key`]), without repeats.
-    pub fn host_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.hosts.iter().map(|h| host_key(h)).collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
+pub(super) async fn put_deployment(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    require_json(&headers)?;
+    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let input: DeploymentInput = typed_body(&bytes)?;
+    let deployment =
+        input
+            .into_deployment(id.clone(), Utc::now())
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_body",
+                message: e.message,
+                path: Some(e.path),
+            })?;
+    let upsert = state.deployments.put_deployment(&deployment).await?;
+    let stored = state
+        .deployments
+        .get_deployment(&id)
+        .await?
+        .ok_or_else(|| ApiError::NoDeployment(id.to_string()))?;
+    tracing::info!(deployment_id = %id, hosts = stored.hosts.len(), created = (upsert == Upsert::Created), "deployment registered");
+    let status = match upsert {
+        Upsert::Created => StatusCode::CREATED,
+        Upsert::Updated => StatusCode::OK,
+    };
+    Ok((status, Json(stored)).into_response())
 }
 
-/// How a host is compared: lower case, without a port (`web-1:9100` and `WEB-1` are the
-/// same host; `[::1]:9100` is `::1`).
-pub fn host_key(host: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_owned();
-    }
-    match host.rsplit_once(':') {
-        // One colon and digits after it: a port. More colons: a bare IPv6 address.
-        Some((name, port))
-            if !name.contains(':')
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            name.to_owned()
-        }
-        _ => host,
-    }
+pub(super) async fn get_deployment(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    state
+        .deployments
+        .get_deployment(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NoDeployment(id.to_string()))
 }
 
-/// Where an alert says it comes from: each entry of its `hostname` label (a comma-separated
-/// list is allowed), then its `instance`; with the label that named it.
-pub fn alert_hosts(alert: &Alert) -> Vec<(&'static str, String)> {
-    let mut hosts = Vec::new();
-    if let Some(names) = alert.labels.get("hostname") {
-        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            hosts.push(("hostname", name.to_owned()));
-        }
+pub(super) async fn list_deployments(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.status.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "deployments have no status; use limit, cursor and before".into(),
+            path: Some("status".into()),
+        });
     }
-    if let Some(instance) = alert.labels.get("instance").map(|i| i.trim()) {
-        if !instance.is_empty() {
-            hosts.push(("instance", instance.to_owned()));
-        }
-    }
-    hosts
+    let page = page(&q)?;
+    let deployments = state.deployments.list_deployments(&page).await?;
+    let next = next_cursor(&deployments, page.limit, |d| {
+        (d.created_time, d.deployment_id.to_string())
+    });
+    Ok(Json(
+        json!({ "deployments": deployments, "nextCursor": next }),
+    ))
 }
 
-/// The deployment an alert without a `deploymentId` was attributed to, and by what.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attribution {
-    /// The deployment.
-    pub deployment: Deployment,
-    /// The label that matched (`hostname` or `instance`).
-    pub label: &'static str,
-    /// Its value.
-    pub host: String,
-}
-
-impl Attribution {
-    /// For the intake response: `hostname "web-1" within 60 minutes of deployment d-7`.
-    pub fn describe(&self, watch_minutes: u64) -> String {
-        format!(
-            "no deploymentId label; attributed by {} {:?} to deployment {} (deployed {}, within \
-             Deployments.WatchMinutes = {watch_minutes})",
-            self.label,
-            self.host,
-            self.deployment.deployment_id,
-            self.deployment.deployed_at.to_rfc3339(),
-        )
+pub(super) async fn delete_deployment(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    if state.deployments.delete_deployment(&id).await? {
+        tracing::info!(deployment_id = %id, "deployment unregistered");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NoDeployment(id.to_string()))
     }
 }
 
@@ -272,35 +248,6 @@ mod tests {
         let input: DeploymentInput = serde_json::from_str(json).unwrap();
         input.into_deployment(DeploymentId::parse("d-1").unwrap(), Utc::now())
     }
-
-    #[test]
-    fn host_keys_ignore_case_and_ports() {
-        assert_eq!(host_key("WEB-1:9100"), "web-1");
-        assert_eq!(host_key("web-1"), "web-1");
-        assert_eq!(host_key("[::1]:9100"), "::1");
-        assert_eq!(host_key("fe80::1"), "fe80::1");
-        assert_eq!(host_key("10.0.0.5:9100"), "10.0.0.5");
-    }
-
-    #[test]
-    fn hostname_lists_and_instance_are_the_alerts_hosts() {
-        let mut alert = Alert::default();
-        alert
-            .labels
-            .insert("hostname".into(), "web-1, web-2,".into());
-        alert
-            .labels
-            .insert("instance".into(), "10.0.0.5:9100".into());
-        assert_eq!(
-            alert_hosts(&alert),
-            vec![
-                ("hostname", "web-1".to_owned()),
-                ("hostname", "web-2".to_owned()),
-                ("instance", "10.0.0.5:9100".to_owned())
-            ]
-        );
-    }
-
     #[test]
     fn registrations_are_checked_field_by_field() {
         let d = input(

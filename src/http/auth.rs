@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 
-use crate::config::Secret;
+use crate::config::{Config, Secret};
 
 /// What a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,15 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Tokens {
+    /// The tokens the configuration sets: `Auth.WriteToken` (or `Webhook.BearerToken`, its
+    /// older name) and `Auth.ReadToken`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            write: config.write_token().clone(),
+            read: config.auth.read_token.clone(),
+        }
+    }
+
     /// The token that reads: `read`, else `write`.
     fn reader(&self) -> &Secret {
         if self.read.is_empty() {

@@ -1,0 +1,316 @@
+//! The gatherer: finds the node_exporter instances an alert is about, runs every signal
+//! of the catalogue over the baseline and incident windows, scores and ranks the series.
+//! It returns the items; storing them is the caller's business.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use super::prometheus::{exact_regex, literal, unix, EvidenceError, Prometheus};
+use super::score::{score, Saturation};
+use super::signals::{rule_expression, SIGNALS};
+use crate::config::EvidenceConfig;
+use crate::model::alert::Alert;
+use crate::model::deployment::host_key;
+use crate::model::evidence::{EvidenceItem, Resource, ANOMALY_SCORE};
+
+/// Hosts whose instances are looked up for one gathering (a deployment may list more).
+const MAX_TARGET_HOSTS: usize = 50;
+
+/// The time window of one gathering.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Windows {
+    /// Start of the baseline.
+    pub from: DateTime<Utc>,
+    /// End of the baseline, start of the incident (the alert's `startsAt`).
+    pub incident: DateTime<Utc>,
+    /// Now.
+    pub to: DateTime<Utc>,
+    /// Query step.
+    pub step: Duration,
+}
+
+impl Windows {
+    /// The windows for an alert that started at `starts_at`, seen at `now`.
+    pub fn new(starts_at: DateTime<Utc>, now: DateTime<Utc>, baseline: Duration) -> Self {
+        let incident = starts_at.min(now);
+        let from = incident - chrono::Duration::from_std(baseline).unwrap_or_default();
+        let total = (now - from).num_milliseconds().max(1000) as u64;
+        // At most ~240 points a series, at least one a second.
+        let step = Duration::from_secs(total.div_ceil(240 * 1000).max(1));
+        Self {
+            from,
+            incident,
+            to: now,
+            step,
+        }
+    }
+}
+
+/// Gathers evidence from one Prometheus.
+#[derive(Clone)]
+pub struct Gatherer {
+    prometheus: Prometheus,
+    config: EvidenceConfig,
+}
+
+impl Gatherer {
+    /// A gatherer for this Prometheus, each request bounded by `Evidence.TimeoutSeconds`.
+    pub fn new(prometheus_url: &str, config: EvidenceConfig) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            prometheus: Prometheus::new(prometheus_url, config.timeout)?,
+            config,
+        })
+    }
+
+    /// The Prometheus client.
+    pub fn prometheus(&self) -> &Prometheus {
+        &self.prometheus
+    }
+
+    /// How long one gathering may take (`Evidence.TimeoutSeconds`).
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    /// The node_exporter instances the alert is about: its `instance`, each host of its
+    /// `hostname` (a comma-separated list is allowed) and of its registered deployment,
+    /// matched against `up`'s `instance` and `hostname` labels and `node_uname_info`'s
+    /// `nodename`; its `job` when nothing else names a target.
+    async fn targets(
+        &self,
+        alert: &Alert,
+        deployment_hosts: &[String],
+        w: &Windows,
+    ) -> Result<Vec<String>, EvidenceError> {
+        let label = |k: &str| alert.labels.get(k).filter(|v| !v.trim().is_empty());
+        let window = format!("{}s", (w.to - w.from).num_seconds().max(1));
+        let mut queries = Vec::new();
+        if let Some(instance) = label("instance") {
+            queries.push(format!("up{{instance={}}}", literal(instance.trim())));
+        }
+        let mut hosts: Vec<String> = label("hostname")
+            .map(|h| h.split(',').map(|h| h.trim().to_owned()).collect())
+            .unwrap_or_default();
+        hosts.extend(deployment_hosts.iter().cloned());
+        hosts.retain(|h| !h.is_empty());
+        hosts.sort();
+        hosts.dedup();
+        hosts.truncate(MAX_TARGET_HOSTS);
+        if !hosts.is_empty() {
+            // One regex alternation per label, so many hosts are still three queries.
+            let names = hosts
+                .iter()
+                .map(|h| exact_regex(&host_key(h)))
+                .collect::<Vec<_>>()
+                .join("|");
+            let exact = hosts
+                .iter()
+                .map(|h| exact_regex(h))
+                .collect::<Vec<_>>()
+                .join("|");
+            queries.push(format!(
+                "up{{hostname=~{}}}",
+                literal(&format!("(?i)({names})"))
+            ));
+            queries.push(format!(
+                "up{{instance=~{}}}",
+                literal(&format!("(?i)({exact}|({names})(:[0-9]+)?)"))
+            ));
+            queries.push(format!(
+                "node_uname_info{{nodename=~{}}}",
+                literal(&format!("(?i)({names})"))
+            ));
+        }
+        if queries.is_empty() {
+            if let Some(job) = label("job") {
+                queries.push(format!("up{{job={}}}", literal(job)));
+            }
+        }
+        let mut found = BTreeSet::new();
+        for q in queries {
+            let data = self
+                .prometheus
+                .api(
+                    "query",
+                    &[
+                        ("query", format!("max_over_time({q}[{window}])")),
+                        ("time", unix(w.to)),
+                    ],
+                )
+                .await?;
+            for series in data["result"].as_array().into_iter().flatten() {
+                if let Some(i) = series["metric"]["instance"].as_str() {
+                    found.insert(i.to_owned());
+                }
+            }
+        }
+        if found.is_empty() {
+            if let Some(instance) = label("instance") {
+                found.insert(instance.trim().to_owned());
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Gathers, scores and ranks the evidence for an alert that started at `starts_at`, on
+    /// its hosts and those of its registered deployment.
+    pub async fn gather(
+        &self,
+        alert: &Alert,
+        deployment_hosts: &[String],
+        starts_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EvidenceItem>, EvidenceError> {
+        let limit = self.config.timeout;
+        tokio::time::timeout(
+            limit,
+            self.gather_within(alert, deployment_hosts, starts_at, now),
+        )
+        .await
+        .map_err(|_| EvidenceError::Timeout(limit))?
+    }
+
+    async fn gather_within(
+        &self,
+        alert: &Alert,
+        deployment_hosts: &[String],
+        starts_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EvidenceItem>, EvidenceError> {
+        let baseline = self.config.baseline;
+        let w = Windows::new(starts_at, now, baseline);
+        let instances = self.targets(alert, deployment_hosts, &w).await?;
+        let rate_window = format!("{}s", self.config.rate_window.as_secs());
+        struct Job {
+            resource: Resource,
+            name: String,
+            unit: &'static str,
+            by: Option<&'static str>,
+            saturation: Option<Saturation>,
+            floor: f64,
+            query: String,
+        }
+        let mut jobs = Vec::new();
+        for instance in &instances {
+            let sel = format!("instance={}", literal(instance));
+            for s in SIGNALS {
+                jobs.push(Job {
+                    resource: s.resource,
+                    name: s.name.to_owned(),
+                    unit: s.unit,
+                    by: s.by,
+                    saturation: s.saturation,
+                    floor: s.floor,
+                    query: s.expr.replace("{sel}", &sel).replace("{w}", &rate_window),
+                });
+            }
+        }
+        if let Some(expr) = rule_expression(alert) {
+            // How many series the rule returns: above zero while it fires.
+            jobs.push(Job {
+                resource: Resource::Rule,
+                name: format!("alert rule {}", alert.alertname),
+                unit: "",
+                by: None,
+                saturation: Some(Saturation::NonZero),
+                floor: 1.0,
+                query: format!("count({expr}) or vector(0)"),
+            });
+        }
+        let results = join_all(
+            jobs.iter()
+                .map(|job| self.prometheus.range(&job.query, w.from, w.to, w.step)),
+        )
+        .await;
+        let split = w.incident.timestamp() as f64;
+        let mut items = Vec::new();
+        let mut failures = 0;
+        for (job, result) in jobs.iter().zip(results) {
+            let Job {
+                resource,
+                name,
+                unit,
+                by,
+                saturation,
+                floor,
+                query,
+            } = job;
+            let Ok(matrix) = result else {
+                failures += 1;
+                continue;
+            };
+            for (labels, points) in matrix {
+                let (baseline, incident): (Vec<f64>, Vec<f64>) = (
+                    points
+                        .iter()
+                        .filter(|(t, _)| *t < split)
+                        .map(|(_, v)| *v)
+                        .collect(),
+                    points
+                        .iter()
+                        .filter(|(t, _)| *t >= split)
+                        .map(|(_, v)| *v)
+                        .collect(),
+                );
+                let Some(mut scored) = score(&baseline, &incident, *saturation, *floor) else {
+                    continue;
+                };
+                if *resource == Resource::Rule {
+                    // The rule firing is why the alert exists, not a cause: context, ranked
+                    // below measured anomalies.
+                    scored.score = scored.score.min(ANOMALY_SCORE);
+                }
+                let instance = labels
+                    .get("instance")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let signal = match by.and_then(|b| labels.get(b)).and_then(Value::as_str) {
+                    Some(part) => format!("{name} ({part})"),
+                    None => name.clone(),
+                };
+                items.push(EvidenceItem {
+                    resource: *resource,
+                    signal,
+                    instance,
+                    query: query.clone(),
+                    unit: (*unit).to_owned(),
+                    scored,
+                });
+            }
+        }
+        if failures == jobs.len() && !jobs.is_empty() {
+            return Err(self.prometheus.error("every evidence query failed"));
+        }
+        items.sort_by(|a, b| b.scored.score.total_cmp(&a.scored.score));
+        items.truncate(self.config.max_items.get());
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_keep_a_series_under_240_points() {
+        let now = Utc::now();
+        let w = Windows::new(
+            now - chrono::Duration::minutes(10),
+            now,
+            Duration::from_secs(1800),
+        );
+        assert_eq!(w.step, Duration::from_secs(10));
+        assert_eq!(w.incident, now - chrono::Duration::minutes(10));
+        let future = Windows::new(
+            now + chrono::Duration::minutes(5),
+            now,
+            Duration::from_secs(60),
+        );
+        assert_eq!(future.incident, now, "a start in the future is now");
+    }
+}

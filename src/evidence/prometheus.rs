@@ -1,0 +1,180 @@
+//! The Prometheus HTTP API client the evidence stage and the report check use: range and
+//! instant queries, and whether Prometheus can parse a query.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// Why evidence could not be gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// Prometheus could not be reached or answered an error.
+    #[error("Prometheus at {url}: {message}")]
+    Prometheus {
+        /// Its base URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// It took longer than `Evidence.TimeoutSeconds`.
+    #[error("gathering evidence took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// A time as Prometheus's API takes it: Unix seconds, to the millisecond (whole seconds
+/// would end a range before a sample taken in the current second).
+pub(super) fn unix(t: DateTime<Utc>) -> String {
+    format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// A PromQL string literal.
+pub(super) fn literal(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A regex matching exactly `value` (RE2 metacharacters escaped).
+pub(super) fn exact_regex(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// Series of a range query: labels and `(unix seconds, value)` points.
+pub(super) type Matrix = Vec<(serde_json::Map<String, Value>, Vec<(f64, f64)>)>;
+
+/// One Prometheus.
+#[derive(Clone)]
+pub struct Prometheus {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    /// A client of the Prometheus at `url`, each request bounded by `timeout`. Fails only
+    /// when no HTTP client can be built (no TLS backend): a service without one must not
+    /// start with a client that has no timeout.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+        })
+    }
+
+    pub(super) fn error(&self, message: impl Into<String>) -> EvidenceError {
+        EvidenceError::Prometheus {
+            url: self.url.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// One API call; its `data`, or the error Prometheus or the network gave.
+    pub(super) async fn api(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<Value, EvidenceError> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/{path}", self.url))
+            .query(params)
+            .send()
+            .await
+            .map_err(|e| self.error(e.to_string()))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| self.error(format!("status {status}, unreadable answer: {e}")))?;
+        if body["status"] != "success" {
+            return Err(self.error(format!(
+                "status {status}: {}",
+                body["error"].as_str().unwrap_or("no error message")
+            )));
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// A range query from `from` to `to` at `step`.
+    pub(super) async fn range(
+        &self,
+        query: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Matrix, EvidenceError> {
+        let data = self
+            .api(
+                "query_range",
+                &[
+                    ("query", query.to_owned()),
+                    ("start", unix(from)),
+                    ("end", unix(to)),
+                    ("step", format!("{}s", step.as_secs())),
+                ],
+            )
+            .await?;
+        Ok(data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|series| {
+                let labels = series["metric"].as_object().cloned().unwrap_or_default();
+                let points = series["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        let v = p.get(1)?.as_str()?.parse::<f64>().ok()?;
+                        Some((p.get(0)?.as_f64()?, v))
+                    })
+                    .filter(|(_, v)| v.is_finite())
+                    .collect();
+                (labels, points)
+            })
+            .collect())
+    }
+
+    /// Whether Prometheus can parse a query: `Err(message)` when it says it cannot
+    /// (`bad_data`); `Ok` when it can, and when it cannot be asked (nothing is dropped on a
+    /// guess). The query is evaluated once, bounded by Prometheus's own 2 s timeout: the
+    /// Debian Prometheus (2.42) has no parse-only endpoint.
+    pub async fn parses(&self, query: &str) -> Result<(), String> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query), ("timeout", "2s")])
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Ok(());
+        };
+        let Ok(body) = response.json::<Value>().await else {
+            return Ok(());
+        };
+        if body["status"] == "error" && body["errorType"] == "bad_data" {
+            return Err(body["error"]
+                .as_str()
+                .unwrap_or("Prometheus cannot parse it")
+                .to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_are_matched_literally_in_regexes() {
+        assert_eq!(exact_regex("web-1.example"), "web-1\\.example");
+    }
+}

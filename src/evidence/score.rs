@@ -1,0 +1,191 @@
+//! Scoring a series: a robust deviation of the incident from the baseline (median and
+//! MAD, with a floor per signal so a quiet series does not turn noise into an anomaly),
+//! and saturation thresholds; new saturation outranks saturation the baseline already had.
+
+use crate::model::evidence::{Scored, Verdict, ANOMALY_SCORE};
+
+/// When a value counts as saturated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Saturation {
+    /// Above this value.
+    Above(f64),
+    /// Below this value.
+    Below(f64),
+    /// Any value above zero is an event.
+    NonZero,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    quantile(&sorted, 0.5)
+}
+
+/// Scores an incident against its baseline. `floor` is the smallest deviation that counts
+/// as one unit of spread (in the signal's unit), so a flat baseline does not turn a tiny
+/// wobble into an anomaly. `None` when the incident has no values.
+pub fn score(
+    baseline: &[f64],
+    incident: &[f64],
+    saturation: Option<Saturation>,
+    floor: f64,
+) -> Option<Scored> {
+    let last = *incident.last()?;
+    let mean = incident.iter().sum::<f64>() / incident.len() as f64;
+    let max = incident.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = incident.iter().copied().fold(f64::INFINITY, f64::min);
+    let peak = match saturation {
+        Some(Saturation::Below(_)) => min,
+        _ => max,
+    };
+    let (base_median, base_p95) = if baseline.is_empty() {
+        (None, None)
+    } else {
+        let mut sorted = baseline.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        (Some(quantile(&sorted, 0.5)), Some(quantile(&sorted, 0.95)))
+    };
+    // Robust deviation: |incident mean - baseline median| in units of the baseline's spread
+    // (1.4826 x MAD, the standard deviation of normal data), never less than the floor.
+    let mut deviation = 0.0;
+    if let Some(m) = base_median.filter(|_| baseline.len() >= 3) {
+        let deviations: Vec<f64> = baseline.iter().map(|v| (v - m).abs()).collect();
+        let spread = (1.4826 * median(&deviations)).max(floor).max(1e-9);
+        deviation = ((mean - m).abs() / spread / 3.0).min(5.0);
+    }
+    // Saturation: the worse of the incident mean and its last value past the threshold.
+    let mut saturated = 0.0;
+    match saturation {
+        Some(Saturation::Above(t)) => {
+            let v = mean.max(last);
+            if v > t {
+                saturated = 5.0 + ((v - t) / t.abs().max(1.0) * 10.0).min(5.0);
+            }
+        }
+        Some(Saturation::Below(t)) => {
+            let v = mean.min(last);
+            if v < t {
+                saturated = 5.0 + ((t - v) / t.abs().max(1.0) * 10.0).min(5.0);
+            }
+        }
+        Some(Saturation::NonZero) if max > 0.0 => saturated = 6.0,
+        _ => {}
+    }
+    // Saturation the baseline already had most of the time is a standing condition, not
+    // this incident.
+    let standing = match (saturation, base_median) {
+        (Some(Saturation::Above(t)), Some(m)) => m > t,
+        (Some(Saturation::Below(t)), Some(m)) => m < t,
+        _ => false,
+    };
+    if standing && saturated > 0.0 {
+        saturated = 3.0;
+    }
+    let score = deviation.max(saturated);
+    let verdict = match saturation {
+        Some(Saturation::NonZero) if saturated > 0.0 => Verdict::Event,
+        _ if saturated > 0.0 => Verdict::Saturated,
+        _ if score >= ANOMALY_SCORE => Verdict::Anomalous,
+        _ => Verdict::Normal,
+    };
+    Some(Scored {
+        baseline: base_median,
+        baseline_p95: base_p95,
+        incident: mean,
+        change: base_median.map(|m| mean - m),
+        peak,
+        last,
+        score: (score * 100.0).round() / 100.0,
+        verdict,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_baseline_and_a_jump_past_the_threshold_is_new_saturation() {
+        let baseline = [10.0, 12.0, 11.0, 9.0, 10.0];
+        let s = score(
+            &baseline,
+            &[99.0, 100.0],
+            Some(Saturation::Above(90.0)),
+            5.0,
+        )
+        .unwrap();
+        assert_eq!(s.verdict, Verdict::Saturated);
+        assert!(s.score >= 5.0, "{s:?}");
+        assert_eq!((s.baseline, s.peak, s.last), (Some(10.0), 100.0, 100.0));
+        assert_eq!(s.change, Some(89.5), "incident mean minus baseline median");
+    }
+
+    #[test]
+    fn noise_within_the_floor_is_normal_and_a_standing_saturation_ranks_below_a_new_one() {
+        let s = score(
+            &[1.0, 1.1, 0.9, 1.0],
+            &[3.0, 2.5],
+            Some(Saturation::Above(90.0)),
+            5.0,
+        )
+        .unwrap();
+        assert_eq!(s.verdict, Verdict::Normal, "{s:?}");
+        let standing = score(
+            &[95.0, 96.0, 95.5],
+            &[96.0],
+            Some(Saturation::Above(90.0)),
+            2.0,
+        )
+        .unwrap();
+        assert_eq!(standing.verdict, Verdict::Saturated);
+        assert!(standing.score < 5.0, "{standing:?}");
+    }
+
+    #[test]
+    fn low_is_bad_for_available_memory_and_up() {
+        let s = score(
+            &[60.0, 61.0, 59.0],
+            &[8.0, 5.0],
+            Some(Saturation::Below(10.0)),
+            3.0,
+        )
+        .unwrap();
+        assert_eq!((s.verdict, s.peak), (Verdict::Saturated, 5.0));
+        let down = score(
+            &[1.0, 1.0, 1.0],
+            &[0.0, 0.0],
+            Some(Saturation::Below(0.5)),
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(down.verdict, Verdict::Saturated);
+        assert!(down.score >= 9.0, "{down:?}");
+    }
+
+    #[test]
+    fn a_large_deviation_without_a_threshold_is_an_anomaly_and_events_are_events() {
+        let s = score(
+            &[100.0, 110.0, 90.0, 105.0, 95.0],
+            &[400.0, 420.0],
+            None,
+            20.0,
+        )
+        .unwrap();
+        assert_eq!(s.verdict, Verdict::Anomalous, "{s:?}");
+        let oom = score(
+            &[0.0, 0.0, 0.0],
+            &[0.0, 1.0],
+            Some(Saturation::NonZero),
+            1.0,
+        )
+        .unwrap();
+        assert_eq!(oom.verdict, Verdict::Event);
+        assert_eq!(score(&[1.0], &[], None, 1.0), None);
+    }
+}

@@ -1,0 +1,171 @@
+//! One error type for the API and its one `IntoResponse`: 4xx bodies say exactly what the
+//! caller got wrong, 5xx bodies are opaque (the cause is logged in the request span). Also
+//! the request helpers every handler uses: the path's deployment id, the JSON content
+//! type, a capped body, a typed body.
+
+use axum::body::{to_bytes, Body};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::model::alert::DeploymentId;
+use crate::store::StoreError;
+
+/// Every way a request can fail, with its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or a parameter is wrong.
+    #[error("{message}")]
+    BadRequest {
+        /// Machine code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// Where in the JSON body.
+        path: Option<String>,
+    },
+    /// Missing or wrong token.
+    #[error("missing or invalid token for this {0} (Authorization: Bearer <token>, or Basic with the token as password)")]
+    Unauthorized(&'static str),
+    /// Not JSON.
+    #[error("content type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    /// Body too large.
+    #[error("request body is larger than {0} bytes (Webhook.MaxBodyBytes)")]
+    PayloadTooLarge(usize),
+    /// No such report.
+    #[error("no report for deployment {0}")]
+    NotFound(String),
+    /// No such registered deployment.
+    #[error("no registered deployment {0}")]
+    NoDeployment(String),
+    /// The request conflicts with the report's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such endpoint.
+    #[error("no such endpoint; see the README for the API")]
+    NoRoute,
+    /// The queue is full (`Worker.MaxQueue`); Alertmanager retries a `503`.
+    #[error("{0} reports are waiting for a worker (Worker.MaxQueue); try again later")]
+    QueueFull(u64),
+    /// The store failed; details go to the log, not the client.
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, path) = match &self {
+            ApiError::BadRequest { code, path, .. } => {
+                (StatusCode::BAD_REQUEST, *code, path.clone())
+            }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+            }
+            ApiError::NotFound(_) | ApiError::NoDeployment(_) | ApiError::NoRoute => {
+                (StatusCode::NOT_FOUND, "not_found", None)
+            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::QueueFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full", None),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
+        };
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        if let Some(path) = path {
+            error["path"] = Value::String(path);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let ApiError::QueueFull(_) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            for challenge in [
+                "Bearer realm=\"deploy-diagnosis\"",
+                "Basic realm=\"deploy-diagnosis\"",
+            ] {
+                response.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        response
+    }
+}
+
+pub(super) fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {
+    DeploymentId::parse(raw).map_err(|message| ApiError::BadRequest {
+        code: "invalid_deployment_id",
+        message,
+        path: None,
+    })
+}
+
+/// Refuses a body that is not JSON (`415`).
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
+    {
+        return Err(ApiError::UnsupportedMediaType(if content_type.is_empty() {
+            "none".into()
+        } else {
+            format!("{content_type:?}")
+        }));
+    }
+    Ok(())
+}
+
+/// The request body, at most `limit` bytes (`413` beyond, before reading when declared).
+pub(super) async fn capped_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))
+}
+
+/// A JSON body as `T`, or a `400` naming the path of what is wrong.
+pub(super) fn typed_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // A missing field is reported at the object; name the field instead.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        ApiError::BadRequest {
+            code: "invalid_body",
+            path: Some(missing.unwrap_or(&path).to_owned()),
+            message,
+        }
+    })
+}

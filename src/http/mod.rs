@@ -1,0 +1,114 @@
+//! The HTTP API: alert intake, reports, the deployments registry, and operations
+//! endpoints. Handlers parse, call the intake or the store once or twice, and answer;
+//! diagnoses run in the worker pool, never in a request.
+//!
+//! - [`auth`]: read and write tokens; [`error`]: the one error type and request helpers;
+//! - one file a resource: [`alerts`], [`reports`], [`deployments`], [`ops`]; [`paging`].
+
+pub mod alerts;
+pub mod auth;
+pub mod deployments;
+pub mod error;
+pub mod ops;
+pub mod paging;
+pub mod reports;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::diagnosis::Diagnoser;
+use crate::intake::webhook::Limits;
+use crate::intake::Intake;
+use crate::metrics::Metrics;
+use crate::store::{DeploymentStore, ReportStore, Wake};
+use crate::worker::gate::QueueGate;
+use auth::{Access, Tokens};
+use error::ApiError;
+pub use paging::MAX_LIST_LIMIT;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Reports.
+    pub store: Arc<dyn ReportStore>,
+    /// The deployments registry.
+    pub deployments: Arc<dyn DeploymentStore>,
+    /// What each alert does.
+    pub intake: Intake,
+    /// For readiness of the runner.
+    pub diagnoser: Diagnoser,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the workers and the evidence pool after a report is queued.
+    pub wake: Arc<Wake>,
+    /// Who may read and write.
+    pub tokens: Tokens,
+    /// Whether `/metrics` needs the read token (`Auth.ProtectMetrics`).
+    pub protect_metrics: bool,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// What one webhook body may carry.
+    pub limits: Limits,
+    /// `Worker.MaxQueue`.
+    pub queue: Arc<QueueGate>,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/alerts", post(alerts::post_alerts))
+        .route("/reports", get(reports::list_reports))
+        .route(
+            "/reports/{deployment_id}",
+            get(reports::get_report).delete(reports::delete_report),
+        )
+        .route(
+            "/reports/{deployment_id}/rediagnose",
+            post(reports::rediagnose),
+        )
+        .route("/reports/{deployment_id}/feedback", post(reports::feedback))
+        .route("/reports/{deployment_id}/history", get(reports::history))
+        .route("/deployments", get(deployments::list_deployments))
+        .route(
+            "/deployments/{deployment_id}",
+            get(deployments::get_deployment)
+                .put(deployments::put_deployment)
+                .delete(deployments::delete_deployment),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Writes need the write token, reads the read token (or the write token); health and
+/// readiness stay open for probes, and `/metrics` unless `Auth.ProtectMetrics`.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let access = match (request.method(), request.uri().path()) {
+        (_, "/healthz" | "/readyz") => Access::Open,
+        (_, "/metrics") if !state.protect_metrics => Access::Open,
+        (&Method::GET | &Method::HEAD, _) => Access::Read,
+        _ => Access::Write,
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.tokens.allows(access, authorization) {
+        let what = if access == Access::Write {
+            "write"
+        } else {
+            "read"
+        };
+        return ApiError::Unauthorized(what).into_response();
+    }
+    next.run(request).await
+}

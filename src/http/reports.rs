@@ -1,0 +1,303 @@
+//! `/reports`: a report, listings, re-diagnosis, feedback, history, deletion. A report is
+//! served in the design's shape (`promQL` and `content` as two fields).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::error::{capped_body, parse_deployment_id, require_json, typed_body, ApiError};
+use super::paging::{bad_query, next_cursor, page, ListQuery};
+use super::AppState;
+use crate::model::alert::Alert;
+use crate::model::changes::Changes;
+use crate::model::deployment::Deployment;
+use crate::model::evidence::EvidenceItem;
+use crate::model::report::{
+    Engine, Feedback, HistoryEntry, RelatedAlert, Report, ReportBody, ReportStatus, RunnerKind,
+    Usage,
+};
+use crate::store::{ListFilter, Rediagnose};
+
+/// A report as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReportView {
+    id: String,
+    deployment_id: String,
+    status: ReportStatus,
+    #[serde(rename = "promQL")]
+    prom_ql: Vec<String>,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_output: Option<String>,
+    runner: Option<RunnerKind>,
+    attempts: u32,
+    version: u32,
+    created_time: DateTime<Utc>,
+    updated_time: DateTime<Utc>,
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    /// The evidence stage's ranked facts; `null` until gathered.
+    evidence: Option<Vec<EvidenceItem>>,
+    /// Why no evidence could be gathered, when a gathering failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence_error: Option<String>,
+    /// `ai` or `evidence` (completed reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<Engine>,
+    /// Why the AI did not write the report, when the evidence did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai_error: Option<String>,
+    /// A person's feedback on this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback>,
+    /// The registered deployment it is diagnosed with.
+    deployment: Option<Deployment>,
+    /// What the release changed, and its suspects.
+    changes: Option<Changes>,
+    /// Further alerts of the deployment, newest last.
+    related_alerts: Vec<RelatedAlert>,
+    /// When a resolved alert for the deployment came.
+    resolved_at: Option<DateTime<Utc>>,
+    alert: Alert,
+}
+
+impl From<Report> for ReportView {
+    fn from(r: Report) -> Self {
+        let ReportBody { prom_ql, content } = r.body.unwrap_or(ReportBody {
+            prom_ql: Vec::new(),
+            content: String::new(),
+        });
+        Self {
+            id: r.id,
+            deployment_id: r.deployment_id.to_string(),
+            status: r.status,
+            prom_ql,
+            content,
+            error: r.error,
+            raw_output: r.raw_output,
+            runner: r.runner,
+            attempts: r.attempts,
+            version: r.version,
+            created_time: r.created_time,
+            updated_time: r.updated_time,
+            duration_ms: r.duration_ms,
+            usage: r.usage,
+            evidence: r.evidence,
+            evidence_error: r.evidence_error,
+            engine: r.engine,
+            ai_error: r.ai_error,
+            feedback: r.feedback,
+            deployment: r.deployment,
+            changes: r.changes,
+            related_alerts: r.related_alerts,
+            resolved_at: r.resolved_at,
+            alert: r.alert,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryView {
+    version: u32,
+    status: ReportStatus,
+    #[serde(rename = "promQL")]
+    prom_ql: Vec<String>,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    runner: Option<RunnerKind>,
+    attempts: u32,
+    created_time: DateTime<Utc>,
+    updated_time: DateTime<Utc>,
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback>,
+}
+
+impl From<HistoryEntry> for HistoryView {
+    fn from(h: HistoryEntry) -> Self {
+        let (prom_ql, content) = h.body.map(|b| (b.prom_ql, b.content)).unwrap_or_default();
+        Self {
+            version: h.version,
+            status: h.status,
+            prom_ql,
+            content,
+            error: h.error,
+            runner: h.runner,
+            attempts: h.attempts,
+            created_time: h.created_time,
+            updated_time: h.updated_time,
+            duration_ms: h.duration_ms,
+            feedback: h.feedback,
+        }
+    }
+}
+
+pub(super) async fn get_report(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ReportView>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    let report = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    Ok(Json(report.into()))
+}
+
+pub(super) async fn list_reports(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(ReportStatus::parse(s).ok_or_else(|| {
+            bad_query(
+                format!("status must be generating, completed or failed, not {s:?}"),
+                "status",
+            )
+        })?),
+    };
+    let page = page(&q)?;
+    let limit = page.limit;
+    let reports = state.store.list(&ListFilter { status, page }).await?;
+    let next = next_cursor(&reports, limit, |r| (r.created_time, r.id.clone()));
+    let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "reports": reports, "nextCursor": next })))
+}
+
+pub(super) async fn rediagnose(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    match state.store.rediagnose(&id, Utc::now()).await? {
+        Rediagnose::NotFound => Err(ApiError::NotFound(id.to_string())),
+        Rediagnose::InProgress => Err(ApiError::Conflict(format!(
+            "a diagnosis of deployment {id} is already running or queued"
+        ))),
+        Rediagnose::Restarted(report) => {
+            state.wake.queued();
+            tracing::info!(deployment_id = %id, version = report.version, "re-diagnosis queued");
+            Ok((StatusCode::ACCEPTED, Json(ReportView::from(*report))).into_response())
+        }
+    }
+}
+
+/// `POST /reports/{id}/feedback`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FeedbackBody {
+    score: i64,
+    root_cause_correct: bool,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Longest feedback comment, in characters.
+const MAX_COMMENT_CHARS: usize = 2000;
+
+pub(super) async fn feedback(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    require_json(&headers)?;
+    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let bad = |path: &str, message: String| ApiError::BadRequest {
+        code: "invalid_body",
+        message,
+        path: Some(path.to_owned()),
+    };
+    let body: FeedbackBody = typed_body(&bytes)?;
+    if !(1..=5).contains(&body.score) {
+        return Err(bad(
+            "score",
+            format!("score must be 1 to 5, got {}", body.score),
+        ));
+    }
+    if body.comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(bad(
+            "comment",
+            format!("comment is longer than {MAX_COMMENT_CHARS} characters"),
+        ));
+    }
+    let report = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    if report.status == ReportStatus::Generating {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id}'s report is being diagnosed; feedback applies to a finished version"
+        )));
+    }
+    let feedback = Feedback {
+        score: body.score as u8,
+        root_cause_correct: body.root_cause_correct,
+        comment: body.comment,
+        at: Utc::now(),
+    };
+    if !state
+        .store
+        .set_feedback(&id, report.version, &feedback)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id}'s report changed while the feedback was stored; send it again"
+        )));
+    }
+    state
+        .metrics
+        .feedback(&feedback, report.engine.map_or("none", Engine::as_str));
+    tracing::info!(deployment_id = %id, version = report.version, score = feedback.score, "feedback stored");
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "deploymentId": id.to_string(), "version": report.version, "feedback": feedback })),
+    )
+        .into_response())
+}
+
+pub(super) async fn history(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    if state.store.get(&id).await?.is_none() {
+        return Err(ApiError::NotFound(id.to_string()));
+    }
+    let versions: Vec<HistoryView> = state
+        .store
+        .history(&id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(json!({ "deploymentId": id, "versions": versions })))
+}
+
+pub(super) async fn delete_report(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    if state.store.delete(&id).await? {
+        tracing::info!(deployment_id = %id, "report deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(id.to_string()))
+    }
+}

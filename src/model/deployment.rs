@@ -1,0 +1,194 @@
+//! A registered deployment (the design's `Deployment` model, given its business fields):
+//! what a deploy pipeline knows about a release, and the names it travels by: repositories
+//! as [`RepoName`], hosts compared by [`host_key`].
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::alert::DeploymentId;
+
+/// A registered deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// The deployment id (the reports' key).
+    pub deployment_id: DeploymentId,
+    /// The service released.
+    #[serde(default)]
+    pub service: String,
+    /// Its repository, as registered: `owner/name` or a GitHub URL (checked to be one).
+    #[serde(default)]
+    pub repo_address: String,
+    /// The release tag.
+    #[serde(default)]
+    pub tag: String,
+    /// The tag that ran before (the change range is `previousTag...tag`).
+    #[serde(default)]
+    pub previous_tag: String,
+    /// The released commit.
+    #[serde(default)]
+    pub commit: String,
+    /// Hosts it was deployed to (as `hostname` or `instance` labels name them).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// E.g. `production`.
+    #[serde(default)]
+    pub environment: String,
+    /// When it was rolled out.
+    pub deployed_at: DateTime<Utc>,
+    /// A link to the pipeline run or release page.
+    #[serde(default)]
+    pub url: String,
+    /// When it was first registered.
+    pub created_time: DateTime<Utc>,
+    /// When it was last registered.
+    pub updated_time: DateTime<Utc>,
+}
+
+impl Deployment {
+    /// The host keys attribution matches on (see [`host_key`]), without repeats.
+    pub fn host_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.hosts.iter().map(|h| host_key(h)).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+/// How a host is compared: lower case, without a port (`web-1:9100` and `WEB-1` are the
+/// same host; `[::1]:9100` is `::1`).
+pub fn host_key(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    match host.rsplit_once(':') {
+        // One colon and digits after it: a port. More colons: a bare IPv6 address.
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name.to_owned()
+        }
+        _ => host,
+    }
+}
+
+/// A repository's `owner/name`, parsed from any address GitHub users write:
+/// `owner/name`, `https://HOST/owner/name(.git)`, `git@HOST:owner/name.git`. Each part is
+/// 1 to 100 of `A-Za-z0-9-_.`, and neither is `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoName {
+    owner: String,
+    name: String,
+}
+
+impl RepoName {
+    /// Parses an address; `None` when it is none of the accepted forms.
+    pub fn parse(address: &str) -> Option<Self> {
+        let address = address.trim();
+        let path = if let Some(rest) = address
+            .strip_prefix("https://")
+            .or_else(|| address.strip_prefix("http://"))
+        {
+            rest.split_once('/')?.1
+        } else if let Some(rest) = address.strip_prefix("git@") {
+            rest.split_once(':')?.1
+        } else {
+            address
+        };
+        let path = path.trim_end_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        let mut parts = path.split('/');
+        let (owner, name) = (parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.len() <= 100
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        (ok(owner) && ok(name)).then(|| Self {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The owner (user or organisation).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The repository's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is the repository `owner`/`name` names (GitHub's names are
+    /// case-insensitive).
+    pub fn is(&self, owner: &str, name: &str) -> bool {
+        self.owner.eq_ignore_ascii_case(owner) && self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+impl fmt::Display for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+impl Serialize for RepoName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RepoName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).ok_or_else(|| {
+            serde::de::Error::custom(format!("{raw:?} is not owner/name or a repository URL"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_ignore_case_and_ports() {
+        assert_eq!(host_key("WEB-1:9100"), "web-1");
+        assert_eq!(host_key("web-1"), "web-1");
+        assert_eq!(host_key("[::1]:9100"), "::1");
+        assert_eq!(host_key("fe80::1"), "fe80::1");
+        assert_eq!(host_key("10.0.0.5:9100"), "10.0.0.5");
+    }
+
+    #[test]
+    fn repository_addresses_become_owner_and_name() {
+        for (address, want) in [
+            ("acme/shop", Some("acme/shop")),
+            ("https://github.com/acme/shop.git", Some("acme/shop")),
+            ("https://ghe.example.com/acme/shop/", Some("acme/shop")),
+            ("git@github.com:acme/shop.git", Some("acme/shop")),
+            ("acme/shop/extra", None),
+            ("acme", None),
+            ("../etc", None),
+            ("acme/sh op", None),
+        ] {
+            let got = RepoName::parse(address).map(|r| r.to_string());
+            assert_eq!(got.as_deref(), want, "{address}");
+        }
+        let repo = RepoName::parse("Acme/Shop").unwrap();
+        assert!(repo.is("acme", "SHOP"));
+        assert_eq!((repo.owner(), repo.name()), ("Acme", "Shop"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Rows and columns: how a report, a history entry and a deployment are laid out in SQLite
+//! and read back. A value that cannot be read back is an error naming the report, never a
+//! silent default.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::Row;
+
+use crate::model::alert::DeploymentId;
+use crate::model::deployment::Deployment;
+use crate::model::report::{Engine, Report, ReportBody, ReportStatus, RunnerKind};
+use crate::store::StoreError;
+
+/// The columns of a report, in [`raw_report`]'s order.
+pub(super) const COLUMNS: &str =
+    "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
+     version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
+     evidence, engine, ai_error, feedback, deployment, changes, related_alerts, resolved_at, \
+     evidence_error, evidence_until";
+
+pub(super) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(super) fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(super) fn corrupt(id: &str, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        message: message.into(),
+    }
+}
+
+pub(super) fn status(id: &str, s: &str) -> Result<ReportStatus, StoreError> {
+    ReportStatus::parse(s).ok_or_else(|| corrupt(id, format!("unknown status {s:?}")))
+}
+
+/// A stored JSON column, read back.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+    id: &str,
+    column: &str,
+    json: Option<&str>,
+) -> Result<Option<T>, StoreError> {
+    json.map(|j| serde_json::from_str(j).map_err(|e| corrupt(id, format!("{column}: {e}"))))
+        .transpose()
+}
+
+/// A value as a JSON column.
+pub(super) fn to_json(id: &str, value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| corrupt(id, e.to_string()))
+}
+
+/// The design's `content` text: the answer's JSON, or empty when there is none.
+pub(super) fn content(id: &str, body: Option<&ReportBody>) -> Result<String, StoreError> {
+    body.map_or(Ok(String::new()), |b| to_json(id, b))
+}
+
+/// The answer in a `content` column: required when the version is completed, absent
+/// otherwise.
+pub(super) fn body(
+    id: &str,
+    status: ReportStatus,
+    content: &str,
+) -> Result<Option<ReportBody>, StoreError> {
+    if content.is_empty() {
+        if status == ReportStatus::Completed {
+            return Err(corrupt(id, "completed, but content is empty"));
+        }
+        return Ok(None);
+    }
+    serde_json::from_str(content)
+        .map(Some)
+        .map_err(|e| corrupt(id, format!("content: {e}")))
+}
+
+pub(super) fn runner(id: &str, stored: Option<&str>) -> Result<Option<RunnerKind>, StoreError> {
+    stored
+        .map(|r| RunnerKind::parse(r).ok_or_else(|| corrupt(id, format!("unknown runner {r:?}"))))
+        .transpose()
+}
+
+fn engine(id: &str, stored: Option<&str>) -> Result<Option<Engine>, StoreError> {
+    stored
+        .map(|e| Engine::parse(e).ok_or_else(|| corrupt(id, format!("unknown engine {e:?}"))))
+        .transpose()
+}
+
+/// A report row as stored.
+pub(super) struct RawReport {
+    id: String,
+    deployment_id: String,
+    status: String,
+    content: String,
+    error: Option<String>,
+    raw_output: Option<String>,
+    alert: String,
+    runner: Option<String>,
+    attempts: u32,
+    version: u32,
+    created_time: i64,
+    updated_time: i64,
+    started_time: Option<i64>,
+    duration_ms: Option<i64>,
+    usage: Option<String>,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    evidence: Option<String>,
+    engine: Option<String>,
+    ai_error: Option<String>,
+    feedback: Option<String>,
+    deployment: Option<String>,
+    changes: Option<String>,
+    related_alerts: Option<String>,
+    resolved_at: Option<i64>,
+    evidence_error: Option<String>,
+    evidence_until: Option<i64>,
+}
+
+/// Reads a row selected with [`COLUMNS`].
+pub(super) fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
+    Ok(RawReport {
+        id: row.get(0)?,
+        deployment_id: row.get(1)?,
+        status: row.get(2)?,
+        content: row.get(3)?,
+        error: row.get(4)?,
+        raw_output: row.get(5)?,
+        alert: row.get(6)?,
+        runner: row.get(7)?,
+        attempts: row.get(8)?,
+        version: row.get(9)?,
+        created_time: row.get(10)?,
+        updated_time: row.get(11)?,
+        started_time: row.get(12)?,
+        duration_ms: row.get(13)?,
+        usage: row.get(14)?,
+        lease_owner: row.get(15)?,
+        lease_until: row.get(16)?,
+        evidence: row.get(17)?,
+        engine: row.get(18)?,
+        ai_error: row.get(19)?,
+        feedback: row.get(20)?,
+        deployment: row.get(21)?,
+        changes: row.get(22)?,
+        related_alerts: row.get(23)?,
+        resolved_at: row.get(24)?,
+        evidence_error: row.get(25)?,
+        evidence_until: row.get(26)?,
+    })
+}
+
+impl RawReport {
+    /// The report, or an error naming it and the column that cannot be read.
+    pub(super) fn into_report(self) -> Result<Report, StoreError> {
+        let id = self.id;
+        let status = status(&id, &self.status)?;
+        Ok(Report {
+            deployment_id: DeploymentId::parse(&self.deployment_id).map_err(|e| corrupt(&id, e))?,
+            status,
+            body: body(&id, status, &self.content)?,
+            alert: serde_json::from_str(&self.alert)
+                .map_err(|e| corrupt(&id, format!("alert: {e}")))?,
+            error: self.error,
+            raw_output: self.raw_output,
+            runner: runner(&id, self.runner.as_deref())?,
+            attempts: self.attempts,
+            version: self.version,
+            created_time: time(self.created_time),
+            updated_time: time(self.updated_time),
+            started_time: self.started_time.map(time),
+            duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
+            usage: parse_json(&id, "usage", self.usage.as_deref())?,
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until.map(time),
+            evidence: parse_json(&id, "evidence", self.evidence.as_deref())?,
+            evidence_error: self.evidence_error,
+            evidence_until: self.evidence_until.map(time),
+            engine: engine(&id, self.engine.as_deref())?,
+            ai_error: self.ai_error,
+            feedback: parse_json(&id, "feedback", self.feedback.as_deref())?,
+            deployment: parse_json(&id, "deployment", self.deployment.as_deref())?,
+            changes: parse_json(&id, "changes", self.changes.as_deref())?,
+            related_alerts: parse_json(&id, "related_alerts", self.related_alerts.as_deref())?
+                .unwrap_or_default(),
+            resolved_at: self.resolved_at.map(time),
+            id,
+        })
+    }
+}
+
+/// A deployment row: its id and JSON body.
+pub(super) fn raw_deployment(row: &Row<'_>) -> rusqlite::Result<(String, String)> {
+    Ok((row.get(0)?, row.get(1)?))
+}
+
+pub(super) fn into_deployment((id, body): (String, String)) -> Result<Deployment, StoreError> {
+    serde_json::from_str(&body).map_err(|e| corrupt(&id, e.to_string()))
+}

@@ -1,0 +1,129 @@
+//! The rules both stores follow, written once: how a further alert joins a report, and
+//! what a re-diagnosis resets. Each store applies them inside one atomic change of its
+//! own (a SQLite transaction; a MongoDB compare-and-swap on the document's revision), and
+//! the store contract test holds both to them.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::report::{RelatedAlert, Report, ReportStatus, MAX_RELATED_ALERTS};
+
+/// What a further alert does to a report's list of related alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Merge {
+    /// The same alert (by [`crate::model::alert::Alert::identity`]) is the report's own
+    /// or one of the related alerts it keeps: nothing changes.
+    Duplicate,
+    /// The list with the alert added, the oldest dropped past [`MAX_RELATED_ALERTS`].
+    Added(Vec<RelatedAlert>),
+}
+
+/// Adds `related` to the report's related alerts unless it is there already. The
+/// report's own alert is always remembered, however many related alerts came since; a
+/// related alert dropped from the list is forgotten, and counts as new if sent again.
+pub fn merge_related(report: &Report, related: RelatedAlert) -> Merge {
+    let identity = related.alert.identity();
+    if report.alert.identity() == identity
+        || report
+            .related_alerts
+            .iter()
+            .any(|r| r.alert.identity() == identity)
+    {
+        return Merge::Duplicate;
+    }
+    let mut all = report.related_alerts.clone();
+    all.push(related);
+    let excess = all.len().saturating_sub(MAX_RELATED_ALERTS);
+    all.drain(..excess);
+    Merge::Added(all)
+}
+
+/// The report a re-diagnosis makes of a finished one: the next version, `generating`,
+/// with everything of the last diagnosis cleared (its answer, failure, evidence, changes,
+/// usage, feedback, resolution and leases). What stays: the report's identity, its alert
+/// and related alerts, when it was created, and the deployment snapshot (the worker
+/// refreshes it from the registry).
+pub fn restart(report: &Report, now: DateTime<Utc>) -> Report {
+    Report {
+        id: report.id.clone(),
+        deployment_id: report.deployment_id.clone(),
+        alert: report.alert.clone(),
+        related_alerts: report.related_alerts.clone(),
+        deployment: report.deployment.clone(),
+        created_time: report.created_time,
+        version: report.version + 1,
+        updated_time: now,
+        ..Report::new(report.deployment_id.clone(), report.alert.clone(), now)
+    }
+}
+
+/// Whether a report may be re-diagnosed: not while a diagnosis is queued or running.
+pub fn may_restart(report: &Report) -> bool {
+    report.status != ReportStatus::Generating
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::alert::{Alert, AlertTime, DeploymentId};
+
+    fn alert(n: usize) -> Alert {
+        Alert {
+            key: format!("fp-{n}"),
+            alertname: "X".into(),
+            starts_at: AlertTime::parse("2026-11-25T10:00:00Z"),
+            ..Alert::default()
+        }
+    }
+
+    #[test]
+    fn the_reports_own_alert_stays_a_duplicate_past_the_related_limit() {
+        let now = Utc::now();
+        let mut report = Report::new(DeploymentId::parse("d").unwrap(), alert(0), now);
+        for n in 1..=MAX_RELATED_ALERTS + 5 {
+            let related = RelatedAlert {
+                alert: alert(n),
+                received_at: now,
+            };
+            match merge_related(&report, related) {
+                Merge::Added(all) => report.related_alerts = all,
+                Merge::Duplicate => panic!("alert {n} is new"),
+            }
+        }
+        assert_eq!(report.related_alerts.len(), MAX_RELATED_ALERTS);
+        let again = |n| RelatedAlert {
+            alert: alert(n),
+            received_at: now,
+        };
+        assert_eq!(merge_related(&report, again(0)), Merge::Duplicate);
+        assert_eq!(
+            merge_related(&report, again(MAX_RELATED_ALERTS + 5)),
+            Merge::Duplicate
+        );
+        assert!(
+            matches!(merge_related(&report, again(1)), Merge::Added(_)),
+            "a dropped related alert is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_restart_clears_the_last_diagnosis_and_keeps_the_alerts() {
+        let now = Utc::now();
+        let mut report = Report::new(DeploymentId::parse("d").unwrap(), alert(0), now);
+        report.status = ReportStatus::Failed;
+        report.error = Some("boom".into());
+        report.evidence_error = Some("down".into());
+        report.attempts = 3;
+        report.related_alerts.push(RelatedAlert {
+            alert: alert(1),
+            received_at: now,
+        });
+        let later = now + chrono::Duration::seconds(5);
+        let next = restart(&report, later);
+        assert_eq!(next.status, ReportStatus::Generating);
+        assert_eq!((next.version, next.attempts), (2, 0));
+        assert_eq!((next.error, next.evidence_error), (None, None));
+        assert_eq!(next.related_alerts, report.related_alerts);
+        assert_eq!((next.created_time, next.updated_time), (now, later));
+        assert_eq!(next.id, report.id);
+    }
+}

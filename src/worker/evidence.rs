@@ -1,0 +1,191 @@
+//! The evidence pool: `Evidence.Concurrency` tasks that claim reports still waiting for
+//! their evidence from the store, oldest first, under an evidence lease of their own, and
+//! gather it, apart from the AI workers: a burst of alerts gets its facts while the AI
+//! queue is long, and no task or store read is queued per alert. An AI worker that claims
+//! a report whose evidence is being gathered waits for it; one nobody holds it gathers
+//! itself. Either way the result is stored here, by [`store`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::evidence::Gatherer;
+use crate::model::alert::DeploymentId;
+use crate::model::evidence::EvidenceItem;
+use crate::model::report::Report;
+use crate::pipeline::{self, KnownEvidence};
+use crate::store::{ReportStore, Wake};
+
+/// How often a waiting AI worker looks at the store when no gathering in this process
+/// tells it (another instance may be gathering).
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// What the evidence pool needs.
+#[derive(Clone)]
+pub struct EvidenceContext {
+    /// The store (and its evidence queue).
+    pub store: Arc<dyn ReportStore>,
+    /// Gathers.
+    pub gatherer: Gatherer,
+    /// Wakes the pool when a report is queued; told when evidence is stored.
+    pub wake: Arc<Wake>,
+    /// Gatherings at once (`Evidence.Concurrency`).
+    pub concurrency: usize,
+    /// How often an idle gathering looks for unannounced work (`Worker.PollSeconds`).
+    pub poll: Duration,
+}
+
+impl EvidenceContext {
+    /// How long an evidence lease lasts: a gathering ends within its timeout, so a lease
+    /// still held after this belongs to a gathering that died.
+    pub fn lease(&self) -> Duration {
+        self.gatherer.timeout() + Duration::from_secs(5)
+    }
+}
+
+/// The running pool.
+pub struct EvidencePool {
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl EvidencePool {
+    /// Starts the gatherings.
+    pub fn start(ctx: EvidenceContext) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for n in 0..ctx.concurrency {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            tasks.spawn(gather_loop(ctx, stop).instrument(tracing::info_span!("evidence", n)));
+        }
+        Self { tasks, stop }
+    }
+
+    /// Stops: a gathering under way is dropped, and its lease runs out, so the next start
+    /// (or another instance) gathers it.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn gather_loop(ctx: EvidenceContext, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(ctx.lease()).unwrap_or_default();
+        match ctx.store.claim_evidence(now, now + lease).await {
+            Ok(Some(report)) => {
+                let span = tracing::info_span!(
+                    "gathering",
+                    deployment_id = %report.deployment_id,
+                    version = report.version
+                );
+                tokio::select! {
+                    _ = gather_and_store(&ctx, &report).instrument(span) => {}
+                    _ = stop.cancelled() => {}
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "claiming a report's evidence failed; retrying"),
+        }
+        tokio::select! {
+            _ = ctx.wake.evidence.notified() => {}
+            _ = tokio::time::sleep(ctx.poll) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+async fn gather_and_store(ctx: &EvidenceContext, report: &Report) {
+    let hosts = report
+        .deployment
+        .as_ref()
+        .map(|d| d.hosts.as_slice())
+        .unwrap_or_default();
+    let gathered = pipeline::gather(&ctx.gatherer, &report.alert, hosts, report.created_time).await;
+    store(
+        ctx.store.as_ref(),
+        &ctx.wake,
+        &report.deployment_id,
+        report.version,
+        gathered.as_deref().map_err(String::as_str),
+    )
+    .await;
+}
+
+/// Stores a version's evidence, or why there is none, and tells whoever waits for it.
+/// The one place evidence is written.
+pub async fn store(
+    store: &dyn ReportStore,
+    wake: &Wake,
+    deployment_id: &DeploymentId,
+    version: u32,
+    evidence: Result<&[EvidenceItem], &str>,
+) {
+    match store.set_evidence(deployment_id, version, evidence).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!("the report moved on (or had its evidence) before this was stored")
+        }
+        Err(e) => tracing::warn!(error = %e, "storing the evidence failed"),
+    }
+    wake.evidence_stored.notify_waiters();
+}
+
+/// The evidence of the version an AI worker claimed: as stored, waited for while a live
+/// lease holds it (at most one lease, after which the holder is dead), or to be gathered
+/// by the worker, whose claim on it is then taken.
+pub async fn known(ctx: &EvidenceContext, claimed: &Report) -> KnownEvidence {
+    let lease = ctx.lease();
+    let until = tokio::time::Instant::now() + lease + Duration::from_secs(1);
+    let mut report = claimed.clone();
+    loop {
+        if let Some(items) = &report.evidence {
+            return KnownEvidence::Gathered(items.clone());
+        }
+        if let Some(why) = &report.evidence_error {
+            return KnownEvidence::Unavailable(why.clone());
+        }
+        if !report.needs_evidence() || report.version != claimed.version {
+            return KnownEvidence::Unavailable("the report moved on".into());
+        }
+        let now = Utc::now();
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        match ctx
+            .store
+            .claim_evidence_of(&report.deployment_id, report.version, now, lease_until)
+            .await
+        {
+            Ok(true) => return KnownEvidence::GatherHere,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "taking the evidence lease failed; gathering here");
+                return KnownEvidence::GatherHere;
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return KnownEvidence::Unavailable(format!(
+                "a gathering of this report's evidence did not end within {}s",
+                lease.as_secs()
+            ));
+        }
+        let stored = ctx.wake.evidence_stored.notified();
+        tokio::select! {
+            _ = stored => {}
+            _ = tokio::time::sleep(WAIT_POLL) => {}
+        }
+        report = match ctx.store.get(&claimed.deployment_id).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return KnownEvidence::Unavailable("the report was deleted".into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the report failed while waiting for its evidence");
+                report
+            }
+        };
+    }
+}

@@ -1,0 +1,330 @@
+//! The workers: `Worker.Concurrency` tasks that claim `generating` reports from the
+//! store, run the [`pipeline`](crate::pipeline) on each, and write what it produces; and
+//! the evidence pool beside them. Intake only writes the report and wakes them; a report
+//! nobody announced (left by a crash, or by another instance) is found by polling once its
+//! lease has run out.
+//!
+//! - [`evidence`]: the evidence pool, and the one place evidence is stored.
+//! - [`lease`]: a claim kept alive, and the outcome written under it.
+//! - [`budget`]: AI diagnoses per hour and tokens per day.
+//! - [`gate`]: the `Worker.MaxQueue` check.
+
+pub mod budget;
+pub mod evidence;
+pub mod gate;
+mod lease;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::WorkerConfig;
+use crate::diagnosis::{Diagnosed, Outcome};
+use crate::metrics::Metrics;
+use crate::model::deployment::Deployment;
+use crate::model::report::{Ending, FailureKind, Finish, Report};
+use crate::pipeline::{Job, KnownEvidence, Ledger, Output, Pipeline};
+use crate::store::{DeploymentStore, ReportStore, Wake};
+use budget::Budget;
+use evidence::EvidenceContext;
+use lease::{finish_with_retries, renew_lease, AbortOnDrop};
+
+/// What the workers share.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The store (and queue).
+    pub store: Arc<dyn ReportStore>,
+    /// The deployments registry.
+    pub deployments: Arc<dyn DeploymentStore>,
+    /// The stages of a diagnosis.
+    pub pipeline: Pipeline,
+    /// The evidence pool's context, for a worker that waits for evidence or gathers it
+    /// (`None`: `Evidence.Enabled` is false).
+    pub evidence: Option<EvidenceContext>,
+    /// The AI budgets.
+    pub budget: Arc<Budget>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes a worker when a report is queued.
+    pub wake: Arc<Wake>,
+    /// Settings.
+    pub config: WorkerConfig,
+}
+
+/// The running pool.
+pub struct WorkerPool {
+    tasks: JoinSet<()>,
+    stop_claiming: CancellationToken,
+    abort: CancellationToken,
+    grace: Duration,
+}
+
+impl WorkerPool {
+    /// Starts the workers.
+    pub fn start(ctx: WorkerContext) -> Self {
+        let stop_claiming = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let mut tasks = JoinSet::new();
+        for n in 0..ctx.config.concurrency.get() {
+            let owner = format!("{}-{n}", &instance[..12]);
+            let (ctx, stop, abort) = (ctx.clone(), stop_claiming.clone(), abort.clone());
+            tasks.spawn(
+                worker_loop(ctx, owner.clone(), stop, abort)
+                    .instrument(tracing::info_span!("worker", %owner)),
+            );
+        }
+        let grace = ctx.config.shutdown_grace;
+        Self {
+            tasks,
+            stop_claiming,
+            abort,
+            grace,
+        }
+    }
+
+    /// Stops taking work, lets in-flight diagnoses finish within the grace period, then
+    /// stops the rest; their reports stay `generating` and are picked up at the next start.
+    pub async fn shutdown(mut self) {
+        self.stop_claiming.cancel();
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_s = self.grace.as_secs(),
+                "in-flight diagnoses outlived the grace period; stopping them"
+            );
+            self.abort.cancel();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+async fn worker_loop(
+    ctx: WorkerContext,
+    owner: String,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let lease = ctx.config.lease;
+    let poll = ctx.config.poll;
+    while !stop.is_cancelled() {
+        let now = Utc::now();
+        let claimed = ctx.store.claim_next(&owner, now, now + lease).await;
+        match claimed {
+            Ok(Some(report)) => {
+                let span = tracing::info_span!(
+                    "diagnosis",
+                    deployment_id = %report.deployment_id,
+                    report_id = %report.id,
+                    attempt = report.attempts
+                );
+                process(&ctx, &owner, report, &abort).instrument(span).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "claiming a report failed; retrying"),
+        }
+        tokio::select! {
+            _ = ctx.wake.diagnosis.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// The pipeline's ledger for one claimed report: the registry, the evidence queue and the
+/// budgets are read here, and every stage output is written to the report's version here.
+struct ReportLedger<'a> {
+    ctx: &'a WorkerContext,
+    report: &'a Report,
+}
+
+#[async_trait]
+impl Ledger for ReportLedger<'_> {
+    async fn registered(&self) -> Option<Deployment> {
+        match self
+            .ctx
+            .deployments
+            .get_deployment(&self.report.deployment_id)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the deployments registry failed; using the report's snapshot");
+                None
+            }
+        }
+    }
+
+    async fn evidence(&self) -> KnownEvidence {
+        match &self.ctx.evidence {
+            Some(evidence) => evidence::known(evidence, self.report).await,
+            None => KnownEvidence::Unavailable("Evidence.Enabled is false".into()),
+        }
+    }
+
+    async fn admit_ai(&self) -> Result<(), String> {
+        self.ctx.budget.admit(Instant::now()).map_err(|spent| {
+            self.ctx.metrics.limit_hit(spent.label(), 1);
+            spent.reason()
+        })
+    }
+
+    async fn record(&self, output: Output<'_>) {
+        let (store, id, version) = (
+            self.ctx.store.as_ref(),
+            &self.report.deployment_id,
+            self.report.version,
+        );
+        let written = match output {
+            Output::Deployment(deployment) => store.set_deployment(id, version, deployment).await,
+            Output::Evidence(gathered) => {
+                evidence::store(store, &self.ctx.wake, id, version, gathered).await;
+                return;
+            }
+            Output::Changes(changes) => {
+                self.ctx.metrics.change_evidence(changes);
+                store.set_changes(id, version, changes).await
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "storing a stage's output failed");
+        }
+    }
+}
+
+async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &CancellationToken) {
+    let id = report.deployment_id.clone();
+    let started = Instant::now();
+    let runner = ctx.pipeline.diagnoser.runner_kind();
+
+    // The lease is kept alive until the outcome is written (or the diagnosis is dropped).
+    let cancel = abort.child_token();
+    let heartbeat = tokio::spawn(renew_lease(
+        ctx.clone(),
+        owner.to_owned(),
+        id.clone(),
+        cancel.clone(),
+    ));
+    let _stop_heartbeat = AbortOnDrop(heartbeat);
+    let Diagnosed { outcome, usage } = if report.attempts > ctx.config.max_attempts.get() {
+        let reason = format!(
+            "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
+            ctx.config.max_attempts.get()
+        );
+        Diagnosed {
+            outcome: Outcome::Failed {
+                kind: FailureKind::Abandoned,
+                reason,
+                raw_output: None,
+            },
+            usage: None,
+        }
+    } else {
+        tracing::info!(
+            runner = runner.map_or("none (evidence-only)", |r| r.as_str()),
+            "diagnosis started"
+        );
+        let job = Job {
+            deployment_id: id.clone(),
+            alert: report.alert.clone(),
+            received: report.created_time,
+            deployment: report.deployment.clone(),
+            changes: report.changes.clone(),
+            related: report.related_alerts.clone(),
+        };
+        let ledger = ReportLedger {
+            ctx,
+            report: &report,
+        };
+        match ctx.pipeline.run(job, &ledger, cancel.clone()).await {
+            Ok(diagnosed) => diagnosed,
+            Err(_) => {
+                // Shutdown, or the lease is gone: give the report back (if still ours) so
+                // a worker takes it up at once, without counting this as an attempt.
+                if let Err(e) = ctx.store.release(&id, owner).await {
+                    tracing::warn!(error = %e, "releasing the report failed; it is taken up after its lease");
+                }
+                tracing::info!("diagnosis stopped; it will run again");
+                return;
+            }
+        }
+    };
+    if let Some(usage) = &usage {
+        ctx.budget.spend(Instant::now(), usage);
+    }
+
+    let duration = started.elapsed();
+    // The failure counted in the metrics: the report's, or the AI's under an evidence report.
+    let (ending, raw_output, kind) = match outcome {
+        Outcome::Completed {
+            body,
+            engine,
+            ai_failure,
+        } => {
+            let kind = ai_failure.as_ref().and_then(|f| f.kind);
+            let (ai_error, raw_output) = match ai_failure {
+                Some(f) => (Some(f.reason), f.raw_output),
+                None => (None, None),
+            };
+            let ending = Ending::Completed {
+                body,
+                engine,
+                ai_error,
+            };
+            (ending, raw_output, kind)
+        }
+        Outcome::Failed {
+            kind,
+            reason,
+            raw_output,
+        } => (Ending::Failed { error: reason }, raw_output, Some(kind)),
+    };
+    let finish = Finish {
+        ending,
+        raw_output,
+        runner,
+        now: Utc::now(),
+        duration_ms: duration.as_millis() as u64,
+        usage,
+    };
+    match finish_with_retries(ctx, &id, owner, &finish, &cancel).await {
+        Ok(true) => {
+            let status = finish.status();
+            ctx.metrics.diagnosis(status, duration.as_secs_f64(), kind);
+            if let Some(usage) = &finish.usage {
+                ctx.metrics.usage(usage);
+            }
+            match &finish.ending {
+                Ending::Completed {
+                    engine, ai_error, ..
+                } => tracing::info!(
+                    duration_ms = finish.duration_ms,
+                    engine = engine.as_str(),
+                    ai_error = ai_error.as_deref().unwrap_or(""),
+                    "diagnosis completed"
+                ),
+                Ending::Failed { error } => tracing::warn!(
+                    duration_ms = finish.duration_ms,
+                    kind = kind.map_or("", FailureKind::as_str),
+                    reason = %error,
+                    "diagnosis failed"
+                ),
+            }
+        }
+        Ok(false) => {
+            tracing::warn!("report was deleted or taken over while diagnosing; outcome dropped")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "writing the outcome failed after retries; the report runs again after its lease")
+        }
+    }
+}
