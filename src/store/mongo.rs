@@ -258,6 +258,21 @@ fn runner(id: &str, stored: Option<&str>) -> Result<Option<RunnerKind>, StoreErr
         .transpose()
 }
 
+/// A stored report document, decoded; an error names the report.
+fn decode(doc: Document) -> Result<ReportDoc, StoreError> {
+    let id = doc.get("_id").map_or_else(
+        || "(no _id)".to_owned(),
+        |v| v.to_string().trim_matches('"').to_owned(),
+    );
+    serde_path_to_error::deserialize(bson::Deserializer::new(Bson::Document(doc)))
+        .map_err(|e| corrupt_doc(&id, format!("{}: {}", e.path(), e.inner())))
+}
+
+/// A stored report document, as a report.
+fn report_of(doc: Document) -> Result<Report, StoreError> {
+    decode(doc)?.into_report()
+}
+
 fn bdate(t: DateTime<Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(t.timestamp_millis())
 }
@@ -346,6 +361,9 @@ impl ReportDoc {
 pub struct MongoStore {
     db: Database,
     reports: Collection<ReportDoc>,
+    /// The same collection, read as plain documents: one that cannot be read back is an
+    /// error naming its report, not a driver error naming nothing.
+    docs: Collection<Document>,
     history: Collection<HistoryDoc>,
     deployments: Collection<DeploymentDoc>,
 }
@@ -389,6 +407,7 @@ impl MongoStore {
         let db = Client::with_options(options)?.database(database);
         Ok(Self {
             reports: db.collection(REPORTS),
+            docs: db.collection(REPORTS),
             history: db.collection(HISTORY),
             deployments: db.collection(DEPLOYMENTS),
             db,
@@ -509,8 +528,14 @@ impl ReportStore for MongoStore {
             Err(e) => return Err(e.into()),
         }
         Ok(
-            match self.reports.find_one(doc! { "deploymentId": id }).await? {
-                Some(existing) if existing.id != report.id => Insert::Exists(existing.status),
+            match self.docs.find_one(doc! { "deploymentId": id }).await? {
+                Some(existing) if existing.get_str("_id").ok() != Some(report.id.as_str()) => {
+                    let status = existing.get_str("status").unwrap_or_default();
+                    Insert::Exists(
+                        ReportStatus::parse(status)
+                            .ok_or_else(|| corrupt_doc(id, format!("unknown status {status:?}")))?,
+                    )
+                }
                 // Ours (or deleted at once after it was stored).
                 _ => Insert::Inserted,
             },
@@ -518,10 +543,10 @@ impl ReportStore for MongoStore {
     }
 
     async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError> {
-        self.reports
+        self.docs
             .find_one(doc! { "deploymentId": deployment_id.as_str() })
             .await?
-            .map(ReportDoc::into_report)
+            .map(report_of)
             .transpose()
     }
 
@@ -530,15 +555,15 @@ impl ReportStore for MongoStore {
         if let Some(status) = filter.status {
             query.insert("status", status.as_str());
         }
-        let docs: Vec<ReportDoc> = self
-            .reports
+        let docs: Vec<Document> = self
+            .docs
             .find(query)
             .sort(doc! { "createdTime": -1, "_id": -1 })
             .limit(i64::from(filter.page.limit))
             .await?
             .try_collect()
             .await?;
-        docs.into_iter().map(ReportDoc::into_report).collect()
+        docs.into_iter().map(report_of).collect()
     }
 
     async fn claim_next(
@@ -547,7 +572,7 @@ impl ReportStore for MongoStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Report>, StoreError> {
-        self.reports
+        self.docs
             .find_one_and_update(
                 live_lease_free(now),
                 doc! {
@@ -558,7 +583,7 @@ impl ReportStore for MongoStore {
             .sort(doc! { "updatedTime": 1 })
             .return_document(ReturnDocument::After)
             .await?
-            .map(ReportDoc::into_report)
+            .map(report_of)
             .transpose()
     }
 
@@ -583,7 +608,7 @@ impl ReportStore for MongoStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Report>, StoreError> {
-        self.reports
+        self.docs
             .find_one_and_update(
                 doc! { "$and": [needs_evidence(), evidence_lease_free(now)] },
                 doc! { "$set": { "evidenceUntil": bdate(lease_until) } },
@@ -591,7 +616,7 @@ impl ReportStore for MongoStore {
             .sort(doc! { "createdTime": 1 })
             .return_document(ReturnDocument::After)
             .await?
-            .map(ReportDoc::into_report)
+            .map(report_of)
             .transpose()
     }
 
@@ -676,12 +701,13 @@ impl ReportStore for MongoStore {
         // alerts or the status meanwhile (compare-and-swap on `relatedRev`).
         for _ in 0..MAX_CAS_ROUNDS {
             let Some(current) = self
-                .reports
+                .docs
                 .find_one(doc! { "deploymentId": deployment_id.as_str() })
                 .await?
             else {
                 return Ok(Related::NoReport);
             };
+            let current = decode(current)?;
             let next = current.related_rev.unwrap_or(0) + 1;
             let rev = current.related_rev.map_or(Bson::Null, Bson::Int64);
             let report = current.into_report()?;
@@ -795,12 +821,13 @@ impl ReportStore for MongoStore {
     ) -> Result<Rediagnose, StoreError> {
         for _ in 0..MAX_CAS_ROUNDS {
             let Some(doc) = self
-                .reports
+                .docs
                 .find_one(doc! { "deploymentId": deployment_id.as_str() })
                 .await?
             else {
                 return Ok(Rediagnose::NotFound);
             };
+            let doc = decode(doc)?;
             let rev = doc.related_rev;
             let current = doc.into_report()?;
             if !rules::may_restart(&current) {

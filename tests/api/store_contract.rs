@@ -15,7 +15,7 @@ use deploy_diagnosis::model::report::{
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
-    Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, Upsert,
+    Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
 };
 use futures_util::TryStreamExt;
 
@@ -361,6 +361,100 @@ async fn contract(store: Arc<dyn ReportStore>) {
     assert!(store.get(&id("dep-a")).await.unwrap().is_none());
 }
 
+/// The evidence queue: oldest first, its own lease apart from the diagnosis lease, the first
+/// gathering stored wins, a failure is recorded, a dead gathering's lease runs out.
+async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
+    store.migrate().await.unwrap();
+    for (name, minute) in [("q-2", 2), ("q-1", 1), ("q-3", 3)] {
+        assert_eq!(
+            store.insert(&report(name, minute)).await.unwrap(),
+            Insert::Inserted
+        );
+    }
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    let lease = |t| t + Duration::seconds(15);
+    let claim = |t| {
+        let store = Arc::clone(&store);
+        async move { store.claim_evidence(t, lease(t)).await.unwrap() }
+    };
+    let e1 = claim(now).await.expect("q-1 waits for evidence");
+    assert_eq!(e1.deployment_id.as_str(), "q-1", "the oldest first");
+    assert_eq!(e1.evidence_until, Some(lease(now)));
+    assert_eq!(claim(now).await.unwrap().deployment_id.as_str(), "q-2");
+
+    // The diagnosis queue is apart: an evidence lease does not hold a report from a worker.
+    let c = store
+        .claim_next("w", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.deployment_id.as_str(), "q-1");
+    assert!(
+        !store
+            .claim_evidence_of(&id("q-1"), 1, now, lease(now))
+            .await
+            .unwrap(),
+        "held by a live gathering: the worker waits"
+    );
+
+    // The first gathering stored wins, and ends the lease.
+    let facts = evidence();
+    assert!(store.set_evidence(&id("q-1"), 1, Ok(&facts)).await.unwrap());
+    assert!(!store
+        .set_evidence(&id("q-1"), 1, Err("too late"))
+        .await
+        .unwrap());
+    let q1 = store.get(&id("q-1")).await.unwrap().unwrap();
+    assert_eq!(
+        (q1.evidence, q1.evidence_error, q1.evidence_until),
+        (Some(facts), None, None)
+    );
+
+    // A failed gathering is recorded and leaves the queue.
+    assert!(store
+        .set_evidence(&id("q-2"), 1, Err("Prometheus at http://p: down"))
+        .await
+        .unwrap());
+    let q2 = store.get(&id("q-2")).await.unwrap().unwrap();
+    assert_eq!(
+        (q2.evidence, q2.evidence_error.as_deref()),
+        (None, Some("Prometheus at http://p: down"))
+    );
+
+    // A worker takes the lease of a report nobody gathers; then nothing is left to claim.
+    assert!(store
+        .claim_evidence_of(&id("q-3"), 1, now, lease(now))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_evidence_of(&id("q-3"), 2, now, lease(now))
+        .await
+        .unwrap());
+    assert!(claim(now).await.is_none());
+    // A gathering that died: its lease runs out and the report is claimed again.
+    let later = now + Duration::seconds(16);
+    assert_eq!(claim(later).await.unwrap().deployment_id.as_str(), "q-3");
+
+    // A re-diagnosis gathers anew: the new version is queued again, first (the oldest).
+    assert!(store
+        .finish(&id("q-1"), "w", &finish(ReportStatus::Failed, 1))
+        .await
+        .unwrap());
+    let Rediagnose::Restarted(again) = store.rediagnose(&id("q-1"), later).await.unwrap() else {
+        panic!("q-1 is failed")
+    };
+    assert!(again.needs_evidence());
+    let e = claim(later).await.unwrap();
+    assert_eq!((e.deployment_id.as_str(), e.version), ("q-1", 2));
+    assert!(
+        !store
+            .set_evidence(&id("q-1"), 1, Ok(&evidence()))
+            .await
+            .unwrap(),
+        "the old version's gathering is not stored on the new one"
+    );
+}
+
 fn deployment(name: &str, minute: u32, hosts: &[&str]) -> Deployment {
     let at = Utc.with_ymd_and_hms(2026, 11, 25, 9, minute, 0).unwrap();
     Deployment {
@@ -471,6 +565,26 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
         .unwrap()
         .is_none());
 
+    // A report without a snapshot gets the registered deployment's, in the insert itself;
+    // one with a snapshot keeps it; one of an unregistered deployment has none.
+    let registered = report("dep-3", 41);
+    assert_eq!(store.insert(&registered).await.unwrap(), Insert::Inserted);
+    assert_eq!(
+        store.get(&id("dep-3")).await.unwrap().unwrap().deployment,
+        Some(d3.clone())
+    );
+    let unregistered = report("dep-9", 41);
+    assert_eq!(store.insert(&unregistered).await.unwrap(), Insert::Inserted);
+    assert_eq!(
+        store.get(&id("dep-9")).await.unwrap().unwrap().deployment,
+        None
+    );
+    assert_eq!(
+        store.insert(&report("dep-3", 42)).await.unwrap(),
+        Insert::Exists(ReportStatus::Generating),
+        "the first report stays"
+    );
+
     // A report version keeps its deployment snapshot and change evidence.
     let mut r = report("dep-2", 31);
     r.deployment = Some(d2.clone());
@@ -573,6 +687,30 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
         got.related_alerts.last().unwrap().alert.key,
         format!("g{}", MAX_RELATED_ALERTS + 4)
     );
+    assert_eq!(
+        store.add_related(&id("dep-2"), &own).await.unwrap(),
+        Related::Duplicate(ReportStatus::Generating),
+        "the report's own alert is a duplicate after any number of related alerts"
+    );
+    assert_eq!(
+        store
+            .add_related(
+                &id("dep-2"),
+                &further(&format!("g{}", MAX_RELATED_ALERTS + 4))
+            )
+            .await
+            .unwrap(),
+        Related::Duplicate(ReportStatus::Generating),
+        "so is a related alert still kept"
+    );
+    assert_eq!(
+        store
+            .add_related(&id("dep-2"), &further("f1"))
+            .await
+            .unwrap(),
+        Related::Added(ReportStatus::Generating),
+        "one dropped from the list is new again"
+    );
 
     // Unregistering leaves the report.
     assert!(store.delete_deployment(&id("dep-2")).await.unwrap());
@@ -598,6 +736,8 @@ async fn the_embedded_store_meets_the_store_contract() {
     contract(Arc::new(store)).await;
     let store = EmbeddedStore::open(&dir.path().join("deployments.sqlite3")).unwrap();
     deployments_contract(&store).await;
+    let store = EmbeddedStore::open(&dir.path().join("evidence.sqlite3")).unwrap();
+    evidence_queue_contract(Arc::new(store)).await;
 }
 
 #[tokio::test]
@@ -609,6 +749,9 @@ async fn the_mongo_store_meets_the_store_contract() {
     let db = format!("dd_deployments_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
     deployments_contract(&store).await;
+    let db = format!("dd_evidence_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    evidence_queue_contract(Arc::new(store)).await;
 }
 
 #[tokio::test]
@@ -742,4 +885,77 @@ async fn the_embedded_store_checkpoints_its_log_outside_the_commits() {
     let grown = size(&wal);
     store.insert(&report("dep-after", 2)).await.unwrap();
     assert!(size(&wal) <= grown, "the log kept growing: {}", size(&wal));
+}
+
+/// A stored value that cannot be read back is an error naming the report and what is
+/// wrong, on both stores: never a silent default (a corrupt `usage` once read as none).
+#[tokio::test]
+async fn an_unreadable_stored_value_is_an_error_naming_its_report() {
+    let named = |e: StoreError, report: &Report, what: &str| match e {
+        StoreError::Corrupt { id, message } => {
+            assert_eq!(id, report.id, "names the report");
+            assert!(message.contains(what), "{message}");
+        }
+        other => panic!("not a corrupt-report error: {other}"),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.sqlite3");
+    let store = EmbeddedStore::open(&path).unwrap();
+    store.migrate().await.unwrap();
+    let bad = report("bad-1", 1);
+    store.insert(&bad).await.unwrap();
+    let sql = rusqlite::Connection::open(&path).unwrap();
+    sql.execute("UPDATE reports SET usage = 'not json'", [])
+        .unwrap();
+    named(store.get(&id("bad-1")).await.unwrap_err(), &bad, "usage");
+    sql.execute(
+        "UPDATE reports SET usage = NULL, status = 'completed', content = ''",
+        [],
+    )
+    .unwrap();
+    named(
+        store.get(&id("bad-1")).await.unwrap_err(),
+        &bad,
+        "content is empty",
+    );
+
+    let server = mongo().await;
+    let db = format!("dd_corrupt_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    store.migrate().await.unwrap();
+    store.insert(&bad).await.unwrap();
+    let raw = mongodb::Client::with_uri_str(&server.url)
+        .await
+        .unwrap()
+        .database(&db)
+        .collection::<mongodb::bson::Document>("reports");
+    raw.update_one(
+        mongodb::bson::doc! { "deploymentId": "bad-1" },
+        mongodb::bson::doc! { "$set": { "usage": "not an object" } },
+    )
+    .await
+    .unwrap();
+    named(store.get(&id("bad-1")).await.unwrap_err(), &bad, "usage");
+    let listed = store
+        .list(&ListFilter {
+            page: Page {
+                limit: 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+    named(listed.unwrap_err(), &bad, "usage");
+    raw.update_one(
+        mongodb::bson::doc! { "deploymentId": "bad-1" },
+        mongodb::bson::doc! { "$set": { "usage": null, "status": "completed", "content": "" } },
+    )
+    .await
+    .unwrap();
+    named(
+        store.get(&id("bad-1")).await.unwrap_err(),
+        &bad,
+        "content is empty",
+    );
 }
