@@ -151,6 +151,9 @@ pub async fn run(
         max_body_bytes: config.webhook.max_body_bytes,
         limits: Limits::of(&config.webhook),
         queue,
+        inflight: Arc::new(tokio::sync::Semaphore::new(config.max_conns.get())),
+        max_conns: config.max_conns.get(),
+        timeout: config.timeout,
     };
     let app = with_tracing(http::router(state));
     tracing::info!(

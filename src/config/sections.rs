@@ -21,6 +21,8 @@ pub const KEYS: &[&str] = &[
     "Name",
     "Host",
     "Port",
+    "Timeout",
+    "MaxConns",
     "Mongo",
     "Mongo.URL",
     "Mongo.Database",
@@ -60,6 +62,7 @@ pub const KEYS: &[&str] = &[
     "MCP.Servers.URL",
     "MCP.Servers.Optional",
     "MCP.PassEnv",
+    "MCP.ConnectTimeoutSeconds",
     "Docker",
     "Docker.Host",
     "Docker.Container",
@@ -125,6 +128,14 @@ pub struct Config {
     pub host: String,
     /// Port to listen on.
     pub port: u16,
+    /// How long one request may take before it is answered `503` (go-zero's
+    /// `RestConf.Timeout`, in milliseconds).
+    #[serde(rename = "timeout", deserialize_with = "value::millis::<100, _>")]
+    pub timeout: Duration,
+    /// Requests handled at once; past it a request is answered `503` at once (go-zero's
+    /// `RestConf.MaxConns`). Health probes do not count.
+    #[serde(rename = "maxconns", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_conns: NonZeroUsize,
     /// MongoDB connection (used when `Store.Kind` is `mongo`).
     pub mongo: MongoConfig,
     /// The AI service and the systems the agent may query.
@@ -165,6 +176,8 @@ impl Default for Config {
             name: "deploy-diagnosis".into(),
             host: "127.0.0.1".into(),
             port: 8888,
+            timeout: Duration::from_secs(10),
+            max_conns: NonZeroUsize::new(10_000).expect("not zero"),
             mongo: MongoConfig::default(),
             ai: AiConfig::default(),
             store: StoreConfig::default(),
@@ -436,7 +449,7 @@ impl Default for RunnerConfig {
 }
 
 /// `MCP.*`: the native runner's MCP servers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct McpConfig {
     /// The servers; empty: the Prometheus MCP server from the runner's virtualenv over
@@ -446,6 +459,22 @@ pub struct McpConfig {
     /// `PATH`, `HOME`, locale, TLS and proxy settings); everything else is cleared.
     #[serde(rename = "passenv")]
     pub pass_env: Vec<String>,
+    /// How long opening a session (spawn, handshake, tool list) may take.
+    #[serde(
+        rename = "connecttimeoutseconds",
+        deserialize_with = "value::seconds::<1, _>"
+    )]
+    pub connect_timeout: Duration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            pass_env: Vec::new(),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// One MCP server: a stdio `Command` (spawned once) or a streamable-HTTP `URL`.

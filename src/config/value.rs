@@ -56,6 +56,11 @@ pub fn seconds<'de, const MIN: u64, D: Deserializer<'de>>(d: D) -> Result<Durati
     count(d, MIN).map(Duration::from_secs)
 }
 
+/// Milliseconds, at least `MIN` (go-zero's `RestConf.Timeout` unit).
+pub fn millis<'de, const MIN: u64, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    count(d, MIN).map(Duration::from_millis)
+}
+
 /// Whole minutes, at least `MIN`.
 pub fn minutes<'de, const MIN: u64, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let v = count(d, MIN)?;

@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::json;
 
-use super::error::{capped_body, require_json, ApiError};
+use super::error::{capped_body, require_json, ApiError, BodyLimit};
 use super::AppState;
 use crate::intake::webhook;
 
@@ -19,7 +19,12 @@ pub(super) async fn post_alerts(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let bytes = capped_body(
+        &headers,
+        body,
+        BodyLimit(state.max_body_bytes, "Webhook.MaxBodyBytes"),
+    )
+    .await?;
 
     let now = Utc::now();
     let alerts = webhook::parse_webhook(&bytes, &now.to_rfc3339(), &state.limits).map_err(|e| {

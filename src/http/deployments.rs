@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{capped_body, parse_deployment_id, require_json, typed_body, ApiError};
+use super::error::{
+    capped_body, parse_deployment_id, require_json, typed_body, ApiError, DEPLOYMENT_BODY,
+};
 use super::paging::{next_cursor, page, ListQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
@@ -169,7 +171,7 @@ pub(super) async fn put_deployment(
 ) -> Result<Response, ApiError> {
     let id = parse_deployment_id(&raw)?;
     require_json(&headers)?;
-    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let bytes = capped_body(&headers, body, DEPLOYMENT_BODY.min(state.max_body_bytes)).await?;
     let input: DeploymentInput = typed_body(&bytes)?;
     let deployment =
         input

@@ -31,9 +31,14 @@ pub enum ApiError {
     /// Not JSON.
     #[error("content type must be application/json, got {0}")]
     UnsupportedMediaType(String),
-    /// Body too large.
-    #[error("request body is larger than {0} bytes (Webhook.MaxBodyBytes)")]
-    PayloadTooLarge(usize),
+    /// Body too large for its route.
+    #[error("request body is larger than {limit} bytes ({what})")]
+    PayloadTooLarge {
+        /// The route's limit.
+        limit: usize,
+        /// What sets it.
+        what: &'static str,
+    },
     /// No such report.
     #[error("no report for deployment {0}")]
     NotFound(String),
@@ -49,6 +54,12 @@ pub enum ApiError {
     /// The queue is full (`Worker.MaxQueue`); Alertmanager retries a `503`.
     #[error("{0} reports are waiting for a worker (Worker.MaxQueue); try again later")]
     QueueFull(u64),
+    /// `MaxConns` requests are being handled.
+    #[error("{0} requests are being handled (MaxConns); try again shortly")]
+    Busy(usize),
+    /// The request took longer than `Timeout`.
+    #[error("the request took longer than {0} ms (Timeout); try again")]
+    TimedOut(u128),
     /// The store failed; details go to the log, not the client.
     #[error("store unavailable")]
     Store(#[from] StoreError),
@@ -66,7 +77,7 @@ impl IntoResponse for ApiError {
                 "unsupported_media_type",
                 None,
             ),
-            ApiError::PayloadTooLarge(_) => {
+            ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
             ApiError::NotFound(_) | ApiError::NoDeployment(_) | ApiError::NoRoute => {
@@ -74,6 +85,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::QueueFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full", None),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+            ApiError::TimedOut(_) => {
+                tracing::warn!("request timed out");
+                (StatusCode::SERVICE_UNAVAILABLE, "timeout", None)
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
@@ -84,10 +100,16 @@ impl IntoResponse for ApiError {
             error["path"] = Value::String(path);
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
-        if let ApiError::QueueFull(_) = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        let retry_after = match self {
+            ApiError::QueueFull(_) => Some("60"),
+            ApiError::Busy(_) | ApiError::TimedOut(_) => Some("1"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(seconds),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
             for challenge in [
@@ -135,21 +157,41 @@ pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A route's body limit: bytes, and what sets it (for the `413` message).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLimit(pub(super) usize, pub(super) &'static str);
+
+impl BodyLimit {
+    /// This limit, or `Webhook.MaxBodyBytes` when that is smaller.
+    pub(super) fn min(self, max_body_bytes: usize) -> Self {
+        if max_body_bytes < self.0 {
+            BodyLimit(max_body_bytes, "Webhook.MaxBodyBytes")
+        } else {
+            self
+        }
+    }
+}
+
+/// `PUT /deployments/{id}`: 200 hosts of 270 characters and the other fields fit in a
+/// quarter of this.
+pub(super) const DEPLOYMENT_BODY: BodyLimit = BodyLimit(256 * 1024, "a deployment's limit");
+/// `POST /reports/{id}/feedback`: a score, a flag and 2,000 characters.
+pub(super) const FEEDBACK_BODY: BodyLimit = BodyLimit(16 * 1024, "a feedback's limit");
+
 /// The request body, at most `limit` bytes (`413` beyond, before reading when declared).
 pub(super) async fn capped_body(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    BodyLimit(limit, what): BodyLimit,
 ) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = ApiError::PayloadTooLarge { limit, what };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(limit));
+        return Err(too_large);
     }
-    to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))
+    to_bytes(body, limit).await.map_err(|_| too_large)
 }
 
 /// A JSON body as `T`, or a `400` naming the path of what is wrong.

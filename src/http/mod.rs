@@ -14,6 +14,7 @@ pub mod paging;
 pub mod reports;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
@@ -21,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tokio::sync::Semaphore;
 
 use crate::diagnosis::Diagnoser;
 use crate::intake::webhook::Limits;
@@ -57,6 +59,12 @@ pub struct AppState {
     pub limits: Limits,
     /// `Worker.MaxQueue`.
     pub queue: Arc<QueueGate>,
+    /// Requests handled at once (`MaxConns`).
+    pub inflight: Arc<Semaphore>,
+    /// `MaxConns`.
+    pub max_conns: usize,
+    /// How long a request may take (`Timeout`).
+    pub timeout: Duration,
 }
 
 /// The routes.
@@ -86,7 +94,33 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::NoRoute })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .with_state(state)
+}
+
+/// At most `MaxConns` requests at once (a further one is answered `503` at once, not
+/// queued), each answered within `Timeout`. Health probes are not counted, so a saturated
+/// service still says it is alive.
+async fn bounded(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let permit = match request.uri().path() {
+        "/healthz" | "/readyz" => None,
+        _ => match Arc::clone(&state.inflight).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                state.metrics.limit_hit("max_conns", 1);
+                return ApiError::Busy(state.max_conns).into_response();
+            }
+        },
+    };
+    let response = match tokio::time::timeout(state.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            state.metrics.limit_hit("timeout", 1);
+            ApiError::TimedOut(state.timeout.as_millis()).into_response()
+        }
+    };
+    drop(permit);
+    response
 }
 
 /// Writes need the write token, reads the read token (or the write token); health and

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::{capped_body, parse_deployment_id, require_json, typed_body, ApiError};
+use super::error::{
+    capped_body, parse_deployment_id, require_json, typed_body, ApiError, FEEDBACK_BODY,
+};
 use super::paging::{bad_query, next_cursor, page, ListQuery};
 use super::AppState;
 use crate::model::alert::Alert;
@@ -216,7 +218,7 @@ pub(super) async fn feedback(
 ) -> Result<Response, ApiError> {
     let id = parse_deployment_id(&raw)?;
     require_json(&headers)?;
-    let bytes = capped_body(&headers, body, state.max_body_bytes).await?;
+    let bytes = capped_body(&headers, body, FEEDBACK_BODY.min(state.max_body_bytes)).await?;
     let bad = |path: &str, message: String| ApiError::BadRequest {
         code: "invalid_body",
         message,

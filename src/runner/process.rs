@@ -119,7 +119,14 @@ impl Runner for ProcessRunner {
                 .into())
             }
         };
-        let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or_default());
+        // The runner leads its own process group (`process_group(0)` at spawn), so its pid
+        // is the group's id. A child without a pid has already been reaped: there is no
+        // group to signal, and a fallback of 0 would make `killpg` signal the service's own
+        // group.
+        let Some(pgid) = child.id().map(|id| Pid::from_raw(id as i32)) else {
+            let code = child.wait().await.ok().and_then(|s| s.code());
+            return Ok(python::read("", "", code));
+        };
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {

@@ -21,6 +21,7 @@ mod evidence;
 mod failures;
 mod fake_llm_rules;
 mod github_mcp;
+mod http_limits;
 mod intake;
 mod intake_properties;
 mod lifecycle;

@@ -301,3 +301,58 @@ async fn native_failures_read_like_the_other_runners() {
     assert!(!report.to_string().contains(&app.api_key));
     assert_eq!(app.llm.requests().len(), 1, "a 401 is not retried");
 }
+
+/// A stdio "MCP server" that starts and never answers the handshake.
+fn hung_server(optional: bool) -> String {
+    format!(
+        "    - Name: hung\n      Command: sleep\n      Args: [\"3600\"]\n      Optional: {optional}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_mcp_server_that_never_answers_its_handshake_fails_only_its_own_calls() {
+    let marker = format!("DD_TEST_MCP={}", uuid::Uuid::new_v4().simple());
+    let prom = crate::servers::prometheus().await;
+    // An optional hung server beside the real one: each diagnosis gets the real one's tools
+    // once the hung one's attempt times out (or at once, while it is not retried). The
+    // timeout leaves the real server, a Python program, time to start on a busy machine.
+    let app = spawn_app(Options {
+        mcp: Some(format!(
+            "{}{}  ConnectTimeoutSeconds: 15\n",
+            stdio_server_with_marker(&prom.url, &marker),
+            hung_server(true)
+        )),
+        ..native(Script::ToolThenReport {
+            query: "up{job=\"node\"}".into(),
+        })
+    })
+    .await;
+    let ids: Vec<String> = (0..3).map(|_| deployment_id("hungmcp")).collect();
+    for id in &ids {
+        app.post_alerts(&alertmanager_body(id, "firing")).await;
+    }
+    for id in &ids {
+        let report = app.wait_final(id).await;
+        assert_eq!(report["status"], "completed", "{report:#}");
+        assert_eq!(report["engine"], "ai", "{report:#}");
+        assert_eq!(report["promQL"], serde_json::json!(["up{job=\"node\"}"]));
+    }
+
+    // Required and hung: the diagnosis ends, saying which server and why.
+    let app = spawn_app(Options {
+        mcp: Some(format!(
+            "MCP:\n  Servers:\n{}  ConnectTimeoutSeconds: 1\n",
+            hung_server(false)
+        )),
+        evidence: false,
+        ..native(Script::ToolThenReport { query: "up".into() })
+    })
+    .await;
+    let report = diagnose(&app, "hungreq").await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    let error = report_error(&report);
+    assert!(
+        error.contains("hung") && error.contains("MCP.ConnectTimeoutSeconds"),
+        "{error}"
+    );
+}

@@ -2,10 +2,18 @@
 //! is a stdio command (spawned once) or a streamable-HTTP URL. Sessions are opened once and
 //! shared by every diagnosis; a dead session is reconnected and the call retried once; tool
 //! names are routed to the server that offers them.
+//!
+//! Opening a session (spawn, handshake, tool list) runs under `MCP.ConnectTimeoutSeconds`
+//! and holds no lock: callers that need the same server share one attempt, a server that
+//! failed is not tried again for [`RETRY_AFTER`] (its calls fail at once meanwhile), and a
+//! hung server delays only what needs it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures_util::future::{join_all, BoxFuture, Shared};
+use futures_util::FutureExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -209,54 +217,84 @@ pub struct McpError {
     pub message: String,
 }
 
+/// A server's session, or where opening one stands.
+enum Slot {
+    /// Never opened, or forgotten after it died.
+    Empty,
+    /// Being opened; every caller awaits this one attempt.
+    Connecting(Connecting),
+    /// Open.
+    Open(Arc<Session>),
+    /// The last attempt failed at this time.
+    Failed(Instant, McpError),
+}
+
+type Opened = Result<(Arc<Session>, Vec<ToolSpec>), McpError>;
+type Connecting = Shared<BoxFuture<'static, Opened>>;
+
+/// A server whose session could not be opened is not tried again before this: each
+/// diagnosis would otherwise wait out `MCP.ConnectTimeoutSeconds` for it.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
 struct Server {
-    spec: ServerSpec,
-    session: Mutex<Option<Arc<Session>>>,
+    spec: Arc<ServerSpec>,
+    slot: std::sync::Mutex<Slot>,
+    connect_timeout: Duration,
 }
 
 impl Server {
-    async fn connect(&self) -> Result<(Arc<Session>, Vec<ToolSpec>), McpError> {
+    /// Opens a session: spawn or connect, handshake, tool list, under `timeout`.
+    async fn connect(spec: Arc<ServerSpec>, timeout: Duration) -> Opened {
         let fail = |message: String| McpError {
-            server: self.spec.name.clone(),
+            server: spec.name.clone(),
             message,
         };
-        let session = match &self.spec.transport {
-            Transport::Stdio { command, args, env } => {
-                // Only the environment `servers_for` gave it: the service's AI key and
-                // settings never reach an MCP server.
-                let mut cmd = tokio::process::Command::new(command);
-                cmd.args(args)
-                    .env_clear()
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .kill_on_drop(true);
-                let (transport, stderr) = TokioChildProcess::builder(cmd)
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|e| fail(format!("could not start {command}: {e}")))?;
-                if let Some(stderr) = stderr {
-                    tokio::spawn(forward_stderr(self.spec.name.clone(), stderr));
+        let open = async {
+            let session = match &spec.transport {
+                Transport::Stdio { command, args, env } => {
+                    // Only the environment `servers_for` gave it: the service's AI key and
+                    // settings never reach an MCP server. Dropped (a timeout), it is killed.
+                    let mut cmd = tokio::process::Command::new(command);
+                    cmd.args(args)
+                        .env_clear()
+                        .envs(env.iter().map(|(k, v)| (k, v)))
+                        .kill_on_drop(true);
+                    let (transport, stderr) = TokioChildProcess::builder(cmd)
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .map_err(|e| fail(format!("could not start {command}: {e}")))?;
+                    if let Some(stderr) = stderr {
+                        tokio::spawn(forward_stderr(spec.name.clone(), stderr));
+                    }
+                    ().serve(transport)
+                        .await
+                        .map_err(|e| fail(format!("handshake with {command} failed: {e}")))?
                 }
-                ().serve(transport)
-                    .await
-                    .map_err(|e| fail(format!("handshake with {command} failed: {e}")))?
-            }
-            Transport::Http { url } => {
-                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-                ().serve(transport)
-                    .await
-                    .map_err(|e| fail(format!("could not connect to {url}: {e}")))?
-            }
+                Transport::Http { url } => {
+                    let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                    ().serve(transport)
+                        .await
+                        .map_err(|e| fail(format!("could not connect to {url}: {e}")))?
+                }
+            };
+            let tools = session
+                .list_all_tools()
+                .await
+                .map_err(|e| fail(format!("listing tools: {e}")))?;
+            Ok((session, tools))
         };
-        let tools = session
-            .list_all_tools()
-            .await
-            .map_err(|e| fail(format!("listing tools: {e}")))?;
+        let (session, tools) = tokio::time::timeout(timeout, open).await.map_err(|_| {
+            fail(format!(
+                "no session within {}s (MCP.ConnectTimeoutSeconds): the server did not \
+                     start, answer the handshake or list its tools",
+                timeout.as_secs()
+            ))
+        })??;
         let offered = tools.len();
         let specs: Vec<ToolSpec> = tools
             .into_iter()
             .filter(|t| {
-                self.spec
-                    .tools
+                spec.tools
                     .as_ref()
                     .is_none_or(|allowed| allowed.iter().any(|a| *a == t.name))
             })
@@ -267,7 +305,7 @@ impl Server {
             })
             .collect();
         tracing::info!(
-            server = %self.spec.name,
+            server = %spec.name,
             tools = specs.len(),
             withheld = offered - specs.len(),
             "MCP session opened"
@@ -275,22 +313,46 @@ impl Server {
         Ok((Arc::new(session), specs))
     }
 
-    /// The open session, opening it if there is none or the old one died.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open session (with its tools when this call opened it), opening it if there is
+    /// none or the old one died. No lock is held while it opens.
     async fn session(&self) -> Result<(Arc<Session>, Option<Vec<ToolSpec>>), McpError> {
-        let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok((Arc::clone(session), None));
+        let attempt = {
+            let mut slot = self.slot();
+            match &*slot {
+                Slot::Open(session) if !session.is_closed() => {
+                    return Ok((Arc::clone(session), None))
+                }
+                Slot::Failed(at, error) if at.elapsed() < RETRY_AFTER => return Err(error.clone()),
+                Slot::Connecting(attempt) => attempt.clone(),
+                _ => {
+                    let attempt = Self::connect(Arc::clone(&self.spec), self.connect_timeout)
+                        .boxed()
+                        .shared();
+                    *slot = Slot::Connecting(attempt.clone());
+                    attempt
+                }
+            }
+        };
+        let opened = attempt.clone().await;
+        let mut slot = self.slot();
+        if matches!(&*slot, Slot::Connecting(current) if current.ptr_eq(&attempt)) {
+            *slot = match &opened {
+                Ok((session, _)) => Slot::Open(Arc::clone(session)),
+                Err(e) => Slot::Failed(Instant::now(), e.clone()),
+            };
         }
-        let (session, tools) = self.connect().await?;
-        *slot = Some(Arc::clone(&session));
-        Ok((session, Some(tools)))
+        opened.map(|(session, tools)| (session, Some(tools)))
     }
 
     /// Forgets `dead` (if it is still the current session) so the next use reconnects.
-    async fn forget(&self, dead: &Arc<Session>) {
-        let mut slot = self.session.lock().await;
-        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
-            *slot = None;
+    fn forget(&self, dead: &Arc<Session>) {
+        let mut slot = self.slot();
+        if matches!(&*slot, Slot::Open(s) if Arc::ptr_eq(s, dead)) {
+            *slot = Slot::Empty;
         }
     }
 }
@@ -312,13 +374,14 @@ pub struct CallOutcome {
 }
 
 impl ToolSet {
-    /// The servers, not yet connected.
-    pub fn new(specs: Vec<ServerSpec>) -> Self {
+    /// The servers, not yet connected; opening one may take `connect_timeout`.
+    pub fn new(specs: Vec<ServerSpec>, connect_timeout: Duration) -> Self {
         let servers = specs
             .into_iter()
             .map(|spec| Server {
-                spec,
-                session: Mutex::new(None),
+                spec: Arc::new(spec),
+                slot: std::sync::Mutex::new(Slot::Empty),
+                connect_timeout,
             })
             .collect();
         Self {
@@ -332,8 +395,10 @@ impl ToolSet {
     /// server to offer a name keeps it). A required server that cannot be reached is an
     /// error; an optional one is skipped with a warning.
     pub async fn tools(&self) -> Result<Vec<ToolSpec>, McpError> {
-        for (index, server) in self.servers.iter().enumerate() {
-            match server.session().await {
+        // Every server at once: a slow one does not hold the others' sessions back.
+        let opened = join_all(self.servers.iter().map(Server::session)).await;
+        for ((index, server), opened) in self.servers.iter().enumerate().zip(opened) {
+            match opened {
                 Ok((_, Some(tools))) => self.learn(index, tools).await,
                 Ok((_, None)) => {}
                 Err(e) if server.spec.optional => {
@@ -407,7 +472,7 @@ impl ToolSet {
                 }
                 Err(e) if !retried => {
                     tracing::warn!(server = %server.spec.name, error = %e, "MCP session died; reconnecting once");
-                    server.forget(&session).await;
+                    server.forget(&session);
                     retried = true;
                 }
                 Err(e) => {

@@ -108,16 +108,28 @@ impl NativeRunner {
     /// A runner for this configuration (sessions open on first use, or `warm_up`).
     pub fn new(config: &Config) -> Result<Self, RunnerError> {
         let chat = HttpChat::new(&config.ai).map_err(|e| RunnerError::Unavailable(e.message))?;
-        Ok(Self::with_parts(
+        Self::with_parts(
             config,
             Arc::new(chat),
-            Arc::new(ToolSet::new(servers_for(config))),
-        ))
+            Arc::new(ToolSet::new(
+                servers_for(config),
+                config.mcp.connect_timeout,
+            )),
+        )
     }
 
     /// A runner over a given chat client and tool set.
-    pub fn with_parts(config: &Config, chat: Arc<dyn ChatClient>, tools: Arc<ToolSet>) -> Self {
-        Self {
+    pub fn with_parts(
+        config: &Config,
+        chat: Arc<dyn ChatClient>,
+        tools: Arc<ToolSet>,
+    ) -> Result<Self, RunnerError> {
+        // Its readiness probe of Prometheus; a client without the timeout is never used.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| RunnerError::Unavailable(format!("HTTP client: {e}")))?;
+        Ok(Self {
             chat,
             tools,
             max_steps: config.ai.max_turns.get(),
@@ -127,11 +139,8 @@ impl NativeRunner {
             result_budget: config.ai.tool_result_budget_chars as usize,
             profile: Profile::new(&config.ai).describe(),
             prometheus_url: config.ai.prometheus_url.to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-        }
+            http,
+        })
     }
 
     /// Opens the MCP sessions now, so the first diagnosis does not pay for it.
