@@ -485,7 +485,9 @@ AI:
         let keys: std::collections::BTreeSet<&str> = KEYS
             .iter()
             .copied()
-            .filter(|k| k.contains('.') || ["Name", "Host", "Port"].contains(k))
+            .filter(|k| {
+                k.contains('.') || ["Name", "Host", "Port", "Timeout", "MaxConns"].contains(k)
+            })
             .filter(|k| k.matches('.').count() == 1 || !k.contains('.'))
             .collect();
         assert_eq!(table, keys);
