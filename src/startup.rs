@@ -126,7 +126,7 @@ pub async fn run(
         deployments: Arc::clone(&stores.deployments),
         pipeline,
         evidence,
-        budget: Arc::new(Budget::new(&config.budget)),
+        budget: Arc::new(Budget::new(&config.budget, Arc::clone(&stores.budget))),
         metrics: Arc::clone(&metrics),
         wake: Arc::clone(&wake),
         config: config.worker.clone(),

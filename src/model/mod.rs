@@ -6,8 +6,10 @@
 //! - [`evidence`]: a measured fact as stored on a report.
 //! - [`changes`]: what a release changed, and the release a diagnosis reads.
 //! - [`report`]: a report, its answer, how a diagnosis ended, its history.
+//! - [`budget`]: the AI budgets' ledger, counted by the minute.
 
 pub mod alert;
+pub mod budget;
 pub mod changes;
 pub mod deployment;
 pub mod evidence;

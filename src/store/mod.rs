@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, StoreKind};
 use crate::model::alert::DeploymentId;
+use crate::model::budget::{Caps, Exhausted};
 use crate::model::changes::Changes;
 use crate::model::deployment::Deployment;
 use crate::model::evidence::EvidenceItem;
@@ -165,6 +166,20 @@ pub trait DeploymentStore: Send + Sync {
     ) -> Result<Option<Deployment>, StoreError>;
 }
 
+/// The AI budgets, shared by every instance on the store and kept across restarts. Each
+/// method is one atomic change of the ledger ([`crate::model::budget::BudgetLedger`]).
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Takes one AI diagnosis at `now` within `caps`, or says which budget is spent.
+    async fn admit_ai(
+        &self,
+        now: DateTime<Utc>,
+        caps: Caps,
+    ) -> Result<Result<(), Exhausted>, StoreError>;
+    /// Records the tokens a diagnosis spent at `now`.
+    async fn spend_ai(&self, now: DateTime<Utc>, tokens: u64) -> Result<(), StoreError>;
+}
+
 /// The report store. Every method is one atomic change or one read.
 #[async_trait]
 pub trait ReportStore: Send + Sync {
@@ -306,22 +321,25 @@ impl Wake {
     }
 }
 
-/// Both halves of one store: reports and deployments live in the same database.
+/// The parts of one store: reports, deployments and budgets live in the same database.
 #[derive(Clone)]
 pub struct Stores {
-    /// Reports (and the queue).
+    /// Reports (and the queues).
     pub reports: Arc<dyn ReportStore>,
     /// The deployments registry.
     pub deployments: Arc<dyn DeploymentStore>,
+    /// The AI budgets.
+    pub budget: Arc<dyn BudgetStore>,
 }
 
 impl Stores {
-    /// One store object serving both.
-    pub fn of<S: ReportStore + DeploymentStore + 'static>(store: S) -> Self {
+    /// One store object serving every part.
+    pub fn of<S: ReportStore + DeploymentStore + BudgetStore + 'static>(store: S) -> Self {
         let store = Arc::new(store);
         Self {
             reports: store.clone(),
-            deployments: store,
+            deployments: store.clone(),
+            budget: store,
         }
     }
 }

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::{self, Merge};
 use super::{
-    DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
+    BudgetStore, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError,
+    Upsert,
 };
 use crate::model::alert::{Alert, DeploymentId};
+use crate::model::budget::{BudgetLedger, Caps, Exhausted};
 use crate::model::changes::Changes;
 use crate::model::deployment::Deployment;
 use crate::model::evidence::EvidenceItem;
@@ -47,6 +49,9 @@ const MAX_CAS_ROUNDS: usize = 16;
 const REPORTS: &str = "reports";
 const HISTORY: &str = "report_history";
 const DEPLOYMENTS: &str = "deployments";
+const BUDGET: &str = "budget";
+/// The ledger's document.
+const LEDGER: &str = "ai";
 
 /// A deployment as stored in MongoDB: the design's Deployment collection, times as BSON
 /// dates (for its `{createdTime: -1}` index and the attribution range query). A report's
@@ -933,6 +938,75 @@ impl ReportStore for MongoStore {
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         Ok(self.reports.count_documents(live_lease_free(now)).await?)
+    }
+}
+
+/// The AI budgets' ledger document: changed by compare-and-swap on `rev`, so instances
+/// sharing the database take diagnoses from one budget.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LedgerDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    rev: i64,
+    ledger: BudgetLedger,
+}
+
+impl MongoStore {
+    /// Applies `change` to the ledger by compare-and-swap and returns its result.
+    async fn change_ledger<T>(
+        &self,
+        mut change: impl FnMut(&mut BudgetLedger) -> T,
+    ) -> Result<T, StoreError> {
+        let budget = self.db.collection::<LedgerDoc>(BUDGET);
+        for _ in 0..MAX_CAS_ROUNDS {
+            let current = budget.find_one(doc! { "_id": LEDGER }).await?;
+            let (rev, mut ledger) = match current {
+                Some(doc) => (Some(doc.rev), doc.ledger),
+                None => (None, BudgetLedger::default()),
+            };
+            let result = change(&mut ledger);
+            let next = LedgerDoc {
+                id: LEDGER.into(),
+                rev: rev.unwrap_or(0) + 1,
+                ledger,
+            };
+            let written = match rev {
+                // The first change: whoever inserts first wins, the other tries again.
+                None => match budget.insert_one(&next).await {
+                    Ok(_) => true,
+                    Err(e) if is_duplicate_key(&e) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                Some(rev) => {
+                    budget
+                        .replace_one(doc! { "_id": LEDGER, "rev": rev }, &next)
+                        .await?
+                        .matched_count
+                        == 1
+                }
+            };
+            if written {
+                return Ok(result);
+            }
+        }
+        Err(StoreError::Task(
+            "the AI budget ledger kept changing under this instance".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl BudgetStore for MongoStore {
+    async fn admit_ai(
+        &self,
+        now: DateTime<Utc>,
+        caps: Caps,
+    ) -> Result<Result<(), Exhausted>, StoreError> {
+        self.change_ledger(|ledger| ledger.admit(now, caps)).await
+    }
+
+    async fn spend_ai(&self, now: DateTime<Utc>, tokens: u64) -> Result<(), StoreError> {
+        self.change_ledger(|ledger| ledger.spend(now, tokens)).await
     }
 }
 

@@ -172,9 +172,9 @@ impl Ledger for ReportLedger<'_> {
     }
 
     async fn admit_ai(&self) -> Result<(), String> {
-        self.ctx.budget.admit(Instant::now()).map_err(|spent| {
-            self.ctx.metrics.limit_hit(spent.label(), 1);
-            spent.reason()
+        self.ctx.budget.admit().await.map_err(|refused| {
+            self.ctx.metrics.limit_hit(refused.label, 1);
+            refused.reason
         })
     }
 
@@ -259,7 +259,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         }
     };
     if let Some(usage) = &usage {
-        ctx.budget.spend(Instant::now(), usage);
+        ctx.budget.spend(usage).await;
     }
 
     let duration = started.elapsed();

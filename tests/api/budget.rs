@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::fake_llm::Script;
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options};
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, StoreChoice};
 
 #[tokio::test]
 async fn past_an_ai_budget_a_diagnosis_runs_without_ai_saying_why() {
@@ -44,6 +44,84 @@ async fn past_an_ai_budget_a_diagnosis_runs_without_ai_saying_why() {
         );
         assert!(metrics.contains("reason=\"budget_exhausted\""), "{metrics}");
     }
+}
+
+/// The budget is the store's: two instances on one MongoDB database share one hourly
+/// cap, and an instance started anew on an embedded store keeps the window.
+#[tokio::test]
+async fn the_ai_budget_is_shared_by_every_instance_on_a_store_and_kept_across_restarts() {
+    let app = spawn_app(Options {
+        store: StoreChoice::Mongo,
+        sections: "Budget:\n  DiagnosesPerHour: 2\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let other = app.another_instance().await;
+    let ids: Vec<String> = (0..6).map(|_| deployment_id("shared-budget")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let address = if n % 2 == 0 {
+            &app.address
+        } else {
+            &other.address
+        };
+        let response = app
+            .client
+            .post(format!("{address}/v1/alerts"))
+            .json(&alertmanager_body(id, "firing"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let mut engines = Vec::new();
+    for id in &ids {
+        let report = app.wait_final_at(&other, id).await;
+        engines.push(if report["engine"] == "ai" {
+            "ai".to_owned()
+        } else {
+            assert!(
+                report["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Budget.DiagnosesPerHour"),
+                "{report}"
+            );
+            "none".to_owned()
+        });
+    }
+    assert_eq!(
+        engines.iter().filter(|e| *e == "ai").count(),
+        2,
+        "a cap of 2 an hour over both instances: {engines:?}"
+    );
+
+    let app = spawn_app(Options {
+        sections: "Budget:\n  DiagnosesPerHour: 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let first = deployment_id("kept-budget");
+    app.post_alerts(&alertmanager_body(&first, "firing")).await;
+    assert_eq!(app.wait_final(&first).await["engine"], "ai");
+    // A new instance on the same store file: its window starts from the store, not empty.
+    let restarted = app.another_instance().await;
+    let second = deployment_id("kept-budget");
+    let response = app
+        .client
+        .post(format!("{}/v1/alerts", restarted.address))
+        .json(&alertmanager_body(&second, "firing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let report = app.wait_final_at(&restarted, &second).await;
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Budget.DiagnosesPerHour"),
+        "{report}"
+    );
 }
 
 #[tokio::test]

@@ -400,6 +400,50 @@ impl TestApp {
     }
 }
 
+/// Another instance of a test app's service: the same configuration (so the same store),
+/// its own process state, stopped when dropped.
+pub struct Instance {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    /// Starts another instance on the same configuration and store.
+    pub async fn another_instance(&self) -> Instance {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let (config, shutdown) = (self.config.clone(), shutdown.clone());
+            async move {
+                deploy_diagnosis::startup::run(listener, config, shutdown)
+                    .await
+                    .expect("service runs");
+            }
+        });
+        Instance { address, shutdown }
+    }
+
+    /// Waits for a report through another instance.
+    pub async fn wait_final_at(&self, instance: &Instance, deployment_id: &str) -> Value {
+        wait_final(
+            &self.client,
+            &instance.address,
+            deployment_id,
+            self.read_token().as_deref(),
+            Duration::from_secs(120),
+        )
+        .await
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::model::alert::{Alert, DeploymentId};
+use deploy_diagnosis::model::budget::{Caps, Exhausted};
 use deploy_diagnosis::model::changes::{ChangedFile, Changes, PullRequest};
 use deploy_diagnosis::model::deployment::Deployment;
 use deploy_diagnosis::model::evidence::{EvidenceItem, Resource, Scored, Verdict};
@@ -15,7 +16,8 @@ use deploy_diagnosis::model::report::{
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
-    Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError, Upsert,
+    BudgetStore, Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore,
+    StoreError, Upsert,
 };
 use futures_util::TryStreamExt;
 
@@ -455,6 +457,38 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     );
 }
 
+/// The AI budgets: one ledger for every handle on the store.
+async fn budget_contract<S: ReportStore + BudgetStore>(store: &S, other: &S) {
+    store.migrate().await.unwrap();
+    let caps = Caps {
+        diagnoses_per_hour: 2,
+        tokens_per_day: 1000,
+    };
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+    assert_eq!(store.admit_ai(now, caps).await.unwrap(), Ok(()));
+    assert_eq!(other.admit_ai(now, caps).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.admit_ai(now, caps).await.unwrap(),
+        Err(Exhausted::DiagnosesPerHour(2)),
+        "two handles, one budget"
+    );
+    let later = now + Duration::minutes(61);
+    assert_eq!(other.admit_ai(later, caps).await.unwrap(), Ok(()));
+    store.spend_ai(later, 1200).await.unwrap();
+    assert_eq!(
+        other.admit_ai(later, caps).await.unwrap(),
+        Err(Exhausted::TokensPerDay(1000))
+    );
+    // Taken at once from both: never more than the cap.
+    let fresh = later + Duration::days(2);
+    let all = futures_util::future::join_all((0..6).map(|n| async move {
+        let handle = if n % 2 == 0 { store } else { other };
+        handle.admit_ai(fresh, caps).await.unwrap()
+    }))
+    .await;
+    assert_eq!(all.iter().filter(|r| r.is_ok()).count(), 2, "{all:?}");
+}
+
 fn deployment(name: &str, minute: u32, hosts: &[&str]) -> Deployment {
     let at = Utc.with_ymd_and_hms(2026, 11, 25, 9, minute, 0).unwrap();
     Deployment {
@@ -738,6 +772,12 @@ async fn the_embedded_store_meets_the_store_contract() {
     deployments_contract(&store).await;
     let store = EmbeddedStore::open(&dir.path().join("evidence.sqlite3")).unwrap();
     evidence_queue_contract(Arc::new(store)).await;
+    let path = dir.path().join("budget.sqlite3");
+    let (store, other) = (
+        EmbeddedStore::open(&path).unwrap(),
+        EmbeddedStore::open(&path).unwrap(),
+    );
+    budget_contract(&store, &other).await;
 }
 
 #[tokio::test]
@@ -752,6 +792,12 @@ async fn the_mongo_store_meets_the_store_contract() {
     let db = format!("dd_evidence_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
     evidence_queue_contract(Arc::new(store)).await;
+    let db = format!("dd_budget_{}", uuid::Uuid::new_v4().simple());
+    let (store, other) = (
+        MongoStore::connect(&server.url, &db).await.unwrap(),
+        MongoStore::connect(&server.url, &db).await.unwrap(),
+    );
+    budget_contract(&store, &other).await;
 }
 
 #[tokio::test]

@@ -217,10 +217,11 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
         .unwrap();
     let pool = WorkerPool::start(WorkerContext {
         store: store.clone(),
-        deployments,
+        deployments: deployments.clone(),
         pipeline: deploy_diagnosis::startup::pipeline(&config, runner).unwrap(),
         budget: Arc::new(deploy_diagnosis::worker::budget::Budget::new(
             &config.budget,
+            deployments.clone(),
         )),
         evidence: None,
         metrics,

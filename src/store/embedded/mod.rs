@@ -8,8 +8,9 @@
 //!
 //! - [`rows`]: the columns, and reading them back (an unreadable one names its report);
 //! - `writer`: group commits and checkpoints;
-//! - `reports` and `deployments`: the store traits.
+//! - `reports`, `deployments` and `budget`: the store traits.
 
+mod budget;
 mod deployments;
 mod reports;
 pub mod rows;
@@ -60,6 +61,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/sqlite/0008_evidence_queue.sql"),
+    ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_budget.sql"),
     ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
