@@ -1,12 +1,14 @@
 //! How soon the evidence is on a report after the alert is accepted: the real service
 //! (embedded store, native runner) against the real Prometheus and node_exporter, with a
 //! scripted LLM that takes `LLM_SECONDS` per answer, so that in a burst the AI queue is long
-//! (`Worker.Concurrency` 2) while the evidence must not wait behind it.
+//! (`Worker.Concurrency` 2) while the evidence, on its own queue, must not wait behind it.
 //!
-//!   cargo bench --bench evidence_latency -- [ALERTS_ONE_BY_ONE] [BURST]
+//!   cargo bench --bench evidence_latency -- [ALERTS_ONE_BY_ONE] [BURST ...]
 //!
 //! Prints a Markdown table: the time from the `202` to `evidence` on the report (median,
-//! p95, max), for alerts sent one at a time and for a burst sent at once.
+//! p95, max), for alerts sent one at a time and for each burst sent at once (12 and 32 by
+//! default, one after the other: the second burst comes while the AI workers are still on
+//! the first). Every report must get its evidence.
 
 #![allow(dead_code)] // shares the integration tests' server helpers, not all of them used here
 
@@ -24,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use fake_llm::{FakeLlm, Script};
 
-/// Seconds the scripted model takes per answer.
-const LLM_SECONDS: u64 = 5;
+/// Seconds the scripted model takes per answer: a slow model, so the AI queue stays long.
+const LLM_SECONDS: u64 = 20;
 
 fn config(llm: &str, prom: &str, store: &std::path::Path) -> Config {
     let mcp_server = servers::repo().join(".venv/bin/prometheus-mcp-server");
@@ -114,7 +116,10 @@ async fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let one_by_one = args.first().copied().unwrap_or(10);
-    let burst = args.get(1).copied().unwrap_or(32);
+    let bursts: Vec<usize> = match args.get(1..) {
+        Some(rest) if !rest.is_empty() => rest.to_vec(),
+        _ => vec![12, 32],
+    };
     let prom = servers::prometheus().await;
     let llm = FakeLlm::start(
         Script::ToolThenReport { query: "up".into() },
@@ -141,12 +146,17 @@ async fn main() {
         single.push(evidence_after_accept(&client, &base, &format!("single-{i}"), &instance).await);
     }
     row("one at a time", single);
-    let all = join_all((0..burst).map(|i| {
-        let (client, base, instance) = (&client, &base, &instance);
-        async move { evidence_after_accept(client, base, &format!("burst-{i}"), instance).await }
-    }))
-    .await;
-    row(&format!("{burst} at once, 2 AI workers"), all);
+    for (b, burst) in bursts.iter().enumerate() {
+        let all =
+            join_all((0..*burst).map(|i| {
+                let (client, base, instance) = (&client, &base, &instance);
+                async move {
+                    evidence_after_accept(client, base, &format!("burst-{b}-{i}"), instance).await
+                }
+            }))
+            .await;
+        row(&format!("{burst} at once, 2 AI workers"), all);
+    }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), service).await;
 }

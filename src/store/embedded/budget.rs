@@ -1,9 +1,9 @@
-//! The AI budgets in SQLite: one row holding the ledger, changed in an immediate
+//! The AI budgets in SQLite: one row holding the ledger, changed in the writer's immediate
 //! transaction, so two processes on one file cannot both take the last diagnosis.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::rows::{corrupt, to_json};
 use super::EmbeddedStore;
@@ -14,13 +14,13 @@ use crate::store::{BudgetStore, StoreError};
 const LEDGER: &str = "ai";
 
 impl EmbeddedStore {
-    /// Applies `change` to the ledger in one transaction and returns its result.
+    /// Applies `change` to the ledger in one write and returns its result.
     async fn change_ledger<T: Send + 'static>(
         &self,
         change: impl FnOnce(&mut BudgetLedger) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn;
             let stored: Option<String> = tx
                 .query_row("SELECT ledger FROM budget WHERE id = ?1", [LEDGER], |r| {
                     r.get(0)
@@ -37,7 +37,6 @@ impl EmbeddedStore {
                  ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger",
                 params![LEDGER, to_json("budget", &ledger)?],
             )?;
-            tx.commit()?;
             Ok(result)
         })
         .await

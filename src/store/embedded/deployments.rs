@@ -16,7 +16,7 @@ impl DeploymentStore for EmbeddedStore {
     async fn put_deployment(&self, deployment: &Deployment) -> Result<Upsert, StoreError> {
         let mut d = deployment.clone();
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn;
             let created: Option<i64> = tx
                 .query_row(
                     "SELECT created_time FROM deployments WHERE deployment_id = ?1",
@@ -42,7 +42,6 @@ impl DeploymentStore for EmbeddedStore {
                     params![host, id, ms(d.deployed_at)],
                 )?;
             }
-            tx.commit()?;
             Ok(if created.is_some() {
                 Upsert::Updated
             } else {
@@ -96,7 +95,7 @@ impl DeploymentStore for EmbeddedStore {
     async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
         let id = deployment_id.clone();
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn;
             tx.execute(
                 "DELETE FROM deployment_hosts WHERE deployment_id = ?1",
                 [id.as_str()],
@@ -105,7 +104,6 @@ impl DeploymentStore for EmbeddedStore {
                 "DELETE FROM deployments WHERE deployment_id = ?1",
                 [id.as_str()],
             )?;
-            tx.commit()?;
             Ok(deleted == 1)
         })
         .await

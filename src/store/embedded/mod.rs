@@ -2,9 +2,10 @@
 //! on disk before `202`), so the service runs with no database server.
 //!
 //! Two connections: the writer, and a reader for the reads (WAL lets them run while a
-//! write commits). New reports are written by group commit: one writer thread takes every
-//! insert waiting, commits them in one transaction, one fsync, and answers each caller
-//! only after that commit; inserts that arrive meanwhile go in its next batch.
+//! write commits). Every write is group-committed: one writer thread takes every write
+//! waiting (a new report, a lease, evidence, an outcome, ...), runs each in a savepoint of
+//! one transaction, commits once (one fsync), and answers each caller only after that
+//! commit; writes that arrive meanwhile go in its next batch.
 //!
 //! - [`rows`]: the columns, and reading them back (an unreadable one names its report);
 //! - `writer`: group commits and checkpoints;
@@ -27,7 +28,7 @@ use crate::model::report::Report;
 use crate::store::StoreError;
 use rows::{raw_report, to_json, RawReport, COLUMNS};
 use writer::{
-    checkpoint_wal, write_inserts, PendingInsert, Wal, MAX_PENDING_INSERTS, WAL_SIZE_LIMIT,
+    checkpoint_wal, lost, write_all, Done, Wal, Write, MAX_PENDING_WRITES, WAL_SIZE_LIMIT,
 };
 
 const SCHEMA: &str = include_str!("../../../migrations/sqlite/0001_reports.sql");
@@ -79,8 +80,8 @@ enum Stage {
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
-    /// New reports, for the writer thread to commit in groups.
-    inserts: tokio::sync::mpsc::Sender<PendingInsert>,
+    /// Every write, for the writer thread to commit in groups.
+    writes: tokio::sync::mpsc::Sender<Write>,
     /// Tells the checkpointer that something was written; dropped with the last handle
     /// (and the writer thread's), which stops it.
     wrote: std::sync::mpsc::Sender<()>,
@@ -148,24 +149,24 @@ impl EmbeddedStore {
             checkpointing: Mutex::default(),
             restart: AtomicBool::default(),
         });
-        let (wrote, writes) = std::sync::mpsc::channel();
-        let (inserts, queue) = tokio::sync::mpsc::channel(MAX_PENDING_INSERTS);
+        let (wrote, written) = std::sync::mpsc::channel();
+        let (writes, queue) = tokio::sync::mpsc::channel(MAX_PENDING_WRITES);
         let (writer, writer_wal, writer_wrote) =
             (Arc::clone(&conn), Arc::clone(&wal), wrote.clone());
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_inserts(&writer, queue, &writer_wal, &writer_wrote))
+            .spawn(move || write_all(&writer, queue, &writer_wal, &writer_wrote))
             .map_err(|e| StoreError::Task(format!("starting the store's writer: {e}")))?;
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
         std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || checkpoint_wal(&checkpointer, &writes, &wal))
+            .spawn(move || checkpoint_wal(&checkpointer, &written, &wal))
             .map_err(|e| StoreError::Task(format!("starting the store's checkpointer: {e}")))?;
         Ok(Self {
             conn,
             reader: Arc::new(Mutex::new(reader)),
-            inserts,
+            writes,
             wrote,
         })
     }
@@ -187,8 +188,40 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Runs a write on the writer connection, then wakes the checkpointer.
+    /// Runs a write in the writer thread's next group commit (in a savepoint of its own)
+    /// and answers after that commit.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: writer::Job = Box::new(move |conn: &Connection| {
+            let result = f(conn);
+            Done {
+                ok: result.is_ok(),
+                deliver: Box::new(move |committed: Result<(), String>| {
+                    let _ = reply.send(committed.map_err(lost).and(result));
+                }),
+            }
+        });
+        self.send(Write::Op(job)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the write was dropped before its commit".into()))?
+    }
+
+    /// Queues a write for the writer thread, waiting for room.
+    async fn send(&self, write: Write) -> Result<(), StoreError> {
+        self.writes
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Task("the store's writer has stopped".into()))
+    }
+
+    /// Runs `f` on the writer connection alone, outside any batch (migrations: schema
+    /// statements and `PRAGMA user_version` in a transaction of their own).
+    async fn exclusive<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -222,6 +255,61 @@ fn select_one(conn: &Connection, deployment_id: &str) -> Result<Option<Report>, 
 mod tests {
     use super::*;
     use crate::store::{Insert, ReportStore};
+
+    /// Writes share a commit, not a fate: a failed one is rolled back alone, and one that
+    /// panics neither takes the others nor stops the writer.
+    #[tokio::test]
+    async fn a_failed_write_rolls_back_alone_and_a_panicking_one_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("w.sqlite3")).unwrap();
+        store.migrate().await.unwrap();
+        let id = DeploymentId::parse("w-1").unwrap();
+        let report = Report::new(id.clone(), Default::default(), chrono::Utc::now());
+        assert_eq!(store.insert(&report).await.unwrap(), Insert::Inserted);
+        let set = |column: &'static str, fail: bool, panic: bool| {
+            let store = store.clone();
+            async move {
+                store
+                    .with(move |conn| {
+                        conn.execute(
+                            &format!(
+                                "UPDATE reports SET {column} = 'set' WHERE deployment_id = 'w-1'"
+                            ),
+                            [],
+                        )?;
+                        if panic {
+                            panic!("a bug in a write");
+                        }
+                        if fail {
+                            return Err(StoreError::Task("refused".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+        };
+        let (failed, kept, panicked) = tokio::join!(
+            set("error", true, false),
+            set("raw_output", false, false),
+            set("ai_error", false, true)
+        );
+        assert!(failed.is_err() && kept.is_ok() && panicked.is_err());
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.error, got.raw_output.as_deref(), got.ai_error),
+            (None, Some("set"), None)
+        );
+        let next = Report::new(
+            DeploymentId::parse("w-2").unwrap(),
+            Default::default(),
+            chrono::Utc::now(),
+        );
+        assert_eq!(
+            store.insert(&next).await.unwrap(),
+            Insert::Inserted,
+            "the writer lives"
+        );
+    }
 
     /// Under steady inserts the log is restarted past its limit instead of growing: the
     /// same inserts without the restart leave a log of some 20 MB.

@@ -1,19 +1,42 @@
-//! The writer thread and the checkpointer: new reports by group commit (one transaction
-//! and one fsync for every insert waiting, each caller answered after the commit), and
-//! the write-ahead log kept bounded by checkpoints apart from the commits.
+//! The writer thread and the checkpointer. Every write of the store is group-committed:
+//! the writer takes every write waiting (new reports, leases, evidence, outcomes, ...),
+//! runs each in a savepoint of one transaction, commits once (one fsync), and answers each
+//! caller only after that commit. No other code writes, so no fsync of one small write
+//! holds the others back. The write-ahead log is kept bounded by checkpoints apart from the
+//! commits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::rows::{ms, status};
 use crate::model::report::Report;
 use crate::store::{Insert, StoreError};
 
-/// Inserts waiting for the writer at most; past it, intake waits for room (it never
-/// drops one, and memory stays bounded in a storm).
-pub(super) const MAX_PENDING_INSERTS: usize = 4096;
+/// Writes waiting for the writer at most; past it, a caller (intake) waits for room: it
+/// never drops one, and memory stays bounded in a storm.
+pub(super) const MAX_PENDING_WRITES: usize = 4096;
+
+/// A write for the writer thread.
+pub(super) enum Write {
+    /// A new report.
+    Insert(PendingInsert),
+    /// Any other change: run on the batch's transaction, in a savepoint of its own.
+    Op(Job),
+}
+
+/// A change to run on the writer's connection; it answers with whether it succeeded and
+/// how to tell its caller, once the batch's commit is known.
+pub(super) type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
+
+/// A job's outcome, waiting for the commit.
+pub(super) struct Done {
+    /// Whether the job succeeded (else its savepoint is rolled back).
+    pub(super) ok: bool,
+    /// Tells the caller: `Err(why)` when the commit failed.
+    pub(super) deliver: Box<dyn FnOnce(Result<(), String>) + Send>,
+}
 
 /// An insert waiting for the next group commit.
 pub(super) struct PendingInsert {
@@ -67,9 +90,9 @@ fn insert_one(tx: &Connection, p: &PendingInsert) -> Result<Insert, StoreError> 
 /// without bound (4 GB in 45 s of load). The checkpointer has copied nearly all of it by
 /// then, so the restart is a pause of a few milliseconds (longer only if a read is running:
 /// a restart waits for readers), once per [`WAL_SIZE_LIMIT`] written.
-pub(super) fn write_inserts(
+pub(super) fn write_all(
     conn: &Mutex<Connection>,
-    mut queue: tokio::sync::mpsc::Receiver<PendingInsert>,
+    mut queue: tokio::sync::mpsc::Receiver<Write>,
     wal: &Wal,
     wrote: &std::sync::mpsc::Sender<()>,
 ) {
@@ -81,7 +104,7 @@ pub(super) fn write_inserts(
         // A panic while holding the lock cannot leave a half-done transaction behind
         // (SQLite rolls it back), so a poisoned lock is still usable.
         let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        commit_inserts(&mut guard, batch);
+        commit(&mut guard, batch);
         let _ = wrote.send(());
         if wal.restart.swap(false, Ordering::Relaxed) {
             match wal.checkpointing.try_lock() {
@@ -163,30 +186,79 @@ pub(super) fn checkpoint_wal(conn: &Connection, writes: &std::sync::mpsc::Receiv
     }
 }
 
-/// Writes a batch of inserts in one transaction (one fsync) and answers each caller only
-/// after the commit: a `202` still means on disk. If the commit fails, every caller gets
-/// the error and nothing of the batch is stored.
-fn commit_inserts(conn: &mut Connection, batch: Vec<PendingInsert>) {
-    let results = (|| {
-        let tx = conn.transaction()?;
-        let results: Vec<Result<Insert, StoreError>> =
-            batch.iter().map(|p| insert_one(&tx, p)).collect();
-        tx.commit()?;
-        Ok::<_, StoreError>(results)
-    })();
-    match results {
-        Ok(results) => {
-            for (p, result) in batch.into_iter().zip(results) {
-                let _ = p.reply.send(result);
+/// Runs one write in a savepoint of the batch's transaction, so a failed one leaves the
+/// others intact; what its caller is told once the commit is known.
+fn run_one(tx: &Connection, write: Write) -> Box<dyn FnOnce(Result<(), String>) + Send> {
+    let savepoint = |sql: &str| {
+        if let Err(e) = tx.execute_batch(sql) {
+            tracing::error!(error = %e, sql, "store savepoint");
+        }
+    };
+    savepoint("SAVEPOINT w");
+    let (ok, deliver): (bool, Box<dyn FnOnce(Result<(), String>) + Send>) = match write {
+        Write::Insert(p) => {
+            let result = insert_one(tx, &p);
+            let ok = result.is_ok();
+            let reply = p.reply;
+            (
+                ok,
+                Box::new(move |committed: Result<(), String>| {
+                    let _ = reply.send(committed.map_err(lost).and(result));
+                }),
+            )
+        }
+        // A job that panics (a bug) must not take the writer thread, and every later
+        // write, with it: its savepoint is rolled back, and its caller, whose answer
+        // went down with it, sees the write dropped.
+        Write::Op(job) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(tx))) {
+                Ok(done) => (done.ok, done.deliver),
+                Err(_) => {
+                    tracing::error!("a store write panicked; rolled back");
+                    (false, Box::new(|_| {}))
+                }
             }
         }
+    };
+    savepoint(if ok {
+        "RELEASE w"
+    } else {
+        "ROLLBACK TO w; RELEASE w"
+    });
+    deliver
+}
+
+/// The error a write gets when its batch's commit failed.
+pub(super) fn lost(message: String) -> StoreError {
+    StoreError::Task(format!("group commit failed: {message}"))
+}
+
+/// Runs a batch of writes in one immediate transaction (one fsync) and answers each caller
+/// only after the commit: a `202` still means on disk. If the commit fails, every caller
+/// gets the error and nothing of the batch is stored.
+fn commit(conn: &mut Connection, batch: Vec<Write>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
         Err(e) => {
             let message = e.to_string();
-            for p in batch {
-                let _ = p.reply.send(Err(StoreError::Task(format!(
-                    "group commit failed: {message}"
-                ))));
+            for write in batch {
+                let deliver = match write {
+                    Write::Insert(p) => {
+                        let _ = p.reply.send(Err(lost(message.clone())));
+                        continue;
+                    }
+                    Write::Op(job) => job,
+                };
+                // The job is never run; its caller's answer is dropped with it, which it
+                // sees as the writer having stopped.
+                drop(deliver);
             }
+            return;
         }
+    };
+    let deliveries: Vec<_> = batch.into_iter().map(|w| run_one(&tx, w)).collect();
+    let committed = tx.commit().map_err(|e| e.to_string());
+    for deliver in deliveries {
+        deliver(committed.clone());
     }
 }
