@@ -20,8 +20,7 @@ impl EmbeddedStore {
         change: impl FnOnce(&mut BudgetLedger) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         self.with(move |conn| {
-            let tx = conn;
-            let stored: Option<String> = tx
+            let stored: Option<String> = conn
                 .query_row("SELECT ledger FROM budget WHERE id = ?1", [LEDGER], |r| {
                     r.get(0)
                 })
@@ -32,7 +31,7 @@ impl EmbeddedStore {
                 None => BudgetLedger::default(),
             };
             let result = change(&mut ledger);
-            tx.execute(
+            conn.execute(
                 "INSERT INTO budget (id, ledger) VALUES (?1, ?2) \
                  ON CONFLICT (id) DO UPDATE SET ledger = excluded.ledger",
                 params![LEDGER, to_json("budget", &ledger)?],

@@ -16,8 +16,7 @@ impl DeploymentStore for EmbeddedStore {
     async fn put_deployment(&self, deployment: &Deployment) -> Result<Upsert, StoreError> {
         let mut d = deployment.clone();
         self.with(move |conn| {
-            let tx = conn;
-            let created: Option<i64> = tx
+            let created: Option<i64> = conn
                 .query_row(
                     "SELECT created_time FROM deployments WHERE deployment_id = ?1",
                     [d.deployment_id.as_str()],
@@ -29,15 +28,15 @@ impl DeploymentStore for EmbeddedStore {
             }
             let id = d.deployment_id.as_str().to_owned();
             let body = serde_json::to_string(&d).map_err(|e| corrupt(&id, e.to_string()))?;
-            tx.execute(
+            conn.execute(
                 "INSERT INTO deployments (deployment_id, body, deployed_at, created_time, updated_time) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (deployment_id) DO UPDATE SET \
                  body = excluded.body, deployed_at = excluded.deployed_at, updated_time = excluded.updated_time",
                 params![id, body, ms(d.deployed_at), ms(d.created_time), ms(d.updated_time)],
             )?;
-            tx.execute("DELETE FROM deployment_hosts WHERE deployment_id = ?1", [&id])?;
+            conn.execute("DELETE FROM deployment_hosts WHERE deployment_id = ?1", [&id])?;
             for host in d.host_keys() {
-                tx.execute(
+                conn.execute(
                     "INSERT INTO deployment_hosts (host, deployment_id, deployed_at) VALUES (?1, ?2, ?3)",
                     params![host, id, ms(d.deployed_at)],
                 )?;
@@ -95,12 +94,11 @@ impl DeploymentStore for EmbeddedStore {
     async fn delete_deployment(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
         let id = deployment_id.clone();
         self.with(move |conn| {
-            let tx = conn;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM deployment_hosts WHERE deployment_id = ?1",
                 [id.as_str()],
             )?;
-            let deleted = tx.execute(
+            let deleted = conn.execute(
                 "DELETE FROM deployments WHERE deployment_id = ?1",
                 [id.as_str()],
             )?;

@@ -103,13 +103,13 @@ impl ReportStore for EmbeddedStore {
             .transpose()?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         // A bounded queue: in a storm intake waits here for room, and nothing is dropped.
-        self.send(Write::Insert(PendingInsert {
+        self.send(Write::Insert(Box::new(PendingInsert {
             report: r,
             content,
             alert,
             deployment,
             reply,
-        }))
+        })))
         .await?;
         answer
             .await
@@ -297,8 +297,7 @@ impl ReportStore for EmbeddedStore {
     ) -> Result<Related, StoreError> {
         let (id, related) = (deployment_id.clone(), related.clone());
         self.with(move |conn| {
-            let tx = conn;
-            let Some(report) = select_one(&tx, id.as_str())? else {
+            let Some(report) = select_one(conn, id.as_str())? else {
                 return Ok(Related::NoReport);
             };
             let all = match rules::merge_related(&report, related) {
@@ -306,7 +305,7 @@ impl ReportStore for EmbeddedStore {
                 Merge::Added(all) => all,
             };
             let json = to_json(id.as_str(), &all)?;
-            tx.execute(
+            conn.execute(
                 "UPDATE reports SET related_alerts = ?1, resolved_at = NULL WHERE deployment_id = ?2",
                 params![json, id.as_str()],
             )?;
@@ -404,8 +403,7 @@ impl ReportStore for EmbeddedStore {
     ) -> Result<Rediagnose, StoreError> {
         let id = deployment_id.clone();
         self.with(move |conn| {
-            let tx = conn;
-            let Some(current) = select_one(&tx, id.as_str())? else {
+            let Some(current) = select_one(conn, id.as_str())? else {
                 return Ok(Rediagnose::NotFound);
             };
             if !rules::may_restart(&current) {
@@ -413,7 +411,7 @@ impl ReportStore for EmbeddedStore {
             }
             let h = current.to_history();
             let key = h.deployment_id.as_str();
-            tx.execute(
+            conn.execute(
                 "INSERT OR IGNORE INTO report_history (deployment_id, version, status, content, error, \
                  runner, attempts, created_time, updated_time, duration_ms, feedback) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -432,7 +430,7 @@ impl ReportStore for EmbeddedStore {
                 ],
             )?;
             let restarted = rules::restart(&current, now);
-            write_version(&tx, &restarted)?;
+            write_version(conn, &restarted)?;
             Ok(Rediagnose::Restarted(Box::new(restarted)))
         })
         .await
@@ -485,12 +483,11 @@ impl ReportStore for EmbeddedStore {
     async fn delete(&self, deployment_id: &DeploymentId) -> Result<bool, StoreError> {
         let id = deployment_id.clone();
         self.with(move |conn| {
-            let tx = conn;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM report_history WHERE deployment_id = ?1",
                 [id.as_str()],
             )?;
-            let deleted = tx.execute(
+            let deleted = conn.execute(
                 "DELETE FROM reports WHERE deployment_id = ?1",
                 [id.as_str()],
             )?;

@@ -21,7 +21,7 @@ pub(super) const MAX_PENDING_WRITES: usize = 4096;
 /// A write for the writer thread.
 pub(super) enum Write {
     /// A new report.
-    Insert(PendingInsert),
+    Insert(Box<PendingInsert>),
     /// Any other change: run on the batch's transaction, in a savepoint of its own.
     Op(Job),
 }
@@ -30,12 +30,15 @@ pub(super) enum Write {
 /// how to tell its caller, once the batch's commit is known.
 pub(super) type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
 
+/// Tells a caller how its write ended, once the commit is known (`Err(why)`: it failed).
+pub(super) type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// A job's outcome, waiting for the commit.
 pub(super) struct Done {
     /// Whether the job succeeded (else its savepoint is rolled back).
     pub(super) ok: bool,
-    /// Tells the caller: `Err(why)` when the commit failed.
-    pub(super) deliver: Box<dyn FnOnce(Result<(), String>) + Send>,
+    /// Tells the caller.
+    pub(super) deliver: Deliver,
 }
 
 /// An insert waiting for the next group commit.
@@ -188,14 +191,14 @@ pub(super) fn checkpoint_wal(conn: &Connection, writes: &std::sync::mpsc::Receiv
 
 /// Runs one write in a savepoint of the batch's transaction, so a failed one leaves the
 /// others intact; what its caller is told once the commit is known.
-fn run_one(tx: &Connection, write: Write) -> Box<dyn FnOnce(Result<(), String>) + Send> {
+fn run_one(tx: &Connection, write: Write) -> Deliver {
     let savepoint = |sql: &str| {
         if let Err(e) = tx.execute_batch(sql) {
             tracing::error!(error = %e, sql, "store savepoint");
         }
     };
     savepoint("SAVEPOINT w");
-    let (ok, deliver): (bool, Box<dyn FnOnce(Result<(), String>) + Send>) = match write {
+    let (ok, deliver): (bool, Deliver) = match write {
         Write::Insert(p) => {
             let result = insert_one(tx, &p);
             let ok = result.is_ok();
