@@ -1,10 +1,7 @@
 -- wrk script for scripts/load: POST /v1/alerts with one Alertmanager alert per request.
 -- MODE=unique gives every request its own deploymentId (each stores a new report);
 -- MODE=repeat sends one deploymentId again and again (each is recognised as resent).
--- LIMIT (per thread, 0: none) stops a thread after that many answers.
 local mode = os.getenv("MODE") or "unique"
-local limit = tonumber(os.getenv("LIMIT") or "0")
-local answered = 0
 local token = os.getenv("TOKEN") or ""
 local counter = 0
 local threads = 0
@@ -35,15 +32,6 @@ function request()
         headers["Authorization"] = "Bearer " .. token
     end
     return wrk.format("POST", "/v1/alerts", headers, body)
-end
-
-if limit > 0 then
-    function response(status, headers, body)
-        answered = answered + 1
-        if answered >= limit then
-            wrk.thread:stop()
-        end
-    end
 end
 
 function done(summary, latency, requests)
