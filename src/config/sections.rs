@@ -472,7 +472,9 @@ impl Default for McpConfig {
         Self {
             servers: Vec::new(),
             pass_env: Vec::new(),
-            connect_timeout: Duration::from_secs(20),
+            // A bound for a hung server, not a latency target: the Prometheus MCP server is
+            // a Python program, and on a busy two-core machine it took over 20 s to start.
+            connect_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -235,32 +235,19 @@ fn corrupt_doc(id: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// The design's `content` text: the answer's JSON, or empty when there is none.
+/// The design's `content` text of a version ([`rules::content_text`]).
 fn content(id: &str, body: Option<&ReportBody>) -> Result<String, StoreError> {
-    body.map_or(Ok(String::new()), |b| {
-        serde_json::to_string(b).map_err(|e| corrupt_doc(id, e))
-    })
+    rules::content_text(body).map_err(|e| corrupt_doc(id, e))
 }
 
-/// The answer in `content`: required when the version is completed, absent otherwise.
+/// The answer in `content` ([`rules::body_of`]).
 fn body(id: &str, status: ReportStatus, content: &str) -> Result<Option<ReportBody>, StoreError> {
-    if content.is_empty() {
-        if status == ReportStatus::Completed {
-            return Err(corrupt_doc(id, "completed, but content is empty"));
-        }
-        return Ok(None);
-    }
-    serde_json::from_str(content)
-        .map(Some)
-        .map_err(|e| corrupt_doc(id, format!("content: {e}")))
+    rules::body_of(status, content).map_err(|e| corrupt_doc(id, e))
 }
 
+/// A stored runner name ([`rules::runner_of`]).
 fn runner(id: &str, stored: Option<&str>) -> Result<Option<RunnerKind>, StoreError> {
-    stored
-        .map(|r| {
-            RunnerKind::parse(r).ok_or_else(|| corrupt_doc(id, format!("unknown runner {r:?}")))
-        })
-        .transpose()
+    rules::runner_of(stored).map_err(|e| corrupt_doc(id, e))
 }
 
 /// A stored report document, decoded; an error names the report.

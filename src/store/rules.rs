@@ -1,11 +1,13 @@
-//! The rules both stores follow, written once: how a further alert joins a report, and
-//! what a re-diagnosis resets. Each store applies them inside one atomic change of its
+//! The rules both stores follow, written once: how a further alert joins a report, what a
+//! re-diagnosis resets, and how a version's answer and runner are stored as text. Each store applies them inside one atomic change of its
 //! own (a SQLite transaction; a MongoDB compare-and-swap on the document's revision), and
 //! the store contract test holds both to them.
 
 use chrono::{DateTime, Utc};
 
-use crate::model::report::{RelatedAlert, Report, ReportStatus, MAX_RELATED_ALERTS};
+use crate::model::report::{
+    RelatedAlert, Report, ReportBody, ReportStatus, RunnerKind, MAX_RELATED_ALERTS,
+};
 
 /// What a further alert does to a report's list of related alerts.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,34 @@ pub fn restart(report: &Report, now: DateTime<Utc>) -> Report {
 /// Whether a report may be re-diagnosed: not while a diagnosis is queued or running.
 pub fn may_restart(report: &Report) -> bool {
     report.status != ReportStatus::Generating
+}
+
+/// The design's `content` text of a version: the answer's JSON, or empty when it has none.
+pub fn content_text(body: Option<&ReportBody>) -> Result<String, String> {
+    body.map_or(Ok(String::new()), |b| {
+        serde_json::to_string(b).map_err(|e| e.to_string())
+    })
+}
+
+/// The answer in a stored `content` text: required when the version is completed, absent
+/// otherwise; `Err` says what is wrong with it.
+pub fn body_of(status: ReportStatus, content: &str) -> Result<Option<ReportBody>, String> {
+    if content.is_empty() {
+        if status == ReportStatus::Completed {
+            return Err("completed, but content is empty".into());
+        }
+        return Ok(None);
+    }
+    serde_json::from_str(content)
+        .map(Some)
+        .map_err(|e| format!("content: {e}"))
+}
+
+/// A stored runner name, read back; `Err` for one this service does not know.
+pub fn runner_of(stored: Option<&str>) -> Result<Option<RunnerKind>, String> {
+    stored
+        .map(|r| RunnerKind::parse(r).ok_or_else(|| format!("unknown runner {r:?}")))
+        .transpose()
 }
 
 #[cfg(test)]

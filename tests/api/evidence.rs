@@ -369,3 +369,42 @@ async fn queries_prometheus_cannot_parse_are_dropped_with_a_note_and_evidence_st
         }
     }
 }
+
+/// The evidence has its own queue: a burst larger than `Evidence.Concurrency`, with the
+/// two AI workers held by a model that never answers, still gets evidence on every report
+/// while every one of them waits for an AI worker. (When intake skipped the gathering of a
+/// burst past `Evidence.Concurrency` and left it to the workers, such reports had none.)
+#[tokio::test]
+async fn a_burst_gets_its_evidence_while_the_ai_workers_are_busy() {
+    let app = spawn_app(Options {
+        evidence: true,
+        script: Script::Hang,
+        evidence_concurrency: 2,
+        ..Options::default()
+    })
+    .await;
+    let started = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let ids: Vec<String> = (0..6).map(|_| deployment_id("burst")).collect();
+    for id in &ids {
+        let (status, _) = app
+            .post_alerts(&node_alert(
+                id,
+                &app.prom.node_instance,
+                &started.to_rfc3339(),
+            ))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    }
+    for id in &ids {
+        let report = wait_evidence(&app, id).await;
+        assert_eq!(report["status"], "generating", "{report:#}");
+        assert!(
+            !report["evidence"].as_array().unwrap().is_empty(),
+            "{report:#}"
+        );
+    }
+    assert!(
+        app.llm.requests().len() <= 2,
+        "only the two workers' diagnoses reached the model"
+    );
+}

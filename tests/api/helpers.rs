@@ -37,6 +37,8 @@ pub struct Options {
     pub ai_extra: &'static str,
     /// `Evidence.Enabled` (off unless a test is about the evidence).
     pub evidence: bool,
+    /// `Evidence.Concurrency`.
+    pub evidence_concurrency: usize,
     /// `AI.BaseURL` empty: evidence-only mode.
     pub evidence_only: bool,
     /// `AI.Timeout` seconds (the deadline is twice this).
@@ -104,6 +106,7 @@ impl Default for Options {
             model: "scripted-model",
             ai_extra: "",
             evidence: false,
+            evidence_concurrency: 8,
             evidence_only: false,
             timeout_s: 30,
             store: StoreChoice::Embedded,
@@ -211,6 +214,7 @@ Worker:
   MaxQueue: {max_queue}
 Evidence:
   Enabled: {evidence}
+  Concurrency: {evidence_concurrency}
   RateWindowSeconds: 5
   BaselineMinutes: 2
 Webhook:
@@ -224,6 +228,7 @@ Auth:
         model = options.model,
         ai_extra = options.ai_extra,
         evidence = options.evidence || options.evidence_only,
+        evidence_concurrency = options.evidence_concurrency,
         llm = if options.evidence_only { "" } else { llm },
         max_turns = options.max_turns,
         store_path = dir.join("reports.sqlite3").display(),
@@ -429,6 +434,17 @@ impl TestApp {
             }
         });
         Instance { address, shutdown }
+    }
+
+    /// `POST /v1/alerts` to another instance; the status.
+    pub async fn post_alerts_at(&self, instance: &Instance, body: &Value) -> StatusCode {
+        self.send(
+            self.client
+                .post(format!("{}/v1/alerts", instance.address))
+                .json(body),
+        )
+        .await
+        .0
     }
 
     /// Waits for a report through another instance.

@@ -3,10 +3,11 @@
 //! shared by every diagnosis; a dead session is reconnected and the call retried once; tool
 //! names are routed to the server that offers them.
 //!
-//! Opening a session (spawn, handshake, tool list) runs under `MCP.ConnectTimeoutSeconds`
-//! and holds no lock: callers that need the same server share one attempt, a server that
-//! failed is not tried again for [`RETRY_AFTER`] (its calls fail at once meanwhile), and a
-//! hung server delays only what needs it.
+//! Opening a session (spawn, handshake, tool list) runs as a task of its own under
+//! `MCP.ConnectTimeoutSeconds` and holds no lock: callers that need the same server share
+//! one attempt, a server that failed is not tried again for [`RETRY_AFTER`] (its calls fail
+//! at once meanwhile), a diagnosis waits for required servers only, and a hung server
+//! delays only what needs it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -221,8 +222,8 @@ pub struct McpError {
 enum Slot {
     /// Never opened, or forgotten after it died.
     Empty,
-    /// Being opened; every caller awaits this one attempt.
-    Connecting(Connecting),
+    /// Being opened since then; every caller awaits this one attempt.
+    Connecting(Connecting, Instant),
     /// Open.
     Open(Arc<Session>),
     /// The last attempt failed at this time.
@@ -232,9 +233,21 @@ enum Slot {
 type Opened = Result<(Arc<Session>, Vec<ToolSpec>), McpError>;
 type Connecting = Shared<BoxFuture<'static, Opened>>;
 
+/// Where a server's session stands for one caller.
+enum Ready {
+    Open(Arc<Session>),
+    Failed(McpError),
+    Pending(Connecting, Instant),
+}
+
+/// How long a diagnosis waits for an optional server's attempt, counted from its start:
+/// long enough for a slow start, short enough that a hung optional server costs the first
+/// diagnoses little and the later ones nothing (they find it failed and skip it).
+pub const OPTIONAL_WAIT: Duration = Duration::from_secs(10);
+
 /// A server whose session could not be opened is not tried again before this: each
 /// diagnosis would otherwise wait out `MCP.ConnectTimeoutSeconds` for it.
-pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 struct Server {
     spec: Arc<ServerSpec>,
@@ -317,35 +330,60 @@ impl Server {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The open session (with its tools when this call opened it), opening it if there is
-    /// none or the old one died. No lock is held while it opens.
-    async fn session(&self) -> Result<(Arc<Session>, Option<Vec<ToolSpec>>), McpError> {
-        let attempt = {
-            let mut slot = self.slot();
-            match &*slot {
-                Slot::Open(session) if !session.is_closed() => {
-                    return Ok((Arc::clone(session), None))
+    /// Where the session stands, starting an attempt when there is none (never waits).
+    /// The attempt runs as a task of its own: it goes on when a caller stops waiting.
+    fn ready(&self) -> Ready {
+        let mut slot = self.slot();
+        match &*slot {
+            Slot::Open(session) if !session.is_closed() => Ready::Open(Arc::clone(session)),
+            Slot::Failed(at, error) if at.elapsed() < RETRY_AFTER => Ready::Failed(error.clone()),
+            Slot::Connecting(attempt, since) => Ready::Pending(attempt.clone(), *since),
+            _ => {
+                let (spec, timeout) = (Arc::clone(&self.spec), self.connect_timeout);
+                let name = spec.name.clone();
+                let task = tokio::spawn(Self::connect(spec, timeout));
+                let attempt = async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(McpError {
+                            server: name,
+                            message: format!("the connecting task failed: {e}"),
+                        })
+                    })
                 }
-                Slot::Failed(at, error) if at.elapsed() < RETRY_AFTER => return Err(error.clone()),
-                Slot::Connecting(attempt) => attempt.clone(),
-                _ => {
-                    let attempt = Self::connect(Arc::clone(&self.spec), self.connect_timeout)
-                        .boxed()
-                        .shared();
-                    *slot = Slot::Connecting(attempt.clone());
-                    attempt
-                }
+                .boxed()
+                .shared();
+                let since = Instant::now();
+                *slot = Slot::Connecting(attempt.clone(), since);
+                Ready::Pending(attempt, since)
             }
-        };
+        }
+    }
+
+    /// Waits for `attempt` and records how it ended (unless a newer one replaced it).
+    async fn settle(
+        &self,
+        attempt: Connecting,
+    ) -> Result<(Arc<Session>, Option<Vec<ToolSpec>>), McpError> {
         let opened = attempt.clone().await;
         let mut slot = self.slot();
-        if matches!(&*slot, Slot::Connecting(current) if current.ptr_eq(&attempt)) {
+        if matches!(&*slot, Slot::Connecting(current, _) if current.ptr_eq(&attempt)) {
             *slot = match &opened {
                 Ok((session, _)) => Slot::Open(Arc::clone(session)),
                 Err(e) => Slot::Failed(Instant::now(), e.clone()),
             };
         }
         opened.map(|(session, tools)| (session, Some(tools)))
+    }
+
+    /// The open session (with its tools when it was just opened), opening it if there is
+    /// none or the old one died; waits at most `MCP.ConnectTimeoutSeconds`. No lock is
+    /// held meanwhile.
+    async fn session(&self) -> Result<(Arc<Session>, Option<Vec<ToolSpec>>), McpError> {
+        match self.ready() {
+            Ready::Open(session) => Ok((session, None)),
+            Ready::Failed(e) => Err(e),
+            Ready::Pending(attempt, _) => self.settle(attempt).await,
+        }
     }
 
     /// Forgets `dead` (if it is still the current session) so the next use reconnects.
@@ -395,9 +433,36 @@ impl ToolSet {
     /// server to offer a name keeps it). A required server that cannot be reached is an
     /// error; an optional one is skipped with a warning.
     pub async fn tools(&self) -> Result<Vec<ToolSpec>, McpError> {
-        // Every server at once: a slow one does not hold the others' sessions back.
-        let opened = join_all(self.servers.iter().map(Server::session)).await;
-        for ((index, server), opened) in self.servers.iter().enumerate().zip(opened) {
+        let states: Vec<Ready> = self.servers.iter().map(Server::ready).collect();
+        // Required servers are waited for (at most MCP.ConnectTimeoutSeconds), all at
+        // once; an optional one at most OPTIONAL_WAIT from its attempt's start: a hung
+        // optional server holds a diagnosis back that long at most, and its attempt goes
+        // on (to its timeout) for the next one.
+        let required = join_all(
+            self.servers
+                .iter()
+                .zip(states.iter())
+                .filter(|(server, _)| !server.spec.optional)
+                .map(|(server, state)| Self::resolve(server, state)),
+        )
+        .await;
+        let mut required = required.into_iter();
+        for (index, (server, state)) in self.servers.iter().zip(states).enumerate() {
+            let opened = if !server.spec.optional {
+                required.next().expect("one result a required server")
+            } else {
+                let wait = match &state {
+                    Ready::Pending(_, since) => OPTIONAL_WAIT.saturating_sub(since.elapsed()),
+                    _ => Duration::ZERO,
+                };
+                match tokio::time::timeout(wait, Self::resolve(server, &state)).await {
+                    Ok(opened) => opened,
+                    Err(_) => {
+                        tracing::info!(server = %server.spec.name, "optional MCP server still connecting; skipped this time");
+                        continue;
+                    }
+                }
+            };
             match opened {
                 Ok((_, Some(tools))) => self.learn(index, tools).await,
                 Ok((_, None)) => {}
@@ -408,6 +473,17 @@ impl ToolSet {
             }
         }
         Ok(self.specs.lock().await.clone())
+    }
+
+    async fn resolve(
+        server: &Server,
+        state: &Ready,
+    ) -> Result<(Arc<Session>, Option<Vec<ToolSpec>>), McpError> {
+        match state {
+            Ready::Open(session) => Ok((Arc::clone(session), None)),
+            Ready::Failed(e) => Err(e.clone()),
+            Ready::Pending(attempt, _) => server.settle(attempt.clone()).await,
+        }
     }
 
     async fn learn(&self, index: usize, tools: Vec<ToolSpec>) {

@@ -8,7 +8,7 @@ use rusqlite::Row;
 use crate::model::alert::DeploymentId;
 use crate::model::deployment::Deployment;
 use crate::model::report::{Engine, Report, ReportBody, ReportStatus, RunnerKind};
-use crate::store::StoreError;
+use crate::store::{rules, StoreError};
 
 /// The columns of a report, in [`raw_report`]'s order.
 pub(super) const COLUMNS: &str =
@@ -51,33 +51,23 @@ pub(super) fn to_json(id: &str, value: &impl serde::Serialize) -> Result<String,
     serde_json::to_string(value).map_err(|e| corrupt(id, e.to_string()))
 }
 
-/// The design's `content` text: the answer's JSON, or empty when there is none.
+/// The design's `content` text of a version ([`rules::content_text`]).
 pub(super) fn content(id: &str, body: Option<&ReportBody>) -> Result<String, StoreError> {
-    body.map_or(Ok(String::new()), |b| to_json(id, b))
+    rules::content_text(body).map_err(|e| corrupt(id, e))
 }
 
-/// The answer in a `content` column: required when the version is completed, absent
-/// otherwise.
+/// The answer in a `content` column ([`rules::body_of`]).
 pub(super) fn body(
     id: &str,
     status: ReportStatus,
     content: &str,
 ) -> Result<Option<ReportBody>, StoreError> {
-    if content.is_empty() {
-        if status == ReportStatus::Completed {
-            return Err(corrupt(id, "completed, but content is empty"));
-        }
-        return Ok(None);
-    }
-    serde_json::from_str(content)
-        .map(Some)
-        .map_err(|e| corrupt(id, format!("content: {e}")))
+    rules::body_of(status, content).map_err(|e| corrupt(id, e))
 }
 
+/// A stored runner name ([`rules::runner_of`]).
 pub(super) fn runner(id: &str, stored: Option<&str>) -> Result<Option<RunnerKind>, StoreError> {
-    stored
-        .map(|r| RunnerKind::parse(r).ok_or_else(|| corrupt(id, format!("unknown runner {r:?}"))))
-        .transpose()
+    rules::runner_of(stored).map_err(|e| corrupt(id, e))
 }
 
 fn engine(id: &str, stored: Option<&str>) -> Result<Option<Engine>, StoreError> {
