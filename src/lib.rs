@@ -19,6 +19,7 @@
 //!   lifecycle.
 //! - [`evidence`]: facts measured from Prometheus (client, signals, scoring, gathering).
 //! - [`changes`]: the release's changes from GitHub, admitted and ranked as suspects.
+//! - [`verdict`]: whether the release caused it, from canary and before/after comparisons.
 //! - [`runner`]: the `Runner` trait; `native` (the agent loop in the service), `process`
 //!   and `docker` (the Python runner); providers; the report pulled out of the answer.
 //! - [`diagnosis`]: the prompt, the diagnosis, the report written from the evidence.
@@ -45,4 +46,5 @@ pub mod runner;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod verdict;
 pub mod worker;

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["telemetry", "metrics"],
     &["store"],
     &["evidence", "changes", "intake"],
+    &["verdict"],
     &["runner"],
     &["diagnosis"],
     &["pipeline"],

@@ -1,0 +1,241 @@
+//! The statistics of the release verdict: the Mann-Whitney U test (two-sided; ties get
+//! average ranks and the variance's tie correction; the normal approximation with a
+//! continuity correction, exact below 8 points a side), and an effect size (the difference
+//! of medians in units of the control's spread), the method of Kayenta's canary judge.
+
+/// The points a side below which the p-value is computed exactly.
+pub const EXACT_BELOW: usize = 8;
+
+/// The outcome of one test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannWhitney {
+    /// U of the first sample (the released hosts').
+    pub u: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+}
+
+/// Ranks of all values, ties averaged; and the tie groups' sizes.
+fn ranks(values: &[f64]) -> (Vec<f64>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut ties = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        let average = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            ranks[k] = average;
+        }
+        if j > i {
+            ties.push(j - i + 1);
+        }
+        i = j + 1;
+    }
+    (ranks, ties)
+}
+
+/// The number of ways each U can arise for samples of `n1` and `n2` without ties:
+/// `counts[u]` for u in 0..=n1·n2.
+fn u_counts(n1: usize, n2: usize) -> Vec<f64> {
+    // f(n1, n2, u) = f(n1 - 1, n2, u - n2) + f(n1, n2 - 1, u), by whether the largest
+    // value belongs to the first sample.
+    let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n2 + 1]; n1 + 1];
+    for a in 0..=n1 {
+        for b in 0..=n2 {
+            let mut counts = vec![0.0; a * b + 1];
+            if a == 0 || b == 0 {
+                counts[0] = 1.0;
+            } else {
+                for (u, count) in counts.iter_mut().enumerate() {
+                    let with = if u >= b {
+                        table[a - 1][b].get(u - b).copied().unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
+                    let without = table[a][b - 1].get(u).copied().unwrap_or(0.0);
+                    *count = with + without;
+                }
+            }
+            table[a][b] = counts;
+        }
+    }
+    std::mem::take(&mut table[n1][n2])
+}
+
+/// The standard normal's upper tail, `P(Z > z)`, from `erfc` (Numerical Recipes' Chebyshev
+/// fit, relative error below 1.2e-7: ample for a p-value).
+fn normal_sf(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let poly = -x * x - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    let erfc = if x >= 0.0 { erfc } else { 2.0 - erfc };
+    erfc / 2.0
+}
+
+/// The two-sided Mann-Whitney U test of `x` (released) against `y` (control). `None` when
+/// either sample is empty.
+pub fn mann_whitney(x: &[f64], y: &[f64]) -> Option<MannWhitney> {
+    let (n1, n2) = (x.len(), y.len());
+    if n1 == 0 || n2 == 0 {
+        return None;
+    }
+    let all: Vec<f64> = x.iter().chain(y).copied().collect();
+    let (ranks, ties) = ranks(&all);
+    let r1: f64 = ranks[..n1].iter().sum();
+    let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
+    let product = (n1 * n2) as f64;
+    let u2 = product - u1;
+    if n1 < EXACT_BELOW && n2 < EXACT_BELOW && ties.is_empty() {
+        let counts = u_counts(n1, n2);
+        let total: f64 = counts.iter().sum();
+        let low = u1.min(u2).round() as usize;
+        let tail: f64 = counts[..=low].iter().sum::<f64>() / total;
+        return Some(MannWhitney {
+            u: u1,
+            p_value: (2.0 * tail).min(1.0),
+        });
+    }
+    let n = (n1 + n2) as f64;
+    let tie_term: f64 = ties.iter().map(|&t| (t * t * t - t) as f64).sum::<f64>() / (n * (n - 1.0));
+    let variance = product / 12.0 * ((n + 1.0) - tie_term);
+    if variance <= 0.0 {
+        // Every value the same: no evidence of a difference.
+        return Some(MannWhitney {
+            u: u1,
+            p_value: 1.0,
+        });
+    }
+    let z = (u1.max(u2) - product / 2.0 - 0.5) / variance.sqrt();
+    Some(MannWhitney {
+        u: u1,
+        p_value: (2.0 * normal_sf(z)).min(1.0),
+    })
+}
+
+/// The median of a sample (`None` when empty).
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
+/// A robust spread: 1.4826 x the median absolute deviation (the standard deviation of
+/// normal data), never below `floor`.
+pub fn spread(values: &[f64], floor: f64) -> f64 {
+    let Some(m) = median(values) else {
+        return floor.max(f64::MIN_POSITIVE);
+    };
+    let deviations: Vec<f64> = values.iter().map(|v| (v - m).abs()).collect();
+    (1.4826 * median(&deviations).unwrap_or(0.0))
+        .max(floor)
+        .max(f64::MIN_POSITIVE)
+}
+
+/// The effect of the release: the released sample's median minus the control's, in units
+/// of the control's spread (at least `floor`, the signal's unit of noise). Positive: the
+/// released hosts read higher.
+pub fn effect(released: &[f64], control: &[f64], floor: f64) -> Option<f64> {
+    Some((median(released)? - median(control)?) / spread(control, floor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// p-values from SciPy 1.11 (`scipy.stats.mannwhitneyu`, two-sided; `asymptotic` with
+    /// `use_continuity=True`, or `exact`).
+    #[test]
+    fn p_values_match_scipy() {
+        let cases: &[(&[f64], &[f64], f64, f64)] = &[
+            // Asymptotic: 10 a side.
+            (
+                &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10.],
+                &[5., 6., 7., 8., 9., 10., 11., 12., 13., 14.],
+                18.0,
+                0.017_006_577_801_423_665,
+            ),
+            // Asymptotic with ties (the tie correction).
+            (
+                &[1., 1., 2., 2., 3.],
+                &[2., 3., 3., 4., 4., 5., 5., 6.],
+                3.0,
+                0.014_178_973_211_215_777,
+            ),
+            (
+                &[5., 5., 5., 5.],
+                &[5., 5., 5., 6.],
+                6.0,
+                0.453_254_704_753_736_4,
+            ),
+            (
+                &[0., 1., 2., 3., 4., 5., 6., 7.],
+                &[3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5, 10.5],
+                10.0,
+                0.023_948_674_879_759_435,
+            ),
+            // Exact: below 8 a side, no ties.
+            (&[1., 2., 3.], &[4., 5., 6.], 0.0, 0.1),
+            (
+                &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+                &[0.15, 0.35, 0.9, 1.0, 1.1, 1.2, 1.3],
+                10.0,
+                0.072_843_822_843_822_85,
+            ),
+            (
+                &[1., 2., 3., 4., 5., 6., 7.],
+                &[8., 9., 10., 11., 12., 13., 14.],
+                0.0,
+                0.000_582_750_582_750_582_8,
+            ),
+            (
+                &[3., 1., 2.],
+                &[2.5, 0.5, 4., 5.],
+                4.0,
+                0.628_571_428_571_428_6,
+            ),
+        ];
+        for (x, y, u, p) in cases {
+            let got = mann_whitney(x, y).unwrap();
+            assert_eq!(got.u, *u, "{x:?} {y:?}");
+            assert!(
+                (got.p_value - p).abs() < 1e-6,
+                "{x:?} {y:?}: p {} not {p}",
+                got.p_value
+            );
+        }
+        assert!(mann_whitney(&[], &[1.0]).is_none());
+    }
+
+    #[test]
+    fn the_effect_is_the_median_shift_in_units_of_the_controls_spread() {
+        let control = [10.0, 11.0, 9.0, 10.0, 12.0, 8.0];
+        let released = [20.0, 21.0, 19.0];
+        let e = effect(&released, &control, 0.1).unwrap();
+        // Control median 10, MAD 1 (spread 1.4826), released median 20.
+        assert!((e - 10.0 / 1.4826).abs() < 1e-9, "{e}");
+        // A flat control: the floor is the unit.
+        assert_eq!(effect(&[3.0], &[1.0, 1.0, 1.0], 0.5), Some(4.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+}
