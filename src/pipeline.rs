@@ -144,8 +144,8 @@ impl Pipeline {
             KnownEvidence::Gathered(items) => Some(items),
             KnownEvidence::Unavailable(_) => None,
             KnownEvidence::GatherHere => {
-                let hosts = deployment.map(|d| d.hosts.as_slice()).unwrap_or_default();
-                match gather(gatherer, &job.alert, hosts, job.received).await {
+                let hosts = deployment.map(Deployment::host_names).unwrap_or_default();
+                match gather(gatherer, &job.alert, &hosts, job.received).await {
                     Ok(items) => {
                         ledger.record(Output::Evidence(Ok(&items))).await;
                         Some(items)

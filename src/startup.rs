@@ -154,6 +154,7 @@ pub async fn run(
         inflight: Arc::new(tokio::sync::Semaphore::new(config.max_conns.get())),
         max_conns: config.max_conns.get(),
         timeout: config.timeout,
+        prometheus: Prometheus::new(config.ai.prometheus_url.as_str(), config.evidence.timeout)?,
     };
     let app = with_tracing(http::router(state));
     tracing::info!(

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::model::alert::Alert;
 use crate::model::changes::{ChangedFile, Changes, Release};
-use crate::model::deployment::Deployment;
+use crate::model::deployment::{Deployment, HostStatus, Strategy};
 use crate::model::evidence::{format_value, EvidenceItem};
 use crate::model::report::RelatedAlert;
 
@@ -101,9 +101,29 @@ pub fn build(facts: &Facts<'_>, options: PromptOptions) -> String {
 
 /// The registered deployment, as lines of the alert data block.
 fn deployment_lines(d: &Deployment) -> String {
-    let hosts: Vec<String> = d.hosts.iter().map(|h| quote(h)).collect();
+    let hosts: Vec<String> = d
+        .hosts
+        .iter()
+        .map(|h| {
+            let status = match h.status {
+                HostStatus::Released => "已发布",
+                HostStatus::Pending => "未发布",
+                HostStatus::Failed => "发布失败",
+                HostStatus::RolledBack => "已回滚",
+            };
+            format!("{} {status}", quote(&h.name))
+        })
+        .collect();
+    let strategy = match d.strategy {
+        Strategy::Canary => "canary（灰度）",
+        Strategy::BlueGreen => "blue-green（蓝绿）",
+        Strategy::All => "all（全量）",
+    };
+    let finished = d
+        .finished_at
+        .map_or_else(|| "未结束".to_owned(), |t| quote(&t.to_rfc3339()));
     format!(
-        "\n\n发布信息（已登记的部署）:\n  - 部署: {}\n  - 服务: {}\n  - 环境: {}\n  - 仓库: {}\n  - 版本: {}\n  - 上一版本: {}\n  - 提交: {}\n  - 主机: [{}]\n  - 发布时间: {}",
+        "\n\n发布信息（已登记的部署）:\n  - 部署: {}\n  - 服务: {}\n  - 环境: {}\n  - 仓库: {}\n  - 版本: {}\n  - 上一版本: {}\n  - 提交: {}\n  - 发布策略: {strategy}\n  - 主机: [{}]\n  - 发布开始: {}\n  - 发布结束: {finished}",
         quote(d.deployment_id.as_str()),
         quote(&d.service),
         quote(&d.environment),
@@ -112,7 +132,7 @@ fn deployment_lines(d: &Deployment) -> String {
         quote(&d.previous_tag),
         quote(&d.commit),
         hosts.join(", "),
-        quote(&d.deployed_at.to_rfc3339()),
+        quote(&d.started_at.to_rfc3339()),
     )
 }
 

@@ -29,12 +29,12 @@ pub(super) fn unix(t: DateTime<Utc>) -> String {
 }
 
 /// A PromQL string literal.
-pub(super) fn literal(value: &str) -> String {
+pub fn literal(value: &str) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A regex matching exactly `value` (RE2 metacharacters escaped).
-pub(super) fn exact_regex(value: &str) -> String {
+pub fn exact_regex(value: &str) -> String {
     value
         .chars()
         .flat_map(|c| {

@@ -17,8 +17,11 @@ use super::error::{
 use super::paging::{next_cursor, page, ListQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
-use crate::model::deployment::{host_key, Deployment, RepoName};
+use crate::model::deployment::{
+    host_key, Deployment, Host, HostStatus, RedQueries, RepoName, Strategy, Thresholds,
+};
 use crate::store::Upsert;
+use crate::verdict::red;
 
 /// Hosts a deployment may list.
 pub const MAX_HOSTS: usize = 200;
@@ -41,14 +44,170 @@ pub(super) struct DeploymentInput {
     previous_tag: String,
     #[serde(default)]
     commit: String,
+    /// Names, or `{name, status, releasedAt}` objects: checked one by one below.
     #[serde(default)]
-    hosts: Vec<String>,
+    hosts: Vec<Value>,
+    #[serde(default)]
+    strategy: Option<String>,
     #[serde(default)]
     environment: String,
     #[serde(default)]
+    started_at: Option<String>,
+    /// `startedAt`'s older name.
+    #[serde(default)]
     deployed_at: Option<String>,
     #[serde(default)]
+    finished_at: Option<String>,
+    #[serde(default)]
+    red: Option<RedInput>,
+    #[serde(default)]
+    thresholds: Option<ThresholdsInput>,
+    #[serde(default)]
     url: String,
+}
+
+/// `red`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedInput {
+    #[serde(default)]
+    rate: String,
+    #[serde(default)]
+    errors: String,
+    #[serde(default)]
+    duration: String,
+}
+
+/// `thresholds`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ThresholdsInput {
+    rate_min: Option<f64>,
+    error_rate_max_percent: Option<f64>,
+    #[serde(rename = "durationP95MaxMs")]
+    duration_p95_max_ms: Option<f64>,
+    #[serde(rename = "durationP99MaxMs")]
+    duration_p99_max_ms: Option<f64>,
+}
+
+/// Longest RED query template.
+pub const MAX_TEMPLATE_LEN: usize = 4096;
+
+/// An RFC 3339 time of the registration, to the millisecond the stores keep.
+fn time_field(path: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
+    let at = DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|e| {
+            field_error(
+                path,
+                format!("{path} must be an RFC 3339 time ({e}), not {raw:?}"),
+            )
+        })?
+        .with_timezone(&Utc);
+    Ok(DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at))
+}
+
+/// A host name: 1 to [`MAX_HOST_LEN`] characters, no space, comma or control character.
+fn host_name(path: &str, raw: &str) -> Result<String, FieldError> {
+    let host = raw.trim();
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return Err(field_error(
+            path,
+            format!("{path} must be 1 to {MAX_HOST_LEN} characters"),
+        ));
+    }
+    if host
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ',')
+    {
+        return Err(field_error(
+            path,
+            format!("{path} contains a space, comma or control character"),
+        ));
+    }
+    Ok(host.to_owned())
+}
+
+/// One entry of `hosts`: a name (released), or `{name, status, releasedAt}`.
+fn host(i: usize, value: &Value) -> Result<Host, FieldError> {
+    let path = format!("hosts[{i}]");
+    let object = match value {
+        Value::String(name) => return Ok(Host::released(host_name(&path, name)?)),
+        Value::Object(object) => object,
+        _ => {
+            return Err(field_error(
+                &path,
+                format!("{path} must be a host name or an object {{name, status, releasedAt}}"),
+            ))
+        }
+    };
+    if let Some(key) = object
+        .keys()
+        .find(|k| !["name", "status", "releasedAt"].contains(&k.as_str()))
+    {
+        let at = format!("{path}.{key}");
+        return Err(field_error(
+            &at,
+            format!("{at} is not a field of a host (name, status, releasedAt)"),
+        ));
+    }
+    let name = match object.get("name") {
+        Some(Value::String(name)) => host_name(&format!("{path}.name"), name)?,
+        _ => {
+            return Err(field_error(
+                format!("{path}.name"),
+                format!("{path}.name is required, a string"),
+            ))
+        }
+    };
+    let status = match object.get("status") {
+        None | Some(Value::Null) => HostStatus::Released,
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "released" => HostStatus::Released,
+            "pending" => HostStatus::Pending,
+            "failed" => HostStatus::Failed,
+            "rolled_back" => HostStatus::RolledBack,
+            other => {
+                return Err(field_error(
+                    format!("{path}.status"),
+                    format!(
+                    "{path}.status is {other:?}, not one of released, pending, failed, rolled_back"
+                ),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(field_error(
+                format!("{path}.status"),
+                format!("{path}.status must be a string"),
+            ))
+        }
+    };
+    let released_at = match object.get("releasedAt") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(raw)) => Some(time_field(&format!("{path}.releasedAt"), raw)?),
+        Some(_) => {
+            return Err(field_error(
+                format!("{path}.releasedAt"),
+                format!("{path}.releasedAt must be an RFC 3339 time"),
+            ))
+        }
+    };
+    Ok(Host {
+        name,
+        status,
+        released_at,
+    })
+}
+
+/// A threshold: a finite number, not negative (a percentage at most 100).
+fn threshold(path: &str, value: Option<f64>, max: f64) -> Result<Option<f64>, FieldError> {
+    match value {
+        Some(v) if !v.is_finite() || v < 0.0 || v > max => Err(field_error(
+            path,
+            format!("{path} must be a number from 0 to {max}, not {v}"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// A field of a registration that cannot be used: its JSON path and why.
@@ -110,42 +269,108 @@ impl DeploymentInput {
                 format!("hosts has more than {MAX_HOSTS} entries"),
             ));
         }
-        let mut hosts: Vec<String> = Vec::with_capacity(self.hosts.len());
-        for (i, host) in self.hosts.iter().enumerate() {
-            let host = host.trim();
-            let path = format!("hosts[{i}]");
-            if host.is_empty() || host.len() > MAX_HOST_LEN {
-                return Err(field_error(
-                    &path,
-                    format!("{path} must be 1 to {MAX_HOST_LEN} characters"),
-                ));
-            }
-            if host
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace() || c == ',')
+        let mut hosts: Vec<Host> = Vec::with_capacity(self.hosts.len());
+        for (i, value) in self.hosts.iter().enumerate() {
+            let entry = host(i, value)?;
+            if !hosts
+                .iter()
+                .any(|h| host_key(&h.name) == host_key(&entry.name))
             {
-                return Err(field_error(
-                    &path,
-                    format!("{path} contains a space, comma or control character"),
-                ));
-            }
-            if !hosts.iter().any(|h| host_key(h) == host_key(host)) {
-                hosts.push(host.to_owned());
+                hosts.push(entry);
             }
         }
-        let deployed_at = match self.deployed_at.as_deref().map(str::trim) {
-            None | Some("") => now,
-            Some(raw) => DateTime::parse_from_rfc3339(raw)
-                .map_err(|e| {
-                    field_error(
-                        "deployedAt",
-                        format!("deployedAt must be an RFC 3339 time ({e}), not {raw:?}"),
-                    )
-                })?
-                .with_timezone(&Utc),
+        let strategy = match self.strategy.as_deref().map(str::trim) {
+            None | Some("") => Strategy::All,
+            Some(raw) => match raw.to_ascii_lowercase().as_str() {
+                "canary" => Strategy::Canary,
+                "blue-green" | "bluegreen" | "blue_green" => Strategy::BlueGreen,
+                "all" => Strategy::All,
+                other => {
+                    return Err(field_error(
+                        "strategy",
+                        format!("strategy is {other:?}, not one of canary, blue-green, all"),
+                    ))
+                }
+            },
         };
-        let deployed_at =
-            DateTime::from_timestamp_millis(deployed_at.timestamp_millis()).unwrap_or(deployed_at);
+        let started = self.started_at.as_deref().filter(|s| !s.trim().is_empty());
+        let deployed = self.deployed_at.as_deref().filter(|s| !s.trim().is_empty());
+        let started_at = match (started, deployed) {
+            (Some(s), Some(d)) if time_field("startedAt", s)? != time_field("deployedAt", d)? => {
+                return Err(field_error(
+                    "deployedAt",
+                    "deployedAt is startedAt's older name; give one, or the same time in both",
+                ))
+            }
+            (Some(s), _) => time_field("startedAt", s)?,
+            (None, Some(d)) => time_field("deployedAt", d)?,
+            (None, None) => now,
+        };
+        let finished_at = match self.finished_at.as_deref().filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(raw) => {
+                let at = time_field("finishedAt", raw)?;
+                if at < started_at {
+                    return Err(field_error(
+                        "finishedAt",
+                        "finishedAt is before the rollout started (startedAt)",
+                    ));
+                }
+                Some(at)
+            }
+        };
+        let red = match self.red {
+            None => None,
+            Some(red) => {
+                let template = |path: &str, raw: &str| -> Result<String, FieldError> {
+                    let t = raw.trim();
+                    if t.len() > MAX_TEMPLATE_LEN {
+                        return Err(field_error(
+                            path,
+                            format!("{path} is longer than {MAX_TEMPLATE_LEN} characters"),
+                        ));
+                    }
+                    if !t.is_empty() && !t.contains(red::PLACEHOLDER) {
+                        return Err(field_error(
+                            path,
+                            format!(
+                                "{path} has no {}: it must select one host, as in \
+                                 hostname=~{}",
+                                red::PLACEHOLDER,
+                                red::PLACEHOLDER
+                            ),
+                        ));
+                    }
+                    Ok(t.to_owned())
+                };
+                Some(RedQueries {
+                    rate: template("red.rate", &red.rate)?,
+                    errors: template("red.errors", &red.errors)?,
+                    duration: template("red.duration", &red.duration)?,
+                })
+            }
+        };
+        let thresholds = match self.thresholds {
+            None => None,
+            Some(t) => Some(Thresholds {
+                rate_min: threshold("thresholds.rateMin", t.rate_min, f64::MAX)?,
+                error_rate_max_percent: threshold(
+                    "thresholds.errorRateMaxPercent",
+                    t.error_rate_max_percent,
+                    100.0,
+                )?,
+                duration_p95_max_ms: threshold(
+                    "thresholds.durationP95MaxMs",
+                    t.duration_p95_max_ms,
+                    f64::MAX,
+                )?,
+                duration_p99_max_ms: threshold(
+                    "thresholds.durationP99MaxMs",
+                    t.duration_p99_max_ms,
+                    f64::MAX,
+                )?,
+            }),
+        };
         Ok(Deployment {
             deployment_id,
             service: check_text("service", &self.service)?,
@@ -154,8 +379,12 @@ impl DeploymentInput {
             previous_tag: check_text("previousTag", &self.previous_tag)?,
             commit: check_text("commit", &self.commit)?,
             hosts,
+            strategy,
             environment: check_text("environment", &self.environment)?,
-            deployed_at,
+            started_at,
+            finished_at,
+            red,
+            thresholds,
             url: check_text("url", &self.url)?,
             created_time: now,
             updated_time: now,
@@ -173,14 +402,15 @@ pub(super) async fn put_deployment(
     require_json(&headers)?;
     let bytes = capped_body(&headers, body, DEPLOYMENT_BODY.min(state.max_body_bytes)).await?;
     let input: DeploymentInput = typed_body(&bytes)?;
-    let deployment =
-        input
-            .into_deployment(id.clone(), Utc::now())
-            .map_err(|e| ApiError::BadRequest {
-                code: "invalid_body",
-                message: e.message,
-                path: Some(e.path),
-            })?;
+    let bad = |e: FieldError| ApiError::BadRequest {
+        code: "invalid_body",
+        message: e.message,
+        path: Some(e.path),
+    };
+    let deployment = input.into_deployment(id.clone(), Utc::now()).map_err(bad)?;
+    if let Some(queries) = &deployment.red {
+        check_red(&state, queries).await.map_err(bad)?;
+    }
     let upsert = state.deployments.put_deployment(&deployment).await?;
     let stored = state
         .deployments
@@ -193,6 +423,31 @@ pub(super) async fn put_deployment(
         Upsert::Updated => StatusCode::OK,
     };
     Ok((status, Json(stored)).into_response())
+}
+
+/// Each RED template, made for a sample host, must be one Prometheus can parse. When
+/// Prometheus cannot be asked the registration is not refused for it.
+async fn check_red(state: &AppState, queries: &RedQueries) -> Result<(), FieldError> {
+    for (path, template) in [
+        ("red.rate", &queries.rate),
+        ("red.errors", &queries.errors),
+        ("red.duration", &queries.duration),
+    ] {
+        if template.is_empty() {
+            continue;
+        }
+        if let Err(why) = state
+            .prometheus
+            .parses(&red::for_host(template, "sample-host"))
+            .await
+        {
+            return Err(field_error(
+                path,
+                format!("{path} is not a query Prometheus can parse: {why}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn get_deployment(
@@ -257,8 +512,13 @@ mod tests {
                 "hosts":["web-1:9100","WEB-1","web-2"],"deployedAt":"2026-11-25T10:00:00+08:00"}"#,
         )
         .unwrap();
-        assert_eq!(d.hosts, vec!["web-1:9100", "web-2"], "same host once");
-        assert_eq!(d.deployed_at.to_rfc3339(), "2026-11-25T02:00:00+00:00");
+        assert_eq!(
+            d.host_names(),
+            vec!["web-1:9100", "web-2"],
+            "same host once"
+        );
+        assert_eq!(d.started_at.to_rfc3339(), "2026-11-25T02:00:00+00:00");
+        assert_eq!(d.strategy, Strategy::All);
         assert_eq!(input(r#"{"hosts":["a b"]}"#).unwrap_err().path, "hosts[0]");
         assert_eq!(
             input(r#"{"repoAddress":"not a repo"}"#).unwrap_err().path,
@@ -270,5 +530,95 @@ mod tests {
         );
         let long = format!(r#"{{"service":"{}"}}"#, "x".repeat(MAX_FIELD_LEN + 1));
         assert_eq!(input(&long).unwrap_err().path, "service");
+    }
+
+    #[test]
+    fn a_rollout_is_registered_host_by_host_with_its_queries_and_thresholds() {
+        let d = input(
+            r#"{"hosts":["web-1",{"name":"web-2","status":"pending"},
+                          {"name":"web-3","status":"Rolled_Back","releasedAt":"2026-12-01T10:05:00Z"}],
+                "strategy":"canary","startedAt":"2026-12-01T10:00:00Z","finishedAt":"2026-12-01T10:30:00Z",
+                "red":{"rate":"sum(rate(http_requests_total{hostname=~{{hostname}}}[1m]))"},
+                "thresholds":{"errorRateMaxPercent":1.5,"durationP99MaxMs":800}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.strategy, Strategy::Canary);
+        let statuses: Vec<HostStatus> = d.hosts.iter().map(|h| h.status).collect();
+        assert_eq!(
+            statuses,
+            vec![
+                HostStatus::Released,
+                HostStatus::Pending,
+                HostStatus::RolledBack
+            ]
+        );
+        assert_eq!(
+            d.hosts[2].released_at.map(|t| t.to_rfc3339()),
+            Some("2026-12-01T10:05:00+00:00".into())
+        );
+        assert!(d.finished_at.is_some());
+        assert_eq!(
+            d.red.as_ref().unwrap().errors,
+            "",
+            "an empty query is not measured"
+        );
+        assert_eq!(d.thresholds.unwrap().error_rate_max_percent, Some(1.5));
+        // The stored form reads back, and the older time name is read too.
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["hosts"][1]["status"], "pending");
+        assert_eq!(json["strategy"], "canary");
+        let back: Deployment = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, d);
+        let mut old = json;
+        let started = old["startedAt"].take();
+        old.as_object_mut().unwrap().remove("startedAt");
+        old["deployedAt"] = started;
+        old["hosts"] = serde_json::json!(["web-1"]);
+        let old: Deployment = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (old.started_at, old.hosts[0].status),
+            (d.started_at, HostStatus::Released)
+        );
+
+        for (body, path) in [
+            (
+                r#"{"hosts":[{"name":"web-1","status":"halfway"}]}"#,
+                "hosts[0].status",
+            ),
+            (r#"{"hosts":[{"status":"pending"}]}"#, "hosts[0].name"),
+            (
+                r#"{"hosts":[{"name":"web-1","weight":5}]}"#,
+                "hosts[0].weight",
+            ),
+            (
+                r#"{"hosts":[{"name":"web-1","releasedAt":"soon"}]}"#,
+                "hosts[0].releasedAt",
+            ),
+            (r#"{"hosts":[7]}"#, "hosts[0]"),
+            (r#"{"strategy":"rolling"}"#, "strategy"),
+            (
+                r#"{"startedAt":"2026-12-01T10:00:00Z","deployedAt":"2026-12-01T11:00:00Z"}"#,
+                "deployedAt",
+            ),
+            (
+                r#"{"startedAt":"2026-12-01T10:00:00Z","finishedAt":"2026-12-01T09:00:00Z"}"#,
+                "finishedAt",
+            ),
+            (
+                r#"{"red":{"rate":"sum(rate(http_requests_total[1m]))"}}"#,
+                "red.rate",
+            ),
+            (
+                r#"{"thresholds":{"errorRateMaxPercent":150}}"#,
+                "thresholds.errorRateMaxPercent",
+            ),
+            (r#"{"thresholds":{"rateMin":-1}}"#, "thresholds.rateMin"),
+        ] {
+            assert_eq!(
+                input(body).map_err(|e| e.path),
+                Err(path.to_owned()),
+                "{body}"
+            );
+        }
     }
 }

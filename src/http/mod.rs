@@ -25,6 +25,7 @@ use axum::Router;
 use tokio::sync::Semaphore;
 
 use crate::diagnosis::Diagnoser;
+use crate::evidence::Prometheus;
 use crate::intake::webhook::Limits;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub max_conns: usize,
     /// How long a request may take (`Timeout`).
     pub timeout: Duration,
+    /// Prometheus, to check the RED query templates a registration carries.
+    pub prometheus: Prometheus,
 }
 
 /// The routes.

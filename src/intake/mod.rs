@@ -137,7 +137,7 @@ impl Attribution {
             self.label,
             self.host,
             self.deployment.deployment_id,
-            self.deployment.deployed_at.to_rfc3339(),
+            self.deployment.started_at.to_rfc3339(),
         )
     }
 }

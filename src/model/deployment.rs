@@ -1,6 +1,7 @@
 //! A registered deployment (the design's `Deployment` model, given its business fields):
-//! what a deploy pipeline knows about a release, and the names it travels by: repositories
-//! as [`RepoName`], hosts compared by [`host_key`].
+//! what a deploy pipeline knows about a release and its rollout (each host's release
+//! status, the gray strategy, the application's RED queries and health thresholds), and
+//! the names it travels by: repositories as [`RepoName`], hosts compared by [`host_key`].
 
 use std::fmt;
 
@@ -30,14 +31,28 @@ pub struct Deployment {
     /// The released commit.
     #[serde(default)]
     pub commit: String,
-    /// Hosts it was deployed to (as `hostname` or `instance` labels name them).
+    /// Hosts of the deployment (as `hostname` or `instance` labels name them), each with
+    /// its release status.
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<Host>,
+    /// How the release is rolled out.
+    #[serde(default)]
+    pub strategy: Strategy,
     /// E.g. `production`.
     #[serde(default)]
     pub environment: String,
-    /// When it was rolled out.
-    pub deployed_at: DateTime<Utc>,
+    /// When the rollout started (`deployedAt`, its older name, is read too).
+    #[serde(rename = "startedAt", alias = "deployedAt")]
+    pub started_at: DateTime<Utc>,
+    /// When the rollout finished, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The application's rate, errors and duration queries, templates of `{{hostname}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub red: Option<RedQueries>,
+    /// The application's health thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
     /// A link to the pipeline run or release page.
     #[serde(default)]
     pub url: String,
@@ -47,10 +62,137 @@ pub struct Deployment {
     pub updated_time: DateTime<Utc>,
 }
 
+/// Where a host is in the rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    /// It runs the release.
+    #[default]
+    Released,
+    /// It still runs the previous version.
+    Pending,
+    /// The release failed to install on it.
+    Failed,
+    /// The release was taken back on it.
+    RolledBack,
+}
+
+impl HostStatus {
+    /// Whether the host runs the release.
+    pub fn runs_release(self) -> bool {
+        self == HostStatus::Released
+    }
+}
+
+/// One host of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    /// As `hostname` or `instance` labels name it.
+    pub name: String,
+    /// Where it is in the rollout.
+    pub status: HostStatus,
+    /// When it got the release, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+impl Host {
+    /// A host that got the release at an unknown time.
+    pub fn released(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            status: HostStatus::Released,
+            released_at: None,
+        }
+    }
+}
+
+/// A host as stored or registered: a name (released), or the whole object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HostForm {
+    Name(String),
+    Full {
+        name: String,
+        #[serde(default)]
+        status: HostStatus,
+        #[serde(default, rename = "releasedAt")]
+        released_at: Option<DateTime<Utc>>,
+    },
+}
+
+impl<'de> Deserialize<'de> for Host {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match HostForm::deserialize(d)? {
+            HostForm::Name(name) => Host::released(name),
+            HostForm::Full {
+                name,
+                status,
+                released_at,
+            } => Host {
+                name,
+                status,
+                released_at,
+            },
+        })
+    }
+}
+
+/// The gray strategy of a rollout (the design's deploy platform's `grayStrategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Some hosts first; the others keep the previous version meanwhile.
+    Canary,
+    /// A second set of hosts gets the release; traffic moves to it.
+    BlueGreen,
+    /// Every host at once.
+    #[default]
+    All,
+}
+
+/// The application's RED queries, PromQL templates in which `{{hostname}}` stands for a
+/// quoted regex literal matching one host (the design's templates read
+/// `hostname=~{{hostname}}`). An empty one is not measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedQueries {
+    /// Requests per second.
+    pub rate: String,
+    /// Errors: the percentage of requests that failed.
+    pub errors: String,
+    /// Duration, in seconds.
+    pub duration: String,
+}
+
+/// The application's health thresholds (absolute limits; unset: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Thresholds {
+    /// Fewer requests per second than this is unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_min: Option<f64>,
+    /// A higher error percentage than this is unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_max_percent: Option<f64>,
+    /// A slower 95th percentile than this, in milliseconds, is unhealthy.
+    #[serde(rename = "durationP95MaxMs", skip_serializing_if = "Option::is_none")]
+    pub duration_p95_max_ms: Option<f64>,
+    /// A slower 99th percentile than this, in milliseconds, is unhealthy.
+    #[serde(rename = "durationP99MaxMs", skip_serializing_if = "Option::is_none")]
+    pub duration_p99_max_ms: Option<f64>,
+}
+
 impl Deployment {
+    /// The hosts' names.
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
     /// The host keys attribution matches on (see [`host_key`]), without repeats.
     pub fn host_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.hosts.iter().map(|h| host_key(h)).collect();
+        let mut keys: Vec<String> = self.hosts.iter().map(|h| host_key(&h.name)).collect();
         keys.sort();
         keys.dedup();
         keys

@@ -22,7 +22,7 @@ use super::{
 use crate::model::alert::{Alert, DeploymentId};
 use crate::model::budget::{BudgetLedger, Caps, Exhausted};
 use crate::model::changes::Changes;
-use crate::model::deployment::Deployment;
+use crate::model::deployment::{Deployment, Host, RedQueries, Strategy, Thresholds};
 use crate::model::evidence::EvidenceItem;
 use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportBody,
@@ -71,13 +71,23 @@ struct DeploymentDoc {
     #[serde(default)]
     commit: String,
     #[serde(default)]
-    hosts: Vec<String>,
+    hosts: Vec<Host>,
     /// Hosts as attribution matches them.
     #[serde(default)]
     host_keys: Vec<String>,
     #[serde(default)]
+    strategy: Strategy,
+    #[serde(default)]
     environment: String,
+    /// When the rollout started; named as before `startedAt` existed, for the
+    /// `{hostKeys: 1, deployedAt: -1}` index.
     deployed_at: bson::DateTime,
+    #[serde(default)]
+    finished_at: Option<bson::DateTime>,
+    #[serde(default)]
+    red: Option<RedQueries>,
+    #[serde(default)]
+    thresholds: Option<Thresholds>,
     #[serde(default)]
     url: String,
     created_time: bson::DateTime,
@@ -115,8 +125,12 @@ impl DeploymentDoc {
             commit: d.commit.clone(),
             hosts: d.hosts.clone(),
             host_keys: d.host_keys(),
+            strategy: d.strategy,
             environment: d.environment.clone(),
-            deployed_at: bdate(d.deployed_at),
+            deployed_at: bdate(d.started_at),
+            finished_at: d.finished_at.map(bdate),
+            red: d.red.clone(),
+            thresholds: d.thresholds,
             url: d.url.clone(),
             created_time: bdate(d.created_time),
             updated_time: bdate(d.updated_time),
@@ -133,8 +147,12 @@ impl DeploymentDoc {
             previous_tag: self.previous_tag,
             commit: self.commit,
             hosts: self.hosts,
+            strategy: self.strategy,
             environment: self.environment,
-            deployed_at: cdate(self.deployed_at),
+            started_at: cdate(self.deployed_at),
+            finished_at: self.finished_at.map(cdate),
+            red: self.red,
+            thresholds: self.thresholds,
             url: self.url,
             created_time: cdate(self.created_time),
             updated_time: cdate(self.updated_time),

@@ -105,9 +105,10 @@ async fn gather_and_store(ctx: &EvidenceContext, report: &Report) {
     let hosts = report
         .deployment
         .as_ref()
-        .map(|d| d.hosts.as_slice())
+        .map(|d| d.host_names())
         .unwrap_or_default();
-    let gathered = pipeline::gather(&ctx.gatherer, &report.alert, hosts, report.created_time).await;
+    let gathered =
+        pipeline::gather(&ctx.gatherer, &report.alert, &hosts, report.created_time).await;
     store(
         ctx.store.as_ref(),
         &ctx.wake,

@@ -54,7 +54,12 @@ async fn deployments_are_registered_read_listed_and_unregistered() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "registered again: {again}");
-        assert_eq!(again["hosts"], json!(["web-1", "web-2"]));
+        assert_eq!(
+            again["hosts"],
+            json!([{"name": "web-1", "status": "released"}, {"name": "web-2", "status": "released"}]),
+            "host names are registered as released hosts"
+        );
+        assert_eq!(again["strategy"], "all");
         assert_eq!(again["createdTime"], first["createdTime"]);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         app.put_json(&format!("/deployments/{b}"), &body(json!([]), 1))
@@ -104,6 +109,21 @@ async fn a_bad_registration_is_a_400_naming_the_field_and_changes_nothing() {
         (json!({"repoAddress": "not a repository"}), "repoAddress"),
         (json!({"deployedAt": "yesterday"}), "deployedAt"),
         (json!({"tag": "v1", "branch": "main"}), "branch"),
+        (
+            json!({"hosts": [{"name": "web-1", "status": "halfway"}]}),
+            "hosts[0].status",
+        ),
+        (json!({"strategy": "rolling"}), "strategy"),
+        (
+            json!({"thresholds": {"errorRateMaxPercent": 101}}),
+            "thresholds.errorRateMaxPercent",
+        ),
+        (json!({"red": {"rate": "sum(rate(x[1m]))"}}), "red.rate"),
+        // Checked by the real Prometheus: a template it cannot parse.
+        (
+            json!({"red": {"errors": "sum(rate(http_requests_total{hostname=~{{hostname}}}[1m]) /"}}),
+            "red.errors",
+        ),
     ] {
         let (status, answer) = app.put_json(&path, &bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
@@ -112,6 +132,35 @@ async fn a_bad_registration_is_a_400_naming_the_field_and_changes_nothing() {
     }
     let (status, _) = app.get(&path).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+
+    // A rollout as the deploy platform records it is registered whole.
+    let rollout = json!({
+        "hosts": ["web-1", {"name": "web-2", "status": "pending"},
+                  {"name": "web-3", "releasedAt": "2026-12-01T10:02:00Z"}],
+        "strategy": "canary", "startedAt": "2026-12-01T10:00:00Z",
+        "red": {"rate": "sum(rate(http_requests_total{hostname=~{{hostname}}}[1m]))",
+                "errors": "100 * sum(rate(http_requests_total{hostname=~{{hostname}},code=~\"5..\"}[1m])) / sum(rate(http_requests_total{hostname=~{{hostname}}}[1m]))"},
+        "thresholds": {"errorRateMaxPercent": 1, "durationP99MaxMs": 500}
+    });
+    let (status, stored) = app.put_json(&path, &rollout).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(
+        stored["hosts"][1],
+        json!({"name": "web-2", "status": "pending"})
+    );
+    assert_eq!(stored["hosts"][2]["releasedAt"], "2026-12-01T10:02:00Z");
+    assert_eq!(
+        (&stored["strategy"], &stored["startedAt"]),
+        (&json!("canary"), &json!("2026-12-01T10:00:00Z"))
+    );
+    assert_eq!(
+        stored["thresholds"],
+        json!({"errorRateMaxPercent": 1.0, "durationP99MaxMs": 500.0})
+    );
+    assert_eq!(stored["red"]["duration"], "");
+    let (_, got) = app.get(&path).await;
+    assert_eq!(got, stored);
+    assert_eq!(app.delete(&path).await.0, StatusCode::NO_CONTENT);
 
     // Writes need the token.
     let response = app
@@ -174,7 +223,7 @@ async fn unlabelled_alerts_are_attributed_by_host_within_the_watch_window_or_ski
     let (_, report) = app.get(&format!("/reports/{new}")).await;
     assert_eq!(
         report["deployment"]["hosts"],
-        json!(["10.0.0.7"]),
+        json!([{"name": "10.0.0.7", "status": "released"}]),
         "{report}"
     );
 

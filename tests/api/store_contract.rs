@@ -7,7 +7,9 @@ use chrono::{Duration, TimeZone, Utc};
 use deploy_diagnosis::model::alert::{Alert, DeploymentId};
 use deploy_diagnosis::model::budget::{Caps, Exhausted};
 use deploy_diagnosis::model::changes::{ChangedFile, Changes, PullRequest};
-use deploy_diagnosis::model::deployment::Deployment;
+use deploy_diagnosis::model::deployment::{
+    Deployment, Host, HostStatus, RedQueries, Strategy, Thresholds,
+};
 use deploy_diagnosis::model::evidence::{EvidenceItem, Resource, Scored, Verdict};
 use deploy_diagnosis::model::report::{
     Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportStatus,
@@ -498,9 +500,13 @@ fn deployment(name: &str, minute: u32, hosts: &[&str]) -> Deployment {
         tag: format!("v1.{minute}.0"),
         previous_tag: "v1.0.0".into(),
         commit: "abc123".into(),
-        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        hosts: hosts.iter().map(|h| Host::released(*h)).collect(),
+        strategy: Strategy::All,
         environment: "production".into(),
-        deployed_at: at,
+        started_at: at,
+        finished_at: None,
+        red: None,
+        thresholds: None,
         url: "https://ci.example.com/run/1".into(),
         created_time: at,
         updated_time: at,
@@ -518,16 +524,41 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
     );
     // Registered again: fields replaced, the first createdTime kept.
     let mut again = deployment("dep-1", 5, &["web-3"]);
-    again.created_time = again.deployed_at;
+    again.created_time = again.started_at;
     assert_eq!(store.put_deployment(&again).await.unwrap(), Upsert::Updated);
     let got = store.get_deployment(&id("dep-1")).await.unwrap().unwrap();
-    assert_eq!(got.hosts, vec!["web-3"]);
+    assert_eq!(got.host_names(), vec!["web-3"]);
     assert_eq!(got.tag, "v1.5.0");
     assert_eq!(
         got.created_time, d1.created_time,
         "first registration's time stays"
     );
     store.put_deployment(&d1).await.unwrap();
+
+    // A rollout round-trips: hosts with their status, strategy, times, RED and thresholds.
+    let mut rollout = deployment("dep-r", 20, &["web-8"]);
+    rollout.hosts.push(Host {
+        name: "web-9".into(),
+        status: HostStatus::Pending,
+        released_at: None,
+    });
+    rollout.hosts[0].released_at = Some(rollout.started_at + Duration::minutes(2));
+    rollout.strategy = Strategy::Canary;
+    rollout.finished_at = Some(rollout.started_at + Duration::minutes(30));
+    rollout.red = Some(RedQueries {
+        rate: "sum(rate(http_requests_total{hostname=~{{hostname}}}[1m]))".into(),
+        ..Default::default()
+    });
+    rollout.thresholds = Some(Thresholds {
+        error_rate_max_percent: Some(1.0),
+        ..Default::default()
+    });
+    store.put_deployment(&rollout).await.unwrap();
+    assert_eq!(
+        store.get_deployment(&id("dep-r")).await.unwrap(),
+        Some(rollout.clone())
+    );
+    assert!(store.delete_deployment(&id("dep-r")).await.unwrap());
 
     let d2 = deployment("dep-2", 30, &["WEB-2"]);
     let d3 = deployment("dep-3", 40, &["db-1"]);

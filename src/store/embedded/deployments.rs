@@ -32,13 +32,13 @@ impl DeploymentStore for EmbeddedStore {
                 "INSERT INTO deployments (deployment_id, body, deployed_at, created_time, updated_time) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (deployment_id) DO UPDATE SET \
                  body = excluded.body, deployed_at = excluded.deployed_at, updated_time = excluded.updated_time",
-                params![id, body, ms(d.deployed_at), ms(d.created_time), ms(d.updated_time)],
+                params![id, body, ms(d.started_at), ms(d.created_time), ms(d.updated_time)],
             )?;
             conn.execute("DELETE FROM deployment_hosts WHERE deployment_id = ?1", [&id])?;
             for host in d.host_keys() {
                 conn.execute(
                     "INSERT INTO deployment_hosts (host, deployment_id, deployed_at) VALUES (?1, ?2, ?3)",
-                    params![host, id, ms(d.deployed_at)],
+                    params![host, id, ms(d.started_at)],
                 )?;
             }
             Ok(if created.is_some() {
