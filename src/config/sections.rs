@@ -103,6 +103,16 @@ pub const KEYS: &[&str] = &[
     "Budget.TokensPerDay",
     "Deployments",
     "Deployments.WatchMinutes",
+    "Release",
+    "Release.RED",
+    "Release.RED.Rate",
+    "Release.RED.Errors",
+    "Release.RED.Duration",
+    "Release.Thresholds",
+    "Release.Thresholds.RateMin",
+    "Release.Thresholds.ErrorRateMaxPercent",
+    "Release.Thresholds.DurationP95MaxMs",
+    "Release.Thresholds.DurationP99MaxMs",
     "GitHub",
     "GitHub.APIURL",
     "GitHub.Repos",
@@ -160,6 +170,8 @@ pub struct Config {
     pub budget: BudgetConfig,
     /// The deployments registry.
     pub deployments: DeploymentsConfig,
+    /// The release verdict's service-wide RED queries and thresholds.
+    pub release: ReleaseConfig,
     /// Change evidence from GitHub.
     pub github: GitHubConfig,
     /// Logging.
@@ -190,6 +202,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             budget: BudgetConfig::default(),
             deployments: DeploymentsConfig::default(),
+            release: ReleaseConfig::default(),
             github: GitHubConfig::default(),
             log: LogConfig::default(),
             unknown_keys: Vec::new(),
@@ -643,6 +656,46 @@ impl Default for EvidenceConfig {
             concurrency: NonZeroUsize::new(8).expect("not zero"),
         }
     }
+}
+
+/// `Release.*`: what a deployment registered without its own `red` or `thresholds` gets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReleaseConfig {
+    /// `Release.RED.*`: PromQL templates of `{{hostname}}`; empty: the common conventions.
+    pub red: ReleaseRedConfig,
+    /// `Release.Thresholds.*`: absolute health limits; unset: none.
+    pub thresholds: ReleaseThresholdsConfig,
+}
+
+/// `Release.RED.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReleaseRedConfig {
+    /// Requests per second.
+    pub rate: String,
+    /// The percentage of requests that failed.
+    pub errors: String,
+    /// Duration, in seconds.
+    pub duration: String,
+}
+
+/// `Release.Thresholds.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReleaseThresholdsConfig {
+    /// Fewer requests per second is unhealthy.
+    #[serde(rename = "ratemin")]
+    pub rate_min: Option<f64>,
+    /// A higher error percentage is unhealthy.
+    #[serde(rename = "errorratemaxpercent")]
+    pub error_rate_max_percent: Option<f64>,
+    /// A slower 95th percentile (ms) is unhealthy.
+    #[serde(rename = "durationp95maxms")]
+    pub duration_p95_max_ms: Option<f64>,
+    /// A slower 99th percentile (ms) is unhealthy.
+    #[serde(rename = "durationp99maxms")]
+    pub duration_p99_max_ms: Option<f64>,
 }
 
 /// `Budget.*`: 0 is unlimited.

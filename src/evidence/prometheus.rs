@@ -24,7 +24,7 @@ pub enum EvidenceError {
 
 /// A time as Prometheus's API takes it: Unix seconds, to the millisecond (whole seconds
 /// would end a range before a sample taken in the current second).
-pub(super) fn unix(t: DateTime<Utc>) -> String {
+pub fn unix(t: DateTime<Utc>) -> String {
     format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
 }
 
@@ -48,7 +48,7 @@ pub fn exact_regex(value: &str) -> String {
 }
 
 /// Series of a range query: labels and `(unix seconds, value)` points.
-pub(super) type Matrix = Vec<(serde_json::Map<String, Value>, Vec<(f64, f64)>)>;
+pub type Matrix = Vec<(serde_json::Map<String, Value>, Vec<(f64, f64)>)>;
 
 /// One Prometheus.
 #[derive(Clone)]
@@ -68,7 +68,8 @@ impl Prometheus {
         })
     }
 
-    pub(super) fn error(&self, message: impl Into<String>) -> EvidenceError {
+    /// An error of this Prometheus.
+    pub fn error(&self, message: impl Into<String>) -> EvidenceError {
         EvidenceError::Prometheus {
             url: self.url.clone(),
             message: message.into(),
@@ -103,7 +104,7 @@ impl Prometheus {
     }
 
     /// A range query from `from` to `to` at `step`.
-    pub(super) async fn range(
+    pub async fn range(
         &self,
         query: &str,
         from: DateTime<Utc>,

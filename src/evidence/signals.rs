@@ -8,19 +8,25 @@ use crate::model::evidence::Resource;
 
 /// One signal of the USE pack: PromQL with `{sel}` (the instance matcher) and `{w}` (the
 /// rate window), and how to read it.
-pub(super) struct Signal {
-    pub(super) resource: Resource,
-    pub(super) name: &'static str,
-    pub(super) unit: &'static str,
-    pub(super) expr: &'static str,
+pub struct Signal {
+    /// What it measures.
+    pub resource: Resource,
+    /// Its name on a report.
+    pub name: &'static str,
+    /// `%`, `bytes`, `/s`, `s`, or empty.
+    pub unit: &'static str,
+    /// The PromQL.
+    pub expr: &'static str,
     /// The label that tells the series of one signal apart (mode, mountpoint, ...).
-    pub(super) by: Option<&'static str>,
-    pub(super) saturation: Option<Saturation>,
+    pub by: Option<&'static str>,
+    /// When a value counts as saturated.
+    pub saturation: Option<Saturation>,
     /// One unit of spread, at least (see [`super::score::score`]).
-    pub(super) floor: f64,
+    pub floor: f64,
 }
 
-pub(super) const SIGNALS: &[Signal] = &[
+/// The catalogue.
+pub const SIGNALS: &[Signal] = &[
     Signal {
         resource: Resource::Cpu,
         name: "CPU busy %",
@@ -221,6 +227,11 @@ pub(super) const SIGNALS: &[Signal] = &[
         floor: 0.05,
     },
 ];
+
+/// A signal of the catalogue by name.
+pub fn signal(name: &str) -> Option<&'static Signal> {
+    SIGNALS.iter().find(|s| s.name == name)
+}
 
 /// The alert's own rule expression: `g0.expr` of its `generatorURL`, or an `expr`
 /// annotation.

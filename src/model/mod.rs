@@ -7,6 +7,7 @@
 //! - [`changes`]: what a release changed, and the release a diagnosis reads.
 //! - [`report`]: a report, its answer, how a diagnosis ended, its history.
 //! - [`budget`]: the AI budgets' ledger, counted by the minute.
+//! - [`verdict`]: the release verdict, its recommendation and comparisons.
 
 pub mod alert;
 pub mod budget;
@@ -14,3 +15,4 @@ pub mod changes;
 pub mod deployment;
 pub mod evidence;
 pub mod report;
+pub mod verdict;

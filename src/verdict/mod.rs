@@ -3,6 +3,15 @@
 //!
 //! - [`stats`]: the Mann-Whitney U test and the effect size the comparisons use.
 //! - [`red`]: the application's RED query templates, made for one host.
+//! - [`compare`]: one signal's comparisons across the hosts (canary, before/after, the
+//!   controls against themselves, what was there before the release).
+//! - [`rules`]: the verdict and the recommendation from the comparisons.
+//! - [`measure`]: the [`Judge`], which reads every host's signals from Prometheus.
 
+pub mod compare;
+pub mod measure;
 pub mod red;
+pub mod rules;
 pub mod stats;
+
+pub use measure::Judge;

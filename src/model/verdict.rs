@@ -1,0 +1,167 @@
+//! The release verdict as stored on a report: was it this release, and what to do about
+//! it, with the comparisons that say so.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether the release caused what the alert saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// The released hosts went bad against their controls, or stepped at the release.
+    Release,
+    /// The controls moved the same way, the anomaly was there before the release, or the
+    /// released hosts are healthy.
+    NotRelease,
+    /// The numbers do not say.
+    Inconclusive,
+}
+
+impl Attribution {
+    /// Every value, for filters and metrics.
+    pub const ALL: [Attribution; 3] = [
+        Attribution::Release,
+        Attribution::NotRelease,
+        Attribution::Inconclusive,
+    ];
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribution::Release => "release",
+            Attribution::NotRelease => "not_release",
+            Attribution::Inconclusive => "inconclusive",
+        }
+    }
+
+    /// Parses the API's name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+
+    /// In the design's language.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Attribution::Release => "本次发布导致",
+            Attribution::NotRelease => "非本次发布导致",
+            Attribution::Inconclusive => "无法判定",
+        }
+    }
+}
+
+/// What the deploy pipeline should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recommendation {
+    /// Take the release back.
+    Rollback,
+    /// Stop the rollout where it is and look.
+    Hold,
+    /// Go on.
+    Proceed,
+}
+
+impl Recommendation {
+    /// Every value.
+    pub const ALL: [Recommendation; 3] = [
+        Recommendation::Rollback,
+        Recommendation::Hold,
+        Recommendation::Proceed,
+    ];
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recommendation::Rollback => "rollback",
+            Recommendation::Hold => "hold",
+            Recommendation::Proceed => "proceed",
+        }
+    }
+
+    /// In the design's language.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Recommendation::Rollback => "回滚",
+            Recommendation::Hold => "暂停发布",
+            Recommendation::Proceed => "继续发布",
+        }
+    }
+}
+
+/// How a signal of the released hosts compared (Kayenta's classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// No significant difference.
+    Pass,
+    /// Significantly higher.
+    High,
+    /// Significantly lower.
+    Low,
+}
+
+/// What a comparison compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// A released host against the hosts that did not get the release, after it.
+    Canary,
+    /// A host after the release against itself before it.
+    BeforeAfter,
+}
+
+/// One comparison of one signal of one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    /// The signal (`errors %`, `CPU busy %`).
+    pub signal: String,
+    /// The host compared.
+    pub host: String,
+    /// Whether the host runs the release (else it is a control, compared with itself).
+    pub released_host: bool,
+    /// How.
+    pub method: Method,
+    /// The PromQL of the host compared.
+    pub query: String,
+    /// The unit of the medians.
+    pub unit: String,
+    /// The compared host's median (after the release).
+    pub released: f64,
+    /// The other side's median: the controls', or the host's own before the release.
+    pub control: f64,
+    /// Points on each side.
+    pub points: [usize; 2],
+    /// Two-sided Mann-Whitney p-value.
+    pub p_value: f64,
+    /// The difference of medians in units of the other side's spread.
+    pub effect: f64,
+    /// How it compared.
+    pub class: Class,
+    /// Whether that class is the bad direction of this signal.
+    pub worse: bool,
+    /// Whether it is one of the application's RED signals (else a host signal).
+    #[serde(default)]
+    pub red: bool,
+    /// The absolute limit the host's median broke, as text (`errorRateMaxPercent 5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaks: Option<String>,
+    /// The same change was already under way before the release.
+    #[serde(default)]
+    pub pre_existing: bool,
+}
+
+/// The release verdict on a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseVerdict {
+    /// Was it this release.
+    pub verdict: Attribution,
+    /// What to do.
+    pub recommendation: Recommendation,
+    /// 0 to 1.
+    pub confidence: f64,
+    /// Why, with numbers, strongest first.
+    pub reasons: Vec<String>,
+    /// The comparisons it rests on, the worst first.
+    pub comparisons: Vec<Comparison>,
+}
