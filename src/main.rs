@@ -17,9 +17,8 @@ use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::intake::{self, Subject};
 use deploy_diagnosis::model::changes::Changes;
 use deploy_diagnosis::model::deployment::Deployment;
-use deploy_diagnosis::model::evidence::EvidenceItem;
 use deploy_diagnosis::model::report::FailureKind;
-use deploy_diagnosis::pipeline::{Job, KnownEvidence, Ledger, Output};
+use deploy_diagnosis::pipeline::{Job, KnownEvidence, Ledger, Measured, Output};
 use deploy_diagnosis::{startup, store, telemetry};
 
 #[derive(Parser)]
@@ -115,7 +114,7 @@ async fn migrate(config: Config) -> ExitCode {
 /// output is kept for the printed report.
 #[derive(Default)]
 struct Printed {
-    evidence: Mutex<Option<Vec<EvidenceItem>>>,
+    measured: Mutex<Option<Measured>>,
     changes: Mutex<Option<Changes>>,
 }
 
@@ -136,11 +135,11 @@ impl Ledger for Printed {
     async fn record(&self, output: Output<'_>) {
         match output {
             Output::Deployment(_) => {}
-            Output::Evidence(Ok(items)) => {
-                *self.evidence.lock().unwrap_or_else(|p| p.into_inner()) = Some(items.to_vec())
-            }
-            Output::Evidence(Err(why)) => {
-                tracing::warn!(error = %why, "evidence could not be gathered")
+            Output::Measured(measured) => {
+                if let Err(why) = &measured.evidence {
+                    tracing::warn!(error = %why, "evidence could not be gathered")
+                }
+                *self.measured.lock().unwrap_or_else(|p| p.into_inner()) = Some(measured.clone())
             }
             Output::Changes(changes) => {
                 *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(changes.clone())
@@ -213,15 +212,17 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
     let outcome = pipeline
         .run(job, &printed, startup::shutdown_on_signals())
         .await;
-    let evidence = printed
-        .evidence
+    let measured = printed
+        .measured
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
+    let evidence = measured.as_ref().and_then(|m| m.evidence.as_ref().ok());
+    let release = outcome.as_ref().ok().map(|ran| ran.release.clone());
     let changes = printed
         .changes
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
-    let (json, code) = match outcome.map(|d| d.outcome) {
+    let (json, code) = match outcome.map(|ran| ran.diagnosed.outcome) {
         Ok(Outcome::Completed {
             body,
             engine,
@@ -229,12 +230,12 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         }) => (
             serde_json::json!({"status": "completed", "engine": engine, "promQL": body.prom_ql,
                 "content": body.content, "aiError": ai_failure.map(|f| f.reason), "evidence": evidence,
-                "changes": changes}),
+                "changes": changes, "release": release}),
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (
             serde_json::json!({"status": "failed", "kind": FailureKind::as_str(kind), "error": reason,
-                "evidence": evidence, "changes": changes}),
+                "evidence": evidence, "changes": changes, "release": release}),
             ExitCode::FAILURE,
         ),
         Err(_) => return fail("interrupted"),

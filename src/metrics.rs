@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::model::report::{FailureKind, ReportStatus, Usage};
+use crate::model::verdict::ReleaseVerdict;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -49,6 +50,7 @@ pub struct Metrics {
     feedback: Family<Labels, Counter>,
     changes: Family<Labels, Counter>,
     limits: Family<Labels, Counter>,
+    verdicts: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -127,6 +129,12 @@ impl Metrics {
             "Tool calls of finished diagnoses; cached=true were answered from an identical earlier call",
             tool_calls.clone(),
         );
+        let verdicts = Family::<Labels, Counter>::default();
+        registry.register(
+            "release_verdicts",
+            "Release verdicts of finished diagnoses, by verdict and recommendation",
+            verdicts.clone(),
+        );
         let feedback = Family::<Labels, Counter>::default();
         registry.register(
             "feedback",
@@ -161,7 +169,18 @@ impl Metrics {
             queue_depth,
             container_starts,
             exec_failures,
+            verdicts,
         }
+    }
+
+    /// Counts the release verdict of a finished diagnosis.
+    pub fn release_verdict(&self, release: &ReleaseVerdict) {
+        self.verdicts
+            .get_or_create(&vec![
+                ("verdict", release.verdict.as_str().to_owned()),
+                ("recommendation", release.recommendation.as_str().to_owned()),
+            ])
+            .inc();
     }
 
     /// Counts one alert by outcome (`started`, `exists`, `not_firing`, ...).

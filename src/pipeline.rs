@@ -9,23 +9,61 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangeSource;
+use crate::diagnosis::prompt::verdict_opinion;
+use crate::diagnosis::Outcome;
 use crate::diagnosis::{Cancelled, Diagnosed, Diagnoser, Facts};
 use crate::evidence::Gatherer;
 use crate::model::alert::{Alert, DeploymentId};
 use crate::model::changes::{Changes, Release};
 use crate::model::deployment::Deployment;
 use crate::model::evidence::EvidenceItem;
+use crate::model::evidence::{Resource, Scored, Verdict};
+use crate::model::report::Engine;
 use crate::model::report::{FailureKind, RelatedAlert};
+use crate::model::verdict::{ModelOpinion, ReleaseVerdict};
+use crate::verdict::{rules, Judge};
 
 /// Evidence as the ledger knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KnownEvidence {
-    /// Gathered (by the evidence pool, or by an earlier attempt).
-    Gathered(Vec<EvidenceItem>),
-    /// A gathering was tried and failed; why.
-    Unavailable(String),
+    /// Gathered, or tried and failed (`Err(why)`), by the evidence pool or an earlier
+    /// attempt; with the release verdict stored with it, if any.
+    Known {
+        /// The items, or why there are none.
+        evidence: Result<Vec<EvidenceItem>, String>,
+        /// The release verdict measured with them.
+        release: Option<ReleaseVerdict>,
+    },
     /// Nobody has it and nobody is gathering it: this run gathers it.
     GatherHere,
+}
+
+/// What the measuring stage produced: the evidence (or why there is none) and the release
+/// verdict (always: an unmeasured one says why).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// The ranked items, or why none could be gathered.
+    pub evidence: Result<Vec<EvidenceItem>, String>,
+    /// Was it this release, and what to do.
+    pub release: ReleaseVerdict,
+}
+
+/// The measuring stages: evidence, and the release verdict.
+#[derive(Clone)]
+pub struct Measure {
+    /// Gathers evidence.
+    pub gatherer: Gatherer,
+    /// Measures the release.
+    pub judge: Judge,
+}
+
+/// A finished run: the diagnosis, and the release verdict it used.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// How the diagnosis ended.
+    pub diagnosed: Diagnosed,
+    /// The release verdict.
+    pub release: ReleaseVerdict,
 }
 
 /// A stage's output, for the ledger to keep.
@@ -33,8 +71,8 @@ pub enum KnownEvidence {
 pub enum Output<'a> {
     /// The registered deployment, when it differs from the report's snapshot.
     Deployment(&'a Deployment),
-    /// The evidence this run gathered, or why it could not.
-    Evidence(Result<&'a [EvidenceItem], &'a str>),
+    /// The evidence this run gathered (or why it could not), and the release verdict.
+    Measured(&'a Measured),
     /// The release's changes (or the record of why they were not read).
     Changes(&'a Changes),
 }
@@ -73,8 +111,8 @@ pub struct Job {
 /// The stages.
 #[derive(Clone)]
 pub struct Pipeline {
-    /// Gathers evidence (`None`: `Evidence.Enabled` is false).
-    pub gatherer: Option<Gatherer>,
+    /// Gathers evidence and measures the release (`None`: `Evidence.Enabled` is false).
+    pub measure: Option<Measure>,
     /// Reads the release's changes.
     pub changes: ChangeSource,
     /// Runs the diagnosis.
@@ -89,13 +127,14 @@ impl Pipeline {
         job: Job,
         ledger: &dyn Ledger,
         cancel: CancellationToken,
-    ) -> Result<Diagnosed, Cancelled> {
+    ) -> Result<Ran, Cancelled> {
         let deployment = self.deployment(&job, ledger).await;
-        let evidence =
+        let (evidence, verdict) =
             cancellable(&cancel, self.evidence(&job, deployment.as_ref(), ledger)).await?;
+        let ranking = ranking_evidence(evidence.as_deref().unwrap_or_default(), &verdict);
         let (release, changes) = cancellable(
             &cancel,
-            self.changes(&job, deployment.as_ref(), evidence.as_deref(), ledger),
+            self.changes(&job, deployment.as_ref(), Some(&ranking), ledger),
         )
         .await?;
         let facts = Facts {
@@ -104,21 +143,42 @@ impl Pipeline {
             evidence: evidence.as_deref(),
             changes: changes.as_ref(),
             release: release.as_ref(),
+            verdict: Some(&verdict),
             related: &job.related,
         };
         if self.diagnoser.runner().is_some() {
             if let Err(why) = ledger.admit_ai().await {
                 tracing::warn!(reason = %why, "diagnosing without AI");
-                return Ok(self.diagnoser.without_ai(
-                    &facts,
-                    Some(FailureKind::BudgetExhausted),
-                    &why,
-                ));
+                let diagnosed =
+                    self.diagnoser
+                        .without_ai(&facts, Some(FailureKind::BudgetExhausted), &why);
+                return Ok(Ran {
+                    diagnosed,
+                    release: verdict,
+                });
             }
         }
-        self.diagnoser
+        let diagnosed = self
+            .diagnoser
             .diagnose(&job.deployment_id, &facts, cancel)
-            .await
+            .await?;
+        let mut release = verdict;
+        if let Outcome::Completed {
+            body,
+            engine: Engine::Ai,
+            ..
+        } = &diagnosed.outcome
+        {
+            release.model =
+                verdict_opinion(&body.content).map(|(agrees, says)| ModelOpinion { agrees, says });
+            if release.model.as_ref().is_some_and(|m| !m.agrees) {
+                tracing::info!(
+                    verdict = release.verdict.as_str(),
+                    "the model disagrees with the release verdict"
+                );
+            }
+        }
+        Ok(Ran { diagnosed, release })
     }
 
     /// The registry's current entry (a pipeline may register after the alert came), else
@@ -133,28 +193,35 @@ impl Pipeline {
         Some(current)
     }
 
+    /// The evidence (`None`: none could be had) and the release verdict: as stored, or
+    /// measured here.
     async fn evidence(
         &self,
         job: &Job,
         deployment: Option<&Deployment>,
         ledger: &dyn Ledger,
-    ) -> Option<Vec<EvidenceItem>> {
-        let gatherer = self.gatherer.as_ref()?;
+    ) -> (Option<Vec<EvidenceItem>>, ReleaseVerdict) {
+        let Some(measure) = self.measure.as_ref() else {
+            let under_way = deployment.is_none_or(Deployment::under_way);
+            let why = "Evidence.Enabled is false: nothing was measured";
+            return (None, rules::unmeasured(under_way, why));
+        };
         match ledger.evidence().await {
-            KnownEvidence::Gathered(items) => Some(items),
-            KnownEvidence::Unavailable(_) => None,
+            KnownEvidence::Known {
+                evidence,
+                release: Some(release),
+            } => (evidence.ok(), release),
+            KnownEvidence::Known {
+                evidence,
+                release: None,
+            } => (
+                evidence.ok(),
+                measure.judge.judge(deployment, Utc::now()).await,
+            ),
             KnownEvidence::GatherHere => {
-                let hosts = deployment.map(Deployment::host_names).unwrap_or_default();
-                match gather(gatherer, &job.alert, &hosts, job.received).await {
-                    Ok(items) => {
-                        ledger.record(Output::Evidence(Ok(&items))).await;
-                        Some(items)
-                    }
-                    Err(why) => {
-                        ledger.record(Output::Evidence(Err(&why))).await;
-                        None
-                    }
-                }
+                let measured = gather(measure, &job.alert, deployment, job.received).await;
+                ledger.record(Output::Measured(&measured)).await;
+                (measured.evidence.ok(), measured.release)
             }
         }
     }
@@ -198,22 +265,40 @@ impl Pipeline {
     }
 }
 
-/// Gathers an alert's evidence now, on its hosts and its deployment's, with the incident
-/// from its `startsAt` (`received` when it has none); the error as a sentence. Used by the
-/// pipeline and by the evidence pool alike.
+/// Gathers an alert's evidence now, on its hosts and its deployment's, with the windows
+/// anchored on the release when the deployment is known (else on the alert's `startsAt`,
+/// `received` when it has none), and measures the release meanwhile; the error as a
+/// sentence. Used by the pipeline and by the evidence pool alike.
 pub async fn gather(
-    gatherer: &Gatherer,
+    measure: &Measure,
     alert: &Alert,
-    deployment_hosts: &[String],
+    deployment: Option<&Deployment>,
     received: DateTime<Utc>,
-) -> Result<Vec<EvidenceItem>, String> {
+) -> Measured {
     let now = Utc::now();
     let starts_at = alert.starts_at.at().unwrap_or(received);
+    let (evidence, release) = tokio::join!(
+        gather_evidence(&measure.gatherer, alert, deployment, starts_at, now),
+        measure.judge.judge(deployment, now)
+    );
+    tracing::info!(
+        verdict = release.verdict.as_str(),
+        recommendation = release.recommendation.as_str(),
+        confidence = release.confidence,
+        "release measured"
+    );
+    Measured { evidence, release }
+}
+
+async fn gather_evidence(
+    gatherer: &Gatherer,
+    alert: &Alert,
+    deployment: Option<&Deployment>,
+    starts_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<EvidenceItem>, String> {
     let started = std::time::Instant::now();
-    match gatherer
-        .gather(alert, deployment_hosts, starts_at, now)
-        .await
-    {
+    match gatherer.gather(alert, deployment, starts_at, now).await {
         Ok(items) => {
             tracing::info!(
                 items = items.len(),
@@ -228,6 +313,41 @@ pub async fn gather(
             Err(e.to_string())
         }
     }
+}
+
+/// What change suspects are ranked against: the signals that made the release verdict
+/// first (an application's errors and latency rank network and client code; a host's CPU
+/// or memory, theirs), then the measured evidence.
+fn ranking_evidence(evidence: &[EvidenceItem], verdict: &ReleaseVerdict) -> Vec<EvidenceItem> {
+    let findings = verdict
+        .comparisons
+        .iter()
+        .filter(|c| c.released_host && c.worse && !c.pre_existing)
+        .map(|c| EvidenceItem {
+            resource: match c.signal.as_str() {
+                s if s.starts_with("CPU") || s.starts_with("load") => Resource::Cpu,
+                s if s.starts_with("memory") => Resource::Memory,
+                _ => Resource::Network,
+            },
+            signal: c.signal.clone(),
+            instance: c.host.clone(),
+            query: c.query.clone(),
+            unit: c.unit.clone(),
+            scored: Scored {
+                baseline: Some(c.control),
+                baseline_p95: None,
+                incident: c.released,
+                change: Some(c.released - c.control),
+                peak: c.released,
+                last: c.released,
+                score: 10.0,
+                verdict: Verdict::Anomalous,
+            },
+            pre_existing: false,
+            no_baseline: false,
+            series_start: None,
+        });
+    findings.chain(evidence.iter().cloned()).collect()
 }
 
 /// Runs `work` unless `cancel` fires first.

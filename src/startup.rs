@@ -19,12 +19,13 @@ use crate::intake::webhook::Limits;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::model::report::RunnerKind;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Measure, Pipeline};
 use crate::runner::docker::DockerRunner;
 use crate::runner::native::NativeRunner;
 use crate::runner::process::ProcessRunner;
 use crate::runner::Runner;
 use crate::store::{self, StoreError, Wake};
+use crate::verdict::Judge;
 use crate::worker::budget::Budget;
 use crate::worker::evidence::{EvidenceContext, EvidencePool};
 use crate::worker::gate::QueueGate;
@@ -51,15 +52,15 @@ pub enum StartError {
 /// The pipeline's stages for this configuration and runner (`None`: evidence-only mode).
 pub fn pipeline(config: &Config, runner: Option<Arc<dyn Runner>>) -> Result<Pipeline, StartError> {
     let prometheus = Prometheus::new(config.ai.prometheus_url.as_str(), config.evidence.timeout)?;
-    let gatherer = match config.evidence.enabled {
-        true => Some(Gatherer::new(
-            config.ai.prometheus_url.as_str(),
-            config.evidence.clone(),
-        )?),
+    let measure = match config.evidence.enabled {
+        true => Some(Measure {
+            gatherer: Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone())?,
+            judge: Judge::new(prometheus.clone(), &config.evidence, &config.release),
+        }),
         false => None,
     };
     Ok(Pipeline {
-        gatherer,
+        measure,
         changes: ChangeSource::new(config)?,
         diagnoser: Diagnoser::new(config, runner, prometheus),
     })
@@ -113,9 +114,9 @@ pub async fn run(
         }
     }
     let wake = Arc::new(Wake::default());
-    let evidence = pipeline.gatherer.clone().map(|gatherer| EvidenceContext {
+    let evidence = pipeline.measure.clone().map(|measure| EvidenceContext {
         store: Arc::clone(&store),
-        gatherer,
+        measure,
         wake: Arc::clone(&wake),
         concurrency: config.evidence.concurrency.get(),
         poll: config.worker.poll,

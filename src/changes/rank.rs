@@ -477,6 +477,9 @@ mod tests {
                 score,
                 verdict: Verdict::Anomalous,
             },
+            pre_existing: false,
+            no_baseline: false,
+            series_start: None,
         }
     }
 

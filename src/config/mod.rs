@@ -103,6 +103,39 @@ impl Config {
                 return Err(invalid("AI.Model", "is empty"));
             }
         }
+        let red = &self.release.red;
+        for (key, template) in [
+            ("Release.RED.Rate", &red.rate),
+            ("Release.RED.Errors", &red.errors),
+            ("Release.RED.Duration", &red.duration),
+        ] {
+            if !template.trim().is_empty() && !template.contains("{{hostname}}") {
+                return Err(invalid(
+                    key,
+                    "has no {{hostname}}: the template must select one host (hostname=~{{hostname}})",
+                ));
+            }
+        }
+        let t = &self.release.thresholds;
+        for (key, value) in [
+            ("Release.Thresholds.RateMin", t.rate_min),
+            (
+                "Release.Thresholds.ErrorRateMaxPercent",
+                t.error_rate_max_percent,
+            ),
+            ("Release.Thresholds.DurationP95MaxMs", t.duration_p95_max_ms),
+            ("Release.Thresholds.DurationP99MaxMs", t.duration_p99_max_ms),
+        ] {
+            if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(invalid(key, "must be a number of at least 0"));
+            }
+        }
+        if t.error_rate_max_percent.is_some_and(|v| v > 100.0) {
+            return Err(invalid(
+                "Release.Thresholds.ErrorRateMaxPercent",
+                "is a percentage: at most 100",
+            ));
+        }
         if self.ai.tool_result_budget_chars < self.ai.tool_result_max_chars {
             return Err(invalid(
                 "AI.ToolResultBudgetChars",
@@ -386,6 +419,38 @@ AI:
         assert_eq!(
             (c.ai.max_tokens, c.ai.provider, c.ai.extra_body.len()),
             (4096, ProviderSetting::Auto, 0)
+        );
+    }
+
+    #[test]
+    fn release_defaults_are_read_and_checked() {
+        let blank = "AI:\n  BaseURL:\n  PrometheusURL: http://localhost:9090\n";
+        let with =
+            |extra: &str| Config::from_yaml(&format!("{blank}{extra}"), &Environment::default());
+        let c = with(
+            "Release:\n  RED:\n    Errors: 'sum(rate(errors{hostname=~{{hostname}}}[1m]))'\n  Thresholds:\n    ErrorRateMaxPercent: 5\n    DurationP99MaxMs: 800\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.release.red.errors,
+            "sum(rate(errors{hostname=~{{hostname}}}[1m]))"
+        );
+        assert_eq!(c.release.thresholds.error_rate_max_percent, Some(5.0));
+        assert_eq!(c.release.thresholds.duration_p99_max_ms, Some(800.0));
+        assert_eq!(c.release.thresholds.rate_min, None);
+        let err = with("Release:\n  RED:\n    Rate: 'sum(rate(x[1m]))'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Release.RED.Rate") && err.contains("{{hostname}}"),
+            "{err}"
+        );
+        let err = with("Release:\n  Thresholds:\n    ErrorRateMaxPercent: 120\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Release.Thresholds.ErrorRateMaxPercent"),
+            "{err}"
         );
     }
 

@@ -11,6 +11,7 @@ use crate::model::alert::Alert;
 use crate::model::changes::Changes;
 use crate::model::evidence::{format_value, EvidenceItem, Resource, ANOMALY_SCORE};
 use crate::model::report::ReportBody;
+use crate::model::verdict::{Recommendation, ReleaseVerdict};
 
 /// Evidence lines in the root-cause section.
 const LINES: usize = 5;
@@ -123,6 +124,7 @@ pub fn write(
     alert: &Alert,
     evidence: &[EvidenceItem],
     changes: Option<&Changes>,
+    verdict: Option<&ReleaseVerdict>,
     why_no_ai: &str,
 ) -> ReportBody {
     let anomalous: Vec<&EvidenceItem> = evidence
@@ -197,6 +199,9 @@ pub fn write(
         }
     }
 
+    if let Some(v) = verdict {
+        verdict_lines(&mut content, v);
+    }
     if let Some(changes) = changes {
         change_lines(&mut content, changes);
     }
@@ -225,6 +230,21 @@ pub fn write(
 
     let _ = writeln!(content, "【解决方案】");
     let mut step = 0;
+    if let Some(v) = verdict {
+        step += 1;
+        let _ = writeln!(
+            content,
+            "{step}. 发布建议：{}（{}）。{}",
+            v.recommendation.zh(),
+            v.recommendation.as_str(),
+            match v.recommendation {
+                Recommendation::Rollback => "本次发布导致了超出健康阈值的异常，先回滚再排查。",
+                Recommendation::Hold => "暂停继续发布，按下面的步骤确认原因后再决定回滚或继续。",
+                Recommendation::Proceed =>
+                    "异常与本次发布无关，可以继续发布，同时按下面的步骤处理异常。",
+            }
+        );
+    }
     let mut seen = BTreeSet::new();
     for item in &anomalous {
         if let Some(text) = remedy(item.resource).filter(|_| seen.insert(item.resource)) {
@@ -250,9 +270,34 @@ pub fn write(
         step + 1
     );
 
-    ReportBody {
-        prom_ql: queries(evidence),
+    let mut prom_ql = queries(evidence);
+    if let Some(v) = verdict {
+        for c in v
+            .comparisons
+            .iter()
+            .filter(|c| c.worse && !c.pre_existing)
+            .take(3)
+        {
+            if !prom_ql.contains(&c.query) {
+                prom_ql.push(c.query.clone());
+            }
+        }
+    }
+    ReportBody { prom_ql, content }
+}
+
+/// The release verdict in the root-cause section: what it says, how sure, and why.
+fn verdict_lines(content: &mut String, v: &ReleaseVerdict) {
+    let _ = writeln!(
         content,
+        "发布判定：{}（{}，置信度 {:.2}），建议{}。依据：",
+        v.verdict.zh(),
+        v.verdict.as_str(),
+        v.confidence,
+        v.recommendation.zh()
+    );
+    for (i, reason) in v.reasons.iter().take(LINES).enumerate() {
+        let _ = writeln!(content, "  {}) {reason}", i + 1);
     }
 }
 
@@ -294,6 +339,9 @@ mod tests {
                 score,
                 verdict,
             },
+            pre_existing: false,
+            no_baseline: false,
+            series_start: None,
         }
     }
 
@@ -323,7 +371,13 @@ mod tests {
                 Verdict::Normal,
             ),
         ];
-        let body = write(&alert(), &evidence, None, "AI call failed with status 500");
+        let body = write(
+            &alert(),
+            &evidence,
+            None,
+            None,
+            "AI call failed with status 500",
+        );
         let c = &body.content;
         let sections = [
             "【问题概述】",
@@ -361,7 +415,7 @@ mod tests {
             item(Resource::Cpu, "CPU busy %", 0.2, Verdict::Normal),
             item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
         ];
-        let body = write(&alert(), &evidence, None, "evidence-only mode");
+        let body = write(&alert(), &evidence, None, None, "evidence-only mode");
         assert!(
             body.content.contains("都没有超过异常阈值"),
             "{}",
@@ -401,7 +455,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        let c = write(&alert(), &evidence, Some(&changes), "evidence-only mode").content;
+        let c = write(
+            &alert(),
+            &evidence,
+            Some(&changes),
+            None,
+            "evidence-only mode",
+        )
+        .content;
         let cause = c.find("【根因分析】").unwrap();
         let scope = c.find("【影响范围】").unwrap();
         let line = c
@@ -416,7 +477,7 @@ mod tests {
             ],
             ..changes
         };
-        let c = write(&alert(), &evidence, Some(&refused), "x").content;
+        let c = write(&alert(), &evidence, Some(&refused), None, "x").content;
         assert!(
             c.contains("未读取发布变更") && c.contains("GitHub.Repos"),
             "{c}"

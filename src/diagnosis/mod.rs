@@ -179,6 +179,7 @@ impl Diagnoser {
                     alert,
                     items,
                     facts.changes,
+                    facts.verdict,
                     &self.redactor.apply(&reason),
                 ),
                 engine: Engine::Evidence,
@@ -205,7 +206,7 @@ impl Diagnoser {
     pub fn without_ai(&self, facts: &Facts<'_>, kind: Option<FailureKind>, why: &str) -> Diagnosed {
         let outcome = match facts.evidence.filter(|e| !e.is_empty()) {
             Some(items) => Outcome::Completed {
-                body: evidence_report::write(facts.alert, items, facts.changes, why),
+                body: evidence_report::write(facts.alert, items, facts.changes, facts.verdict, why),
                 engine: Engine::Evidence,
                 ai_failure: Some(AiFailure {
                     kind,

@@ -14,11 +14,68 @@ use super::score::{score, Saturation};
 use super::signals::{rule_expression, SIGNALS};
 use crate::config::EvidenceConfig;
 use crate::model::alert::Alert;
-use crate::model::deployment::host_key;
-use crate::model::evidence::{EvidenceItem, Resource, ANOMALY_SCORE};
+use crate::model::deployment::{host_key, Deployment, HostStatus};
+use crate::model::evidence::{EvidenceItem, Resource, Verdict, ANOMALY_SCORE};
 
 /// Hosts whose instances are looked up for one gathering (a deployment may list more).
 const MAX_TARGET_HOSTS: usize = 50;
+
+/// Where a host's *before* ends and its *after* begins: each released host's
+/// `releasedAt`, else the deployment's `startedAt`; for an alert with no deployment, its
+/// `startsAt`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anchor {
+    /// The split of a host not named below.
+    pub default: DateTime<Utc>,
+    /// Splits by host key.
+    pub hosts: Vec<(String, DateTime<Utc>)>,
+}
+
+impl Anchor {
+    /// The anchor of an alert that started at `starts_at`, of a deployment when known.
+    pub fn new(
+        deployment: Option<&Deployment>,
+        starts_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let Some(d) = deployment else {
+            return Self {
+                default: starts_at.min(now),
+                hosts: Vec::new(),
+            };
+        };
+        let hosts = d
+            .hosts
+            .iter()
+            .filter(|h| h.status == HostStatus::Released)
+            .filter_map(|h| Some((host_key(&h.name), h.released_at?.min(now))))
+            .collect();
+        Self {
+            default: d.started_at.min(now),
+            hosts,
+        }
+    }
+
+    /// The earliest split.
+    pub fn earliest(&self) -> DateTime<Utc> {
+        self.hosts
+            .iter()
+            .map(|h| h.1)
+            .fold(self.default, DateTime::min)
+    }
+
+    /// The split of a series: by its `instance`, else its `hostname` label.
+    fn of(&self, labels: &serde_json::Map<String, Value>) -> DateTime<Utc> {
+        ["instance", "hostname"]
+            .iter()
+            .filter_map(|k| labels.get(*k).and_then(Value::as_str))
+            .find_map(|name| {
+                let key = host_key(name);
+                self.hosts.iter().find(|h| h.0 == key).map(|h| h.1)
+            })
+            .unwrap_or(self.default)
+    }
+}
 
 /// The time window of one gathering.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,32 +214,32 @@ impl Gatherer {
     }
 
     /// Gathers, scores and ranks the evidence for an alert that started at `starts_at`, on
-    /// its hosts and those of its registered deployment.
+    /// its hosts and those of its registered deployment, each series split at its host's
+    /// release when the deployment is known.
     pub async fn gather(
         &self,
         alert: &Alert,
-        deployment_hosts: &[String],
+        deployment: Option<&Deployment>,
         starts_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<EvidenceItem>, EvidenceError> {
         let limit = self.config.timeout;
-        tokio::time::timeout(
-            limit,
-            self.gather_within(alert, deployment_hosts, starts_at, now),
-        )
-        .await
-        .map_err(|_| EvidenceError::Timeout(limit))?
+        let anchor = Anchor::new(deployment, starts_at, now);
+        let hosts = deployment.map(Deployment::host_names).unwrap_or_default();
+        tokio::time::timeout(limit, self.gather_within(alert, &hosts, &anchor, now))
+            .await
+            .map_err(|_| EvidenceError::Timeout(limit))?
     }
 
     async fn gather_within(
         &self,
         alert: &Alert,
         deployment_hosts: &[String],
-        starts_at: DateTime<Utc>,
+        anchor: &Anchor,
         now: DateTime<Utc>,
     ) -> Result<Vec<EvidenceItem>, EvidenceError> {
         let baseline = self.config.baseline;
-        let w = Windows::new(starts_at, now, baseline);
+        let w = Windows::new(anchor.earliest(), now, baseline);
         let instances = self.targets(alert, deployment_hosts, &w).await?;
         let rate_window = format!("{}s", self.config.rate_window.as_secs());
         struct Job {
@@ -226,7 +283,6 @@ impl Gatherer {
                 .map(|job| self.prometheus.range(&job.query, w.from, w.to, w.step)),
         )
         .await;
-        let split = w.incident.timestamp() as f64;
         let mut items = Vec::new();
         let mut failures = 0;
         for (job, result) in jobs.iter().zip(results) {
@@ -244,6 +300,7 @@ impl Gatherer {
                 continue;
             };
             for (labels, points) in matrix {
+                let split = anchor.of(&labels).timestamp_millis() as f64 / 1000.0;
                 let (baseline, incident): (Vec<f64>, Vec<f64>) = (
                     points
                         .iter()
@@ -259,6 +316,13 @@ impl Gatherer {
                 let Some(mut scored) = score(&baseline, &incident, *saturation, *floor) else {
                     continue;
                 };
+                let no_baseline = baseline.len() < 3;
+                // Already so before: the last third of the before window against the rest.
+                let (head, tail) = baseline.split_at(baseline.len() * 2 / 3);
+                let pre_existing = scored.verdict != Verdict::Normal
+                    && tail.len() >= 3
+                    && score(head, tail, *saturation, *floor)
+                        .is_some_and(|s| s.verdict != Verdict::Normal);
                 if *resource == Resource::Rule {
                     // The rule firing is why the alert exists, not a cause: context, ranked
                     // below measured anomalies.
@@ -280,6 +344,12 @@ impl Gatherer {
                     query: query.clone(),
                     unit: (*unit).to_owned(),
                     scored,
+                    pre_existing,
+                    no_baseline,
+                    series_start: no_baseline
+                        .then(|| points.first())
+                        .flatten()
+                        .and_then(|(t, _)| DateTime::from_timestamp_millis((t * 1000.0) as i64)),
                 });
             }
         }

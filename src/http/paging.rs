@@ -13,6 +13,7 @@ pub const MAX_LIST_LIMIT: u32 = 500;
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
     pub(super) status: Option<String>,
+    pub(super) verdict: Option<String>,
     pub(super) limit: Option<String>,
     pub(super) before: Option<String>,
     pub(super) cursor: Option<String>,

@@ -23,6 +23,7 @@ use crate::model::report::{
     Engine, Feedback, HistoryEntry, RelatedAlert, Report, ReportBody, ReportStatus, RunnerKind,
     Usage,
 };
+use crate::model::verdict::{Attribution, ReleaseVerdict};
 use crate::store::{ListFilter, Rediagnose};
 
 /// A report as the API shows it.
@@ -52,6 +53,8 @@ pub(super) struct ReportView {
     /// Why no evidence could be gathered, when a gathering failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence_error: Option<String>,
+    /// Was it this release, and what to do; `null` until measured.
+    release: Option<ReleaseVerdict>,
     /// `ai` or `evidence` (completed reports).
     #[serde(skip_serializing_if = "Option::is_none")]
     engine: Option<Engine>,
@@ -95,6 +98,7 @@ impl From<Report> for ReportView {
             usage: r.usage,
             evidence: r.evidence,
             evidence_error: r.evidence_error,
+            release: r.release,
             engine: r.engine,
             ai_error: r.ai_error,
             feedback: r.feedback,
@@ -171,9 +175,23 @@ pub(super) async fn list_reports(
             )
         })?),
     };
+    let verdict = match q.verdict.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(v) => Some(Attribution::parse(v).ok_or_else(|| {
+            bad_query(
+                format!("verdict must be release, not_release or inconclusive, not {v:?}"),
+                "verdict",
+            )
+        })?),
+    };
     let page = page(&q)?;
     let limit = page.limit;
-    let reports = state.store.list(&ListFilter { status, page }).await?;
+    let filter = ListFilter {
+        status,
+        verdict,
+        page,
+    };
+    let reports = state.store.list(&filter).await?;
     let next = next_cursor(&reports, limit, |r| (r.created_time, r.id.clone()));
     let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "reports": reports, "nextCursor": next })))

@@ -190,6 +190,11 @@ impl Deployment {
         self.hosts.iter().map(|h| h.name.clone()).collect()
     }
 
+    /// Whether the rollout is still under way: not finished, or a host still waits.
+    pub fn under_way(&self) -> bool {
+        self.finished_at.is_none() || self.hosts.iter().any(|h| h.status == HostStatus::Pending)
+    }
+
     /// The host keys attribution matches on (see [`host_key`]), without repeats.
     pub fn host_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.hosts.iter().map(|h| host_key(&h.name)).collect();

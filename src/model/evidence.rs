@@ -1,6 +1,7 @@
 //! Evidence as stored on a report: one measured fact per signal and series, with its
 //! numbers, score and verdict.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The kind of resource a signal measures.
@@ -92,6 +93,16 @@ pub struct EvidenceItem {
     /// Its numbers, score and verdict.
     #[serde(flatten)]
     pub scored: Scored,
+    /// The anomaly was already there in the window before the release (or the alert).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_existing: bool,
+    /// The series has too little history before the release (or the alert) for a
+    /// baseline: it is measured against the absolute thresholds alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_baseline: bool,
+    /// When the series starts, when it has no baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_start: Option<DateTime<Utc>>,
 }
 
 /// Scores at or above this are anomalies.

@@ -8,6 +8,7 @@ use super::alert::{Alert, DeploymentId};
 use super::changes::Changes;
 use super::deployment::Deployment;
 use super::evidence::EvidenceItem;
+use super::verdict::ReleaseVerdict;
 
 /// The design's `ReportStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -287,6 +288,8 @@ pub struct Report {
     pub evidence: Option<Vec<EvidenceItem>>,
     /// Why no evidence could be gathered for this version, when a gathering failed.
     pub evidence_error: Option<String>,
+    /// The release verdict of this version, once measured.
+    pub release: Option<ReleaseVerdict>,
     /// Until when a gathering holds this version's evidence lease.
     pub evidence_until: Option<DateTime<Utc>>,
     /// What wrote the completed report.
@@ -330,6 +333,7 @@ impl Report {
             usage: None,
             evidence: None,
             evidence_error: None,
+            release: None,
             evidence_until: None,
             engine: None,
             ai_error: None,
@@ -454,6 +458,8 @@ pub struct Finish {
     pub duration_ms: u64,
     /// What it cost, when the runner counted it.
     pub usage: Option<Usage>,
+    /// The release verdict the diagnosis used (`None`: leave the stored one).
+    pub release: Option<ReleaseVerdict>,
 }
 
 impl Finish {

@@ -164,4 +164,18 @@ pub struct ReleaseVerdict {
     pub reasons: Vec<String>,
     /// The comparisons it rests on, the worst first.
     pub comparisons: Vec<Comparison>,
+    /// What the model said of it, when an AI wrote the report (the service's verdict is
+    /// kept either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelOpinion>,
+}
+
+/// The model's answer to the service's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelOpinion {
+    /// Whether it agreed.
+    pub agrees: bool,
+    /// Its line, as written.
+    pub says: String,
 }

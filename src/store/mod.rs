@@ -24,6 +24,7 @@ use crate::model::evidence::EvidenceItem;
 use crate::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
+use crate::model::verdict::{Attribution, ReleaseVerdict};
 
 /// What a store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +129,8 @@ pub struct Page {
 pub struct ListFilter {
     /// Only this status.
     pub status: Option<ReportStatus>,
+    /// Only reports whose release verdict is this.
+    pub verdict: Option<Attribution>,
     /// Which page.
     pub page: Page,
 }
@@ -228,13 +231,14 @@ pub trait ReportStore: Send + Sync {
         lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     /// Stores the evidence of version `version` (the items, or why none could be had) and
-    /// ends its evidence lease, while that version is `generating` and has none yet (the
-    /// first gathering stored wins); `false` otherwise.
+    /// its release verdict, and ends its evidence lease, while that version is
+    /// `generating` and has none yet (the first gathering stored wins); `false` otherwise.
     async fn set_evidence(
         &self,
         deployment_id: &DeploymentId,
         version: u32,
         evidence: Result<&[EvidenceItem], &str>,
+        release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError>;
     /// Stores the deployment version `version` is diagnosed with while it is `generating`;
     /// `false` otherwise.

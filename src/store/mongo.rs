@@ -28,6 +28,7 @@ use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportBody,
     ReportStatus, RunnerKind, Usage,
 };
+use crate::model::verdict::ReleaseVerdict;
 
 /// Index definitions, in order; creating an index that exists is a no-op.
 const INDEXES: &[(&str, &str)] = &[
@@ -42,6 +43,10 @@ const INDEXES: &[(&str, &str)] = &[
     (
         "migrations/mongo/0003_evidence_queue.json",
         include_str!("../../migrations/mongo/0003_evidence_queue.json"),
+    ),
+    (
+        "migrations/mongo/0004_release_verdict.json",
+        include_str!("../../migrations/mongo/0004_release_verdict.json"),
     ),
 ];
 /// Compare-and-swap rounds before a change under contention gives up.
@@ -193,6 +198,8 @@ struct ReportDoc {
     #[serde(default)]
     evidence: Option<Vec<EvidenceItem>>,
     #[serde(default)]
+    release: Option<ReleaseVerdict>,
+    #[serde(default)]
     engine: Option<Engine>,
     #[serde(default)]
     ai_error: Option<String>,
@@ -314,6 +321,7 @@ impl ReportDoc {
             duration_ms: r.duration_ms.map(|d| d as i64),
             usage: r.usage.clone(),
             evidence: r.evidence.clone(),
+            release: r.release.clone(),
             engine: r.engine,
             ai_error: r.ai_error.clone(),
             feedback: r.feedback.clone(),
@@ -352,6 +360,7 @@ impl ReportDoc {
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
             usage: self.usage,
             evidence: self.evidence,
+            release: self.release,
             evidence_error: self.evidence_error,
             evidence_until: self.evidence_until.map(cdate),
             engine: self.engine,
@@ -451,6 +460,20 @@ fn page_query(page: &Page, key: &str) -> Document {
         0 => Document::new(),
         _ => doc! { "$and": clauses },
     }
+}
+
+/// A `$set` of `fields`, and of the release verdict when there is one (else the stored
+/// one stays).
+fn set_release(
+    mut fields: Document,
+    deployment_id: &DeploymentId,
+    release: Option<&ReleaseVerdict>,
+) -> Result<Document, StoreError> {
+    if let Some(release) = release {
+        let value = bson::to_bson(release).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
+        fields.insert("release", value);
+    }
+    Ok(doc! { "$set": fields })
 }
 
 /// Versions still waiting for their evidence.
@@ -565,6 +588,9 @@ impl ReportStore for MongoStore {
         if let Some(status) = filter.status {
             query.insert("status", status.as_str());
         }
+        if let Some(verdict) = filter.verdict {
+            query.insert("release.verdict", verdict.as_str());
+        }
         let docs: Vec<Document> = self
             .docs
             .find(query)
@@ -656,6 +682,7 @@ impl ReportStore for MongoStore {
         deployment_id: &DeploymentId,
         version: u32,
         evidence: Result<&[EvidenceItem], &str>,
+        release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError> {
         let (items, error) = match evidence {
             Ok(items) => (
@@ -671,9 +698,11 @@ impl ReportStore for MongoStore {
                     { "deploymentId": deployment_id.as_str(), "version": i64::from(version) },
                     needs_evidence(),
                 ] },
-                doc! { "$set": {
-                    "evidence": items, "evidenceError": error, "evidenceUntil": Bson::Null,
-                } },
+                set_release(
+                    doc! { "evidence": items, "evidenceError": error, "evidenceUntil": Bson::Null },
+                    deployment_id,
+                    release,
+                )?,
             )
             .await?;
         Ok(result.matched_count == 1)
@@ -805,7 +834,7 @@ impl ReportStore for MongoStore {
             .reports
             .update_one(
                 doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
-                doc! { "$set": {
+                set_release(doc! {
                     "status": f.status().as_str(),
                     "content": content(deployment_id.as_str(), f.body())?,
                     "error": opt(f.error()),
@@ -818,7 +847,7 @@ impl ReportStore for MongoStore {
                     "aiError": opt(f.ai_error()),
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
-                } },
+                }, deployment_id, f.release.as_ref())?,
             )
             .await?;
         Ok(result.matched_count == 1)

@@ -228,11 +228,7 @@ impl Judge {
                  nothing to compare the release with",
             );
         };
-        let under_way = deployment.finished_at.is_none()
-            || deployment
-                .hosts
-                .iter()
-                .any(|h| h.status == HostStatus::Pending);
+        let under_way = deployment.under_way();
         if deployment.hosts.is_empty() {
             return rules::unmeasured(under_way, "the registered deployment lists no hosts");
         }
@@ -285,8 +281,12 @@ impl Judge {
                 });
             }
         }
-        let results: Vec<_> = stream::iter(probes.iter())
-            .map(|p| self.prometheus.range(&p.query, from, now, step))
+        let queries: Vec<String> = probes.iter().map(|p| p.query.clone()).collect();
+        let results: Vec<_> = stream::iter(queries)
+            .map(|query| {
+                let prometheus = self.prometheus.clone();
+                async move { prometheus.range(&query, from, now, step).await }
+            })
             .buffered(CONCURRENT_QUERIES)
             .collect()
             .await;

@@ -159,6 +159,7 @@ pub fn decide(rollout: Rollout, mut comparisons: Vec<Comparison>) -> ReleaseVerd
         confidence: (confidence * 100.0).round() / 100.0,
         reasons,
         comparisons,
+        model: None,
     }
 }
 

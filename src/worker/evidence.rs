@@ -13,11 +13,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::evidence::Gatherer;
 use crate::model::alert::DeploymentId;
 use crate::model::evidence::EvidenceItem;
 use crate::model::report::Report;
-use crate::pipeline::{self, KnownEvidence};
+use crate::pipeline::{self, KnownEvidence, Measure, Measured};
 use crate::store::{ReportStore, Wake};
 
 /// How often a waiting AI worker looks at the store when no gathering in this process
@@ -29,8 +28,8 @@ const WAIT_POLL: Duration = Duration::from_millis(250);
 pub struct EvidenceContext {
     /// The store (and its evidence queue).
     pub store: Arc<dyn ReportStore>,
-    /// Gathers.
-    pub gatherer: Gatherer,
+    /// Gathers evidence and measures the release.
+    pub measure: Measure,
     /// Wakes the pool when a report is queued; told when evidence is stored.
     pub wake: Arc<Wake>,
     /// Gatherings at once (`Evidence.Concurrency`).
@@ -43,7 +42,7 @@ impl EvidenceContext {
     /// How long an evidence lease lasts: a gathering ends within its timeout, so a lease
     /// still held after this belongs to a gathering that died.
     pub fn lease(&self) -> Duration {
-        self.gatherer.timeout() + Duration::from_secs(5)
+        self.measure.gatherer.timeout() + Duration::from_secs(5)
     }
 }
 
@@ -102,33 +101,37 @@ async fn gather_loop(ctx: EvidenceContext, stop: CancellationToken) {
 }
 
 async fn gather_and_store(ctx: &EvidenceContext, report: &Report) {
-    let hosts = report
-        .deployment
-        .as_ref()
-        .map(|d| d.host_names())
-        .unwrap_or_default();
-    let gathered =
-        pipeline::gather(&ctx.gatherer, &report.alert, &hosts, report.created_time).await;
+    let measured = pipeline::gather(
+        &ctx.measure,
+        &report.alert,
+        report.deployment.as_ref(),
+        report.created_time,
+    )
+    .await;
     store(
         ctx.store.as_ref(),
         &ctx.wake,
         &report.deployment_id,
         report.version,
-        gathered.as_deref().map_err(String::as_str),
+        &measured,
     )
     .await;
 }
 
-/// Stores a version's evidence, or why there is none, and tells whoever waits for it.
-/// The one place evidence is written.
+/// Stores a version's evidence (or why there is none) and its release verdict, and tells
+/// whoever waits for them. The one place evidence is written.
 pub async fn store(
     store: &dyn ReportStore,
     wake: &Wake,
     deployment_id: &DeploymentId,
     version: u32,
-    evidence: Result<&[EvidenceItem], &str>,
+    measured: &Measured,
 ) {
-    match store.set_evidence(deployment_id, version, evidence).await {
+    let evidence = measured.evidence.as_deref().map_err(String::as_str);
+    match store
+        .set_evidence(deployment_id, version, evidence, Some(&measured.release))
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!("the report moved on (or had its evidence) before this was stored")
@@ -146,14 +149,19 @@ pub async fn known(ctx: &EvidenceContext, claimed: &Report) -> KnownEvidence {
     let until = tokio::time::Instant::now() + lease + Duration::from_secs(1);
     let mut report = claimed.clone();
     loop {
+        let answer =
+            |evidence: Result<Vec<EvidenceItem>, String>, report: &Report| KnownEvidence::Known {
+                evidence,
+                release: report.release.clone(),
+            };
         if let Some(items) = &report.evidence {
-            return KnownEvidence::Gathered(items.clone());
+            return answer(Ok(items.clone()), &report);
         }
         if let Some(why) = &report.evidence_error {
-            return KnownEvidence::Unavailable(why.clone());
+            return answer(Err(why.clone()), &report);
         }
         if !report.needs_evidence() || report.version != claimed.version {
-            return KnownEvidence::Unavailable("the report moved on".into());
+            return answer(Err("the report moved on".into()), &report);
         }
         let now = Utc::now();
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
@@ -170,10 +178,11 @@ pub async fn known(ctx: &EvidenceContext, claimed: &Report) -> KnownEvidence {
             }
         }
         if tokio::time::Instant::now() >= until {
-            return KnownEvidence::Unavailable(format!(
+            let why = format!(
                 "a gathering of this report's evidence did not end within {}s",
                 lease.as_secs()
-            ));
+            );
+            return answer(Err(why), &report);
         }
         let stored = ctx.wake.evidence_stored.notified();
         tokio::select! {
@@ -182,7 +191,7 @@ pub async fn known(ctx: &EvidenceContext, claimed: &Report) -> KnownEvidence {
         }
         report = match ctx.store.get(&claimed.deployment_id).await {
             Ok(Some(current)) => current,
-            Ok(None) => return KnownEvidence::Unavailable("the report was deleted".into()),
+            Ok(None) => return answer(Err("the report was deleted".into()), &report),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the report failed while waiting for its evidence");
                 report

@@ -167,7 +167,10 @@ impl Ledger for ReportLedger<'_> {
     async fn evidence(&self) -> KnownEvidence {
         match &self.ctx.evidence {
             Some(evidence) => evidence::known(evidence, self.report).await,
-            None => KnownEvidence::Unavailable("Evidence.Enabled is false".into()),
+            None => KnownEvidence::Known {
+                evidence: Err("Evidence.Enabled is false".into()),
+                release: None,
+            },
         }
     }
 
@@ -186,8 +189,8 @@ impl Ledger for ReportLedger<'_> {
         );
         let written = match output {
             Output::Deployment(deployment) => store.set_deployment(id, version, deployment).await,
-            Output::Evidence(gathered) => {
-                evidence::store(store, &self.ctx.wake, id, version, gathered).await;
+            Output::Measured(measured) => {
+                evidence::store(store, &self.ctx.wake, id, version, measured).await;
                 return;
             }
             Output::Changes(changes) => {
@@ -215,19 +218,21 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         cancel.clone(),
     ));
     let _stop_heartbeat = AbortOnDrop(heartbeat);
-    let Diagnosed { outcome, usage } = if report.attempts > ctx.config.max_attempts.get() {
+    let (Diagnosed { outcome, usage }, release) = if report.attempts > ctx.config.max_attempts.get()
+    {
         let reason = format!(
             "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
             ctx.config.max_attempts.get()
         );
-        Diagnosed {
+        let diagnosed = Diagnosed {
             outcome: Outcome::Failed {
                 kind: FailureKind::Abandoned,
                 reason,
                 raw_output: None,
             },
             usage: None,
-        }
+        };
+        (diagnosed, None)
     } else {
         tracing::info!(
             runner = runner.map_or("none (evidence-only)", |r| r.as_str()),
@@ -246,7 +251,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             report: &report,
         };
         match ctx.pipeline.run(job, &ledger, cancel.clone()).await {
-            Ok(diagnosed) => diagnosed,
+            Ok(ran) => (ran.diagnosed, Some(ran.release)),
             Err(_) => {
                 // Shutdown, or the lease is gone: give the report back (if still ours) so
                 // a worker takes it up at once, without counting this as an attempt.
@@ -295,6 +300,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         now: Utc::now(),
         duration_ms: duration.as_millis() as u64,
         usage,
+        release,
     };
     match finish_with_retries(ctx, &id, owner, &finish, &cancel).await {
         Ok(true) => {
@@ -302,6 +308,15 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             ctx.metrics.diagnosis(status, duration.as_secs_f64(), kind);
             if let Some(usage) = &finish.usage {
                 ctx.metrics.usage(usage);
+            }
+            if let Some(release) = &finish.release {
+                ctx.metrics.release_verdict(release);
+                tracing::info!(
+                    verdict = release.verdict.as_str(),
+                    recommendation = release.recommendation.as_str(),
+                    confidence = release.confidence,
+                    "release verdict"
+                );
             }
             match &finish.ending {
                 Ending::Completed {

@@ -15,6 +15,9 @@ use deploy_diagnosis::model::report::{
     Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportStatus,
     RunnerKind, Usage, MAX_RELATED_ALERTS,
 };
+use deploy_diagnosis::model::verdict::{
+    Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict,
+};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
@@ -70,6 +73,9 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
             cached_tool_calls: 0,
             ..Default::default()
         }),
+        // A failed diagnosis still carries the release verdict it used.
+        release: (status == ReportStatus::Failed)
+            .then(|| release_verdict(Attribution::Inconclusive)),
     }
 }
 
@@ -91,7 +97,39 @@ fn evidence() -> Vec<EvidenceItem> {
             score: 6.08,
             verdict: Verdict::Saturated,
         },
+        pre_existing: false,
+        no_baseline: false,
+        series_start: None,
     }]
+}
+
+/// A release verdict as the judge writes one.
+fn release_verdict(verdict: Attribution) -> ReleaseVerdict {
+    ReleaseVerdict {
+        verdict,
+        recommendation: Recommendation::Hold,
+        confidence: 0.7,
+        reasons: vec!["web-1 errors %: 30% against 0% on the controls".into()],
+        comparisons: vec![Comparison {
+            signal: "errors %".into(),
+            host: "web-1".into(),
+            released_host: true,
+            method: Method::Canary,
+            query: "errors{hostname=~\"web-1\"}".into(),
+            unit: "%".into(),
+            released: 30.0,
+            control: 0.0,
+            points: [20, 40],
+            p_value: 1e-6,
+            effect: 12.5,
+            class: Class::High,
+            worse: true,
+            red: true,
+            breaks: Some("errorRateMaxPercent 5".into()),
+            pre_existing: false,
+        }],
+        model: None,
+    }
 }
 
 async fn contract(store: Arc<dyn ReportStore>) {
@@ -122,12 +160,12 @@ async fn contract(store: Arc<dyn ReportStore>) {
     assert!(got.evidence.is_none());
     let facts = evidence();
     assert!(store
-        .set_evidence(&id("dep-c"), 1, Ok(&facts))
+        .set_evidence(&id("dep-c"), 1, Ok(&facts), None)
         .await
         .unwrap());
     assert!(
         !store
-            .set_evidence(&id("dep-c"), 2, Ok(&facts))
+            .set_evidence(&id("dep-c"), 2, Ok(&facts), None)
             .await
             .unwrap(),
         "another version"
@@ -184,7 +222,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         "w1 lost it"
     );
     assert!(store
-        .set_evidence(&id("dep-a"), 1, Ok(&facts))
+        .set_evidence(&id("dep-a"), 1, Ok(&facts), None)
         .await
         .unwrap());
     assert!(store
@@ -192,7 +230,10 @@ async fn contract(store: Arc<dyn ReportStore>) {
         .await
         .unwrap());
     assert!(
-        !store.set_evidence(&id("dep-a"), 1, Ok(&[])).await.unwrap(),
+        !store
+            .set_evidence(&id("dep-a"), 1, Ok(&[]), None)
+            .await
+            .unwrap(),
         "a finished report keeps its evidence"
     );
     let done = store.get(&id("dep-a")).await.unwrap().unwrap();
@@ -255,10 +296,16 @@ async fn contract(store: Arc<dyn ReportStore>) {
         .list(&ListFilter {
             status: Some(ReportStatus::Failed),
             page: page(10),
+            ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].release.as_ref().map(|r| r.verdict),
+        Some(Attribution::Inconclusive),
+        "finish writes the verdict"
+    );
     let older = store
         .list(&ListFilter {
             page: Page {
@@ -403,9 +450,14 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
 
     // The first gathering stored wins, and ends the lease.
     let facts = evidence();
-    assert!(store.set_evidence(&id("q-1"), 1, Ok(&facts)).await.unwrap());
+    let verdict = release_verdict(Attribution::Release);
+    assert!(store
+        .set_evidence(&id("q-1"), 1, Ok(&facts), Some(&verdict))
+        .await
+        .unwrap());
+    let other = release_verdict(Attribution::NotRelease);
     assert!(!store
-        .set_evidence(&id("q-1"), 1, Err("too late"))
+        .set_evidence(&id("q-1"), 1, Err("too late"), Some(&other))
         .await
         .unwrap());
     let q1 = store.get(&id("q-1")).await.unwrap().unwrap();
@@ -413,10 +465,36 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
         (q1.evidence, q1.evidence_error, q1.evidence_until),
         (Some(facts), None, None)
     );
+    assert_eq!(
+        q1.release,
+        Some(verdict),
+        "the verdict is stored with the evidence"
+    );
+    let by_verdict = |v: Attribution| {
+        let store = &store;
+        async move {
+            store
+                .list(&ListFilter {
+                    verdict: Some(v),
+                    page: Page {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.deployment_id.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_verdict(Attribution::Release).await, vec!["q-1"]);
+    assert!(by_verdict(Attribution::NotRelease).await.is_empty());
 
     // A failed gathering is recorded and leaves the queue.
     assert!(store
-        .set_evidence(&id("q-2"), 1, Err("Prometheus at http://p: down"))
+        .set_evidence(&id("q-2"), 1, Err("Prometheus at http://p: down"), None)
         .await
         .unwrap());
     let q2 = store.get(&id("q-2")).await.unwrap().unwrap();
@@ -452,7 +530,7 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     assert_eq!((e.deployment_id.as_str(), e.version), ("q-1", 2));
     assert!(
         !store
-            .set_evidence(&id("q-1"), 1, Ok(&evidence()))
+            .set_evidence(&id("q-1"), 1, Ok(&evidence()), None)
             .await
             .unwrap(),
         "the old version's gathering is not stored on the new one"
@@ -915,7 +993,7 @@ async fn an_embedded_store_made_before_the_evidence_column_is_migrated_in_place(
     let old = report("dep-old", 1);
     assert_eq!(store.insert(&old).await.unwrap(), Insert::Inserted);
     assert!(store
-        .set_evidence(&id("dep-old"), 1, Ok(&evidence()))
+        .set_evidence(&id("dep-old"), 1, Ok(&evidence()), None)
         .await
         .unwrap());
     store.migrate().await.expect("applied once");

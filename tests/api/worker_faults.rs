@@ -20,6 +20,7 @@ use deploy_diagnosis::model::evidence::EvidenceItem;
 use deploy_diagnosis::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
+use deploy_diagnosis::model::verdict::ReleaseVerdict;
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 use deploy_diagnosis::worker::{WorkerContext, WorkerPool};
@@ -98,8 +99,11 @@ impl ReportStore for Flaky {
         id: &DeploymentId,
         version: u32,
         evidence: Result<&[EvidenceItem], &str>,
+        release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError> {
-        self.inner.set_evidence(id, version, evidence).await
+        self.inner
+            .set_evidence(id, version, evidence, release)
+            .await
     }
     async fn set_deployment(
         &self,

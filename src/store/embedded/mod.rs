@@ -67,6 +67,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../../migrations/sqlite/0009_budget.sql"),
     ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_release.sql"),
+    ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]

@@ -19,6 +19,7 @@ use crate::model::evidence::EvidenceItem;
 use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
+use crate::model::verdict::ReleaseVerdict;
 use crate::store::rules::{self, Merge};
 use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
 
@@ -31,7 +32,8 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
          attempts = ?6, version = ?7, updated_time = ?8, started_time = ?9, duration_ms = ?10, \
          usage = ?11, evidence = ?12, engine = ?13, ai_error = ?14, feedback = ?15, changes = ?16, \
          resolved_at = ?17, lease_owner = ?18, lease_until = ?19, evidence_error = ?20, \
-         evidence_until = ?21, deployment = ?22 WHERE deployment_id = ?23",
+         evidence_until = ?21, deployment = ?22, release = ?24, release_verdict = ?25 \
+         WHERE deployment_id = ?23",
         params![
             r.status.as_str(),
             content(id, r.body.as_ref())?,
@@ -56,6 +58,8 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
             r.evidence_until.map(ms),
             r.deployment.as_ref().map(|d| to_json(id, d)).transpose()?,
             id,
+            r.release.as_ref().map(|v| to_json(id, v)).transpose()?,
+            r.release.as_ref().map(|v| v.verdict.as_str()),
         ],
     )?;
     Ok(())
@@ -128,6 +132,7 @@ impl ReportStore for EmbeddedStore {
                 "SELECT {COLUMNS} FROM reports WHERE (?1 IS NULL OR status = ?1) \
                  AND (?2 IS NULL OR created_time < ?2) \
                  AND (?3 IS NULL OR created_time < ?3 OR (created_time = ?3 AND id < ?4)) \
+                 AND (?6 IS NULL OR release_verdict = ?6) \
                  ORDER BY created_time DESC, id DESC LIMIT ?5"
             ))?;
             let page = &filter.page;
@@ -137,7 +142,8 @@ impl ReportStore for EmbeddedStore {
                     page.before.map(ms),
                     page.after.as_ref().map(|c| ms(c.created_time)),
                     page.after.as_ref().map(|c| c.key.clone()),
-                    page.limit
+                    page.limit,
+                    filter.verdict.map(|v| v.as_str()),
                 ],
                 raw_report,
             )?;
@@ -240,19 +246,23 @@ impl ReportStore for EmbeddedStore {
         deployment_id: &DeploymentId,
         version: u32,
         evidence: Result<&[EvidenceItem], &str>,
+        release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError> {
         let id = deployment_id.clone();
         let (items, error) = match evidence {
             Ok(items) => (Some(to_json(id.as_str(), &items)?), None),
             Err(why) => (None, Some(why.to_owned())),
         };
+        let verdict = release.map(|v| v.verdict.as_str());
+        let release = release.map(|v| to_json(id.as_str(), v)).transpose()?;
         self.with(move |conn| {
             Ok(conn.execute(
                 &format!(
-                    "UPDATE reports SET evidence = ?1, evidence_error = ?2, evidence_until = NULL \
+                    "UPDATE reports SET evidence = ?1, evidence_error = ?2, evidence_until = NULL, \
+                     release = COALESCE(?5, release), release_verdict = COALESCE(?6, release_verdict) \
                      WHERE deployment_id = ?3 AND version = ?4 AND {NEEDS_EVIDENCE}"
                 ),
-                params![items, error, id.as_str(), version],
+                params![items, error, id.as_str(), version, release, verdict],
             )? == 1)
         })
         .await
@@ -371,11 +381,18 @@ impl ReportStore for EmbeddedStore {
             .map(|u| to_json(id.as_str(), u))
             .transpose()?;
         let content = content(id.as_str(), f.body())?;
+        let verdict = f.release.as_ref().map(|v| v.verdict.as_str());
+        let release = f
+            .release
+            .as_ref()
+            .map(|v| to_json(id.as_str(), v))
+            .transpose()?;
         self.with(move |conn| {
             Ok(conn.execute(
                 "UPDATE reports SET status = ?1, content = ?2, error = ?3, raw_output = ?4, runner = ?5, \
                  updated_time = ?6, duration_ms = ?7, usage = ?10, engine = ?11, ai_error = ?12, \
-                 lease_owner = NULL, lease_until = NULL \
+                 lease_owner = NULL, lease_until = NULL, release = COALESCE(?13, release), \
+                 release_verdict = COALESCE(?14, release_verdict) \
                  WHERE deployment_id = ?8 AND lease_owner = ?9 AND status = 'generating'",
                 params![
                     f.status().as_str(),
@@ -390,6 +407,8 @@ impl ReportStore for EmbeddedStore {
                     usage,
                     f.engine().map(Engine::as_str),
                     f.ai_error(),
+                    release,
+                    verdict,
                 ],
             )? == 1)
         })

@@ -15,7 +15,7 @@ pub(super) const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
      evidence, engine, ai_error, feedback, deployment, changes, related_alerts, resolved_at, \
-     evidence_error, evidence_until";
+     evidence_error, evidence_until, release";
 
 pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -105,6 +105,7 @@ pub(super) struct RawReport {
     resolved_at: Option<i64>,
     evidence_error: Option<String>,
     evidence_until: Option<i64>,
+    release: Option<String>,
 }
 
 /// Reads a row selected with [`COLUMNS`].
@@ -137,6 +138,7 @@ pub(super) fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         resolved_at: row.get(24)?,
         evidence_error: row.get(25)?,
         evidence_until: row.get(26)?,
+        release: row.get(27)?,
     })
 }
 
@@ -166,6 +168,7 @@ impl RawReport {
             evidence: parse_json(&id, "evidence", self.evidence.as_deref())?,
             evidence_error: self.evidence_error,
             evidence_until: self.evidence_until.map(time),
+            release: parse_json(&id, "release", self.release.as_deref())?,
             engine: engine(&id, self.engine.as_deref())?,
             ai_error: self.ai_error,
             feedback: parse_json(&id, "feedback", self.feedback.as_deref())?,
