@@ -40,13 +40,17 @@ fn describe(c: &Comparison) -> String {
         (Method::BeforeAfter, true) => "before the release".to_owned(),
         (Method::BeforeAfter, false) => "before the release began (control)".to_owned(),
     };
+    let p = if c.p_value < 1e-6 {
+        "p<1e-6".to_owned()
+    } else {
+        format!("p={:.1e}", c.p_value)
+    };
     let mut text = format!(
-        "{} {}: {} against {} {against} (p={:.2e}, effect {:+.1}, {} vs {} points)",
+        "{} {}: {} against {} {against} ({p}, effect {:+.1}, {} vs {} points)",
         c.host,
         c.signal,
         unit(c.released),
         unit(c.control),
-        c.p_value,
         c.effect,
         c.points[0],
         c.points[1]

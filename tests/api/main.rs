@@ -28,6 +28,7 @@ mod lifecycle;
 mod native_runner;
 mod providers;
 mod range_summary;
+mod release_verdict;
 mod reports;
 mod store_contract;
 mod worker_faults;

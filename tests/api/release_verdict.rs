@@ -1,0 +1,643 @@
+//! The release verdict against real parts: a small HTTP service that exports real
+//! Prometheus metrics (`http_requests_total` by `code`, an `http_request_duration_seconds`
+//! histogram) from the requests it serves, run as several instances under their own
+//! `hostname`, loaded, and scraped with the node_exporter by a real Prometheus (file
+//! service discovery, so each scenario adds its own hosts). A "bad release" (errors or
+//! slow answers) is switched on where the release went.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use crate::helpers::{deployment_id, spawn_app, Options, TestApp};
+use crate::servers::{free_port, start_guarded, wait_http, Guarded};
+
+/// What a bad release does to an instance.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fault {
+    /// Percent of requests answered 500.
+    errors: u64,
+    /// Added to every answer.
+    delay: Duration,
+}
+
+struct Service {
+    fault: Mutex<Fault>,
+    served: AtomicU64,
+    requests: Family<Vec<(String, String)>, Counter>,
+    duration: Histogram,
+    registry: Registry,
+}
+
+async fn work(State(s): State<Arc<Service>>) -> StatusCode {
+    let started = Instant::now();
+    let fault = *s.fault.lock().unwrap();
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    let n = s.served.fetch_add(1, Ordering::Relaxed);
+    // `errors` of every 100 requests fail, spread evenly.
+    let code = if (n + 1) * fault.errors / 100 > n * fault.errors / 100 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    s.requests
+        .get_or_create(&vec![("code".into(), code.as_u16().to_string())])
+        .inc();
+    s.duration.observe(started.elapsed().as_secs_f64());
+    code
+}
+
+async fn metrics(State(s): State<Arc<Service>>) -> String {
+    let mut out = String::new();
+    encode(&mut out, &s.registry).unwrap();
+    out
+}
+
+/// One instance of the service, loaded at 10 requests a second until dropped.
+struct Instance {
+    host: String,
+    address: String,
+    service: Arc<Service>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Instance {
+    async fn start(host: &str) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests served, by code",
+            requests.clone(),
+        );
+        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer",
+            duration.clone(),
+        );
+        let service = Arc::new(Service {
+            fault: Mutex::new(Fault::default()),
+            served: AtomicU64::new(0),
+            requests,
+            duration,
+            registry,
+        });
+        let app = Router::new()
+            .route("/work", get(work))
+            .route("/metrics", get(metrics))
+            .with_state(Arc::clone(&service));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        // Load: a request every 100 ms, each on its own task so slow answers do not slow
+        // the rate.
+        let (url, until) = (format!("http://{address}/work"), stop.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !until.is_cancelled() {
+                tick.tick().await;
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let _ = client.get(url).send().await;
+                });
+            }
+        });
+        Self {
+            host: host.to_owned(),
+            address,
+            service,
+            stop,
+        }
+    }
+
+    fn set(&self, fault: Fault) {
+        *self.service.fault.lock().unwrap() = fault;
+    }
+}
+
+/// A Prometheus scraping every 1 s what the scenarios write into its discovery folder, and
+/// a node_exporter each scenario's hosts are scraped from (as `instance` = the host).
+struct Stack {
+    url: String,
+    sd: std::path::PathBuf,
+    node: String,
+    _dir: tempfile::TempDir,
+    _prom: Guarded,
+    _node: Guarded,
+}
+
+static STACK: OnceCell<Stack> = OnceCell::const_new();
+
+async fn stack() -> &'static Stack {
+    STACK
+        .get_or_init(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let sd = dir.path().join("sd");
+            std::fs::create_dir(&sd).unwrap();
+            let node = format!("127.0.0.1:{}", free_port());
+            let node_guard = start_guarded(
+                "/usr/bin/prometheus-node-exporter",
+                &[
+                    format!("--web.listen-address={node}"),
+                    "--collector.disable-defaults".into(),
+                    "--collector.cpu".into(),
+                    "--collector.meminfo".into(),
+                    "--collector.loadavg".into(),
+                ],
+                &dir.path().join("node.log"),
+            );
+            let config = dir.path().join("prometheus.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  \
+                     - job_name: app\n    file_sd_configs: [{{files: ['{sd}/app-*.json'], refresh_interval: 1s}}]\n  \
+                     - job_name: node\n    file_sd_configs: [{{files: ['{sd}/node-*.json'], refresh_interval: 1s}}]\n",
+                    sd = sd.display()
+                ),
+            )
+            .unwrap();
+            let port = free_port();
+            let url = format!("http://127.0.0.1:{port}");
+            let prom = start_guarded(
+                "/usr/bin/prometheus",
+                &[
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                ],
+                &dir.path().join("prometheus.log"),
+            );
+            wait_http(&format!("http://{node}/metrics"), "node_exporter").await;
+            wait_http(&format!("{url}/-/ready"), "prometheus").await;
+            Stack {
+                url,
+                sd,
+                node,
+                _dir: dir,
+                _prom: prom,
+                _node: node_guard,
+            }
+        })
+        .await
+}
+
+/// A scenario's hosts, each an instance of the service, all scraped.
+struct Fleet {
+    name: String,
+    instances: Vec<Instance>,
+}
+
+impl Fleet {
+    /// Starts `hosts` (named `<scenario>-<host>`) and waits until Prometheus has scraped
+    /// each of them.
+    async fn start(scenario: &str, hosts: &[&str]) -> Self {
+        let stack = stack().await;
+        let mut instances = Vec::new();
+        for h in hosts {
+            instances.push(Instance::start(&format!("{scenario}-{h}")).await);
+        }
+        let fleet = Self {
+            name: scenario.to_owned(),
+            instances,
+        };
+        let app: Vec<Value> = fleet
+            .instances
+            .iter()
+            .map(|i| json!({"targets": [i.address], "labels": {"hostname": i.host}}))
+            .collect();
+        let node: Vec<Value> = fleet
+            .instances
+            .iter()
+            .map(|i| json!({"targets": [stack.node], "labels": {"hostname": i.host, "instance": i.host}}))
+            .collect();
+        for (kind, targets) in [("app", app), ("node", node)] {
+            let tmp = stack.sd.join(format!(".{kind}-{scenario}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec(&targets).unwrap()).unwrap();
+            std::fs::rename(&tmp, stack.sd.join(format!("{kind}-{scenario}.json"))).unwrap();
+        }
+        let want = 2 * fleet.instances.len();
+        wait_value(
+            &format!("count(up{{hostname=~\"{scenario}-.*\"}} == 1)"),
+            |n| n as usize == want,
+        )
+        .await;
+        fleet
+    }
+
+    fn host(&self, h: &str) -> &Instance {
+        let name = format!("{}-{h}", self.name);
+        self.instances.iter().find(|i| i.host == name).unwrap()
+    }
+}
+
+/// Waits until an instant query's first value satisfies `ok`.
+async fn wait_value(query: &str, ok: impl Fn(f64) -> bool) {
+    let stack = stack().await;
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let body: Option<Value> = match client
+            .get(format!("{}/api/v1/query", stack.url))
+            .query(&[("query", query)])
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let value = body.as_ref().and_then(|b| {
+            b["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()
+        });
+        if value.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus never satisfied {query}: {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An application alert about one host of the deployment.
+fn app_alert(id: &str, host: &str) -> Value {
+    json!({
+        "version": "4", "status": "firing", "receiver": "deploy-diagnosis",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "发布期间 非 200占比异常", "deploymentId": id, "hostname": host,
+                       "severity": "critical"},
+            "annotations": {"description": "non-200 ratio above 5% during the release"},
+            "startsAt": chrono::Utc::now().to_rfc3339(),
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": format!("{id}-{host}")
+        }]
+    })
+}
+
+/// The registration of a scenario's rollout.
+fn rollout(
+    fleet: &Fleet,
+    strategy: &str,
+    released: &[&str],
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let hosts: Vec<Value> = fleet
+        .instances
+        .iter()
+        .map(|i| {
+            let short = i.host.trim_start_matches(&format!("{}-", fleet.name));
+            let status = if released.contains(&short) {
+                "released"
+            } else {
+                "pending"
+            };
+            json!({"name": i.host, "status": status})
+        })
+        .collect();
+    json!({
+        "service": "shop", "tag": "v2.0.0", "environment": "production",
+        "hosts": hosts, "strategy": strategy, "startedAt": started_at.to_rfc3339(),
+        "thresholds": {"errorRateMaxPercent": 5, "durationP95MaxMs": 150}
+    })
+}
+
+/// The service, evidence-only (the verdict is the service's, AI or not), on the stack.
+async fn app() -> TestApp {
+    spawn_app(Options {
+        evidence_only: true,
+        prometheus_url: Some(stack().await.url.clone()),
+        ..Options::default()
+    })
+    .await
+}
+
+/// What a scenario ended with.
+#[derive(Debug)]
+struct Outcome {
+    scenario: &'static str,
+    report: Value,
+}
+
+impl Outcome {
+    fn release(&self) -> &Value {
+        &self.report["release"]
+    }
+
+    fn verdict(&self) -> (&str, &str) {
+        (
+            self.release()["verdict"].as_str().unwrap_or("none"),
+            self.release()["recommendation"].as_str().unwrap_or("none"),
+        )
+    }
+}
+
+/// Runs one scenario: the fleet gets `seconds_before` of history, the rollout is
+/// registered as starting now with `fault` switched on the `faulty` hosts at `fault_at`
+/// seconds from the start (negative: before the release), the alert comes 20 s later.
+#[allow(clippy::too_many_arguments)]
+async fn scenario(
+    app: &TestApp,
+    name: &'static str,
+    hosts: &[&str],
+    strategy: &str,
+    released: &[&str],
+    faulty: &[&str],
+    fault: Fault,
+    fault_before_release: Duration,
+) -> Outcome {
+    let fleet = Fleet::start(name, hosts).await;
+    let history = Duration::from_secs(35);
+    tokio::time::sleep(history - fault_before_release).await;
+    if !fault_before_release.is_zero() {
+        for h in faulty {
+            fleet.host(h).set(fault);
+        }
+        tokio::time::sleep(fault_before_release).await;
+    }
+    let started_at = chrono::Utc::now();
+    let id = deployment_id(name);
+    let (status, body) = app
+        .put_json(
+            &format!("/deployments/{id}"),
+            &rollout(&fleet, strategy, released, started_at),
+        )
+        .await;
+    assert!(status.is_success(), "{name}: registration {status}: {body}");
+    if fault_before_release.is_zero() {
+        // The fault starts with the release.
+        for h in faulty {
+            fleet.host(h).set(fault);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let alerted = fleet.host(released.first().copied().unwrap_or(hosts[0]));
+    let (status, body) = app.post_alerts(&app_alert(&id, &alerted.host)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
+    let report = app.wait_final(&id).await;
+    Outcome {
+        scenario: name,
+        report,
+    }
+}
+
+fn errors(percent: u64) -> Fault {
+    Fault {
+        errors: percent,
+        delay: Duration::ZERO,
+    }
+}
+
+#[tokio::test]
+async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
+    let app = app().await;
+    let none = Duration::ZERO;
+    let slow = Fault {
+        errors: 0,
+        delay: Duration::from_millis(300),
+    };
+    let (a, b, c, d, e) = tokio::join!(
+        // (a) The canary breaks; the controls are fine.
+        scenario(
+            &app,
+            "canary-bad",
+            &["web-1", "web-2", "web-3"],
+            "canary",
+            &["web-1"],
+            &["web-1"],
+            errors(30),
+            none
+        ),
+        // (b) The same failure everywhere, controls included.
+        scenario(
+            &app,
+            "everywhere",
+            &["web-1", "web-2"],
+            "canary",
+            &["web-1"],
+            &["web-1", "web-2"],
+            errors(30),
+            none
+        ),
+        // (c) Errors on the canary that began 15 s before the release.
+        scenario(
+            &app,
+            "before",
+            &["web-1", "web-2"],
+            "canary",
+            &["web-1"],
+            &["web-1"],
+            errors(30),
+            Duration::from_secs(15)
+        ),
+        // (d) No fault.
+        scenario(
+            &app,
+            "no-fault",
+            &["web-1", "web-2"],
+            "canary",
+            &["web-1"],
+            &[],
+            Fault::default(),
+            none
+        ),
+        // (e) Every host at once; answers slow down at the release.
+        scenario(
+            &app,
+            "all-slow",
+            &["web-1", "web-2"],
+            "all",
+            &["web-1", "web-2"],
+            &["web-1", "web-2"],
+            slow,
+            none
+        ),
+    );
+    let outcomes = [a, b, c, d, e];
+    for o in &outcomes {
+        eprintln!(
+            "{}: {:?} confidence {} reasons {:#}",
+            o.scenario,
+            o.verdict(),
+            o.release()["confidence"],
+            o.release()["reasons"]
+        );
+        assert_eq!(
+            o.report["status"], "completed",
+            "{}: {:#}",
+            o.scenario, o.report
+        );
+        let content = o.report["content"].as_str().unwrap();
+        assert!(
+            content.contains("发布判定："),
+            "{}: the evidence report says the verdict: {content}",
+            o.scenario
+        );
+    }
+    let [a, b, c, d, e] = outcomes;
+    assert_eq!(a.verdict(), ("release", "rollback"), "{:#}", a.release());
+    let worst = &a.release()["comparisons"][0];
+    assert_eq!(
+        (&worst["signal"], &worst["class"], &worst["host"]),
+        (
+            &json!("errors %"),
+            &json!("high"),
+            &json!("canary-bad-web-1")
+        ),
+        "{worst:#}"
+    );
+    assert!(worst["pValue"].as_f64().unwrap() < 0.01, "{worst:#}");
+    let content = a.report["content"].as_str().unwrap();
+    let solution = &content[content.find("【解决方案】").unwrap()..];
+    assert!(
+        solution.lines().nth(1).unwrap().contains("回滚"),
+        "the recommendation comes first: {solution}"
+    );
+    assert_eq!(b.verdict().0, "not_release", "{:#}", b.release());
+    assert_eq!(c.verdict().0, "not_release", "{:#}", c.release());
+    assert!(
+        c.release()["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["signal"] == "errors %" && x["preExisting"] == true),
+        "{:#}",
+        c.release()
+    );
+    assert_eq!(d.verdict(), ("not_release", "proceed"), "{:#}", d.release());
+    assert_eq!(e.verdict().0, "release", "{:#}", e.release());
+
+    // The list filters by verdict, and the metric counts them.
+    let (_, listed) = app.get("/reports?verdict=release").await;
+    let ids: Vec<&str> = listed["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["deploymentId"].as_str().unwrap())
+        .collect();
+    assert!(ids.iter().any(|i| i.starts_with("canary-bad")), "{ids:?}");
+    assert!(!ids.iter().any(|i| i.starts_with("no-fault")), "{ids:?}");
+    let (status, body) = app.get("/reports?verdict=maybe").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("verdict"), "{body}");
+    let metrics = app
+        .metrics_with("deploy_diagnosis_release_verdicts_total{")
+        .await;
+    assert!(
+        metrics.contains(
+            "deploy_diagnosis_release_verdicts_total{verdict=\"release\",recommendation=\"rollback\"}"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_report() {
+    let app = app().await;
+    // The hosts appear at the release: no history before it.
+    let started_at = chrono::Utc::now();
+    let fleet = Fleet::start("fresh", &["web-1"]).await;
+    let id = deployment_id("fresh");
+    let (status, body) = app
+        .put_json(
+            &format!("/deployments/{id}"),
+            &rollout(&fleet, "all", &["web-1"], started_at),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    app.post_alerts(&app_alert(&id, &fleet.host("web-1").host))
+        .await;
+    let report = app.wait_final(&id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let evidence = report["evidence"].as_array().unwrap();
+    assert!(!evidence.is_empty(), "{report:#}");
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e["noBaseline"] == true && e["seriesStart"].is_string()),
+        "{evidence:#?}"
+    );
+    assert!(report["release"]["verdict"].is_string(), "{report:#}");
+}
+
+#[tokio::test]
+async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_the_release() {
+    let app = app().await;
+    let fleet = Fleet::start("cpu", &["web-1", "web-2"]).await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let started_at = chrono::Utc::now();
+    let id = deployment_id("cpu");
+    let (status, body) = app
+        .put_json(
+            &format!("/deployments/{id}"),
+            &rollout(&fleet, "canary", &["web-1"], started_at),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    // Both cores busy, at the lowest priority so the other tests still run.
+    let dir = tempfile::tempdir().unwrap();
+    let _stress = start_guarded(
+        "nice",
+        &[
+            "-n",
+            "19",
+            "stress-ng",
+            "--cpu",
+            "2",
+            "--cpu-method",
+            "loop",
+            "--timeout",
+            "40s",
+            "--quiet",
+        ]
+        .map(str::to_owned),
+        &dir.path().join("stress.log"),
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    app.post_alerts(&app_alert(&id, &fleet.host("web-1").host))
+        .await;
+    let report = app.wait_final(&id).await;
+    let release = &report["release"];
+    eprintln!("cpu: {release:#}");
+    assert_eq!(release["verdict"], "not_release", "{release:#}");
+    assert_ne!(release["recommendation"], "rollback", "{release:#}");
+    let controls_moved =
+        release["comparisons"].as_array().unwrap().iter().any(|c| {
+            c["signal"] == "CPU busy %" && c["releasedHost"] == false && c["worse"] == true
+        });
+    assert!(controls_moved, "the control's CPU moved: {release:#}");
+}
