@@ -5,6 +5,7 @@
 //! no-fault control has no signal above the anomaly threshold.
 //!
 //!   scripts/quality [RUNS] [SCENARIO ...]   # scenarios: control cpu memory disk_space disk_io down
+//!   scripts/quality [RUNS] verdict          # the release verdict's scenarios (RED service)
 //!
 //! Without `AI_BASE_URL` the service runs in evidence-only mode. With `AI_BASE_URL`,
 //! `AI_API_KEY` and `AI_MODEL` pointing at a real provider, it runs the native runner and
@@ -19,6 +20,8 @@
 mod fake_llm;
 #[path = "../tests/api/helpers.rs"]
 mod helpers;
+#[path = "../tests/api/release_verdict.rs"]
+mod release_verdict;
 #[path = "../tests/api/servers.rs"]
 mod servers;
 
@@ -257,6 +260,72 @@ fn root_cause(content: &str) -> &str {
     &content[start..end.max(start)]
 }
 
+/// The release verdict's scenarios, `runs` times each: the verdict and recommendation of
+/// each run, how many are right, whether any fault that is not the release was rolled
+/// back, and how long after the `202` the evidence and the verdict were on the report
+/// (RED and host queries included).
+async fn verdicts(runs: usize) {
+    use release_verdict::{Outcome, CASES};
+    let app = release_verdict::app().await;
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for run in 0..runs {
+        eprintln!("verdict run {run}: the five scenarios at once");
+        outcomes.extend(release_verdict::run_together(&app).await);
+        eprintln!("verdict run {run}: a fresh host");
+        outcomes.push(release_verdict::run_fresh(&app).await);
+        eprintln!("verdict run {run}: a CPU fault during a canary");
+        outcomes.push(release_verdict::run_cpu(&app).await);
+    }
+    println!("| scenario | what | runs | verdicts | recommendations | right | wrong rollback |");
+    println!("|---|---|---|---|---|---|---|");
+    let (mut right, mut wrong_rollbacks) = (0, 0);
+    for case in &CASES {
+        let mine: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.scenario == case.name)
+            .collect();
+        let verdicts: Vec<&str> = mine.iter().map(|o| o.verdict().0).collect();
+        let recommendations: Vec<&str> = mine.iter().map(|o| o.verdict().1).collect();
+        let ok = verdicts.iter().filter(|v| **v == case.verdict).count();
+        let bad = match case.release_fault {
+            true => 0,
+            false => recommendations.iter().filter(|r| **r == "rollback").count(),
+        };
+        right += ok;
+        wrong_rollbacks += bad;
+        println!(
+            "| {} | {} | {} | {} | {} | {ok}/{} | {bad} |",
+            case.name,
+            case.what,
+            mine.len(),
+            verdicts.join(", "),
+            recommendations.join(", "),
+            mine.len()
+        );
+    }
+    for o in &outcomes {
+        eprintln!(
+            "{}: verdict on the report {:.0} ms after the 202",
+            o.scenario, o.verdict_ms
+        );
+    }
+    let mut ms: Vec<f64> = outcomes.iter().map(|o| o.verdict_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "\nright verdicts: {right}/{} ({:.0} %); wrong rollbacks: {wrong_rollbacks}",
+        outcomes.len(),
+        100.0 * right as f64 / outcomes.len().max(1) as f64
+    );
+    println!(
+        "evidence and verdict on the report after the 202 (n={}): median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        ms.len(),
+        at(0.5),
+        at(0.95),
+        at(1.0)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -264,6 +333,12 @@ async fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2);
+    if args.iter().any(|a| a == "verdict") {
+        verdicts(runs).await;
+        if !args.iter().any(|a| SCENARIOS.iter().any(|s| s.name == a)) {
+            return;
+        }
+    }
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| {

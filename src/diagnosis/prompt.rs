@@ -789,4 +789,42 @@ mod tests {
         assert!(p.contains("（截断，原长 4000 字符）"));
         assert!(p.contains("项因长度上限省略"));
     }
+
+    #[test]
+    fn the_models_answer_to_the_verdict_is_read_from_its_own_line() {
+        let agrees = "【根因分析】\n  发布判定：同意，web-1 错误率 30% 而对照 0%\n其余";
+        assert_eq!(
+            verdict_opinion(agrees),
+            Some((true, "发布判定：同意，web-1 错误率 30% 而对照 0%".into()))
+        );
+        let (agrees, _) = verdict_opinion("发布判定：不同意：对照同样升高").unwrap();
+        assert!(!agrees);
+        assert_eq!(verdict_opinion("发布判定：待定"), None);
+        assert_eq!(verdict_opinion("没有判定"), None);
+    }
+
+    #[test]
+    fn the_verdict_comes_fenced_before_the_tasks_with_its_comparisons() {
+        let verdict = crate::verdict::rules::unmeasured(true, "the deployment is not registered");
+        let a = alert();
+        let p = build_with_nonce(
+            &Facts {
+                verdict: Some(&verdict),
+                ..Facts::alert(&a)
+            },
+            NO_GITHUB,
+            "n0nce",
+        );
+        let open = p.find("<<<VERDICT-n0nce\n").expect("fenced verdict");
+        let close = p.find("\nVERDICT-n0nce>>>").unwrap();
+        assert!(p[open..close].contains("判定: inconclusive"), "{p}");
+        assert!(p[open..close].contains("the deployment is not registered"));
+        assert!(close < p.find("**你的任务**").unwrap());
+        assert!(
+            p.contains(VERDICT_LINE),
+            "the model is asked to answer on its own line"
+        );
+        let without = build_with_nonce(&Facts::alert(&a), NO_GITHUB, "n0nce");
+        assert!(!without.contains("VERDICT-"));
+    }
 }

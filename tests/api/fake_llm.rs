@@ -77,6 +77,8 @@ pub enum Script {
     RangeThenReport { query: String },
     /// Answers at once with a report whose `promQL` are these queries.
     ReportWithQueries(Vec<String>),
+    /// Answers at once with a report of this content.
+    ReportWithContent(String),
     /// Answers with a report of `LONG_ANSWER_CHARS` tokens the first `times` times, then a
     /// short one. An answer longer than the request's token limit is cut at it, with the
     /// provider's stop reason.
@@ -669,6 +671,9 @@ fn decide(script: &Script, r: &Request) -> Step {
             },
             _ => Step::Answer(report("up", r.tool_results.as_deref().unwrap_or("none"))),
         },
+        Script::ReportWithContent(content) => {
+            Step::Answer(json!({"promQL": ["up"], "content": content}).to_string())
+        }
         Script::ReportWithQueries(queries) => Step::Answer(
             json!({"promQL": queries, "content": "【问题概述】\nx\n【根因分析】\ny\n【影响范围】\nz\n【解决方案】\nw"})
                 .to_string(),

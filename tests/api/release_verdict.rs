@@ -211,17 +211,31 @@ async fn stack() -> &'static Stack {
         .await
 }
 
-/// A scenario's hosts, each an instance of the service, all scraped.
+/// A scenario's hosts, each an instance of the service, all scraped until dropped.
 struct Fleet {
     name: String,
     instances: Vec<Instance>,
 }
 
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(stack) = STACK.get() {
+            for kind in ["app", "node"] {
+                let _ = std::fs::remove_file(stack.sd.join(format!("{kind}-{}.json", self.name)));
+            }
+        }
+    }
+}
+
 impl Fleet {
-    /// Starts `hosts` (named `<scenario>-<host>`) and waits until Prometheus has scraped
-    /// each of them.
+    /// Starts `hosts` (named `<scenario>-<run>-<host>`, new names each run so no host has
+    /// history from an earlier one) and waits until Prometheus has scraped each of them.
     async fn start(scenario: &str, hosts: &[&str]) -> Self {
         let stack = stack().await;
+        let scenario = &format!(
+            "{scenario}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
         let mut instances = Vec::new();
         for h in hosts {
             instances.push(Instance::start(&format!("{scenario}-{h}")).await);
@@ -335,21 +349,15 @@ fn rollout(
     })
 }
 
-/// The service, evidence-only (the verdict is the service's, AI or not), on the stack.
-async fn app() -> TestApp {
-    spawn_app(Options {
-        evidence_only: true,
-        prometheus_url: Some(stack().await.url.clone()),
-        ..Options::default()
-    })
-    .await
-}
-
 /// What a scenario ended with.
 #[derive(Debug)]
-struct Outcome {
-    scenario: &'static str,
-    report: Value,
+pub struct Outcome {
+    /// The scenario.
+    pub scenario: &'static str,
+    /// The final report.
+    pub report: Value,
+    /// Milliseconds from the `202` to the evidence and the release verdict on the report.
+    pub verdict_ms: f64,
 }
 
 impl Outcome {
@@ -357,7 +365,8 @@ impl Outcome {
         &self.report["release"]
     }
 
-    fn verdict(&self) -> (&str, &str) {
+    /// The verdict and the recommendation.
+    pub fn verdict(&self) -> (&str, &str) {
         (
             self.release()["verdict"].as_str().unwrap_or("none"),
             self.release()["recommendation"].as_str().unwrap_or("none"),
@@ -365,9 +374,94 @@ impl Outcome {
     }
 }
 
-/// Runs one scenario: the fleet gets `seconds_before` of history, the rollout is
-/// registered as starting now with `fault` switched on the `faulty` hosts at `fault_at`
-/// seconds from the start (negative: before the release), the alert comes 20 s later.
+/// A scenario and the verdict it should get.
+pub struct Case {
+    /// Its name.
+    pub name: &'static str,
+    /// What is done.
+    pub what: &'static str,
+    /// The right verdict.
+    pub verdict: &'static str,
+    /// Whether the release is what broke it (else a *rollback* is the costliest error).
+    pub release_fault: bool,
+}
+
+/// The scenarios, in the harness's order: the first five run at once, the last two alone
+/// (one has no history, one loads every CPU).
+pub const CASES: [Case; 7] = [
+    Case {
+        name: "canary-bad",
+        what: "canary errors 30 %, controls fine",
+        verdict: "release",
+        release_fault: true,
+    },
+    Case {
+        name: "everywhere",
+        what: "errors 30 % on every host, controls included",
+        verdict: "not_release",
+        release_fault: false,
+    },
+    Case {
+        name: "before",
+        what: "canary errors from 15 s before startedAt",
+        verdict: "not_release",
+        release_fault: false,
+    },
+    Case {
+        name: "no-fault",
+        what: "canary, no fault",
+        verdict: "not_release",
+        release_fault: false,
+    },
+    Case {
+        name: "all-slow",
+        what: "strategy all, answers 300 ms slower at the release",
+        verdict: "release",
+        release_fault: true,
+    },
+    Case {
+        name: "fresh",
+        what: "a host started at the release, no baseline",
+        verdict: "inconclusive",
+        release_fault: false,
+    },
+    Case {
+        name: "cpu",
+        what: "stress-ng on both cores during a canary",
+        verdict: "not_release",
+        release_fault: false,
+    },
+];
+
+/// Posts the alert and waits for the final report, timing the verdict.
+async fn alert_and_wait(app: &TestApp, name: &'static str, id: &str, host: &str) -> Outcome {
+    let (status, body) = app.post_alerts(&app_alert(id, host)).await;
+    let accepted = Instant::now();
+    assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
+    let verdict_ms = loop {
+        let (_, report) = app.get(&format!("/reports/{id}")).await;
+        if report["release"].is_object()
+            && (report["evidence"].is_array() || report["evidenceError"].is_string())
+        {
+            break accepted.elapsed().as_secs_f64() * 1000.0;
+        }
+        assert!(
+            accepted.elapsed() < Duration::from_secs(60),
+            "{name}: no verdict on {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let report = app.wait_final(id).await;
+    Outcome {
+        scenario: name,
+        report,
+        verdict_ms,
+    }
+}
+
+/// Runs one scenario: the fleet gets 35 s of history, the rollout is registered as
+/// starting now with `fault` switched on the `faulty` hosts at the release (or
+/// `fault_before_release` before it), the alert comes 20 s later.
 #[allow(clippy::too_many_arguments)]
 async fn scenario(
     app: &TestApp,
@@ -398,20 +492,13 @@ async fn scenario(
         .await;
     assert!(status.is_success(), "{name}: registration {status}: {body}");
     if fault_before_release.is_zero() {
-        // The fault starts with the release.
         for h in faulty {
             fleet.host(h).set(fault);
         }
     }
     tokio::time::sleep(Duration::from_secs(20)).await;
     let alerted = fleet.host(released.first().copied().unwrap_or(hosts[0]));
-    let (status, body) = app.post_alerts(&app_alert(&id, &alerted.host)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
-    let report = app.wait_final(&id).await;
-    Outcome {
-        scenario: name,
-        report,
-    }
+    alert_and_wait(app, name, &id, &alerted.host).await
 }
 
 fn errors(percent: u64) -> Fault {
@@ -421,18 +508,16 @@ fn errors(percent: u64) -> Fault {
     }
 }
 
-#[tokio::test]
-async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
-    let app = app().await;
+/// The five scenarios that run at once: (a) to (e) of the issue.
+pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
     let none = Duration::ZERO;
     let slow = Fault {
         errors: 0,
         delay: Duration::from_millis(300),
     };
     let (a, b, c, d, e) = tokio::join!(
-        // (a) The canary breaks; the controls are fine.
         scenario(
-            &app,
+            app,
             "canary-bad",
             &["web-1", "web-2", "web-3"],
             "canary",
@@ -441,9 +526,8 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
             errors(30),
             none
         ),
-        // (b) The same failure everywhere, controls included.
         scenario(
-            &app,
+            app,
             "everywhere",
             &["web-1", "web-2"],
             "canary",
@@ -452,9 +536,8 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
             errors(30),
             none
         ),
-        // (c) Errors on the canary that began 15 s before the release.
         scenario(
-            &app,
+            app,
             "before",
             &["web-1", "web-2"],
             "canary",
@@ -463,9 +546,8 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
             errors(30),
             Duration::from_secs(15)
         ),
-        // (d) No fault.
         scenario(
-            &app,
+            app,
             "no-fault",
             &["web-1", "web-2"],
             "canary",
@@ -474,9 +556,8 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
             Fault::default(),
             none
         ),
-        // (e) Every host at once; answers slow down at the release.
         scenario(
-            &app,
+            app,
             "all-slow",
             &["web-1", "web-2"],
             "all",
@@ -486,13 +567,85 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
             none
         ),
     );
-    let outcomes = [a, b, c, d, e];
+    vec![a, b, c, d, e]
+}
+
+/// (f): a host that appears at the release, with no history before it.
+pub async fn run_fresh(app: &TestApp) -> Outcome {
+    let started_at = chrono::Utc::now();
+    let fleet = Fleet::start("fresh", &["web-1"]).await;
+    let id = deployment_id("fresh");
+    let (status, body) = app
+        .put_json(
+            &format!("/deployments/{id}"),
+            &rollout(&fleet, "all", &["web-1"], started_at),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    alert_and_wait(app, "fresh", &id, &fleet.host("web-1").host).await
+}
+
+/// A real CPU fault (stress-ng on both cores) during a canary: every instance on this
+/// machine shares the CPU, so the controls move too.
+pub async fn run_cpu(app: &TestApp) -> Outcome {
+    let fleet = Fleet::start("cpu", &["web-1", "web-2"]).await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let started_at = chrono::Utc::now();
+    let id = deployment_id("cpu");
+    let (status, body) = app
+        .put_json(
+            &format!("/deployments/{id}"),
+            &rollout(&fleet, "canary", &["web-1"], started_at),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    // Both cores busy, at the lowest priority so the other tests still run.
+    let dir = tempfile::tempdir().unwrap();
+    let _stress = start_guarded(
+        "nice",
+        &[
+            "-n",
+            "19",
+            "stress-ng",
+            "--cpu",
+            "2",
+            "--cpu-method",
+            "loop",
+            "--timeout",
+            "40s",
+            "--quiet",
+        ]
+        .map(str::to_owned),
+        &dir.path().join("stress.log"),
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    alert_and_wait(app, "cpu", &id, &fleet.host("web-1").host).await
+}
+
+/// The service, evidence-only (the verdict is the service's, AI or not), on the stack.
+pub async fn app() -> TestApp {
+    spawn_app(Options {
+        evidence_only: true,
+        prometheus_url: Some(stack().await.url.clone()),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
+    let app = app().await;
+    let outcomes = run_together(&app).await;
     for o in &outcomes {
+        let case = CASES.iter().find(|c| c.name == o.scenario).unwrap();
         eprintln!(
-            "{}: {:?} confidence {} reasons {:#}",
+            "{} ({}): {:?} confidence {} in {:.0} ms, reasons {:#}",
             o.scenario,
+            case.what,
             o.verdict(),
             o.release()["confidence"],
+            o.verdict_ms,
             o.release()["reasons"]
         );
         assert_eq!(
@@ -506,17 +659,34 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
             "{}: the evidence report says the verdict: {content}",
             o.scenario
         );
+        assert_eq!(
+            o.verdict().0,
+            case.verdict,
+            "{}: {:#}",
+            o.scenario,
+            o.release()
+        );
+        if !case.release_fault {
+            assert_ne!(
+                o.verdict().1,
+                "rollback",
+                "{}: {:#}",
+                o.scenario,
+                o.release()
+            );
+        }
     }
-    let [a, b, c, d, e] = outcomes;
+    let [a, b, c, d, e]: [Outcome; 5] = outcomes.try_into().unwrap();
     assert_eq!(a.verdict(), ("release", "rollback"), "{:#}", a.release());
     let worst = &a.release()["comparisons"][0];
     assert_eq!(
-        (&worst["signal"], &worst["class"], &worst["host"]),
-        (
-            &json!("errors %"),
-            &json!("high"),
-            &json!("canary-bad-web-1")
-        ),
+        (&worst["signal"], &worst["class"]),
+        (&json!("errors %"), &json!("high")),
+        "{worst:#}"
+    );
+    let host = worst["host"].as_str().unwrap();
+    assert!(
+        host.starts_with("canary-bad-") && host.ends_with("-web-1"),
         "{worst:#}"
     );
     assert!(worst["pValue"].as_f64().unwrap() < 0.01, "{worst:#}");
@@ -567,21 +737,8 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
 #[tokio::test]
 async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_report() {
     let app = app().await;
-    // The hosts appear at the release: no history before it.
-    let started_at = chrono::Utc::now();
-    let fleet = Fleet::start("fresh", &["web-1"]).await;
-    let id = deployment_id("fresh");
-    let (status, body) = app
-        .put_json(
-            &format!("/deployments/{id}"),
-            &rollout(&fleet, "all", &["web-1"], started_at),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    app.post_alerts(&app_alert(&id, &fleet.host("web-1").host))
-        .await;
-    let report = app.wait_final(&id).await;
+    let o = run_fresh(&app).await;
+    let report = &o.report;
     assert_eq!(report["status"], "completed", "{report:#}");
     let evidence = report["evidence"].as_array().unwrap();
     assert!(!evidence.is_empty(), "{report:#}");
@@ -591,47 +748,14 @@ async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_r
             .any(|e| e["noBaseline"] == true && e["seriesStart"].is_string()),
         "{evidence:#?}"
     );
-    assert!(report["release"]["verdict"].is_string(), "{report:#}");
+    assert_eq!(o.verdict(), ("inconclusive", "hold"), "{report:#}");
 }
 
 #[tokio::test]
 async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_the_release() {
     let app = app().await;
-    let fleet = Fleet::start("cpu", &["web-1", "web-2"]).await;
-    tokio::time::sleep(Duration::from_secs(35)).await;
-    let started_at = chrono::Utc::now();
-    let id = deployment_id("cpu");
-    let (status, body) = app
-        .put_json(
-            &format!("/deployments/{id}"),
-            &rollout(&fleet, "canary", &["web-1"], started_at),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
-    // Both cores busy, at the lowest priority so the other tests still run.
-    let dir = tempfile::tempdir().unwrap();
-    let _stress = start_guarded(
-        "nice",
-        &[
-            "-n",
-            "19",
-            "stress-ng",
-            "--cpu",
-            "2",
-            "--cpu-method",
-            "loop",
-            "--timeout",
-            "40s",
-            "--quiet",
-        ]
-        .map(str::to_owned),
-        &dir.path().join("stress.log"),
-    );
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    app.post_alerts(&app_alert(&id, &fleet.host("web-1").host))
-        .await;
-    let report = app.wait_final(&id).await;
-    let release = &report["release"];
+    let o = run_cpu(&app).await;
+    let release = o.release();
     eprintln!("cpu: {release:#}");
     assert_eq!(release["verdict"], "not_release", "{release:#}");
     assert_ne!(release["recommendation"], "rollback", "{release:#}");
@@ -640,4 +764,55 @@ async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_th
             c["signal"] == "CPU busy %" && c["releasedHost"] == false && c["worse"] == true
         });
     assert!(controls_moved, "the control's CPU moved: {release:#}");
+}
+
+#[tokio::test]
+async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded() {
+    let content = "【问题概述】\nweb-1 错误率升高\n【根因分析】\n发布判定：不同意，未发布的 web-2 错误率同样是 20%\n\
+                   【影响范围】\nweb-1\n【解决方案】\n检查下游依赖";
+    let app = spawn_app(Options {
+        evidence: true,
+        prometheus_url: Some(stack().await.url.clone()),
+        script: crate::fake_llm::Script::ReportWithContent(content.into()),
+        ..Options::default()
+    })
+    .await;
+    let fleet = Fleet::start("opinion", &["web-1", "web-2"]).await;
+    let id = deployment_id("opinion");
+    let (status, body) = app
+        .put_json(
+            &format!("/deployments/{id}"),
+            &rollout(&fleet, "canary", &["web-1"], chrono::Utc::now()),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let o = alert_and_wait(&app, "opinion", &id, &fleet.host("web-1").host).await;
+    let report = &o.report;
+    assert_eq!(report["engine"], "ai", "{report:#}");
+    let release = &report["release"];
+    assert_eq!(
+        release["model"]["agrees"], false,
+        "the model's disagreement is recorded: {release:#}"
+    );
+    assert!(
+        release["model"]["says"]
+            .as_str()
+            .unwrap()
+            .contains("web-2 错误率同样是 20%"),
+        "{release:#}"
+    );
+    let prompt = app.llm.requests()[0].prompt();
+    let fenced = prompt
+        .find("<<<VERDICT-")
+        .expect("the verdict is fenced as data");
+    let tasks = prompt.find("**你的任务**").unwrap();
+    assert!(fenced < tasks, "the verdict comes before the tasks");
+    assert!(
+        prompt.contains(&format!("判定: {}", release["verdict"].as_str().unwrap())),
+        "the service's verdict is kept as the prompt gave it: {release:#}"
+    );
+    assert!(
+        prompt.contains("发布判定：同意"),
+        "the model is asked to answer it"
+    );
 }
