@@ -19,13 +19,14 @@
 //!   lifecycle.
 //! - [`evidence`]: facts measured from Prometheus (client, signals, scoring, gathering).
 //! - [`changes`]: the release's changes from GitHub, admitted and ranked as suspects.
+//! - [`notify`]: the sinks a finished report goes to, and one delivery to each.
 //! - [`verdict`]: whether the release caused it, from canary and before/after comparisons.
 //! - [`runner`]: the `Runner` trait; `native` (the agent loop in the service), `process`
 //!   and `docker` (the Python runner); providers; the report pulled out of the answer.
 //! - [`diagnosis`]: the prompt, the diagnosis, the report written from the evidence.
 //! - [`pipeline`]: the stages in order, once: deployment → evidence → changes → diagnosis.
 //! - [`worker`]: the pool that claims reports and runs the pipeline; the evidence pool;
-//!   leases, budgets, the queue gate.
+//!   the outbox's deliveries; leases, budgets, the queue gate.
 //! - [`http`]: the routes, one file a resource; tokens; the error type.
 //! - [`startup`]: wiring it together and running until shutdown.
 
@@ -40,6 +41,7 @@ pub mod http;
 pub mod intake;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod redact;
 pub mod runner;

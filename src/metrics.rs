@@ -51,6 +51,7 @@ pub struct Metrics {
     changes: Family<Labels, Counter>,
     limits: Family<Labels, Counter>,
     verdicts: Family<Labels, Counter>,
+    notifications: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -129,6 +130,12 @@ impl Metrics {
             "Tool calls of finished diagnoses; cached=true were answered from an identical earlier call",
             tool_calls.clone(),
         );
+        let notifications = Family::<Labels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification attempts, by sink and outcome (delivered, retry, failed, disabled)",
+            notifications.clone(),
+        );
         let verdicts = Family::<Labels, Counter>::default();
         registry.register(
             "release_verdicts",
@@ -170,7 +177,18 @@ impl Metrics {
             container_starts,
             exec_failures,
             verdicts,
+            notifications,
         }
+    }
+
+    /// Counts one notification attempt.
+    pub fn notification(&self, sink: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("sink", sink.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
     /// Counts the release verdict of a finished diagnosis.

@@ -19,6 +19,7 @@ use crate::intake::webhook::Limits;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::model::report::RunnerKind;
+use crate::notify::Sinks;
 use crate::pipeline::{Measure, Pipeline};
 use crate::runner::docker::DockerRunner;
 use crate::runner::native::NativeRunner;
@@ -29,6 +30,7 @@ use crate::verdict::Judge;
 use crate::worker::budget::Budget;
 use crate::worker::evidence::{EvidenceContext, EvidencePool};
 use crate::worker::gate::QueueGate;
+use crate::worker::outbox::{Outbox, OutboxContext};
 use crate::worker::{WorkerContext, WorkerPool};
 
 /// Why the service could not start.
@@ -114,6 +116,7 @@ pub async fn run(
         }
     }
     let wake = Arc::new(Wake::default());
+    let sinks = Arc::new(Sinks::new(&config)?);
     let evidence = pipeline.measure.clone().map(|measure| EvidenceContext {
         store: Arc::clone(&store),
         measure,
@@ -130,7 +133,18 @@ pub async fn run(
         budget: Arc::new(Budget::new(&config.budget, Arc::clone(&stores.budget))),
         metrics: Arc::clone(&metrics),
         wake: Arc::clone(&wake),
+        sinks: Arc::clone(&sinks),
         config: config.worker.clone(),
+    });
+    let outbox = (!sinks.is_empty()).then(|| {
+        Outbox::start(OutboxContext {
+            store: Arc::clone(&store),
+            sinks: Arc::clone(&sinks),
+            wake: Arc::clone(&wake),
+            poll: config.worker.poll,
+            metrics: Arc::clone(&metrics),
+            timeout: config.notify.timeout,
+        })
     });
     let intake = Intake {
         store: Arc::clone(&store),
@@ -172,6 +186,9 @@ pub async fn run(
     pool.shutdown().await;
     if let Some(evidence_pool) = evidence_pool {
         evidence_pool.shutdown().await;
+    }
+    if let Some(outbox) = outbox {
+        outbox.shutdown().await;
     }
     served?;
     Ok(())

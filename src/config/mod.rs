@@ -50,6 +50,15 @@ pub enum ConfigError {
     },
 }
 
+/// The key of a Standard Webhooks secret (`whsec_` and Base64); `None` when it is not one.
+pub fn webhook_secret(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_")?)
+        .ok()?;
+    (!key.is_empty()).then_some(key)
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -101,6 +110,37 @@ impl Config {
             }
             if self.ai.model.trim().is_empty() {
                 return Err(invalid("AI.Model", "is empty"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, sink) in self.notify.sinks.iter().enumerate() {
+            let key = |k: &str| format!("Notify.Sinks[{i}].{k}");
+            if !names.insert(sink.name.as_str()) {
+                return Err(invalid(
+                    &key("Name"),
+                    format!("{:?} names two sinks", sink.name),
+                ));
+            }
+            if sink.kind != SinkKind::Webhook {
+                return Err(invalid(
+                    &key("Kind"),
+                    "is not supported yet: the kinds there are: webhook",
+                ));
+            }
+            let secret = sink.secret.expose();
+            if !secret.is_empty() && crate::config::webhook_secret(secret).is_none() {
+                return Err(invalid(
+                    &key("Secret"),
+                    "must be whsec_ and Base64 (the Standard Webhooks form), or empty",
+                ));
+            }
+            if !["", "info", "warning", "critical"]
+                .contains(&sink.min_severity.to_lowercase().as_str())
+            {
+                return Err(invalid(
+                    &key("MinSeverity"),
+                    "must be info, warning or critical (or empty)",
+                ));
             }
         }
         let red = &self.release.red;
@@ -420,6 +460,52 @@ AI:
             (c.ai.max_tokens, c.ai.provider, c.ai.extra_body.len()),
             (4096, ProviderSetting::Auto, 0)
         );
+    }
+
+    #[test]
+    fn notification_sinks_are_read_and_checked() {
+        let blank = "AI:\n  BaseURL:\n  PrometheusURL: http://localhost:9090\n";
+        let sink = |extra: &str| {
+            format!("{blank}Notify:\n  Sinks:\n    - Name: ops\n      Kind: Webhook\n      URL: https://hooks.example/x\n{extra}")
+        };
+        let e = env(&[("HOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]);
+        let c = Config::from_yaml(
+            &sink("      Secret: ${HOOK_SECRET}\n      Verdicts: [release]\n"),
+            &e,
+        )
+        .unwrap();
+        let s = &c.notify.sinks[0];
+        assert_eq!(
+            (s.name.as_str(), s.kind, s.url.as_str()),
+            ("ops", SinkKind::Webhook, "https://hooks.example/x")
+        );
+        assert_eq!(s.on.len(), 2, "completed and failed by default");
+        assert_eq!(
+            s.verdicts,
+            vec![crate::model::verdict::Attribution::Release]
+        );
+        assert_eq!(c.notify.max_attempts.get(), 8);
+        let refused = |text: &str| {
+            Config::from_yaml(text, &Environment::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&sink("      Secret: hunter2\n"));
+        assert!(
+            err.contains("Notify.Sinks[0].Secret") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = refused(&format!("{blank}Notify:\n  Sinks:\n    - {{Name: a, Kind: slack, URL: 'https://hooks.slack.com/x'}}\n"));
+        assert!(
+            err.contains("Notify.Sinks[0].Kind") && err.contains("not supported yet"),
+            "{err}"
+        );
+        let err = refused(&format!(
+            "{blank}Notify:\n  Sinks:\n    - {{Name: a, Kind: webhook, URL: 'https://a.example'}}\n    - {{Name: a, Kind: webhook, URL: 'https://b.example'}}\n"
+        ));
+        assert!(err.contains("Notify.Sinks[1].Name"), "{err}");
+        let err = refused(&sink("      MinSeverity: loud\n"));
+        assert!(err.contains("MinSeverity"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use super::secret::Secret;
 use super::value::{self, HttpUrl, GITHUB_READ_TOOLS};
+use crate::model::notify::Event;
 use crate::model::report::RunnerKind;
+use crate::model::verdict::Attribution;
 
 /// Every key, as documented (README, `etc/deploy-diagnosis.yaml`). Errors name keys this
 /// way; `MCP.Servers.*` are the keys of each server.
@@ -122,6 +124,19 @@ pub const KEYS: &[&str] = &[
     "GitHub.MaxCommits",
     "GitHub.TimeoutSeconds",
     "GitHub.MCPTools",
+    "Notify",
+    "Notify.MaxAttempts",
+    "Notify.TimeoutSeconds",
+    "Notify.Sinks",
+    "Notify.Sinks.Name",
+    "Notify.Sinks.Kind",
+    "Notify.Sinks.URL",
+    "Notify.Sinks.Secret",
+    "Notify.Sinks.On",
+    "Notify.Sinks.MinSeverity",
+    "Notify.Sinks.Verdicts",
+    "UI",
+    "UI.ExternalURL",
     "Log",
     "Log.Format",
     "Log.Level",
@@ -172,6 +187,10 @@ pub struct Config {
     pub deployments: DeploymentsConfig,
     /// The release verdict's service-wide RED queries and thresholds.
     pub release: ReleaseConfig,
+    /// Where finished reports are sent.
+    pub notify: NotifyConfig,
+    /// How people reach the service.
+    pub ui: UiConfig,
     /// Change evidence from GitHub.
     pub github: GitHubConfig,
     /// Logging.
@@ -203,6 +222,8 @@ impl Default for Config {
             budget: BudgetConfig::default(),
             deployments: DeploymentsConfig::default(),
             release: ReleaseConfig::default(),
+            notify: NotifyConfig::default(),
+            ui: UiConfig::default(),
             github: GitHubConfig::default(),
             log: LogConfig::default(),
             unknown_keys: Vec::new(),
@@ -656,6 +677,89 @@ impl Default for EvidenceConfig {
             concurrency: NonZeroUsize::new(8).expect("not zero"),
         }
     }
+}
+
+/// `Notify.*`: the sinks finished reports are sent to, through the store's outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NotifyConfig {
+    /// The sinks (none: nothing is sent).
+    pub sinks: Vec<SinkConfig>,
+    /// Attempts of one message before it is given up (counted on the report).
+    #[serde(
+        rename = "maxattempts",
+        deserialize_with = "value::at_least::<1, _, _>"
+    )]
+    pub max_attempts: NonZeroU32,
+    /// How long one attempt may take.
+    #[serde(rename = "timeoutseconds", deserialize_with = "value::seconds::<1, _>")]
+    pub timeout: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            sinks: Vec::new(),
+            max_attempts: NonZeroU32::new(8).expect("not zero"),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The platform a sink speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Any HTTP receiver: the report's JSON in a versioned envelope, signed by the
+    /// Standard Webhooks specification.
+    Webhook,
+    /// Slack incoming webhook.
+    Slack,
+    /// DingTalk robot.
+    DingTalk,
+    /// Feishu (Lark) bot.
+    Feishu,
+    /// WeCom robot.
+    WeCom,
+}
+
+/// One sink of `Notify.Sinks`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SinkConfig {
+    /// Its name (unique; in logs, metrics and the report's `notifications`).
+    #[serde(deserialize_with = "value::non_empty")]
+    pub name: String,
+    /// `webhook` (more platforms to come).
+    #[serde(deserialize_with = "value::variant")]
+    pub kind: SinkKind,
+    /// Where to send.
+    pub url: HttpUrl,
+    /// The signing secret (`whsec_<Base64>` for `webhook`); empty: unsigned.
+    #[serde(default)]
+    pub secret: Secret,
+    /// Which endings are sent: `completed`, `failed` (default both).
+    #[serde(default = "both_endings")]
+    pub on: Vec<Event>,
+    /// Only alerts of at least this severity (`info` < `warning` < `critical`); empty: all.
+    #[serde(default, rename = "minseverity")]
+    pub min_severity: String,
+    /// Only reports with one of these release verdicts; empty: all.
+    #[serde(default)]
+    pub verdicts: Vec<Attribution>,
+}
+
+fn both_endings() -> Vec<Event> {
+    vec![Event::Completed, Event::Failed]
+}
+
+/// `UI.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UiConfig {
+    /// The service's address as people reach it, for links in messages (`None`: links are
+    /// relative paths).
+    #[serde(rename = "externalurl", deserialize_with = "value::optional_url")]
+    pub external_url: Option<HttpUrl>,
 }
 
 /// `Release.*`: what a deployment registered without its own `red` or `thresholds` gets.

@@ -7,6 +7,7 @@
 //! - [`changes`]: what a release changed, and the release a diagnosis reads.
 //! - [`report`]: a report, its answer, how a diagnosis ended, its history.
 //! - [`budget`]: the AI budgets' ledger, counted by the minute.
+//! - [`notify`]: notifications of finished reports, as the outbox keeps them.
 //! - [`verdict`]: the release verdict, its recommendation and comparisons.
 
 pub mod alert;
@@ -14,5 +15,6 @@ pub mod budget;
 pub mod changes;
 pub mod deployment;
 pub mod evidence;
+pub mod notify;
 pub mod report;
 pub mod verdict;

@@ -8,6 +8,7 @@ use super::alert::{Alert, DeploymentId};
 use super::changes::Changes;
 use super::deployment::Deployment;
 use super::evidence::EvidenceItem;
+use super::notify::Notification;
 use super::verdict::ReleaseVerdict;
 
 /// The design's `ReportStatus`.
@@ -290,6 +291,8 @@ pub struct Report {
     pub evidence_error: Option<String>,
     /// The release verdict of this version, once measured.
     pub release: Option<ReleaseVerdict>,
+    /// The outbox: notifications of this report's versions, delivered or not.
+    pub notifications: Vec<Notification>,
     /// Until when a gathering holds this version's evidence lease.
     pub evidence_until: Option<DateTime<Utc>>,
     /// What wrote the completed report.
@@ -334,6 +337,7 @@ impl Report {
             evidence: None,
             evidence_error: None,
             release: None,
+            notifications: Vec::new(),
             evidence_until: None,
             engine: None,
             ai_error: None,
@@ -460,6 +464,8 @@ pub struct Finish {
     pub usage: Option<Usage>,
     /// The release verdict the diagnosis used (`None`: leave the stored one).
     pub release: Option<ReleaseVerdict>,
+    /// Notifications of this ending, added to the outbox in the same write.
+    pub notify: Vec<Notification>,
 }
 
 impl Finish {
@@ -500,6 +506,95 @@ impl Finish {
         match &self.ending {
             Ending::Completed { ai_error, .. } => ai_error.as_deref(),
             Ending::Failed { .. } => None,
+        }
+    }
+}
+
+/// A report as the API (and the generic webhook) shows it: the design's `promQL` and
+/// `content` at the top level.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportView {
+    id: String,
+    deployment_id: String,
+    status: ReportStatus,
+    #[serde(rename = "promQL")]
+    prom_ql: Vec<String>,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_output: Option<String>,
+    runner: Option<RunnerKind>,
+    attempts: u32,
+    version: u32,
+    created_time: DateTime<Utc>,
+    updated_time: DateTime<Utc>,
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    /// The evidence stage's ranked facts; `null` until gathered.
+    evidence: Option<Vec<EvidenceItem>>,
+    /// Why no evidence could be gathered, when a gathering failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence_error: Option<String>,
+    /// Was it this release, and what to do; `null` until measured.
+    release: Option<ReleaseVerdict>,
+    /// Where the report was sent, and how that went.
+    notifications: Vec<Notification>,
+    /// `ai` or `evidence` (completed reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<Engine>,
+    /// Why the AI did not write the report, when the evidence did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai_error: Option<String>,
+    /// A person's feedback on this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<Feedback>,
+    /// The registered deployment it is diagnosed with.
+    deployment: Option<Deployment>,
+    /// What the release changed, and its suspects.
+    changes: Option<Changes>,
+    /// Further alerts of the deployment, newest last.
+    related_alerts: Vec<RelatedAlert>,
+    /// When a resolved alert for the deployment came.
+    resolved_at: Option<DateTime<Utc>>,
+    alert: Alert,
+}
+
+impl From<Report> for ReportView {
+    fn from(r: Report) -> Self {
+        let ReportBody { prom_ql, content } = r.body.unwrap_or(ReportBody {
+            prom_ql: Vec::new(),
+            content: String::new(),
+        });
+        Self {
+            id: r.id,
+            deployment_id: r.deployment_id.to_string(),
+            status: r.status,
+            prom_ql,
+            content,
+            error: r.error,
+            raw_output: r.raw_output,
+            runner: r.runner,
+            attempts: r.attempts,
+            version: r.version,
+            created_time: r.created_time,
+            updated_time: r.updated_time,
+            duration_ms: r.duration_ms,
+            usage: r.usage,
+            evidence: r.evidence,
+            evidence_error: r.evidence_error,
+            release: r.release,
+            notifications: r.notifications,
+            engine: r.engine,
+            ai_error: r.ai_error,
+            feedback: r.feedback,
+            deployment: r.deployment,
+            changes: r.changes,
+            related_alerts: r.related_alerts,
+            resolved_at: r.resolved_at,
+            alert: r.alert,
         }
     }
 }

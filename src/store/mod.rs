@@ -21,6 +21,7 @@ use crate::model::budget::{Caps, Exhausted};
 use crate::model::changes::Changes;
 use crate::model::deployment::Deployment;
 use crate::model::evidence::EvidenceItem;
+use crate::model::notify::Notification;
 use crate::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
@@ -240,6 +241,22 @@ pub trait ReportStore: Send + Sync {
         evidence: Result<&[EvidenceItem], &str>,
         release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError>;
+    /// The outbox: claims the report whose earliest pending notification is due at `now`
+    /// and that no live delivery lease holds, holding its notifications until
+    /// `lease_until`.
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError>;
+    /// Applies a delivery's `updates` to the report's notifications (by id; notifications
+    /// added meanwhile are kept, as [`crate::model::notify::merge`] says) and ends the
+    /// delivery lease; `false` when the report is gone.
+    async fn update_notifications(
+        &self,
+        deployment_id: &DeploymentId,
+        updates: &[Notification],
+    ) -> Result<bool, StoreError>;
     /// Stores the deployment version `version` is diagnosed with while it is `generating`;
     /// `false` otherwise.
     async fn set_deployment(
@@ -315,6 +332,8 @@ pub struct Wake {
     pub evidence: tokio::sync::Notify,
     /// Waiters for a gathering this process stored (`notify_waiters`).
     pub evidence_stored: tokio::sync::Notify,
+    /// A delivery of the outbox: a report finished with notifications.
+    pub outbox: tokio::sync::Notify,
 }
 
 impl Wake {

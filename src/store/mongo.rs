@@ -24,6 +24,7 @@ use crate::model::budget::{BudgetLedger, Caps, Exhausted};
 use crate::model::changes::Changes;
 use crate::model::deployment::{Deployment, Host, RedQueries, Strategy, Thresholds};
 use crate::model::evidence::EvidenceItem;
+use crate::model::notify::{self, Notification};
 use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportBody,
     ReportStatus, RunnerKind, Usage,
@@ -47,6 +48,10 @@ const INDEXES: &[(&str, &str)] = &[
     (
         "migrations/mongo/0004_release_verdict.json",
         include_str!("../../migrations/mongo/0004_release_verdict.json"),
+    ),
+    (
+        "migrations/mongo/0005_outbox.json",
+        include_str!("../../migrations/mongo/0005_outbox.json"),
     ),
 ];
 /// Compare-and-swap rounds before a change under contention gives up.
@@ -215,6 +220,20 @@ struct ReportDoc {
     /// on it, following [`rules::merge_related`].
     #[serde(default)]
     related_rev: Option<i64>,
+    /// The outbox: notifications of this report's versions.
+    #[serde(default)]
+    notifications: Vec<Notification>,
+    /// When the earliest pending notification is due (absent: none; never `null`, which
+    /// sorts below every date and would keep a finish's `$min` from lowering it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notify_due: Option<bson::DateTime>,
+    /// Until when a delivery holds the notifications.
+    #[serde(default)]
+    notify_until: Option<bson::DateTime>,
+    /// Counts the changes of `notifications`: a delivery writes them back by
+    /// compare-and-swap on it, and a finished report adds to them by `$push`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notify_rev: Option<i64>,
     #[serde(default)]
     resolved_at: Option<bson::DateTime>,
     #[serde(default)]
@@ -329,6 +348,10 @@ impl ReportDoc {
             changes: r.changes.clone(),
             related_alerts: r.related_alerts.clone(),
             related_rev: None,
+            notifications: r.notifications.clone(),
+            notify_due: notify::due(&r.notifications).map(bdate),
+            notify_until: None,
+            notify_rev: None,
             resolved_at: r.resolved_at.map(bdate),
             lease_owner: r.lease_owner.clone(),
             lease_until: r.lease_until.map(bdate),
@@ -361,6 +384,7 @@ impl ReportDoc {
             usage: self.usage,
             evidence: self.evidence,
             release: self.release,
+            notifications: self.notifications,
             evidence_error: self.evidence_error,
             evidence_until: self.evidence_until.map(cdate),
             engine: self.engine,
@@ -460,6 +484,23 @@ fn page_query(page: &Page, key: &str) -> Document {
         0 => Document::new(),
         _ => doc! { "$and": clauses },
     }
+}
+
+/// A finished report's update: `fields`, its release verdict, and its notifications
+/// pushed onto the outbox in the same write (`notifyDue` lowered to the earliest).
+fn finish_update(
+    fields: Document,
+    deployment_id: &DeploymentId,
+    f: &Finish,
+) -> Result<Document, StoreError> {
+    let mut update = set_release(fields, deployment_id, f.release.as_ref())?;
+    if let Some(due) = notify::due(&f.notify) {
+        let each = bson::to_bson(&f.notify).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
+        update.insert("$push", doc! { "notifications": { "$each": each } });
+        update.insert("$min", doc! { "notifyDue": bdate(due) });
+        update.insert("$inc", doc! { "notifyRev": 1_i64 });
+    }
+    Ok(update)
 }
 
 /// A `$set` of `fields`, and of the release verdict when there is one (else the stored
@@ -656,6 +697,75 @@ impl ReportStore for MongoStore {
             .transpose()
     }
 
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.docs
+            .find_one_and_update(
+                doc! {
+                    "notifyDue": { "$lte": bdate(now) },
+                    "$or": [ { "notifyUntil": Bson::Null }, { "notifyUntil": { "$lt": bdate(now) } } ],
+                },
+                doc! { "$set": { "notifyUntil": bdate(lease_until) } },
+            )
+            .sort(doc! { "notifyDue": 1 })
+            .return_document(ReturnDocument::After)
+            .await?
+            .map(report_of)
+            .transpose()
+    }
+
+    async fn update_notifications(
+        &self,
+        deployment_id: &DeploymentId,
+        updates: &[Notification],
+    ) -> Result<bool, StoreError> {
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some(current) = self
+                .docs
+                .find_one(doc! { "deploymentId": deployment_id.as_str() })
+                .await?
+            else {
+                return Ok(false);
+            };
+            let current = decode(current)?;
+            let merged = notify::merge(&current.notifications, updates);
+            let due = notify::due(&merged);
+            let merged =
+                bson::to_bson(&merged).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
+            let rev = current.notify_rev.map_or(Bson::Null, Bson::Int64);
+            let mut update = doc! {
+                "$set": { "notifications": merged, "notifyUntil": Bson::Null },
+                "$inc": { "notifyRev": 1_i64 },
+            };
+            match due {
+                Some(due) => {
+                    if let Ok(set) = update.get_document_mut("$set") {
+                        set.insert("notifyDue", bdate(due));
+                    }
+                }
+                None => {
+                    update.insert("$unset", doc! { "notifyDue": "" });
+                }
+            }
+            let result = self
+                .reports
+                .update_one(
+                    doc! { "deploymentId": deployment_id.as_str(), "notifyRev": rev },
+                    update,
+                )
+                .await?;
+            if result.matched_count == 1 {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Task(format!(
+            "updating the notifications of {deployment_id}: they kept changing"
+        )))
+    }
+
     async fn claim_evidence_of(
         &self,
         deployment_id: &DeploymentId,
@@ -834,7 +944,7 @@ impl ReportStore for MongoStore {
             .reports
             .update_one(
                 doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
-                set_release(doc! {
+                finish_update(doc! {
                     "status": f.status().as_str(),
                     "content": content(deployment_id.as_str(), f.body())?,
                     "error": opt(f.error()),
@@ -847,7 +957,7 @@ impl ReportStore for MongoStore {
                     "aiError": opt(f.ai_error()),
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
-                }, deployment_id, f.release.as_ref())?,
+                }, deployment_id, f)?,
             )
             .await?;
         Ok(result.matched_count == 1)
@@ -868,6 +978,7 @@ impl ReportStore for MongoStore {
             };
             let doc = decode(doc)?;
             let rev = doc.related_rev;
+            let notify_rev = doc.notify_rev;
             let current = doc.into_report()?;
             if !rules::may_restart(&current) {
                 return Ok(Rediagnose::InProgress);
@@ -897,6 +1008,7 @@ impl ReportStore for MongoStore {
             let restarted = rules::restart(&current, now);
             let mut replacement = ReportDoc::from_report(&restarted)?;
             replacement.related_rev = rev;
+            replacement.notify_rev = notify_rev;
             let result = self
                 .reports
                 .replace_one(
@@ -905,6 +1017,7 @@ impl ReportStore for MongoStore {
                         "version": i64::from(current.version),
                         "status": current.status.as_str(),
                         "relatedRev": rev.map_or(Bson::Null, Bson::Int64),
+                        "notifyRev": notify_rev.map_or(Bson::Null, Bson::Int64),
                     },
                     replacement,
                 )

@@ -51,6 +51,7 @@ pub fn restart(report: &Report, now: DateTime<Utc>) -> Report {
         alert: report.alert.clone(),
         related_alerts: report.related_alerts.clone(),
         deployment: report.deployment.clone(),
+        notifications: report.notifications.clone(),
         created_time: report.created_time,
         version: report.version + 1,
         updated_time: now,

@@ -5,6 +5,7 @@
 //! lease has run out.
 //!
 //! - [`evidence`]: the evidence pool, and the one place evidence is stored.
+//! - [`outbox`]: the deliveries of finished reports' notifications.
 //! - [`lease`]: a claim kept alive, and the outcome written under it.
 //! - [`budget`]: AI diagnoses per hour and tokens per day.
 //! - [`gate`]: the `Worker.MaxQueue` check.
@@ -13,6 +14,7 @@ pub mod budget;
 pub mod evidence;
 pub mod gate;
 mod lease;
+pub mod outbox;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use crate::diagnosis::{Diagnosed, Outcome};
 use crate::metrics::Metrics;
 use crate::model::deployment::Deployment;
 use crate::model::report::{Ending, FailureKind, Finish, Report};
+use crate::notify::Sinks;
 use crate::pipeline::{Job, KnownEvidence, Ledger, Output, Pipeline};
 use crate::store::{DeploymentStore, ReportStore, Wake};
 use budget::Budget;
@@ -52,6 +55,8 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
     /// Wakes a worker when a report is queued.
     pub wake: Arc<Wake>,
+    /// The sinks a finished report is sent to (through the store's outbox).
+    pub sinks: Arc<Sinks>,
     /// Settings.
     pub config: WorkerConfig,
 }
@@ -301,9 +306,17 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         duration_ms: duration.as_millis() as u64,
         usage,
         release,
+        notify: Vec::new(),
+    };
+    let finish = Finish {
+        notify: ctx.sinks.for_finish(&report, &finish),
+        ..finish
     };
     match finish_with_retries(ctx, &id, owner, &finish, &cancel).await {
         Ok(true) => {
+            if !finish.notify.is_empty() {
+                ctx.wake.outbox.notify_one();
+            }
             let status = finish.status();
             ctx.metrics.diagnosis(status, duration.as_secs_f64(), kind);
             if let Some(usage) = &finish.usage {

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["redact"],
     &["telemetry", "metrics"],
     &["store"],
-    &["evidence", "changes", "intake"],
+    &["evidence", "changes", "intake", "notify"],
     &["verdict"],
     &["runner"],
     &["diagnosis"],

@@ -26,6 +26,7 @@ mod intake;
 mod intake_properties;
 mod lifecycle;
 mod native_runner;
+mod notify;
 mod providers;
 mod range_summary;
 mod release_verdict;

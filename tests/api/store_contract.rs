@@ -11,6 +11,7 @@ use deploy_diagnosis::model::deployment::{
     Deployment, Host, HostStatus, RedQueries, Strategy, Thresholds,
 };
 use deploy_diagnosis::model::evidence::{EvidenceItem, Resource, Scored, Verdict};
+use deploy_diagnosis::model::notify::{DeliveryState, Event, Notification};
 use deploy_diagnosis::model::report::{
     Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportStatus,
     RunnerKind, Usage, MAX_RELATED_ALERTS,
@@ -76,6 +77,7 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
         // A failed diagnosis still carries the release verdict it used.
         release: (status == ReportStatus::Failed)
             .then(|| release_verdict(Attribution::Inconclusive)),
+        notify: Vec::new(),
     }
 }
 
@@ -538,6 +540,133 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
 }
 
 /// The AI budgets: one ledger for every handle on the store.
+/// The outbox: a finish adds its notifications in the same write; a due one is claimed
+/// under a delivery lease (nobody else gets it meanwhile); a delivery's updates are merged
+/// by id, keeping what a newer version added; a re-diagnosis keeps the outbox.
+async fn outbox_contract(store: Arc<dyn ReportStore>) {
+    store.migrate().await.unwrap();
+    let now = Utc::now();
+    let lease = |t: chrono::DateTime<Utc>| t + Duration::seconds(15);
+    let r = report("out-1", 1);
+    store.insert(&r).await.unwrap();
+    assert!(store
+        .claim_notifications(now, lease(now))
+        .await
+        .unwrap()
+        .is_none());
+    let claimed = store
+        .claim_next("w1", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let first = Notification::new(&claimed.id, 1, "ops", Event::Completed, now);
+    let mut ending = finish(ReportStatus::Completed, 5);
+    ending.notify = vec![first.clone()];
+    assert!(store.finish(&id("out-1"), "w1", &ending).await.unwrap());
+    let stored = store.get(&id("out-1")).await.unwrap().unwrap();
+    assert_eq!(
+        stored.notifications,
+        vec![first.clone()],
+        "written with the finish"
+    );
+
+    // Claimed once while its lease lives; then again after it ran out.
+    let got = store
+        .claim_notifications(now, lease(now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.deployment_id.as_str(), "out-1");
+    assert!(store
+        .claim_notifications(now, lease(now))
+        .await
+        .unwrap()
+        .is_none());
+    let later = now + Duration::seconds(20);
+    assert!(store
+        .claim_notifications(later, lease(later))
+        .await
+        .unwrap()
+        .is_some());
+
+    // A failed attempt: due again later, not before.
+    let mut retry = first.clone();
+    retry.attempts = 1;
+    retry.last_error = Some("the receiver answered 500".into());
+    retry.next_at = now + Duration::seconds(60);
+    assert!(store
+        .update_notifications(&id("out-1"), &[retry.clone()])
+        .await
+        .unwrap());
+    assert!(
+        store
+            .claim_notifications(now, lease(now))
+            .await
+            .unwrap()
+            .is_none(),
+        "not due yet"
+    );
+
+    // A re-diagnosis keeps the outbox; its ending adds to it.
+    let Rediagnose::Restarted(_) = store.rediagnose(&id("out-1"), now).await.unwrap() else {
+        panic!("not restarted");
+    };
+    assert_eq!(
+        store
+            .get(&id("out-1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .notifications,
+        vec![retry.clone()]
+    );
+    let claimed = store
+        .claim_next("w2", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = Notification::new(&claimed.id, 2, "ops", Event::Failed, now);
+    let mut ending = finish(ReportStatus::Failed, 6);
+    ending.notify = vec![second.clone()];
+    assert!(store.finish(&id("out-1"), "w2", &ending).await.unwrap());
+    let got = store
+        .claim_notifications(now, lease(now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.notifications, vec![retry.clone(), second.clone()]);
+
+    // A delivery that read only the first writes it back without losing the second.
+    let mut delivered = retry.clone();
+    delivered.state = DeliveryState::Delivered;
+    delivered.attempts = 2;
+    assert!(store
+        .update_notifications(&id("out-1"), &[delivered.clone()])
+        .await
+        .unwrap());
+    let stored = store.get(&id("out-1")).await.unwrap().unwrap();
+    assert_eq!(
+        stored.notifications,
+        vec![delivered.clone(), second.clone()]
+    );
+    let mut done = second.clone();
+    done.state = DeliveryState::Delivered;
+    assert!(store
+        .update_notifications(&id("out-1"), &[done])
+        .await
+        .unwrap());
+    let far = now + Duration::hours(1);
+    assert!(
+        store
+            .claim_notifications(far, lease(far))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing left to deliver"
+    );
+    assert!(!store.update_notifications(&id("nope"), &[]).await.unwrap());
+}
+
 async fn budget_contract<S: ReportStore + BudgetStore>(store: &S, other: &S) {
     store.migrate().await.unwrap();
     let caps = Caps {
@@ -881,6 +1010,8 @@ async fn the_embedded_store_meets_the_store_contract() {
     deployments_contract(&store).await;
     let store = EmbeddedStore::open(&dir.path().join("evidence.sqlite3")).unwrap();
     evidence_queue_contract(Arc::new(store)).await;
+    let store = EmbeddedStore::open(&dir.path().join("outbox.sqlite3")).unwrap();
+    outbox_contract(Arc::new(store)).await;
     let path = dir.path().join("budget.sqlite3");
     let (store, other) = (
         EmbeddedStore::open(&path).unwrap(),
@@ -901,6 +1032,9 @@ async fn the_mongo_store_meets_the_store_contract() {
     let db = format!("dd_evidence_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
     evidence_queue_contract(Arc::new(store)).await;
+    let db = format!("dd_outbox_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    outbox_contract(Arc::new(store)).await;
     let db = format!("dd_budget_{}", uuid::Uuid::new_v4().simple());
     let (store, other) = (
         MongoStore::connect(&server.url, &db).await.unwrap(),

@@ -94,6 +94,20 @@ impl ReportStore for Flaky {
             .claim_evidence_of(id, version, now, lease_until)
             .await
     }
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.inner.claim_notifications(now, lease_until).await
+    }
+    async fn update_notifications(
+        &self,
+        id: &DeploymentId,
+        updates: &[deploy_diagnosis::model::notify::Notification],
+    ) -> Result<bool, StoreError> {
+        self.inner.update_notifications(id, updates).await
+    }
     async fn set_evidence(
         &self,
         id: &DeploymentId,
@@ -230,6 +244,7 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
         evidence: None,
         metrics,
         wake: Arc::default(),
+        sinks: Arc::new(deploy_diagnosis::notify::Sinks::new(&config).unwrap()),
         config: config.worker.clone(),
     });
     Running {

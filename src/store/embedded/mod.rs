@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_release.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_outbox.sql"),
+    ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]

@@ -16,6 +16,7 @@ use crate::model::alert::DeploymentId;
 use crate::model::changes::Changes;
 use crate::model::deployment::Deployment;
 use crate::model::evidence::EvidenceItem;
+use crate::model::notify::{self, Notification};
 use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
@@ -32,8 +33,8 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
          attempts = ?6, version = ?7, updated_time = ?8, started_time = ?9, duration_ms = ?10, \
          usage = ?11, evidence = ?12, engine = ?13, ai_error = ?14, feedback = ?15, changes = ?16, \
          resolved_at = ?17, lease_owner = ?18, lease_until = ?19, evidence_error = ?20, \
-         evidence_until = ?21, deployment = ?22, release = ?24, release_verdict = ?25 \
-         WHERE deployment_id = ?23",
+         evidence_until = ?21, deployment = ?22, release = ?24, release_verdict = ?25, \
+         notifications = ?26, notify_due = ?27 WHERE deployment_id = ?23",
         params![
             r.status.as_str(),
             content(id, r.body.as_ref())?,
@@ -60,6 +61,8 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
             id,
             r.release.as_ref().map(|v| to_json(id, v)).transpose()?,
             r.release.as_ref().map(|v| v.verdict.as_str()),
+            to_json(id, &r.notifications)?,
+            notify::due(&r.notifications).map(ms),
         ],
     )?;
     Ok(())
@@ -217,6 +220,62 @@ impl ReportStore for EmbeddedStore {
             .optional()?
             .map(RawReport::into_report)
             .transpose()
+        })
+        .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError> {
+        self.with(move |conn| {
+            conn.query_row(
+                &format!(
+                    "UPDATE reports SET notify_until = ?1 WHERE id = (SELECT id FROM reports \
+                     INDEXED BY reports_outbox \
+                     WHERE notify_due <= ?2 AND (notify_until IS NULL OR notify_until < ?2) \
+                     ORDER BY notify_due LIMIT 1) RETURNING {COLUMNS}"
+                ),
+                params![ms(lease_until), ms(now)],
+                raw_report,
+            )
+            .optional()?
+            .map(RawReport::into_report)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn update_notifications(
+        &self,
+        deployment_id: &DeploymentId,
+        updates: &[Notification],
+    ) -> Result<bool, StoreError> {
+        let (id, updates) = (deployment_id.clone(), updates.to_vec());
+        self.with(move |conn| {
+            let Some(stored) = conn
+                .query_row(
+                    "SELECT notifications FROM reports WHERE deployment_id = ?1",
+                    params![id.as_str()],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            let stored: Vec<Notification> =
+                parse_json(id.as_str(), "notifications", stored.as_deref())?.unwrap_or_default();
+            let merged = notify::merge(&stored, &updates);
+            Ok(conn.execute(
+                "UPDATE reports SET notifications = ?1, notify_due = ?2, notify_until = NULL \
+                 WHERE deployment_id = ?3",
+                params![
+                    to_json(id.as_str(), &merged)?,
+                    notify::due(&merged).map(ms),
+                    id.as_str()
+                ],
+            )? == 1)
         })
         .await
     }
@@ -388,11 +447,25 @@ impl ReportStore for EmbeddedStore {
             .map(|v| to_json(id.as_str(), v))
             .transpose()?;
         self.with(move |conn| {
+            // The outbox gets this ending's notifications in the same write.
+            let stored: Option<String> = conn
+                .query_row(
+                    "SELECT notifications FROM reports WHERE deployment_id = ?1",
+                    params![id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .flatten();
+            let mut outbox: Vec<Notification> =
+                parse_json(id.as_str(), "notifications", stored.as_deref())?.unwrap_or_default();
+            outbox.extend(f.notify.iter().cloned());
+            let due = notify::due(&outbox).map(ms);
+            let outbox = to_json(id.as_str(), &outbox)?;
             Ok(conn.execute(
                 "UPDATE reports SET status = ?1, content = ?2, error = ?3, raw_output = ?4, runner = ?5, \
                  updated_time = ?6, duration_ms = ?7, usage = ?10, engine = ?11, ai_error = ?12, \
                  lease_owner = NULL, lease_until = NULL, release = COALESCE(?13, release), \
-                 release_verdict = COALESCE(?14, release_verdict) \
+                 release_verdict = COALESCE(?14, release_verdict), notifications = ?15, notify_due = ?16 \
                  WHERE deployment_id = ?8 AND lease_owner = ?9 AND status = 'generating'",
                 params![
                     f.status().as_str(),
@@ -409,6 +482,8 @@ impl ReportStore for EmbeddedStore {
                     f.ai_error(),
                     release,
                     verdict,
+                    outbox,
+                    due,
                 ],
             )? == 1)
         })

@@ -15,7 +15,7 @@ pub(super) const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
      evidence, engine, ai_error, feedback, deployment, changes, related_alerts, resolved_at, \
-     evidence_error, evidence_until, release";
+     evidence_error, evidence_until, release, notifications";
 
 pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -106,6 +106,7 @@ pub(super) struct RawReport {
     evidence_error: Option<String>,
     evidence_until: Option<i64>,
     release: Option<String>,
+    notifications: Option<String>,
 }
 
 /// Reads a row selected with [`COLUMNS`].
@@ -139,6 +140,7 @@ pub(super) fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         evidence_error: row.get(25)?,
         evidence_until: row.get(26)?,
         release: row.get(27)?,
+        notifications: row.get(28)?,
     })
 }
 
@@ -169,6 +171,8 @@ impl RawReport {
             evidence_error: self.evidence_error,
             evidence_until: self.evidence_until.map(time),
             release: parse_json(&id, "release", self.release.as_deref())?,
+            notifications: parse_json(&id, "notifications", self.notifications.as_deref())?
+                .unwrap_or_default(),
             engine: engine(&id, self.engine.as_deref())?,
             ai_error: self.ai_error,
             feedback: parse_json(&id, "feedback", self.feedback.as_deref())?,

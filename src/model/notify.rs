@@ -1,0 +1,150 @@
+//! Notifications of finished reports, as the durable outbox keeps them on the report:
+//! one per sink and version, with a stable id the receiver can deduplicate on.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What happened to the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A report was written.
+    Completed,
+    /// No report could be had.
+    Failed,
+}
+
+impl Event {
+    /// The event's name in configuration (`On`) and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Completed => "completed",
+            Event::Failed => "failed",
+        }
+    }
+
+    /// The envelope's `type`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Event::Completed => "report.completed",
+            Event::Failed => "report.failed",
+        }
+    }
+}
+
+/// Where a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver accepted it.
+    Delivered,
+    /// Given up: `Notify.MaxAttempts` spent, or the sink's configuration is wrong.
+    Failed,
+    /// The sink said it is gone (`410`); not tried again until a restart.
+    Disabled,
+}
+
+/// One notification of one version to one sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// Stable across attempts: `<report id>.<version>.<sink>`.
+    pub id: String,
+    /// The sink's `Name`.
+    pub sink: String,
+    /// What it tells.
+    pub event: Event,
+    /// The report version it tells of.
+    pub version: u32,
+    /// Where it is.
+    pub state: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it is tried next (pending).
+    pub next_at: DateTime<Utc>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the receiver accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl Notification {
+    /// A new notification of version `version` of report `report_id` to `sink`, due `now`.
+    pub fn new(
+        report_id: &str,
+        version: u32,
+        sink: &str,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: format!("{report_id}.{version}.{sink}"),
+            sink: sink.to_owned(),
+            event,
+            version,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: now,
+            last_error: None,
+            delivered_at: None,
+        }
+    }
+
+    /// Whether it waits for an attempt.
+    pub fn pending(&self) -> bool {
+        self.state == DeliveryState::Pending
+    }
+}
+
+/// When the earliest pending notification is due (`None`: nothing to deliver).
+pub fn due(notifications: &[Notification]) -> Option<DateTime<Utc>> {
+    notifications
+        .iter()
+        .filter(|n| n.pending())
+        .map(|n| n.next_at)
+        .min()
+}
+
+/// `stored` with `updates` applied: an update replaces the notification of its id, and
+/// notifications added meanwhile (a newer version finished) are kept.
+pub fn merge(stored: &[Notification], updates: &[Notification]) -> Vec<Notification> {
+    let mut out: Vec<Notification> = stored
+        .iter()
+        .map(|s| {
+            updates
+                .iter()
+                .find(|u| u.id == s.id)
+                .cloned()
+                .unwrap_or_else(|| s.clone())
+        })
+        .collect();
+    for u in updates {
+        if !out.iter().any(|o| o.id == u.id) {
+            out.push(u.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_replace_by_id_and_keep_what_was_added_meanwhile() {
+        let now = Utc::now();
+        let a = Notification::new("r1", 1, "ops", Event::Completed, now);
+        let b = Notification::new("r1", 2, "ops", Event::Failed, now);
+        let mut delivered = a.clone();
+        delivered.state = DeliveryState::Delivered;
+        let merged = merge(&[a.clone(), b.clone()], &[delivered.clone()]);
+        assert_eq!(merged, vec![delivered.clone(), b.clone()]);
+        assert_eq!(due(&merged), Some(now));
+        assert_eq!(due(&[delivered]), None);
+        assert_eq!(a.id, "r1.1.ops");
+    }
+}

@@ -1,0 +1,389 @@
+//! Notifications through the durable outbox, delivered to local receivers that check
+//! what a real receiver checks: the Standard Webhooks signature (a wrong or missing one is
+//! a `401`, and a timestamp more than five minutes off is refused), the envelope's type
+//! and version. One receiver fails twice before accepting, one never answers, and a
+//! `kill -9` between the report's completion and its delivery loses nothing.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::fake_llm::{FakeLlm, Script};
+use crate::helpers::{
+    alertmanager_body, api_key, config_yaml, deployment_id, spawn_app, wait_final, Options,
+};
+use crate::servers::{free_port, prometheus, wait_http};
+
+/// The secret every signed sink of these tests uses.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// How a receiver answers.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// 204 to every valid message.
+    Accept,
+    /// 500 to the first `n` valid messages, then 204.
+    FailFirst(usize),
+    /// Never answers.
+    Hang,
+}
+
+/// One message as received.
+#[derive(Clone, Debug)]
+struct Received {
+    id: String,
+    body: Value,
+}
+
+struct Inner {
+    mode: Mode,
+    secret: Option<Vec<u8>>,
+    received: Mutex<Vec<Received>>,
+    refused: Mutex<Vec<String>>,
+}
+
+/// A receiver on its own port.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    inner: Arc<Inner>,
+}
+
+/// The Standard Webhooks check: `v1,<Base64 HMAC-SHA256 of "id.timestamp.body">` among the
+/// signatures, the timestamp within five minutes.
+fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(format!("missing {name}"))
+    };
+    let (id, timestamp, signatures) = (
+        header("webhook-id")?,
+        header("webhook-timestamp")?,
+        header("webhook-signature")?,
+    );
+    let at: i64 = timestamp.parse().map_err(|_| "bad timestamp".to_owned())?;
+    if (chrono::Utc::now().timestamp() - at).abs() > 300 {
+        return Err("timestamp too far from now".into());
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if signatures
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+    {
+        Ok(id)
+    } else {
+        Err(format!("no signature matches: {signatures}"))
+    }
+}
+
+async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let id = match &r.secret {
+        Some(secret) => match verify(secret, &headers, &body) {
+            Ok(id) => id,
+            Err(why) => {
+                r.refused.lock().unwrap().push(why);
+                return StatusCode::UNAUTHORIZED;
+            }
+        },
+        None => headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    if body["version"] != 1 || !body["type"].as_str().unwrap_or("").starts_with("report.") {
+        return StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    let seen = {
+        let mut received = r.received.lock().unwrap();
+        received.push(Received { id, body });
+        received.len()
+    };
+    match r.mode {
+        Mode::Accept => StatusCode::NO_CONTENT,
+        Mode::FailFirst(n) if seen <= n => StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::FailFirst(_) => StatusCode::NO_CONTENT,
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::NO_CONTENT
+        }
+    }
+}
+
+impl Receiver {
+    async fn start(mode: Mode, secret: Option<&str>) -> Self {
+        Self::start_on(free_port(), mode, secret).await
+    }
+
+    async fn start_on(port: u16, mode: Mode, secret: Option<&str>) -> Self {
+        let inner = Arc::new(Inner {
+            mode,
+            secret: secret.and_then(deploy_diagnosis::config::webhook_secret),
+            received: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            inner,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` messages came.
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let start = Instant::now();
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{} of {n} messages at {} (refused: {:?})",
+                got.len(),
+                self.url,
+                self.inner.refused.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A `Notify:` section with these sinks (name, url, secret).
+fn notify_yaml(sinks: &[(&str, &str, Option<&str>)]) -> String {
+    let mut yaml = "Notify:\n  TimeoutSeconds: 2\n  MaxAttempts: 5\n  Sinks:\n".to_owned();
+    for (name, url, secret) in sinks {
+        yaml.push_str(&format!(
+            "    - Name: {name}\n      Kind: webhook\n      URL: {url}\n      Secret: \"{}\"\n",
+            secret.unwrap_or("")
+        ));
+    }
+    yaml.push_str("UI:\n  ExternalURL: https://dd.example\n");
+    yaml
+}
+
+/// Polls the report until `ok` holds for its notifications.
+async fn wait_notifications(
+    app: &crate::helpers::TestApp,
+    id: &str,
+    ok: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let (_, report) = app.get(&format!("/reports/{id}")).await;
+        let notifications = report["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if ok(&notifications) {
+            return notifications;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "notifications never settled: {notifications:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn of<'a>(notifications: &'a [Value], sink: &str) -> &'a Value {
+    notifications
+        .iter()
+        .find(|n| n["sink"] == sink)
+        .unwrap_or_else(|| panic!("no notification to {sink}: {notifications:#?}"))
+}
+
+#[tokio::test]
+async fn a_finished_report_reaches_every_sink_signed_once_and_a_dead_sink_delays_nobody() {
+    let ok = Receiver::start(Mode::Accept, Some(SECRET)).await;
+    let flaky = Receiver::start(Mode::FailFirst(2), Some(SECRET)).await;
+    let dead = Receiver::start(Mode::Hang, None).await;
+    let app = spawn_app(Options {
+        sections: notify_yaml(&[
+            ("dead", &dead.url, None),
+            ("ops", &ok.url, Some(SECRET)),
+            ("flaky", &flaky.url, Some(SECRET)),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("notify");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    let report = app.wait_final(&id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+
+    // The healthy sink has it at once, signed, even though the dead one never answers.
+    let got = ok.wait_for(1, Duration::from_secs(5)).await;
+    let message = &got[0].body;
+    assert_eq!(message["type"], "report.completed");
+    assert_eq!(message["version"], 1);
+    assert_eq!(message["report"]["deploymentId"], id.as_str());
+    assert_eq!(message["report"]["content"], report["content"]);
+    assert_eq!(message["link"], format!("https://dd.example/reports/{id}"));
+    assert_eq!(
+        message["id"],
+        got[0].id.as_str(),
+        "the envelope's id is the webhook-id"
+    );
+
+    // The flaky one: refused twice, then accepted; the same id every time.
+    let tries = flaky.wait_for(3, Duration::from_secs(30)).await;
+    assert!(
+        tries.iter().all(|t| t.id == tries[0].id),
+        "one id across attempts: {:?}",
+        tries.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
+    let settled = wait_notifications(&app, &id, |ns| {
+        ns.len() == 3
+            && ns
+                .iter()
+                .any(|n| n["sink"] == "flaky" && n["state"] == "delivered")
+            && ns
+                .iter()
+                .any(|n| n["sink"] == "dead" && n["attempts"].as_u64() >= Some(1))
+    })
+    .await;
+    assert_eq!(
+        (
+            &of(&settled, "ops")["state"],
+            &of(&settled, "ops")["attempts"]
+        ),
+        (&Value::from("delivered"), &Value::from(1))
+    );
+    assert_eq!(of(&settled, "flaky")["attempts"], 3);
+    let dead_state = of(&settled, "dead");
+    assert_eq!(dead_state["state"], "pending", "{dead_state:#}");
+    assert!(
+        dead_state["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{dead_state:#}"
+    );
+    assert_eq!(ok.received().len(), 1, "delivered once");
+    let metrics = app
+        .metrics_with("deploy_diagnosis_notifications_total{")
+        .await;
+    assert!(
+        metrics
+            .contains("deploy_diagnosis_notifications_total{sink=\"flaky\",outcome=\"retry\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
+    let prom = prometheus().await;
+    let llm = FakeLlm::start(
+        Script::ToolThenReport { query: "up".into() },
+        Duration::ZERO,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver is not there yet: every attempt before the kill fails to connect.
+    let port = free_port();
+    let yaml = config_yaml(
+        &Options {
+            sections: notify_yaml(&[(
+                "ops",
+                &format!("http://127.0.0.1:{port}/hook"),
+                Some(SECRET),
+            )]),
+            ..Options::default()
+        },
+        &llm.base_url,
+        &prom.url,
+        dir.path(),
+        None,
+    );
+    let config = dir.path().join("deploy-diagnosis.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let key = api_key();
+    let start = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
+            .args(["serve", "-f"])
+            .arg(&config)
+            .env("AI_API_KEY", &key)
+            .env("DD_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts")
+    };
+    let client = reqwest::Client::new();
+    let first_port = free_port();
+    let mut first = start(first_port);
+    let address = format!("http://127.0.0.1:{first_port}");
+    wait_http(&format!("{address}/healthz"), "the service").await;
+    let id = deployment_id("outbox-kill");
+    let accepted = client
+        .post(format!("{address}/v1/alerts"))
+        .json(&alertmanager_body(&id, "firing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
+    wait_final(&client, &address, &id, None, Duration::from_secs(90)).await;
+    // Completed, and its notification tried and failed at least once.
+    let started = Instant::now();
+    let pending = loop {
+        let report: Value = client
+            .get(format!("{address}/reports/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = report["notifications"][0].clone();
+        if n["attempts"].as_u64() >= Some(1) {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(pending["state"], "pending", "{pending:#}");
+    first.kill().unwrap(); // SIGKILL: no shutdown code runs
+    first.wait().unwrap();
+
+    let receiver = Receiver::start_on(port, Mode::Accept, Some(SECRET)).await;
+    let second_port = free_port();
+    let mut second = start(second_port);
+    let got = receiver.wait_for(1, Duration::from_secs(60)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(
+        got[0].id,
+        pending["id"].as_str().unwrap(),
+        "the same id after the restart"
+    );
+    assert_eq!(got[0].body["report"]["deploymentId"], id.as_str());
+}
