@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::fake_llm::Script;
 use crate::helpers::{deployment_id, report_error, spawn_app, Options, TestApp};
-use crate::servers::{self, start_guarded};
+use crate::servers;
 
 /// An alert about the test node, by its `instance`, that started at `starts_at`.
 fn node_alert(id: &str, instance: &str, starts_at: &str) -> Value {
@@ -164,26 +164,9 @@ async fn a_real_cpu_fault_puts_cpu_saturation_at_the_top_of_the_evidence() {
         |n| n >= 20.0,
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let fault_start = chrono::Utc::now();
     // Both cores busy, at the lowest priority so the other tests still run.
-    let _stress = start_guarded(
-        "nice",
-        &[
-            "-n",
-            "19",
-            "stress-ng",
-            "--cpu",
-            "2",
-            "--cpu-method",
-            "loop",
-            "--timeout",
-            "60s",
-            "--quiet",
-        ]
-        .map(str::to_owned),
-        &dir.path().join("stress.log"),
-    );
+    let _stress = servers::cpu_fault(60);
     wait_prometheus(
         &prom.url,
         &format!(

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use crate::helpers::{deployment_id, spawn_app, Options, TestApp};
-use crate::servers::{free_port, start_guarded, wait_http, Guarded};
+use crate::servers::{self, free_port, start_guarded, wait_http, Guarded};
 
 /// What a bad release does to an instance.
 #[derive(Debug, Clone, Copy, Default)]
@@ -601,24 +601,7 @@ pub async fn run_cpu(app: &TestApp) -> Outcome {
         .await;
     assert!(status.is_success(), "{body}");
     // Both cores busy, at the lowest priority so the other tests still run.
-    let dir = tempfile::tempdir().unwrap();
-    let _stress = start_guarded(
-        "nice",
-        &[
-            "-n",
-            "19",
-            "stress-ng",
-            "--cpu",
-            "2",
-            "--cpu-method",
-            "loop",
-            "--timeout",
-            "40s",
-            "--quiet",
-        ]
-        .map(str::to_owned),
-        &dir.path().join("stress.log"),
-    );
+    let _stress = servers::cpu_fault(40);
     tokio::time::sleep(Duration::from_secs(20)).await;
     alert_and_wait(app, "cpu", &id, &fleet.host("web-1").host).await
 }

@@ -51,6 +51,40 @@ pub fn start_guarded(program: &str, args: &[String], log: &std::path::Path) -> G
     }
 }
 
+/// A real CPU fault: `stress-ng` on both cores for `seconds`, at the lowest priority so
+/// the other tests still run; stopped when dropped.
+pub struct CpuFault {
+    _stress: Guarded,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a [`CpuFault`].
+pub fn cpu_fault(seconds: u64) -> CpuFault {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = format!("{seconds}s");
+    let stress = start_guarded(
+        "nice",
+        &[
+            "-n",
+            "19",
+            "stress-ng",
+            "--cpu",
+            "2",
+            "--cpu-method",
+            "loop",
+            "--timeout",
+            &timeout,
+            "--quiet",
+        ]
+        .map(str::to_owned),
+        &dir.path().join("stress.log"),
+    );
+    CpuFault {
+        _stress: stress,
+        _dir: dir,
+    }
+}
+
 /// Waits until `url` answers 2xx.
 pub async fn wait_http(url: &str, what: &str) {
     let client = reqwest::Client::new();
