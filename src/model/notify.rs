@@ -15,14 +15,6 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event's name in configuration (`On`) and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::Completed => "completed",
-            Event::Failed => "failed",
-        }
-    }
-
     /// The envelope's `type`.
     pub fn type_name(self) -> &'static str {
         match self {

@@ -61,13 +61,6 @@ pub enum Recommendation {
 }
 
 impl Recommendation {
-    /// Every value.
-    pub const ALL: [Recommendation; 3] = [
-        Recommendation::Rollback,
-        Recommendation::Hold,
-        Recommendation::Proceed,
-    ];
-
     /// The API's name.
     pub fn as_str(self) -> &'static str {
         match self {
