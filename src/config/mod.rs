@@ -121,18 +121,23 @@ impl Config {
                     format!("{:?} names two sinks", sink.name),
                 ));
             }
-            if sink.kind != SinkKind::Webhook {
-                return Err(invalid(
-                    &key("Kind"),
-                    "is not supported yet: the kinds there are: webhook",
-                ));
-            }
             let secret = sink.secret.expose();
-            if !secret.is_empty() && crate::config::webhook_secret(secret).is_none() {
-                return Err(invalid(
-                    &key("Secret"),
-                    "must be whsec_ and Base64 (the Standard Webhooks form), or empty",
-                ));
+            match sink.kind {
+                SinkKind::Webhook
+                    if !secret.is_empty() && crate::config::webhook_secret(secret).is_none() =>
+                {
+                    return Err(invalid(
+                        &key("Secret"),
+                        "must be whsec_ and Base64 (the Standard Webhooks form), or empty",
+                    ));
+                }
+                SinkKind::WeCom | SinkKind::Slack if !secret.is_empty() => {
+                    return Err(invalid(
+                        &key("Secret"),
+                        "must be empty: a WeCom or Slack webhook's key is in its URL",
+                    ));
+                }
+                _ => {}
             }
             if !["", "info", "warning", "critical"]
                 .contains(&sink.min_severity.to_lowercase().as_str())
@@ -495,10 +500,24 @@ AI:
             err.contains("Notify.Sinks[0].Secret") && !err.contains("hunter2"),
             "{err}"
         );
-        let err = refused(&format!("{blank}Notify:\n  Sinks:\n    - {{Name: a, Kind: slack, URL: 'https://hooks.slack.com/x'}}\n"));
+        let err = refused(&format!("{blank}Notify:\n  Sinks:\n    - {{Name: a, Kind: slack, URL: 'https://hooks.slack.com/x', Secret: slackkey123}}\n"));
         assert!(
-            err.contains("Notify.Sinks[0].Kind") && err.contains("not supported yet"),
+            err.contains("Notify.Sinks[0].Secret") && err.contains("in its URL"),
             "{err}"
+        );
+        let err = refused(&format!(
+            "{blank}Notify:\n  Sinks:\n    - {{Name: a, Kind: teams, URL: 'https://x.example'}}\n"
+        ));
+        assert!(err.contains("Kind"), "{err}");
+        let c = Config::from_yaml(
+            &format!("{blank}Notify:\n  Sinks:\n    - {{Name: d, Kind: DingTalk, URL: 'https://oapi.dingtalk.com/robot/send?access_token=t', Secret: SECabcdef123, RateLimitPerMinute: 5}}\n"),
+            &Environment::default(),
+        )
+        .unwrap();
+        let s = &c.notify.sinks[0];
+        assert_eq!(
+            (s.kind, s.rate_per_minute.map(|n| n.get())),
+            (SinkKind::DingTalk, Some(5))
         );
         let err = refused(&format!(
             "{blank}Notify:\n  Sinks:\n    - {{Name: a, Kind: webhook, URL: 'https://a.example'}}\n    - {{Name: a, Kind: webhook, URL: 'https://b.example'}}\n"

@@ -135,6 +135,7 @@ pub const KEYS: &[&str] = &[
     "Notify.Sinks.On",
     "Notify.Sinks.MinSeverity",
     "Notify.Sinks.Verdicts",
+    "Notify.Sinks.RateLimitPerMinute",
     "UI",
     "UI.ExternalURL",
     "Log",
@@ -729,12 +730,14 @@ pub struct SinkConfig {
     /// Its name (unique; in logs, metrics and the report's `notifications`).
     #[serde(deserialize_with = "value::non_empty")]
     pub name: String,
-    /// `webhook` (more platforms to come).
+    /// `webhook`, `slack`, `dingtalk`, `feishu` or `wecom`.
     #[serde(deserialize_with = "value::variant")]
     pub kind: SinkKind,
     /// Where to send.
     pub url: HttpUrl,
-    /// The signing secret (`whsec_<Base64>` for `webhook`); empty: unsigned.
+    /// The signing secret: `whsec_<Base64>` for `webhook`, the robot's secret (`SEC…`)
+    /// for `dingtalk` and `feishu`; empty: unsigned. WeCom's and Slack's keys are in their
+    /// URLs.
     #[serde(default)]
     pub secret: Secret,
     /// Which endings are sent: `completed`, `failed` (default both).
@@ -746,6 +749,10 @@ pub struct SinkConfig {
     /// Only reports with one of these release verdicts; empty: all.
     #[serde(default)]
     pub verdicts: Vec<Attribution>,
+    /// Messages a minute at most, in place of the platform's documented limit (DingTalk
+    /// and WeCom robots 20, Feishu 100 and 5 a second, Slack one a second).
+    #[serde(default, rename = "ratelimitperminute")]
+    pub rate_per_minute: Option<NonZeroU32>,
 }
 
 fn both_endings() -> Vec<Event> {

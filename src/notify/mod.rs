@@ -7,10 +7,18 @@
 //! signed as the Standard Webhooks specification says: `webhook-id`,
 //! `webhook-timestamp` (seconds) and `webhook-signature: v1,<Base64 of HMAC-SHA256 over
 //! "id.timestamp.body", keyed by the Base64-decoded part of the `whsec_` secret>`.
+//!
+//! The chat platforms (DingTalk, Feishu, WeCom, Slack) get a [`message::Summary`] of the
+//! report in their own form and size, signed as each documents ([`platform`]), and no
+//! faster than each lets a robot post: a message over the rate waits for the window
+//! without spending an attempt.
 
-use std::collections::HashSet;
+pub mod message;
+pub mod platform;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -21,6 +29,7 @@ use sha2::Sha256;
 use crate::config::{webhook_secret, Config, HttpUrl, SinkConfig, SinkKind};
 use crate::model::notify::{Event, Notification};
 use crate::model::report::{Finish, Report, ReportStatus, ReportView};
+use message::Summary;
 
 /// The envelope's `version`: bumped when the shape changes incompatibly.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -39,6 +48,9 @@ pub enum Retry {
     Never,
     /// The sink is gone (`410`): no message is sent to it until a restart.
     Disable,
+    /// Not sent: the sink's rate limit is reached. Sent after this wait, and not counted
+    /// as an attempt.
+    Deferred(Duration),
 }
 
 /// A failed attempt.
@@ -57,6 +69,8 @@ pub struct Sinks {
     external_url: Option<HttpUrl>,
     max_attempts: u32,
     disabled: Mutex<HashSet<String>>,
+    /// When each sink's recent messages went out, for its rate limit.
+    sent: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 fn severity_rank(s: &str) -> u8 {
@@ -81,6 +95,7 @@ impl Sinks {
             external_url: config.ui.external_url.clone(),
             max_attempts: config.notify.max_attempts.get(),
             disabled: Mutex::new(HashSet::new()),
+            sent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -146,12 +161,18 @@ impl Sinks {
                 why: "the sink answered 410 Gone earlier; it is disabled until a restart".into(),
             });
         }
+        if let Err(wait) = self.admit(sink, Instant::now()) {
+            return Err(Failure {
+                retry: Retry::Deferred(wait),
+                why: format!(
+                    "held back by the sink's rate limit for {} ms",
+                    wait.as_millis()
+                ),
+            });
+        }
         let result = match sink.kind {
             SinkKind::Webhook => self.webhook(sink, notification, report, now).await,
-            kind => Err(Failure {
-                retry: Retry::Never,
-                why: format!("sink kind {kind:?} is not supported yet"),
-            }),
+            _ => self.chat(sink, report, now).await,
         };
         if let Err(Failure {
             retry: Retry::Disable,
@@ -165,6 +186,107 @@ impl Sinks {
 
     fn lock_disabled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.disabled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place in `sink`'s rate windows at `now`, or says how long until there is one.
+    fn admit(&self, sink: &SinkConfig, now: Instant) -> Result<(), Duration> {
+        let windows = sink_windows(sink);
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let times = sent.entry(sink.name.clone()).or_default();
+        let longest = windows
+            .iter()
+            .map(|(span, _)| *span)
+            .max()
+            .unwrap_or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= longest)
+        {
+            times.pop_front();
+        }
+        let mut wait = Duration::ZERO;
+        for (span, max) in &windows {
+            let within: Vec<&Instant> = times
+                .iter()
+                .filter(|t| now.duration_since(**t) < *span)
+                .collect();
+            if within.len() >= *max {
+                // The place frees when the oldest message of the window leaves it.
+                let oldest = within[within.len() - max];
+                wait = wait.max(*span - now.duration_since(*oldest));
+            }
+        }
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
+    /// One message to a chat platform: its summary in the platform's form and size,
+    /// signed as the platform says, and its answer read by the platform's codes.
+    async fn chat(
+        &self,
+        sink: &SinkConfig,
+        report: &Report,
+        now: DateTime<Utc>,
+    ) -> Result<(), Failure> {
+        let summary = Summary::of(report, self.link(report));
+        let secret = sink.secret.expose();
+        let mut request = self.http.post(sink.url.as_str());
+        let body = match sink.kind {
+            SinkKind::DingTalk => {
+                if !secret.is_empty() {
+                    let timestamp = now.timestamp_millis();
+                    let sign = platform::sign_dingtalk(secret, timestamp);
+                    request =
+                        request.query(&[("timestamp", timestamp.to_string()), ("sign", sign)]);
+                }
+                let envelope = |text: &str| json!({"msgtype": "markdown", "markdown": {"title": summary.title, "text": text}});
+                let text = summary.markdown_within(message::DINGTALK_MAX_BYTES, |md| {
+                    envelope(md).to_string().len()
+                });
+                envelope(&text)
+            }
+            SinkKind::WeCom => {
+                let content = summary.markdown_within(message::WECOM_MAX_BYTES, str::len);
+                json!({"msgtype": "markdown", "markdown": {"content": content}})
+            }
+            SinkKind::Feishu => {
+                let signature = (!secret.is_empty()).then(|| {
+                    let timestamp = now.timestamp();
+                    (
+                        timestamp.to_string(),
+                        platform::sign_feishu(secret, timestamp),
+                    )
+                });
+                summary.feishu_card(signature)
+            }
+            SinkKind::Slack | SinkKind::Webhook => summary.slack(),
+        };
+        let response = request.json(&body).send().await.map_err(|e| Failure {
+            retry: Retry::Backoff,
+            why: describe_send_error(&e),
+        })?;
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        let answer = response.text().await.unwrap_or_default();
+        if let Some(verdict) = platform::answer(sink.kind, &answer) {
+            return match verdict {
+                None => Ok(()),
+                Some((retry, why)) => Err(Failure {
+                    retry,
+                    why: cut_answer(&why),
+                }),
+            };
+        }
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(status_failure(status, retry_after, &answer))
     }
 
     async fn webhook(
@@ -207,30 +329,54 @@ impl Sinks {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let answer: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(ANSWER_CHARS)
-            .collect();
-        let why = format!("the receiver answered {status}: {answer}");
-        let retry = match status.as_u16() {
-            410 => Retry::Disable,
-            429 | 503 => retry_after.map_or(Retry::Backoff, Retry::After),
-            // The request itself is wrong (the URL, the signature): sending it again
-            // cannot help.
-            400..=499 if status.as_u16() != 408 => Retry::Never,
-            _ => retry_after.map_or(Retry::Backoff, Retry::After),
-        };
-        Err(Failure { retry, why })
+        let retry_after = retry_after(&response);
+        let answer = response.text().await.unwrap_or_default();
+        Err(status_failure(status, retry_after, &answer))
     }
+}
+
+/// A sink's rate windows: the platform's, with `RateLimitPerMinute` in place of the
+/// per-minute one when it is set.
+fn sink_windows(sink: &SinkConfig) -> Vec<(Duration, usize)> {
+    let mut windows = platform::rate_windows(sink.kind).to_vec();
+    if let Some(per_minute) = sink.rate_per_minute {
+        windows.retain(|(span, _)| *span != Duration::from_secs(60));
+        windows.push((Duration::from_secs(60), per_minute.get() as usize));
+    }
+    windows
+}
+
+/// The `Retry-After` of an answer, in seconds.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn cut_answer(answer: &str) -> String {
+    answer.chars().take(ANSWER_CHARS).collect()
+}
+
+/// A refused HTTP answer: what to do by its status.
+fn status_failure(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    answer: &str,
+) -> Failure {
+    let why = format!("the receiver answered {status}: {}", cut_answer(answer));
+    let retry = match status.as_u16() {
+        // A generic 410, and Slack's `channel_is_archived`.
+        410 => Retry::Disable,
+        429 | 503 => retry_after.map_or(Retry::Backoff, Retry::After),
+        // The request itself is wrong (the URL, the signature; Slack's `invalid_payload`,
+        // `action_prohibited`, `channel_not_found`): sending it again cannot help.
+        400..=499 if status.as_u16() != 408 => Retry::Never,
+        _ => retry_after.map_or(Retry::Backoff, Retry::After),
+    };
+    Failure { retry, why }
 }
 
 /// A send error as a sentence, without the URL (a WeCom or Slack key is in it).

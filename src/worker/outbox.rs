@@ -124,6 +124,17 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
         .zip(results)
         .map(|(n, result)| {
             let mut n = n.clone();
+            if let Err(crate::notify::Failure {
+                retry: Retry::Deferred(wait),
+                why,
+            }) = &result
+            {
+                // Held back by the sink's rate limit: not an attempt.
+                n.next_at = Utc::now() + chrono::Duration::from_std(*wait).unwrap_or_default();
+                n.last_error = Some(why.clone());
+                ctx.metrics.notification(&n.sink, "deferred");
+                return n;
+            }
             n.attempts += 1;
             let outcome = match result {
                 Ok(()) => {
@@ -138,6 +149,12 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
                     let outcome = match failure.retry {
                         Retry::Never => {
                             n.state = DeliveryState::Failed;
+                            tracing::error!(
+                                sink = %n.sink,
+                                id = %n.id,
+                                reason = %failure.why,
+                                "the sink refused the notification for good: check its configuration"
+                            );
                             "failed"
                         }
                         Retry::Disable => {

@@ -2,6 +2,7 @@
 //! and node_exporter, real SecantusDB for the mongo store. The only fakes are the LLM and
 //! GitHub, which no machine here can reach; both enforce the real services' request rules.
 
+mod fake_chat;
 mod fake_github;
 mod fake_llm;
 mod helpers;

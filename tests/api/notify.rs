@@ -387,3 +387,206 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
     );
     assert_eq!(got[0].body["report"]["deploymentId"], id.as_str());
 }
+
+/// A `Notify:` section for the chat platforms of `chat`, each with these extra lines.
+fn chat_yaml(sinks: &[(&str, &str, String, &str)]) -> String {
+    let mut yaml = "Notify:\n  TimeoutSeconds: 2\n  MaxAttempts: 3\n  Sinks:\n".to_owned();
+    for (name, kind, url, extra) in sinks {
+        yaml.push_str(&format!(
+            "    - Name: {name}\n      Kind: {kind}\n      URL: \"{url}\"\n{extra}"
+        ));
+    }
+    yaml.push_str("UI:\n  ExternalURL: https://dd.example\n");
+    yaml
+}
+
+#[tokio::test]
+async fn every_chat_platform_gets_the_report_signed_and_within_its_size_limit() {
+    use crate::fake_chat::{FakeChat, DINGTALK_SECRET, FEISHU_SECRET};
+    let chat = FakeChat::start().await;
+    // An overview far over every platform's limit, in three-byte characters.
+    let overview = "磁盘写满导致服务不可用。".repeat(2_000);
+    let content =
+        format!("【问题概述】\n{overview}\n【根因分析】\nx\n【影响范围】\ny\n【解决方案】\nz");
+    let app = spawn_app(Options {
+        script: Script::ReportWithContent(content),
+        ai_extra: "  MaxTokens: 64000\n",
+        sections: chat_yaml(&[
+            (
+                "ding",
+                "dingtalk",
+                chat.dingtalk_url(),
+                &format!("      Secret: {DINGTALK_SECRET}\n"),
+            ),
+            ("wecom", "wecom", chat.wecom_url(), ""),
+            (
+                "lark",
+                "feishu",
+                chat.feishu_url(),
+                &format!("      Secret: {FEISHU_SECRET}\n"),
+            ),
+            ("slack", "slack", chat.slack_url(), ""),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("chat");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    let report = app.wait_final(&id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let link = format!("https://dd.example/reports/{id}");
+    let within = Duration::from_secs(10);
+
+    let ding = &chat.wait_for("dingtalk", 1, within).await[0];
+    let text = ding.body["markdown"]["text"].as_str().unwrap();
+    assert!(
+        ding.bytes <= 20_000 && ding.bytes > 15_000,
+        "{} bytes",
+        ding.bytes
+    );
+    assert!(ding.body["markdown"]["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("诊断完成"));
+    for part in [
+        id.as_str(),
+        "**问题概述**",
+        "磁盘写满导致服务不可用",
+        "…",
+        link.as_str(),
+    ] {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+    assert!(!text.contains("【根因分析】"), "only the overview is sent");
+
+    let wecom = &chat.wait_for("wecom", 1, within).await[0];
+    let content = wecom.body["markdown"]["content"].as_str().unwrap();
+    assert!(
+        content.len() <= 4096 && content.len() > 3_500,
+        "{} bytes",
+        content.len()
+    );
+    assert!(
+        content.contains("…") && content.contains(&link),
+        "{content}"
+    );
+
+    let lark = &chat.wait_for("feishu", 1, within).await[0];
+    assert!(
+        lark.bytes <= 20 * 1024 && lark.bytes > 15_000,
+        "{} bytes",
+        lark.bytes
+    );
+    assert_eq!(
+        lark.body["card"]["elements"][1]["actions"][0]["url"],
+        link.as_str()
+    );
+
+    let slack = &chat.wait_for("slack", 1, within).await[0];
+    let blocks = slack.body["blocks"].as_array().unwrap();
+    assert!(blocks
+        .iter()
+        .any(|b| b["text"]["text"].as_str().unwrap_or("").chars().count() == 3000));
+    assert!(blocks.last().unwrap()["text"]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&link));
+
+    let settled = wait_notifications(&app, &id, |ns| {
+        ns.len() == 4 && ns.iter().all(|n| n["state"] == "delivered")
+    })
+    .await;
+    assert!(settled.iter().all(|n| n["attempts"] == 1), "{settled:#?}");
+    assert!(chat.refused().is_empty(), "{:?}", chat.refused());
+}
+
+#[tokio::test]
+async fn a_misconfigured_robot_is_given_up_at_once_an_archived_channel_disabled_and_a_rate_limit_waits(
+) {
+    use crate::fake_chat::{FakeChat, FEISHU_SECRET};
+    let chat = FakeChat::start().await;
+    let app = spawn_app(Options {
+        sections: chat_yaml(&[
+            // The wrong secret: DingTalk answers 310000 "sign not match".
+            (
+                "ding",
+                "dingtalk",
+                chat.dingtalk_url(),
+                "      Secret: SECnot-the-robots-secret\n",
+            ),
+            (
+                "archived",
+                "slack",
+                format!("{}/services/T0/B0/archived", chat.base),
+                "",
+            ),
+            (
+                "lark",
+                "feishu",
+                chat.feishu_url(),
+                &format!("      Secret: {FEISHU_SECRET}\n      RateLimitPerMinute: 1\n"),
+            ),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    let first = deployment_id("chat-conf-a");
+    let second = deployment_id("chat-conf-b");
+    for id in [&first, &second] {
+        app.post_alerts(&alertmanager_body(id, "firing")).await;
+        app.wait_final(id).await;
+    }
+    let settled = wait_notifications(&app, &first, |ns| {
+        ns.len() == 3 && ns.iter().all(|n| n["state"] != "pending")
+    })
+    .await;
+    let ding = of(&settled, "ding");
+    assert_eq!(
+        (&ding["state"], &ding["attempts"]),
+        (&Value::from("failed"), &Value::from(1)),
+        "{ding:#}"
+    );
+    assert!(
+        ding["lastError"].as_str().unwrap().contains("310000"),
+        "{ding:#}"
+    );
+    assert!(
+        !ding["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("not-the-robots"),
+        "no secret in the reason"
+    );
+    let archived = of(&settled, "archived");
+    assert_eq!(archived["state"], "disabled", "{archived:#}");
+    assert!(archived["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("channel_is_archived"));
+    assert_eq!(of(&settled, "lark")["state"], "delivered");
+
+    // One Feishu message a minute: the second report's waits, without spending an attempt.
+    let waiting = wait_notifications(&app, &second, |ns| {
+        ns.iter()
+            .any(|n| n["sink"] == "lark" && n["lastError"].is_string())
+    })
+    .await;
+    let lark = of(&waiting, "lark");
+    assert_eq!(
+        (&lark["state"], &lark["attempts"]),
+        (&Value::from("pending"), &Value::from(0)),
+        "{lark:#}"
+    );
+    assert!(
+        lark["lastError"].as_str().unwrap().contains("rate limit"),
+        "{lark:#}"
+    );
+    assert_eq!(chat.accepted().len(), 1, "{:?}", chat.accepted());
+    let metrics = app
+        .metrics_with("deploy_diagnosis_notifications_total{")
+        .await;
+    assert!(
+        metrics.contains("sink=\"lark\",outcome=\"deferred\""),
+        "{metrics}"
+    );
+}
