@@ -170,6 +170,7 @@ pub async fn run(
         max_conns: config.max_conns.get(),
         timeout: config.timeout,
         prometheus: Prometheus::new(config.ai.prometheus_url.as_str(), config.evidence.timeout)?,
+        ui: Arc::new(http::ui::Ui::new(&config)),
     };
     let app = with_tracing(http::router(state));
     tracing::info!(

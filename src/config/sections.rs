@@ -138,6 +138,8 @@ pub const KEYS: &[&str] = &[
     "Notify.Sinks.RateLimitPerMinute",
     "UI",
     "UI.ExternalURL",
+    "UI.Language",
+    "UI.PrometheusExternalURL",
     "Log",
     "Log.Format",
     "Log.Level",
@@ -767,6 +769,27 @@ pub struct UiConfig {
     /// relative paths).
     #[serde(rename = "externalurl", deserialize_with = "value::optional_url")]
     pub external_url: Option<HttpUrl>,
+    /// The report pages' language.
+    #[serde(deserialize_with = "value::variant")]
+    pub language: Language,
+    /// Prometheus as people reach it, for the pages' links to its graphs (`None`:
+    /// `AI.PrometheusURL`).
+    #[serde(
+        rename = "prometheusexternalurl",
+        deserialize_with = "value::optional_url"
+    )]
+    pub prometheus_external_url: Option<HttpUrl>,
+}
+
+/// The report pages' language (`UI.Language`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Chinese, the design's language.
+    #[default]
+    Zh,
+    /// English.
+    En,
 }
 
 /// `Release.*`: what a deployment registered without its own `red` or `thresholds` gets.

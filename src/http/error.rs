@@ -57,6 +57,9 @@ pub enum ApiError {
     /// `MaxConns` requests are being handled.
     #[error("{0} requests are being handled (MaxConns); try again shortly")]
     Busy(usize),
+    /// A form without a matching `Origin` or token (cross-site request forgery).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request took longer than `Timeout`.
     #[error("the request took longer than {0} ms (Timeout); try again")]
     TimedOut(u128),
@@ -72,6 +75,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::BAD_REQUEST, *code, path.clone())
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

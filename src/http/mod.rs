@@ -12,6 +12,7 @@ pub mod error;
 pub mod ops;
 pub mod paging;
 pub mod reports;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub timeout: Duration,
     /// Prometheus, to check the RED query templates a registration carries.
     pub prometheus: Prometheus,
+    /// The report pages.
+    pub ui: Arc<ui::Ui>,
 }
 
 /// The routes.
@@ -95,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NoRoute })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))

@@ -15,7 +15,10 @@ use super::error::{
 };
 use super::paging::{bad_query, next_cursor, page, ListQuery};
 use super::AppState;
-use crate::model::report::{Engine, Feedback, HistoryEntry, ReportStatus, ReportView, RunnerKind};
+use crate::model::alert::DeploymentId;
+use crate::model::report::{
+    Engine, Feedback, HistoryEntry, Report, ReportStatus, ReportView, RunnerKind,
+};
 use crate::model::verdict::Attribution;
 use crate::store::{ListFilter, Rediagnose};
 
@@ -70,10 +73,8 @@ pub(super) async fn get_report(
     Ok(Json(report.into()))
 }
 
-pub(super) async fn list_reports(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+/// The filter and page of a listing's query.
+pub(super) fn list_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(ReportStatus::parse(s).ok_or_else(|| {
@@ -92,13 +93,19 @@ pub(super) async fn list_reports(
             )
         })?),
     };
-    let page = page(&q)?;
-    let limit = page.limit;
-    let filter = ListFilter {
+    Ok(ListFilter {
         status,
         verdict,
-        page,
-    };
+        page: page(q)?,
+    })
+}
+
+pub(super) async fn list_reports(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = list_filter(&q)?;
+    let limit = filter.page.limit;
     let reports = state.store.list(&filter).await?;
     let next = next_cursor(&reports, limit, |r| (r.created_time, r.id.clone()));
     let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
@@ -110,7 +117,13 @@ pub(super) async fn rediagnose(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_deployment_id(&raw)?;
-    match state.store.rediagnose(&id, Utc::now()).await? {
+    let report = restart(&state, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(ReportView::from(report))).into_response())
+}
+
+/// Queues a new version of `id`'s report.
+pub(super) async fn restart(state: &AppState, id: &DeploymentId) -> Result<Report, ApiError> {
+    match state.store.rediagnose(id, Utc::now()).await? {
         Rediagnose::NotFound => Err(ApiError::NotFound(id.to_string())),
         Rediagnose::InProgress => Err(ApiError::Conflict(format!(
             "a diagnosis of deployment {id} is already running or queued"
@@ -118,7 +131,7 @@ pub(super) async fn rediagnose(
         Rediagnose::Restarted(report) => {
             state.wake.queued();
             tracing::info!(deployment_id = %id, version = report.version, "re-diagnosis queued");
-            Ok((StatusCode::ACCEPTED, Json(ReportView::from(*report))).into_response())
+            Ok(*report)
         }
     }
 }
@@ -145,19 +158,40 @@ pub(super) async fn feedback(
     let id = parse_deployment_id(&raw)?;
     require_json(&headers)?;
     let bytes = capped_body(&headers, body, FEEDBACK_BODY.min(state.max_body_bytes)).await?;
+    let body: FeedbackBody = typed_body(&bytes)?;
+    let (version, feedback) = store_feedback(
+        &state,
+        &id,
+        body.score,
+        body.root_cause_correct,
+        body.comment,
+    )
+    .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "deploymentId": id.to_string(), "version": version, "feedback": feedback })),
+    )
+        .into_response())
+}
+
+/// Checks and stores feedback on the current version of `id`'s report (which must be
+/// finished): the version and the feedback as stored.
+pub(super) async fn store_feedback(
+    state: &AppState,
+    id: &DeploymentId,
+    score: i64,
+    root_cause_correct: bool,
+    comment: String,
+) -> Result<(u32, Feedback), ApiError> {
     let bad = |path: &str, message: String| ApiError::BadRequest {
         code: "invalid_body",
         message,
         path: Some(path.to_owned()),
     };
-    let body: FeedbackBody = typed_body(&bytes)?;
-    if !(1..=5).contains(&body.score) {
-        return Err(bad(
-            "score",
-            format!("score must be 1 to 5, got {}", body.score),
-        ));
+    if !(1..=5).contains(&score) {
+        return Err(bad("score", format!("score must be 1 to 5, got {score}")));
     }
-    if body.comment.chars().count() > MAX_COMMENT_CHARS {
+    if comment.chars().count() > MAX_COMMENT_CHARS {
         return Err(bad(
             "comment",
             format!("comment is longer than {MAX_COMMENT_CHARS} characters"),
@@ -165,7 +199,7 @@ pub(super) async fn feedback(
     }
     let report = state
         .store
-        .get(&id)
+        .get(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
     if report.status == ReportStatus::Generating {
@@ -174,14 +208,14 @@ pub(super) async fn feedback(
         )));
     }
     let feedback = Feedback {
-        score: body.score as u8,
-        root_cause_correct: body.root_cause_correct,
-        comment: body.comment,
+        score: score as u8,
+        root_cause_correct,
+        comment,
         at: Utc::now(),
     };
     if !state
         .store
-        .set_feedback(&id, report.version, &feedback)
+        .set_feedback(id, report.version, &feedback)
         .await?
     {
         return Err(ApiError::Conflict(format!(
@@ -192,11 +226,7 @@ pub(super) async fn feedback(
         .metrics
         .feedback(&feedback, report.engine.map_or("none", Engine::as_str));
     tracing::info!(deployment_id = %id, version = report.version, score = feedback.score, "feedback stored");
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "deploymentId": id.to_string(), "version": report.version, "feedback": feedback })),
-    )
-        .into_response())
+    Ok((report.version, feedback))
 }
 
 pub(super) async fn history(

@@ -259,10 +259,18 @@ fn answer(route: &str) -> Option<Value> {
             ],
         }),
         "/commits/c1/pulls" => json!([pull(42, "Warm the product cache at startup", "dev")]),
-        "/commits/c2/pulls" => json!([pull(43, "Fix a typo in the README", "doc")]),
+        "/commits/c2/pulls" => json!([pull(
+            43,
+            "Fix a typo in the README <script>document.title='pwned'</script>",
+            "doc"
+        )]),
         "/commits/c3/pulls" => json!([]),
         "/pulls/42" => pull(42, "Warm the product cache at startup", "dev"),
-        "/pulls/43" => pull(43, "Fix a typo in the README", "doc"),
+        "/pulls/43" => pull(
+            43,
+            "Fix a typo in the README <script>document.title='pwned'</script>",
+            "doc",
+        ),
         "/pulls/42/files" => json!([file("src/catalog/cache.go", 8, 0, Some(CACHE_PATCH))]),
         "/pulls/43/files" => json!([file(
             "README.md",

@@ -33,4 +33,5 @@ mod range_summary;
 mod release_verdict;
 mod reports;
 mod store_contract;
+mod ui;
 mod worker_faults;

@@ -1,0 +1,325 @@
+//! `/ui/`: the report pages, rendered by the service (maud; the stylesheet is embedded in
+//! the binary; no script at all, so reading works with JavaScript off).
+//!
+//! Reading takes the read token like the API (a browser's Basic prompt works: the `401`
+//! carries a `Basic` challenge); the two forms (feedback, re-diagnose) take the write
+//! token and are guarded against cross-site request forgery twice: the `Origin` must be
+//! the service's own, and each form carries a token (HMAC of the action and deployment
+//! under a key made at start, so a form from before a restart is refused once). Every
+//! page is sent with a `Content-Security-Policy` that allows no script and no inline
+//! style.
+
+mod chart;
+mod pages;
+mod text;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::error::{capped_body, parse_deployment_id, ApiError, FEEDBACK_BODY};
+use super::paging::{next_cursor, ListQuery};
+use super::reports::{list_filter, restart, store_feedback};
+use super::AppState;
+use crate::config::Config;
+use crate::model::report::{Report, ReportStatus};
+use chart::{Chart, Span};
+use pages::{Filters, Links};
+use text::Text;
+
+/// Reports whose charts are kept (a finished version's charts do not change).
+const CACHED_REPORTS: usize = 256;
+
+/// Charts by report id and version.
+type ChartCache = Mutex<HashMap<(String, u32), Arc<Vec<Chart>>>>;
+
+/// The pages' settings and caches.
+pub struct Ui {
+    text: &'static Text,
+    /// Where the pages link Prometheus graphs.
+    prometheus_link: String,
+    /// The Prometheus the service measures with.
+    prometheus_url: String,
+    /// `Evidence.BaselineMinutes`: the charts' time before the release.
+    baseline: Duration,
+    /// `UI.ExternalURL`'s origin: a form from it is the service's own too.
+    external_origin: Option<String>,
+    form_key: [u8; 32],
+    charts: ChartCache,
+}
+
+impl Ui {
+    /// The pages of `config`, with a new form key.
+    pub fn new(config: &Config) -> Self {
+        let mut form_key = [0u8; 32];
+        form_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        form_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let prometheus_url = config.ai.prometheus_url.as_str().trim_end_matches('/');
+        Self {
+            text: Text::of(config.ui.language),
+            prometheus_link: config
+                .ui
+                .prometheus_external_url
+                .as_ref()
+                .map_or(prometheus_url, |u| u.as_str())
+                .trim_end_matches('/')
+                .to_owned(),
+            prometheus_url: prometheus_url.to_owned(),
+            baseline: config.evidence.baseline,
+            external_origin: config
+                .ui
+                .external_url
+                .as_ref()
+                .and_then(|u| url::Url::parse(u.as_str()).ok())
+                .map(|u| u.origin().ascii_serialization()),
+            form_key,
+            charts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The token of `action` on `deployment`'s forms.
+    fn form_token(&self, action: &str, deployment: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.form_key).expect("HMAC takes a key of any size");
+        mac.update(action.as_bytes());
+        mac.update(b"\n");
+        mac.update(deployment.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether a form's token is the one this service gave (compared in constant time).
+    fn token_matches(&self, action: &str, deployment: &str, token: &str) -> bool {
+        let expected = self.form_token(action, deployment);
+        expected.len() == token.len()
+            && expected
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// The pages' routes.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(list))
+        .route("/ui/assets/style.css", get(style))
+        .route("/ui/reports/{deployment_id}", get(report))
+        .route("/ui/reports/{deployment_id}/rediagnose", post(rediagnose))
+        .route("/ui/reports/{deployment_id}/feedback", post(feedback))
+        .layer(axum::middleware::map_response(secure))
+}
+
+/// No script, no inline style, no framing, forms only to this service.
+async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../../assets/ui/style.css"),
+    )
+}
+
+/// The list's query: the API's filters and paging, and the engine.
+#[derive(Debug, Deserialize)]
+struct ListPageQuery {
+    #[serde(flatten)]
+    list: ListQuery,
+    engine: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListPageQuery>,
+) -> Result<Html<String>, ApiError> {
+    let filter = list_filter(&q.list)?;
+    let engine = q.engine.as_deref().unwrap_or("");
+    if !["", "ai", "evidence"].contains(&engine) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("engine must be ai or evidence, not {engine:?}"),
+            path: Some("engine".into()),
+        });
+    }
+    let limit = filter.page.limit;
+    let reports = state.store.list(&filter).await?;
+    let next = next_cursor(&reports, limit, |r| (r.created_time, r.id.clone()));
+    // The engine is filtered within each page (the store's listing has no engine index).
+    let reports: Vec<Report> = reports
+        .into_iter()
+        .filter(|r| engine.is_empty() || r.engine.is_some_and(|e| e.as_str() == engine))
+        .collect();
+    let filters = Filters {
+        status: q.list.status.as_deref().unwrap_or(""),
+        verdict: q.list.verdict.as_deref().unwrap_or(""),
+        engine,
+    };
+    Ok(Html(
+        pages::list(state.ui.text, &reports, &filters, next).into_string(),
+    ))
+}
+
+async fn report(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Html<String>, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    let report = state
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    let history = state.store.history(&id).await?;
+    let ui = &state.ui;
+    let span = Span::of(&report, ui.baseline);
+    let key = (report.id.clone(), report.version);
+    let cached = ui
+        .charts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let charts = match cached {
+        Some(charts) => charts,
+        None => {
+            let charts = Arc::new(chart::gather(&state.prometheus, &report, span).await);
+            // A finished version's charts are final; a generating one's are not kept.
+            if report.status != ReportStatus::Generating && charts.iter().all(|c| c.error.is_none())
+            {
+                let mut cache = ui.charts.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= CACHED_REPORTS {
+                    cache.clear();
+                }
+                cache.insert(key, Arc::clone(&charts));
+            }
+            charts
+        }
+    };
+    let id_text = id.as_str();
+    let tokens = (
+        ui.form_token("rediagnose", id_text),
+        ui.form_token("feedback", id_text),
+    );
+    Ok(Html(
+        pages::report(
+            ui.text,
+            &report,
+            &history,
+            &charts,
+            &span,
+            &Links {
+                prometheus: &ui.prometheus_link,
+            },
+            (&tokens.0, &tokens.1),
+            &ui.prometheus_url,
+        )
+        .into_string(),
+    ))
+}
+
+/// A form's fields, after the `Origin` and token checks for `action` on `deployment`.
+async fn checked_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    action: &str,
+    deployment: &str,
+) -> Result<HashMap<String, String>, ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Forbidden("a form must come with its Origin".into()))?;
+    let own = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|host| {
+            url::Url::parse(origin).is_ok_and(|o| {
+                let port = o.port().map(|p| format!(":{p}")).unwrap_or_default();
+                o.host_str()
+                    .is_some_and(|h| format!("{h}{port}").eq_ignore_ascii_case(host))
+            })
+        });
+    if !own && state.ui.external_origin.as_deref() != Some(origin) {
+        return Err(ApiError::Forbidden(format!(
+            "a form from {origin} is not this service's own"
+        )));
+    }
+    let bytes = capped_body(headers, body, FEEDBACK_BODY.min(state.max_body_bytes)).await?;
+    let fields: HashMap<String, String> =
+        url::form_urlencoded::parse(&bytes).into_owned().collect();
+    let token = fields.get("csrf").map(String::as_str).unwrap_or("");
+    if !state.ui.token_matches(action, deployment, token) {
+        return Err(ApiError::Forbidden(
+            "the form's token is missing or stale: reload the page and send it again".into(),
+        ));
+    }
+    Ok(fields)
+}
+
+async fn rediagnose(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    checked_form(&state, &headers, body, "rediagnose", id.as_str()).await?;
+    restart(&state, &id).await?;
+    Ok(Redirect::to(&format!("/ui/reports/{id}")).into_response())
+}
+
+async fn feedback(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_deployment_id(&raw)?;
+    let mut fields = checked_form(&state, &headers, body, "feedback", id.as_str()).await?;
+    let score = fields
+        .get("score")
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_body",
+            message: "score must be a number from 1 to 5".into(),
+            path: Some("score".into()),
+        })?;
+    let correct = fields.get("rootCauseCorrect").is_some_and(|v| v == "true");
+    let comment = fields.remove("comment").unwrap_or_default();
+    store_feedback(&state, &id, score, correct, comment).await?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/ui/reports/{id}"))],
+    )
+        .into_response())
+}
