@@ -53,7 +53,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "Port: 0\nAI:\n  BaseURL:\n  PrometheusURL: {}\nStore:\n  Path: {}\n\
-         Evidence:\n  RateWindowSeconds: 5\n  BaselineMinutes: 30\n  MaxItems: 12\nLog:\n  Level: warn\n",
+         Evidence:\n  RateWindowSeconds: 5\n  BaselineMinutes: 2\nLog:\n  Level: warn\n",
         prom.url,
         dir.path().join("bench.sqlite3").display()
     );
@@ -68,6 +68,31 @@ async fn main() {
     ));
     servers::wait_http(&format!("{base}/healthz"), "the service").await;
     let client = reqwest::Client::new();
+    // Evidence needs a few scrapes of the node first.
+    let scraped = format!(
+        "count_over_time(up{{instance=\"{}\"}}[10m]) >= 4",
+        prom.node_instance
+    );
+    let start = Instant::now();
+    loop {
+        let answer: Value = client
+            .get(format!("{}/api/v1/query", prom.url))
+            .query(&[("query", scraped.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if answer["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{answer}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let id = "page-bench";
     let alert: Value = json!({
         "version": "4", "status": "firing", "receiver": "deploy-diagnosis",
@@ -98,6 +123,8 @@ async fn main() {
             .await
             .unwrap();
         if report["status"] != "generating" {
+            let items = report["evidence"].as_array().map_or(0, Vec::len);
+            assert!(items > 0, "a report with evidence: {report:#}");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "{report}");
