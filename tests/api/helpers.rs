@@ -37,6 +37,8 @@ pub struct Options {
     pub ai_extra: &'static str,
     /// `Evidence.Enabled` (off unless a test is about the evidence).
     pub evidence: bool,
+    /// `Evidence.TimeoutSeconds`.
+    pub evidence_timeout_s: u64,
     /// `Evidence.Concurrency`.
     pub evidence_concurrency: usize,
     /// `AI.BaseURL` empty: evidence-only mode.
@@ -107,6 +109,7 @@ impl Default for Options {
             ai_extra: "",
             evidence: false,
             evidence_concurrency: 8,
+            evidence_timeout_s: 10,
             evidence_only: false,
             timeout_s: 30,
             store: StoreChoice::Embedded,
@@ -217,6 +220,7 @@ Evidence:
   Concurrency: {evidence_concurrency}
   RateWindowSeconds: 5
   BaselineMinutes: 2
+  TimeoutSeconds: {evidence_timeout}
 Webhook:
   BearerToken: "{bearer}"
   MaxBodyBytes: 65536
@@ -229,6 +233,7 @@ Auth:
         ai_extra = options.ai_extra,
         evidence = options.evidence || options.evidence_only,
         evidence_concurrency = options.evidence_concurrency,
+        evidence_timeout = options.evidence_timeout_s,
         llm = if options.evidence_only { "" } else { llm },
         max_turns = options.max_turns,
         store_path = dir.join("reports.sqlite3").display(),

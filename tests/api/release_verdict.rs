@@ -611,6 +611,9 @@ pub async fn app() -> TestApp {
     spawn_app(Options {
         evidence_only: true,
         prometheus_url: Some(stack().await.url.clone()),
+        // The verdict, not its speed, is under test here (benches/quality measures
+        // that): a machine busy with a browser test must not time the gathering out.
+        evidence_timeout_s: 30,
         ..Options::default()
     })
     .await
