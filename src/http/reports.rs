@@ -65,12 +65,16 @@ pub(super) async fn get_report(
     Path(raw): Path<String>,
 ) -> Result<Json<ReportView>, ApiError> {
     let id = parse_deployment_id(&raw)?;
-    let report = state
+    Ok(Json(report_of(&state, &id).await?.into()))
+}
+
+/// `id`'s report, or a `404`.
+pub(super) async fn report_of(state: &AppState, id: &DeploymentId) -> Result<Report, ApiError> {
+    state
         .store
-        .get(&id)
+        .get(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
-    Ok(Json(report.into()))
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))
 }
 
 /// The filter and page of a listing's query.
@@ -197,11 +201,7 @@ pub(super) async fn store_feedback(
             format!("comment is longer than {MAX_COMMENT_CHARS} characters"),
         ));
     }
-    let report = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    let report = report_of(state, id).await?;
     if report.status == ReportStatus::Generating {
         return Err(ApiError::Conflict(format!(
             "deployment {id}'s report is being diagnosed; feedback applies to a finished version"

@@ -262,27 +262,27 @@ impl Summary {
         let build = |room: usize| {
             let mut content = String::new();
             if let Some(v) = &self.verdict {
-                content.push_str(&format!("**{}**\n", lark_escape(v)));
+                content.push_str(&format!("**{}**\n", escape_markup(v)));
             }
             for (label, value) in &self.facts {
-                content.push_str(&format!("**{label}**：{}\n", lark_escape(value)));
+                content.push_str(&format!("**{label}**：{}\n", escape_markup(value)));
             }
             if !self.evidence.is_empty() {
                 content.push_str("\n**证据**\n");
                 for line in &self.evidence {
-                    content.push_str(&format!("- {}\n", lark_escape(line)));
+                    content.push_str(&format!("- {}\n", escape_markup(line)));
                 }
             }
             if !self.suspects.is_empty() {
                 content.push_str("\n**可疑变更**\n");
                 for (title, url) in &self.suspects {
-                    content.push_str(&format!("- [{}]({url})\n", lark_escape(title)));
+                    content.push_str(&format!("- [{}]({url})\n", escape_markup(title)));
                 }
             }
             if !self.overview.is_empty() {
                 content.push_str(&format!(
                     "\n**问题概述**\n{}",
-                    lark_escape(&cut_bytes(&self.overview, room))
+                    escape_markup(&cut_bytes(&self.overview, room))
                 ));
             }
             let mut body = json!({
@@ -331,19 +331,19 @@ impl Summary {
             "text": {"type": "plain_text", "text": cut_chars(&self.title, SLACK_HEADER_CHARS)},
         })];
         if let Some(v) = &self.verdict {
-            blocks.push(section(format!("*{}*", slack_escape(v))));
+            blocks.push(section(format!("*{}*", escape_markup(v))));
         }
         let facts: Vec<String> = self
             .facts
             .iter()
-            .map(|(label, value)| format!("*{label}*: {}", slack_escape(value)))
+            .map(|(label, value)| format!("*{label}*: {}", escape_markup(value)))
             .collect();
         blocks.push(section(facts.join("\n")));
         if !self.evidence.is_empty() {
             let lines: Vec<String> = self
                 .evidence
                 .iter()
-                .map(|l| format!("• {}", slack_escape(l)))
+                .map(|l| format!("• {}", escape_markup(l)))
                 .collect();
             blocks.push(section(format!("*证据*\n{}", lines.join("\n"))));
         }
@@ -351,37 +351,33 @@ impl Summary {
             let lines: Vec<String> = self
                 .suspects
                 .iter()
-                .map(|(title, url)| format!("• <{}|{}>", slack_escape(url), slack_escape(title)))
+                .map(|(title, url)| format!("• <{}|{}>", escape_markup(url), escape_markup(title)))
                 .collect();
             blocks.push(section(format!("*可疑变更*\n{}", lines.join("\n"))));
         }
         if !self.overview.is_empty() {
             blocks.push(section(format!(
                 "*问题概述*\n{}",
-                slack_escape(&self.overview)
+                escape_markup(&self.overview)
             )));
         }
-        blocks.push(section(format!("<{}|查看报告>", slack_escape(&self.link))));
+        blocks.push(section(format!("<{}|查看报告>", escape_markup(&self.link))));
         blocks.truncate(SLACK_MAX_BLOCKS);
         json!({"text": cut_chars(&self.title, SLACK_SECTION_CHARS), "blocks": blocks})
     }
 }
 
-/// Slack's mrkdwn escapes: `&`, `<` and `>` (its "Formatting text" guide).
-fn slack_escape(text: &str) -> String {
+/// Outside text for markup that reads tags: `&`, `<` and `>` as entities. Slack's mrkdwn
+/// documents these three escapes (its "Formatting text" guide); Feishu's lark_md reads
+/// `<at …>` and other tags and shows the entities as the characters.
+fn escape_markup(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// Feishu's lark_md reads `<at …>` and other tags: outside text has its angle brackets and
-/// ampersands escaped as HTML entities, which lark_md shows as the characters.
-fn lark_escape(text: &str) -> String {
-    slack_escape(text)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::alert::{Alert, DeploymentId};
     use crate::model::changes::{Changes, PullRequest};
@@ -420,7 +416,7 @@ mod tests {
             resource: Resource::Rule,
             signal: String::from(signal),
             instance: "web-2:8080".into(),
-            query: String::new(),
+            query: format!("{signal}{{instance=\"web-2:8080\"}}"),
             unit: "%".into(),
             scored: Scored {
                 baseline: Some(baseline),
@@ -503,6 +499,9 @@ mod tests {
 
     #[test]
     fn mrkdwn_text_is_escaped() {
-        assert_eq!(slack_escape("<!channel> & co"), "&lt;!channel&gt; &amp; co");
+        assert_eq!(
+            escape_markup("<!channel> & co"),
+            "&lt;!channel&gt; &amp; co"
+        );
     }
 }

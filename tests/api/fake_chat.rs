@@ -48,18 +48,20 @@ struct Inner {
 }
 
 impl Inner {
-    /// Whether one more message keeps `platform` within `max` a `span`.
-    fn within_rate(&self, platform: &'static str, span: Duration, max: usize) -> bool {
+    /// Whether one more message keeps `platform` within every `(span, max)` window.
+    fn within_rate(&self, platform: &'static str, windows: &[(Duration, usize)]) -> bool {
         let now = Instant::now();
         let mut times = self.times.lock().unwrap();
         let seen = times.entry(platform).or_default();
         seen.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-        let recent = seen
-            .iter()
-            .filter(|t| now.duration_since(**t) < span)
-            .count();
+        let within = windows.iter().all(|(span, max)| {
+            seen.iter()
+                .filter(|t| now.duration_since(**t) < *span)
+                .count()
+                < *max
+        });
         seen.push(now);
-        recent < max
+        within
     }
 
     fn refuse(&self, platform: &'static str, answer: Response, what: String) -> Response {
@@ -143,7 +145,7 @@ async fn dingtalk(
         return s.refuse(p, answer(40035, "缺少参数 markdown"), value.to_string());
     }
     // 20 messages a minute per robot: "send too fast, exceed 20 times per minute".
-    if !s.within_rate(p, Duration::from_secs(60), 20) {
+    if !s.within_rate(p, &[(Duration::from_secs(60), 20)]) {
         return s.refuse(
             p,
             answer(130101, "send too fast, exceed 20 times per minute"),
@@ -190,7 +192,7 @@ async fn wecom(
         );
     }
     // 20 messages a minute per robot, else errcode 45009.
-    if !s.within_rate(p, Duration::from_secs(60), 20) {
+    if !s.within_rate(p, &[(Duration::from_secs(60), 20)]) {
         return s.refuse(p, answer(45009, "api freq out of limit"), "rate".into());
     }
     s.accept(p, value, body.len());
@@ -242,7 +244,10 @@ async fn feishu(State(s): State<Arc<Inner>>, Path(token): Path<String>, body: By
         return s.refuse(p, answer(9499, "Bad Request"), value.to_string());
     }
     // 100 a minute and 5 a second per bot, else code 11232.
-    if !s.within_rate(p, Duration::from_secs(1), 5) {
+    if !s.within_rate(
+        p,
+        &[(Duration::from_secs(60), 100), (Duration::from_secs(1), 5)],
+    ) {
         return s.refuse(
             p,
             answer(

@@ -140,29 +140,23 @@ fn role_of(report: &Report, host: &str) -> Role {
 
 fn wanted(report: &Report) -> Vec<Wanted> {
     let mut charts: Vec<Wanted> = Vec::new();
-    if let Some(release) = &report.release {
-        for c in &release.comparisons {
-            if let Some(w) = charts.iter_mut().find(|w| w.title == c.signal) {
-                if !w.lines.iter().any(|(q, _, _)| *q == c.query) {
-                    let role = if c.released_host {
-                        Role::Released
-                    } else {
-                        Role::Control
-                    };
-                    w.lines.push((c.query.clone(), c.host.clone(), role));
-                }
-            } else if charts.len() < MAX_COMPARISON_CHARTS {
-                let role = if c.released_host {
-                    Role::Released
-                } else {
-                    Role::Control
-                };
-                charts.push(Wanted {
-                    title: c.signal.clone(),
-                    unit: c.unit.clone(),
-                    lines: vec![(c.query.clone(), c.host.clone(), role)],
-                });
-            }
+    for c in report.release.iter().flat_map(|r| &r.comparisons) {
+        let role = if c.released_host {
+            Role::Released
+        } else {
+            Role::Control
+        };
+        let line = (c.query.clone(), c.host.clone(), role);
+        let full = charts.len() >= MAX_COMPARISON_CHARTS;
+        match charts.iter_mut().find(|w| w.title == c.signal) {
+            Some(w) if !w.lines.iter().any(|(q, _, _)| *q == c.query) => w.lines.push(line),
+            Some(_) => {}
+            None if !full => charts.push(Wanted {
+                title: c.signal.clone(),
+                unit: c.unit.clone(),
+                lines: vec![line],
+            }),
+            None => {}
         }
     }
     for item in report.evidence.iter().flatten() {
@@ -316,6 +310,56 @@ pub fn svg(chart: &Chart, span: &Span, labels: [&str; 3]) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verdict's comparisons come first, a chart per signal with a line per host
+    /// (released and control apart, each query once); then the evidence items.
+    #[test]
+    fn compared_signals_are_charted_per_host_before_the_evidence() {
+        let comparison = |signal: &str, host: &str, released: bool| {
+            serde_json::json!({
+                "signal": signal, "host": host, "releasedHost": released,
+                "method": if released { "canary" } else { "before_after" },
+                "query": format!("{signal}{{host=\"{host}\"}}"), "unit": "%",
+                "released": 1.0, "control": 1.0, "points": [10, 10], "pValue": 1.0,
+                "effect": 0.0, "class": "pass", "worse": false,
+            })
+        };
+        let mut report = crate::notify::message::tests::example();
+        report.release = Some(
+            serde_json::from_value(serde_json::json!({
+                "verdict": "release", "recommendation": "rollback", "confidence": 0.9,
+                "reasons": [], "comparisons": [
+                    comparison("errors %", "web-2", true),
+                    comparison("errors %", "web-1", false),
+                    comparison("errors %", "web-2", true),
+                    comparison("p95 ms", "web-2", true),
+                ],
+            }))
+            .unwrap(),
+        );
+        let charts = wanted(&report);
+        let summary: Vec<(&str, Vec<(&str, Role)>)> = charts
+            .iter()
+            .map(|w| {
+                let lines = w.lines.iter().map(|(_, h, r)| (h.as_str(), *r)).collect();
+                (w.title.as_str(), lines)
+            })
+            .collect();
+        assert_eq!(
+            summary[..2],
+            [
+                (
+                    "errors %",
+                    vec![("web-2", Role::Released), ("web-1", Role::Control)]
+                ),
+                ("p95 ms", vec![("web-2", Role::Released)]),
+            ]
+        );
+        assert_eq!(
+            charts[2].title, "errors % @ web-2:8080",
+            "then the evidence"
+        );
+    }
 
     #[test]
     fn a_chart_shades_its_windows_marks_the_release_and_escapes_labels() {

@@ -30,7 +30,7 @@ use sha2::Sha256;
 
 use super::error::{capped_body, parse_deployment_id, ApiError, FEEDBACK_BODY};
 use super::paging::{next_cursor, ListQuery};
-use super::reports::{list_filter, restart, store_feedback};
+use super::reports::{list_filter, report_of, restart, store_feedback};
 use super::AppState;
 use crate::config::Config;
 use crate::model::report::{Report, ReportStatus};
@@ -194,11 +194,7 @@ async fn report(
     Path(raw): Path<String>,
 ) -> Result<Html<String>, ApiError> {
     let id = parse_deployment_id(&raw)?;
-    let report = state
-        .store
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    let report = report_of(&state, &id).await?;
     let history = state.store.history(&id).await?;
     let ui = &state.ui;
     let span = Span::of(&report, ui.baseline);
