@@ -851,7 +851,8 @@ pub struct AuthConfig {
     /// Required on writes (`POST`, `PUT`, `DELETE`); `Webhook.BearerToken` is its alias.
     #[serde(rename = "writetoken")]
     pub write_token: Secret,
-    /// Required on reads except `/healthz` and `/readyz` (empty: the write token).
+    /// Required on reads except `/healthz`, `/readyz` and `/openapi.json` (empty: the write
+    /// token).
     #[serde(rename = "readtoken")]
     pub read_token: Secret,
     /// Whether `/metrics` needs the read token too.

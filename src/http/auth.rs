@@ -71,6 +71,15 @@ impl Tokens {
         }
     }
 
+    /// Whether `access` takes a token at all.
+    pub fn required(&self, access: Access) -> bool {
+        match access {
+            Access::Open => false,
+            Access::Write => !self.write.is_empty(),
+            Access::Read => !self.reader().is_empty(),
+        }
+    }
+
     /// Whether a request with this `Authorization` header may have `access`.
     pub fn allows(&self, access: Access, authorization: Option<&str>) -> bool {
         let given = authorization.and_then(credential);

@@ -3,22 +3,23 @@
 //! nothing changes.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::{
-    capped_body, parse_deployment_id, require_json, typed_body, ApiError, DEPLOYMENT_BODY,
+    capped_body, require_json, typed_body, ApiError, DeploymentPath, Path, Query, DEPLOYMENT_BODY,
 };
-use super::paging::{next_cursor, page, ListQuery};
+use super::openapi::{BodyRefused, Guarded, Invalid, Missing};
+use super::paging::{next_cursor, page, ListQuery, PageQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
 use crate::model::deployment::{
-    host_key, Deployment, Host, HostStatus, RedQueries, RepoName, Strategy, Thresholds,
+    host_key, Deployment, Host, HostForm, HostStatus, RedQueries, RepoName, Strategy, Thresholds,
 };
 use crate::store::Upsert;
 use crate::verdict::red;
@@ -31,7 +32,7 @@ pub const MAX_HOST_LEN: usize = 270;
 pub const MAX_FIELD_LEN: usize = 1024;
 
 /// `PUT /deployments/{id}`, as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct DeploymentInput {
     #[serde(default)]
@@ -46,17 +47,24 @@ pub(super) struct DeploymentInput {
     commit: String,
     /// Names, or `{name, status, releasedAt}` objects: checked one by one below.
     #[serde(default)]
+    #[schema(value_type = Vec<HostForm>, max_items = 200)]
     hosts: Vec<Value>,
     #[serde(default)]
+    #[schema(schema_with = super::openapi::strategy)]
     strategy: Option<String>,
     #[serde(default)]
     environment: String,
+    /// When the rollout started (RFC 3339; default: now).
     #[serde(default)]
+    #[schema(schema_with = super::openapi::optional_time)]
     started_at: Option<String>,
     /// `startedAt`'s older name.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::optional_time)]
     deployed_at: Option<String>,
+    /// When the rollout finished (RFC 3339).
     #[serde(default)]
+    #[schema(schema_with = super::openapi::optional_time)]
     finished_at: Option<String>,
     #[serde(default)]
     red: Option<RedInput>,
@@ -66,8 +74,8 @@ pub(super) struct DeploymentInput {
     url: String,
 }
 
-/// `red`, as sent.
-#[derive(Debug, Deserialize)]
+/// `red`, as sent: PromQL templates in which `{{hostname}}` stands for one host.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RedInput {
     #[serde(default)]
@@ -79,7 +87,7 @@ pub(super) struct RedInput {
 }
 
 /// `thresholds`, as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct ThresholdsInput {
     rate_min: Option<f64>,
@@ -392,13 +400,30 @@ impl DeploymentInput {
     }
 }
 
+/// Registers a deployment (or replaces its registration): its service, release, hosts and
+/// their rollout status, and the application's RED queries and thresholds.
+#[utoipa::path(
+    put,
+    path = "/deployments/{deployment_id}",
+    tag = "deployments",
+    params(DeploymentPath),
+    request_body(content = DeploymentInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Registration replaced", body = Deployment),
+        (status = 201, description = "Registered", body = Deployment),
+        Invalid,
+        Missing,
+        BodyRefused,
+        Guarded,
+    ),
+)]
 pub(super) async fn put_deployment(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     require_json(&headers)?;
     let bytes = capped_body(&headers, body, DEPLOYMENT_BODY.min(state.max_body_bytes)).await?;
     let input: DeploymentInput = typed_body(&bytes)?;
@@ -450,11 +475,19 @@ async fn check_red(state: &AppState, queries: &RedQueries) -> Result<(), FieldEr
     Ok(())
 }
 
+/// A registered deployment.
+#[utoipa::path(
+    get,
+    path = "/deployments/{deployment_id}",
+    tag = "deployments",
+    params(DeploymentPath),
+    responses((status = 200, description = "The registration", body = Deployment), Invalid, Missing, Guarded),
+)]
 pub(super) async fn get_deployment(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     state
         .deployments
         .get_deployment(&id)
@@ -463,32 +496,61 @@ pub(super) async fn get_deployment(
         .ok_or_else(|| ApiError::NoDeployment(id.to_string()))
 }
 
+/// A page of registered deployments.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeploymentPage {
+    deployments: Vec<Deployment>,
+    /// The `cursor` of the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// Registered deployments, newest first, a page at a time. (`status` and `verdict` are
+/// refused: they filter reports.)
+#[utoipa::path(
+    get,
+    path = "/deployments",
+    tag = "deployments",
+    params(PageQuery),
+    responses((status = 200, description = "A page of deployments", body = DeploymentPage), Invalid, Guarded),
+)]
 pub(super) async fn list_deployments(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    if q.status.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: "deployments have no status; use limit, cursor and before".into(),
-            path: Some("status".into()),
-        });
+) -> Result<Json<DeploymentPage>, ApiError> {
+    for (name, given) in [("status", &q.status), ("verdict", &q.verdict)] {
+        if given.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!("deployments have no {name}; use limit, cursor and before"),
+                path: Some(name.into()),
+            });
+        }
     }
-    let page = page(&q)?;
+    let page = page(&q.paging())?;
     let deployments = state.deployments.list_deployments(&page).await?;
     let next = next_cursor(&deployments, page.limit, |d| {
         (d.created_time, d.deployment_id.to_string())
     });
-    Ok(Json(
-        json!({ "deployments": deployments, "nextCursor": next }),
-    ))
+    Ok(Json(DeploymentPage {
+        deployments,
+        next_cursor: next,
+    }))
 }
 
+/// Forgets a registered deployment (its reports stay).
+#[utoipa::path(
+    delete,
+    path = "/deployments/{deployment_id}",
+    tag = "deployments",
+    params(DeploymentPath),
+    responses((status = 204, description = "Unregistered"), Invalid, Missing, Guarded),
+)]
 pub(super) async fn delete_deployment(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     if state.deployments.delete_deployment(&id).await? {
         tracing::info!(deployment_id = %id, "deployment unregistered");
         Ok(StatusCode::NO_CONTENT)

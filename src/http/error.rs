@@ -4,13 +4,36 @@
 //! type, a capped body, a typed body.
 
 use axum::body::{to_bytes, Body};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::model::alert::DeploymentId;
 use crate::store::StoreError;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong with a request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code: `invalid_body`, `invalid_query`, `invalid_deployment_id`,
+    /// `unauthorized`, `forbidden`, `unsupported_media_type`, `payload_too_large`,
+    /// `not_found`, `conflict`, `queue_full`, `busy`, `timeout`, `store_unavailable`.
+    pub code: &'static str,
+    /// What is wrong, for people.
+    pub message: String,
+    /// Where: the JSON path in the body, or the query parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
 
 /// Every way a request can fail, with its status code.
 #[derive(Debug, thiserror::Error)]
@@ -99,11 +122,12 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
             }
         };
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let Some(path) = path {
-            error["path"] = Value::String(path);
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let error = ErrorDetail {
+            code,
+            message: self.to_string(),
+            path,
+        };
+        let mut response = (status, Json(ErrorBody { error })).into_response();
         let retry_after = match self {
             ApiError::QueueFull(_) => Some("60"),
             ApiError::Busy(_) | ApiError::TimedOut(_) => Some("1"),
@@ -130,7 +154,66 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(super) fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {
+/// `axum::extract::Query`, refusing a query it cannot read (a parameter given twice, say)
+/// with the API's JSON `400` rather than axum's plain text.
+pub(super) struct Query<T>(pub(super) T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: rejection.body_text(),
+                path: None,
+            }),
+        }
+    }
+}
+
+/// `axum::extract::Path`, refusing a path it cannot read (not UTF-8 once decoded) with the
+/// API's JSON `400`.
+pub(super) struct Path<T>(pub(super) T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                code: "invalid_deployment_id",
+                message: rejection.body_text(),
+                path: None,
+            }),
+        }
+    }
+}
+
+/// The deployment id in a route's path.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct DeploymentPath {
+    /// The deployment's id: 1 to 200 characters (around it, spaces are dropped), no
+    /// control character and no `/`.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^/\u0000-\u001F\u007F-\u009F]*[^\s/\u0000-\u001F\u007F-\u009F][^/\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    deployment_id: String,
+}
+
+impl DeploymentPath {
+    /// The id, or a `400` saying what is wrong with it.
+    pub(super) fn id(&self) -> Result<DeploymentId, ApiError> {
+        parse_deployment_id(&self.deployment_id)
+    }
+}
+
+fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {
     DeploymentId::parse(raw).map_err(|message| ApiError::BadRequest {
         code: "invalid_deployment_id",
         message,

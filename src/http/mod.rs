@@ -3,12 +3,15 @@
 //! diagnoses run in the worker pool, never in a request.
 //!
 //! - [`auth`]: read and write tokens; [`error`]: the one error type and request helpers;
-//! - one file a resource: [`alerts`], [`reports`], [`deployments`], [`ops`]; [`paging`].
+//! - one file a resource: [`alerts`], [`reports`], [`deployments`], [`ops`]; [`paging`];
+//! - [`openapi`]: `/openapi.json`, made from the routes' own `#[utoipa::path]`s;
+//! - [`ui`]: the report pages.
 
 pub mod alerts;
 pub mod auth;
 pub mod deployments;
 pub mod error;
+pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod reports;
@@ -21,9 +24,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::diagnosis::Diagnoser;
 use crate::evidence::Prometheus;
@@ -73,32 +78,36 @@ pub struct AppState {
     pub ui: Arc<ui::Ui>,
 }
 
-/// The routes.
+/// The routes, each described in `/openapi.json` by its handler's `#[utoipa::path]`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/alerts", post(alerts::post_alerts))
-        .route("/reports", get(reports::list_reports))
-        .route(
-            "/reports/{deployment_id}",
-            get(reports::get_report).delete(reports::delete_report),
-        )
-        .route(
-            "/reports/{deployment_id}/rediagnose",
-            post(reports::rediagnose),
-        )
-        .route("/reports/{deployment_id}/feedback", post(reports::feedback))
-        .route("/reports/{deployment_id}/history", get(reports::history))
-        .route("/deployments", get(deployments::list_deployments))
-        .route(
-            "/deployments/{deployment_id}",
-            get(deployments::get_deployment)
-                .put(deployments::put_deployment)
-                .delete(deployments::delete_deployment),
-        )
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(alerts::post_alerts))
+        .routes(routes!(reports::list_reports))
+        .routes(routes!(reports::get_report, reports::delete_report))
+        .routes(routes!(reports::rediagnose))
+        .routes(routes!(reports::feedback))
+        .routes(routes!(reports::history))
+        .routes(routes!(deployments::list_deployments))
+        .routes(routes!(
+            deployments::get_deployment,
+            deployments::put_deployment,
+            deployments::delete_deployment
+        ))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
         .merge(ui::routes())
+        .split_for_parts();
+    let protect_metrics = state.protect_metrics;
+    let document = openapi::finish(document, &state.tokens, |method, path| {
+        access(method, path, protect_metrics)
+    });
+    let json = openapi::served(&document);
+    routes
+        .route(
+            "/openapi.json",
+            get(move || openapi::serve(Arc::clone(&json))),
+        )
         .fallback(|| async { ApiError::NoRoute })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
@@ -130,15 +139,25 @@ async fn bounded(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Writes need the write token, reads the read token (or the write token); health and
-/// readiness stay open for probes, and `/metrics` unless `Auth.ProtectMetrics`.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let access = match (request.method(), request.uri().path()) {
-        (_, "/healthz" | "/readyz") => Access::Open,
-        (_, "/metrics") if !state.protect_metrics => Access::Open,
+/// What a request needs: writes the write token, reads the read token (or the write
+/// token); health, readiness and the API's description stay open, and `/metrics` unless
+/// `Auth.ProtectMetrics`.
+fn access(method: &Method, path: &str, protect_metrics: bool) -> Access {
+    match (method, path) {
+        (_, "/healthz" | "/readyz" | "/openapi.json") => Access::Open,
+        (_, "/metrics") if !protect_metrics => Access::Open,
         (&Method::GET | &Method::HEAD, _) => Access::Read,
         _ => Access::Write,
-    };
+    }
+}
+
+/// Checks the request's token against [`access`].
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let access = access(
+        request.method(),
+        request.uri().path(),
+        state.protect_metrics,
+    );
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -5,31 +5,105 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::error::ApiError;
+use super::openapi::Guarded;
 use super::AppState;
 
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// The process answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
+    /// `ok`.
+    status: &'static str,
 }
 
+/// Whether the service can take and diagnose alerts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Readiness {
+    /// Both parts are ready.
+    ready: bool,
+    /// The store.
+    store: Check,
+    /// The runner.
+    runner: Check,
+}
+
+/// One part's readiness.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Check {
+    /// It answers.
+    ok: bool,
+    /// The runner's kind: `native`, `process`, `docker`, or `none` (evidence only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    /// What the runner said about itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Value)]
+    detail: Option<Value>,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Check {
+    fn ok(kind: Option<&'static str>, detail: Option<Value>) -> Self {
+        Self {
+            ok: true,
+            kind,
+            detail,
+            error: None,
+        }
+    }
+
+    fn failed(kind: Option<&'static str>, error: String) -> Self {
+        Self {
+            ok: false,
+            kind,
+            detail: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// Liveness: the process answers (no token, not counted against `MaxConns`).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)),
+)]
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the store answers and the runner can run (no token).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: see which part", body = Readiness),
+    ),
+)]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let store = match state.store.ping().await {
-        Ok(()) => json!({ "ok": true }),
+        Ok(()) => Check::ok(None, None),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store unreachable");
-            json!({ "ok": false, "error": "store unreachable" })
+            Check::failed(None, "store unreachable".into())
         }
     };
     let runner = match state.diagnoser.runner() {
-        None => json!({ "ok": true, "kind": "none", "detail": crate::diagnosis::EVIDENCE_ONLY }),
+        None => Check::ok(Some("none"), Some(crate::diagnosis::EVIDENCE_ONLY.into())),
         Some(runner) => match runner.check().await {
-            Ok(detail) => json!({ "ok": true, "kind": runner.kind().as_str(), "detail": detail }),
-            Err(e) => json!({ "ok": false, "kind": runner.kind().as_str(), "error": e }),
+            Ok(detail) => Check::ok(Some(runner.kind().as_str()), Some(detail)),
+            Err(e) => Check::failed(Some(runner.kind().as_str()), e),
         },
     };
-    let ready = store["ok"] == true && runner["ok"] == true;
+    let ready = store.ok && runner.ok;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -37,11 +111,26 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({ "ready": ready, "store": store, "runner": runner })),
+        Json(Readiness {
+            ready,
+            store,
+            runner,
+        }),
     )
         .into_response()
 }
 
+/// Prometheus metrics (text exposition format 0.0.4); the read token when
+/// `Auth.ProtectMetrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        Guarded,
+    ),
+)]
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.count_by_status().await?;
     let depth = state.store.queue_depth(Utc::now()).await?;

@@ -9,14 +9,43 @@ use crate::store::{Cursor, Page};
 /// Largest page of a listing.
 pub const MAX_LIST_LIMIT: u32 = 500;
 
-/// Query of `GET /reports`.
-#[derive(Debug, Deserialize)]
+/// Query of `GET /reports` (each parameter empty is as if not given).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    #[param(schema_with = super::openapi::status_filter)]
     pub(super) status: Option<String>,
+    #[param(schema_with = super::openapi::verdict_filter)]
     pub(super) verdict: Option<String>,
+    #[param(schema_with = super::openapi::page_limit)]
     pub(super) limit: Option<String>,
+    #[param(schema_with = super::openapi::page_before)]
     pub(super) before: Option<String>,
+    /// The previous page's `nextCursor`.
     pub(super) cursor: Option<String>,
+}
+
+/// Query of `GET /deployments`: paging only.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    #[param(schema_with = super::openapi::page_limit)]
+    pub(super) limit: Option<String>,
+    #[param(schema_with = super::openapi::page_before)]
+    pub(super) before: Option<String>,
+    /// The previous page's `nextCursor`.
+    pub(super) cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// Its paging.
+    pub(super) fn paging(&self) -> PageQuery {
+        PageQuery {
+            limit: self.limit.clone(),
+            before: self.before.clone(),
+            cursor: self.cursor.clone(),
+        }
+    }
 }
 
 /// The cursor of the page after a full one.
@@ -40,7 +69,7 @@ pub(super) fn bad_query(message: String, param: &str) -> ApiError {
 
 /// `limit` (1 to 500, default 50), `cursor` (a previous answer's `nextCursor`) and `before`
 /// (RFC 3339) of a listing.
-pub(super) fn page(q: &ListQuery) -> Result<Page, ApiError> {
+pub(super) fn page(q: &PageQuery) -> Result<Page, ApiError> {
     let bad = bad_query;
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => 50,

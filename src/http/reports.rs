@@ -2,17 +2,17 @@
 //! served in the design's shape (`promQL` and `content` as two fields).
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::error::{
-    capped_body, parse_deployment_id, require_json, typed_body, ApiError, FEEDBACK_BODY,
+    capped_body, require_json, typed_body, ApiError, DeploymentPath, Path, Query, FEEDBACK_BODY,
 };
+use super::openapi::{BodyRefused, Conflicting, Guarded, Invalid, Missing};
 use super::paging::{bad_query, next_cursor, page, ListQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
@@ -22,7 +22,25 @@ use crate::model::report::{
 use crate::model::verdict::Attribution;
 use crate::store::{ListFilter, Rediagnose};
 
-#[derive(Debug, Serialize)]
+/// A page of reports, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReportPage {
+    reports: Vec<ReportView>,
+    /// The `cursor` of the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// A report's earlier versions, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct History {
+    deployment_id: String,
+    versions: Vec<HistoryView>,
+}
+
+/// One earlier version of a report.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct HistoryView {
     version: u32,
@@ -39,6 +57,15 @@ struct HistoryView {
     duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     feedback: Option<Feedback>,
+}
+
+/// Feedback, as stored on a version.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FeedbackStored {
+    deployment_id: String,
+    version: u32,
+    feedback: Feedback,
 }
 
 impl From<HistoryEntry> for HistoryView {
@@ -60,11 +87,20 @@ impl From<HistoryEntry> for HistoryView {
     }
 }
 
+/// A deployment's report, in the design's shape (`promQL` and `content`) with the verdict,
+/// the evidence, the changes and the notifications.
+#[utoipa::path(
+    get,
+    path = "/reports/{deployment_id}",
+    tag = "reports",
+    params(DeploymentPath),
+    responses((status = 200, description = "The report", body = ReportView), Invalid, Missing, Guarded),
+)]
 pub(super) async fn get_report(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
 ) -> Result<Json<ReportView>, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     Ok(Json(report_of(&state, &id).await?.into()))
 }
 
@@ -100,27 +136,53 @@ pub(super) fn list_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
     Ok(ListFilter {
         status,
         verdict,
-        page: page(q)?,
+        page: page(&q.paging())?,
     })
 }
 
+/// Reports, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/reports",
+    tag = "reports",
+    params(ListQuery),
+    responses((status = 200, description = "A page of reports", body = ReportPage), Invalid, Guarded),
+)]
 pub(super) async fn list_reports(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReportPage>, ApiError> {
     let filter = list_filter(&q)?;
     let limit = filter.page.limit;
     let reports = state.store.list(&filter).await?;
     let next = next_cursor(&reports, limit, |r| (r.created_time, r.id.clone()));
     let reports: Vec<ReportView> = reports.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "reports": reports, "nextCursor": next })))
+    Ok(Json(ReportPage {
+        reports,
+        next_cursor: next,
+    }))
 }
 
+/// Diagnoses the deployment again: a new version, queued (the current one goes to the
+/// history).
+#[utoipa::path(
+    post,
+    path = "/reports/{deployment_id}/rediagnose",
+    tag = "reports",
+    params(DeploymentPath),
+    responses(
+        (status = 202, description = "The new version, queued", body = ReportView),
+        Invalid,
+        Missing,
+        Conflicting,
+        Guarded,
+    ),
+)]
 pub(super) async fn rediagnose(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
 ) -> Result<Response, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     let report = restart(&state, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(ReportView::from(report))).into_response())
 }
@@ -141,25 +203,46 @@ pub(super) async fn restart(state: &AppState, id: &DeploymentId) -> Result<Repor
 }
 
 /// `POST /reports/{id}/feedback`, as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FeedbackBody {
+    /// 1 (useless) to 5 (exactly right).
+    #[schema(minimum = 1, maximum = 5)]
     score: i64,
+    /// Whether the report named the real root cause.
     root_cause_correct: bool,
+    /// Free text, at most 2,000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     comment: String,
 }
 
 /// Longest feedback comment, in characters.
 const MAX_COMMENT_CHARS: usize = 2000;
 
+/// A person's judgement of the current (finished) version.
+#[utoipa::path(
+    post,
+    path = "/reports/{deployment_id}/feedback",
+    tag = "reports",
+    params(DeploymentPath),
+    request_body(content = FeedbackBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The feedback, as stored", body = FeedbackStored),
+        Invalid,
+        Missing,
+        Conflicting,
+        BodyRefused,
+        Guarded,
+    ),
+)]
 pub(super) async fn feedback(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     require_json(&headers)?;
     let bytes = capped_body(&headers, body, FEEDBACK_BODY.min(state.max_body_bytes)).await?;
     let body: FeedbackBody = typed_body(&bytes)?;
@@ -173,7 +256,11 @@ pub(super) async fn feedback(
     .await?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "deploymentId": id.to_string(), "version": version, "feedback": feedback })),
+        Json(FeedbackStored {
+            deployment_id: id.to_string(),
+            version,
+            feedback,
+        }),
     )
         .into_response())
 }
@@ -229,11 +316,19 @@ pub(super) async fn store_feedback(
     Ok((report.version, feedback))
 }
 
+/// The report's earlier versions.
+#[utoipa::path(
+    get,
+    path = "/reports/{deployment_id}/history",
+    tag = "reports",
+    params(DeploymentPath),
+    responses((status = 200, description = "Earlier versions", body = History), Invalid, Missing, Guarded),
+)]
 pub(super) async fn history(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    Path(path): Path<DeploymentPath>,
+) -> Result<Json<History>, ApiError> {
+    let id = path.id()?;
     if state.store.get(&id).await?.is_none() {
         return Err(ApiError::NotFound(id.to_string()));
     }
@@ -244,14 +339,25 @@ pub(super) async fn history(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(json!({ "deploymentId": id, "versions": versions })))
+    Ok(Json(History {
+        deployment_id: id.to_string(),
+        versions,
+    }))
 }
 
+/// Deletes the report and its history.
+#[utoipa::path(
+    delete,
+    path = "/reports/{deployment_id}",
+    tag = "reports",
+    params(DeploymentPath),
+    responses((status = 204, description = "Deleted"), Invalid, Missing, Guarded),
+)]
 pub(super) async fn delete_report(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     if state.store.delete(&id).await? {
         tracing::info!(deployment_id = %id, "report deleted");
         Ok(StatusCode::NO_CONTENT)

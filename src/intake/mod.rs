@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 use crate::model::alert::{Alert, AlertStatus, DeploymentId};
@@ -78,7 +77,7 @@ impl SkipCode {
 }
 
 /// What an alert did (the `outcome` of the intake answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A new report, queued for diagnosis.
@@ -169,8 +168,22 @@ pub fn subject(alert: &Alert) -> Result<Subject, Skip> {
     })
 }
 
+/// How an alert without a `deploymentId` label was matched to a deployment.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attributed {
+    /// The deployment.
+    pub deployment_id: String,
+    /// The label that matched: `hostname` or `instance`.
+    pub by: &'static str,
+    /// Its value.
+    pub host: String,
+    /// The match, for people.
+    pub reason: String,
+}
+
 /// One entry of the intake response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertResult {
     /// Its place in the request.
@@ -191,7 +204,7 @@ pub struct AlertResult {
     pub reason: Option<String>,
     /// How an alert without a `deploymentId` label was matched to a deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attributed: Option<Value>,
+    pub attributed: Option<Attributed>,
     /// Why it was skipped.
     #[serde(skip)]
     pub skip: Option<SkipCode>,
@@ -281,13 +294,11 @@ impl Intake {
         let mut result = AlertResult::new(index, Outcome::Skipped);
         result.skip = Some(SkipCode::NotFiring);
         result.deployment_id = Some(id.to_string());
-        result.attributed = attribution.as_ref().map(|a| {
-            json!({
-                "deploymentId": a.deployment.deployment_id,
-                "by": a.label,
-                "host": a.host,
-                "reason": a.describe(self.watch_minutes),
-            })
+        result.attributed = attribution.as_ref().map(|a| Attributed {
+            deployment_id: a.deployment.deployment_id.to_string(),
+            by: a.label,
+            host: a.host.clone(),
+            reason: a.describe(self.watch_minutes),
         });
 
         if !subject.firing {

@@ -9,7 +9,7 @@ use crate::config::WebhookConfig;
 use crate::model::alert::{Alert, AlertStatus, AlertTime};
 
 /// The Prometheus Alertmanager webhook body (version 4).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerWebhook {
     /// Payload version; `4` today.
@@ -44,7 +44,7 @@ pub struct AlertmanagerWebhook {
 }
 
 /// One alert of an Alertmanager webhook body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerAlert {
     /// `firing` or `resolved`.

@@ -179,20 +179,23 @@ impl<'de> Deserialize<'de> for AlertTime {
 
 /// One alert, in the design's flat callback shape (`PostAlertCallbackReq`). This is what a
 /// report keeps, so that a diagnosis can be run again after a restart.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Alert {
     /// Alert type (`告警类型`).
     pub key: String,
-    /// `firing` or `resolved`.
+    /// `firing` or `resolved` (any case; anything else is skipped, kept as written).
+    #[schema(value_type = String)]
     pub status: AlertStatus,
     /// Description.
     pub desc: String,
-    /// When the alert started.
+    /// When the alert started (RFC 3339, kept as sent).
+    #[schema(value_type = String)]
     pub starts_at: AlertTime,
     /// When the alert was received.
     pub receive_at: String,
-    /// When the alert ended.
+    /// When the alert ended (RFC 3339, kept as sent).
+    #[schema(value_type = String)]
     pub ends_at: AlertTime,
     /// Severity.
     pub severity: String,

@@ -52,7 +52,7 @@ pub enum RepoSource {
 }
 
 /// What a release changed, as stored on the report (`changes`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     /// `owner/name` (empty when no release could be named: `notes` says why).
@@ -79,7 +79,7 @@ pub struct Changes {
 }
 
 /// One pull request of the release.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PullRequest {
     /// Its number.
@@ -99,7 +99,7 @@ pub struct PullRequest {
 }
 
 /// One changed file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangedFile {
     /// Its path.

@@ -11,10 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::alert::DeploymentId;
 
 /// A registered deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     /// The deployment id (the reports' key).
+    #[schema(value_type = String)]
     pub deployment_id: DeploymentId,
     /// The service released.
     #[serde(default)]
@@ -63,7 +64,9 @@ pub struct Deployment {
 }
 
 /// Where a host is in the rollout.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HostStatus {
     /// It runs the release.
@@ -85,7 +88,7 @@ impl HostStatus {
 }
 
 /// One host of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Host {
     /// As `hostname` or `instance` labels name it.
@@ -109,14 +112,19 @@ impl Host {
 }
 
 /// A host as stored or registered: a name (released), or the whole object.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum HostForm {
+pub enum HostForm {
+    /// A host that runs the release.
     Name(String),
+    /// A host and where it is in the rollout.
     Full {
+        /// As `hostname` or `instance` labels name it.
         name: String,
+        /// Where it is in the rollout (default `released`).
         #[serde(default)]
         status: HostStatus,
+        /// When it got the release (RFC 3339).
         #[serde(default, rename = "releasedAt")]
         released_at: Option<DateTime<Utc>>,
     },
@@ -140,7 +148,7 @@ impl<'de> Deserialize<'de> for Host {
 }
 
 /// The gray strategy of a rollout (the design's deploy platform's `grayStrategy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Some hosts first; the others keep the previous version meanwhile.
@@ -155,7 +163,7 @@ pub enum Strategy {
 /// The application's RED queries, PromQL templates in which `{{hostname}}` stands for a
 /// quoted regex literal matching one host (the design's templates read
 /// `hostname=~{{hostname}}`). An empty one is not measured.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RedQueries {
     /// Requests per second.
@@ -167,7 +175,7 @@ pub struct RedQueries {
 }
 
 /// The application's health thresholds (absolute limits; unset: none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Thresholds {
     /// Fewer requests per second than this is unhealthy.

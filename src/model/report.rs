@@ -12,7 +12,7 @@ use super::notify::Notification;
 use super::verdict::ReleaseVerdict;
 
 /// The design's `ReportStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportStatus {
     /// Diagnosis waiting or running.
@@ -47,7 +47,7 @@ impl ReportStatus {
 }
 
 /// What wrote a completed report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// The AI agent.
@@ -74,7 +74,9 @@ impl Engine {
 }
 
 /// How a diagnosis runs (`Runner.Kind`), as stored on reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunnerKind {
     /// The Python runner as a child process of the service.
@@ -106,7 +108,7 @@ impl RunnerKind {
 }
 
 /// A person's judgement of a report version (design §7: 诊断报告评分).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Feedback {
     /// 1 (useless) to 5 (exactly right).
@@ -233,7 +235,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// What a diagnosis cost, as the runner counted it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Usage {
     /// Input tokens, from the provider's usage fields.
@@ -381,7 +383,7 @@ impl Report {
 pub const MAX_RELATED_ALERTS: usize = 50;
 
 /// A further alert of a deployment that already has a report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RelatedAlert {
     /// The alert.
@@ -512,7 +514,7 @@ impl Finish {
 
 /// A report as the API (and the generic webhook) shows it: the design's `promQL` and
 /// `content` at the top level.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportView {
     id: String,

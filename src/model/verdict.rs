@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Whether the release caused what the alert saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribution {
     /// The released hosts went bad against their controls, or stepped at the release.
@@ -49,7 +49,7 @@ impl Attribution {
 }
 
 /// What the deploy pipeline should do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Recommendation {
     /// Take the release back.
@@ -81,7 +81,7 @@ impl Recommendation {
 }
 
 /// How a signal of the released hosts compared (Kayenta's classes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// No significant difference.
@@ -93,7 +93,7 @@ pub enum Class {
 }
 
 /// What a comparison compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// A released host against the hosts that did not get the release, after it.
@@ -103,7 +103,7 @@ pub enum Method {
 }
 
 /// One comparison of one signal of one host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Comparison {
     /// The signal (`errors %`, `CPU busy %`).
@@ -144,7 +144,7 @@ pub struct Comparison {
 }
 
 /// The release verdict on a report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseVerdict {
     /// Was it this release.
@@ -164,7 +164,7 @@ pub struct ReleaseVerdict {
 }
 
 /// The model's answer to the service's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelOpinion {
     /// Whether it agreed.

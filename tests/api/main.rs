@@ -28,6 +28,7 @@ mod intake_properties;
 mod lifecycle;
 mod native_runner;
 mod notify;
+mod openapi;
 mod providers;
 mod range_summary;
 mod release_verdict;

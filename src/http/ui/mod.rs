@@ -18,17 +18,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::{capped_body, parse_deployment_id, ApiError, FEEDBACK_BODY};
+use super::error::{capped_body, typed_body, ApiError, DeploymentPath, Path, Query, FEEDBACK_BODY};
+use super::openapi::{Conflicting, FormRefused, Guarded, Invalid, Missing};
 use super::paging::{next_cursor, ListQuery};
 use super::reports::{list_filter, report_of, restart, store_feedback};
 use super::AppState;
@@ -111,15 +112,26 @@ impl Ui {
 }
 
 /// The pages' routes.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(list))
-        .route("/ui/assets/style.css", get(style))
-        .route("/ui/reports/{deployment_id}", get(report))
-        .route("/ui/reports/{deployment_id}/rediagnose", post(rediagnose))
-        .route("/ui/reports/{deployment_id}/feedback", post(feedback))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(to_list))
+        .routes(routes!(list))
+        .routes(routes!(style))
+        .routes(routes!(report))
+        .routes(routes!(rediagnose))
+        .routes(routes!(feedback))
         .layer(axum::middleware::map_response(secure))
+}
+
+/// To the list.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "pages",
+    responses((status = 308, description = "To `/ui/`", headers(("Location" = String))), Guarded),
+)]
+async fn to_list() -> Redirect {
+    Redirect::permanent("/ui/")
 }
 
 /// No script, no inline style, no framing, forms only to this service.
@@ -140,6 +152,13 @@ async fn secure(mut response: Response) -> Response {
     response
 }
 
+/// The pages' stylesheet.
+#[utoipa::path(
+    get,
+    path = "/ui/assets/style.css",
+    tag = "pages",
+    responses((status = 200, description = "The stylesheet", body = String, content_type = "text/css; charset=utf-8"), Guarded),
+)]
 async fn style() -> impl IntoResponse {
     (
         [
@@ -150,20 +169,29 @@ async fn style() -> impl IntoResponse {
     )
 }
 
-/// The list's query: the API's filters and paging, and the engine.
-#[derive(Debug, Deserialize)]
-struct ListPageQuery {
-    #[serde(flatten)]
-    list: ListQuery,
+/// The list's query beyond the API's filters and paging.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EngineQuery {
+    #[param(schema_with = super::openapi::engine_filter)]
     engine: Option<String>,
 }
 
+/// The reports, newest first: status, verdict and engine filters, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    tag = "pages",
+    params(ListQuery, EngineQuery),
+    responses((status = 200, description = "The list page", body = String, content_type = "text/html; charset=utf-8"), Invalid, Guarded),
+)]
 async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListPageQuery>,
+    Query(q): Query<ListQuery>,
+    Query(e): Query<EngineQuery>,
 ) -> Result<Html<String>, ApiError> {
-    let filter = list_filter(&q.list)?;
-    let engine = q.engine.as_deref().unwrap_or("");
+    let filter = list_filter(&q)?;
+    let engine = e.engine.as_deref().unwrap_or("");
     if !["", "ai", "evidence"].contains(&engine) {
         return Err(ApiError::BadRequest {
             code: "invalid_query",
@@ -180,8 +208,8 @@ async fn list(
         .filter(|r| engine.is_empty() || r.engine.is_some_and(|e| e.as_str() == engine))
         .collect();
     let filters = Filters {
-        status: q.list.status.as_deref().unwrap_or(""),
-        verdict: q.list.verdict.as_deref().unwrap_or(""),
+        status: q.status.as_deref().unwrap_or(""),
+        verdict: q.verdict.as_deref().unwrap_or(""),
         engine,
     };
     Ok(Html(
@@ -189,11 +217,19 @@ async fn list(
     ))
 }
 
+/// A report: verdict, the four sections, evidence with charts, changes, history, forms.
+#[utoipa::path(
+    get,
+    path = "/ui/reports/{deployment_id}",
+    tag = "pages",
+    params(DeploymentPath),
+    responses((status = 200, description = "The report page", body = String, content_type = "text/html; charset=utf-8"), Invalid, Missing, Guarded),
+)]
 async fn report(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
 ) -> Result<Html<String>, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     let report = report_of(&state, &id).await?;
     let history = state.store.history(&id).await?;
     let ui = &state.ui;
@@ -282,37 +318,93 @@ async fn checked_form(
     Ok(fields)
 }
 
+/// The report page's re-diagnose form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RediagnoseForm {
+    /// The form's token, as the page gave it.
+    csrf: String,
+}
+
+/// The report page's feedback form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct FeedbackForm {
+    /// The form's token, as the page gave it.
+    #[allow(dead_code)]
+    csrf: String,
+    /// 1 to 5.
+    score: String,
+    /// `true` when ticked.
+    #[serde(rename = "rootCauseCorrect", default)]
+    root_cause_correct: String,
+    /// At most 2,000 characters.
+    #[serde(default)]
+    comment: String,
+}
+
+/// The re-diagnose button (the write token; the page's `Origin` and form token).
+#[utoipa::path(
+    post,
+    path = "/ui/reports/{deployment_id}/rediagnose",
+    tag = "pages",
+    params(DeploymentPath),
+    request_body(content = RediagnoseForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Queued: back to the report page", headers(("Location" = String))),
+        Invalid,
+        FormRefused,
+        Missing,
+        Conflicting,
+        Guarded,
+    ),
+)]
 async fn rediagnose(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = parse_deployment_id(&raw)?;
+    let id = path.id()?;
     checked_form(&state, &headers, body, "rediagnose", id.as_str()).await?;
     restart(&state, &id).await?;
     Ok(Redirect::to(&format!("/ui/reports/{id}")).into_response())
 }
 
+/// The feedback form (the write token; the page's `Origin` and form token).
+#[utoipa::path(
+    post,
+    path = "/ui/reports/{deployment_id}/feedback",
+    tag = "pages",
+    params(DeploymentPath),
+    request_body(content = FeedbackForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Stored: back to the report page", headers(("Location" = String))),
+        Invalid,
+        FormRefused,
+        Missing,
+        Conflicting,
+        Guarded,
+    ),
+)]
 async fn feedback(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Path(path): Path<DeploymentPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = parse_deployment_id(&raw)?;
-    let mut fields = checked_form(&state, &headers, body, "feedback", id.as_str()).await?;
-    let score = fields
-        .get("score")
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| ApiError::BadRequest {
+    let id = path.id()?;
+    let fields = checked_form(&state, &headers, body, "feedback", id.as_str()).await?;
+    let form: FeedbackForm = typed_body(&serde_json::to_vec(&fields).unwrap_or_default())?;
+    let score = form
+        .score
+        .parse::<i64>()
+        .map_err(|_| ApiError::BadRequest {
             code: "invalid_body",
             message: "score must be a number from 1 to 5".into(),
             path: Some("score".into()),
         })?;
-    let correct = fields.get("rootCauseCorrect").is_some_and(|v| v == "true");
-    let comment = fields.remove("comment").unwrap_or_default();
-    store_feedback(&state, &id, score, correct, comment).await?;
+    let correct = form.root_cause_correct == "true";
+    store_feedback(&state, &id, score, correct, form.comment).await?;
     Ok((
         StatusCode::SEE_OTHER,
         [(header::LOCATION, format!("/ui/reports/{id}"))],
