@@ -35,15 +35,19 @@ fn operations(document: &Value) -> Vec<(String, String, Value)> {
     all
 }
 
-#[tokio::test]
-async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes() {
-    let app = spawn_app(Options {
+/// An evidence-only service with a write and a read token.
+fn with_tokens() -> Options {
+    Options {
         bearer: Some("write-secret"),
         read_token: Some("read-secret"),
         evidence_only: true,
         ..Options::default()
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes() {
+    let app = spawn_app(with_tokens()).await;
     let doc = document(&app).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let ops = operations(&doc);
@@ -209,13 +213,7 @@ fn fuzz(address: &str, token: Option<&str>, known: Option<&str>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_fault_with_the_write_token() {
-    let app = spawn_app(Options {
-        bearer: Some("write-secret"),
-        read_token: Some("read-secret"),
-        evidence_only: true,
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app(with_tokens()).await;
     // A report and a registration to read, so that the fuzzing reaches past the 404s.
     let id = deployment_id("fuzz");
     let (status, body) = app
