@@ -190,7 +190,12 @@ impl Summary {
         let suspects = prs
             .into_iter()
             .take(3)
-            .map(|p| (format!("#{} {}", p.number, field(&p.title)), p.url.clone()))
+            .map(|p| {
+                (
+                    format!("#{} {}", p.number, link_text(&field(&p.title))),
+                    p.url.clone(),
+                )
+            })
             .collect();
         let overview = match (report.body.as_ref(), report.error.as_deref()) {
             (Some(body), _) if !failed => overview_of(&body.content),
@@ -367,6 +372,14 @@ impl Summary {
     }
 }
 
+/// A PR title as a markdown link's text: DingTalk's and WeCom's markdown document no
+/// escape, and a `]` in the text ends the link there (`[#7 fix [cache]](url)` shows a
+/// broken link), so square brackets become full-width ones, as a Chinese title would
+/// write them.
+fn link_text(title: &str) -> String {
+    title.replace('[', "［").replace(']', "］")
+}
+
 /// Outside text for markup that reads tags: `&`, `<` and `>` as entities. Slack's mrkdwn
 /// documents these three escapes (its "Formatting text" guide); Feishu's lark_md reads
 /// `<at …>` and other tags and shows the entities as the characters.
@@ -467,6 +480,14 @@ pub(crate) mod tests {
                 < at("**问题概述**")
         );
         assert!(md.ends_with("[查看报告](https://dd.example/reports/deploy-7f3a)\n"));
+        // A bracket in a title does not end the link's text early.
+        let mut bracketed = example();
+        bracketed.changes.as_mut().unwrap().prs[0].title = "Fix [cache] warm-up".into();
+        let md = Summary::of(&bracketed, "https://dd.example/r".into()).markdown(usize::MAX);
+        assert!(
+            md.contains("[#812 Fix ［cache］ warm-up](https://github.com/shop/checkout/pull/812)"),
+            "{md}"
+        );
         // Slack and Feishu read angle brackets: outside text is escaped for them.
         assert!(s
             .slack()
