@@ -12,6 +12,7 @@
 
 #![allow(dead_code)] // shares the integration tests' server helpers, not all of them used here
 
+mod common;
 #[path = "../tests/api/fake_llm.rs"]
 mod fake_llm;
 #[path = "../tests/api/servers.rs"]
@@ -19,19 +20,18 @@ mod servers;
 
 use std::time::{Duration, Instant};
 
-use deploy_diagnosis::config::{Config, Environment};
 use futures_util::future::join_all;
-use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
+use serde_json::Value;
 
+use common::{alert, row, Service};
 use fake_llm::{FakeLlm, Script};
 
 /// Seconds the scripted model takes per answer: a slow model, so the AI queue stays long.
 const LLM_SECONDS: u64 = 20;
 
-fn config(llm: &str, prom: &str, store: &std::path::Path) -> Config {
+fn config(llm: &str, prom: &str, store: &std::path::Path) -> String {
     let mcp_server = servers::repo().join(".venv/bin/prometheus-mcp-server");
-    let yaml = format!(
+    format!(
         "Port: 0\nAI:\n  BaseURL: {llm}\n  APIKey: bench-key\n  Model: m\n  Timeout: 60\n  PrometheusURL: {prom}\n\
          Store:\n  Path: {}\nRunner:\n  Kind: native\n\
          MCP:\n  Servers:\n    - Name: prometheus\n      Command: {}\n      Env: [\"PROMETHEUS_URL={prom}\"]\n\
@@ -39,31 +39,17 @@ fn config(llm: &str, prom: &str, store: &std::path::Path) -> Config {
          Log:\n  Level: warn\n",
         store.display(),
         mcp_server.display(),
-    );
-    Config::from_yaml(&yaml, &Environment::default()).expect("bench configuration")
+    )
 }
 
-fn alert(id: &str, instance: &str) -> Value {
-    json!({
-        "version": "4", "status": "firing", "receiver": "deploy-diagnosis",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "NodeHighCPU", "deploymentId": id, "instance": instance},
-            "annotations": {"description": "CPU busy above 90%"},
-            "startsAt": (chrono::Utc::now() - chrono::Duration::seconds(30)).to_rfc3339(),
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "", "fingerprint": id
-        }]
-    })
-}
-
-/// Posts one alert and returns how long after its `202` the evidence was on the report.
+/// Posts one alert and returns how many milliseconds after its `202` the evidence was on
+/// the report.
 async fn evidence_after_accept(
     client: &reqwest::Client,
     base: &str,
     id: &str,
     instance: &str,
-) -> Duration {
+) -> f64 {
     let response = client
         .post(format!("{base}/v1/alerts"))
         .json(&alert(id, instance))
@@ -82,7 +68,7 @@ async fn evidence_after_accept(
             .await
             .expect("JSON");
         if report["evidence"].as_array().is_some_and(|e| !e.is_empty()) {
-            return accepted.elapsed();
+            return accepted.elapsed().as_secs_f64() * 1000.0;
         }
         assert!(
             accepted.elapsed() < Duration::from_secs(60),
@@ -90,23 +76,6 @@ async fn evidence_after_accept(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn row(case: &str, mut times: Vec<Duration>) {
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "| {case} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
-        times.len(),
-        ms(percentile(&times, 0.5)),
-        ms(percentile(&times, 0.95)),
-        ms(*times.last().unwrap()),
-    );
 }
 
 #[tokio::main]
@@ -127,15 +96,13 @@ async fn main() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&llm.base_url, &prom.url, &dir.path().join("bench.sqlite3"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let service = tokio::spawn(deploy_diagnosis::startup::run(
-        listener,
-        config,
-        shutdown.clone(),
-    ));
+    let service = Service::start(&config(
+        &llm.base_url,
+        &prom.url,
+        &dir.path().join("bench.sqlite3"),
+    ))
+    .await;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
     let instance = prom.node_instance.clone();
 
@@ -145,7 +112,7 @@ async fn main() {
     for i in 0..one_by_one {
         single.push(evidence_after_accept(&client, &base, &format!("single-{i}"), &instance).await);
     }
-    row("one at a time", single);
+    row("one at a time", "", single, 0);
     for (b, burst) in bursts.iter().enumerate() {
         let all =
             join_all((0..*burst).map(|i| {
@@ -155,8 +122,7 @@ async fn main() {
                 }
             }))
             .await;
-        row(&format!("{burst} at once, 2 AI workers"), all);
+        row(&format!("{burst} at once, 2 AI workers"), "", all, 0);
     }
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), service).await;
+    service.stop().await;
 }

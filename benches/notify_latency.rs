@@ -10,6 +10,7 @@
 
 #![allow(dead_code)] // shares the integration tests' server helpers, not all of them used here
 
+mod common;
 #[path = "../tests/api/servers.rs"]
 mod servers;
 
@@ -21,10 +22,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use deploy_diagnosis::config::{Config, Environment};
 use futures_util::future::join_all;
-use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
+use serde_json::Value;
+
+use common::{alert, row, Service};
 
 /// Milliseconds from a report's completion to a message's arrival, by deployment.
 type Arrivals = Arc<Mutex<Vec<(String, f64)>>>;
@@ -55,7 +56,7 @@ async fn receiver(arrivals: Arrivals) -> String {
     url
 }
 
-fn config(prom: &str, store: &std::path::Path, sinks: &[String]) -> Config {
+fn config(prom: &str, store: &std::path::Path, sinks: &[String]) -> String {
     let mut yaml = format!(
         "Port: 0\nAI:\n  BaseURL:\n  PrometheusURL: {prom}\nStore:\n  Path: {}\n\
          Worker:\n  Concurrency: 2\nEvidence:\n  RateWindowSeconds: 5\n  BaselineMinutes: 2\n\
@@ -67,21 +68,7 @@ fn config(prom: &str, store: &std::path::Path, sinks: &[String]) -> Config {
             "    - Name: sink-{i}\n      Kind: webhook\n      URL: {url}\n      Secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
         ));
     }
-    Config::from_yaml(&yaml, &Environment::default()).expect("bench configuration")
-}
-
-fn alert(id: &str, instance: &str) -> Value {
-    json!({
-        "version": "4", "status": "firing", "receiver": "deploy-diagnosis",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "NodeHighCPU", "deploymentId": id, "instance": instance},
-            "annotations": {"description": "CPU busy above 90%"},
-            "startsAt": (Utc::now() - chrono::Duration::seconds(30)).to_rfc3339(),
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "", "fingerprint": id
-        }]
-    })
+    yaml
 }
 
 /// Posts one alert and waits until both sinks have its message.
@@ -116,23 +103,15 @@ async fn notify(
     }
 }
 
-fn row(case: &str, arrivals: &Arrivals, prefix: &str) {
-    let mut ms: Vec<f64> = arrivals
+/// The arrivals of the deployments named `prefix…`, in milliseconds.
+fn arrived(arrivals: &Arrivals, prefix: &str) -> Vec<f64> {
+    arrivals
         .lock()
         .unwrap()
         .iter()
         .filter(|(d, _)| d.starts_with(prefix))
         .map(|(_, ms)| *ms)
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-    println!(
-        "| {case} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
-        ms.len(),
-        at(0.5),
-        at(0.95),
-        ms[ms.len() - 1]
-    );
+        .collect()
 }
 
 #[tokio::main]
@@ -150,16 +129,13 @@ async fn main() {
         receiver(Arc::clone(&arrivals)).await,
     ];
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&prom.url, &dir.path().join("bench.sqlite3"), &sinks);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let service = tokio::spawn(deploy_diagnosis::startup::run(
-        listener,
-        config,
-        shutdown.clone(),
-    ));
-    servers::wait_http(&format!("{base}/healthz"), "the service").await;
+    let service = Service::start(&config(
+        &prom.url,
+        &dir.path().join("bench.sqlite3"),
+        &sinks,
+    ))
+    .await;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
     let instance = prom.node_instance.clone();
 
@@ -168,13 +144,22 @@ async fn main() {
     for i in 0..one_by_one {
         notify(&client, &base, &format!("single-{i}"), &instance, &arrivals).await;
     }
-    row("one at a time, 2 sinks", &arrivals, "single-");
+    row(
+        "one at a time, 2 sinks",
+        "",
+        arrived(&arrivals, "single-"),
+        0,
+    );
     join_all((0..burst).map(|i| {
         let (client, base, instance, arrivals) = (&client, &base, &instance, &arrivals);
         async move { notify(client, base, &format!("burst-{i}"), instance, arrivals).await }
     }))
     .await;
-    row(&format!("{burst} at once, 2 sinks"), &arrivals, "burst-");
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), service).await;
+    row(
+        &format!("{burst} at once, 2 sinks"),
+        "",
+        arrived(&arrivals, "burst-"),
+        0,
+    );
+    service.stop().await;
 }
