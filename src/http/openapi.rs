@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::http::{header, Method};
 use axum::response::IntoResponse;
+use serde_json::{json, Value};
 use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type,
 };
@@ -23,6 +24,7 @@ use super::error::{ErrorBody, ErrorDetail};
 use super::MAX_LIST_LIMIT;
 use crate::model::report::{Engine, ReportStatus};
 use crate::model::verdict::Attribution;
+use crate::notify::Envelope;
 
 /// Tags, the error body and this document's own route; the other paths come from the
 /// router.
@@ -36,7 +38,7 @@ use crate::model::verdict::Attribution;
             evidence and the AI's or the evidence's diagnosis out.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, Envelope)),
     tags(
         (name = "alerts", description = "The Alertmanager webhook"),
         (name = "reports", description = "Diagnosis reports, one per deployment"),
@@ -96,12 +98,53 @@ pub(super) fn finish(
     document
 }
 
-/// The document as served, written once.
+/// The document as served, written once, with the generic webhook's message under
+/// `webhooks` (OpenAPI 3.1's place for what the service sends; utoipa 5 has no field for
+/// it).
 pub(super) fn served(document: &Document) -> Arc<str> {
-    document
-        .to_json()
-        .expect("an OpenAPI document is plain JSON")
-        .into()
+    let mut json = serde_json::to_value(document).expect("an OpenAPI document is plain JSON");
+    json["webhooks"] = webhooks();
+    json.to_string().into()
+}
+
+/// What a `Kind: webhook` sink receives (`Notify.Sinks`), signed as Standard Webhooks says.
+fn webhooks() -> Value {
+    let header = |name: &str, required: bool, pattern: &str, description: &str| {
+        json!({
+            "name": name, "in": "header", "required": required, "description": description,
+            "schema": {"type": "string", "pattern": pattern},
+        })
+    };
+    json!({
+        "report": {
+            "post": {
+                "summary": "A finished report, posted to each generic-webhook sink",
+                "description": "Sent once a report is completed or failed (as the sink's `On`, \
+                    `MinSeverity` and `Verdicts` choose), at least once: a message may come \
+                    again with the same `webhook-id`.",
+                "parameters": [
+                    header("webhook-id", true, "^.+$", "The message's stable id (the envelope's `id`)"),
+                    header("webhook-timestamp", true, "^[0-9]+$", "This attempt's Unix time in seconds"),
+                    header("webhook-signature", false, "^v1,[A-Za-z0-9+/]+=*$",
+                        "`v1,` and the Base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, \
+                         keyed by the Base64-decoded part of the sink's `whsec_` secret; absent \
+                         without a secret"),
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                },
+                "responses": {
+                    "2XX": {"description": "Delivered"},
+                    "410": {"description": "Gone: the sink is disabled until the service restarts"},
+                    "429": {"description": "Sent again after `Retry-After`, else after the backoff"},
+                    "4XX": {"description": "Not sent again (the request itself is wrong), except 408"},
+                    "default": {"description": "Sent again with exponential backoff and jitter, \
+                        up to `Notify.MaxAttempts` (`Retry-After` honoured)"},
+                },
+            }
+        }
+    })
 }
 
 /// This document: the API in OpenAPI 3.1 (no token).

@@ -34,6 +34,28 @@ use message::Summary;
 /// The envelope's `version`: bumped when the shape changes incompatibly.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// What the generic webhook posts: the report as the API shows it, under a versioned
+/// envelope. `/openapi.json` describes it under `webhooks`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Envelope {
+    /// `report.completed` or `report.failed`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^report\\.(completed|failed)$")]
+    pub kind: &'static str,
+    /// The envelope's shape: 1 (bumped when it changes incompatibly).
+    pub version: u32,
+    /// The message's stable id, also its `webhook-id`: the same on every attempt, so the
+    /// receiver can deduplicate (`{reportId}.{version}.{sink}`).
+    pub id: String,
+    /// When this attempt was made (RFC 3339).
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: String,
+    /// The report's page (absolute with `UI.ExternalURL`).
+    pub link: String,
+    /// The report, as `GET /reports/{deployment_id}` shows it.
+    pub report: ReportView,
+}
+
 /// Characters of a receiver's answer kept as the reason of a failed attempt.
 const ANSWER_CHARS: usize = 300;
 
@@ -296,14 +318,14 @@ impl Sinks {
         report: &Report,
         now: DateTime<Utc>,
     ) -> Result<(), Failure> {
-        let body = serde_json::to_vec(&json!({
-            "type": n.event.type_name(),
-            "version": ENVELOPE_VERSION,
-            "id": n.id,
-            "timestamp": now.to_rfc3339(),
-            "link": self.link(report),
-            "report": ReportView::from(report.clone()),
-        }))
+        let body = serde_json::to_vec(&Envelope {
+            kind: n.event.type_name(),
+            version: ENVELOPE_VERSION,
+            id: n.id.clone(),
+            timestamp: now.to_rfc3339(),
+            link: self.link(report),
+            report: ReportView::from(report.clone()),
+        })
         .map_err(|e| Failure {
             retry: Retry::Never,
             why: format!("the report could not be written as JSON: {e}"),

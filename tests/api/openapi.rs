@@ -112,6 +112,37 @@ async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes()
     let (status, body) = app.get("/reports?limit=1&limit=2").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+    // What a generic-webhook sink receives is described too, under `webhooks`.
+    let hook = &doc["webhooks"]["report"]["post"];
+    assert_eq!(
+        hook["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Envelope"
+    );
+    let envelope = &doc["components"]["schemas"]["Envelope"];
+    assert_eq!(
+        envelope["required"],
+        json!(["type", "version", "id", "timestamp", "link", "report"])
+    );
+    assert_eq!(
+        envelope["properties"]["report"]["$ref"],
+        "#/components/schemas/ReportView"
+    );
+    // And the whole document is valid OpenAPI 3.1 (openapi-spec-validator, from PyPI).
+    let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
+    std::fs::write(file.path(), doc.to_string()).unwrap();
+    let validator =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/openapi-spec-validator");
+    let checked = Command::new(&validator)
+        .args(["--schema", "3.1"])
+        .arg(file.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/test)", validator.display()));
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(
         schemes["bearer"],

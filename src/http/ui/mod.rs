@@ -127,6 +127,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     get,
     path = "/ui",
+    operation_id = "ui_to_list",
     tag = "pages",
     responses((status = 308, description = "To `/ui/`", headers(("Location" = String))), Guarded),
 )]
@@ -156,6 +157,7 @@ async fn secure(mut response: Response) -> Response {
 #[utoipa::path(
     get,
     path = "/ui/assets/style.css",
+    operation_id = "ui_style",
     tag = "pages",
     responses((status = 200, description = "The stylesheet", body = String, content_type = "text/css; charset=utf-8"), Guarded),
 )]
@@ -181,6 +183,7 @@ struct EngineQuery {
 #[utoipa::path(
     get,
     path = "/ui/",
+    operation_id = "ui_list",
     tag = "pages",
     params(ListQuery, EngineQuery),
     responses((status = 200, description = "The list page", body = String, content_type = "text/html; charset=utf-8"), Invalid, Guarded),
@@ -221,6 +224,7 @@ async fn list(
 #[utoipa::path(
     get,
     path = "/ui/reports/{deployment_id}",
+    operation_id = "ui_report",
     tag = "pages",
     params(DeploymentPath),
     responses((status = 200, description = "The report page", body = String, content_type = "text/html; charset=utf-8"), Invalid, Missing, Guarded),
@@ -346,6 +350,7 @@ struct FeedbackForm {
 #[utoipa::path(
     post,
     path = "/ui/reports/{deployment_id}/rediagnose",
+    operation_id = "ui_rediagnose",
     tag = "pages",
     params(DeploymentPath),
     request_body(content = RediagnoseForm, content_type = "application/x-www-form-urlencoded"),
@@ -374,6 +379,7 @@ async fn rediagnose(
 #[utoipa::path(
     post,
     path = "/ui/reports/{deployment_id}/feedback",
+    operation_id = "ui_feedback",
     tag = "pages",
     params(DeploymentPath),
     request_body(content = FeedbackForm, content_type = "application/x-www-form-urlencoded"),
