@@ -24,15 +24,39 @@ pub struct ErrorBody {
 /// What went wrong with a request.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// A stable code: `invalid_body`, `invalid_query`, `invalid_deployment_id`,
-    /// `unauthorized`, `forbidden`, `unsupported_media_type`, `payload_too_large`,
-    /// `not_found`, `conflict`, `queue_full`, `busy`, `timeout`, `store_unavailable`.
+    /// A stable code, for programs.
+    #[schema(schema_with = error_codes)]
     pub code: &'static str,
     /// What is wrong, for people.
     pub message: String,
     /// Where: the JSON path in the body, or the query parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+/// Every `code` an error answer can carry.
+pub const CODES: [&str; 13] = [
+    "invalid_body",
+    "invalid_query",
+    "invalid_deployment_id",
+    "unauthorized",
+    "forbidden",
+    "unsupported_media_type",
+    "payload_too_large",
+    "not_found",
+    "conflict",
+    "queue_full",
+    "busy",
+    "timeout",
+    "store_unavailable",
+];
+
+fn error_codes() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(CODES))
+        .description(Some("A stable code, for programs"))
+        .build()
 }
 
 /// Every way a request can fail, with its status code.
@@ -297,4 +321,55 @@ pub(super) fn typed_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
             message,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `code` of `error`'s answer.
+    async fn code_of(error: ApiError) -> String {
+        let (parts, body) = error.into_response().into_parts();
+        let bytes = to_bytes(body, usize::MAX).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(parts.status.is_client_error() || parts.status.is_server_error());
+        json["error"]["code"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_a_code_the_document_lists() {
+        let store = StoreError::Io {
+            path: "x".into(),
+            source: std::io::Error::other("disk"),
+        };
+        let errors = vec![
+            ApiError::Unauthorized("read"),
+            ApiError::Forbidden("no".into()),
+            ApiError::UnsupportedMediaType("text/plain".into()),
+            ApiError::PayloadTooLarge {
+                limit: 1,
+                what: "x",
+            },
+            ApiError::NotFound("d".into()),
+            ApiError::NoDeployment("d".into()),
+            ApiError::Conflict("c".into()),
+            ApiError::NoRoute,
+            ApiError::QueueFull(1),
+            ApiError::Busy(1),
+            ApiError::TimedOut(1),
+            ApiError::Store(store),
+        ];
+        let mut seen = Vec::new();
+        for error in errors {
+            seen.push(code_of(error).await);
+        }
+        // A 400's code is its caller's: these are the ones the handlers give.
+        seen.extend(["invalid_body", "invalid_query", "invalid_deployment_id"].map(String::from));
+        for code in &seen {
+            assert!(CODES.contains(&code.as_str()), "{code} is not in CODES");
+        }
+        for code in CODES {
+            assert!(seen.iter().any(|s| s == code), "{code} is never given");
+        }
+    }
 }
