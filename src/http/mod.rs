@@ -104,10 +104,7 @@ pub fn router(state: AppState) -> Router {
     });
     let json = openapi::served(&document);
     routes
-        .route(
-            "/openapi.json",
-            get(move || openapi::serve(Arc::clone(&json))),
-        )
+        .route("/openapi.json", get(move || openapi::serve(json.clone())))
         .fallback(|| async { ApiError::NoRoute })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))

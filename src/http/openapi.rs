@@ -7,8 +7,7 @@
 //! without tokens it asks for none, as the service does not. It is served without a token
 //! itself: it holds nothing that is not in the source.
 
-use std::sync::Arc;
-
+use axum::body::Bytes;
 use axum::http::{header, Method};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
@@ -101,10 +100,10 @@ pub(super) fn finish(
 /// The document as served, written once, with the generic webhook's message under
 /// `webhooks` (OpenAPI 3.1's place for what the service sends; utoipa 5 has no field for
 /// it).
-pub(super) fn served(document: &Document) -> Arc<str> {
+pub(super) fn served(document: &Document) -> Bytes {
     let mut json = serde_json::to_value(document).expect("an OpenAPI document is plain JSON");
     json["webhooks"] = webhooks();
-    json.to_string().into()
+    Bytes::from(json.to_string())
 }
 
 /// What a `Kind: webhook` sink receives (`Notify.Sinks`), signed as Standard Webhooks says.
@@ -154,11 +153,8 @@ fn webhooks() -> Value {
     tag = "operations",
     responses((status = 200, description = "This document", content_type = "application/json", body = Object)),
 )]
-pub(super) async fn serve(json: Arc<str>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        json.to_string(),
-    )
+pub(super) async fn serve(json: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], json)
 }
 
 /// `401` and `503`: what any route behind the tokens and the request limits may answer.

@@ -23,12 +23,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
+use serde::de::value::MapDeserializer;
 use serde::Deserialize;
 use sha2::Sha256;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{capped_body, typed_body, ApiError, DeploymentPath, Path, Query, FEEDBACK_BODY};
+use super::error::{capped_body, ApiError, DeploymentPath, Path, Query, FEEDBACK_BODY};
 use super::openapi::{Conflicting, FormRefused, Guarded, Invalid, Missing};
 use super::paging::{next_cursor, ListQuery};
 use super::reports::{list_filter, report_of, restart, store_feedback};
@@ -400,7 +401,15 @@ async fn feedback(
 ) -> Result<Response, ApiError> {
     let id = path.id()?;
     let fields = checked_form(&state, &headers, body, "feedback", id.as_str()).await?;
-    let form: FeedbackForm = typed_body(&serde_json::to_vec(&fields).unwrap_or_default())?;
+    // The form's fields read straight into their type (a missing `score` is named).
+    let form = FeedbackForm::deserialize(MapDeserializer::<_, serde::de::value::Error>::new(
+        fields.into_iter(),
+    ))
+    .map_err(|e| ApiError::BadRequest {
+        code: "invalid_body",
+        message: e.to_string(),
+        path: Some("score".into()),
+    })?;
     let score = form
         .score
         .parse::<i64>()
