@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fake_llm::Script;
-use crate::helpers::{deployment_id, report_error, spawn_app, Options, TestApp};
+use crate::helpers::{cpu_heavy, deployment_id, report_error, spawn_app, Options, TestApp};
 use crate::servers;
 
 /// An alert about the test node, by its `instance`, that started at `starts_at`.
@@ -155,6 +155,7 @@ async fn evidence_is_on_the_report_while_it_generates_and_the_prompt_starts_from
 
 #[tokio::test]
 async fn a_real_cpu_fault_puts_cpu_saturation_at_the_top_of_the_evidence() {
+    let _heavy = cpu_heavy().await;
     let prom = servers::prometheus().await;
     let instance = &prom.node_instance;
     // A baseline first: at least 20 s of scrapes.

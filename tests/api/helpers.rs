@@ -247,6 +247,15 @@ Auth:
     )
 }
 
+/// Taken by the tests that load both cores for tens of seconds (schemathesis, headless
+/// Chromium, stress-ng) and by those whose evidence gathering must finish within its
+/// timeout (the release verdict's): on a 2-core machine, a verdict scenario beside a
+/// schemathesis run once took 30 s to gather. One at a time, they take seconds.
+pub async fn cpu_heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    GATE.lock().await
+}
+
 /// A unique API key.
 pub fn api_key() -> String {
     format!("sk-test-{}", uuid::Uuid::new_v4().simple())

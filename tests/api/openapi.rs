@@ -9,7 +9,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+use crate::helpers::{alertmanager_body, cpu_heavy, deployment_id, spawn_app, Options, TestApp};
 
 async fn document(app: &TestApp) -> Value {
     // No token: the document is open even when the API is not.
@@ -244,6 +244,7 @@ fn fuzz(address: &str, token: Option<&str>, known: Option<&str>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_fault_with_the_write_token() {
+    let _heavy = cpu_heavy().await;
     let app = spawn_app(with_tokens()).await;
     // A report and a registration to read, so that the fuzzing reaches past the 404s.
     let id = deployment_id("fuzz");
@@ -265,6 +266,7 @@ async fn schemathesis_finds_no_fault_with_the_write_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_fault_without_tokens() {
+    let _heavy = cpu_heavy().await;
     let app = spawn_app(Options {
         evidence_only: true,
         ..Options::default()

@@ -621,6 +621,7 @@ pub async fn app() -> TestApp {
 
 #[tokio::test]
 async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
+    let _heavy = crate::helpers::cpu_heavy().await;
     let app = app().await;
     let outcomes = run_together(&app).await;
     for o in &outcomes {
@@ -722,6 +723,7 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
 
 #[tokio::test]
 async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_report() {
+    let _heavy = crate::helpers::cpu_heavy().await;
     let app = app().await;
     let o = run_fresh(&app).await;
     let report = &o.report;
@@ -739,6 +741,7 @@ async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_r
 
 #[tokio::test]
 async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_the_release() {
+    let _heavy = crate::helpers::cpu_heavy().await;
     let app = app().await;
     let o = run_cpu(&app).await;
     let release = o.release();
@@ -754,6 +757,7 @@ async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_th
 
 #[tokio::test]
 async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded() {
+    let _heavy = crate::helpers::cpu_heavy().await;
     let content = "【问题概述】\nweb-1 错误率升高\n【根因分析】\n发布判定：不同意，未发布的 web-2 错误率同样是 20%\n\
                    【影响范围】\nweb-1\n【解决方案】\n检查下游依赖";
     let app = spawn_app(Options {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::fake_github::{self, FakeGitHub, Limit};
 use crate::fake_llm::Script;
-use crate::helpers::{deployment_id, spawn_app, Options, TestApp};
+use crate::helpers::{cpu_heavy, deployment_id, spawn_app, Options, TestApp};
 
 /// What the hostile texts would do if they ran.
 const PWNED: &str = "document.title='pwned'";
@@ -112,6 +112,7 @@ fn console_messages(log: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_render_in_chromium_with_outside_text_shown_as_text_and_no_script_run() {
+    let _heavy = cpu_heavy().await;
     let (app, _github, id) = app_with_a_hostile_report().await;
     let list_url = format!("{}/ui/", app.address);
     let report_url = format!("{}/ui/reports/{id}", app.address);
