@@ -11,8 +11,8 @@
 //!
 //! - [`model`]: plain data: alerts, deployments, evidence items, changes, reports.
 //! - [`config`]: the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
-//! - [`redact`], [`telemetry`], [`metrics`]: secrets scrubbed from everything that leaves,
-//!   logging, `/metrics`.
+//! - [`redact`], [`outside`], [`telemetry`], [`metrics`]: secrets scrubbed from everything
+//!   that leaves, outside numbers clamped before arithmetic, logging, `/metrics`.
 //! - [`store`]: reports (the durable queue) and the deployments registry; `embedded`
 //!   (SQLite) and `mongo`, and the rules both follow.
 //! - [`intake`]: what each alert does: the webhook bodies, its deployment, the report's
@@ -42,6 +42,7 @@ pub mod intake;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod outside;
 pub mod pipeline;
 pub mod redact;
 pub mod runner;

@@ -52,6 +52,7 @@ pub struct Metrics {
     limits: Family<Labels, Counter>,
     verdicts: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
+    task_panics: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +137,12 @@ impl Metrics {
             "Notification attempts, by sink and outcome (delivered, retry, failed, disabled)",
             notifications.clone(),
         );
+        let task_panics = Family::<Labels, Counter>::default();
+        registry.register(
+            "task_panics",
+            "Panics caught in a pool's task (the task goes on or is started again), by pool",
+            task_panics.clone(),
+        );
         let verdicts = Family::<Labels, Counter>::default();
         registry.register(
             "release_verdicts",
@@ -178,7 +185,15 @@ impl Metrics {
             exec_failures,
             verdicts,
             notifications,
+            task_panics,
         }
+    }
+
+    /// Counts a panic caught in a task of `pool`.
+    pub fn task_panic(&self, pool: &'static str) {
+        self.task_panics
+            .get_or_create(&vec![("pool", pool.to_owned())])
+            .inc();
     }
 
     /// Counts one notification attempt.

@@ -124,7 +124,9 @@ pub async fn run(
         concurrency: config.evidence.concurrency.get(),
         poll: config.worker.poll,
     });
-    let evidence_pool = evidence.clone().map(EvidencePool::start);
+    let evidence_pool = evidence
+        .clone()
+        .map(|ctx| EvidencePool::start(ctx, Arc::clone(&metrics)));
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),
         deployments: Arc::clone(&stores.deployments),

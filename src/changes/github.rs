@@ -23,6 +23,7 @@ use super::rank::{self, Budget, RawFile, RawPr};
 use crate::config::{GitHubConfig, Secret};
 use crate::model::changes::{ChangedFile, Changes, PullRequest, Release};
 use crate::model::evidence::EvidenceItem;
+use crate::outside;
 
 /// Why a request gave nothing.
 #[derive(Debug, thiserror::Error)]
@@ -131,26 +132,27 @@ impl GitHub {
             // `retry-after` seconds, or with `x-ratelimit-remaining: 0` until the epoch
             // second `x-ratelimit-reset`.
             if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
-                let now = chrono::Utc::now().timestamp();
+                // Outside numbers: clamped before any arithmetic (`outside`).
+                let now = chrono::Utc::now();
                 let wait = if let Some(s) = header("retry-after") {
-                    s.trim().parse::<u64>().ok()
+                    outside::retry_after(&s, now, outside::MAX_WAIT)
                 } else if header("x-ratelimit-remaining").as_deref() == Some("0") {
                     header("x-ratelimit-reset")
-                        .and_then(|r| r.trim().parse::<i64>().ok())
-                        .map(|reset| (reset - now).max(0) as u64 + 1)
+                        .and_then(|r| outside::until_epoch(&r, now, outside::MAX_WAIT))
+                        .map(|wait| wait + Duration::from_secs(1))
                 } else if status == StatusCode::TOO_MANY_REQUESTS {
-                    Some(60)
+                    Some(Duration::from_secs(60))
                 } else {
                     None
                 };
                 if let Some(wait) = wait {
-                    let until = Instant::now() + Duration::from_secs(wait);
-                    if until >= deadline {
-                        let at = chrono::Utc::now() + chrono::Duration::seconds(wait as i64);
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if wait >= remaining {
+                        let at = outside::later(now, wait);
                         return Err(CallError::RateLimited(at.to_rfc3339()));
                     }
-                    tracing::info!(wait_s = wait, "GitHub rate limit; waiting");
-                    tokio::time::sleep_until(until).await;
+                    tracing::info!(wait_s = wait.as_secs(), "GitHub rate limit; waiting");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             }

@@ -368,14 +368,13 @@ fn sink_windows(sink: &SinkConfig) -> Vec<(Duration, usize)> {
     windows
 }
 
-/// The `Retry-After` of an answer, in seconds.
+/// The longest a receiver's `Retry-After` makes a message wait.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// The `Retry-After` of an answer (seconds or an HTTP-date), at most [`MAX_RETRY_AFTER`].
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    crate::outside::retry_after(value, Utc::now(), MAX_RETRY_AFTER)
 }
 
 fn cut_answer(answer: &str) -> String {
@@ -435,16 +434,17 @@ pub fn sign_webhook(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Strin
 
 /// When to try a message again after `attempts` failed attempts: exponential from 1 s,
 /// at most 5 minutes, with ±20 % jitter so a sink that comes back is not hit by every
-/// message at once; a receiver's `Retry-After` is honoured when it asks for longer.
+/// message at once; a receiver's `Retry-After` is honoured when it asks for longer, up to
+/// [`MAX_RETRY_AFTER`].
 pub fn next_attempt(now: DateTime<Utc>, attempts: u32, retry: Retry, jitter: f64) -> DateTime<Utc> {
     let base = 2f64
         .powi(attempts.saturating_sub(1).min(16) as i32)
         .min(300.0);
-    let mut wait = base * (0.8 + 0.4 * jitter.clamp(0.0, 1.0));
+    let mut wait = Duration::from_secs_f64(base * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)));
     if let Retry::After(d) = retry {
-        wait = wait.max(d.as_secs_f64());
+        wait = wait.max(d.min(MAX_RETRY_AFTER));
     }
-    now + chrono::Duration::milliseconds((wait * 1000.0) as i64)
+    crate::outside::later(now, wait)
 }
 
 #[cfg(test)]
@@ -475,6 +475,11 @@ mod tests {
         assert_eq!(wait(30, Retry::Backoff, 0.5), 300_000);
         assert_eq!(wait(1, Retry::Backoff, 0.0), 800);
         assert_eq!(wait(1, Retry::After(Duration::from_secs(30)), 0.5), 30_000);
+        assert_eq!(
+            wait(1, Retry::After(Duration::MAX), 0.5),
+            MAX_RETRY_AFTER.as_millis() as i64,
+            "an outside wait is clamped, never an overflow"
+        );
         assert_eq!(severity_rank("CRITICAL"), 3);
     }
 }

@@ -8,16 +8,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use super::pool::{self, Queue};
+use crate::metrics::Metrics;
 use crate::model::alert::DeploymentId;
 use crate::model::evidence::EvidenceItem;
 use crate::model::report::Report;
+use crate::model::verdict::ReleaseVerdict;
+use crate::outside;
 use crate::pipeline::{self, KnownEvidence, Measure, Measured};
-use crate::store::{ReportStore, Wake};
+use crate::store::{ReportStore, StoreError, Wake};
 
 /// How often a waiting AI worker looks at the store when no gathering in this process
 /// tells it (another instance may be gathering).
@@ -48,55 +51,87 @@ impl EvidenceContext {
 
 /// The running pool.
 pub struct EvidencePool {
-    tasks: JoinSet<()>,
+    tasks: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
 }
 
 impl EvidencePool {
     /// Starts the gatherings.
-    pub fn start(ctx: EvidenceContext) -> Self {
+    pub fn start(ctx: EvidenceContext, metrics: Arc<Metrics>) -> Self {
         let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        for n in 0..ctx.concurrency {
-            let (ctx, stop) = (ctx.clone(), stop.clone());
-            tasks.spawn(gather_loop(ctx, stop).instrument(tracing::info_span!("evidence", n)));
-        }
+        let tasks = ctx.concurrency;
+        let queue = Gatherings {
+            ctx,
+            stop: stop.clone(),
+        };
+        let tasks = pool::start(queue, tasks, metrics, stop.clone());
         Self { tasks, stop }
     }
 
     /// Stops: a gathering under way is dropped, and its lease runs out, so the next start
     /// (or another instance) gathers it.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.tasks.await;
     }
 }
 
-async fn gather_loop(ctx: EvidenceContext, stop: CancellationToken) {
-    while !stop.is_cancelled() {
+/// The evidence queue: reports whose evidence is still to be gathered.
+#[derive(Clone)]
+struct Gatherings {
+    ctx: EvidenceContext,
+    stop: CancellationToken,
+}
+
+#[async_trait]
+impl Queue for Gatherings {
+    type Item = Report;
+    const POOL: &'static str = "evidence";
+
+    async fn claim(&self) -> Result<Option<Report>, StoreError> {
         let now = Utc::now();
-        let lease = chrono::Duration::from_std(ctx.lease()).unwrap_or_default();
-        match ctx.store.claim_evidence(now, now + lease).await {
-            Ok(Some(report)) => {
-                let span = tracing::info_span!(
-                    "gathering",
-                    deployment_id = %report.deployment_id,
-                    version = report.version
-                );
-                tokio::select! {
-                    _ = gather_and_store(&ctx, &report).instrument(span) => {}
-                    _ = stop.cancelled() => {}
-                }
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "claiming a report's evidence failed; retrying"),
-        }
+        self.ctx
+            .store
+            .claim_evidence(now, outside::later(now, self.ctx.lease()))
+            .await
+    }
+
+    fn span(&self, report: &Report) -> tracing::Span {
+        tracing::info_span!(
+            "gathering",
+            deployment_id = %report.deployment_id,
+            version = report.version
+        )
+    }
+
+    async fn work(&self, report: &Report) {
         tokio::select! {
-            _ = ctx.wake.evidence.notified() => {}
-            _ = tokio::time::sleep(ctx.poll) => {}
-            _ = stop.cancelled() => {}
+            _ = gather_and_store(&self.ctx, report) => {}
+            _ = self.stop.cancelled() => {}
         }
+    }
+
+    /// A gathering that panicked is stored as evidence that could not be had, which ends
+    /// its lease: the diagnosis goes on without it instead of waiting for the lease.
+    async fn panicked(&self, report: &Report, why: &str) {
+        let why = format!("gathering the evidence stopped on a bug in the service: {why}");
+        settle(
+            self.ctx.store.as_ref(),
+            &self.ctx.wake,
+            &report.deployment_id,
+            report.version,
+            Err(&why),
+            None,
+        )
+        .await;
+    }
+
+    fn woken(&self) -> &tokio::sync::Notify {
+        &self.ctx.wake.evidence
+    }
+
+    fn poll(&self) -> Duration {
+        self.ctx.poll
     }
 }
 
@@ -128,8 +163,27 @@ pub async fn store(
     measured: &Measured,
 ) {
     let evidence = measured.evidence.as_deref().map_err(String::as_str);
+    settle(
+        store,
+        wake,
+        deployment_id,
+        version,
+        evidence,
+        Some(&measured.release),
+    )
+    .await;
+}
+
+async fn settle(
+    store: &dyn ReportStore,
+    wake: &Wake,
+    deployment_id: &DeploymentId,
+    version: u32,
+    evidence: Result<&[EvidenceItem], &str>,
+    release: Option<&ReleaseVerdict>,
+) {
     match store
-        .set_evidence(deployment_id, version, evidence, Some(&measured.release))
+        .set_evidence(deployment_id, version, evidence, release)
         .await
     {
         Ok(true) => {}

@@ -9,33 +9,37 @@
 //! - [`lease`]: a claim kept alive, and the outcome written under it.
 //! - [`budget`]: AI diagnoses per hour and tokens per day.
 //! - [`gate`]: the `Worker.MaxQueue` check.
+//! - [`pool`]: the one claim loop of every pool, and the supervision that restarts a
+//!   task that panicked.
 
 pub mod budget;
 pub mod evidence;
 pub mod gate;
 mod lease;
 pub mod outbox;
+pub mod pool;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::diagnosis::{Diagnosed, Outcome};
 use crate::metrics::Metrics;
 use crate::model::deployment::Deployment;
 use crate::model::report::{Ending, FailureKind, Finish, Report};
+use crate::model::verdict::ReleaseVerdict;
 use crate::notify::Sinks;
+use crate::outside;
 use crate::pipeline::{Job, KnownEvidence, Ledger, Output, Pipeline};
-use crate::store::{DeploymentStore, ReportStore, Wake};
+use crate::store::{DeploymentStore, ReportStore, StoreError, Wake};
 use budget::Budget;
 use evidence::EvidenceContext;
 use lease::{finish_with_retries, renew_lease, AbortOnDrop};
+use pool::Queue;
 
 /// What the workers share.
 #[derive(Clone)]
@@ -63,7 +67,7 @@ pub struct WorkerContext {
 
 /// The running pool.
 pub struct WorkerPool {
-    tasks: JoinSet<()>,
+    tasks: tokio::task::JoinHandle<()>,
     stop_claiming: CancellationToken,
     abort: CancellationToken,
     grace: Duration,
@@ -74,17 +78,17 @@ impl WorkerPool {
     pub fn start(ctx: WorkerContext) -> Self {
         let stop_claiming = CancellationToken::new();
         let abort = CancellationToken::new();
-        let instance = uuid::Uuid::new_v4().simple().to_string();
-        let mut tasks = JoinSet::new();
-        for n in 0..ctx.config.concurrency.get() {
-            let owner = format!("{}-{n}", &instance[..12]);
-            let (ctx, stop, abort) = (ctx.clone(), stop_claiming.clone(), abort.clone());
-            tasks.spawn(
-                worker_loop(ctx, owner.clone(), stop, abort)
-                    .instrument(tracing::info_span!("worker", %owner)),
-            );
-        }
-        let grace = ctx.config.shutdown_grace;
+        let (tasks, grace, metrics) = (
+            ctx.config.concurrency.get(),
+            ctx.config.shutdown_grace,
+            ctx.metrics.clone(),
+        );
+        let queue = Diagnoses {
+            ctx,
+            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            abort: abort.clone(),
+        };
+        let tasks = pool::start(queue, tasks, metrics, stop_claiming.clone());
         Self {
             tasks,
             stop_claiming,
@@ -97,51 +101,99 @@ impl WorkerPool {
     /// stops the rest; their reports stay `generating` and are picked up at the next start.
     pub async fn shutdown(mut self) {
         self.stop_claiming.cancel();
-        let drained = tokio::time::timeout(self.grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        if tokio::time::timeout(self.grace, &mut self.tasks)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 grace_s = self.grace.as_secs(),
                 "in-flight diagnoses outlived the grace period; stopping them"
             );
             self.abort.cancel();
-            while self.tasks.join_next().await.is_some() {}
+            let _ = self.tasks.await;
         }
     }
 }
 
-async fn worker_loop(
+/// The diagnosis queue: `generating` reports no live worker holds.
+#[derive(Clone)]
+struct Diagnoses {
     ctx: WorkerContext,
-    owner: String,
-    stop: CancellationToken,
+    /// This process, in the owners of its claims.
+    instance: String,
+    /// Stops the diagnoses under way (after the grace period).
     abort: CancellationToken,
-) {
-    let lease = ctx.config.lease;
-    let poll = ctx.config.poll;
-    while !stop.is_cancelled() {
+}
+
+/// A claimed report and the owner its lease is held under.
+struct Claimed {
+    owner: String,
+    report: Report,
+}
+
+#[async_trait]
+impl Queue for Diagnoses {
+    type Item = Claimed;
+    const POOL: &'static str = "diagnosis";
+
+    async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
+        // One owner a claim: a lease is never confused with an earlier one of this task.
+        let owner = format!(
+            "{}-{}",
+            self.instance,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let now = Utc::now();
-        let claimed = ctx.store.claim_next(&owner, now, now + lease).await;
-        match claimed {
-            Ok(Some(report)) => {
-                let span = tracing::info_span!(
-                    "diagnosis",
-                    deployment_id = %report.deployment_id,
-                    report_id = %report.id,
-                    attempt = report.attempts
-                );
-                process(&ctx, &owner, report, &abort).instrument(span).await;
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "claiming a report failed; retrying"),
-        }
-        tokio::select! {
-            _ = ctx.wake.diagnosis.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = stop.cancelled() => {}
-        }
+        let lease = outside::later(now, self.ctx.config.lease);
+        let claimed = self.ctx.store.claim_next(&owner, now, lease).await?;
+        Ok(claimed.map(|report| Claimed { owner, report }))
+    }
+
+    fn span(&self, claimed: &Claimed) -> tracing::Span {
+        let report = &claimed.report;
+        tracing::info_span!(
+            "diagnosis",
+            deployment_id = %report.deployment_id,
+            report_id = %report.id,
+            owner = %claimed.owner,
+            attempt = report.attempts
+        )
+    }
+
+    async fn work(&self, claimed: &Claimed) {
+        process(&self.ctx, &claimed.owner, &claimed.report, &self.abort).await;
+    }
+
+    /// A diagnosis that panicked ends the report `failed` with the panic's message (a bug:
+    /// running it again would most likely panic again), which ends its lease.
+    async fn panicked(&self, claimed: &Claimed, why: &str) {
+        let diagnosed = Diagnosed {
+            outcome: Outcome::Failed {
+                kind: FailureKind::Internal,
+                reason: format!(
+                    "the diagnosis stopped on a bug in the service ({why}); the log has the \
+                     details; POST /reports/{}/rediagnose runs it again",
+                    claimed.report.deployment_id
+                ),
+                raw_output: None,
+            },
+            usage: None,
+        };
+        let run = Run {
+            owner: &claimed.owner,
+            report: &claimed.report,
+            started: Instant::now(),
+            lease_gone: &CancellationToken::new(),
+        };
+        conclude(&self.ctx, run, diagnosed, None).await;
+    }
+
+    fn woken(&self) -> &tokio::sync::Notify {
+        &self.ctx.wake.diagnosis
+    }
+
+    fn poll(&self) -> Duration {
+        self.ctx.config.poll
     }
 }
 
@@ -209,7 +261,7 @@ impl Ledger for ReportLedger<'_> {
     }
 }
 
-async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &CancellationToken) {
+async fn process(ctx: &WorkerContext, owner: &str, report: &Report, abort: &CancellationToken) {
     let id = report.deployment_id.clone();
     let started = Instant::now();
     let runner = ctx.pipeline.diagnoser.runner_kind();
@@ -223,8 +275,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         cancel.clone(),
     ));
     let _stop_heartbeat = AbortOnDrop(heartbeat);
-    let (Diagnosed { outcome, usage }, release) = if report.attempts > ctx.config.max_attempts.get()
-    {
+    let (diagnosed, release) = if report.attempts > ctx.config.max_attempts.get() {
         let reason = format!(
             "gave up after {} attempts: the service stopped or crashed during each one (see its logs)",
             ctx.config.max_attempts.get()
@@ -251,10 +302,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             changes: report.changes.clone(),
             related: report.related_alerts.clone(),
         };
-        let ledger = ReportLedger {
-            ctx,
-            report: &report,
-        };
+        let ledger = ReportLedger { ctx, report };
         match ctx.pipeline.run(job, &ledger, cancel.clone()).await {
             Ok(ran) => (ran.diagnosed, Some(ran.release)),
             Err(_) => {
@@ -268,6 +316,40 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
             }
         }
     };
+    let run = Run {
+        owner,
+        report,
+        started,
+        lease_gone: &cancel,
+    };
+    conclude(ctx, run, diagnosed, release).await;
+}
+
+/// The diagnosis of one claim, for its conclusion.
+struct Run<'a> {
+    owner: &'a str,
+    report: &'a Report,
+    started: Instant,
+    /// Cancelled when the claim is lost.
+    lease_gone: &'a CancellationToken,
+}
+
+/// Writes how a diagnosis ended while the claim is held, with its notifications; counts
+/// and logs it.
+async fn conclude(
+    ctx: &WorkerContext,
+    run: Run<'_>,
+    Diagnosed { outcome, usage }: Diagnosed,
+    release: Option<ReleaseVerdict>,
+) {
+    let Run {
+        owner,
+        report,
+        started,
+        lease_gone,
+    } = run;
+    let id = &report.deployment_id;
+    let runner = ctx.pipeline.diagnoser.runner_kind();
     if let Some(usage) = &usage {
         ctx.budget.spend(usage).await;
     }
@@ -309,10 +391,10 @@ async fn process(ctx: &WorkerContext, owner: &str, report: Report, abort: &Cance
         notify: Vec::new(),
     };
     let finish = Finish {
-        notify: ctx.sinks.for_finish(&report, &finish),
+        notify: ctx.sinks.for_finish(report, &finish),
         ..finish
     };
-    match finish_with_retries(ctx, &id, owner, &finish, &cancel).await {
+    match finish_with_retries(ctx, id, owner, &finish, lease_gone).await {
         Ok(true) => {
             if !finish.notify.is_empty() {
                 ctx.wake.outbox.notify_one();

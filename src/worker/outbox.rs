@@ -5,20 +5,23 @@
 //! `Notify.MaxAttempts`; a crash or `kill -9` leaves it in the store, and the lease runs
 //! out, so it is sent after the restart: at least once, under an id that does not change.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use futures_util::future::join_all;
-use tokio::task::JoinSet;
+use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use super::pool::{self, Queue};
 use crate::metrics::Metrics;
 use crate::model::notify::{DeliveryState, Notification};
 use crate::model::report::Report;
-use crate::notify::{next_attempt, Retry, Sinks};
-use crate::store::{ReportStore, Wake};
+use crate::notify::{next_attempt, Failure, Retry, Sinks};
+use crate::outside;
+use crate::store::{ReportStore, StoreError, Wake};
 
 /// Deliveries at once (each sends every due message of one report, in parallel).
 const DELIVERIES: usize = 4;
@@ -42,7 +45,7 @@ pub struct OutboxContext {
 
 /// The running deliveries.
 pub struct Outbox {
-    tasks: JoinSet<()>,
+    tasks: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
 }
 
@@ -50,44 +53,76 @@ impl Outbox {
     /// Starts the deliveries.
     pub fn start(ctx: OutboxContext) -> Self {
         let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        for n in 0..DELIVERIES {
-            let (ctx, stop) = (ctx.clone(), stop.clone());
-            tasks.spawn(deliver_loop(ctx, stop).instrument(tracing::info_span!("outbox", n)));
-        }
+        let metrics = ctx.metrics.clone();
+        let queue = Deliveries {
+            ctx,
+            stop: stop.clone(),
+        };
+        let tasks = pool::start(queue, DELIVERIES, metrics, stop.clone());
         Self { tasks, stop }
     }
 
     /// Stops: a delivery under way is dropped, its lease runs out, and its messages are
     /// sent after the restart (the same ids: receivers deduplicate).
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.tasks.await;
     }
 }
 
-async fn deliver_loop(ctx: OutboxContext, stop: CancellationToken) {
-    let lease =
-        chrono::Duration::from_std(ctx.timeout + Duration::from_secs(5)).unwrap_or_default();
-    while !stop.is_cancelled() {
+/// The outbox as a queue of reports with due notifications.
+#[derive(Clone)]
+struct Deliveries {
+    ctx: OutboxContext,
+    stop: CancellationToken,
+}
+
+#[async_trait]
+impl Queue for Deliveries {
+    type Item = Report;
+    const POOL: &'static str = "outbox";
+
+    async fn claim(&self) -> Result<Option<Report>, StoreError> {
+        let lease = self.ctx.timeout + Duration::from_secs(5);
         let now = Utc::now();
-        match ctx.store.claim_notifications(now, now + lease).await {
-            Ok(Some(report)) => {
-                let span = tracing::info_span!("delivering", deployment_id = %report.deployment_id);
-                tokio::select! {
-                    _ = deliver_due(&ctx, &report).instrument(span) => {}
-                    _ = stop.cancelled() => {}
-                }
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "claiming due notifications failed; retrying"),
-        }
+        self.ctx
+            .store
+            .claim_notifications(now, outside::later(now, lease))
+            .await
+    }
+
+    fn span(&self, report: &Report) -> tracing::Span {
+        tracing::info_span!("delivering", deployment_id = %report.deployment_id)
+    }
+
+    async fn work(&self, report: &Report) {
         tokio::select! {
-            _ = ctx.wake.outbox.notified() => {}
-            _ = tokio::time::sleep(ctx.poll) => {}
-            _ = stop.cancelled() => {}
+            _ = deliver_due(&self.ctx, report) => {}
+            _ = self.stop.cancelled() => {}
         }
+    }
+
+    /// A delivery that panicked counts as a failed attempt of every due message (so a
+    /// message that makes it panic each time is given up after `Notify.MaxAttempts`), and
+    /// the delivery lease ends.
+    async fn panicked(&self, report: &Report, why: &str) {
+        let now = Utc::now();
+        let failure = Failure {
+            retry: Retry::Backoff,
+            why: format!("the delivery stopped on a bug in the service: {why}"),
+        };
+        let updates: Vec<Notification> = due(report, now)
+            .map(|n| attempted(&self.ctx, n, Err(failure.clone())))
+            .collect();
+        write_back(&self.ctx, report, &updates).await;
+    }
+
+    fn woken(&self) -> &tokio::sync::Notify {
+        &self.ctx.wake.outbox
+    }
+
+    fn poll(&self) -> Duration {
+        self.ctx.poll
     }
 }
 
@@ -96,19 +131,23 @@ fn jitter() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 
+/// The report's pending notifications that are due at `now`.
+fn due(report: &Report, now: chrono::DateTime<Utc>) -> impl Iterator<Item = &Notification> {
+    report
+        .notifications
+        .iter()
+        .filter(move |n| n.pending() && n.next_at <= now)
+}
+
 /// Sends every due message of one report at once and writes back how each went.
 async fn deliver_due(ctx: &OutboxContext, report: &Report) {
     let now = Utc::now();
-    let due: Vec<&Notification> = report
-        .notifications
-        .iter()
-        .filter(|n| n.pending() && n.next_at <= now)
-        .collect();
+    let due: Vec<&Notification> = due(report, now).collect();
     let attempts = due.iter().map(|n| async move {
         if n.version != report.version {
             // A re-diagnosis began before it went out: the new version's ending is sent
             // instead of a report that is no longer the current one.
-            return Err(crate::notify::Failure {
+            return Err(Failure {
                 retry: Retry::Never,
                 why: format!(
                     "superseded: version {} was re-diagnosed before this was delivered",
@@ -116,78 +155,99 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
                 ),
             });
         }
-        ctx.sinks.deliver(n, report, now).await
+        // One sink's answer that trips a bug costs that message an attempt, not the
+        // other sinks their delivery.
+        AssertUnwindSafe(ctx.sinks.deliver(n, report, now))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| {
+                let why = pool::panic_text(payload.as_ref());
+                ctx.metrics.task_panic(Deliveries::POOL);
+                tracing::error!(sink = %n.sink, panic = %why, "a delivery attempt panicked");
+                Err(Failure {
+                    retry: Retry::Backoff,
+                    why: format!("the delivery stopped on a bug in the service: {why}"),
+                })
+            })
     });
     let results = join_all(attempts).await;
     let updates: Vec<Notification> = due
         .into_iter()
         .zip(results)
-        .map(|(n, result)| {
-            let mut n = n.clone();
-            if let Err(crate::notify::Failure {
-                retry: Retry::Deferred(wait),
-                why,
-            }) = &result
-            {
-                // Held back by the sink's rate limit: not an attempt.
-                n.next_at = Utc::now() + chrono::Duration::from_std(*wait).unwrap_or_default();
-                n.last_error = Some(why.clone());
-                ctx.metrics.notification(&n.sink, "deferred");
-                return n;
-            }
-            n.attempts += 1;
-            let outcome = match result {
-                Ok(()) => {
-                    n.state = DeliveryState::Delivered;
-                    n.delivered_at = Some(Utc::now());
-                    n.last_error = None;
-                    tracing::info!(sink = %n.sink, id = %n.id, attempts = n.attempts, "notification delivered");
-                    "delivered"
-                }
-                Err(failure) => {
-                    n.last_error = Some(failure.why.clone());
-                    let outcome = match failure.retry {
-                        Retry::Never => {
-                            n.state = DeliveryState::Failed;
-                            tracing::error!(
-                                sink = %n.sink,
-                                id = %n.id,
-                                reason = %failure.why,
-                                "the sink refused the notification for good: check its configuration"
-                            );
-                            "failed"
-                        }
-                        Retry::Disable => {
-                            n.state = DeliveryState::Disabled;
-                            "disabled"
-                        }
-                        _ if n.attempts >= ctx.sinks.max_attempts() => {
-                            n.state = DeliveryState::Failed;
-                            "failed"
-                        }
-                        retry => {
-                            n.next_at = next_attempt(Utc::now(), n.attempts, retry, jitter());
-                            "retry"
-                        }
-                    };
-                    tracing::warn!(
+        .map(|(n, result)| attempted(ctx, n, result))
+        .collect();
+    write_back(ctx, report, &updates).await;
+}
+
+/// The notification after an attempt that ended with `result`.
+fn attempted(ctx: &OutboxContext, n: &Notification, result: Result<(), Failure>) -> Notification {
+    let mut n = n.clone();
+    if let Err(Failure {
+        retry: Retry::Deferred(wait),
+        why,
+    }) = &result
+    {
+        // Held back by the sink's rate limit: not an attempt.
+        n.next_at = outside::later(Utc::now(), *wait);
+        n.last_error = Some(why.clone());
+        ctx.metrics.notification(&n.sink, "deferred");
+        return n;
+    }
+    n.attempts += 1;
+    let outcome = match result {
+        Ok(()) => {
+            n.state = DeliveryState::Delivered;
+            n.delivered_at = Some(Utc::now());
+            n.last_error = None;
+            tracing::info!(sink = %n.sink, id = %n.id, attempts = n.attempts, "notification delivered");
+            "delivered"
+        }
+        Err(failure) => {
+            n.last_error = Some(failure.why.clone());
+            let outcome = match failure.retry {
+                Retry::Never => {
+                    n.state = DeliveryState::Failed;
+                    tracing::error!(
                         sink = %n.sink,
                         id = %n.id,
-                        attempts = n.attempts,
-                        outcome,
                         reason = %failure.why,
-                        "notification not delivered"
+                        "the sink refused the notification for good: check its configuration"
                     );
-                    outcome
+                    "failed"
+                }
+                Retry::Disable => {
+                    n.state = DeliveryState::Disabled;
+                    "disabled"
+                }
+                _ if n.attempts >= ctx.sinks.max_attempts() => {
+                    n.state = DeliveryState::Failed;
+                    "failed"
+                }
+                retry => {
+                    n.next_at = next_attempt(Utc::now(), n.attempts, retry, jitter());
+                    "retry"
                 }
             };
-            ctx.metrics.notification(&n.sink, outcome);
-            n
-        })
-        .collect();
+            tracing::warn!(
+                sink = %n.sink,
+                id = %n.id,
+                attempts = n.attempts,
+                outcome,
+                reason = %failure.why,
+                "notification not delivered"
+            );
+            outcome
+        }
+    };
+    ctx.metrics.notification(&n.sink, outcome);
+    n
+}
+
+/// Writes a delivery's outcome back and ends its lease.
+async fn write_back(ctx: &OutboxContext, report: &Report, updates: &[Notification]) {
     if let Err(e) = ctx
         .store
-        .update_notifications(&report.deployment_id, &updates)
+        .update_notifications(&report.deployment_id, updates)
         .await
     {
         tracing::warn!(error = %e, "writing back the notifications failed; they are sent again after the lease");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine as _;
@@ -34,6 +35,8 @@ enum Mode {
     FailFirst(usize),
     /// Never answers.
     Hang,
+    /// `503` with `Retry-After: 10000000000000` (seconds: 317,000 years) to every message.
+    Throttle,
 }
 
 /// One message as received.
@@ -91,13 +94,13 @@ fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<String, Str
     }
 }
 
-async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let id = match &r.secret {
         Some(secret) => match verify(secret, &headers, &body) {
             Ok(id) => id,
             Err(why) => {
                 r.refused.lock().unwrap().push(why);
-                return StatusCode::UNAUTHORIZED;
+                return StatusCode::UNAUTHORIZED.into_response();
             }
         },
         None => headers
@@ -107,10 +110,10 @@ async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
             .to_owned(),
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST;
+        return StatusCode::BAD_REQUEST.into_response();
     };
     if body["version"] != 1 || !body["type"].as_str().unwrap_or("").starts_with("report.") {
-        return StatusCode::UNPROCESSABLE_ENTITY;
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     }
     let seen = {
         let mut received = r.received.lock().unwrap();
@@ -118,13 +121,18 @@ async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
         received.len()
     };
     match r.mode {
-        Mode::Accept => StatusCode::NO_CONTENT,
-        Mode::FailFirst(n) if seen <= n => StatusCode::INTERNAL_SERVER_ERROR,
-        Mode::FailFirst(_) => StatusCode::NO_CONTENT,
+        Mode::Accept => StatusCode::NO_CONTENT.into_response(),
+        Mode::FailFirst(n) if seen <= n => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Mode::FailFirst(_) => StatusCode::NO_CONTENT.into_response(),
         Mode::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            StatusCode::NO_CONTENT
+            StatusCode::NO_CONTENT.into_response()
         }
+        Mode::Throttle => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "10000000000000")],
+        )
+            .into_response(),
     }
 }
 
@@ -296,6 +304,53 @@ async fn a_finished_report_reaches_every_sink_signed_once_and_a_dead_sink_delays
         metrics
             .contains("deploy_diagnosis_notifications_total{sink=\"flaky\",outcome=\"retry\"} 2"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_sink_asking_to_wait_317000_years_delays_only_its_own_messages() {
+    // Every delivery gets this answer from one sink: it used to overflow the backoff's
+    // clock arithmetic and kill a delivery task each time, until none was left and no
+    // report reached any sink.
+    let stuck = Receiver::start(Mode::Throttle, None).await;
+    let ok = Receiver::start(Mode::Accept, Some(SECRET)).await;
+    let app = spawn_app(Options {
+        sections: notify_yaml(&[("stuck", &stuck.url, None), ("ops", &ok.url, Some(SECRET))]),
+        ..Options::default()
+    })
+    .await;
+    let ids: Vec<String> = (0..6).map(|_| deployment_id("throttled")).collect();
+    for id in &ids {
+        app.post_alerts(&alertmanager_body(id, "firing")).await;
+        app.wait_final(id).await;
+    }
+    let got = ok.wait_for(ids.len(), Duration::from_secs(30)).await;
+    let mut reached: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["report"]["deploymentId"].as_str().unwrap())
+        .collect();
+    reached.sort_unstable();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(reached, expected, "every report reached the healthy sink");
+    let last = ids.last().unwrap();
+    let settled = wait_notifications(&app, last, |ns| {
+        ns.iter()
+            .any(|n| n["sink"] == "stuck" && n["attempts"].as_u64() >= Some(1))
+    })
+    .await;
+    let held = of(&settled, "stuck");
+    assert_eq!(held["state"], "pending", "{held:#}");
+    let next = chrono::DateTime::parse_from_rfc3339(held["nextAt"].as_str().unwrap()).unwrap();
+    let wait = next.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::minutes(55) && wait <= chrono::Duration::minutes(60),
+        "the receiver's wait, clamped to an hour: {held:#}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains("deploy_diagnosis_task_panics_total{"),
+        "nothing panicked: {metrics}"
     );
 }
 

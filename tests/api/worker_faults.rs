@@ -22,18 +22,27 @@ use deploy_diagnosis::model::report::{
 };
 use deploy_diagnosis::model::verdict::ReleaseVerdict;
 use deploy_diagnosis::store::embedded::EmbeddedStore;
-use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError, Wake};
 use deploy_diagnosis::worker::{WorkerContext, WorkerPool};
 
 use crate::fake_llm::{FakeLlm, Script};
 use crate::helpers::{alertmanager_body, api_key, config_yaml, Options};
 
 /// The embedded store, failing `finish` the first `finish_failures` times and
-/// `renew_lease` while `renew_fails` is set.
+/// `renew_lease` while `renew_fails` is set; panicking (a bug, as a task sees it) in
+/// `claim_next` the first `claim_panics` times and in `finish` the first `finish_panics`.
 struct Flaky {
     inner: EmbeddedStore,
     finish_failures: AtomicUsize,
     renew_fails: AtomicBool,
+    claim_panics: AtomicUsize,
+    finish_panics: AtomicUsize,
+}
+
+/// Takes one from `n` while it is above zero; whether it did.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 fn injected() -> StoreError {
@@ -63,6 +72,9 @@ impl ReportStore for Flaky {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Report>, StoreError> {
+        if take_one(&self.claim_panics) {
+            panic!("injected panic in claim_next");
+        }
         self.inner.claim_next(owner, now, lease_until).await
     }
     async fn renew_lease(
@@ -162,11 +174,10 @@ impl ReportStore for Flaky {
         owner: &str,
         finish: &Finish,
     ) -> Result<bool, StoreError> {
-        let failing = self
-            .finish_failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
+        if take_one(&self.finish_panics) {
+            panic!("injected panic in finish");
+        }
+        if take_one(&self.finish_failures) {
             return Err(injected());
         }
         self.inner.finish(id, owner, finish).await
@@ -194,14 +205,37 @@ impl ReportStore for Flaky {
 
 struct Running {
     store: Arc<Flaky>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Wake>,
     llm: FakeLlm,
     pool: Option<WorkerPool>,
     _dir: tempfile::TempDir,
 }
 
+/// The faults a test injects.
+#[derive(Default)]
+struct Faults {
+    finish_failures: usize,
+    renew_fails: bool,
+    claim_panics: usize,
+    finish_panics: usize,
+}
+
+/// A report of deployment `id`, as intake stores it.
+fn queued(id: &str) -> Report {
+    let alert = webhook::parse_webhook(
+        alertmanager_body(id, "firing").to_string().as_bytes(),
+        "now",
+        &Limits::default(),
+    )
+    .unwrap()
+    .remove(0);
+    Report::new(DeploymentId::parse(id).unwrap(), alert, Utc::now())
+}
+
 /// A worker pool (native runner, a fake LLM, the real Prometheus) over a flaky store,
 /// with one report queued.
-async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str) -> Running {
+async fn run(script: Script, faults: Faults, id: &str) -> Running {
     let prom = crate::servers::prometheus().await;
     let llm = FakeLlm::start(script, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
@@ -217,18 +251,13 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
     let deployments = Arc::new(inner.clone());
     let store = Arc::new(Flaky {
         inner,
-        finish_failures: AtomicUsize::new(finish_failures),
-        renew_fails: AtomicBool::new(renew_fails),
+        finish_failures: AtomicUsize::new(faults.finish_failures),
+        renew_fails: AtomicBool::new(faults.renew_fails),
+        claim_panics: AtomicUsize::new(faults.claim_panics),
+        finish_panics: AtomicUsize::new(faults.finish_panics),
     });
-    let alert = webhook::parse_webhook(
-        alertmanager_body(id, "firing").to_string().as_bytes(),
-        "now",
-        &Limits::default(),
-    )
-    .unwrap()
-    .remove(0);
-    let report = Report::new(DeploymentId::parse(id).unwrap(), alert, Utc::now());
-    assert_eq!(store.insert(&report).await.unwrap(), Insert::Inserted);
+    assert_eq!(store.insert(&queued(id)).await.unwrap(), Insert::Inserted);
+    let wake = Arc::new(Wake::default());
     let metrics = Arc::new(Metrics::new());
     let runner = deploy_diagnosis::startup::build_runner(&config, Arc::clone(&metrics))
         .await
@@ -242,13 +271,15 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
             deployments.clone(),
         )),
         evidence: None,
-        metrics,
-        wake: Arc::default(),
+        metrics: Arc::clone(&metrics),
+        wake: Arc::clone(&wake),
         sinks: Arc::new(deploy_diagnosis::notify::Sinks::new(&config).unwrap()),
         config: config.worker.clone(),
     });
     Running {
         store,
+        metrics,
+        wake,
         llm,
         pool: Some(pool),
         _dir: dir,
@@ -258,20 +289,12 @@ async fn run(script: Script, finish_failures: usize, renew_fails: bool, id: &str
 #[tokio::test]
 async fn a_failed_outcome_write_is_retried_and_the_diagnosis_runs_once() {
     let id = "flaky-finish";
-    let mut running = run(Script::ToolThenReport { query: "up".into() }, 3, false, id).await;
-    let deployment = DeploymentId::parse(id).unwrap();
-    let start = Instant::now();
-    let report = loop {
-        let report = running.store.inner.get(&deployment).await.unwrap().unwrap();
-        if report.status != ReportStatus::Generating {
-            break report;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "still generating"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let faults = Faults {
+        finish_failures: 3,
+        ..Faults::default()
     };
+    let mut running = run(Script::ToolThenReport { query: "up".into() }, faults, id).await;
+    let report = running.finished(id).await;
     assert_eq!(report.status, ReportStatus::Completed);
     assert_eq!(report.attempts, 1, "written by the attempt that ran it");
     assert_eq!(
@@ -285,7 +308,11 @@ async fn a_failed_outcome_write_is_retried_and_the_diagnosis_runs_once() {
 #[tokio::test]
 async fn a_diagnosis_whose_lease_cannot_be_renewed_is_stopped_and_given_back() {
     let id = "flaky-lease";
-    let mut running = run(Script::Hang, 0, true, id).await;
+    let faults = Faults {
+        renew_fails: true,
+        ..Faults::default()
+    };
+    let mut running = run(Script::Hang, faults, id).await;
     // The lease is 3 s; the model never answers. Without renewals the diagnosis must stop
     // once the lease runs out and the report go back to the queue, where it is claimed
     // again, long before the 60 s diagnosis deadline.
@@ -310,5 +337,58 @@ async fn a_diagnosis_whose_lease_cannot_be_renewed_is_stopped_and_given_back() {
         "given back: the stopped run is not an attempt"
     );
     running.store.renew_fails.store(false, Ordering::SeqCst);
+    running.pool.take().unwrap().shutdown().await;
+}
+
+impl Running {
+    /// Waits until the report of `id` is no longer generating.
+    async fn finished(&self, id: &str) -> Report {
+        let deployment = DeploymentId::parse(id).unwrap();
+        let start = Instant::now();
+        loop {
+            let report = self.store.inner.get(&deployment).await.unwrap().unwrap();
+            if report.status != ReportStatus::Generating {
+                return report;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "still generating"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_panics_is_restarted_and_counted_and_its_report_is_not_left_held() {
+    // Both tasks panic at their first claim (outside any report: the pool starts them
+    // again), and the first outcome write panics (inside a report's work: the report is
+    // ended `failed` with the panic's message at once, not held until its lease runs out).
+    let id = "panics-first";
+    let faults = Faults {
+        claim_panics: 2,
+        finish_panics: 1,
+        ..Faults::default()
+    };
+    let mut running = run(Script::ToolThenReport { query: "up".into() }, faults, id).await;
+    let report = running.finished(id).await;
+    assert_eq!(report.status, ReportStatus::Failed, "{report:#?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("bug in the service") && error.contains("injected panic in finish"),
+        "{error}"
+    );
+    assert_eq!(report.attempts, 1, "ended by the attempt that panicked");
+
+    // The pool is whole: the next report is diagnosed.
+    let next = "panics-after";
+    running.store.insert(&queued(next)).await.unwrap();
+    running.wake.queued();
+    assert_eq!(running.finished(next).await.status, ReportStatus::Completed);
+    let metrics = running.metrics.render(&HashMap::new(), 0);
+    assert!(
+        metrics.contains("deploy_diagnosis_task_panics_total{pool=\"diagnosis\"} 3"),
+        "{metrics}"
+    );
     running.pool.take().unwrap().shutdown().await;
 }

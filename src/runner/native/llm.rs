@@ -184,20 +184,7 @@ pub fn request_body(
 /// HTTP-date), at most 60 s, else exponential backoff from 500 ms, at most 8 s.
 fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
     retry_after
-        .and_then(|v| {
-            let v = v.trim();
-            match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s.min(60.0))),
-                Ok(_) => None,
-                // IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`) is an RFC 2822 date.
-                Err(_) => chrono::DateTime::parse_from_rfc2822(v).ok().map(|at| {
-                    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .min(Duration::from_secs(60))
-                }),
-            }
-        })
+        .and_then(|v| crate::outside::retry_after(v, chrono::Utc::now(), Duration::from_secs(60)))
         .unwrap_or_else(|| Duration::from_millis(500u64 << attempt.min(4)))
 }
 
