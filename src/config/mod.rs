@@ -243,20 +243,29 @@ impl Config {
                 "must be at least GitHub.MaxFilePatchChars",
             ));
         }
-        if self.write_token().is_empty()
-            && self.auth.read_token.is_empty()
-            && !is_loopback(&self.host)
-            && !self.auth.allow_anonymous
-        {
-            return Err(invalid(
-                "Auth.WriteToken",
-                format!(
-                    "is empty while Host {:?} accepts connections from other machines: set \
-                     Auth.WriteToken and Auth.ReadToken, bind Host to 127.0.0.1, or set \
-                     Auth.AllowAnonymous: true",
-                    self.host
-                ),
-            ));
+        // Writes (alerts, deletions, re-diagnoses that spend the AI budget) are open without
+        // the write token, whatever the read token says: a read token alone guards the
+        // reports while anybody may delete them.
+        if self.write_token().is_empty() && !self.auth.allow_anonymous {
+            if !is_loopback(&self.host) {
+                return Err(invalid(
+                    "Auth.WriteToken",
+                    format!(
+                        "is empty while Host {:?} accepts connections from other machines, so \
+                         anybody could post alerts, delete reports and spend the AI budget: \
+                         set Auth.WriteToken (and Auth.ReadToken), bind Host to 127.0.0.1, or \
+                         set Auth.AllowAnonymous: true",
+                        self.host
+                    ),
+                ));
+            }
+            if !self.auth.read_token.is_empty() {
+                return Err(invalid(
+                    "Auth.WriteToken",
+                    "is empty while Auth.ReadToken is set: reads would need a token and writes \
+                     none. Set Auth.WriteToken too, or Auth.AllowAnonymous: true to mean it",
+                ));
+            }
         }
         Ok(())
     }
@@ -411,6 +420,22 @@ AI:
         );
         let local = open.replace("Host: 0.0.0.0", "Host: 127.0.0.1");
         Config::from_yaml(&local, &e).expect("loopback needs no token");
+        let read_only = open.replace("Mongo:\n", "Auth:\n  ReadToken: read-token-123\nMongo:\n");
+        let err = Config::from_yaml(&read_only, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("Auth.WriteToken") && err.contains("0.0.0.0"),
+            "the read token alone does not guard writes: {err}"
+        );
+        let local_read_only = read_only.replace("Host: 0.0.0.0", "Host: 127.0.0.1");
+        let err = Config::from_yaml(&local_read_only, &e)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Auth.WriteToken") && err.contains("Auth.ReadToken"),
+            "{err}"
+        );
+        let meant = read_only.replace("Auth:\n", "Auth:\n  AllowAnonymous: true\n");
+        Config::from_yaml(&meant, &e).expect("anonymous writes, guarded reads: said so");
         let anonymous = open.replace("Mongo:\n", "Auth:\n  AllowAnonymous: true\nMongo:\n");
         Config::from_yaml(&anonymous, &e).expect("explicitly anonymous");
         let alias = open.replace(
