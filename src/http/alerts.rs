@@ -13,7 +13,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::error::{capped_body, require_json, ApiError, BodyLimit};
-use super::openapi::{BodyRefused, Guarded, Invalid};
+use super::openapi::{BodyRefused, CrossSite, Guarded, Invalid};
 use super::AppState;
 use crate::intake::webhook::{self, AlertmanagerWebhook};
 use crate::intake::AlertResult;
@@ -67,6 +67,7 @@ impl ToSchema for WebhookBody {
         (status = 202, description = "Each alert's outcome", body = AlertsAccepted),
         Invalid,
         BodyRefused,
+        CrossSite,
         Guarded,
     ),
 )]

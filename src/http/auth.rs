@@ -46,6 +46,22 @@ fn credential(header: &str) -> Option<String> {
     None
 }
 
+/// Whether `origin` (a request's `Origin` header) is this service's own: the host the
+/// request was sent to (its `Host` header), or `UI.ExternalURL`'s origin. `null` (a
+/// sandboxed frame, a redirect across sites, a `file:` page) is nobody's own.
+pub fn own_origin(origin: &str, host: Option<&str>, external: Option<&str>) -> bool {
+    if external == Some(origin) {
+        return true;
+    }
+    host.is_some_and(|host| {
+        url::Url::parse(origin).is_ok_and(|o| {
+            let port = o.port().map(|p| format!(":{p}")).unwrap_or_default();
+            o.host_str()
+                .is_some_and(|h| format!("{h}{port}").eq_ignore_ascii_case(host))
+        })
+    })
+}
+
 /// Constant-time comparison: the time taken does not depend on where they differ.
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -135,6 +151,19 @@ mod tests {
         );
         assert!(!t.allows(Access::Read, Some("Bearer nope")));
         assert!(t.allows(Access::Open, None));
+    }
+
+    #[test]
+    fn only_the_services_own_origin_is_its_own() {
+        let host = Some("127.0.0.1:8888");
+        assert!(own_origin("http://127.0.0.1:8888", host, None));
+        assert!(!own_origin("https://evil.example", host, None));
+        assert!(!own_origin("null", host, None));
+        assert!(!own_origin("http://127.0.0.1:8889", host, None));
+        assert!(!own_origin("http://127.0.0.1:8888", None, None));
+        let external = Some("https://dd.example");
+        assert!(own_origin("https://dd.example", host, external));
+        assert!(!own_origin("https://dd.example.evil", host, external));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::error::{
     capped_body, require_json, typed_body, ApiError, DeploymentPath, Path, Query, DEPLOYMENT_BODY,
 };
-use super::openapi::{BodyRefused, Guarded, Invalid, Missing};
+use super::openapi::{BodyRefused, CrossSite, Guarded, Invalid, Missing};
 use super::paging::{next_cursor, page, ListQuery, PageQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
@@ -414,6 +414,7 @@ impl DeploymentInput {
         Invalid,
         Missing,
         BodyRefused,
+        CrossSite,
         Guarded,
     ),
 )]
@@ -544,7 +545,7 @@ pub(super) async fn list_deployments(
     path = "/deployments/{deployment_id}",
     tag = "deployments",
     params(DeploymentPath),
-    responses((status = 204, description = "Unregistered"), Invalid, Missing, Guarded),
+    responses((status = 204, description = "Unregistered"), Invalid, Missing, CrossSite, Guarded),
 )]
 pub(super) async fn delete_deployment(
     State(state): State<AppState>,

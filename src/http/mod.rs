@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/openapi.json", get(move || openapi::serve(json.clone())))
         .fallback(|| async { ApiError::NoRoute })
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .with_state(state)
@@ -166,6 +167,32 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             "read"
         };
         return ApiError::Unauthorized(what).into_response();
+    }
+    next.run(request).await
+}
+
+/// A change (any method but `GET`, `HEAD` and `OPTIONS`) whose `Origin` is another site's,
+/// or `null`, is refused (`403`) before its handler runs: a browser resends cached Basic
+/// credentials with a cross-site form, and a form can reach a route that takes no body.
+/// Clients that are not browsers (Alertmanager, curl, CI) send no `Origin`.
+async fn same_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("null");
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !auth::own_origin(origin, host, state.ui.external_origin()) {
+            return ApiError::Forbidden(format!(
+                "a change requested from {origin:?} is not this service's own page: \
+                 send it without an Origin (an API client), or from the service's pages"
+            ))
+            .into_response();
+        }
     }
     next.run(request).await
 }

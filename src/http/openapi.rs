@@ -210,6 +210,16 @@ pub(super) enum BodyRefused {
     NotJson(ErrorBody),
 }
 
+/// `403`: a change requested from another site's page.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum CrossSite {
+    /// The request's `Origin` is another site's, or `null`: changes come from API clients
+    /// (which send no `Origin`) or from the service's own pages.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
 /// `403` and `413`: a page form's errors.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]

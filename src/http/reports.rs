@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{
     capped_body, require_json, typed_body, ApiError, DeploymentPath, Path, Query, FEEDBACK_BODY,
 };
-use super::openapi::{BodyRefused, Conflicting, Guarded, Invalid, Missing};
+use super::openapi::{BodyRefused, Conflicting, CrossSite, Guarded, Invalid, Missing};
 use super::paging::{bad_query, next_cursor, page, ListQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
@@ -163,26 +163,42 @@ pub(super) async fn list_reports(
     }))
 }
 
+/// `POST /reports/{id}/rediagnose`, as sent: nothing yet (an empty object, or no body).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RediagnoseBody {}
+
 /// Diagnoses the deployment again: a new version, queued (the current one goes to the
-/// history).
+/// history). The body is `application/json` (`{}`, or empty), so that no cross-site form
+/// can send it.
 #[utoipa::path(
     post,
     path = "/reports/{deployment_id}/rediagnose",
     tag = "reports",
     params(DeploymentPath),
+    request_body(content = Option<RediagnoseBody>, content_type = "application/json"),
     responses(
         (status = 202, description = "The new version, queued", body = ReportView),
         Invalid,
         Missing,
         Conflicting,
+        BodyRefused,
+        CrossSite,
         Guarded,
     ),
 )]
 pub(super) async fn rediagnose(
     State(state): State<AppState>,
     Path(path): Path<DeploymentPath>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let id = path.id()?;
+    require_json(&headers)?;
+    let bytes = capped_body(&headers, body, FEEDBACK_BODY.min(state.max_body_bytes)).await?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let RediagnoseBody {} = typed_body(&bytes)?;
+    }
     let report = restart(&state, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(ReportView::from(report))).into_response())
 }
@@ -233,6 +249,7 @@ const MAX_COMMENT_CHARS: usize = 2000;
         Missing,
         Conflicting,
         BodyRefused,
+        CrossSite,
         Guarded,
     ),
 )]
@@ -351,7 +368,7 @@ pub(super) async fn history(
     path = "/reports/{deployment_id}",
     tag = "reports",
     params(DeploymentPath),
-    responses((status = 204, description = "Deleted"), Invalid, Missing, Guarded),
+    responses((status = 204, description = "Deleted"), Invalid, Missing, CrossSite, Guarded),
 )]
 pub(super) async fn delete_report(
     State(state): State<AppState>,

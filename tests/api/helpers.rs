@@ -352,9 +352,13 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// A POST without body.
-    pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.client.post(format!("{}{path}", self.address)))
+    /// A POST (with the write token if configured) made by `build` from a bare one.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> (StatusCode, Value) {
+        self.send(build(self.client.post(format!("{}{path}", self.address))))
             .await
     }
 

@@ -18,7 +18,7 @@ async fn an_unknown_deployment_is_a_404_with_a_json_body() {
         .unwrap()
         .contains("no-such-deployment"));
     let (status, _) = app
-        .post_empty("/reports/no-such-deployment/rediagnose")
+        .post_json("/reports/no-such-deployment/rediagnose", &json!({}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app.get("/reports/no-such-deployment/history").await;
@@ -33,10 +33,14 @@ async fn rediagnosis_keeps_the_previous_version_as_history() {
     let first = app.wait_final(&id).await;
     assert_eq!(first["status"], "completed");
 
-    let (status, restarted) = app.post_empty(&format!("/reports/{id}/rediagnose")).await;
+    let (status, restarted) = app
+        .post_json(&format!("/reports/{id}/rediagnose"), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{restarted}");
     assert_eq!(restarted["version"], 2);
-    let (status, conflict) = app.post_empty(&format!("/reports/{id}/rediagnose")).await;
+    let (status, conflict) = app
+        .post_json(&format!("/reports/{id}/rediagnose"), &json!({}))
+        .await;
     let second = app.wait_final(&id).await;
 
     // The second request came while the first re-diagnosis was queued or running.
@@ -50,6 +54,68 @@ async fn rediagnosis_keeps_the_previous_version_as_history() {
     assert_eq!(versions[0]["version"], 1);
     assert_eq!(versions[0]["content"], first["content"]);
     assert_eq!(app.llm.requests().len(), 4, "two diagnoses ran");
+}
+
+#[tokio::test]
+async fn a_rediagnosis_from_another_sites_page_is_refused_and_changes_nothing() {
+    let app = spawn_app(Options {
+        bearer: Some("write-token-rediag"),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("csrf");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.wait_final(&id).await;
+    let path = format!("/reports/{id}/rediagnose");
+
+    // What a hostile page's form can send, with the browser's cached credentials: its own
+    // Origin (or `null`), a form's content type, or no body at all.
+    for origin in ["https://evil.example", "null"] {
+        let (status, body) = app
+            .post_with(&path, |r| r.header("origin", origin).json(&json!({})))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    let (status, body) = app
+        .post_with(&path, |r| {
+            r.header("content-type", "application/x-www-form-urlencoded")
+                .body("x=1")
+        })
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let (status, _) = app.post_with(&path, |r| r).await;
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "no body, no type"
+    );
+    let (status, body) = app
+        .post_with(&path, |r| r.json(&json!({"force": true})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, report) = app.get(&format!("/reports/{id}")).await;
+    assert_eq!(report["version"], 1, "nothing was restarted: {report}");
+    assert_eq!(app.llm.requests().len(), 2, "no AI spent");
+
+    // An API client (no Origin, JSON, or an empty JSON body) and the service's own page.
+    let own = app.address.clone();
+    let (status, body) = app
+        .post_with(&path, |r| {
+            r.header("origin", own)
+                .header("content-type", "application/json")
+        })
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["version"], 2);
+    // Every other change checks the Origin too.
+    let (status, _) = app
+        .post_with("/v1/alerts", |r| {
+            r.header("origin", "https://evil.example")
+                .json(&alertmanager_body(&deployment_id("csrf-alert"), "firing"))
+        })
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -176,7 +242,9 @@ async fn feedback_is_stored_on_the_finished_version_kept_in_history_and_counted(
         ),
         "{metrics}"
     );
-    let (status, _) = app.post_empty(&format!("/reports/{id}/rediagnose")).await;
+    let (status, _) = app
+        .post_json(&format!("/reports/{id}/rediagnose"), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (_, history) = app.get(&format!("/reports/{id}/history")).await;
     assert_eq!(
