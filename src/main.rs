@@ -216,7 +216,9 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         .measured
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
-    let evidence = measured.as_ref().and_then(|m| m.evidence.as_ref().ok());
+    let gathered = measured.as_ref().and_then(|m| m.evidence.as_ref().ok());
+    let evidence = gathered.map(|g| &g.items);
+    let unmeasured = gathered.and_then(|g| g.unmeasured.as_ref());
     let release = outcome.as_ref().ok().map(|ran| ran.release.clone());
     let changes = printed
         .changes
@@ -230,12 +232,13 @@ async fn diagnose(config: Config, path: &Path) -> ExitCode {
         }) => (
             serde_json::json!({"status": "completed", "engine": engine, "promQL": body.prom_ql,
                 "content": body.content, "aiError": ai_failure.map(|f| f.reason), "evidence": evidence,
-                "changes": changes, "release": release}),
+                "unmeasuredHosts": unmeasured, "changes": changes, "release": release}),
             ExitCode::SUCCESS,
         ),
         Ok(Outcome::Failed { kind, reason, .. }) => (
             serde_json::json!({"status": "failed", "kind": FailureKind::as_str(kind), "error": reason,
-                "evidence": evidence, "changes": changes, "release": release}),
+                "evidence": evidence, "unmeasuredHosts": unmeasured, "changes": changes,
+                "release": release}),
             ExitCode::FAILURE,
         ),
         Err(_) => return fail("interrupted"),

@@ -16,8 +16,7 @@ use crate::evidence::Gatherer;
 use crate::model::alert::{Alert, DeploymentId};
 use crate::model::changes::{Changes, Release};
 use crate::model::deployment::Deployment;
-use crate::model::evidence::EvidenceItem;
-use crate::model::evidence::{Resource, Scored, Verdict};
+use crate::model::evidence::{EvidenceItem, Gathered, Resource, Scored, Verdict};
 use crate::model::report::Engine;
 use crate::model::report::{FailureKind, RelatedAlert};
 use crate::model::verdict::{ModelOpinion, ReleaseVerdict};
@@ -30,7 +29,7 @@ pub enum KnownEvidence {
     /// attempt; with the release verdict stored with it, if any.
     Known {
         /// The items, or why there are none.
-        evidence: Result<Vec<EvidenceItem>, String>,
+        evidence: Result<Gathered, String>,
         /// The release verdict measured with them.
         release: Option<ReleaseVerdict>,
     },
@@ -42,8 +41,8 @@ pub enum KnownEvidence {
 /// verdict (always: an unmeasured one says why).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
-    /// The ranked items, or why none could be gathered.
-    pub evidence: Result<Vec<EvidenceItem>, String>,
+    /// The ranked items (and the hosts left out), or why none could be gathered.
+    pub evidence: Result<Gathered, String>,
     /// Was it this release, and what to do.
     pub release: ReleaseVerdict,
 }
@@ -131,7 +130,8 @@ impl Pipeline {
         let deployment = self.deployment(&job, ledger).await;
         let (evidence, verdict) =
             cancellable(&cancel, self.evidence(&job, deployment.as_ref(), ledger)).await?;
-        let ranking = ranking_evidence(evidence.as_deref().unwrap_or_default(), &verdict);
+        let items = evidence.as_ref().map(|g| g.items.as_slice());
+        let ranking = ranking_evidence(items.unwrap_or_default(), &verdict);
         let (release, changes) = cancellable(
             &cancel,
             self.changes(&job, deployment.as_ref(), Some(&ranking), ledger),
@@ -140,7 +140,8 @@ impl Pipeline {
         let facts = Facts {
             alert: &job.alert,
             deployment: deployment.as_ref(),
-            evidence: evidence.as_deref(),
+            evidence: items,
+            unmeasured: evidence.as_ref().and_then(|g| g.unmeasured.as_ref()),
             changes: changes.as_ref(),
             release: release.as_ref(),
             verdict: Some(&verdict),
@@ -200,7 +201,7 @@ impl Pipeline {
         job: &Job,
         deployment: Option<&Deployment>,
         ledger: &dyn Ledger,
-    ) -> (Option<Vec<EvidenceItem>>, ReleaseVerdict) {
+    ) -> (Option<Gathered>, ReleaseVerdict) {
         let Some(measure) = self.measure.as_ref() else {
             let under_way = deployment.is_none_or(Deployment::under_way);
             let why = "Evidence.Enabled is false: nothing was measured";
@@ -296,17 +297,18 @@ async fn gather_evidence(
     deployment: Option<&Deployment>,
     starts_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Vec<EvidenceItem>, String> {
+) -> Result<Gathered, String> {
     let started = std::time::Instant::now();
     match gatherer.gather(alert, deployment, starts_at, now).await {
-        Ok(items) => {
+        Ok(gathered) => {
             tracing::info!(
-                items = items.len(),
-                top = items.first().map_or("", |i| i.signal.as_str()),
+                items = gathered.items.len(),
+                top = gathered.items.first().map_or("", |i| i.signal.as_str()),
+                unmeasured = gathered.unmeasured.as_ref().map_or(0, |u| u.total),
                 ms = started.elapsed().as_millis() as u64,
                 "evidence gathered"
             );
-            Ok(items)
+            Ok(gathered)
         }
         Err(e) => {
             tracing::warn!(error = %e, "evidence could not be gathered");

@@ -53,10 +53,16 @@ pub enum StartError {
 
 /// The pipeline's stages for this configuration and runner (`None`: evidence-only mode).
 pub fn pipeline(config: &Config, runner: Option<Arc<dyn Runner>>) -> Result<Pipeline, StartError> {
-    let prometheus = Prometheus::new(config.ai.prometheus_url.as_str(), config.evidence.timeout)?;
+    // One client for the one Prometheus: its limit of requests in flight is shared by
+    // everything that asks it (the pages take it from the pipeline).
+    let prometheus = Prometheus::new(
+        config.ai.prometheus_url.as_str(),
+        config.evidence.timeout,
+        config.evidence.max_queries_in_flight.get(),
+    )?;
     let measure = match config.evidence.enabled {
         true => Some(Measure {
-            gatherer: Gatherer::new(config.ai.prometheus_url.as_str(), config.evidence.clone())?,
+            gatherer: Gatherer::new(prometheus.clone(), config.evidence.clone()),
             judge: Judge::new(prometheus.clone(), &config.evidence, &config.release),
         }),
         false => None,
@@ -110,6 +116,7 @@ pub async fn run(
     let runner = build_runner(&config, Arc::clone(&metrics)).await?;
     let pipeline = pipeline(&config, runner)?;
     let diagnoser = pipeline.diagnoser.clone();
+    let prometheus = diagnoser.prometheus().clone();
     if let Some(runner) = diagnoser.runner() {
         if let Err(problem) = runner.check().await {
             tracing::warn!(%problem, "runner is not ready; diagnoses will fail until it is");
@@ -171,7 +178,7 @@ pub async fn run(
         inflight: Arc::new(tokio::sync::Semaphore::new(config.max_conns.get())),
         max_conns: config.max_conns.get(),
         timeout: config.timeout,
-        prometheus: Prometheus::new(config.ai.prometheus_url.as_str(), config.evidence.timeout)?,
+        prometheus,
         ui: Arc::new(http::ui::Ui::new(&config)),
     };
     let app = with_tracing(http::router(state));

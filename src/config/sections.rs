@@ -89,6 +89,8 @@ pub const KEYS: &[&str] = &[
     "Evidence.RateWindowSeconds",
     "Evidence.MaxItems",
     "Evidence.Concurrency",
+    "Evidence.MaxHosts",
+    "Evidence.MaxQueriesInFlight",
     "Webhook",
     "Webhook.BearerToken",
     "Webhook.MaxBodyBytes",
@@ -667,6 +669,18 @@ pub struct EvidenceConfig {
     /// the AI queue).
     #[serde(deserialize_with = "value::at_least::<1, _, _>")]
     pub concurrency: NonZeroUsize,
+    /// Hosts one alert's evidence measures at most (an alert on a whole job names every
+    /// instance of it): those the alert's own series name first; the rest are named in
+    /// the report as not measured.
+    #[serde(rename = "maxhosts", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_hosts: NonZeroUsize,
+    /// Requests to Prometheus under way at once, shared by every gathering, release
+    /// verdict, report check and page chart.
+    #[serde(
+        rename = "maxqueriesinflight",
+        deserialize_with = "value::at_least::<1, _, _>"
+    )]
+    pub max_queries_in_flight: NonZeroUsize,
 }
 
 impl Default for EvidenceConfig {
@@ -678,6 +692,8 @@ impl Default for EvidenceConfig {
             rate_window: Duration::from_secs(60),
             max_items: NonZeroUsize::new(12).expect("not zero"),
             concurrency: NonZeroUsize::new(8).expect("not zero"),
+            max_hosts: NonZeroUsize::new(20).expect("not zero"),
+            max_queries_in_flight: NonZeroUsize::new(16).expect("not zero"),
         }
     }
 }

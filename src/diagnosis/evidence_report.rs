@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::model::alert::Alert;
 use crate::model::changes::Changes;
-use crate::model::evidence::{format_value, EvidenceItem, Resource, ANOMALY_SCORE};
+use crate::model::evidence::{format_value, EvidenceItem, Resource, Unmeasured, ANOMALY_SCORE};
 use crate::model::report::ReportBody;
 use crate::model::verdict::{Recommendation, ReleaseVerdict};
 
@@ -123,6 +123,7 @@ fn change_lines(content: &mut String, changes: &Changes) {
 pub fn write(
     alert: &Alert,
     evidence: &[EvidenceItem],
+    unmeasured: Option<&Unmeasured>,
     changes: Option<&Changes>,
     verdict: Option<&ReleaseVerdict>,
     why_no_ai: &str,
@@ -227,6 +228,9 @@ pub fn write(
             resources.join("、")
         }
     );
+    if let Some(u) = unmeasured {
+        let _ = writeln!(content, "{}。", u.zh());
+    }
 
     let _ = writeln!(content, "【解决方案】");
     let mut step = 0;
@@ -371,9 +375,11 @@ mod tests {
                 Verdict::Normal,
             ),
         ];
+        let unmeasured = Unmeasured::of(vec!["web-9:9100".into()], 20);
         let body = write(
             &alert(),
             &evidence,
+            unmeasured.as_ref(),
             None,
             None,
             "AI call failed with status 500",
@@ -397,6 +403,11 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("最可能的问题方向是CPU"), "{c}");
+        let scope = c.find("【影响范围】").unwrap();
+        let left_out = c
+            .find("另有 1 台主机超出 Evidence.MaxHosts（20）未测量：web-9:9100")
+            .unwrap_or_else(|| panic!("the hosts left out are named: {c}"));
+        assert!(scope < left_out, "{c}");
         assert!(c.contains("定位占用 CPU 的进程"), "{c}");
         assert!(
             !c.contains("定位内存增长"),
@@ -415,7 +426,7 @@ mod tests {
             item(Resource::Cpu, "CPU busy %", 0.2, Verdict::Normal),
             item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
         ];
-        let body = write(&alert(), &evidence, None, None, "evidence-only mode");
+        let body = write(&alert(), &evidence, None, None, None, "evidence-only mode");
         assert!(
             body.content.contains("都没有超过异常阈值"),
             "{}",
@@ -458,6 +469,7 @@ mod tests {
         let c = write(
             &alert(),
             &evidence,
+            None,
             Some(&changes),
             None,
             "evidence-only mode",
@@ -477,7 +489,7 @@ mod tests {
             ],
             ..changes
         };
-        let c = write(&alert(), &evidence, Some(&refused), None, "x").content;
+        let c = write(&alert(), &evidence, None, Some(&refused), None, "x").content;
         assert!(
             c.contains("未读取发布变更") && c.contains("GitHub.Repos"),
             "{c}"

@@ -116,6 +116,11 @@ impl Diagnoser {
         self.runner.as_ref()
     }
 
+    /// The Prometheus the model's queries are checked against (the service's one client).
+    pub fn prometheus(&self) -> &Prometheus {
+        &self.prometheus
+    }
+
     /// How long a diagnosis may take (2 x `AI.Timeout`).
     pub fn deadline(&self) -> Duration {
         self.deadline
@@ -178,6 +183,7 @@ impl Diagnoser {
                 body: evidence_report::write(
                     alert,
                     items,
+                    facts.unmeasured,
                     facts.changes,
                     facts.verdict,
                     &self.redactor.apply(&reason),
@@ -206,7 +212,14 @@ impl Diagnoser {
     pub fn without_ai(&self, facts: &Facts<'_>, kind: Option<FailureKind>, why: &str) -> Diagnosed {
         let outcome = match facts.evidence.filter(|e| !e.is_empty()) {
             Some(items) => Outcome::Completed {
-                body: evidence_report::write(facts.alert, items, facts.changes, facts.verdict, why),
+                body: evidence_report::write(
+                    facts.alert,
+                    items,
+                    facts.unmeasured,
+                    facts.changes,
+                    facts.verdict,
+                    why,
+                ),
                 engine: Engine::Evidence,
                 ai_failure: Some(AiFailure {
                     kind,

@@ -15,7 +15,9 @@ use super::signals::{rule_expression, SIGNALS};
 use crate::config::EvidenceConfig;
 use crate::model::alert::Alert;
 use crate::model::deployment::{host_key, Deployment, HostStatus};
-use crate::model::evidence::{EvidenceItem, Resource, Verdict, ANOMALY_SCORE};
+use crate::model::evidence::{
+    EvidenceItem, Gathered, Resource, Unmeasured, Verdict, ANOMALY_SCORE,
+};
 
 /// Hosts whose instances are looked up for one gathering (a deployment may list more).
 const MAX_TARGET_HOSTS: usize = 50;
@@ -115,12 +117,9 @@ pub struct Gatherer {
 }
 
 impl Gatherer {
-    /// A gatherer for this Prometheus, each request bounded by `Evidence.TimeoutSeconds`.
-    pub fn new(prometheus_url: &str, config: EvidenceConfig) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            prometheus: Prometheus::new(prometheus_url, config.timeout)?,
-            config,
-        })
+    /// A gatherer asking this Prometheus.
+    pub fn new(prometheus: Prometheus, config: EvidenceConfig) -> Self {
+        Self { prometheus, config }
     }
 
     /// The Prometheus client.
@@ -136,13 +135,16 @@ impl Gatherer {
     /// The node_exporter instances the alert is about: its `instance`, each host of its
     /// `hostname` (a comma-separated list is allowed) and of its registered deployment,
     /// matched against `up`'s `instance` and `hostname` labels and `node_uname_info`'s
-    /// `nodename`; its `job` when nothing else names a target.
+    /// `nodename`; its `job` when nothing else names a target. At most
+    /// `Evidence.MaxHosts` of them are measured ([`Self::pick`]); the rest are returned
+    /// as unmeasured.
     async fn targets(
         &self,
         alert: &Alert,
-        deployment_hosts: &[String],
+        deployment: Option<&Deployment>,
         w: &Windows,
-    ) -> Result<Vec<String>, EvidenceError> {
+    ) -> Result<(Vec<String>, Option<Unmeasured>), EvidenceError> {
+        let deployment_hosts = deployment.map(Deployment::host_names).unwrap_or_default();
         let label = |k: &str| alert.labels.get(k).filter(|v| !v.trim().is_empty());
         let window = format!("{}s", (w.to - w.from).num_seconds().max(1));
         let mut queries = Vec::new();
@@ -152,7 +154,7 @@ impl Gatherer {
         let mut hosts: Vec<String> = label("hostname")
             .map(|h| h.split(',').map(|h| h.trim().to_owned()).collect())
             .unwrap_or_default();
-        hosts.extend(deployment_hosts.iter().cloned());
+        hosts.extend(deployment_hosts);
         hosts.retain(|h| !h.is_empty());
         hosts.sort();
         hosts.dedup();
@@ -210,7 +212,69 @@ impl Gatherer {
                 found.insert(instance.trim().to_owned());
             }
         }
-        Ok(found.into_iter().collect())
+        let found: Vec<String> = found.into_iter().collect();
+        let max = self.config.max_hosts.get();
+        if found.len() <= max {
+            return Ok((found, None));
+        }
+        let firing = self.firing_instances(alert, w.to).await;
+        let released: BTreeSet<String> = deployment
+            .into_iter()
+            .flat_map(|d| &d.hosts)
+            .filter(|h| h.status == HostStatus::Released)
+            .map(|h| host_key(&h.name))
+            .collect();
+        let named = label("instance").map(|i| i.trim().to_owned());
+        let (measured, rest) = Self::pick(found, max, |instance| {
+            if named.as_deref() == Some(instance) {
+                0
+            } else if firing.contains(instance) {
+                1
+            } else if released.contains(&host_key(instance)) {
+                2
+            } else {
+                3
+            }
+        });
+        tracing::warn!(
+            measured = measured.len(),
+            left_out = rest.len(),
+            "the alert names more hosts than Evidence.MaxHosts; measuring those its own series name first"
+        );
+        Ok((measured, Unmeasured::of(rest, max)))
+    }
+
+    /// The `max` instances to measure, by `rank` (lower first: the alert's own instance,
+    /// those its rule's series name, the released hosts), then by name; and the rest.
+    fn pick(
+        mut instances: Vec<String>,
+        max: usize,
+        rank: impl Fn(&str) -> u8,
+    ) -> (Vec<String>, Vec<String>) {
+        instances.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+        let rest = instances.split_off(max.min(instances.len()));
+        (instances, rest)
+    }
+
+    /// The instances the alert's own rule returns series for now (empty when it has no
+    /// rule expression or Prometheus cannot answer: the pick then goes by name).
+    async fn firing_instances(&self, alert: &Alert, at: DateTime<Utc>) -> BTreeSet<String> {
+        let Some(expr) = rule_expression(alert) else {
+            return BTreeSet::new();
+        };
+        let data = self
+            .prometheus
+            .api("query", &[("query", expr), ("time", unix(at))])
+            .await;
+        let Ok(data) = data else {
+            return BTreeSet::new();
+        };
+        data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["metric"]["instance"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Gathers, scores and ranks the evidence for an alert that started at `starts_at`, on
@@ -222,11 +286,10 @@ impl Gatherer {
         deployment: Option<&Deployment>,
         starts_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<EvidenceItem>, EvidenceError> {
+    ) -> Result<Gathered, EvidenceError> {
         let limit = self.config.timeout;
         let anchor = Anchor::new(deployment, starts_at, now);
-        let hosts = deployment.map(Deployment::host_names).unwrap_or_default();
-        tokio::time::timeout(limit, self.gather_within(alert, &hosts, &anchor, now))
+        tokio::time::timeout(limit, self.gather_within(alert, deployment, &anchor, now))
             .await
             .map_err(|_| EvidenceError::Timeout(limit))?
     }
@@ -234,13 +297,13 @@ impl Gatherer {
     async fn gather_within(
         &self,
         alert: &Alert,
-        deployment_hosts: &[String],
+        deployment: Option<&Deployment>,
         anchor: &Anchor,
         now: DateTime<Utc>,
-    ) -> Result<Vec<EvidenceItem>, EvidenceError> {
+    ) -> Result<Gathered, EvidenceError> {
         let baseline = self.config.baseline;
         let w = Windows::new(anchor.earliest(), now, baseline);
-        let instances = self.targets(alert, deployment_hosts, &w).await?;
+        let (instances, unmeasured) = self.targets(alert, deployment, &w).await?;
         let rate_window = format!("{}s", self.config.rate_window.as_secs());
         struct Job {
             resource: Resource,
@@ -358,13 +421,33 @@ impl Gatherer {
         }
         items.sort_by(|a, b| b.scored.score.total_cmp(&a.scored.score));
         items.truncate(self.config.max_items.get());
-        Ok(items)
+        Ok(Gathered { items, unmeasured })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hosts_measured_are_the_alerts_own_first_then_by_name() {
+        let instances: Vec<String> = ["d:9100", "c:9100", "b:9100", "a:9100", "e:9100"]
+            .map(String::from)
+            .to_vec();
+        let rank = |i: &str| match i {
+            "d:9100" => 0,
+            "e:9100" => 1,
+            _ => 3,
+        };
+        let (measured, rest) = Gatherer::pick(instances, 3, rank);
+        assert_eq!(measured, ["d:9100", "e:9100", "a:9100"]);
+        assert_eq!(rest, ["b:9100", "c:9100"]);
+        let left = Unmeasured::of(rest, 3).unwrap();
+        assert_eq!(
+            left.sentence(),
+            "2 hosts not measured (Evidence.MaxHosts is 3): b:9100, c:9100"
+        );
+    }
 
     #[test]
     fn windows_keep_a_series_under_240_points() {

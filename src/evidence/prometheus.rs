@@ -1,10 +1,17 @@
-//! The Prometheus HTTP API client the evidence stage and the report check use: range and
-//! instant queries, and whether Prometheus can parse a query.
+//! The Prometheus HTTP API client the evidence stage, the release verdict, the report
+//! check and the page charts use: range and instant queries, and whether Prometheus can
+//! parse a query. One client a Prometheus, shared by all of them, so that its
+//! `Evidence.MaxQueriesInFlight` bounds what the service asks of that Prometheus at once,
+//! however many gatherings, verdicts and pages are under way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::redact::redact_url_credentials;
 
 /// Why evidence could not be gathered.
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +19,7 @@ pub enum EvidenceError {
     /// Prometheus could not be reached or answered an error.
     #[error("Prometheus at {url}: {message}")]
     Prometheus {
-        /// Its base URL.
+        /// Its base URL, without credentials.
         url: String,
         /// What went wrong.
         message: String,
@@ -53,27 +60,62 @@ pub type Matrix = Vec<(serde_json::Map<String, Value>, Vec<(f64, f64)>)>;
 /// One Prometheus.
 #[derive(Clone)]
 pub struct Prometheus {
+    /// Where requests go (credentials and all: reqwest sends them as Basic auth).
     url: String,
+    /// The same without credentials, for every text that leaves.
+    shown: String,
     http: reqwest::Client,
+    /// Requests under way at once.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Prometheus {
-    /// A client of the Prometheus at `url`, each request bounded by `timeout`. Fails only
-    /// when no HTTP client can be built (no TLS backend): a service without one must not
-    /// start with a client that has no timeout.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A client of the Prometheus at `url`, each request bounded by `timeout`, at most
+    /// `max_in_flight` requests at once (a further one waits for a place). Fails only when
+    /// no HTTP client can be built (no TLS backend): a service without one must not start
+    /// with a client that has no timeout.
+    pub fn new(url: &str, timeout: Duration, max_in_flight: usize) -> Result<Self, reqwest::Error> {
+        let url = url.trim_end_matches('/').to_owned();
         Ok(Self {
-            url: url.trim_end_matches('/').to_owned(),
+            shown: redact_url_credentials(&url),
+            url,
             http: reqwest::Client::builder().timeout(timeout).build()?,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         })
     }
 
-    /// An error of this Prometheus.
+    /// The base URL without its credentials, as it may be shown.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    /// An error of this Prometheus (its URL without credentials).
     pub fn error(&self, message: impl Into<String>) -> EvidenceError {
         EvidenceError::Prometheus {
-            url: self.url.clone(),
-            message: message.into(),
+            url: self.shown.clone(),
+            message: redact_url_credentials(&message.into()),
         }
+    }
+
+    /// A GET of `path` with `params`.
+    async fn get(
+        &self,
+        path: &str,
+        params: &[(&str, impl serde::Serialize)],
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.http
+            .get(format!("{}/api/v1/{path}", self.url))
+            .query(params)
+            .send()
+            .await
+    }
+
+    /// A place among the requests in flight, held until its answer is read.
+    async fn place(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// One API call; its `data`, or the error Prometheus or the network gave.
@@ -82,13 +124,11 @@ impl Prometheus {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<Value, EvidenceError> {
+        let _place = self.place().await;
         let response = self
-            .http
-            .get(format!("{}/api/v1/{path}", self.url))
-            .query(params)
-            .send()
+            .get(path, params)
             .await
-            .map_err(|e| self.error(e.to_string()))?;
+            .map_err(|e| self.error(e.without_url().to_string()))?;
         let status = response.status();
         let body: Value = response
             .json()
@@ -148,11 +188,9 @@ impl Prometheus {
     /// guess). The query is evaluated once, bounded by Prometheus's own 2 s timeout: the
     /// Debian Prometheus (2.42) has no parse-only endpoint.
     pub async fn parses(&self, query: &str) -> Result<(), String> {
+        let _place = self.place().await;
         let response = self
-            .http
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", query), ("timeout", "2s")])
-            .send()
+            .get("query", &[("query", query), ("timeout", "2s")])
             .await;
         let Ok(response) = response else {
             return Ok(());

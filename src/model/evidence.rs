@@ -117,6 +117,83 @@ pub struct EvidenceItem {
     pub series_start: Option<DateTime<Utc>>,
 }
 
+/// Hosts of an alert that its evidence did not measure: past `Evidence.MaxHosts` (an
+/// alert on a whole job names every instance of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Unmeasured {
+    /// How many were left out.
+    pub total: usize,
+    /// The first of them by name, at most [`UNMEASURED_NAMED`].
+    pub hosts: Vec<String>,
+    /// The limit that left them out (`Evidence.MaxHosts`).
+    pub max_hosts: usize,
+}
+
+/// Hosts an [`Unmeasured`] names at most.
+pub const UNMEASURED_NAMED: usize = 50;
+
+impl Unmeasured {
+    /// The hosts past `max_hosts` (`None` when there are none), named up to
+    /// [`UNMEASURED_NAMED`].
+    pub fn of(mut left_out: Vec<String>, max_hosts: usize) -> Option<Self> {
+        if left_out.is_empty() {
+            return None;
+        }
+        let total = left_out.len();
+        left_out.sort();
+        left_out.truncate(UNMEASURED_NAMED);
+        Some(Self {
+            total,
+            hosts: left_out,
+            max_hosts,
+        })
+    }
+
+    /// One line for people: how many, which, and why.
+    pub fn sentence(&self) -> String {
+        let more = self.total.saturating_sub(self.hosts.len());
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(
+            "{} hosts not measured (Evidence.MaxHosts is {}): {}{tail}",
+            self.total,
+            self.max_hosts,
+            self.hosts.join(", ")
+        )
+    }
+}
+
+impl Unmeasured {
+    /// The same in the design's language.
+    pub fn zh(&self) -> String {
+        let more = self.total.saturating_sub(self.hosts.len());
+        let tail = if more > 0 {
+            format!(" 等（另有 {more} 台未列出）")
+        } else {
+            String::new()
+        };
+        format!(
+            "另有 {} 台主机超出 Evidence.MaxHosts（{}）未测量：{}{tail}",
+            self.total,
+            self.max_hosts,
+            self.hosts.join("、")
+        )
+    }
+}
+
+/// What one gathering measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gathered {
+    /// The ranked items.
+    pub items: Vec<EvidenceItem>,
+    /// The hosts it left out.
+    pub unmeasured: Option<Unmeasured>,
+}
+
 /// Scores at or above this are anomalies.
 pub const ANOMALY_SCORE: f64 = 1.5;
 

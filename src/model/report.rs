@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::alert::{Alert, DeploymentId};
 use super::changes::Changes;
 use super::deployment::Deployment;
-use super::evidence::EvidenceItem;
+use super::evidence::{EvidenceItem, Unmeasured};
 use super::notify::Notification;
 use super::verdict::ReleaseVerdict;
 
@@ -291,6 +291,8 @@ pub struct Report {
     pub evidence: Option<Vec<EvidenceItem>>,
     /// Why no evidence could be gathered for this version, when a gathering failed.
     pub evidence_error: Option<String>,
+    /// The hosts the evidence left out (past `Evidence.MaxHosts`).
+    pub unmeasured: Option<Unmeasured>,
     /// The release verdict of this version, once measured.
     pub release: Option<ReleaseVerdict>,
     /// The outbox: notifications of this report's versions, delivered or not.
@@ -338,6 +340,7 @@ impl Report {
             usage: None,
             evidence: None,
             evidence_error: None,
+            unmeasured: None,
             release: None,
             notifications: Vec::new(),
             evidence_until: None,
@@ -540,6 +543,9 @@ pub struct ReportView {
     /// Why no evidence could be gathered, when a gathering failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence_error: Option<String>,
+    /// The hosts the evidence did not measure (past `Evidence.MaxHosts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unmeasured_hosts: Option<Unmeasured>,
     /// Was it this release, and what to do; `null` until measured.
     release: Option<ReleaseVerdict>,
     /// Where the report was sent, and how that went.
@@ -587,6 +593,7 @@ impl From<Report> for ReportView {
             usage: r.usage,
             evidence: r.evidence,
             evidence_error: r.evidence_error,
+            unmeasured_hosts: r.unmeasured,
             release: r.release,
             notifications: r.notifications,
             engine: r.engine,

@@ -20,7 +20,7 @@ use crate::model::alert::DeploymentId;
 use crate::model::budget::{Caps, Exhausted};
 use crate::model::changes::Changes;
 use crate::model::deployment::Deployment;
-use crate::model::evidence::EvidenceItem;
+use crate::model::evidence::Gathered;
 use crate::model::notify::Notification;
 use crate::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
@@ -238,7 +238,7 @@ pub trait ReportStore: Send + Sync {
         &self,
         deployment_id: &DeploymentId,
         version: u32,
-        evidence: Result<&[EvidenceItem], &str>,
+        evidence: Result<&Gathered, &str>,
         release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError>;
     /// The outbox: claims the report whose earliest pending notification is due at `now`

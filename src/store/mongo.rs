@@ -23,7 +23,7 @@ use crate::model::alert::{Alert, DeploymentId};
 use crate::model::budget::{BudgetLedger, Caps, Exhausted};
 use crate::model::changes::Changes;
 use crate::model::deployment::{Deployment, Host, RedQueries, Strategy, Thresholds};
-use crate::model::evidence::EvidenceItem;
+use crate::model::evidence::{EvidenceItem, Gathered, Unmeasured};
 use crate::model::notify::{self, Notification};
 use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportBody,
@@ -203,6 +203,8 @@ struct ReportDoc {
     #[serde(default)]
     evidence: Option<Vec<EvidenceItem>>,
     #[serde(default)]
+    evidence_unmeasured: Option<Unmeasured>,
+    #[serde(default)]
     release: Option<ReleaseVerdict>,
     #[serde(default)]
     engine: Option<Engine>,
@@ -340,6 +342,7 @@ impl ReportDoc {
             duration_ms: r.duration_ms.map(|d| d as i64),
             usage: r.usage.clone(),
             evidence: r.evidence.clone(),
+            evidence_unmeasured: r.unmeasured.clone(),
             release: r.release.clone(),
             engine: r.engine,
             ai_error: r.ai_error.clone(),
@@ -383,6 +386,7 @@ impl ReportDoc {
             duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
             usage: self.usage,
             evidence: self.evidence,
+            unmeasured: self.evidence_unmeasured,
             release: self.release,
             notifications: self.notifications,
             evidence_error: self.evidence_error,
@@ -791,15 +795,17 @@ impl ReportStore for MongoStore {
         &self,
         deployment_id: &DeploymentId,
         version: u32,
-        evidence: Result<&[EvidenceItem], &str>,
+        evidence: Result<&Gathered, &str>,
         release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError> {
-        let (items, error) = match evidence {
-            Ok(items) => (
-                bson::to_bson(&items).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?,
+        let corrupt = |e| corrupt_doc(deployment_id.as_str(), e);
+        let (items, unmeasured, error) = match evidence {
+            Ok(gathered) => (
+                bson::to_bson(&gathered.items).map_err(corrupt)?,
+                bson::to_bson(&gathered.unmeasured).map_err(corrupt)?,
                 Bson::Null,
             ),
-            Err(why) => (Bson::Null, Bson::String(why.to_owned())),
+            Err(why) => (Bson::Null, Bson::Null, Bson::String(why.to_owned())),
         };
         let result = self
             .reports
@@ -809,7 +815,12 @@ impl ReportStore for MongoStore {
                     needs_evidence(),
                 ] },
                 set_release(
-                    doc! { "evidence": items, "evidenceError": error, "evidenceUntil": Bson::Null },
+                    doc! {
+                        "evidence": items,
+                        "evidenceUnmeasured": unmeasured,
+                        "evidenceError": error,
+                        "evidenceUntil": Bson::Null,
+                    },
                     deployment_id,
                     release,
                 )?,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::pool::{self, Queue};
 use crate::metrics::Metrics;
 use crate::model::alert::DeploymentId;
-use crate::model::evidence::EvidenceItem;
+use crate::model::evidence::Gathered;
 use crate::model::report::Report;
 use crate::model::verdict::ReleaseVerdict;
 use crate::outside;
@@ -162,7 +162,7 @@ pub async fn store(
     version: u32,
     measured: &Measured,
 ) {
-    let evidence = measured.evidence.as_deref().map_err(String::as_str);
+    let evidence = measured.evidence.as_ref().map_err(String::as_str);
     settle(
         store,
         wake,
@@ -179,7 +179,7 @@ async fn settle(
     wake: &Wake,
     deployment_id: &DeploymentId,
     version: u32,
-    evidence: Result<&[EvidenceItem], &str>,
+    evidence: Result<&Gathered, &str>,
     release: Option<&ReleaseVerdict>,
 ) {
     match store
@@ -203,13 +203,16 @@ pub async fn known(ctx: &EvidenceContext, claimed: &Report) -> KnownEvidence {
     let until = tokio::time::Instant::now() + lease + Duration::from_secs(1);
     let mut report = claimed.clone();
     loop {
-        let answer =
-            |evidence: Result<Vec<EvidenceItem>, String>, report: &Report| KnownEvidence::Known {
-                evidence,
-                release: report.release.clone(),
-            };
+        let answer = |evidence: Result<Gathered, String>, report: &Report| KnownEvidence::Known {
+            evidence,
+            release: report.release.clone(),
+        };
         if let Some(items) = &report.evidence {
-            return answer(Ok(items.clone()), &report);
+            let gathered = Gathered {
+                items: items.clone(),
+                unmeasured: report.unmeasured.clone(),
+            };
+            return answer(Ok(gathered), &report);
         }
         if let Some(why) = &report.evidence_error {
             return answer(Err(why.clone()), &report);

@@ -392,3 +392,133 @@ async fn a_burst_gets_its_evidence_while_the_ai_workers_are_busy() {
         "only the two workers' diagnoses reached the model"
     );
 }
+
+/// A pass-through to a Prometheus that counts the requests under way at once.
+struct CountingProxy {
+    url: String,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: &str) -> Self {
+        use axum::extract::{Request, State};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        #[derive(Clone)]
+        struct Shared {
+            upstream: String,
+            client: reqwest::Client,
+            now: Arc<AtomicUsize>,
+            peak: Arc<AtomicUsize>,
+            total: Arc<AtomicUsize>,
+        }
+        async fn pass(State(s): State<Shared>, request: Request) -> axum::response::Response {
+            let at = s.now.fetch_add(1, Ordering::SeqCst) + 1;
+            s.peak.fetch_max(at, Ordering::SeqCst);
+            s.total.fetch_add(1, Ordering::SeqCst);
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            let answer = s
+                .client
+                .get(format!("{}{path}", s.upstream))
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            let body = answer.bytes().await.unwrap();
+            // Held a moment, so requests that could overlap do.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.now.fetch_sub(1, Ordering::SeqCst);
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        use axum::response::IntoResponse;
+        let shared = Shared {
+            upstream: upstream.to_owned(),
+            client: reqwest::Client::new(),
+            now: Arc::default(),
+            peak: Arc::default(),
+            total: Arc::default(),
+        };
+        let (peak, total) = (shared.peak.clone(), shared.total.clone());
+        let app = axum::Router::new().fallback(pass).with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, peak, total }
+    }
+}
+
+#[tokio::test]
+async fn an_alert_on_a_whole_job_measures_its_own_hosts_first_within_the_limits() {
+    use std::sync::atomic::Ordering;
+    // An aggregated rule's alert: `job` and no `instance` or `hostname`, on a job of 30
+    // instances. Its rule's own series name three of them.
+    let fleet = servers::fleet(30).await;
+    let proxy = CountingProxy::start(&fleet.url).await;
+    let app = spawn_app(Options {
+        evidence_only: true,
+        prometheus_url: Some(proxy.url.clone()),
+        evidence_extra: "  MaxHosts: 3\n  MaxQueriesInFlight: 2\n",
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("fleet");
+    let body = json!({
+        "version": "4", "status": "firing", "receiver": "deploy-diagnosis",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "FleetLoadHigh", "deploymentId": id, "job": "fleet",
+                       "severity": "warning"},
+            "annotations": {"expr": "up{job=\"fleet\",instance=~\"fleet-2[789]:9100\"} > 0"},
+            "startsAt": (chrono::Utc::now() - chrono::Duration::seconds(20)).to_rfc3339(),
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": "f1ee7"
+        }]
+    });
+    let (status, _) = app.post_alerts(&body).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    let report = app.wait_final(&id).await;
+
+    let measured: std::collections::BTreeSet<&str> = report["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["instance"].as_str())
+        .filter(|i| !i.is_empty())
+        .collect();
+    let own = ["fleet-27:9100", "fleet-28:9100", "fleet-29:9100"];
+    assert!(
+        !measured.is_empty() && measured.iter().all(|i| own.contains(i)),
+        "only the alert's own hosts are measured: {measured:?}"
+    );
+    let left_out = &report["unmeasuredHosts"];
+    assert_eq!(left_out["total"], 27, "{left_out:#}");
+    assert_eq!(left_out["maxHosts"], 3);
+    assert_eq!(left_out["hosts"][0], "fleet-00:9100");
+    assert!(
+        report["content"]
+            .as_str()
+            .unwrap()
+            .contains("另有 27 台主机超出 Evidence.MaxHosts（3）未测量"),
+        "the report says which hosts it did not measure: {}",
+        report["content"]
+    );
+    let (peak, total) = (
+        proxy.peak.load(Ordering::SeqCst),
+        proxy.total.load(Ordering::SeqCst),
+    );
+    assert!(
+        total > 20 && (1..=2).contains(&peak),
+        "{total} queries, at most {peak} at once (Evidence.MaxQueriesInFlight: 2)"
+    );
+}

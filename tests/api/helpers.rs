@@ -39,6 +39,8 @@ pub struct Options {
     pub evidence: bool,
     /// `Evidence.TimeoutSeconds`.
     pub evidence_timeout_s: u64,
+    /// More `Evidence:` keys, as YAML lines indented by two spaces.
+    pub evidence_extra: &'static str,
     /// `Evidence.Concurrency`.
     pub evidence_concurrency: usize,
     /// `AI.BaseURL` empty: evidence-only mode.
@@ -110,6 +112,7 @@ impl Default for Options {
             evidence: false,
             evidence_concurrency: 8,
             evidence_timeout_s: 10,
+            evidence_extra: "",
             evidence_only: false,
             timeout_s: 30,
             store: StoreChoice::Embedded,
@@ -221,7 +224,7 @@ Evidence:
   RateWindowSeconds: 5
   BaselineMinutes: 2
   TimeoutSeconds: {evidence_timeout}
-Webhook:
+{evidence_extra}Webhook:
   BearerToken: "{bearer}"
   MaxBodyBytes: 65536
 Auth:
@@ -234,6 +237,7 @@ Auth:
         evidence = options.evidence || options.evidence_only,
         evidence_concurrency = options.evidence_concurrency,
         evidence_timeout = options.evidence_timeout_s,
+        evidence_extra = options.evidence_extra,
         llm = if options.evidence_only { "" } else { llm },
         max_turns = options.max_turns,
         store_path = dir.join("reports.sqlite3").display(),

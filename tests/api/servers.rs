@@ -181,6 +181,90 @@ pub async fn prometheus() -> &'static PromStack {
     .await
 }
 
+/// A Prometheus of its own scraping one node_exporter as `n` instances of job `fleet`
+/// (`fleet-00:9100` …), as one alert on a whole job sees a large fleet.
+pub struct Fleet {
+    /// Prometheus base URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+    _prom: Guarded,
+    _node: Guarded,
+}
+
+/// Starts a [`Fleet`] and waits until every instance was scraped.
+pub async fn fleet(n: usize) -> Fleet {
+    let hint = "install Debian's prometheus and prometheus-node-exporter (scripts/test does)";
+    let prom_bin = require("/usr/bin/prometheus", hint);
+    let node_bin = require("/usr/bin/prometheus-node-exporter", hint);
+    let dir = tempfile::tempdir().unwrap();
+    let (prom_port, node_port) = (free_port(), free_port());
+    let node_address = format!("127.0.0.1:{node_port}");
+    let node = start_guarded(
+        &node_bin,
+        &[
+            format!("--web.listen-address={node_address}"),
+            "--collector.disable-defaults".into(),
+            "--collector.cpu".into(),
+            "--collector.loadavg".into(),
+        ],
+        &dir.path().join("node.log"),
+    );
+    // One target group an instance: the same address, told apart by `instance`.
+    let groups: String = (0..n)
+        .map(|i| {
+            format!(
+                "      - targets: ['{node_address}']\n        labels: {{instance: 'fleet-{i:02}:9100'}}\n"
+            )
+        })
+        .collect();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 2s, evaluation_interval: 2s}}\nscrape_configs:\n  - job_name: fleet\n    static_configs:\n{groups}"
+        ),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{prom_port}");
+    let prom = start_guarded(
+        &prom_bin,
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+        ],
+        &dir.path().join("prometheus.log"),
+    );
+    wait_http(&format!("{url}/-/ready"), "prometheus").await;
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let body: serde_json::Value = client
+            .get(format!("{url}/api/v1/query"))
+            .query(&[("query", "count(up{job=\"fleet\"} == 1)")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["data"]["result"][0]["value"][1] == n.to_string().as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "prometheus never scraped the whole fleet: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Fleet {
+        url,
+        _dir: dir,
+        _prom: prom,
+        _node: node,
+    }
+}
+
 /// A running SecantusDB.
 pub struct Mongo {
     /// `mongodb://127.0.0.1:PORT`.

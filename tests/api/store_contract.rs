@@ -10,7 +10,9 @@ use deploy_diagnosis::model::changes::{ChangedFile, Changes, PullRequest};
 use deploy_diagnosis::model::deployment::{
     Deployment, Host, HostStatus, RedQueries, Strategy, Thresholds,
 };
-use deploy_diagnosis::model::evidence::{EvidenceItem, Resource, Scored, Verdict};
+use deploy_diagnosis::model::evidence::{
+    EvidenceItem, Gathered, Resource, Scored, Unmeasured, Verdict,
+};
 use deploy_diagnosis::model::notify::{DeliveryState, Event, Notification};
 use deploy_diagnosis::model::report::{
     Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportStatus,
@@ -78,6 +80,14 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
         release: (status == ReportStatus::Failed)
             .then(|| release_verdict(Attribution::Inconclusive)),
         notify: Vec::new(),
+    }
+}
+
+/// Items as a gathering stores them, with no host left out.
+fn gathered(items: Vec<EvidenceItem>) -> Gathered {
+    Gathered {
+        items,
+        unmeasured: None,
     }
 }
 
@@ -161,20 +171,27 @@ async fn contract(store: Arc<dyn ReportStore>) {
     // Evidence is stored on the generating version it was gathered for.
     assert!(got.evidence.is_none());
     let facts = evidence();
+    let left_out = Unmeasured::of(vec!["web-21:9100".into(), "web-22:9100".into()], 20);
+    let with_left_out = Gathered {
+        items: facts.clone(),
+        unmeasured: left_out.clone(),
+    };
     assert!(store
-        .set_evidence(&id("dep-c"), 1, Ok(&facts), None)
+        .set_evidence(&id("dep-c"), 1, Ok(&with_left_out), None)
         .await
         .unwrap());
     assert!(
         !store
-            .set_evidence(&id("dep-c"), 2, Ok(&facts), None)
+            .set_evidence(&id("dep-c"), 2, Ok(&gathered(facts.clone())), None)
             .await
             .unwrap(),
         "another version"
     );
+    let c = store.get(&id("dep-c")).await.unwrap().unwrap();
     assert_eq!(
-        store.get(&id("dep-c")).await.unwrap().unwrap().evidence,
-        Some(facts.clone())
+        (c.evidence, c.unmeasured),
+        (Some(facts.clone()), left_out),
+        "the hosts left out are kept with the items"
     );
 
     // Claims take the oldest free report, one owner at a time.
@@ -224,7 +241,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         "w1 lost it"
     );
     assert!(store
-        .set_evidence(&id("dep-a"), 1, Ok(&facts), None)
+        .set_evidence(&id("dep-a"), 1, Ok(&gathered(facts.clone())), None)
         .await
         .unwrap());
     assert!(store
@@ -233,7 +250,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         .unwrap());
     assert!(
         !store
-            .set_evidence(&id("dep-a"), 1, Ok(&[]), None)
+            .set_evidence(&id("dep-a"), 1, Ok(&Gathered::default()), None)
             .await
             .unwrap(),
         "a finished report keeps its evidence"
@@ -454,7 +471,7 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     let facts = evidence();
     let verdict = release_verdict(Attribution::Release);
     assert!(store
-        .set_evidence(&id("q-1"), 1, Ok(&facts), Some(&verdict))
+        .set_evidence(&id("q-1"), 1, Ok(&gathered(facts.clone())), Some(&verdict))
         .await
         .unwrap());
     let other = release_verdict(Attribution::NotRelease);
@@ -532,7 +549,7 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     assert_eq!((e.deployment_id.as_str(), e.version), ("q-1", 2));
     assert!(
         !store
-            .set_evidence(&id("q-1"), 1, Ok(&evidence()), None)
+            .set_evidence(&id("q-1"), 1, Ok(&gathered(evidence())), None)
             .await
             .unwrap(),
         "the old version's gathering is not stored on the new one"
@@ -1127,7 +1144,7 @@ async fn an_embedded_store_made_before_the_evidence_column_is_migrated_in_place(
     let old = report("dep-old", 1);
     assert_eq!(store.insert(&old).await.unwrap(), Insert::Inserted);
     assert!(store
-        .set_evidence(&id("dep-old"), 1, Ok(&evidence()), None)
+        .set_evidence(&id("dep-old"), 1, Ok(&gathered(evidence())), None)
         .await
         .unwrap());
     store.migrate().await.expect("applied once");

@@ -16,7 +16,7 @@ use deploy_diagnosis::metrics::Metrics;
 use deploy_diagnosis::model::alert::DeploymentId;
 use deploy_diagnosis::model::changes::Changes;
 use deploy_diagnosis::model::deployment::Deployment;
-use deploy_diagnosis::model::evidence::EvidenceItem;
+use deploy_diagnosis::model::evidence::Gathered;
 use deploy_diagnosis::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
@@ -124,7 +124,7 @@ impl ReportStore for Flaky {
         &self,
         id: &DeploymentId,
         version: u32,
-        evidence: Result<&[EvidenceItem], &str>,
+        evidence: Result<&Gathered, &str>,
         release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError> {
         self.inner

@@ -272,6 +272,9 @@ pub fn report(
                             }
                         }
                     }
+                    @if let Some(u) = &r.unmeasured {
+                        p.unmeasured { (if t.lang == "en" { u.sentence() } else { u.zh() }) }
+                    }
                 }
             }
             @if !charts.is_empty() {

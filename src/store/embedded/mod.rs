@@ -75,6 +75,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../../migrations/sqlite/0011_outbox.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/sqlite/0012_unmeasured.sql"),
+    ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]

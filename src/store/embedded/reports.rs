@@ -15,7 +15,7 @@ use super::{select_one, EmbeddedStore, Stage, MIGRATIONS, SCHEMA};
 use crate::model::alert::DeploymentId;
 use crate::model::changes::Changes;
 use crate::model::deployment::Deployment;
-use crate::model::evidence::EvidenceItem;
+use crate::model::evidence::Gathered;
 use crate::model::notify::{self, Notification};
 use crate::model::report::{
     Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
@@ -34,7 +34,7 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
          usage = ?11, evidence = ?12, engine = ?13, ai_error = ?14, feedback = ?15, changes = ?16, \
          resolved_at = ?17, lease_owner = ?18, lease_until = ?19, evidence_error = ?20, \
          evidence_until = ?21, deployment = ?22, release = ?24, release_verdict = ?25, \
-         notifications = ?26, notify_due = ?27 WHERE deployment_id = ?23",
+         notifications = ?26, notify_due = ?27, evidence_unmeasured = ?28 WHERE deployment_id = ?23",
         params![
             r.status.as_str(),
             content(id, r.body.as_ref())?,
@@ -63,6 +63,7 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
             r.release.as_ref().map(|v| v.verdict.as_str()),
             to_json(id, &r.notifications)?,
             notify::due(&r.notifications).map(ms),
+            r.unmeasured.as_ref().map(|u| to_json(id, u)).transpose()?,
         ],
     )?;
     Ok(())
@@ -304,13 +305,21 @@ impl ReportStore for EmbeddedStore {
         &self,
         deployment_id: &DeploymentId,
         version: u32,
-        evidence: Result<&[EvidenceItem], &str>,
+        evidence: Result<&Gathered, &str>,
         release: Option<&ReleaseVerdict>,
     ) -> Result<bool, StoreError> {
         let id = deployment_id.clone();
-        let (items, error) = match evidence {
-            Ok(items) => (Some(to_json(id.as_str(), &items)?), None),
-            Err(why) => (None, Some(why.to_owned())),
+        let (items, unmeasured, error) = match evidence {
+            Ok(gathered) => (
+                Some(to_json(id.as_str(), &gathered.items)?),
+                gathered
+                    .unmeasured
+                    .as_ref()
+                    .map(|u| to_json(id.as_str(), u))
+                    .transpose()?,
+                None,
+            ),
+            Err(why) => (None, None, Some(why.to_owned())),
         };
         let verdict = release.map(|v| v.verdict.as_str());
         let release = release.map(|v| to_json(id.as_str(), v)).transpose()?;
@@ -318,10 +327,11 @@ impl ReportStore for EmbeddedStore {
             Ok(conn.execute(
                 &format!(
                     "UPDATE reports SET evidence = ?1, evidence_error = ?2, evidence_until = NULL, \
-                     release = COALESCE(?5, release), release_verdict = COALESCE(?6, release_verdict) \
+                     release = COALESCE(?5, release), release_verdict = COALESCE(?6, release_verdict), \
+                     evidence_unmeasured = ?7 \
                      WHERE deployment_id = ?3 AND version = ?4 AND {NEEDS_EVIDENCE}"
                 ),
-                params![items, error, id.as_str(), version, release, verdict],
+                params![items, error, id.as_str(), version, release, verdict, unmeasured],
             )? == 1)
         })
         .await

@@ -15,7 +15,7 @@ pub(super) const COLUMNS: &str =
     "id, deployment_id, status, content, error, raw_output, alert, runner, attempts, \
      version, created_time, updated_time, started_time, duration_ms, usage, lease_owner, lease_until, \
      evidence, engine, ai_error, feedback, deployment, changes, related_alerts, resolved_at, \
-     evidence_error, evidence_until, release, notifications";
+     evidence_error, evidence_until, release, notifications, evidence_unmeasured";
 
 pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -107,6 +107,7 @@ pub(super) struct RawReport {
     evidence_until: Option<i64>,
     release: Option<String>,
     notifications: Option<String>,
+    evidence_unmeasured: Option<String>,
 }
 
 /// Reads a row selected with [`COLUMNS`].
@@ -141,6 +142,7 @@ pub(super) fn raw_report(row: &Row<'_>) -> rusqlite::Result<RawReport> {
         evidence_until: row.get(26)?,
         release: row.get(27)?,
         notifications: row.get(28)?,
+        evidence_unmeasured: row.get(29)?,
     })
 }
 
@@ -169,6 +171,11 @@ impl RawReport {
             lease_until: self.lease_until.map(time),
             evidence: parse_json(&id, "evidence", self.evidence.as_deref())?,
             evidence_error: self.evidence_error,
+            unmeasured: parse_json(
+                &id,
+                "evidence_unmeasured",
+                self.evidence_unmeasured.as_deref(),
+            )?,
             evidence_until: self.evidence_until.map(time),
             release: parse_json(&id, "release", self.release.as_deref())?,
             notifications: parse_json(&id, "notifications", self.notifications.as_deref())?
