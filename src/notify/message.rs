@@ -6,6 +6,12 @@
 //! the top suspect pull requests, the 【问题概述】 section and the link. Every part but the
 //! overview is bounded when it is made; the overview is what gives way when a platform's
 //! limit is near, cut at a character boundary with "…".
+//!
+//! Every value that comes from outside (labels, annotations, host names, PR titles, the
+//! model's text, the verdict's reasons) is made inert for its platform by [`inert`]
+//! before it is put in a message: one line, no markup, no link, no mention. The lines
+//! that carry meaning (the verdict, the headings, the links to the report and to the
+//! suspect pull requests) are written by the service alone, from what it stored.
 
 use serde_json::{json, Value};
 
@@ -44,8 +50,8 @@ pub struct Summary {
     pub facts: Vec<(&'static str, String)>,
     /// The top three evidence items, a line each.
     pub evidence: Vec<String>,
-    /// The top suspect pull requests: title and address.
-    pub suspects: Vec<(String, String)>,
+    /// The top suspect pull requests: number, title and address.
+    pub suspects: Vec<(u64, String, String)>,
     /// The 【问题概述】 section (or the failure's reason).
     pub overview: String,
     /// The report page.
@@ -170,7 +176,7 @@ impl Summary {
                     .baseline
                     .map_or_else(|| "无基线".to_owned(), |b| format_value(b, &item.unit));
                 format!(
-                    "{} @ {}：{} → {}（峰值 {}，{}）",
+                    "{} · {}：{} → {}（峰值 {}，{}）",
                     field(&item.signal),
                     field(&item.instance),
                     baseline,
@@ -190,12 +196,7 @@ impl Summary {
         let suspects = prs
             .into_iter()
             .take(3)
-            .map(|p| {
-                (
-                    format!("#{} {}", p.number, link_text(&field(&p.title))),
-                    p.url.clone(),
-                )
-            })
+            .map(|p| (u64::from(p.number), field(&p.title), p.url.clone()))
             .collect();
         let overview = match (report.body.as_ref(), report.error.as_deref()) {
             (Some(body), _) if !failed => overview_of(&body.content),
@@ -216,33 +217,37 @@ impl Summary {
 
     /// The markdown DingTalk and WeCom robots show, the overview cut to `overview_bytes`.
     pub fn markdown(&self, overview_bytes: usize) -> String {
-        let mut md = format!("### {}\n\n", self.title);
+        let md = |text: &str| inert(text, Markup::Markdown);
+        let mut out = format!("### {}\n\n", self.title);
         if let Some(v) = &self.verdict {
-            md.push_str(&format!("**{v}**\n\n"));
+            out.push_str(&format!("**{}**\n\n", md(v)));
         }
         for (label, value) in &self.facts {
-            md.push_str(&format!("- {label}：{value}\n"));
+            out.push_str(&format!("- {label}：{}\n", md(value)));
         }
         if !self.evidence.is_empty() {
-            md.push_str("\n**证据**\n\n");
+            out.push_str("\n**证据**\n\n");
             for line in &self.evidence {
-                md.push_str(&format!("- {line}\n"));
+                out.push_str(&format!("- {}\n", md(line)));
             }
         }
         if !self.suspects.is_empty() {
-            md.push_str("\n**可疑变更**\n\n");
-            for (title, url) in &self.suspects {
-                md.push_str(&format!("- [{title}]({url})\n"));
+            out.push_str("\n**可疑变更**\n\n");
+            for (number, title, url) in &self.suspects {
+                match link_target(url, Markup::Markdown) {
+                    Some(url) => out.push_str(&format!("- [#{number} {}]({url})\n", md(title))),
+                    None => out.push_str(&format!("- #{number} {}\n", md(title))),
+                }
             }
         }
         if !self.overview.is_empty() {
-            md.push_str(&format!(
+            out.push_str(&format!(
                 "\n**问题概述**\n\n{}\n",
-                cut_bytes(&self.overview, overview_bytes)
+                cut_bytes(&md(&self.overview), overview_bytes)
             ));
         }
-        md.push_str(&format!("\n[查看报告]({})\n", self.link));
-        md
+        out.push_str(&format!("\n[查看报告]({})\n", self.link));
+        out
     }
 
     /// The largest markdown within `max` bytes (measured by `size`, which may count more
@@ -264,30 +269,36 @@ impl Summary {
 
     /// The Feishu interactive card (`msg_type: interactive`), within its 20 KB body.
     pub fn feishu_card(&self, signature: Option<(String, String)>) -> Value {
+        let lark = |text: &str| inert(text, Markup::LarkMd);
         let build = |room: usize| {
             let mut content = String::new();
             if let Some(v) = &self.verdict {
-                content.push_str(&format!("**{}**\n", escape_markup(v)));
+                content.push_str(&format!("**{}**\n", lark(v)));
             }
             for (label, value) in &self.facts {
-                content.push_str(&format!("**{label}**：{}\n", escape_markup(value)));
+                content.push_str(&format!("**{label}**：{}\n", lark(value)));
             }
             if !self.evidence.is_empty() {
                 content.push_str("\n**证据**\n");
                 for line in &self.evidence {
-                    content.push_str(&format!("- {}\n", escape_markup(line)));
+                    content.push_str(&format!("- {}\n", lark(line)));
                 }
             }
             if !self.suspects.is_empty() {
                 content.push_str("\n**可疑变更**\n");
-                for (title, url) in &self.suspects {
-                    content.push_str(&format!("- [{}]({url})\n", escape_markup(title)));
+                for (number, title, url) in &self.suspects {
+                    match link_target(url, Markup::LarkMd) {
+                        Some(url) => {
+                            content.push_str(&format!("- [#{number} {}]({url})\n", lark(title)))
+                        }
+                        None => content.push_str(&format!("- #{number} {}\n", lark(title))),
+                    }
                 }
             }
             if !self.overview.is_empty() {
                 content.push_str(&format!(
                     "\n**问题概述**\n{}",
-                    escape_markup(&cut_bytes(&self.overview, room))
+                    cut_bytes(&lark(&self.overview), room)
                 ));
             }
             let mut body = json!({
@@ -335,20 +346,21 @@ impl Summary {
             "type": "header",
             "text": {"type": "plain_text", "text": cut_chars(&self.title, SLACK_HEADER_CHARS)},
         })];
+        let mrkdwn = |text: &str| inert(text, Markup::Mrkdwn);
         if let Some(v) = &self.verdict {
-            blocks.push(section(format!("*{}*", escape_markup(v))));
+            blocks.push(section(format!("*{}*", mrkdwn(v))));
         }
         let facts: Vec<String> = self
             .facts
             .iter()
-            .map(|(label, value)| format!("*{label}*: {}", escape_markup(value)))
+            .map(|(label, value)| format!("*{label}*: {}", mrkdwn(value)))
             .collect();
         blocks.push(section(facts.join("\n")));
         if !self.evidence.is_empty() {
             let lines: Vec<String> = self
                 .evidence
                 .iter()
-                .map(|l| format!("• {}", escape_markup(l)))
+                .map(|l| format!("• {}", mrkdwn(l)))
                 .collect();
             blocks.push(section(format!("*证据*\n{}", lines.join("\n"))));
         }
@@ -356,37 +368,101 @@ impl Summary {
             let lines: Vec<String> = self
                 .suspects
                 .iter()
-                .map(|(title, url)| format!("• <{}|{}>", escape_markup(url), escape_markup(title)))
+                .map(
+                    |(number, title, url)| match link_target(url, Markup::Mrkdwn) {
+                        Some(url) => format!("• <{url}|#{number} {}>", mrkdwn(title)),
+                        None => format!("• #{number} {}", mrkdwn(title)),
+                    },
+                )
                 .collect();
             blocks.push(section(format!("*可疑变更*\n{}", lines.join("\n"))));
         }
         if !self.overview.is_empty() {
-            blocks.push(section(format!(
-                "*问题概述*\n{}",
-                escape_markup(&self.overview)
-            )));
+            blocks.push(section(format!("*问题概述*\n{}", mrkdwn(&self.overview))));
         }
-        blocks.push(section(format!("<{}|查看报告>", escape_markup(&self.link))));
+        blocks.push(section(format!(
+            "<{}|查看报告>",
+            self.link.replace('&', "&amp;")
+        )));
         blocks.truncate(SLACK_MAX_BLOCKS);
         json!({"text": cut_chars(&self.title, SLACK_SECTION_CHARS), "blocks": blocks})
     }
 }
 
-/// A PR title as a markdown link's text: DingTalk's and WeCom's markdown document no
-/// escape, and a `]` in the text ends the link there (`[#7 fix [cache]](url)` shows a
-/// broken link), so square brackets become full-width ones, as a Chinese title would
-/// write them.
-fn link_text(title: &str) -> String {
-    title.replace('[', "［").replace(']', "］")
+/// The markup a platform reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markup {
+    /// DingTalk's and WeCom's markdown: neither documents an escape.
+    Markdown,
+    /// Feishu's `lark_md`: markdown, tags (`<at id=all>`, `<font>`) and entities.
+    LarkMd,
+    /// Slack's mrkdwn: `<…>` for links and mentions, `&amp;` `&lt;` `&gt;` its only
+    /// documented escapes.
+    Mrkdwn,
 }
 
-/// Outside text for markup that reads tags: `&`, `<` and `>` as entities. Slack's mrkdwn
-/// documents these three escapes (its "Formatting text" guide); Feishu's lark_md reads
-/// `<at …>` and other tags and shows the entities as the characters.
-fn escape_markup(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Outside text made inert for `markup`:
+/// - one line: every control character and line or paragraph separator becomes a space,
+///   and runs of spaces one, so that no value starts a line of its own (a forged verdict
+///   line, a heading, a quote);
+/// - no markup: the characters markdown, lark_md and mrkdwn give a meaning to become their
+///   full-width forms, which read the same to a person (`*` `_` `~` `` ` `` `[` `]` `#`
+///   `|`, and `<` `>` on the markdown platforms); Slack's and Feishu's `<` `>` `&` become
+///   the entities they document, so `<!channel>`, `<@U1>`, `<at id=all>` and `<url|text>`
+///   are shown, not read;
+/// - no link and no mention: `://` becomes `：//`, so no client links a URL in it, and `@`
+///   becomes `＠`, so `@all`, `@所有人` and `@channel` notify nobody.
+pub fn inert(text: &str, markup: Markup) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.trim().chars() {
+        if c.is_control() || c.is_whitespace() {
+            if !space {
+                out.push(' ');
+            }
+            space = true;
+            continue;
+        }
+        space = false;
+        match (c, markup) {
+            ('&', Markup::LarkMd | Markup::Mrkdwn) => out.push_str("&amp;"),
+            ('<', Markup::LarkMd | Markup::Mrkdwn) => out.push_str("&lt;"),
+            ('>', Markup::LarkMd | Markup::Mrkdwn) => out.push_str("&gt;"),
+            ('<', Markup::Markdown) => out.push('＜'),
+            ('>', Markup::Markdown) => out.push('＞'),
+            ('*', _) => out.push('＊'),
+            ('_', _) => out.push('＿'),
+            ('~', _) => out.push('～'),
+            ('`', _) => out.push('｀'),
+            ('[', _) => out.push('［'),
+            (']', _) => out.push('］'),
+            ('#', _) => out.push('＃'),
+            ('|', _) => out.push('｜'),
+            ('@', _) => out.push('＠'),
+            _ => out.push(c),
+        }
+    }
+    out.replace("://", "：//")
+}
+
+/// A link the service writes (to the report, to a pull request) as `markup` takes it:
+/// only `http(s)` addresses, with nothing in them that ends the link early.
+fn link_target(url: &str, markup: Markup) -> Option<String> {
+    let url = url::Url::parse(url.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    // The parsed form has spaces, quotes and angle brackets percent-encoded; brackets
+    // and `|` end a link in one markup or another.
+    let text = url
+        .as_str()
+        .replace('(', "%28")
+        .replace(')', "%29")
+        .replace('|', "%7C");
+    Some(match markup {
+        Markup::Mrkdwn => text.replace('&', "&amp;"),
+        Markup::Markdown | Markup::LarkMd => text,
+    })
 }
 
 #[cfg(test)]
@@ -465,7 +541,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_message_leads_with_the_verdict_and_links_the_report() {
-        let s = Summary::of(&example(), "https://dd.example/reports/deploy-7f3a".into());
+        let s = Summary::of(
+            &example(),
+            "https://dd.example/ui/reports/deploy-7f3a".into(),
+        );
         assert_eq!(s.title, "诊断完成 · 建议回滚");
         assert!(s.urgent);
         let md = s.markdown(usize::MAX);
@@ -473,13 +552,13 @@ pub(crate) mod tests {
         assert!(at("发布判定：本次发布导致（置信度 92%），建议回滚") < at("- 部署：deploy-7f3a"));
         assert!(at("- 服务：checkout") < at("**证据**"));
         assert!(
-            at("errors % @ web-2:8080：0.200% → 18.5%（峰值 23.0%，异常）") < at("**可疑变更**")
+            at("errors % · web-2:8080：0.200% → 18.5%（峰值 23.0%，异常）") < at("**可疑变更**")
         );
         assert!(
-            at("[#812 Retry payment calls <fast>](https://github.com/shop/checkout/pull/812)")
+            at("[#812 Retry payment calls ＜fast＞](https://github.com/shop/checkout/pull/812)")
                 < at("**问题概述**")
         );
-        assert!(md.ends_with("[查看报告](https://dd.example/reports/deploy-7f3a)\n"));
+        assert!(md.ends_with("[查看报告](https://dd.example/ui/reports/deploy-7f3a)\n"));
         // A bracket in a title does not end the link's text early.
         let mut bracketed = example();
         bracketed.changes.as_mut().unwrap().prs[0].title = "Fix [cache] warm-up".into();
@@ -519,10 +598,136 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn mrkdwn_text_is_escaped() {
+    fn outside_text_is_one_line_without_markup_links_or_mentions() {
+        let hostile = "ok\n\n**发布判定：与本次发布无关，建议继续**\r\n> [点我](https://evil.example) ![x](http://evil.example/a.png) <!channel> @all <at id=all></at> `x` ~y~ _z_ #h |t|";
+        let md = inert(hostile, Markup::Markdown);
         assert_eq!(
-            escape_markup("<!channel> & co"),
-            "&lt;!channel&gt; &amp; co"
+            md,
+            "ok ＊＊发布判定：与本次发布无关，建议继续＊＊ ＞ ［点我］(https：//evil.example) !［x］(http：//evil.example/a.png) ＜!channel＞ ＠all ＜at id=all＞＜/at＞ ｀x｀ ～y～ ＿z＿ ＃h ｜t｜"
         );
+        let slack = inert(hostile, Markup::Mrkdwn);
+        assert!(
+            slack.contains("&lt;!channel&gt;") && !slack.contains('<') && !slack.contains('\n')
+        );
+        let lark = inert("a & b <at id=all></at>", Markup::LarkMd);
+        assert_eq!(lark, "a &amp; b &lt;at id=all&gt;&lt;/at&gt;");
+        assert_eq!(
+            inert("  two\u{2028}lines\t\tand  more ", Markup::Markdown),
+            "two lines and more"
+        );
+    }
+
+    #[test]
+    fn only_http_links_are_written_and_nothing_in_them_ends_the_link() {
+        assert_eq!(
+            link_target("https://github.com/a/b/pull/1", Markup::Markdown).as_deref(),
+            Some("https://github.com/a/b/pull/1")
+        );
+        assert_eq!(link_target("javascript:alert(1)", Markup::Markdown), None);
+        assert_eq!(
+            link_target("https://x.example/a)b c|d?e=1&f=2", Markup::Mrkdwn).as_deref(),
+            Some("https://x.example/a%29b%20c%7Cd?e=1&amp;f=2")
+        );
+    }
+
+    /// What a hostile label, PR title or model may put in a value.
+    fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let fragment = prop_oneof![
+            Just("\n".to_owned()),
+            Just("\r\n\n".to_owned()),
+            Just("\u{2028}".to_owned()),
+            Just("**".to_owned()),
+            Just("发布判定：与本次发布无关，建议继续".to_owned()),
+            Just("*发布判定：非本次发布导致*".to_owned()),
+            Just("[点我](https://evil.example/x)".to_owned()),
+            Just("![](http://evil.example/p.png)".to_owned()),
+            Just("<https://evil.example|click>".to_owned()),
+            Just("<!channel>".to_owned()),
+            Just("<@U024BE7LH>".to_owned()),
+            Just("@all".to_owned()),
+            Just("<at id=all></at>".to_owned()),
+            Just("http://evil.example".to_owned()),
+            Just("### ".to_owned()),
+            Just("> ".to_owned()),
+            Just("`".to_owned()),
+            Just("|".to_owned()),
+            Just("&lt;".to_owned()),
+            "[a-z ]{0,6}",
+            any::<String>(),
+        ];
+        proptest::collection::vec(fragment, 0..8).prop_map(|parts| parts.concat())
+    }
+
+    /// The text with the allowed links taken out.
+    fn without(text: &str, allowed: &[&str]) -> String {
+        allowed
+            .iter()
+            .fold(text.to_owned(), |t, link| t.replace(link, "LINK"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn hostile_values_never_forge_a_verdict_line_a_link_or_a_mention(
+            service in hostile(),
+            host in hostile(),
+            alertname in hostile(),
+            id in hostile(),
+            title in hostile(),
+            overview in hostile(),
+            reason in hostile(),
+        ) {
+            let mut r = example();
+            r.alert.labels.insert("service".into(), service);
+            r.alert.labels.insert("hostname".into(), host.clone());
+            r.alert.alertname = alertname;
+            if let Ok(id) = DeploymentId::parse(&format!("d-{id}")) {
+                r.deployment_id = id;
+            }
+            r.evidence.as_mut().unwrap()[0].instance = host;
+            r.changes.as_mut().unwrap().prs[0].title = title;
+            r.body.as_mut().unwrap().content = format!("【问题概述】\n{overview}\n【根因分析】\nx");
+            r.release.as_mut().unwrap().reasons = vec![reason];
+            let link = format!(
+                "https://dd.example/ui/reports/{}",
+                crate::notify::path_segment(r.deployment_id.as_str())
+            );
+            let pr = "https://github.com/shop/checkout/pull/812";
+            let s = Summary::of(&r, link.clone());
+            let allowed = [link.as_str(), pr];
+
+            for text in [s.markdown(usize::MAX), s.feishu_card(None)["card"]["elements"][0]["text"]["content"].as_str().unwrap().to_owned()] {
+                let verdicts = text.lines().filter(|l| l.starts_with("**发布判定")).count();
+                proptest::prop_assert_eq!(verdicts, 1, "{}", text);
+                let rest = without(&text, &allowed);
+                proptest::prop_assert!(!rest.contains("://"), "a link outside the report's: {}", text);
+                proptest::prop_assert!(!rest.contains('<'), "a tag: {}", text);
+                proptest::prop_assert!(!rest.contains("!["), "an image: {}", text);
+                let links = rest.matches("](").count();
+                proptest::prop_assert_eq!(links, rest.matches("](LINK)").count(), "{}", text);
+                proptest::prop_assert!(!rest.contains('@'), "a mention: {}", text);
+            }
+            let slack = s.slack();
+            let texts: Vec<String> = slack["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|b| b["text"]["text"].as_str().map(str::to_owned))
+                .collect();
+            let verdicts = texts.iter().filter(|t| t.starts_with("*发布判定")).count();
+            proptest::prop_assert_eq!(verdicts, 1, "{:?}", texts);
+            for text in &texts {
+                let rest = without(text, &allowed);
+                proptest::prop_assert!(!rest.contains("://"), "{}", text);
+                proptest::prop_assert_eq!(
+                    rest.matches('<').count(),
+                    rest.matches("<LINK|").count(),
+                    "only the service's links: {}",
+                    text
+                );
+                proptest::prop_assert!(!rest.contains('@'), "a mention: {}", text);
+            }
+        }
     }
 }

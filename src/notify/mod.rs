@@ -155,9 +155,13 @@ impl Sinks {
             .collect()
     }
 
-    /// The link to a report: absolute with `UI.ExternalURL`.
+    /// The link to a report's page: absolute with `UI.ExternalURL`, the deployment id
+    /// percent-encoded (an outside value: it may hold `)`, `|`, `?` or spaces).
     fn link(&self, report: &Report) -> String {
-        let path = format!("/reports/{}", report.deployment_id);
+        let path = format!(
+            "/ui/reports/{}",
+            path_segment(report.deployment_id.as_str())
+        );
         match &self.external_url {
             Some(base) => format!("{}{path}", base.as_str()),
             None => path,
@@ -398,6 +402,18 @@ fn status_failure(
         _ => retry_after.map_or(Retry::Backoff, Retry::After),
     };
     Failure { retry, why }
+}
+
+/// `text` as one URL path segment: every byte but the unreserved ones percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A send error as a sentence, without the URL (a WeCom or Slack key is in it).

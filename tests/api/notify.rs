@@ -255,7 +255,10 @@ async fn a_finished_report_reaches_every_sink_signed_once_and_a_dead_sink_delays
     assert_eq!(message["version"], 1);
     assert_eq!(message["report"]["deploymentId"], id.as_str());
     assert_eq!(message["report"]["content"], report["content"]);
-    assert_eq!(message["link"], format!("https://dd.example/reports/{id}"));
+    assert_eq!(
+        message["link"],
+        format!("https://dd.example/ui/reports/{id}")
+    );
     assert_eq!(
         message["id"],
         got[0].id.as_str(),
@@ -489,7 +492,7 @@ async fn every_chat_platform_gets_the_report_signed_and_within_its_size_limit() 
     app.post_alerts(&alertmanager_body(&id, "firing")).await;
     let report = app.wait_final(&id).await;
     assert_eq!(report["status"], "completed", "{report:#}");
-    let link = format!("https://dd.example/reports/{id}");
+    let link = format!("https://dd.example/ui/reports/{id}");
     let within = Duration::from_secs(10);
 
     let ding = &chat.wait_for("dingtalk", 1, within).await[0];
