@@ -196,7 +196,7 @@ impl Summary {
         let suspects = prs
             .into_iter()
             .take(3)
-            .map(|p| (u64::from(p.number), field(&p.title), p.url.clone()))
+            .map(|p| (p.number, field(&p.title), p.url.clone()))
             .collect();
         let overview = match (report.body.as_ref(), report.error.as_deref()) {
             (Some(body), _) if !failed => overview_of(&body.content),
