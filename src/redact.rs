@@ -59,6 +59,23 @@ pub fn redact_url_credentials(text: &str) -> String {
     out
 }
 
+/// `url` without its `user:pass@`, for a link a browser follows (a `[REDACTED]@` in it
+/// would be taken as a user name).
+pub fn strip_url_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            let text = parsed.to_string();
+            match url.ends_with('/') {
+                true => text,
+                false => text.trim_end_matches('/').to_owned(),
+            }
+        }
+        _ => redact_url_credentials(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +96,14 @@ mod tests {
         assert_eq!(
             redact_url_credentials("\"https://x:y@gh.example/api\""),
             "\"https://[REDACTED]@gh.example/api\""
+        );
+        assert_eq!(
+            strip_url_credentials("http://prom:s3cret@prom.example:9090"),
+            "http://prom.example:9090"
+        );
+        assert_eq!(
+            strip_url_credentials("http://prom.example:9090/"),
+            "http://prom.example:9090/"
         );
     }
 }

@@ -5,11 +5,16 @@ This is the design's `diagnosis_runner.py` + `simple_anthropic_mcp.py`, ported a
 The service runs it as a local child process (`Runner.Kind: process`) or execs it inside
 the managed container (`Runner.Kind: docker`); both read its output the same way.
 
-Input
-  * the prompt on stdin (an alert's prompt can be long; argv is also world-readable);
-  * settings as flags (`--help`);
-  * secrets only from the environment: `AI_API_KEY`, `GITHUB_TOKEN`. They never appear
-    in argv, in what this program prints, or in the MCP servers' argv.
+Input (stdin, then flags)
+  * stdin: first one line of JSON with the secrets, `{"aiKey", "githubToken",
+    "prometheusUrl"}` (the Prometheus URL may carry `user:pass@`), then the prompt. Neither
+    is in argv (world-readable) nor in this process's environment (readable by every
+    process of the same user through /proc/<pid>/environ); the process makes itself
+    non-dumpable first, so that no other process of its user reads its memory or environ.
+    Secrets never appear in what this program prints, nor in the MCP servers' argv; the
+    servers that need one get it in their own environment (the Prometheus MCP server
+    started here is non-dumpable too);
+  * settings as flags (`--help`).
 
 Output protocol (stdout; read by the service in src/runner/python.rs)
   log lines, then a line `#####`, then the final answer: the model's text (the service
@@ -44,7 +49,7 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 try:  # mcp 2.x ships httpx2; mcp 1.x used httpx. Both have the same API for what we use.
     import httpx2 as httpx
@@ -83,6 +88,31 @@ def redact(text: str) -> str:
         if secret:
             text = text.replace(secret, "[REDACTED]")
     return text
+
+
+PR_SET_DUMPABLE = 4
+
+
+def make_private() -> None:
+    """Non-dumpable: /proc/<pid>/environ, mem and fds become root's, so other processes of
+    the same user (another diagnosis, an MCP server) cannot read this one's secrets. Kept
+    across fork, reset by exec. Linux only; elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+# Started in place of `prometheus-mcp-server`: the same server, run in this non-dumpable
+# process (no exec, which would make it dumpable again), so its PROMETHEUS_URL is private.
+PRIVATE_PROMETHEUS_MCP = (
+    "import ctypes, runpy, sys\n"
+    "ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n"
+    "sys.argv = ['prometheus-mcp-server']\n"
+    "runpy.run_module('prometheus_mcp_server.main', run_name='__main__')\n"
+)
 
 
 def log(message: str) -> None:
@@ -584,16 +614,22 @@ class Tools:
 def prometheus_mcp_command(configured: str) -> list[str]:
     if configured:
         return shlex.split(configured)
-    # The console script installed beside this interpreter (the runner's virtualenv).
-    beside = os.path.join(os.path.dirname(sys.executable), "prometheus-mcp-server")
-    return [beside if os.path.exists(beside) else "prometheus-mcp-server"]
+    # The server installed beside this interpreter (the runner's virtualenv), run in a
+    # private process of that interpreter.
+    return [sys.executable, "-c", PRIVATE_PROMETHEUS_MCP]
 
 
 async def check_prometheus(url: str) -> None:
     """Fail fast, with the reason, when Prometheus cannot be reached at all."""
+    parts = urlsplit(url)
+    auth = None
+    if parts.username is not None:
+        # httpx takes the credentials apart from the URL; the URL it is given has none.
+        auth = (unquote(parts.username), unquote(parts.password or ""))
+        url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
     probe = url.rstrip("/") + "/api/v1/status/buildinfo"
     try:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with httpx.AsyncClient(timeout=5.0, auth=auth) as client:
             response = await client.get(probe)
     except httpx.HTTPError as exc:
         raise DiagnosisError("prometheus_unreachable", f"Prometheus unreachable at {url}: {exc}") from exc
@@ -609,9 +645,9 @@ def run_labels() -> dict[str, str]:
     return {k: os.environ[k] for k in ("DD_DEPLOYMENT_ID", "DD_RUN_ID") if k in os.environ}
 
 
-async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
+async def open_tools(args: argparse.Namespace, secrets: Secrets, stack: AsyncExitStack) -> Tools:
     tools = Tools(stack, args.tool_result_max_chars)
-    await check_prometheus(args.prometheus_url)
+    await check_prometheus(secrets.prometheus_url)
     if args.prometheus_mcp_url:
         try:
             await tools.add_http("prometheus-mcp", args.prometheus_mcp_url)
@@ -621,7 +657,7 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
             ) from exc
     else:
         env = {
-            "PROMETHEUS_URL": args.prometheus_url,
+            "PROMETHEUS_URL": secrets.prometheus_url,
             "PROMETHEUS_MCP_SERVER_TRANSPORT": "stdio",
             **run_labels(),
         }
@@ -630,7 +666,7 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
         except Exception as exc:
             raise DiagnosisError("mcp_failed", f"Prometheus MCP server could not start: {exc}") from exc
 
-    token = os.environ.get("GITHUB_TOKEN", "")
+    token = secrets.github_token
     if token:
         command = shlex.split(args.github_mcp_command)
         if not command or shutil.which(command[0]) is None:
@@ -657,9 +693,8 @@ async def open_tools(args: argparse.Namespace, stack: AsyncExitStack) -> Tools:
 # The agent loop
 
 
-async def diagnose(args: argparse.Namespace, prompt: str, usage: Usage) -> str:
-    api_key = os.environ.get("AI_API_KEY", "")
-    llm = LLM(args, api_key, usage)
+async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usage: Usage) -> str:
+    llm = LLM(args, secrets.ai_key, usage)
     extra = " ".join(f"{k}={json.dumps(v)}" for k, v in llm.extra.items())
     log(
         f"model {args.model} via {llm.protocol} at {urlsplit(llm.url).netloc}, "
@@ -667,7 +702,7 @@ async def diagnose(args: argparse.Namespace, prompt: str, usage: Usage) -> str:
     )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(llm.aclose)
-        tools = await open_tools(args, stack)
+        tools = await open_tools(args, secrets, stack)
         specs = llm.tool_specs(tools.tools)
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
         followed_up = False
@@ -757,7 +792,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--base-url", required=True, help="AI API base URL (e.g. https://api.openai.com/v1)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--protocol", default="auto", choices=["auto", "anthropic", "openai"])
-    parser.add_argument("--prometheus-url", required=True)
     parser.add_argument("--prometheus-mcp-command", default="", help="default: prometheus-mcp-server")
     parser.add_argument("--prometheus-mcp-url", default="", help="a running server's streamable-HTTP URL")
     parser.add_argument("--github-mcp-command", default="github-mcp-server stdio")
@@ -790,6 +824,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--deadline", type=float, default=0.0, help="seconds for the whole diagnosis (default: 2 x --request-timeout)"
     )
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
+    parser.add_argument("--run-id", default="", help="marks this run's process, for kill_run.py")
     parser.add_argument(
         "--prompt-bytes",
         type=int,
@@ -815,9 +850,33 @@ def read_exactly(stream: Any, size: int) -> bytes:
     return b"".join(chunks)
 
 
+class Secrets:
+    """What the service sends on stdin's first line."""
+
+    def __init__(self, line: bytes) -> None:
+        try:
+            given = json.loads(line)
+        except ValueError:
+            given = None
+        if not isinstance(given, dict) or not isinstance(given.get("prometheusUrl"), str):
+            raise ValueError("stdin's first line is not the secrets object")
+        self.ai_key = str(given.get("aiKey") or "")
+        self.github_token = str(given.get("githubToken") or "")
+        self.prometheus_url = given["prometheusUrl"]
+        parts = urlsplit(self.prometheus_url)
+        userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+        _SECRETS.extend(s for s in (self.ai_key, self.github_token, userinfo, parts.password) if s)
+
+
 def main() -> int:
+    make_private()
     args = parse_args(sys.argv[1:])
-    _SECRETS.extend(s for s in (os.environ.get("AI_API_KEY"), os.environ.get("GITHUB_TOKEN")) if s)
+    try:
+        secrets = Secrets(sys.stdin.buffer.readline())
+    except ValueError as exc:
+        print(SPLIT)
+        print(json.dumps({"error": {"kind": "bad_input", "message": str(exc)}}))
+        return 2
     if args.prompt_bytes >= 0:
         prompt = read_exactly(sys.stdin.buffer, args.prompt_bytes).decode("utf-8", errors="replace")
     else:
@@ -829,7 +888,7 @@ def main() -> int:
 
     usage = Usage()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(diagnose(args, prompt, usage))
+    task = loop.create_task(diagnose(args, secrets, prompt, usage))
     # SIGTERM (the service's deadline) cancels the task, so the MCP servers are shut down
     # by their context managers instead of being left behind.
     loop.add_signal_handler(signal.SIGTERM, task.cancel)

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Stops one diagnosis inside the runner container: every process whose environment holds
-DD_RUN_ID=<run id> (the runner and the MCP servers it started) gets SIGTERM, then SIGKILL.
+"""Stops one diagnosis inside the runner container: the runner (its command line holds
+`--run-id <run id>`), every process under it (the MCP servers it started), and any other
+whose environment holds DD_RUN_ID=<run id> (an MCP server that outlived it) get SIGTERM,
+then SIGKILL. The runner and its private Prometheus MCP server are not dumpable, so their
+environment cannot be read here: their command line and parentage can.
 
 The service execs this at a diagnosis's deadline. Dropping the exec's stream is not enough:
 the exec'd process keeps running inside the container until it finishes on its own.
@@ -14,19 +17,34 @@ import sys
 import time
 
 
+def read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:  # gone, or not ours to read
+        return b""
+
+
 def processes(run_id: str) -> list[int]:
     marker = f"DD_RUN_ID={run_id}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:  # gone, or not ours
-            continue
-    return found
+    flag = b"\0--run-id\0" + run_id.encode() + b"\0"
+    pids = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()]
+    parent: dict[int, int] = {}
+    found: set[int] = set()
+    for pid in pids:
+        stat = read(f"/proc/{pid}/stat")
+        if stat:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            parent[pid] = int(stat.rsplit(b")", 1)[1].split()[1])
+        if flag in read(f"/proc/{pid}/cmdline") + b"\0" or marker in read(f"/proc/{pid}/environ").split(b"\0"):
+            found.add(pid)
+    # Everything under what was found.
+    grew = True
+    while grew:
+        under = {pid for pid, ppid in parent.items() if ppid in found} - found
+        found |= under
+        grew = bool(under)
+    return sorted(found)
 
 
 def signal_all(pids: list[int], sig: int) -> None:

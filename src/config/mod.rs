@@ -214,10 +214,19 @@ impl Config {
                 ("Docker.Container", &d.container),
                 ("Docker.Image", &d.image),
                 ("Docker.Network", &d.network),
+                ("Docker.User", &d.user),
             ] {
                 if value.trim().is_empty() {
                     return Err(invalid(key, "is empty"));
                 }
+            }
+            let user = d.user.split(':').next().unwrap_or_default().trim();
+            if user == "root" || user == "0" {
+                return Err(invalid(
+                    "Docker.User",
+                    "is root: the runner container runs as the image's non-root user \
+                     (10001:10001 in docker/Dockerfile)",
+                ));
             }
         }
         for (i, server) in self.mcp.servers.iter().enumerate() {

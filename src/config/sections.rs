@@ -70,6 +70,7 @@ pub const KEYS: &[&str] = &[
     "Docker.Container",
     "Docker.Image",
     "Docker.Network",
+    "Docker.User",
     "Docker.MemoryBytes",
     "Docker.CPUs",
     "Docker.PidsLimit",
@@ -552,9 +553,13 @@ pub struct DockerConfig {
     pub container: String,
     /// The image, built by `docker/build.sh`.
     pub image: String,
-    /// `host` (the container shares the host's network, so `localhost` URLs work), `bridge`,
-    /// or a named network.
+    /// `bridge` (its own network namespace: the host is `host.docker.internal`, and a
+    /// loopback `AI.PrometheusURL` is rewritten to it), a named network, or `host` (the
+    /// host's network: the container reaches every loopback-only service of the host, and
+    /// its MCP server listens on the host's loopback).
     pub network: String,
+    /// The user the container runs as (`uid:gid`): the image's non-root user. Never root.
+    pub user: String,
     /// Memory limit in bytes.
     #[serde(
         rename = "memorybytes",
@@ -585,7 +590,8 @@ impl Default for DockerConfig {
             host: "unix:///var/run/docker.sock".into(),
             container: "diagnosis-service".into(),
             image: "diagnosis-service:latest".into(),
-            network: "host".into(),
+            network: "bridge".into(),
+            user: "10001:10001".into(),
             memory_bytes: 1024 * 1024 * 1024,
             cpus: 1.0,
             pids_limit: 256,

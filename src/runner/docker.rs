@@ -3,15 +3,22 @@
 //!
 //! The container (`diagnosis-service` from `diagnosis-service:latest`) is used if running,
 //! started if stopped, created if absent (restart policy `unless-stopped`), and recreated
-//! when its settings no longer match the configuration. It runs hardened: the image's
-//! non-root user, a read-only root filesystem with a tmpfs `/tmp`, all capabilities
-//! dropped, `no-new-privileges`, memory/CPU/pids limits. Its main process is the Prometheus
-//! MCP server over HTTP, so a diagnosis does not pay for spawning it.
+//! when its settings no longer match the configuration. It runs hardened: as
+//! `Docker.User` (the image's non-root user, never root), a read-only root filesystem
+//! with a tmpfs `/tmp`, all capabilities dropped, `no-new-privileges`, memory/CPU/pids
+//! limits, and on its own network (`Docker.Network: bridge`): it reaches the host only as
+//! `host.docker.internal` (a loopback `AI.PrometheusURL` is rewritten to it), not the
+//! host's loopback-only services, and its MCP server listens on the container's own
+//! loopback. Its main process is the Prometheus MCP server over HTTP, so a diagnosis does
+//! not pay for spawning it; when `AI.PrometheusURL` carries credentials, which the
+//! container's configuration would show (`docker inspect`), the main process only waits
+//! and each run starts its own, private server instead.
 //!
-//! Each diagnosis is one exec of the Python runner. Secrets go in the exec's environment
-//! (argv shows in `ps` and in `docker inspect` of the exec), the prompt on stdin. At the
-//! deadline the runner's processes inside the container are killed (`kill_run.py`):
-//! dropping the exec's stream would leave them running.
+//! Each diagnosis is one exec of the Python runner. Secrets and the prompt go on its stdin
+//! ([`python::secrets_line`]): argv and the exec's environment show in `docker inspect`
+//! and to every process of the container's user. At the deadline the runner's processes
+//! inside the container are killed (`kill_run.py`): dropping the exec's stream would leave
+//! them running.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,12 +51,46 @@ const SCRIPT: &str = "/app/diagnosis_runner.py";
 const KILLER: &str = "/app/kill_run.py";
 /// Label holding a hash of the settings the container was created with.
 const CONFIG_LABEL: &str = "io.deploy-diagnosis.config";
+/// The host's name inside a container on its own network (Docker's `host-gateway`).
+pub const HOST_ALIAS: &str = "host.docker.internal";
+
+/// `url` as a container on `network` reaches it: on any network but `host`, a loopback
+/// host (`localhost`, `127.0.0.0/8`, `::1`) is the container's own, so it becomes
+/// [`HOST_ALIAS`]; Prometheus must then listen where the bridge reaches it.
+pub fn reachable_from(network: &str, url: &str) -> String {
+    if network == "host" {
+        return url.to_owned();
+    }
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if loopback && parsed.set_host(Some(HOST_ALIAS)).is_ok() {
+        // `Url` adds a `/` path to a bare origin: give the URL back as it was written.
+        let text = parsed.to_string();
+        return match url.ends_with('/') {
+            true => text,
+            false => text.trim_end_matches('/').to_owned(),
+        };
+    }
+    url.to_owned()
+}
 
 /// Runs the Python runner inside the managed container.
 pub struct DockerRunner {
     docker: Docker,
     cfg: DockerConfig,
+    /// `AI.PrometheusURL` as the container reaches it, credentials and all.
     prometheus_url: String,
+    /// The same without credentials.
+    prometheus_shown: String,
+    /// Whether it carries credentials (then no container setting holds it).
+    prometheus_credentials: bool,
     args: Vec<String>,
     api_key: Secret,
     github_token: Secret,
@@ -96,14 +137,21 @@ impl DockerRunner {
                 docker
             }
         };
+        let prometheus_url = reachable_from(&cfg.network, config.ai.prometheus_url.as_str());
+        let prometheus_credentials = url::Url::parse(&prometheus_url)
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
         let mut args = runner_args(config);
-        args.extend([
-            "--prometheus-mcp-url".into(),
-            format!("http://127.0.0.1:{}/mcp", cfg.mcp_port),
-        ]);
+        if !prometheus_credentials {
+            args.extend([
+                "--prometheus-mcp-url".into(),
+                format!("http://127.0.0.1:{}/mcp", cfg.mcp_port),
+            ]);
+        }
         Ok(Self {
             docker,
-            prometheus_url: config.ai.prometheus_url.to_string(),
+            prometheus_shown: crate::redact::redact_url_credentials(&prometheus_url),
+            prometheus_url,
+            prometheus_credentials,
             args,
             api_key: config.ai.api_key.clone(),
             github_token: config.ai.github_token.clone(),
@@ -119,16 +167,20 @@ impl DockerRunner {
     /// would recreate every container after a toolchain upgrade).
     fn settings_hash(&self) -> String {
         let c = &self.cfg;
+        // The URL without its credentials: the label is readable by anyone who can inspect
+        // the container, and no credential is in the container any more.
         let settings = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             c.image,
             c.network,
+            c.user,
             c.memory_bytes,
             c.pids_limit,
             c.tmpfs_bytes,
             c.mcp_port,
             c.cpus,
-            self.prometheus_url
+            self.prometheus_shown,
+            self.prometheus_credentials
         );
         let hash = settings.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -138,14 +190,29 @@ impl DockerRunner {
 
     fn container_body(&self) -> ContainerCreateBody {
         let c = &self.cfg;
-        let env = vec![
-            format!("PROMETHEUS_URL={}", self.prometheus_url),
-            "PROMETHEUS_MCP_SERVER_TRANSPORT=http".to_owned(),
-            "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".to_owned(),
-            format!("PROMETHEUS_MCP_BIND_PORT={}", c.mcp_port),
-        ];
+        let (env, cmd) = if self.prometheus_credentials {
+            // Each run starts its own private server with the URL it gets on stdin.
+            let wait = vec![
+                PYTHON.to_owned(),
+                "-c".to_owned(),
+                "import signal; signal.pause()".to_owned(),
+            ];
+            (Vec::new(), Some(wait))
+        } else {
+            let env = vec![
+                format!("PROMETHEUS_URL={}", self.prometheus_url),
+                "PROMETHEUS_MCP_SERVER_TRANSPORT=http".to_owned(),
+                // The container's own loopback (the host's with `Network: host`).
+                "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".to_owned(),
+                format!("PROMETHEUS_MCP_BIND_PORT={}", c.mcp_port),
+            ];
+            (env, None)
+        };
+        let extra_hosts = (c.network != "host").then(|| vec![format!("{HOST_ALIAS}:host-gateway")]);
         ContainerCreateBody {
             image: Some(c.image.clone()),
+            user: Some(c.user.clone()),
+            cmd,
             env: Some(env),
             labels: Some(HashMap::from([
                 ("io.deploy-diagnosis.managed".to_owned(), "true".to_owned()),
@@ -168,6 +235,7 @@ impl DockerRunner {
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 privileged: Some(false),
                 network_mode: Some(c.network.clone()),
+                extra_hosts,
                 ..Default::default()
             }),
             ..Default::default()
@@ -292,19 +360,19 @@ impl DockerRunner {
         out: &Capture,
         err: &Capture,
     ) -> Result<Option<i32>, bollard::errors::Error> {
-        let mut env = vec![
-            format!("AI_API_KEY={}", self.api_key.expose()),
+        let env = vec![
             format!("DD_DEPLOYMENT_ID={}", request.deployment_id),
             format!("DD_RUN_ID={run_id}"),
         ];
-        if !self.github_token.is_empty() {
-            env.push(format!("GITHUB_TOKEN={}", self.github_token.expose()));
-        }
         let mut cmd = vec![PYTHON.to_owned(), SCRIPT.to_owned()];
         cmd.extend(self.args.iter().cloned());
         cmd.extend(python::run_args(request));
+        // The runner is not dumpable, so its environment cannot be read inside the
+        // container: `kill_run.py` finds it by this flag.
+        cmd.extend(["--run-id".to_owned(), run_id.to_owned()]);
         // A docker exec's stdin is not reliably closed by the client, so the runner is told
-        // how many bytes to read instead of waiting for end-of-file.
+        // how many bytes of prompt follow the secrets' line instead of waiting for
+        // end-of-file.
         cmd.extend([
             "--prompt-bytes".to_owned(),
             request.prompt.len().to_string(),
@@ -343,8 +411,9 @@ impl DockerRunner {
         else {
             return Ok(None);
         };
+        let secrets = python::secrets_line(&self.api_key, &self.github_token, &self.prometheus_url);
         input
-            .write_all(request.prompt.as_bytes())
+            .write_all((secrets + &request.prompt).as_bytes())
             .await
             .map_err(bollard::errors::Error::from)?;
         input.flush().await.map_err(bollard::errors::Error::from)?;
@@ -460,5 +529,36 @@ impl Runner for DockerRunner {
             "container": self.cfg.container,
             "containerState": container,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_prometheus_is_the_host_from_a_container_of_its_own() {
+        let bridge = |url| reachable_from("bridge", url);
+        assert_eq!(
+            bridge("http://127.0.0.1:9090"),
+            "http://host.docker.internal:9090"
+        );
+        assert_eq!(
+            bridge("http://u:p@localhost:9090/prom/"),
+            "http://u:p@host.docker.internal:9090/prom/"
+        );
+        assert_eq!(
+            bridge("http://[::1]:9090"),
+            "http://host.docker.internal:9090"
+        );
+        assert_eq!(
+            bridge("http://prometheus.internal:9090"),
+            "http://prometheus.internal:9090"
+        );
+        assert_eq!(
+            reachable_from("host", "http://127.0.0.1:9090"),
+            "http://127.0.0.1:9090",
+            "the host's network: loopback is the host's"
+        );
     }
 }

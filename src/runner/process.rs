@@ -2,8 +2,9 @@
 //! child process, in its own process group so that the deadline kills it and everything
 //! it started.
 //!
-//! The prompt goes on stdin and secrets in the environment: argv is visible to every user
-//! of the machine (`ps`), which the design's `--api-key` flag forgot.
+//! The secrets and the prompt go on stdin ([`python::secrets_line`]): argv is visible to
+//! every user of the machine (`ps`), which the design's `--api-key` flag forgot, and an
+//! environment to every process of the user (/proc/<pid>/environ).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -33,6 +34,8 @@ pub struct ProcessRunner {
     args: Vec<String>,
     api_key: Secret,
     github_token: Secret,
+    /// `AI.PrometheusURL`, credentials and all: it goes with the secrets.
+    prometheus_url: String,
     output_max_bytes: usize,
 }
 
@@ -45,6 +48,7 @@ impl ProcessRunner {
             args: runner_args(config),
             api_key: config.ai.api_key.clone(),
             github_token: config.ai.github_token.clone(),
+            prometheus_url: config.ai.prometheus_url.to_string(),
             output_max_bytes: config.runner.output_max_bytes,
         }
     }
@@ -65,15 +69,11 @@ impl ProcessRunner {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("DD_DEPLOYMENT_ID", request.deployment_id.as_str())
             .env("DD_RUN_ID", uuid::Uuid::new_v4().simple().to_string())
-            .env("AI_API_KEY", self.api_key.expose())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if !self.github_token.is_empty() {
-            cmd.env("GITHUB_TOKEN", self.github_token.expose());
-        }
         cmd
     }
 }
@@ -133,10 +133,11 @@ impl Runner for ProcessRunner {
             stop_group(&mut child, pgid).await;
             return Ok(Failure::new(FailureKind::RunnerIo, "runner pipes missing").into());
         };
-        let prompt = request.prompt;
+        let input = python::secrets_line(&self.api_key, &self.github_token, &self.prometheus_url)
+            + &request.prompt;
         let writer = tokio::spawn(async move {
             // A runner that exits early closes its stdin; that is reported by its output.
-            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.write_all(input.as_bytes()).await;
             let _ = stdin.shutdown().await;
         });
         let (out, err) = (

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::extract;
 use super::{Failure, RunEnd, RunRequest, RunResult};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::model::report::{FailureKind, Usage};
 use crate::runner::provider::Profile;
 
@@ -31,8 +31,23 @@ pub fn run_args(request: &RunRequest) -> [String; 2] {
     ["--github-repos".into(), repos.join(",")]
 }
 
+/// Stdin's first line: the secrets (the AI key, the GitHub token, and the Prometheus URL,
+/// which may carry `user:pass@`) as one line of JSON, before the prompt. Neither argv
+/// (world-readable) nor the environment (readable through /proc by every process of the
+/// user) carries them.
+pub fn secrets_line(api_key: &Secret, github_token: &Secret, prometheus_url: &str) -> String {
+    let mut line = serde_json::json!({
+        "aiKey": api_key.expose(),
+        "githubToken": github_token.expose(),
+        "prometheusUrl": prometheus_url,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
 /// The runner's flags for a configuration, with the provider profile resolved here so
-/// both runners send the same requests (no secrets: those go in the environment).
+/// both runners send the same requests (no secrets: those go on stdin, [`secrets_line`]).
 pub fn runner_args(config: &Config) -> Vec<String> {
     let ai = &config.ai;
     let profile = Profile::new(ai);
@@ -49,8 +64,6 @@ pub fn runner_args(config: &Config) -> Vec<String> {
         profile.max_tokens_field.into(),
         "--extra-body".into(),
         serde_json::Value::Object(profile.extra).to_string(),
-        "--prometheus-url".into(),
-        ai.prometheus_url.to_string(),
         "--github-mcp-command".into(),
         config.runner.github_mcp_command.clone(),
         "--github-toolsets".into(),

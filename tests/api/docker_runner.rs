@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptions, TopOptions,
+    InspectContainerOptions, RemoveContainerOptionsBuilder, StopContainerOptions, TopOptions,
 };
 use bollard::Docker;
 use reqwest::StatusCode;
@@ -16,23 +15,9 @@ use crate::helpers::{
 };
 use crate::servers::{docker_client, free_port};
 
-static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-
-/// The engine; the first call also removes test containers an earlier, failed run left.
+/// The engine (whose first use removes the test containers an earlier run left).
 async fn docker() -> Docker {
-    let docker = docker_client().await;
-    SWEPT
-        .get_or_init(|| async {
-            let options = ListContainersOptionsBuilder::default().all(true).build();
-            let all = docker.list_containers(Some(options)).await.unwrap();
-            for name in all.into_iter().flat_map(|c| c.names.unwrap_or_default()) {
-                if let Some(name) = name.strip_prefix('/').filter(|n| n.starts_with("dd-test-")) {
-                    remove(&docker, name).await;
-                }
-            }
-        })
-        .await;
-    docker
+    docker_client().await
 }
 
 async fn remove(docker: &Docker, name: &str) {
@@ -280,6 +265,119 @@ async fn a_missing_image_fails_the_report_saying_how_to_build_it() {
             .unwrap()
             .contains("docker/build.sh"),
         "{ready}"
+    );
+    remove(&docker, &name).await;
+}
+
+/// Runs `python -c code` in the container as its user; what it prints.
+async fn run_inside(docker: &Docker, name: &str, code: &str) -> String {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    let exec = docker
+        .create_exec(
+            name,
+            CreateExecOptions::<String> {
+                cmd: Some(vec![
+                    "/opt/venv/bin/python".into(),
+                    "-c".into(),
+                    code.into(),
+                ]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&exec.id, None).await.unwrap()
+    {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&chunk.to_string());
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn on_its_own_network_the_container_reaches_no_loopback_service_of_the_host() {
+    let docker = docker().await;
+    let opts = DockerOptions {
+        network: "bridge",
+        ..DockerOptions::unique("bridge")
+    };
+    let (name, mcp_port) = (opts.container.clone(), opts.mcp_port);
+    let app = spawn_app(Options {
+        docker: Some(opts),
+        ..Options::default()
+    })
+    .await;
+    // Created at startup, as the design does (the service starts in the background).
+    let start = Instant::now();
+    let info = loop {
+        match docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true) => break info,
+            _ => assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the container was not started"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let host = info.host_config.unwrap();
+    assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+    assert_eq!(
+        host.extra_hosts,
+        Some(vec!["host.docker.internal:host-gateway".to_owned()])
+    );
+    let config = info.config.unwrap();
+    assert_eq!(config.user.as_deref(), Some("10001:10001"));
+    let prom_port = app.prom.url.rsplit(':').next().unwrap();
+    assert!(
+        config.env.unwrap_or_default().contains(&format!(
+            "PROMETHEUS_URL=http://host.docker.internal:{prom_port}"
+        )),
+        "the loopback Prometheus is the host's, as the container names it"
+    );
+
+    // Its MCP server listens on the container's loopback, not the host's; the service's
+    // loopback-only port is not the container's to reach.
+    let service_port = app.address.rsplit(':').next().unwrap();
+    let probe = |port: &str| {
+        format!(
+            "import socket, time\n\
+             end = time.time() + 20\n\
+             while True:\n\
+             \x20   try:\n\
+             \x20       socket.create_connection(('127.0.0.1', {port}), 1).close(); print('open'); break\n\
+             \x20   except OSError as e:\n\
+             \x20       if time.time() > end: print('closed', e); break\n\
+             \x20       time.sleep(0.2)\n"
+        )
+    };
+    let mcp = run_inside(&docker, &name, &probe(&mcp_port.to_string())).await;
+    assert!(mcp.starts_with("open"), "the MCP server inside: {mcp}");
+    let service = run_inside(
+        &docker,
+        &name,
+        &format!(
+            "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {service_port}), 2).close(); print('open')\nexcept OSError as e:\n    print('closed', e)\n"
+        ),
+    )
+    .await;
+    assert!(
+        service.starts_with("closed"),
+        "the host's loopback service from inside: {service}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", mcp_port))
+            .await
+            .is_err(),
+        "the MCP server is not on the host's loopback"
     );
     remove(&docker, &name).await;
 }

@@ -82,6 +82,8 @@ pub struct DockerOptions {
     pub image: String,
     /// `Docker.MCPPort` (host network: unique per test).
     pub mcp_port: u16,
+    /// `Docker.Network`: `host` here (Prometheus and the fake LLM listen on loopback only).
+    pub network: &'static str,
 }
 
 impl DockerOptions {
@@ -94,6 +96,7 @@ impl DockerOptions {
             ),
             image: "diagnosis-service:latest".into(),
             mcp_port: servers::free_port(),
+            network: "host",
         }
     }
 }
@@ -178,10 +181,11 @@ pub fn config_yaml(
         Some(d) => (
             "docker",
             format!(
-                "Docker:\n  Host: {}\n  Container: {}\n  Image: {}\n  Network: host\n  MCPPort: {}\n  MemoryBytes: 536870912\n  PidsLimit: 128\n",
+                "Docker:\n  Host: {}\n  Container: {}\n  Image: {}\n  Network: {}\n  MCPPort: {}\n  MemoryBytes: 536870912\n  PidsLimit: 128\n",
                 servers::docker_host(),
                 d.container,
                 d.image,
+                d.network,
                 d.mcp_port
             ),
         ),

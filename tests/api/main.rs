@@ -35,4 +35,5 @@ mod release_verdict;
 mod reports;
 mod store_contract;
 mod ui;
+mod url_credentials;
 mod worker_faults;

@@ -344,7 +344,10 @@ pub async fn wait_tcp(port: u16, what: &str) {
     }
 }
 
-/// A client of the test Docker engine.
+static SWEPT: OnceCell<()> = OnceCell::const_new();
+
+/// A client of the test Docker engine. Its first use in this test binary removes the
+/// containers (`dd-test-*`) an earlier, failed run left, before any test makes its own.
 pub async fn docker_client() -> bollard::Docker {
     let host = docker_host();
     let socket = host.strip_prefix("unix://").unwrap_or(&host).to_owned();
@@ -352,11 +355,27 @@ pub async fn docker_client() -> bollard::Docker {
         std::path::Path::new(&socket).exists(),
         "no Docker engine at {host}: run scripts/docker-setup (scripts/test does)"
     );
-    bollard::Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
+    let docker = bollard::Docker::connect_with_unix(&socket, 60, bollard::API_DEFAULT_VERSION)
         .unwrap()
         .negotiate_version()
         .await
-        .unwrap()
+        .unwrap();
+    SWEPT
+        .get_or_init(|| async {
+            use bollard::query_parameters::{
+                ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+            };
+            let options = ListContainersOptionsBuilder::default().all(true).build();
+            let all = docker.list_containers(Some(options)).await.unwrap();
+            for name in all.into_iter().flat_map(|c| c.names.unwrap_or_default()) {
+                if let Some(name) = name.strip_prefix('/').filter(|n| n.starts_with("dd-test-")) {
+                    let force = RemoveContainerOptionsBuilder::default().force(true).build();
+                    let _ = docker.remove_container(name, Some(force)).await;
+                }
+            }
+        })
+        .await;
+    docker
 }
 
 /// The runner's Python (the virtualenv `scripts/test` makes).
@@ -367,4 +386,125 @@ pub fn runner_python() -> PathBuf {
         "run scripts/test (it creates the runner's virtualenv .venv)",
     );
     python
+}
+
+/// The shared Prometheus behind HTTP Basic auth, as a reverse proxy guards one: a request
+/// without the credentials is answered `401` with a `WWW-Authenticate` challenge, as
+/// Prometheus's own `basic_auth_users` answers it; the User-Agent of every request that
+/// got through is kept.
+pub struct GuardedPrometheus {
+    /// `http://127.0.0.1:PORT` (no credentials).
+    pub address: String,
+    agents: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl GuardedPrometheus {
+    /// Starts the guard in front of the shared Prometheus, letting `user:password` in.
+    pub async fn start(user: &str, password: &str) -> Self {
+        use axum::extract::{Request, State};
+        use axum::response::IntoResponse;
+        use base64::Engine as _;
+        use std::sync::Arc;
+        let upstream = prometheus().await.url.clone();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let agents: Arc<Mutex<Vec<String>>> = Arc::default();
+        #[derive(Clone)]
+        struct Shared {
+            upstream: String,
+            expected: String,
+            client: reqwest::Client,
+            agents: Arc<Mutex<Vec<String>>>,
+        }
+        async fn pass(State(s): State<Shared>, request: Request) -> axum::response::Response {
+            let (parts, body) = request.into_parts();
+            let header = |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            if header(axum::http::header::AUTHORIZATION) != s.expected {
+                return (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "Basic")],
+                    "Unauthorized\n",
+                )
+                    .into_response();
+            }
+            s.agents
+                .lock()
+                .unwrap()
+                .push(header(axum::http::header::USER_AGENT));
+            let method = parts.method.clone();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            let content_type = header(axum::http::header::CONTENT_TYPE);
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let mut forward = s
+                .client
+                .request(method, format!("{}{path}", s.upstream))
+                .body(body);
+            if !content_type.is_empty() {
+                forward = forward.header("content-type", content_type);
+            }
+            let answer = forward.send().await.unwrap();
+            let status = answer.status().as_u16();
+            let content_type = answer
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_owned();
+            let body = answer.bytes().await.unwrap();
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", content_type)],
+                body,
+            )
+                .into_response()
+        }
+        let shared = Shared {
+            upstream,
+            expected,
+            client: reqwest::Client::new(),
+            agents: agents.clone(),
+        };
+        let app = axum::Router::new().fallback(pass).with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { address, agents }
+    }
+
+    /// `http://user:password@127.0.0.1:PORT`.
+    pub fn url_with(&self, user: &str, password: &str) -> String {
+        self.address
+            .replacen("http://", &format!("http://{user}:{password}@"), 1)
+    }
+
+    /// The User-Agents of the requests let in.
+    pub fn agents(&self) -> Vec<String> {
+        self.agents.lock().unwrap().clone()
+    }
+}
+
+/// Command lines of this machine's processes that hold `needle`.
+pub fn cmdlines_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|line| line.contains(needle))
+        .collect()
 }

@@ -42,10 +42,46 @@ class ProtocolAndEndpoint(unittest.TestCase):
 
 def llm(protocol, **flags):
     args = runner.parse_args(
-        ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--protocol", protocol, "--prometheus-url", "http://p"]
+        ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--protocol", protocol]
         + [item for k, v in flags.items() for item in (f"--{k.replace('_', '-')}", v)]
     )
     return runner.LLM(args, "key", runner.Usage())
+
+
+class Secrets(unittest.TestCase):
+    def test_the_first_line_carries_the_secrets_and_the_urls_credentials_are_redacted(self):
+        line = b'{"aiKey": "sk-123456789", "githubToken": "", "prometheusUrl": "http://u:pw-0123@p:9090"}\n'
+        secrets = runner.Secrets(line)
+        self.assertEqual((secrets.ai_key, secrets.prometheus_url), ("sk-123456789", "http://u:pw-0123@p:9090"))
+        self.assertEqual(
+            runner.redact("key sk-123456789 at http://u:pw-0123@p:9090"), "key [REDACTED] at http://[REDACTED]@p:9090"
+        )
+        with self.assertRaises(ValueError):
+            runner.Secrets(b"the prompt itself\n")
+
+    def test_the_runner_and_its_prometheus_server_are_not_dumpable(self):
+        """Non-dumpable: other processes of the same user cannot read their environ or
+        memory. The Prometheus server's stand-in reports what the real one would run with."""
+        import subprocess
+        import tempfile
+
+        probe = "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+        here = os.path.join(os.path.dirname(__file__), "..", "..", "docker", "runner")
+        made = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); import diagnosis_runner as r; r.make_private(); {probe}"],
+            capture_output=True, text=True, check=True,
+        )
+        self.assertEqual(made.stdout.strip(), "0")
+        with tempfile.TemporaryDirectory() as stand_in:
+            os.makedirs(os.path.join(stand_in, "prometheus_mcp_server"))
+            open(os.path.join(stand_in, "prometheus_mcp_server", "__init__.py"), "w").close()
+            with open(os.path.join(stand_in, "prometheus_mcp_server", "main.py"), "w") as f:
+                f.write(probe + "\n")
+            started = subprocess.run(
+                runner.prometheus_mcp_command(""), capture_output=True, text=True, check=True,
+                env={**os.environ, "PYTHONPATH": stand_in},
+            )
+        self.assertEqual(started.stdout.strip(), "0")
 
 
 class RequestBodies(unittest.TestCase):

@@ -36,6 +36,7 @@ use super::reports::{list_filter, report_of, restart, store_feedback};
 use super::AppState;
 use crate::config::Config;
 use crate::model::report::{Report, ReportStatus};
+use crate::redact::{redact_url_credentials, strip_url_credentials};
 use chart::{Chart, Span};
 use pages::{Filters, Links};
 use text::Text;
@@ -67,17 +68,18 @@ impl Ui {
         let mut form_key = [0u8; 32];
         form_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         form_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        let prometheus_url = config.ai.prometheus_url.as_str().trim_end_matches('/');
+        // Shown on every page and in its links: never with the URL's credentials.
+        let prometheus_url =
+            redact_url_credentials(config.ai.prometheus_url.as_str().trim_end_matches('/'));
         Self {
             text: Text::of(config.ui.language),
-            prometheus_link: config
-                .ui
-                .prometheus_external_url
-                .as_ref()
-                .map_or(prometheus_url, |u| u.as_str())
-                .trim_end_matches('/')
-                .to_owned(),
-            prometheus_url: prometheus_url.to_owned(),
+            prometheus_link: match &config.ui.prometheus_external_url {
+                Some(u) => strip_url_credentials(u.as_str()),
+                None => strip_url_credentials(config.ai.prometheus_url.as_str()),
+            }
+            .trim_end_matches('/')
+            .to_owned(),
+            prometheus_url,
             baseline: config.evidence.baseline,
             external_origin: config
                 .ui

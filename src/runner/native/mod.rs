@@ -158,7 +158,10 @@ impl NativeRunner {
         let unreachable = |why: String| {
             Failure::new(
                 FailureKind::PrometheusUnreachable,
-                format!("Prometheus unreachable at {}: {why}", self.prometheus_url),
+                format!(
+                    "Prometheus unreachable at {}: {why}",
+                    crate::redact::redact_url_credentials(&self.prometheus_url)
+                ),
             )
         };
         let response = self
@@ -166,7 +169,7 @@ impl NativeRunner {
             .get(&url)
             .send()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(e.without_url().to_string()))?;
         if !response.status().is_success() {
             return Err(unreachable(format!(
                 "status {}",
