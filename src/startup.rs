@@ -180,6 +180,7 @@ pub async fn run(
         timeout: config.timeout,
         prometheus,
         ui: Arc::new(http::ui::Ui::new(&config)),
+        readiness: Arc::default(),
     };
     let app = with_tracing(http::router(state));
     tracing::info!(

@@ -76,6 +76,8 @@ pub struct AppState {
     pub prometheus: Prometheus,
     /// The report pages.
     pub ui: Arc<ui::Ui>,
+    /// The last `/readyz` answer.
+    pub readiness: Arc<ops::ReadinessCache>,
 }
 
 /// The routes, each described in `/openapi.json` by its handler's `#[utoipa::path]`.

@@ -1,5 +1,7 @@
 //! Operations: `/healthz`, `/readyz` (the store and the runner), `/metrics`.
 
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +30,17 @@ pub(super) struct Readiness {
     store: Check,
     /// The runner.
     runner: Check,
+}
+
+/// How long a readiness answer is kept: probes every few hundred milliseconds, or many at
+/// once, cost one store write and one runner check a second.
+const READINESS_KEPT: Duration = Duration::from_secs(1);
+
+/// The last readiness answer, and when it was made.
+#[derive(Default)]
+pub struct ReadinessCache {
+    /// Held while a check runs, so concurrent probes share it.
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
 }
 
 /// One part's readiness.
@@ -78,7 +91,8 @@ pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the store answers and the runner can run (no token).
+/// Readiness: the store takes a write and the runner can run (no token; an answer is kept
+/// for a second).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -89,11 +103,25 @@ pub(super) async fn healthz() -> Json<Health> {
     ),
 )]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let mut last = state.readiness.last.lock().await;
+    let (status, body) = match last.as_ref() {
+        Some((at, status, body)) if at.elapsed() < READINESS_KEPT => (*status, body.clone()),
+        _ => {
+            let (status, body) = check(&state).await;
+            *last = Some((Instant::now(), status, body.clone()));
+            (status, body)
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Checks the store (a write) and the runner.
+async fn check(state: &AppState) -> (StatusCode, Value) {
     let store = match state.store.ping().await {
         Ok(()) => Check::ok(None, None),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness: store unreachable");
-            Check::failed(None, "store unreachable".into())
+            tracing::warn!(error = %e, "readiness: the store did not take a write");
+            Check::failed(None, "the store did not take a write (see the log)".into())
         }
     };
     let runner = match state.diagnoser.runner() {
@@ -109,15 +137,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(Readiness {
-            ready,
-            store,
-            runner,
-        }),
-    )
-        .into_response()
+    let body = serde_json::to_value(Readiness {
+        ready,
+        store,
+        runner,
+    })
+    .unwrap_or_default();
+    (status, body)
 }
 
 /// Prometheus metrics (text exposition format 0.0.4); the read token when

@@ -98,6 +98,8 @@ pub struct DockerRunner {
     metrics: Arc<Metrics>,
     /// One container check-and-fix at a time.
     ensure: tokio::sync::Mutex<()>,
+    /// Why the last check-and-fix failed (`None`: it did not), for readiness.
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 fn docker_error(context: &str, e: bollard::errors::Error) -> RunnerError {
@@ -159,6 +161,7 @@ impl DockerRunner {
             metrics,
             cfg,
             ensure: tokio::sync::Mutex::new(()),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -246,6 +249,13 @@ impl DockerRunner {
     /// if absent (or stale).
     pub async fn ensure_container(&self) -> Result<(), RunnerError> {
         let _one_at_a_time = self.ensure.lock().await;
+        let result = self.ensure_locked().await;
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            result.as_ref().err().map(|e| e.to_string());
+        result
+    }
+
+    async fn ensure_locked(&self) -> Result<(), RunnerError> {
         let name = self.cfg.container.as_str();
         match self
             .docker
@@ -497,19 +507,10 @@ impl Runner for DockerRunner {
         }
     }
 
+    /// One Docker call: the container's state (the engine answers, and its image was there
+    /// when it was made). An absent container is ready unless the last attempt to make it
+    /// failed (a missing image): that reason is the answer.
     async fn check(&self) -> Result<serde_json::Value, String> {
-        let version = self
-            .docker
-            .version()
-            .await
-            .map_err(|e| format!("docker engine at {} unreachable: {e}", self.cfg.host))?;
-        if let Err(e) = self.docker.inspect_image(&self.cfg.image).await {
-            return Err(if is_not_found(&e) {
-                image_missing(&self.cfg.image)
-            } else {
-                format!("inspecting image {}: {e}", self.cfg.image)
-            });
-        }
         let container = match self
             .docker
             .inspect_container(&self.cfg.container, None::<InspectContainerOptions>)
@@ -520,11 +521,25 @@ impl Runner for DockerRunner {
                 .and_then(|s| s.status)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            Err(e) if is_not_found(&e) => "absent (created on first diagnosis)".into(),
-            Err(e) => return Err(format!("inspecting container {}: {e}", self.cfg.container)),
+            Err(e) if is_not_found(&e) => {
+                let failed = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(why) = failed {
+                    return Err(why);
+                }
+                "absent (created on first diagnosis)".into()
+            }
+            Err(e) => {
+                return Err(format!(
+                    "docker engine at {}: inspecting container {}: {e}",
+                    self.cfg.host, self.cfg.container
+                ))
+            }
         };
         Ok(json!({
-            "engine": version.version,
             "image": self.cfg.image,
             "container": self.cfg.container,
             "containerState": container,

@@ -189,7 +189,8 @@ pub trait BudgetStore: Send + Sync {
 pub trait ReportStore: Send + Sync {
     /// Creates tables/collections and indexes (deployments' too); safe to run again.
     async fn migrate(&self) -> Result<(), StoreError>;
-    /// Answers when the store can be used.
+    /// Answers when the store can be written: a tiny write by the path every write takes
+    /// (a store that reads but cannot write, a full disk, refuses every alert).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Stores a new `generating` report unless the deployment has one. A report without a
     /// deployment snapshot gets the registered deployment's, when there is one.

@@ -58,6 +58,8 @@ const INDEXES: &[(&str, &str)] = &[
 const MAX_CAS_ROUNDS: usize = 16;
 const REPORTS: &str = "reports";
 const HISTORY: &str = "report_history";
+/// The one document readiness writes.
+const LIVENESS: &str = "liveness";
 const DEPLOYMENTS: &str = "deployments";
 const BUDGET: &str = "budget";
 /// The ledger's document.
@@ -572,7 +574,16 @@ impl ReportStore for MongoStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db.run_command(doc! { "ping": 1 }).await?;
+        // A write, acknowledged as every other one is: a primary that cannot take writes
+        // (no majority, a full disk) is not ready, whatever `ping` says.
+        self.db
+            .collection::<Document>(LIVENESS)
+            .update_one(
+                doc! { "_id": "readiness" },
+                doc! { "$set": { "at": bdate(Utc::now()) } },
+            )
+            .upsert(true)
+            .await?;
         Ok(())
     }
 

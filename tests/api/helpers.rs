@@ -71,6 +71,8 @@ pub struct Options {
     pub sections: String,
     /// `Worker.MaxQueue` (0: unlimited).
     pub max_queue: u64,
+    /// `Store.Path` of the embedded store (default: in the test's temporary folder).
+    pub store_path: Option<std::path::PathBuf>,
 }
 
 /// The managed container of a docker-runner test app.
@@ -130,6 +132,7 @@ impl Default for Options {
             mcp: None,
             sections: String::new(),
             max_queue: 0,
+            store_path: None,
         }
     }
 }
@@ -244,7 +247,11 @@ Auth:
         evidence_extra = options.evidence_extra,
         llm = if options.evidence_only { "" } else { llm },
         max_turns = options.max_turns,
-        store_path = dir.join("reports.sqlite3").display(),
+        store_path = options
+            .store_path
+            .clone()
+            .unwrap_or_else(|| dir.join("reports.sqlite3"))
+            .display(),
         python = python.display(),
         script = script.display(),
         bearer = options.bearer.unwrap_or(""),

@@ -31,6 +31,7 @@ mod notify;
 mod openapi;
 mod providers;
 mod range_summary;
+mod readiness;
 mod release_verdict;
 mod reports;
 mod store_contract;

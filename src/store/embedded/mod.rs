@@ -79,6 +79,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../../migrations/sqlite/0012_unmeasured.sql"),
     ),
+    (
+        13,
+        include_str!("../../../migrations/sqlite/0013_liveness.sql"),
+    ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]
@@ -97,7 +101,14 @@ pub struct EmbeddedStore {
     /// Tells the checkpointer that something was written; dropped with the last handle
     /// (and the writer thread's), which stops it.
     wrote: std::sync::mpsc::Sender<()>,
+    /// The folder of the store's files, whose free space readiness checks.
+    dir: Arc<std::path::PathBuf>,
 }
+
+/// Free space below which the store is not ready: SQLite reuses its log's space, so a
+/// small write can still pass on a disk too full for a new report (measured on a full
+/// tmpfs: intake answered 503 while a one-row readiness write went through).
+pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 impl EmbeddedStore {
     /// Stores `value` as JSON in `column` of version `version` while it is at `stage`;
@@ -175,7 +186,12 @@ impl EmbeddedStore {
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_wal(&checkpointer, &written, &wal))
             .map_err(|e| StoreError::Task(format!("starting the store's checkpointer: {e}")))?;
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir.to_path_buf(),
+            None => std::path::PathBuf::from("."),
+        };
         Ok(Self {
+            dir: Arc::new(dir),
             conn,
             reader: Arc::new(Mutex::new(reader)),
             writes,
@@ -221,6 +237,15 @@ impl EmbeddedStore {
         answer
             .await
             .map_err(|_| StoreError::Task("the write was dropped before its commit".into()))?
+    }
+
+    /// Bytes free for the store's files.
+    fn free_bytes(&self) -> Result<u64, StoreError> {
+        let stat = nix::sys::statvfs::statvfs(self.dir.as_path()).map_err(|e| StoreError::Io {
+            path: self.dir.display().to_string(),
+            source: e.into(),
+        })?;
+        Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
     }
 
     /// Queues a write for the writer thread, waiting for room.

@@ -96,8 +96,26 @@ impl ReportStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        let free = self.free_bytes()?;
+        if free < super::MIN_FREE_BYTES {
+            return Err(StoreError::Io {
+                path: self.dir.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{free} bytes free, fewer than {}", super::MIN_FREE_BYTES),
+                ),
+            });
+        }
+        let now = ms(Utc::now());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO liveness (id, at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                [now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
