@@ -53,6 +53,7 @@ pub struct Metrics {
     verdicts: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
     task_panics: Family<Labels, Counter>,
+    history_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -137,6 +138,12 @@ impl Metrics {
             "Notification attempts, by sink and outcome (delivered, retry, failed, disabled)",
             notifications.clone(),
         );
+        let history_dropped = Counter::default();
+        registry.register(
+            "history_dropped",
+            "Report versions dropped from history past Report.MaxHistory",
+            history_dropped.clone(),
+        );
         let task_panics = Family::<Labels, Counter>::default();
         registry.register(
             "task_panics",
@@ -186,7 +193,13 @@ impl Metrics {
             verdicts,
             notifications,
             task_panics,
+            history_dropped,
         }
+    }
+
+    /// Counts versions dropped from a report's history.
+    pub fn history_dropped(&self, versions: u64) {
+        self.history_dropped.inc_by(versions);
     }
 
     /// Counts a panic caught in a task of `pool`.

@@ -161,6 +161,8 @@ pub async fn run(
         wake: Arc::clone(&wake),
         metrics: Arc::clone(&metrics),
         watch_minutes: config.deployments.watch.as_secs() / 60,
+        rerun_after: config.worker.rerun_after,
+        max_history: config.report.max_history.get(),
     };
     let queue = QueueGate::start(config.worker.max_queue, Arc::clone(&store));
     let state = AppState {

@@ -83,6 +83,9 @@ pub const KEYS: &[&str] = &[
     "Worker.MaxAttempts",
     "Worker.ShutdownGraceSeconds",
     "Worker.MaxQueue",
+    "Worker.RerunAfterSeconds",
+    "Report",
+    "Report.MaxHistory",
     "Evidence",
     "Evidence.Enabled",
     "Evidence.TimeoutSeconds",
@@ -181,6 +184,8 @@ pub struct Config {
     pub docker: DockerConfig,
     /// The background workers that run diagnoses.
     pub worker: WorkerConfig,
+    /// What a report keeps.
+    pub report: ReportConfig,
     /// The evidence stage: facts measured from Prometheus before the runner starts.
     pub evidence: EvidenceConfig,
     /// The alert webhook and the other write endpoints.
@@ -222,6 +227,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             docker: DockerConfig::default(),
             worker: WorkerConfig::default(),
+            report: ReportConfig::default(),
             evidence: EvidenceConfig::default(),
             webhook: WebhookConfig::default(),
             auth: AuthConfig::default(),
@@ -632,6 +638,31 @@ pub struct WorkerConfig {
     /// (0: unlimited).
     #[serde(rename = "maxqueue")]
     pub max_queue: u64,
+    /// A failed report is diagnosed again for a new firing alert at most once in this
+    /// long, however many alerts come (a flapping failure would otherwise re-run, and
+    /// spend the AI, on every one).
+    #[serde(
+        rename = "rerunafterseconds",
+        deserialize_with = "value::seconds::<0, _>"
+    )]
+    pub rerun_after: Duration,
+}
+
+/// `Report.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReportConfig {
+    /// Versions a report keeps in its history; a re-diagnosis past it drops the oldest.
+    #[serde(rename = "maxhistory", deserialize_with = "value::at_least::<1, _, _>")]
+    pub max_history: NonZeroU32,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            max_history: NonZeroU32::new(20).expect("not zero"),
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -643,6 +674,7 @@ impl Default for WorkerConfig {
             max_attempts: NonZeroU32::new(3).expect("not zero"),
             shutdown_grace: Duration::from_secs(30),
             max_queue: 10_000,
+            rerun_after: Duration::from_secs(300),
         }
     }
 }

@@ -205,13 +205,21 @@ pub(super) async fn rediagnose(
 
 /// Queues a new version of `id`'s report.
 pub(super) async fn restart(state: &AppState, id: &DeploymentId) -> Result<Report, ApiError> {
-    match state.store.rediagnose(id, Utc::now()).await? {
+    let now = Utc::now();
+    match state
+        .intake
+        .rediagnose(id, now, state.intake.restart(now, false))
+        .await?
+    {
         Rediagnose::NotFound => Err(ApiError::NotFound(id.to_string())),
         Rediagnose::InProgress => Err(ApiError::Conflict(format!(
             "a diagnosis of deployment {id} is already running or queued"
         ))),
-        Rediagnose::Restarted(report) => {
-            state.wake.queued();
+        // A person's re-diagnosis is never too soon.
+        Rediagnose::TooSoon(_) => Err(ApiError::Conflict(format!(
+            "deployment {id} cannot be diagnosed again yet"
+        ))),
+        Rediagnose::Restarted { report, .. } => {
             tracing::info!(deployment_id = %id, version = report.version, "re-diagnosis queued");
             Ok(*report)
         }

@@ -7,7 +7,7 @@
 //! | none | a new report, diagnosed (`started`) | nothing (`skipped`) |
 //! | `generating` | recorded on it; the diagnosis or its retry sees it (`attached`) | `resolvedAt` stamped (`resolved`) |
 //! | `completed` | recorded on it; no new diagnosis (`recorded`) | `resolvedAt` stamped |
-//! | `failed` | recorded, and the report diagnosed again, the failed version kept in history (`restarted`) | `resolvedAt` stamped |
+//! | `failed` | recorded, and the report diagnosed again, the failed version kept in history (`restarted`); within `Worker.RerunAfterSeconds` of the failure only recorded (`recorded`) | `resolvedAt` stamped |
 //!
 //! The same alert sent again (Alertmanager resends until answered) changes nothing
 //! (`exists`).
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::model::alert::{Alert, AlertStatus, DeploymentId};
 use crate::model::deployment::{host_key, Deployment};
 use crate::model::report::{Related, RelatedAlert, Report, ReportStatus};
-use crate::store::{DeploymentStore, Insert, Rediagnose, ReportStore, StoreError, Wake};
+use crate::store::{DeploymentStore, Insert, Rediagnose, ReportStore, Restart, StoreError, Wake};
 
 /// Why an alert is about no deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,9 +243,42 @@ pub struct Intake {
     pub metrics: Arc<Metrics>,
     /// `Deployments.WatchMinutes`.
     pub watch_minutes: u64,
+    /// `Worker.RerunAfterSeconds`.
+    pub rerun_after: std::time::Duration,
+    /// `Report.MaxHistory`.
+    pub max_history: u32,
 }
 
 impl Intake {
+    /// What a re-diagnosis asked at `now` may do: a person's (`automatic` false) runs
+    /// whenever asked; a new alert's re-run of a failed report waits
+    /// `Worker.RerunAfterSeconds` after the last failure.
+    pub fn restart(&self, now: DateTime<Utc>, automatic: bool) -> Restart {
+        let rerun_after = chrono::Duration::from_std(self.rerun_after).unwrap_or_default();
+        Restart {
+            max_history: self.max_history,
+            failed_before: automatic.then(|| now - rerun_after),
+        }
+    }
+
+    /// Re-diagnoses the report of `id` under `restart`: the new version is queued and the
+    /// history it dropped counted.
+    pub async fn rediagnose(
+        &self,
+        id: &DeploymentId,
+        now: DateTime<Utc>,
+        restart: Restart,
+    ) -> Result<Rediagnose, StoreError> {
+        let answer = self.store.rediagnose(id, now, restart).await?;
+        if let Rediagnose::Restarted { dropped, .. } = &answer {
+            self.wake.queued();
+            if *dropped > 0 {
+                self.metrics.history_dropped(*dropped);
+            }
+        }
+        Ok(answer)
+    }
+
     /// Takes one alert: every change it makes is stored before this returns (a `202`
     /// means it is on disk).
     pub async fn take(
@@ -362,9 +395,13 @@ impl Intake {
             .reason(format!(
                 "the report is completed; the alert is recorded on it as related; {rediagnose}"
             )),
-            Related::Added(ReportStatus::Failed) => match self.store.rediagnose(&id, now).await? {
-                Rediagnose::Restarted(restarted) => {
-                    self.wake.queued();
+            Related::Added(ReportStatus::Failed) => match self
+                .rediagnose(&id, now, self.restart(now, true))
+                .await?
+            {
+                Rediagnose::Restarted {
+                    report: restarted, ..
+                } => {
                     tracing::info!(deployment_id = %id, version = restarted.version, "failed report diagnosed again for a new alert");
                     AlertResult {
                         outcome: Outcome::Restarted,
@@ -387,6 +424,18 @@ impl Intake {
                     ..result
                 }
                 .reason("the report was deleted meanwhile; send the alert again"),
+                Rediagnose::TooSoon(failed_at) => AlertResult {
+                    outcome: Outcome::Recorded,
+                    status: Some(ReportStatus::Failed),
+                    ..result
+                }
+                .reason(format!(
+                    "the last diagnosis failed at {}; a new alert runs it again at most once \
+                     in {} s (Worker.RerunAfterSeconds), so the alert is recorded on it; \
+                     {rediagnose}",
+                    failed_at.to_rfc3339(),
+                    self.rerun_after.as_secs()
+                )),
             },
         })
     }

@@ -101,6 +101,42 @@ pub fn due(notifications: &[Notification]) -> Option<DateTime<Utc>> {
         .min()
 }
 
+/// Notifications kept per sink: the newest versions' (a report diagnosed again and again
+/// would otherwise carry one more per sink each time, rewritten whole at every delivery).
+pub const KEPT_PER_SINK: usize = 3;
+
+/// The notifications of a report that is diagnosed again as `version`: those still
+/// pending of earlier versions are given up (the new version's ending is sent instead),
+/// and only the newest [`KEPT_PER_SINK`] of each sink are kept.
+pub fn superseded_by(notifications: &[Notification], version: u32) -> Vec<Notification> {
+    let given_up = notifications.iter().cloned().map(|mut n| {
+        if n.pending() && n.version < version {
+            n.state = DeliveryState::Failed;
+            n.last_error = Some(format!(
+                "superseded: version {} was re-diagnosed before this was delivered",
+                n.version
+            ));
+        }
+        n
+    });
+    compact(&given_up.collect::<Vec<_>>())
+}
+
+/// The newest [`KEPT_PER_SINK`] notifications of each sink (by version), in their order.
+pub fn compact(notifications: &[Notification]) -> Vec<Notification> {
+    notifications
+        .iter()
+        .filter(|n| {
+            notifications
+                .iter()
+                .filter(|o| o.sink == n.sink && o.version > n.version)
+                .count()
+                < KEPT_PER_SINK
+        })
+        .cloned()
+        .collect()
+}
+
 /// `stored` with `updates` applied: an update replaces the notification of its id, and
 /// notifications added meanwhile (a newer version finished) are kept.
 pub fn merge(stored: &[Notification], updates: &[Notification]) -> Vec<Notification> {
@@ -138,5 +174,35 @@ mod tests {
         assert_eq!(due(&merged), Some(now));
         assert_eq!(due(&[delivered]), None);
         assert_eq!(a.id, "r1.1.ops");
+    }
+
+    #[test]
+    fn a_report_diagnosed_again_keeps_the_newest_notifications_of_each_sink() {
+        let now = Utc::now();
+        let mut all = Vec::new();
+        for version in 1..=10 {
+            for sink in ["ops", "chat"] {
+                let mut n = Notification::new("r1", version, sink, Event::Failed, now);
+                if version < 10 {
+                    n.state = DeliveryState::Delivered;
+                }
+                all.push(n);
+            }
+        }
+        let kept = superseded_by(&all, 11);
+        assert_eq!(kept.len(), 2 * KEPT_PER_SINK);
+        assert!(kept.iter().all(|n| n.version >= 8), "{kept:#?}");
+        let last = kept.iter().find(|n| n.version == 10).unwrap();
+        assert_eq!(
+            last.state,
+            DeliveryState::Failed,
+            "the pending one is given up"
+        );
+        assert!(last
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("superseded"));
+        assert_eq!(due(&kept), None, "nothing left for the outbox to claim");
     }
 }

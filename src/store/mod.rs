@@ -73,8 +73,27 @@ pub enum Rediagnose {
     NotFound,
     /// A diagnosis is running or waiting; nothing changed.
     InProgress,
+    /// A failed report whose last diagnosis ended at this time, after the policy's
+    /// `failed_before`: nothing changed.
+    TooSoon(DateTime<Utc>),
     /// The old version is in history; the report is `generating` again.
-    Restarted(Box<Report>),
+    Restarted {
+        /// The new version.
+        report: Box<Report>,
+        /// Versions dropped from the history past `Report.MaxHistory`.
+        dropped: u64,
+    },
+}
+
+/// What a re-diagnosis may do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Restart {
+    /// Versions kept in history at most; the oldest go past it (`Report.MaxHistory`).
+    pub max_history: u32,
+    /// Restart a failed report only when its last diagnosis ended before this (a new
+    /// alert's automatic re-run, at most once per `Worker.RerunAfterSeconds`); `None`:
+    /// whenever asked (a person's re-diagnosis).
+    pub failed_before: Option<DateTime<Utc>>,
 }
 
 /// Where a page of a listing ends: the last item's creation time and key (a report's id, a
@@ -305,12 +324,15 @@ pub trait ReportStore: Send + Sync {
         owner: &str,
         finish: &Finish,
     ) -> Result<bool, StoreError>;
-    /// Keeps the current version as history and makes the report `generating` again as
-    /// [`rules::restart`] says, unless it is generating already.
+    /// Keeps the current version as history (dropping the oldest past
+    /// `restart.max_history`) and makes the report `generating` again as
+    /// [`rules::restart`] says, unless it is generating already or `restart` says it is too
+    /// soon ([`rules::too_soon`]).
     async fn rediagnose(
         &self,
         deployment_id: &DeploymentId,
         now: DateTime<Utc>,
+        restart: Restart,
     ) -> Result<Rediagnose, StoreError>;
     /// Previous versions, newest first.
     async fn history(&self, deployment_id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError>;

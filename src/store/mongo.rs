@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::{self, Merge};
 use super::{
-    BudgetStore, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, StoreError,
-    Upsert,
+    BudgetStore, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore, Restart,
+    StoreError, Upsert,
 };
 use crate::model::alert::{Alert, DeploymentId};
 use crate::model::budget::{BudgetLedger, Caps, Exhausted};
@@ -989,6 +989,7 @@ impl ReportStore for MongoStore {
         &self,
         deployment_id: &DeploymentId,
         now: DateTime<Utc>,
+        restart: Restart,
     ) -> Result<Rediagnose, StoreError> {
         for _ in 0..MAX_CAS_ROUNDS {
             let Some(doc) = self
@@ -1004,6 +1005,9 @@ impl ReportStore for MongoStore {
             let current = doc.into_report()?;
             if !rules::may_restart(&current) {
                 return Ok(Rediagnose::InProgress);
+            }
+            if let Some(failed_at) = rules::too_soon(&current, restart.failed_before) {
+                return Ok(Rediagnose::TooSoon(failed_at));
             }
             // History first (idempotent on {deploymentId, version}), then the conditional
             // switch: a crash in between leaves a history entry and an unchanged report,
@@ -1045,7 +1049,21 @@ impl ReportStore for MongoStore {
                 )
                 .await?;
             if result.matched_count == 1 {
-                return Ok(Rediagnose::Restarted(Box::new(restarted)));
+                // Past the cap, the oldest versions go (a crash before this leaves them
+                // until the next re-diagnosis: a longer history, nothing lost).
+                let oldest = rules::oldest_kept(current.version, restart.max_history);
+                let dropped = self
+                    .history
+                    .delete_many(doc! {
+                        "deploymentId": deployment_id.as_str(),
+                        "version": { "$lt": i64::from(oldest) },
+                    })
+                    .await?
+                    .deleted_count;
+                return Ok(Rediagnose::Restarted {
+                    report: Box::new(restarted),
+                    dropped,
+                });
             }
         }
         // Restarted by someone else, or its related alerts kept changing: either way a

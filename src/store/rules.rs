@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::model::notify;
 use crate::model::report::{
     RelatedAlert, Report, ReportBody, ReportStatus, RunnerKind, MAX_RELATED_ALERTS,
 };
@@ -51,7 +52,7 @@ pub fn restart(report: &Report, now: DateTime<Utc>) -> Report {
         alert: report.alert.clone(),
         related_alerts: report.related_alerts.clone(),
         deployment: report.deployment.clone(),
-        notifications: report.notifications.clone(),
+        notifications: notify::superseded_by(&report.notifications, report.version + 1),
         created_time: report.created_time,
         version: report.version + 1,
         updated_time: now,
@@ -62,6 +63,20 @@ pub fn restart(report: &Report, now: DateTime<Utc>) -> Report {
 /// Whether a report may be re-diagnosed: not while a diagnosis is queued or running.
 pub fn may_restart(report: &Report) -> bool {
     report.status != ReportStatus::Generating
+}
+
+/// When a failed report's last diagnosis ended, if that is after `failed_before` (an
+/// automatic re-run waits until then); `None` when it may run again now.
+pub fn too_soon(report: &Report, failed_before: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    let before = failed_before?;
+    (report.status == ReportStatus::Failed && report.updated_time > before)
+        .then_some(report.updated_time)
+}
+
+/// The oldest version a history of at most `max_history` versions keeps once `version`
+/// joins it; the versions before it are dropped.
+pub fn oldest_kept(version: u32, max_history: u32) -> u32 {
+    version.saturating_sub(max_history.max(1)) + 1
 }
 
 /// The design's `content` text of a version: the answer's JSON, or empty when it has none.

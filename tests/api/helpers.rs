@@ -73,6 +73,8 @@ pub struct Options {
     pub max_queue: u64,
     /// `Store.Path` of the embedded store (default: in the test's temporary folder).
     pub store_path: Option<std::path::PathBuf>,
+    /// `Worker.RerunAfterSeconds` (0 here: a new alert re-runs a failed report at once).
+    pub rerun_after_s: u64,
 }
 
 /// The managed container of a docker-runner test app.
@@ -133,6 +135,7 @@ impl Default for Options {
             sections: String::new(),
             max_queue: 0,
             store_path: None,
+            rerun_after_s: 0,
         }
     }
 }
@@ -225,6 +228,7 @@ Worker:
   PollSeconds: 1
   ShutdownGraceSeconds: 5
   MaxQueue: {max_queue}
+  RerunAfterSeconds: {rerun_after}
 Evidence:
   Enabled: {evidence}
   Concurrency: {evidence_concurrency}
@@ -259,6 +263,7 @@ Auth:
         protect_metrics = options.protect_metrics,
         sections = options.sections,
         max_queue = options.max_queue,
+        rerun_after = options.rerun_after_s,
     )
 }
 

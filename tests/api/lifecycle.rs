@@ -74,6 +74,51 @@ async fn a_new_alert_reruns_a_failed_report_keeping_the_failed_version() {
 }
 
 #[tokio::test]
+async fn a_flapping_failure_is_run_again_at_most_once_per_rerun_interval() {
+    let app = spawn_app(Options {
+        script: Script::StatusThenReport {
+            status: 400,
+            times: 1,
+            query: "up".into(),
+        },
+        rerun_after_s: 3600,
+        sections: "Report:\n  MaxHistory: 2\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("flap");
+    outcome(&app, &alertmanager_body(&id, "firing")).await;
+    assert_eq!(app.wait_final(&id).await["status"], "failed");
+    let asked = app.llm.requests().len();
+
+    // A burst of new alerts (the failure flaps): each is recorded, none re-runs it.
+    for n in 0..5 {
+        let answer = outcome(&app, &another(&id, "firing", &format!("Flap{n}"))).await;
+        assert_eq!(answer["outcome"], "recorded", "{answer}");
+        assert!(
+            answer["reason"]
+                .as_str()
+                .unwrap()
+                .contains("Worker.RerunAfterSeconds"),
+            "{answer}"
+        );
+    }
+    let (_, report) = app.get(&format!("/reports/{id}")).await;
+    assert_eq!(
+        (report["status"].clone(), report["version"].clone()),
+        (json!("failed"), json!(1))
+    );
+    assert_eq!(report["relatedAlerts"].as_array().unwrap().len(), 5);
+    assert_eq!(app.llm.requests().len(), asked, "no AI spent on the burst");
+    // A person may still run it again at once.
+    let (status, _) = app
+        .post_json(&format!("/reports/{id}/rediagnose"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(app.wait_final(&id).await["version"], 2);
+}
+
+#[tokio::test]
 async fn further_alerts_are_recorded_a_completed_report_is_not_rerun_and_resolution_is_stamped() {
     let app = spawn_app(Options {
         llm_delay: std::time::Duration::from_millis(1500),

@@ -25,7 +25,7 @@ use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
     BudgetStore, Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore,
-    StoreError, Upsert,
+    Restart, StoreError, Upsert,
 };
 use futures_util::TryStreamExt;
 
@@ -80,6 +80,14 @@ fn finish(status: ReportStatus, minute: u32) -> Finish {
         release: (status == ReportStatus::Failed)
             .then(|| release_verdict(Attribution::Inconclusive)),
         notify: Vec::new(),
+    }
+}
+
+/// A person's re-diagnosis, with the default history.
+fn restart() -> Restart {
+    Restart {
+        max_history: 20,
+        failed_before: None,
     }
 }
 
@@ -390,14 +398,21 @@ async fn contract(store: Arc<dyn ReportStore>) {
 
     // Re-diagnosis keeps history, refuses while generating.
     assert_eq!(
-        store.rediagnose(&id("dep-c"), now).await.unwrap(),
+        store
+            .rediagnose(&id("dep-c"), now, restart())
+            .await
+            .unwrap(),
         Rediagnose::InProgress
     );
     assert_eq!(
-        store.rediagnose(&id("nope"), now).await.unwrap(),
+        store.rediagnose(&id("nope"), now, restart()).await.unwrap(),
         Rediagnose::NotFound
     );
-    let Rediagnose::Restarted(again) = store.rediagnose(&id("dep-a"), now).await.unwrap() else {
+    let Rediagnose::Restarted { report: again, .. } = store
+        .rediagnose(&id("dep-a"), now, restart())
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     assert_eq!(
@@ -408,7 +423,10 @@ async fn contract(store: Arc<dyn ReportStore>) {
     assert!(again.evidence.is_none(), "a new version gathers anew");
     assert!(again.engine.is_none() && again.ai_error.is_none() && again.feedback.is_none());
     assert_eq!(
-        store.rediagnose(&id("dep-a"), now).await.unwrap(),
+        store
+            .rediagnose(&id("dep-a"), now, restart())
+            .await
+            .unwrap(),
         Rediagnose::InProgress
     );
     let history = store.history(&id("dep-a")).await.unwrap();
@@ -541,7 +559,11 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
         .finish(&id("q-1"), "w", &finish(ReportStatus::Failed, 1))
         .await
         .unwrap());
-    let Rediagnose::Restarted(again) = store.rediagnose(&id("q-1"), later).await.unwrap() else {
+    let Rediagnose::Restarted { report: again, .. } = store
+        .rediagnose(&id("q-1"), later, restart())
+        .await
+        .unwrap()
+    else {
         panic!("q-1 is failed")
     };
     assert!(again.needs_evidence());
@@ -554,6 +576,84 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
             .unwrap(),
         "the old version's gathering is not stored on the new one"
     );
+}
+
+/// What a report keeps as it is diagnosed again and again: at most `max_history` versions
+/// in history (the oldest dropped, and said how many), and a failed report diagnosed again
+/// by a new alert no sooner than the policy allows.
+async fn growth_contract(store: Arc<dyn ReportStore>) {
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.insert(&report("g-1", 1)).await.unwrap(),
+        Insert::Inserted
+    );
+    let keep_two = Restart {
+        max_history: 2,
+        failed_before: None,
+    };
+    let mut dropped = 0;
+    for version in 1..=5 {
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, version, 0).unwrap();
+        let claimed = store
+            .claim_next("w", now, now + Duration::seconds(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.version, version);
+        assert!(store
+            .finish(&id("g-1"), "w", &finish(ReportStatus::Failed, version))
+            .await
+            .unwrap());
+        let Rediagnose::Restarted { dropped: d, .. } =
+            store.rediagnose(&id("g-1"), now, keep_two).await.unwrap()
+        else {
+            panic!("version {version} is failed")
+        };
+        dropped += d;
+    }
+    let versions: Vec<u32> = store
+        .history(&id("g-1"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.version)
+        .collect();
+    assert_eq!(versions, vec![5, 4], "the newest two");
+    assert_eq!(dropped, 3, "each dropped version counted once");
+
+    // Version 6 fails at 11:06: a new alert's re-run waits until the policy's time.
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 30, 0).unwrap();
+    store
+        .claim_next("w", now, now + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .finish(&id("g-1"), "w", &finish(ReportStatus::Failed, 6))
+        .await
+        .unwrap());
+    let failed_at = Utc.with_ymd_and_hms(2026, 11, 25, 11, 6, 0).unwrap();
+    let too_soon = Restart {
+        failed_before: Some(failed_at - Duration::seconds(1)),
+        ..keep_two
+    };
+    assert_eq!(
+        store.rediagnose(&id("g-1"), now, too_soon).await.unwrap(),
+        Rediagnose::TooSoon(failed_at)
+    );
+    assert_eq!(
+        store.get(&id("g-1")).await.unwrap().unwrap().version,
+        6,
+        "nothing changed"
+    );
+    let in_time = Restart {
+        failed_before: Some(failed_at + Duration::seconds(1)),
+        ..keep_two
+    };
+    assert!(matches!(
+        store.rediagnose(&id("g-1"), now, in_time).await.unwrap(),
+        Rediagnose::Restarted { .. }
+    ));
 }
 
 /// The AI budgets: one ledger for every handle on the store.
@@ -624,10 +724,19 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
         "not due yet"
     );
 
-    // A re-diagnosis keeps the outbox; its ending adds to it.
-    let Rediagnose::Restarted(_) = store.rediagnose(&id("out-1"), now).await.unwrap() else {
+    // A re-diagnosis keeps the outbox, the earlier version's pending message given up
+    // (the new version's ending is sent instead); its ending adds to it.
+    let Rediagnose::Restarted { .. } = store
+        .rediagnose(&id("out-1"), now, restart())
+        .await
+        .unwrap()
+    else {
         panic!("not restarted");
     };
+    let mut superseded = retry.clone();
+    superseded.state = DeliveryState::Failed;
+    superseded.last_error =
+        Some("superseded: version 1 was re-diagnosed before this was delivered".into());
     assert_eq!(
         store
             .get(&id("out-1"))
@@ -635,7 +744,7 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
             .unwrap()
             .unwrap()
             .notifications,
-        vec![retry.clone()]
+        vec![superseded.clone()]
     );
     let claimed = store
         .claim_next("w2", now, now + Duration::seconds(30))
@@ -651,7 +760,7 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.notifications, vec![retry.clone(), second.clone()]);
+    assert_eq!(got.notifications, vec![superseded.clone(), second.clone()]);
 
     // A delivery that read only the first writes it back without losing the second.
     let mut delivered = retry.clone();
@@ -1029,6 +1138,8 @@ async fn the_embedded_store_meets_the_store_contract() {
     evidence_queue_contract(Arc::new(store)).await;
     let store = EmbeddedStore::open(&dir.path().join("outbox.sqlite3")).unwrap();
     outbox_contract(Arc::new(store)).await;
+    let store = EmbeddedStore::open(&dir.path().join("growth.sqlite3")).unwrap();
+    growth_contract(Arc::new(store)).await;
     let path = dir.path().join("budget.sqlite3");
     let (store, other) = (
         EmbeddedStore::open(&path).unwrap(),
@@ -1052,6 +1163,9 @@ async fn the_mongo_store_meets_the_store_contract() {
     let db = format!("dd_outbox_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
     outbox_contract(Arc::new(store)).await;
+    let db = format!("dd_growth_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    growth_contract(Arc::new(store)).await;
     let db = format!("dd_budget_{}", uuid::Uuid::new_v4().simple());
     let (store, other) = (
         MongoStore::connect(&server.url, &db).await.unwrap(),

@@ -22,7 +22,9 @@ use deploy_diagnosis::model::report::{
 };
 use deploy_diagnosis::model::verdict::ReleaseVerdict;
 use deploy_diagnosis::store::embedded::EmbeddedStore;
-use deploy_diagnosis::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError, Wake};
+use deploy_diagnosis::store::{
+    Insert, ListFilter, Rediagnose, ReportStore, Restart, StoreError, Wake,
+};
 use deploy_diagnosis::worker::{WorkerContext, WorkerPool};
 
 use crate::fake_llm::{FakeLlm, Script};
@@ -186,8 +188,9 @@ impl ReportStore for Flaky {
         &self,
         id: &DeploymentId,
         now: DateTime<Utc>,
+        restart: Restart,
     ) -> Result<Rediagnose, StoreError> {
-        self.inner.rediagnose(id, now).await
+        self.inner.rediagnose(id, now, restart).await
     }
     async fn history(&self, id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history(id).await

@@ -22,7 +22,7 @@ use crate::model::report::{
 };
 use crate::model::verdict::ReleaseVerdict;
 use crate::store::rules::{self, Merge};
-use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, StoreError};
+use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, Restart, StoreError};
 
 /// Writes every field a version owns (all but the alert, related alerts, times of creation
 /// and the deployment id) from `r`.
@@ -522,6 +522,7 @@ impl ReportStore for EmbeddedStore {
         &self,
         deployment_id: &DeploymentId,
         now: DateTime<Utc>,
+        restart: Restart,
     ) -> Result<Rediagnose, StoreError> {
         let id = deployment_id.clone();
         self.with(move |conn| {
@@ -530,6 +531,9 @@ impl ReportStore for EmbeddedStore {
             };
             if !rules::may_restart(&current) {
                 return Ok(Rediagnose::InProgress);
+            }
+            if let Some(failed_at) = rules::too_soon(&current, restart.failed_before) {
+                return Ok(Rediagnose::TooSoon(failed_at));
             }
             let h = current.to_history();
             let key = h.deployment_id.as_str();
@@ -551,9 +555,16 @@ impl ReportStore for EmbeddedStore {
                     h.feedback.as_ref().map(|f| to_json(key, f)).transpose()?,
                 ],
             )?;
+            let dropped = conn.execute(
+                "DELETE FROM report_history WHERE deployment_id = ?1 AND version < ?2",
+                params![key, rules::oldest_kept(h.version, restart.max_history)],
+            )?;
             let restarted = rules::restart(&current, now);
             write_version(conn, &restarted)?;
-            Ok(Rediagnose::Restarted(Box::new(restarted)))
+            Ok(Rediagnose::Restarted {
+                report: Box::new(restarted),
+                dropped: dropped as u64,
+            })
         })
         .await
     }
