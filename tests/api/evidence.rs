@@ -393,80 +393,15 @@ async fn a_burst_gets_its_evidence_while_the_ai_workers_are_busy() {
     );
 }
 
-/// A pass-through to a Prometheus that counts the requests under way at once.
-struct CountingProxy {
-    url: String,
-    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl CountingProxy {
-    async fn start(upstream: &str) -> Self {
-        use axum::extract::{Request, State};
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-        #[derive(Clone)]
-        struct Shared {
-            upstream: String,
-            client: reqwest::Client,
-            now: Arc<AtomicUsize>,
-            peak: Arc<AtomicUsize>,
-            total: Arc<AtomicUsize>,
-        }
-        async fn pass(State(s): State<Shared>, request: Request) -> axum::response::Response {
-            let at = s.now.fetch_add(1, Ordering::SeqCst) + 1;
-            s.peak.fetch_max(at, Ordering::SeqCst);
-            s.total.fetch_add(1, Ordering::SeqCst);
-            let path = request
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            let answer = s
-                .client
-                .get(format!("{}{path}", s.upstream))
-                .send()
-                .await
-                .unwrap();
-            let status = answer.status().as_u16();
-            let body = answer.bytes().await.unwrap();
-            // Held a moment, so requests that could overlap do.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            s.now.fetch_sub(1, Ordering::SeqCst);
-            (
-                axum::http::StatusCode::from_u16(status).unwrap(),
-                [("content-type", "application/json")],
-                body,
-            )
-                .into_response()
-        }
-        use axum::response::IntoResponse;
-        let shared = Shared {
-            upstream: upstream.to_owned(),
-            client: reqwest::Client::new(),
-            now: Arc::default(),
-            peak: Arc::default(),
-            total: Arc::default(),
-        };
-        let (peak, total) = (shared.peak.clone(), shared.total.clone());
-        let app = axum::Router::new().fallback(pass).with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, peak, total }
-    }
-}
-
 #[tokio::test]
 async fn an_alert_on_a_whole_job_measures_its_own_hosts_first_within_the_limits() {
-    use std::sync::atomic::Ordering;
     // An aggregated rule's alert: `job` and no `instance` or `hostname`, on a job of 30
     // instances. Its rule's own series name three of them.
     let fleet = servers::fleet(30).await;
-    let proxy = CountingProxy::start(&fleet.url).await;
+    let proxy = servers::PrometheusProxy::start(&fleet.url, None).await;
     let app = spawn_app(Options {
         evidence_only: true,
-        prometheus_url: Some(proxy.url.clone()),
+        prometheus_url: Some(proxy.address.clone()),
         evidence_extra: "  MaxHosts: 3\n  MaxQueriesInFlight: 2\n",
         ..Options::default()
     })
@@ -513,10 +448,7 @@ async fn an_alert_on_a_whole_job_measures_its_own_hosts_first_within_the_limits(
         "the report says which hosts it did not measure: {}",
         report["content"]
     );
-    let (peak, total) = (
-        proxy.peak.load(Ordering::SeqCst),
-        proxy.total.load(Ordering::SeqCst),
-    );
+    let (total, peak) = proxy.counts();
     assert!(
         total > 20 && (1..=2).contains(&peak),
         "{total} queries, at most {peak} at once (Evidence.MaxQueriesInFlight: 2)"

@@ -121,61 +121,78 @@ pub struct PromStack {
 
 static PROM: OnceCell<PromStack> = OnceCell::const_new();
 
+/// A node_exporter with these collectors and a Prometheus scraping it as `scrape` says
+/// (`{node}` stands for the exporter's address), in `dir`; their URLs.
+fn start_stack(
+    dir: &std::path::Path,
+    collectors: &[&str],
+    scrape: impl Fn(&str) -> String,
+) -> (String, String, Guarded, Guarded) {
+    let hint = "install Debian's prometheus and prometheus-node-exporter (scripts/test does)";
+    let prom_bin = require("/usr/bin/prometheus", hint);
+    let node_bin = require("/usr/bin/prometheus-node-exporter", hint);
+    let (prom_port, node_port) = (free_port(), free_port());
+    let node_address = format!("127.0.0.1:{node_port}");
+    let mut args = vec![
+        format!("--web.listen-address={node_address}"),
+        "--collector.disable-defaults".into(),
+    ];
+    args.extend(collectors.iter().map(|c| format!("--collector.{c}")));
+    let node = start_guarded(&node_bin, &args, &dir.join("node.log"));
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, scrape(&node_address)).unwrap();
+    let url = format!("http://127.0.0.1:{prom_port}");
+    let prom = start_guarded(
+        &prom_bin,
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+        ],
+        &dir.join("prometheus.log"),
+    );
+    (url, node_address, prom, node)
+}
+
+/// Waits until the instant `query` answers `want`.
+async fn wait_answer(url: &str, query: &str, want: &str) {
+    wait_http(&format!("{url}/-/ready"), "prometheus").await;
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let body: serde_json::Value = client
+            .get(format!("{url}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["data"]["result"][0]["value"][1] == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus never answered {want} to {query}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// The shared Prometheus stack, started on first use and scraped at least once.
 pub async fn prometheus() -> &'static PromStack {
     PROM.get_or_init(|| async {
-        let hint = "install Debian's prometheus and prometheus-node-exporter (scripts/test does)";
-        let prom_bin = require("/usr/bin/prometheus", hint);
-        let node_bin = require("/usr/bin/prometheus-node-exporter", hint);
         let dir = tempfile::tempdir().unwrap();
-        let (prom_port, node_port) = (free_port(), free_port());
-        let node_instance = format!("127.0.0.1:{node_port}");
-        let node = start_guarded(
-            &node_bin,
-            &[format!("--web.listen-address={node_instance}"), "--collector.disable-defaults".into(),
-              "--collector.cpu".into(), "--collector.meminfo".into(), "--collector.loadavg".into(),
-              "--collector.filesystem".into(), "--collector.netdev".into()],
-            &dir.path().join("node.log"),
-        );
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
+        let collectors = ["cpu", "meminfo", "loadavg", "filesystem", "netdev"];
+        let (url, node_instance, prom, node) = start_stack(dir.path(), &collectors, |node| {
             format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{node_instance}']\n        labels: {{hostname: web-1}}\n"
-            ),
-        )
-        .unwrap();
-        let url = format!("http://127.0.0.1:{prom_port}");
-        let prom = start_guarded(
-            &prom_bin,
-            &[
-                format!("--config.file={}", config.display()),
-                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-                format!("--web.listen-address=127.0.0.1:{prom_port}"),
-            ],
-            &dir.path().join("prometheus.log"),
-        );
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{node}']\n        labels: {{hostname: web-1}}\n"
+            )
+        });
         wait_http(&format!("http://{node_instance}/metrics"), "node_exporter").await;
-        wait_http(&format!("{url}/-/ready"), "prometheus").await;
-        // Wait for the first scrape, so queries have data.
-        let client = reqwest::Client::new();
-        let start = Instant::now();
-        loop {
-            let body: serde_json::Value = client
-                .get(format!("{url}/api/v1/query"))
-                .query(&[("query", "up{job=\"node\"}")])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if body["data"]["result"][0]["value"][1] == "1" {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "prometheus never scraped node_exporter");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        // The first scrape, so queries have data.
+        wait_answer(&url, "up{job=\"node\"}", "1").await;
         PromStack { url, node_instance, _dir: dir, _prom: prom, _node: node }
     })
     .await
@@ -193,70 +210,19 @@ pub struct Fleet {
 
 /// Starts a [`Fleet`] and waits until every instance was scraped.
 pub async fn fleet(n: usize) -> Fleet {
-    let hint = "install Debian's prometheus and prometheus-node-exporter (scripts/test does)";
-    let prom_bin = require("/usr/bin/prometheus", hint);
-    let node_bin = require("/usr/bin/prometheus-node-exporter", hint);
     let dir = tempfile::tempdir().unwrap();
-    let (prom_port, node_port) = (free_port(), free_port());
-    let node_address = format!("127.0.0.1:{node_port}");
-    let node = start_guarded(
-        &node_bin,
-        &[
-            format!("--web.listen-address={node_address}"),
-            "--collector.disable-defaults".into(),
-            "--collector.cpu".into(),
-            "--collector.loadavg".into(),
-        ],
-        &dir.path().join("node.log"),
-    );
-    // One target group an instance: the same address, told apart by `instance`.
-    let groups: String = (0..n)
-        .map(|i| {
-            format!(
-                "      - targets: ['{node_address}']\n        labels: {{instance: 'fleet-{i:02}:9100'}}\n"
-            )
-        })
-        .collect();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
+    let (url, _, prom, node) = start_stack(dir.path(), &["cpu", "loadavg"], |node| {
+        // One target group an instance: the same address, told apart by `instance`.
+        let groups: String = (0..n)
+            .map(|i| {
+                format!("      - targets: ['{node}']\n        labels: {{instance: 'fleet-{i:02}:9100'}}\n")
+            })
+            .collect();
         format!(
             "global: {{scrape_interval: 2s, evaluation_interval: 2s}}\nscrape_configs:\n  - job_name: fleet\n    static_configs:\n{groups}"
-        ),
-    )
-    .unwrap();
-    let url = format!("http://127.0.0.1:{prom_port}");
-    let prom = start_guarded(
-        &prom_bin,
-        &[
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        &dir.path().join("prometheus.log"),
-    );
-    wait_http(&format!("{url}/-/ready"), "prometheus").await;
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        let body: serde_json::Value = client
-            .get(format!("{url}/api/v1/query"))
-            .query(&[("query", "count(up{job=\"fleet\"} == 1)")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["data"]["result"][0]["value"][1] == n.to_string().as_str() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "prometheus never scraped the whole fleet: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        )
+    });
+    wait_answer(&url, "count(up{job=\"fleet\"} == 1)", &n.to_string()).await;
     Fleet {
         url,
         _dir: dir,
@@ -388,35 +354,43 @@ pub fn runner_python() -> PathBuf {
     python
 }
 
-/// The shared Prometheus behind HTTP Basic auth, as a reverse proxy guards one: a request
-/// without the credentials is answered `401` with a `WWW-Authenticate` challenge, as
-/// Prometheus's own `basic_auth_users` answers it; the User-Agent of every request that
-/// got through is kept.
-pub struct GuardedPrometheus {
+/// A reverse proxy in front of a real Prometheus, as one often stands: with credentials,
+/// a request without them is answered `401` with a `WWW-Authenticate` challenge, as
+/// Prometheus's own `basic_auth_users` answers it. It keeps the User-Agent of every
+/// request it lets through, and counts them and the most under way at once.
+pub struct PrometheusProxy {
     /// `http://127.0.0.1:PORT` (no credentials).
     pub address: String,
-    agents: std::sync::Arc<Mutex<Vec<String>>>,
+    seen: std::sync::Arc<Seen>,
 }
 
-impl GuardedPrometheus {
-    /// Starts the guard in front of the shared Prometheus, letting `user:password` in.
-    pub async fn start(user: &str, password: &str) -> Self {
+#[derive(Default)]
+struct Seen {
+    agents: Mutex<Vec<String>>,
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl PrometheusProxy {
+    /// The shared Prometheus behind Basic auth, letting `user:password` in.
+    pub async fn guarding(user: &str, password: &str) -> Self {
+        let upstream = prometheus().await.url.clone();
+        Self::start(&upstream, Some((user, password))).await
+    }
+
+    /// A proxy to `upstream`, asking for `credentials` when given.
+    pub async fn start(upstream: &str, credentials: Option<(&str, &str)>) -> Self {
         use axum::extract::{Request, State};
         use axum::response::IntoResponse;
         use base64::Engine as _;
+        use std::sync::atomic::Ordering;
         use std::sync::Arc;
-        let upstream = prometheus().await.url.clone();
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
-        let agents: Arc<Mutex<Vec<String>>> = Arc::default();
         #[derive(Clone)]
         struct Shared {
             upstream: String,
-            expected: String,
+            expected: Option<String>,
             client: reqwest::Client,
-            agents: Arc<Mutex<Vec<String>>>,
+            seen: Arc<Seen>,
         }
         async fn pass(State(s): State<Shared>, request: Request) -> axum::response::Response {
             let (parts, body) = request.into_parts();
@@ -428,19 +402,23 @@ impl GuardedPrometheus {
                     .unwrap_or_default()
                     .to_owned()
             };
-            if header(axum::http::header::AUTHORIZATION) != s.expected {
-                return (
-                    axum::http::StatusCode::UNAUTHORIZED,
-                    [("www-authenticate", "Basic")],
-                    "Unauthorized\n",
-                )
-                    .into_response();
+            if let Some(expected) = &s.expected {
+                if &header(axum::http::header::AUTHORIZATION) != expected {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [("www-authenticate", "Basic")],
+                        "Unauthorized\n",
+                    )
+                        .into_response();
+                }
             }
-            s.agents
+            s.seen
+                .agents
                 .lock()
                 .unwrap()
                 .push(header(axum::http::header::USER_AGENT));
-            let method = parts.method.clone();
+            let at = s.seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+            s.seen.peak.fetch_max(at, Ordering::SeqCst);
             let path = parts
                 .uri
                 .path_and_query()
@@ -452,7 +430,7 @@ impl GuardedPrometheus {
                 .unwrap_or_default();
             let mut forward = s
                 .client
-                .request(method, format!("{}{path}", s.upstream))
+                .request(parts.method.clone(), format!("{}{path}", s.upstream))
                 .body(body);
             if !content_type.is_empty() {
                 forward = forward.header("content-type", content_type);
@@ -466,6 +444,9 @@ impl GuardedPrometheus {
                 .unwrap_or("application/json")
                 .to_owned();
             let body = answer.bytes().await.unwrap();
+            // Held a moment, so requests that could overlap do.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.seen.now.fetch_sub(1, Ordering::SeqCst);
             (
                 axum::http::StatusCode::from_u16(status).unwrap(),
                 [("content-type", content_type)],
@@ -473,17 +454,24 @@ impl GuardedPrometheus {
             )
                 .into_response()
         }
+        let seen = Arc::<Seen>::default();
         let shared = Shared {
-            upstream,
-            expected,
+            upstream: upstream.to_owned(),
+            expected: credentials.map(|(user, password)| {
+                let pair = format!("{user}:{password}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }),
             client: reqwest::Client::new(),
-            agents: agents.clone(),
+            seen: seen.clone(),
         };
         let app = axum::Router::new().fallback(pass).with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { address, agents }
+        Self { address, seen }
     }
 
     /// `http://user:password@127.0.0.1:PORT`.
@@ -492,9 +480,15 @@ impl GuardedPrometheus {
             .replacen("http://", &format!("http://{user}:{password}@"), 1)
     }
 
-    /// The User-Agents of the requests let in.
+    /// The User-Agents of the requests let through.
     pub fn agents(&self) -> Vec<String> {
-        self.agents.lock().unwrap().clone()
+        self.seen.agents.lock().unwrap().clone()
+    }
+
+    /// Requests let through, and the most under way at once.
+    pub fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        (self.agents().len(), self.seen.peak.load(Ordering::SeqCst))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::fake_llm::Script;
 use crate::helpers::{
     alertmanager_body, deployment_id, spawn_app, DockerOptions, Options, TestApp,
 };
-use crate::servers::{cmdlines_with, docker_client, pids_with_env, GuardedPrometheus};
+use crate::servers::{cmdlines_with, docker_client, pids_with_env, PrometheusProxy};
 
 const USER: &str = "prom-reader";
 const PASSWORD: &str = "s3cr3t-prom-pass";
@@ -50,7 +50,7 @@ async fn final_watching_argv(app: &TestApp, id: &str) -> (serde_json::Value, Vec
 
 #[tokio::test]
 async fn prometheus_credentials_reach_prometheus_and_nothing_else() {
-    let guarded = GuardedPrometheus::start(USER, PASSWORD).await;
+    let guarded = PrometheusProxy::guarding(USER, PASSWORD).await;
     let app = spawn_app(Options {
         prometheus_url: Some(guarded.url_with(USER, PASSWORD)),
         evidence: true,
@@ -86,7 +86,7 @@ async fn prometheus_credentials_reach_prometheus_and_nothing_else() {
 
 #[tokio::test]
 async fn a_prometheus_refusing_the_credentials_is_named_without_them() {
-    let guarded = GuardedPrometheus::start(USER, PASSWORD).await;
+    let guarded = PrometheusProxy::guarding(USER, PASSWORD).await;
     let wrong = "wr0ng-prom-pass";
     let app = spawn_app(Options {
         prometheus_url: Some(guarded.url_with(USER, wrong)),
@@ -110,7 +110,7 @@ async fn a_prometheus_refusing_the_credentials_is_named_without_them() {
 #[tokio::test]
 async fn the_runner_container_holds_no_credential_in_its_settings() {
     let docker = docker_client().await;
-    let guarded = GuardedPrometheus::start(USER, PASSWORD).await;
+    let guarded = PrometheusProxy::guarding(USER, PASSWORD).await;
     let opts = DockerOptions::unique("creds");
     let name = opts.container.clone();
     let app = spawn_app(Options {
