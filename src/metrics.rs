@@ -54,6 +54,7 @@ pub struct Metrics {
     notifications: Family<Labels, Counter>,
     task_panics: Family<Labels, Counter>,
     history_dropped: Counter,
+    answer_repairs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,6 +139,12 @@ impl Metrics {
             "Notification attempts, by sink and outcome (delivered, retry, failed, disabled)",
             notifications.clone(),
         );
+        let answer_repairs = Family::<Labels, Counter>::default();
+        registry.register(
+            "answer_repairs",
+            "Repairs the model's answer needed to be read as a report, by kind",
+            answer_repairs.clone(),
+        );
         let history_dropped = Counter::default();
         registry.register(
             "history_dropped",
@@ -194,7 +201,15 @@ impl Metrics {
             notifications,
             task_panics,
             history_dropped,
+            answer_repairs,
         }
+    }
+
+    /// Counts one kind of repair of a model's answer.
+    pub fn answer_repair(&self, kind: &'static str) {
+        self.answer_repairs
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
     }
 
     /// Counts versions dropped from a report's history.

@@ -21,6 +21,7 @@ use crate::model::evidence::EvidenceItem;
 use crate::model::report::{Engine, FailureKind, ReportBody, RunnerKind, Usage};
 use crate::redact::Redactor;
 use crate::runner::extract::{self, Answer};
+use crate::runner::lenient::Repair;
 use crate::runner::{RunEnd, RunRequest, Runner};
 use prompt::PromptOptions;
 
@@ -76,6 +77,8 @@ pub struct Diagnosed {
     pub outcome: Outcome,
     /// Tokens, steps and tool calls, when the runner counted them.
     pub usage: Option<Usage>,
+    /// What the model's answer needed repaired to be read ([`crate::runner::lenient`]).
+    pub repairs: Vec<Repair>,
 }
 
 /// Why a report has no AI analysis in evidence-only mode.
@@ -156,7 +159,11 @@ impl Diagnoser {
         let result = runner.run(request, cancel).await?;
         let (kind, reason, raw) = match result.end {
             RunEnd::Answer(text) => match find_report(text.clone()).await {
-                Answer::Report(body) => {
+                Answer::Report(body, repairs) => {
+                    if !repairs.is_empty() {
+                        let kinds: Vec<&str> = repairs.iter().map(|r| r.as_str()).collect();
+                        tracing::info!(repairs = %kinds.join(","), "the model's answer was repaired to be read");
+                    }
                     let body = self.check_queries(body, evidence).await;
                     return Ok(Diagnosed {
                         outcome: self.scrub(Outcome::Completed {
@@ -165,6 +172,7 @@ impl Diagnoser {
                             ai_failure: None,
                         }),
                         usage: result.usage,
+                        repairs,
                     });
                 }
                 Answer::Unusable(why) => (
@@ -204,6 +212,7 @@ impl Diagnoser {
         Ok(Diagnosed {
             outcome: self.scrub(outcome),
             usage: result.usage,
+            repairs: Vec::new(),
         })
     }
 
@@ -239,6 +248,7 @@ impl Diagnoser {
         Diagnosed {
             outcome: self.scrub(outcome),
             usage: None,
+            repairs: Vec::new(),
         }
     }
 

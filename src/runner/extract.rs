@@ -3,10 +3,15 @@
 //!
 //! The design pulled it out with a regex that cannot see objects nested more than one
 //! level deep nor braces inside strings. This uses a real JSON parser from each `{` and
-//! keeps the first object that has the report's shape.
+//! keeps the first object that has the report's shape; reasoning (`<think>…</think>`) is
+//! left out first. When no object parses as written, the answer is read again leniently
+//! ([`lenient`]): what real models get wrong (raw line breaks in strings, PromQL's quotes
+//! unescaped, a trailing comma, the answer cut before its end) is repaired, and each
+//! repair is named. The native runner and the Python runner both end here.
 
 use serde_json::Value;
 
+use super::lenient::{self, Repair};
 use crate::model::report::ReportBody;
 
 /// How much of the answer is searched; a model's report is far smaller than this.
@@ -17,15 +22,40 @@ const MAX_ATTEMPTS: usize = 2_000;
 /// What the model's answer holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// A well-formed report.
-    Report(ReportBody),
+    /// A report, with the repairs it took (none when it was valid JSON).
+    Report(ReportBody, Vec<Repair>),
     /// No usable report; the reason says what was missing.
     Unusable(String),
 }
 
+/// The answer without the model's reasoning: `<think>…</think>` blocks (Qwen3,
+/// DeepSeek-R1 as vLLM, Ollama and llama.cpp serve them), and everything before a lone
+/// `</think>` (a template that opened the block in the prompt). An unclosed `<think>`
+/// leaves nothing: the model never came to its answer.
+pub fn without_reasoning(text: &str) -> String {
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+    let mut rest = text;
+    if let (Some(close), open) = (rest.find(CLOSE), rest.find(OPEN)) {
+        if open.is_none_or(|o| o > close) {
+            rest = &rest[close + CLOSE.len()..];
+        }
+    }
+    let mut out = String::with_capacity(rest.len());
+    while let Some(open) = rest.find(OPEN) {
+        out.push_str(&rest[..open]);
+        match rest[open..].find(CLOSE) {
+            Some(close) => rest = &rest[open + close + CLOSE.len()..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Finds the report in the model's answer (free text).
 pub fn find_report(text: &str) -> Answer {
-    let text = truncate(text, MAX_ANSWER_BYTES);
+    let text = &without_reasoning(truncate(text, MAX_ANSWER_BYTES));
     if text.trim().is_empty() {
         return Answer::Unusable("the model's answer is empty".into());
     }
@@ -45,7 +75,7 @@ pub fn find_report(text: &str) -> Answer {
                 saw_object = true;
                 let consumed = stream.byte_offset();
                 match validate(Value::Object(map)) {
-                    Ok(body) => return Answer::Report(body),
+                    Ok(body) => return Answer::Report(body, Vec::new()),
                     Err(problem) => {
                         shape_problem.get_or_insert(problem);
                         // Objects nested in this one are not reports either (a report is a
@@ -58,10 +88,27 @@ pub fn find_report(text: &str) -> Answer {
             _ => from = start + 1,
         }
     }
+    if let Some((body, repairs)) = repaired(text) {
+        return Answer::Report(body, repairs);
+    }
     Answer::Unusable(match (saw_object, shape_problem) {
         (_, Some(problem)) => format!("the model's answer has JSON but not a report: {problem}"),
         _ => "the model's answer has no JSON object".into(),
     })
+}
+
+/// The first report the lenient reader finds, from the first few `{`, the answer's last
+/// code fence taken off (a cut answer leaves its closing fence inside the string).
+fn repaired(text: &str) -> Option<(ReportBody, Vec<Repair>)> {
+    const CANDIDATES: usize = 8;
+    let text = text.trim_end();
+    let text = text.strip_suffix("```").unwrap_or(text).trim_end();
+    text.match_indices('{')
+        .take(CANDIDATES)
+        .find_map(|(start, _)| {
+            let (value, repairs) = lenient::object(&text[start..])?;
+            validate(value).ok().map(|body| (body, repairs))
+        })
 }
 
 /// Checks the design's report shape: `{"promQL": [string], "content": non-empty string}`.
@@ -121,9 +168,45 @@ mod tests {
 
     fn report(text: &str) -> ReportBody {
         match find_report(text) {
-            Answer::Report(r) => r,
+            Answer::Report(r, repairs) => {
+                assert!(repairs.is_empty(), "{repairs:?}");
+                r
+            }
             other => panic!("expected a report, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn reasoning_is_left_out() {
+        assert_eq!(
+            without_reasoning("<think>{\"promQL\": []}</think>answer"),
+            "answer"
+        );
+        assert_eq!(without_reasoning("plan...</think>\nanswer"), "\nanswer");
+        assert_eq!(without_reasoning("a<think>b</think>c<think>d"), "ac");
+        assert_eq!(without_reasoning("no reasoning"), "no reasoning");
+        let Answer::Unusable(why) =
+            find_report("<think>{\"promQL\": [\"up\"], \"content\": \"x\"}")
+        else {
+            panic!("a report inside unfinished reasoning is not the answer")
+        };
+        assert!(why.contains("empty"), "{why}");
+    }
+
+    #[test]
+    fn an_almost_report_is_repaired_and_the_repairs_named() {
+        // Qwen2.5-Coder-1.5B through llama.cpp, as the issue found it: fenced, raw line
+        // breaks in the string, and cut before its closing quote and brace.
+        let answer = "```json\n{\n  \"promQL\": [\"100 - avg(rate(node_cpu_seconds_total{mode=\\\"idle\\\"}[5m])) * 100\"],\n  \"content\": \"【问题概述】\nCPU 饱和\n【根因分析】\n...\n```";
+        let Answer::Report(body, repairs) = find_report(answer) else {
+            panic!("repaired")
+        };
+        assert_eq!(
+            body.prom_ql,
+            vec!["100 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[5m])) * 100"]
+        );
+        assert_eq!(body.content, "【问题概述】\nCPU 饱和\n【根因分析】\n...");
+        assert_eq!(repairs, vec![Repair::ControlCharacter, Repair::Unclosed]);
     }
 
     #[test]

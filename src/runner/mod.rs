@@ -13,6 +13,7 @@
 
 pub mod docker;
 pub mod extract;
+pub mod lenient;
 pub mod native;
 pub mod process;
 pub mod provider;

@@ -178,6 +178,7 @@ impl Queue for Diagnoses {
                 raw_output: None,
             },
             usage: None,
+            repairs: Vec::new(),
         };
         let run = Run {
             owner: &claimed.owner,
@@ -287,6 +288,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: &Report, abort: &Canc
                 raw_output: None,
             },
             usage: None,
+            repairs: Vec::new(),
         };
         (diagnosed, None)
     } else {
@@ -339,7 +341,11 @@ struct Run<'a> {
 async fn conclude(
     ctx: &WorkerContext,
     run: Run<'_>,
-    Diagnosed { outcome, usage }: Diagnosed,
+    Diagnosed {
+        outcome,
+        usage,
+        repairs,
+    }: Diagnosed,
     release: Option<ReleaseVerdict>,
 ) {
     let Run {
@@ -401,6 +407,9 @@ async fn conclude(
             }
             let status = finish.status();
             ctx.metrics.diagnosis(status, duration.as_secs_f64(), kind);
+            for repair in &repairs {
+                ctx.metrics.answer_repair(repair.as_str());
+            }
             if let Some(usage) = &finish.usage {
                 ctx.metrics.usage(usage);
             }

@@ -67,7 +67,7 @@ impl From<LlmError> for Failure {
 /// a pathological answer can take thousands of parse attempts).
 async fn holds_report(text: &str) -> bool {
     let text = text.to_owned();
-    tokio::task::spawn_blocking(move || matches!(extract::find_report(&text), Answer::Report(_)))
+    tokio::task::spawn_blocking(move || matches!(extract::find_report(&text), Answer::Report(..)))
         .await
         .unwrap_or(false)
 }
