@@ -56,6 +56,7 @@ try:  # mcp 2.x ships httpx2; mcp 1.x used httpx. Both have the same API for wha
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
+import lenient
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -127,6 +128,7 @@ class Usage:
         self.output_tokens = 0
         self.steps = 0
         self.tool_calls = 0
+        self.cached_tool_calls = 0
         self.refused_tool_calls = 0
         self.withheld_tool_results = 0
 
@@ -136,6 +138,7 @@ class Usage:
             "outputTokens": self.output_tokens,
             "steps": self.steps,
             "toolCalls": self.tool_calls,
+            "cachedToolCalls": self.cached_tool_calls,
             "refusedToolCalls": self.refused_tool_calls,
             "withheldToolResults": self.withheld_tool_results,
         }
@@ -371,16 +374,24 @@ class LLM:
         except (KeyError, IndexError, TypeError) as exc:
             raise DiagnosisError("llm_bad_response", "AI answer has no choices[0].message") from exc
         cut_off = choice.get("finish_reason") == "length"
-        text = message.get("content") or ""
+        # Reasoning is the model's own: never in the answer nor in the next prompt.
+        text = lenient.without_reasoning(message.get("content") or "")
         tool_calls = [] if cut_off else (message.get("tool_calls") or [])
         calls = []
         for call in tool_calls:
             function = call.get("function") or {}
             raw = function.get("arguments") or "{}"
-            try:
-                arguments = json.loads(raw) if isinstance(raw, str) else dict(raw)
-            except ValueError:
-                arguments = {"_unparsed_arguments": raw}
+            # Arguments that are no object, even read leniently, stay as written: the loop
+            # answers the call with an error instead of running it.
+            arguments: Any = raw
+            if isinstance(raw, dict):
+                arguments = raw
+            elif isinstance(raw, str):
+                try:
+                    arguments = json.loads(raw)
+                except ValueError:
+                    read = lenient.read_object(raw.strip())
+                    arguments = read[0] if read else raw
             calls.append((call.get("id", ""), function.get("name", ""), arguments))
         if not text.strip() and not tool_calls:
             return Turn(None, text, calls, cut_off)
@@ -389,6 +400,23 @@ class LLM:
         if tool_calls:
             assistant["tool_calls"] = tool_calls
         return Turn(assistant, text, calls, cut_off)
+
+    def calls_message(self, calls: list[tuple[str, str, dict]]) -> dict[str, Any]:
+        """The assistant message of tool calls the model wrote as text, as the API carries
+        calls, so that the next turn sees its calls answered."""
+        if self.protocol == "anthropic":
+            return {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in calls],
+            }
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a, ensure_ascii=False)}}
+                for i, n, a in calls
+            ],
+        }
 
     def tool_results(self, results: list[tuple[str, str, bool]]) -> list[dict[str, Any]]:
         """Messages that carry the results of one turn's tool calls back to the model."""
@@ -705,6 +733,7 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
         tools = await open_tools(args, secrets, stack)
         specs = llm.tool_specs(tools.tools)
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
+        answered: set[str] = set()  # the calls run so far, by name and arguments
         followed_up = False
         spent = 0  # characters of tool output shown so far
         step = 0
@@ -728,6 +757,12 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
                     messages.append(turn.message)
                 messages.append(llm.user_message(CUT_OFF_NOTE))
                 continue
+            if not turn.calls and not last:
+                written = lenient.written_calls(turn.text, set(tools.routes))
+                if written and not holds_report(turn.text):
+                    log(f"step {step}: {len(written)} tool call(s) written as text, run as calls")
+                    turn.calls = [(f"text_{step}_{i}", name, arguments) for i, (name, arguments) in enumerate(written)]
+                    turn.message = llm.calls_message(turn.calls)
             if not turn.calls:
                 log(f"answer after {step} step(s)")
                 return turn.text
@@ -744,7 +779,23 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
             messages.append(turn.message)
             results = []
             ran = 0
+            this_turn: dict[str, tuple[str, bool]] = {}
             for call_id, name, arguments in turn.calls:
+                key = f"{name}\0{json.dumps(arguments, sort_keys=True, ensure_ascii=False)}"
+                if key in this_turn:
+                    # The same call twice in one turn: it runs once and both get its result.
+                    usage.cached_tool_calls += 1
+                    results.append((call_id, *this_turn[key]))
+                    continue
+                # What a real model gets wrong is answered, not run: a call it made before
+                # (small models loop on one), a tool it was not given, arguments that are
+                # no JSON object.
+                problem = call_problem(name, arguments, key in answered, tools)
+                if problem:
+                    log(f"step {step}: tool {name} not run: {problem}")
+                    this_turn[key] = (problem, True)
+                    results.append((call_id, problem, True))
+                    continue
                 # Every call needs an answer; past the per-turn cap it is "not run".
                 if ran >= args.max_tool_calls_per_turn:
                     usage.refused_tool_calls += 1
@@ -769,12 +820,32 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
                     )
                 else:
                     spent += len(output)
+                answered.add(key)
+                this_turn[key] = (output, is_error)
                 results.append((call_id, output, is_error))
             if usage.refused_tool_calls:
                 log(f"step {step}: tool calls past AI.MaxToolCallsPerTurn not run")
             messages.extend(llm.tool_results(results))
             if step + 1 == args.max_turns:
                 messages.append(llm.user_message(LAST_STEP_NOTE))
+
+
+def call_problem(name: str, arguments: Any, answered_before: bool, tools: Tools) -> str | None:
+    """Why a call is answered with an error instead of being run; None: run it."""
+    if answered_before:
+        return (
+            f"already answered above: you called {name} with these arguments in an earlier step; "
+            "use that result, call another tool or other arguments, or write the report"
+        )
+    if name not in tools.routes:
+        return f"no tool named {json.dumps(name)}; the tools are: {', '.join(t.name for t in tools.tools)}"
+    if not isinstance(arguments, dict):
+        shown = json.dumps(arguments, ensure_ascii=False)[:200]
+        return (
+            f"the arguments are not a JSON object ({shown}); call {name} again with an object that "
+            "matches its input schema"
+        )
+    return None
 
 
 def json_object(text: str) -> dict[str, Any]:

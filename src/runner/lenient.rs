@@ -109,7 +109,7 @@ impl Reader<'_> {
         match self.peek()? {
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
-            b'"' => self.string(place).map(Value::String),
+            b'"' => self.string(place, depth).map(Value::String),
             b'-' | b'0'..=b'9' => self.number(),
             _ => self.literal(),
         }
@@ -132,7 +132,7 @@ impl Reader<'_> {
                 Some(b'"') => {}
                 Some(_) => return None,
             }
-            let key = self.string(Place::Key)?;
+            let key = self.string(Place::Key, depth)?;
             self.skip_space();
             match self.peek() {
                 Some(b':') => self.at += 1,
@@ -215,8 +215,28 @@ impl Reader<'_> {
         }
     }
 
-    /// Whether the quote at `at` ends a string standing at `place`.
-    fn ends_string(&self, at: usize, place: Place) -> bool {
+    /// Whether the bracket at `at` can close its container at `depth`: what follows a
+    /// nested one is `,`, a closing bracket or the end; after the outermost object comes
+    /// prose or a fence, but no more quoted text (a `}` inside a string, as in PromQL's
+    /// `{job="a"}[5m]`, has its string's rest after it).
+    fn closes(&self, at: usize, depth: usize) -> bool {
+        if depth == 0 {
+            let rest = &self.text[at + 1..];
+            let fence = rest
+                .windows(3)
+                .position(|w| w == b"```")
+                .unwrap_or(rest.len());
+            return !rest[..fence].contains(&b'"');
+        }
+        matches!(
+            self.next_solid(at + 1),
+            None | Some((_, b',' | b'}' | b']'))
+        )
+    }
+
+    /// Whether the quote at `at` ends a string standing at `place`, in a container at
+    /// `depth`.
+    fn ends_string(&self, at: usize, place: Place, depth: usize) -> bool {
         let Some((next, b)) = self.next_solid(at + 1) else {
             return true;
         };
@@ -228,7 +248,7 @@ impl Reader<'_> {
         };
         match (place, b) {
             (Place::Key, b':') => true,
-            (Place::ObjectValue, b'}') | (Place::ArrayItem, b']') => true,
+            (Place::ObjectValue, b'}') | (Place::ArrayItem, b']') => self.closes(next, depth),
             (Place::ObjectValue, b',') => {
                 matches!(self.next_solid(next + 1), None | Some((_, b'"' | b'}')))
             }
@@ -252,7 +272,7 @@ impl Reader<'_> {
             })
     }
 
-    fn string(&mut self, place: Place) -> Option<String> {
+    fn string(&mut self, place: Place, depth: usize) -> Option<String> {
         self.at += 1; // '"'
         let mut out: Vec<u8> = Vec::new();
         loop {
@@ -261,7 +281,7 @@ impl Reader<'_> {
                 return Some(String::from_utf8_lossy(&out).into_owned());
             };
             match b {
-                b'"' if self.ends_string(self.at, place) => {
+                b'"' if self.ends_string(self.at, place, depth) => {
                     self.at += 1;
                     return Some(String::from_utf8_lossy(&out).into_owned());
                 }

@@ -11,6 +11,7 @@
 //! - [`provider`]: what each AI provider needs in a request; [`extract`]: the report pulled
 //!   out of the model's answer.
 
+pub mod calls;
 pub mod docker;
 pub mod extract;
 pub mod lenient;

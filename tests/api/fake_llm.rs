@@ -92,6 +92,23 @@ pub enum Script {
         times: usize,
         query: String,
     },
+    /// Answers with a real model's recorded answers (`tests/fixtures/llm/`), one a
+    /// request, in order, the last one again past the end. OpenAI's format only.
+    Replay(Vec<Value>),
+}
+
+/// The answers of a transcript in `tests/fixtures/llm/`, for [`Script::Replay`].
+pub fn transcript(name: &str) -> Vec<Value> {
+    let path = crate::servers::repo().join("tests/fixtures/llm").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    for field in ["model", "server", "date"] {
+        assert!(
+            fixture[field].is_string(),
+            "{name} says where it came from: {field}"
+        );
+    }
+    fixture["answers"].as_array().cloned().unwrap()
 }
 
 /// Tokens (here: characters) of a `Script::Long` answer.
@@ -599,6 +616,8 @@ fn decide(script: &Script, r: &Request) -> Step {
         Some(result) => Step::Answer(report(query, result)),
     };
     match script {
+        // Recorded answers are OpenAI's: the Anthropic route has none to give.
+        Script::Replay(_) => Step::Fail(400),
         Script::RateLimitedOnce { .. } if r.nth == 1 => Step::Retry {
             status: 429,
             retry_after: "1".into(),
@@ -804,6 +823,15 @@ async fn chat_completions(
         .as_u64()
         .or(body["max_tokens"].as_u64());
     let usage = json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120});
+    if let Script::Replay(answers) = &fake.script {
+        let recorded = &answers[(nth - 1).min(answers.len() - 1)];
+        return Json(json!({
+            "id": "chatcmpl-replay", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "message": recorded["message"], "finish_reason": recorded["finish_reason"]}],
+            "usage": recorded["usage"],
+        }))
+        .into_response();
+    }
     let (message, finish) = match decide(&fake.script, &request) {
         Step::Fail(code) => return failure(code, &credential),
         Step::Retry {

@@ -84,7 +84,7 @@ async fn only_read_tools_reach_the_model_and_only_for_the_release(native: bool) 
         .map(|r| r.body["messages"].to_string())
         .collect::<String>();
     assert!(
-        answers.contains("unknown tool"),
+        answers.contains("no tool named"),
         "the write tool is not there to call"
     );
     assert!(

@@ -32,6 +32,7 @@ mod openapi;
 mod providers;
 mod range_summary;
 mod readiness;
+mod real_answers;
 mod release_verdict;
 mod reports;
 mod store_contract;

@@ -14,6 +14,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "docker", "runner"))
 
 import diagnosis_runner as runner  # noqa: E402
+import lenient  # noqa: E402
 
 
 class ProtocolAndEndpoint(unittest.TestCase):
@@ -46,6 +47,58 @@ def llm(protocol, **flags):
         + [item for k, v in flags.items() for item in (f"--{k.replace('_', '-')}", v)]
     )
     return runner.LLM(args, "key", runner.Usage())
+
+
+class Lenient(unittest.TestCase):
+    """The same cases as src/runner/lenient.rs and src/runner/calls.rs."""
+
+    def test_what_real_models_write_is_read_as_meant(self):
+        text = (
+            '{\n  "promQL": [\n    "rate(node_cpu_seconds_total{mode="idle",instance="web-1"}[5m])",\n    "up",\n  ],\n'
+            '  "content": "【问题概述】\nCPU 饱和\n【根因分析】\nx"\n}'
+        )
+        value, repairs = lenient.read_object(text)
+        self.assertEqual(
+            value,
+            {
+                "promQL": ['rate(node_cpu_seconds_total{mode="idle",instance="web-1"}[5m])', "up"],
+                "content": "【问题概述】\nCPU 饱和\n【根因分析】\nx",
+            },
+        )
+        self.assertEqual(repairs, ["control_character", "inner_quote", "trailing_comma"])
+        value, repairs = lenient.read_object('{"promQL": ["up"], "content": "cut')
+        self.assertEqual(value, {"promQL": ["up"], "content": "cut"})
+        self.assertEqual(repairs, ["unclosed"])
+        self.assertIsNone(lenient.read_object("{promQL: []}"))
+        self.assertIsNone(lenient.read_object("[" * 200))
+
+    def test_a_fenced_call_as_qwen_wrote_it_through_llama_cpp_is_a_call(self):
+        text = (
+            '```json\n{\n  "name": "execute_query",\n  "arguments": {\n'
+            '    "query": "rate(node_cpu_seconds{job="node",instance="web-1"}[5m]) > 0.1"\n  }\n}\n```'
+        )
+        self.assertEqual(
+            lenient.written_calls(text, {"execute_query"}),
+            [("execute_query", {"query": 'rate(node_cpu_seconds{job="node",instance="web-1"}[5m]) > 0.1'})],
+        )
+        tags = (
+            '<tool_call>\n{"name": "execute_query", "arguments": {"query": "up"}}\n</tool_call>\n'
+            '<tool_call>\n{"function": {"name": "execute_query", "arguments": "{\\"query\\": \\"node_load1\\"}"}}\n</tool_call>'
+        )
+        self.assertEqual(
+            lenient.written_calls(tags, {"execute_query"}),
+            [("execute_query", {"query": "up"}), ("execute_query", {"query": "node_load1"})],
+        )
+        self.assertEqual(lenient.written_calls('{"promQL": ["up"], "content": "x"}', {"execute_query"}), [])
+        self.assertEqual(lenient.written_calls('{"name": "rm_rf", "arguments": {}}', {"execute_query"}), [])
+        self.assertEqual(
+            lenient.written_calls('<think>{"name": "execute_query", "arguments": {}}</think>x', {"execute_query"}), []
+        )
+
+    def test_reasoning_is_left_out(self):
+        self.assertEqual(lenient.without_reasoning("<think>plan</think>answer"), "answer")
+        self.assertEqual(lenient.without_reasoning("plan...</think>\nanswer"), "\nanswer")
+        self.assertEqual(lenient.without_reasoning("a<think>b</think>c<think>d"), "ac")
 
 
 class Secrets(unittest.TestCase):

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::{AiConfig, Protocol, Secret};
 use crate::model::report::FailureKind;
+use crate::runner::lenient;
 use crate::runner::provider::Profile;
 
 /// A tool the model may call.
@@ -471,12 +472,18 @@ fn parse_openai(data: &Value) -> Result<Turn, LlmError> {
     };
     for call in message["tool_calls"].as_array().into_iter().flatten() {
         let raw = &call["function"]["arguments"];
+        // Arguments that are no object, even read leniently, stay as written: the loop
+        // answers the call with an error instead of running it.
         let arguments = match raw {
-            Value::String(s) => {
-                serde_json::from_str(s).unwrap_or_else(|_| json!({"_unparsed_arguments": s}))
-            }
+            Value::String(s) if s.trim().is_empty() => json!({}),
+            Value::String(s) => serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(Value::is_object)
+                .or_else(|| lenient::object(s.trim()).map(|(v, _)| v))
+                .unwrap_or_else(|| raw.clone()),
             Value::Object(_) => raw.clone(),
-            _ => json!({}),
+            Value::Null => json!({}),
+            other => other.clone(),
         };
         turn.calls.push(ToolCall {
             id: call["id"].as_str().unwrap_or("").to_owned(),

@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::llm::{ChatClient, HttpChat, LlmError, Message, ToolChoice, ToolOutput};
+use self::llm::{
+    ChatClient, HttpChat, LlmError, Message, ToolCall, ToolChoice, ToolOutput, ToolSpec,
+};
 use self::mcp::{servers_for, ToolSet};
 use super::summary;
 use super::{Cancelled, Failure, RunEnd, RunRequest, RunResult, Runner, RunnerError};
@@ -31,6 +33,7 @@ use crate::config::Config;
 use crate::model::deployment::RepoName;
 use crate::model::report::RunnerKind;
 use crate::model::report::{FailureKind, Usage};
+use crate::runner::calls;
 use crate::runner::extract::{self, Answer};
 use crate::runner::provider::Profile;
 
@@ -63,11 +66,16 @@ impl From<LlmError> for Failure {
     }
 }
 
-/// Whether the model's text already holds the report (looked for on a blocking thread:
-/// a pathological answer can take thousands of parse attempts).
+/// Whether the model's text already holds the report as written, with nothing to repair
+/// (looked for on a blocking thread: a pathological answer can take thousands of parse
+/// attempts). An answer cut at the token limit reads as a report once closed, but a cut
+/// one: it gets the follow-up asking for the whole report instead, as the Python runner's
+/// strict check decides too.
 async fn holds_report(text: &str) -> bool {
     let text = text.to_owned();
-    tokio::task::spawn_blocking(move || matches!(extract::find_report(&text), Answer::Report(..)))
+    tokio::task::spawn_blocking(move || {
+        matches!(extract::find_report(&text), Answer::Report(_, repairs) if repairs.is_empty())
+    })
         .await
         .unwrap_or(false)
 }
@@ -254,6 +262,31 @@ impl NativeRunner {
                 messages.push(Message::User(CUT_OFF_NOTE.to_owned()));
                 continue;
             }
+            // Reasoning is the model's own: never in the answer nor in the next prompt.
+            let mut turn = turn;
+            turn.text = extract::without_reasoning(&turn.text);
+            if turn.calls.is_empty() && !last {
+                let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+                let written = calls::written(&turn.text, &names);
+                if !written.is_empty() && !holds_report(&turn.text).await {
+                    log.line(format!(
+                        "step {step}: {} tool call(s) written as text, run as calls",
+                        written.len()
+                    ));
+                    turn.calls = written
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, w)| ToolCall {
+                            id: format!("text_{step}_{i}"),
+                            name: w.name,
+                            arguments: w.arguments,
+                        })
+                        .collect();
+                    // The conversation carries them as calls: the next turn sees its own
+                    // calls answered, as a server with tool parsing would show them.
+                    turn.text = String::new();
+                }
+            }
             if turn.calls.is_empty() {
                 log.line(format!("answer after {step} step(s)"));
                 return Ok(turn.text);
@@ -288,10 +321,16 @@ impl NativeRunner {
             let mut refused: HashMap<String, (String, bool)> = HashMap::new();
             for call in &calls {
                 let k = key(&call.name, &call.arguments);
-                if answered.contains_key(&k)
-                    || fresh.iter().any(|(fk, _, _)| *fk == k)
-                    || refused.contains_key(&k)
-                {
+                if fresh.iter().any(|(fk, _, _)| *fk == k) || refused.contains_key(&k) {
+                    // The same call twice in one turn: it runs once and both get its result.
+                    continue;
+                }
+                // What a real model gets wrong is answered, not run: a call it made
+                // before (small models loop on one), a tool it was not given, arguments
+                // that are no JSON object.
+                if let Some(why) = call_problem(call, answered.contains_key(&k), &tools) {
+                    log.line(format!("step {step}: tool {} not run: {why}", call.name));
+                    refused.insert(k, (why, true));
                     continue;
                 }
                 if fresh.len() < self.calls_per_turn {
@@ -376,6 +415,34 @@ impl NativeRunner {
             });
         }
     }
+}
+
+/// Why a call is answered with an error instead of being run; `None`: run it.
+fn call_problem(call: &ToolCall, answered_before: bool, tools: &[ToolSpec]) -> Option<String> {
+    if answered_before {
+        return Some(format!(
+            "already answered above: you called {} with these arguments in an earlier step; \
+             use that result, call another tool or other arguments, or write the report",
+            call.name
+        ));
+    }
+    if !tools.iter().any(|t| t.name == call.name) {
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+        return Some(format!(
+            "no tool named {:?}; the tools are: {}",
+            call.name,
+            names.join(", ")
+        ));
+    }
+    if !call.arguments.is_object() {
+        return Some(format!(
+            "the arguments are not a JSON object ({}); call {} again with an object that \
+             matches its input schema",
+            truncate_chars(&call.arguments.to_string(), 200),
+            call.name
+        ));
+    }
+    None
 }
 
 fn truncate_chars(s: &str, n: usize) -> String {

@@ -1,0 +1,217 @@
+//! What real models answered, replayed through both runners: transcripts recorded from
+//! Qwen2.5-Coder through llama.cpp's server (`scripts/local-llm`, recorded with
+//! `tests/fixtures/record_llm.py`; each fixture names its model, server and date). The
+//! real Prometheus and its MCP server answer the tool calls.
+
+use serde_json::Value;
+
+use crate::fake_llm::{transcript, Script};
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, TestApp};
+
+async fn diagnose(app: &TestApp, prefix: &str) -> Value {
+    let id = deployment_id(prefix);
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    app.wait_final(&id).await
+}
+
+fn runners() -> [(&'static str, bool); 2] {
+    [("native", true), ("python", false)]
+}
+
+#[tokio::test]
+async fn a_tool_call_written_as_text_is_run_and_the_almost_report_after_it_is_kept() {
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            script: Script::Replay(transcript("qwen2.5-coder-0.5b-text-call-then-report.json")),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "text-call").await;
+
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        assert_eq!(
+            report["engine"], "ai",
+            "{runner}: the model's report, repaired: {report:#}"
+        );
+        assert!(
+            report["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("根据告警信息和查询到的指标数据"),
+            "{runner}: {report:#}"
+        );
+        // The call ran: the second request answers it with Prometheus's own result.
+        let requests = app.llm.requests();
+        assert_eq!(requests.len(), 2, "{runner}");
+        let messages = requests[1].body["messages"].as_array().unwrap().clone();
+        let call = messages
+            .iter()
+            .find_map(|m| m["tool_calls"].as_array().cloned())
+            .unwrap_or_else(|| panic!("{runner}: the call is carried as a call: {messages:#?}"));
+        assert_eq!(call[0]["function"]["name"], "execute_query");
+        let arguments: Value =
+            serde_json::from_str(call[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            arguments["query"],
+            "rate(node_cpu_seconds{job=\"node\",instance=\"web-1\"}[5m]) > 0.1"
+        );
+        let result = messages.iter().find(|m| m["role"] == "tool").unwrap();
+        assert_eq!(result["tool_call_id"], call[0]["id"], "{runner}");
+        assert!(
+            !result["content"].as_str().unwrap().contains("not run"),
+            "{runner}: {result}"
+        );
+        assert!(
+            !messages.iter().any(|m| m["role"] == "assistant"
+                && m["content"].as_str().is_some_and(|c| c.contains("```json"))),
+            "{runner}: the text form is not sent back"
+        );
+        let metrics = app.metrics().await;
+        for kind in ["control_character", "inner_quote", "trailing_comma"] {
+            assert!(
+                metrics.contains(&format!(
+                    "deploy_diagnosis_answer_repairs_total{{kind=\"{kind}\"}} 1"
+                )),
+                "{runner}: {kind} counted: {metrics}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_answer_cut_before_its_end_is_read_to_where_it_stops() {
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            script: Script::Replay(transcript("qwen2.5-coder-0.5b-echo-unclosed.json")),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "unclosed").await;
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        assert_eq!(report["engine"], "ai", "{runner}: {report:#}");
+        // Its one query is no PromQL: Prometheus refuses it, so it is dropped and said so.
+        assert!(
+            report["content"]
+                .as_str()
+                .unwrap()
+                .contains("无法被 Prometheus 解析"),
+            "{runner}: {report:#}"
+        );
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains("deploy_diagnosis_answer_repairs_total{kind=\"unclosed\"} 1"),
+            "{runner}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_report_whose_string_runs_past_its_fence_keeps_all_four_sections() {
+    // Qwen2.5-Coder-1.5B: raw line breaks in `content`, which then runs past the closing
+    // fence to the model's verdict line: no `"}` at all.
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            script: Script::Replay(transcript("qwen2.5-coder-1.5b-report-at-once.json")),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "at-once").await;
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        assert_eq!(report["engine"], "ai", "{runner}: {report:#}");
+        let content = report["content"].as_str().unwrap();
+        for section in [
+            "【问题概述】",
+            "【根因分析】",
+            "【影响范围】",
+            "【解决方案】",
+        ] {
+            assert!(
+                content.contains(section),
+                "{runner}: {section} in {content}"
+            );
+        }
+        assert_eq!(
+            report["promQL"].as_array().unwrap().len(),
+            25,
+            "{runner}: every query Prometheus parses is kept"
+        );
+        let metrics = app.metrics().await;
+        for kind in ["control_character", "unclosed"] {
+            assert!(
+                metrics.contains(&format!(
+                    "deploy_diagnosis_answer_repairs_total{{kind=\"{kind}\"}} 1"
+                )),
+                "{runner}: {metrics}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_call_an_unknown_tool_and_arguments_that_are_no_object_are_answered_not_run() {
+    // What small models do: call the same query again, name a tool they were not given,
+    // send arguments that are no object. Each is answered with an error that says so.
+    let calls = vec![
+        (
+            "execute_query".to_owned(),
+            serde_json::json!({"query": "up"}),
+        ),
+        (
+            "execute_query".to_owned(),
+            serde_json::json!({"query": "up"}),
+        ),
+        ("get_cpu".to_owned(), serde_json::json!({"host": "web-1"})),
+        ("execute_query".to_owned(), serde_json::json!("up")),
+    ];
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            script: Script::Calls(calls.clone()),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "bad-calls").await;
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        let last = app.llm.requests().last().unwrap().body.clone();
+        let results: Vec<String> = last["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            results.len(),
+            4,
+            "{runner}: every call answered: {results:#?}"
+        );
+        assert!(
+            results[0].contains("\"up\""),
+            "{runner}: the first one ran: {}",
+            results[0]
+        );
+        assert!(
+            results[1].starts_with("already answered above"),
+            "{runner}: {}",
+            results[1]
+        );
+        assert!(
+            results[2].starts_with("no tool named \"get_cpu\"")
+                && results[2].contains("execute_query"),
+            "{runner}: {}",
+            results[2]
+        );
+        assert!(
+            results[3].starts_with("the arguments are not a JSON object"),
+            "{runner}: {}",
+            results[3]
+        );
+        assert_eq!(
+            report["usage"]["toolCalls"], 1,
+            "{runner}: one call ran: {report:#}"
+        );
+    }
+}
