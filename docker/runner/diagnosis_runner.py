@@ -66,6 +66,13 @@ _SECRETS: list[str] = []
 
 # What the model is told; the native runner (src/runner/native/mod.rs) says the same.
 LAST_STEP_NOTE = "工具调用次数已用完。请基于已获得的信息，立即按要求的 JSON 格式输出最终诊断报告。"
+# The follow-up to an answer that holds no readable report (src/runner/native/mod.rs says
+# the same, FORMAT_NOTE).
+FORMAT_NOTE = (
+    "你的回答无法读取为要求的 JSON 报告（{why}）。请不要再调用工具，只输出一个 JSON 对象："
+    '{"promQL": ["PromQL 查询"], "content": "【问题概述】…【根因分析】…【影响范围】…【解决方案】…"}，'
+    '字符串中的换行写作 \\n，引号写作 \\"，不要代码块标记和其他文字。'
+)
 CUT_OFF_NOTE = (
     "你的回答超出了长度上限，被截断了。请不要再调用工具，直接输出要求的 JSON 诊断报告"
     "（promQL 与 content），内容精简，确保完整。"
@@ -143,6 +150,40 @@ class Usage:
             "withheldToolResults": self.withheld_tool_results,
         }
         log(f"DD-USAGE {json.dumps(usage)}")
+
+
+def unreadable(text: str) -> str | None:
+    """Why the text holds no report the service can read (as written or leniently), or
+    None when it holds one: the service's extraction (src/runner/extract.rs) decides the
+    same way."""
+    text = lenient.without_reasoning(text)
+    if not text.strip():
+        return "the model's answer is empty"
+    if holds_report(text):
+        return None
+    trimmed = text.rstrip()
+    trimmed = trimmed[:-3].rstrip() if trimmed.endswith("```") else trimmed
+    start, candidates = trimmed.find("{"), 0
+    while start != -1 and candidates < 8:
+        candidates += 1
+        read = lenient.read_object(trimmed[start:])
+        if read and report_shape(read[0]):
+            return None
+        start = trimmed.find("{", start + 1)
+    return "the model's answer has no JSON object of the report's shape"
+
+
+def report_shape(value: Any) -> bool:
+    """`{"promQL": [str], "content": non-empty str}`."""
+    if not isinstance(value, dict):
+        return False
+    queries, content = value.get("promQL"), value.get("content")
+    return (
+        isinstance(queries, list)
+        and all(isinstance(q, str) for q in queries)
+        and isinstance(content, str)
+        and bool(content.strip())
+    )
 
 
 def holds_report(text: str) -> bool:
@@ -735,12 +776,14 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
         answered: set[str] = set()  # the calls run so far, by name and arguments
         followed_up = False
+        asked_for_format = False  # whether an answer with no readable report got its follow-up
         spent = 0  # characters of tool output shown so far
         step = 0
         while True:
             step += 1
-            # The last step, and the follow-up to a cut-off answer, must answer in text.
-            last = step >= args.max_turns or followed_up
+            # The last step, and a follow-up (to a cut-off answer, or to one with no readable
+            # report), must answer in text.
+            last = step >= args.max_turns or followed_up or asked_for_format
             turn = await llm.turn(messages, specs, forbid_tools=last)
             if turn.cut_off:
                 if holds_report(turn.text):
@@ -764,6 +807,13 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
                     turn.calls = [(f"text_{step}_{i}", name, arguments) for i, (name, arguments) in enumerate(written)]
                     turn.message = llm.calls_message(turn.calls)
             if not turn.calls:
+                why = unreadable(turn.text)
+                if why and not asked_for_format:
+                    log(f"step {step}: the answer holds no readable report ({why}); asking once for the JSON object alone")
+                    asked_for_format = True
+                    messages.append({"role": "assistant", "content": turn.text or NO_OUTPUT})
+                    messages.append(llm.user_message(FORMAT_NOTE.replace("{why}", why)))
+                    continue
                 log(f"answer after {step} step(s)")
                 return turn.text
             if last:

@@ -125,6 +125,11 @@ async fn an_answer_without_json_fails_the_report_and_keeps_the_output_tail() {
     let (_, report) = failed_report(&app, "prose").await;
 
     assert!(report_error(&report).contains("no JSON"), "{report:#}");
+    assert_eq!(
+        app.llm.requests().len(),
+        2,
+        "the answer, and one follow-up asking for the object alone"
+    );
     assert!(
         report["rawOutput"].as_str().unwrap().contains("建议重启"),
         "{report:#}"

@@ -59,6 +59,8 @@ pub enum Script {
     ToolLoop,
     /// Answer in prose, with no JSON at all.
     Prose,
+    /// Answer in prose first, then (asked for the object alone) with a report.
+    ProseThenReport,
     /// Ask for every query at once in one turn, then answer quoting all the results.
     Parallel(Vec<String>),
     /// Answer the first request `429` with `Retry-After: 1` (seconds), then as
@@ -644,6 +646,10 @@ fn decide(script: &Script, r: &Request) -> Step {
         Script::Status(code) => Step::Fail(*code),
         Script::Hang => Step::Hang,
         Script::Prose => Step::Answer("我认为是 CPU 太高了，建议重启。".into()),
+        Script::ProseThenReport if r.nth == 1 => {
+            Step::Answer("我认为是 CPU 太高了，建议重启。".into())
+        }
+        Script::ProseThenReport => Step::Answer(report("up", "按要求只输出 JSON")),
         Script::ToolLoop if r.may_call => Step::CallTool {
             tool: "execute_query".into(),
             arguments: json!({"query": "up"}),

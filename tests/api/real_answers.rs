@@ -215,3 +215,31 @@ async fn a_repeated_call_an_unknown_tool_and_arguments_that_are_no_object_are_an
         );
     }
 }
+
+#[tokio::test]
+async fn an_answer_with_no_report_gets_one_follow_up_asking_for_the_object_alone() {
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            script: Script::ProseThenReport,
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "format").await;
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        assert_eq!(report["engine"], "ai", "{runner}: {report:#}");
+        let requests = app.llm.requests();
+        assert_eq!(requests.len(), 2, "{runner}");
+        let follow_up = &requests[1].body;
+        let text = follow_up.to_string();
+        assert!(
+            text.contains("无法读取为要求的 JSON 报告") && text.contains("no JSON object"),
+            "{runner}: the model is told why: {follow_up}"
+        );
+        assert!(
+            text.contains("建议重启"),
+            "{runner}: its own answer is in the conversation"
+        );
+        assert_eq!(follow_up["tool_choice"], "none", "{runner}: it must answer");
+    }
+}

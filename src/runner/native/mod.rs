@@ -46,6 +46,10 @@ pub const LAST_STEP_NOTE: &str =
 /// the same.)
 pub const CUT_OFF_NOTE: &str = "你的回答超出了长度上限，被截断了。请不要再调用工具，直接输出要求的 JSON 诊断报告（promQL 与 content），内容精简，确保完整。";
 
+/// The follow-up to an answer that holds no readable report, after `{why}`; the Python
+/// runner says the same (`FORMAT_NOTE`).
+pub const FORMAT_NOTE: &str = "你的回答无法读取为要求的 JSON 报告（{why}）。请不要再调用工具，只输出一个 JSON 对象：{\"promQL\": [\"PromQL 查询\"], \"content\": \"【问题概述】…【根因分析】…【影响范围】…【解决方案】…\"}，字符串中的换行写作 \\n，引号写作 \\\"，不要代码块标记和其他文字。";
+
 /// The agent loop in the service.
 pub struct NativeRunner {
     chat: Arc<dyn ChatClient>,
@@ -64,6 +68,14 @@ impl From<LlmError> for Failure {
     fn from(e: LlmError) -> Self {
         Failure::new(e.kind, e.message)
     }
+}
+
+/// What the model's text holds (read on a blocking thread).
+async fn find_report(text: &str) -> Answer {
+    let text = text.to_owned();
+    tokio::task::spawn_blocking(move || extract::find_report(&text))
+        .await
+        .unwrap_or_else(|e| Answer::Unusable(format!("reading the model's answer failed: {e}")))
 }
 
 /// Whether the model's text already holds the report as written, with nothing to repair
@@ -216,11 +228,14 @@ impl NativeRunner {
         // Characters of tool output shown so far, and results withheld past the budget.
         let (mut spent, mut withheld) = (0usize, 0u64);
         let mut followed_up = false;
+        // Whether an answer with no readable report got its one follow-up.
+        let mut asked_for_format = false;
         let mut step = 0;
         loop {
             step += 1;
-            // The last step, and the follow-up to a cut-off answer, must answer in text.
-            let last = step >= self.max_steps || followed_up;
+            // The last step, and a follow-up (to a cut-off answer, or to one with no
+            // readable report), must answer in text.
+            let last = step >= self.max_steps || followed_up || asked_for_format;
             let choice = if last {
                 ToolChoice::None
             } else {
@@ -288,8 +303,30 @@ impl NativeRunner {
                 }
             }
             if turn.calls.is_empty() {
-                log.line(format!("answer after {step} step(s)"));
-                return Ok(turn.text);
+                let unreadable = match find_report(&turn.text).await {
+                    Answer::Unusable(why) => Some(why),
+                    Answer::Report(..) => None,
+                };
+                match unreadable {
+                    Some(why) if !asked_for_format => {
+                        log.line(format!(
+                            "step {step}: the answer holds no readable report ({why}); asking once for the JSON object alone"
+                        ));
+                        asked_for_format = true;
+                        // The answer's text is kept in the conversation, so the model
+                        // sees what it wrote and what was wrong with it.
+                        messages.push(Message::Assistant {
+                            text: turn.text,
+                            calls: Vec::new(),
+                        });
+                        messages.push(Message::User(FORMAT_NOTE.replace("{why}", &why)));
+                        continue;
+                    }
+                    _ => {
+                        log.line(format!("answer after {step} step(s)"));
+                        return Ok(turn.text);
+                    }
+                }
             }
             if last {
                 if holds_report(&turn.text).await {
