@@ -163,27 +163,51 @@ def unreadable(text: str) -> str | None:
         return None
     trimmed = text.rstrip()
     trimmed = trimmed[:-3].rstrip() if trimmed.endswith("```") else trimmed
-    start, candidates = trimmed.find("{"), 0
+    start, candidates, first_problem = trimmed.find("{"), 0, None
     while start != -1 and candidates < 8:
         candidates += 1
         read = lenient.read_object(trimmed[start:])
-        if read and report_shape(read[0]):
-            return None
+        if read:
+            problem = shape_problem(read[0])
+            if problem is None:
+                return None
+            first_problem = first_problem or problem
         start = trimmed.find("{", start + 1)
-    return "the model's answer has no JSON object of the report's shape"
+    if first_problem:
+        return f"the model's answer has JSON but not a report: {first_problem}"
+    return "the model's answer has no JSON object"
+
+
+SECTIONS = ("【问题概述】", "【根因分析】", "【影响范围】", "【解决方案】")
+
+
+def shape_problem(value: Any) -> str | None:
+    """What keeps `value` from being the report `{"promQL": [str], "content": str of the
+    four sections}`, in the words of src/runner/extract.rs; None when it is one."""
+    if not isinstance(value, dict):
+        return "not an object"
+    queries, content = value.get("promQL"), value.get("content")
+    if "promQL" not in value:
+        return 'no "promQL" field'
+    if not isinstance(queries, list):
+        return "promQL is not an array"
+    if not all(isinstance(q, str) for q in queries):
+        return "promQL has a non-string item"
+    if "content" not in value:
+        return 'no "content" field'
+    if not isinstance(content, str):
+        return "content is not a string"
+    if not content.strip():
+        return "content is empty"
+    missing = [section for section in SECTIONS if section not in content]
+    if missing:
+        return f"content lacks the sections {''.join(missing)}"
+    return None
 
 
 def report_shape(value: Any) -> bool:
-    """`{"promQL": [str], "content": non-empty str}`."""
-    if not isinstance(value, dict):
-        return False
-    queries, content = value.get("promQL"), value.get("content")
-    return (
-        isinstance(queries, list)
-        and all(isinstance(q, str) for q in queries)
-        and isinstance(content, str)
-        and bool(content.strip())
-    )
+    """Whether `value` is the report (see shape_problem)."""
+    return shape_problem(value) is None
 
 
 def holds_report(text: str) -> bool:
@@ -199,13 +223,7 @@ def holds_report(text: str) -> bool:
             start = text.find("{", start + 1)
             continue
         if isinstance(value, dict):
-            queries, content = value.get("promQL"), value.get("content")
-            if (
-                isinstance(queries, list)
-                and all(isinstance(q, str) for q in queries)
-                and isinstance(content, str)
-                and content.strip()
-            ):
+            if report_shape(value):
                 return True
             start = text.find("{", end)
         else:

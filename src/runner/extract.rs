@@ -14,6 +14,14 @@ use serde_json::Value;
 use super::lenient::{self, Repair};
 use crate::model::report::ReportBody;
 
+/// The sections of the design's report, in order.
+pub const SECTIONS: [&str; 4] = [
+    "【问题概述】",
+    "【根因分析】",
+    "【影响范围】",
+    "【解决方案】",
+];
+
 /// How much of the answer is searched; a model's report is far smaller than this.
 const MAX_ANSWER_BYTES: usize = 512 * 1024;
 /// Parse attempts before giving up on pathological input.
@@ -88,8 +96,13 @@ pub fn find_report(text: &str) -> Answer {
             _ => from = start + 1,
         }
     }
-    if let Some((body, repairs)) = repaired(text) {
-        return Answer::Report(body, repairs);
+    match repaired(text) {
+        Ok((body, repairs)) => return Answer::Report(body, repairs),
+        Err(Some(problem)) => {
+            saw_object = true;
+            shape_problem.get_or_insert(problem);
+        }
+        Err(None) => {}
     }
     Answer::Unusable(match (saw_object, shape_problem) {
         (_, Some(problem)) => format!("the model's answer has JSON but not a report: {problem}"),
@@ -98,17 +111,25 @@ pub fn find_report(text: &str) -> Answer {
 }
 
 /// The first report the lenient reader finds, from the first few `{`, the answer's last
-/// code fence taken off (a cut answer leaves its closing fence inside the string).
-fn repaired(text: &str) -> Option<(ReportBody, Vec<Repair>)> {
+/// code fence taken off (a cut answer leaves its closing fence inside the string); else
+/// what is wrong with the first object it read (`None`: it read none).
+fn repaired(text: &str) -> Result<(ReportBody, Vec<Repair>), Option<String>> {
     const CANDIDATES: usize = 8;
     let text = text.trim_end();
     let text = text.strip_suffix("```").unwrap_or(text).trim_end();
-    text.match_indices('{')
-        .take(CANDIDATES)
-        .find_map(|(start, _)| {
-            let (value, repairs) = lenient::object(&text[start..])?;
-            validate(value).ok().map(|body| (body, repairs))
-        })
+    let mut problem = None;
+    for (start, _) in text.match_indices('{').take(CANDIDATES) {
+        let Some((value, repairs)) = lenient::object(&text[start..]) else {
+            continue;
+        };
+        match validate(value) {
+            Ok(body) => return Ok((body, repairs)),
+            Err(why) => {
+                problem.get_or_insert(why);
+            }
+        }
+    }
+    Err(problem)
 }
 
 /// Checks the design's report shape: `{"promQL": [string], "content": non-empty string}`.
@@ -134,6 +155,16 @@ fn validate(value: Value) -> Result<ReportBody, String> {
         Some(_) => return Err("content is not a string".into()),
         None => return Err("no \"content\" field".into()),
     };
+    // The design's report is the four sections: a small model that echoes its prompt or
+    // writes one paragraph has written no report, however valid its JSON.
+    let missing: Vec<&str> = SECTIONS
+        .iter()
+        .copied()
+        .filter(|s| !content.contains(s))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("content lacks the sections {}", missing.join("")));
+    }
     Ok(ReportBody { prom_ql, content })
 }
 
@@ -166,6 +197,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A content of the four sections.
+    const FOUR: &str = "【问题概述】a【根因分析】b【影响范围】c【解决方案】d";
+
     fn report(text: &str) -> ReportBody {
         match find_report(text) {
             Answer::Report(r, repairs) => {
@@ -197,7 +231,7 @@ mod tests {
     fn an_almost_report_is_repaired_and_the_repairs_named() {
         // Qwen2.5-Coder-1.5B through llama.cpp, as the issue found it: fenced, raw line
         // breaks in the string, and cut before its closing quote and brace.
-        let answer = "```json\n{\n  \"promQL\": [\"100 - avg(rate(node_cpu_seconds_total{mode=\\\"idle\\\"}[5m])) * 100\"],\n  \"content\": \"【问题概述】\nCPU 饱和\n【根因分析】\n...\n```";
+        let answer = "```json\n{\n  \"promQL\": [\"100 - avg(rate(node_cpu_seconds_total{mode=\\\"idle\\\"}[5m])) * 100\"],\n  \"content\": \"【问题概述】\nCPU 饱和\n【根因分析】\n...\n【影响范围】\nweb-1\n【解决方案】\n...\n```";
         let Answer::Report(body, repairs) = find_report(answer) else {
             panic!("repaired")
         };
@@ -205,30 +239,34 @@ mod tests {
             body.prom_ql,
             vec!["100 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[5m])) * 100"]
         );
-        assert_eq!(body.content, "【问题概述】\nCPU 饱和\n【根因分析】\n...");
+        assert_eq!(
+            body.content,
+            "【问题概述】\nCPU 饱和\n【根因分析】\n...\n【影响范围】\nweb-1\n【解决方案】\n..."
+        );
         assert_eq!(repairs, vec![Repair::ControlCharacter, Repair::Unclosed]);
     }
 
     #[test]
     fn plain_json() {
-        let r = report("{\"promQL\":[\"up\"],\"content\":\"【问题概述】x\"}\n");
+        let r = report(&format!("{{\"promQL\":[\"up\"],\"content\":\"{FOUR}\"}}\n"));
         assert_eq!(r.prom_ql, vec!["up"]);
-        assert_eq!(r.content, "【问题概述】x");
+        assert_eq!(r.content, FOUR);
     }
 
     #[test]
     fn fenced_json_with_prose_nesting_and_braces_in_strings() {
-        let out = "好的，以下是报告：\n```json\n{\"promQL\": [\"rate(x{job=\\\"a\\\"}[5m])\"], \"content\": \"} { tricky\", \"meta\": {\"a\": {\"b\": {\"c\": 1}}}}\n```\n希望有帮助";
-        let r = report(out);
+        let out = format!("好的，以下是报告：\n```json\n{{\"promQL\": [\"rate(x{{job=\\\"a\\\"}}[5m])\"], \"content\": \"}} {{ tricky{FOUR}\", \"meta\": {{\"a\": {{\"b\": {{\"c\": 1}}}}}}}}\n```\n希望有帮助");
+        let r = report(&out);
         assert_eq!(r.prom_ql, vec!["rate(x{job=\"a\"}[5m])"]);
-        assert_eq!(r.content, "} { tricky");
+        assert_eq!(r.content, format!("}} {{ tricky{FOUR}"));
     }
 
     #[test]
     fn the_first_object_of_the_report_shape_wins() {
-        let r =
-            report("{\"promQL\":[],\"content\":\"a\"}\n#####\n{\"promQL\":[],\"content\":\"b\"}");
-        assert_eq!(r.content, "a");
+        let r = report(&format!(
+            "{{\"promQL\":[],\"content\":\"a{FOUR}\"}}\n#####\n{{\"promQL\":[],\"content\":\"b{FOUR}\"}}"
+        ));
+        assert_eq!(r.content, format!("a{FOUR}"));
     }
 
     #[test]
@@ -237,6 +275,15 @@ mod tests {
             panic!()
         };
         assert!(why.contains("promQL is not an array"), "{why}");
+        let Answer::Unusable(why) =
+            find_report("{\"promQL\":[],\"content\":\"告警系统转来的原始数据【问题概述】\"}")
+        else {
+            panic!("an echo of the prompt is no report")
+        };
+        assert!(
+            why.contains("content lacks the sections 【根因分析】【影响范围】【解决方案】"),
+            "{why}"
+        );
         let Answer::Unusable(why) = find_report("I could not decide.") else {
             panic!()
         };
@@ -260,7 +307,7 @@ mod tests {
 
         #[test]
         fn finds_a_report_wrapped_in_any_prose(pre in "[^{#]{0,80}", post in "\\PC{0,80}", q in "[a-z_{}\\[\\]\"]{0,20}") {
-            let body = serde_json::json!({"promQL": [q.clone()], "content": "c"}).to_string();
+            let body = serde_json::json!({"promQL": [q.clone()], "content": FOUR}).to_string();
             let got = report(&format!("{pre}{body}{post}"));
             prop_assert_eq!(got.prom_ql, vec![q]);
         }

@@ -208,7 +208,9 @@ class RetryDelay(unittest.TestCase):
 
 class HoldsReport(unittest.TestCase):
     def test_a_report_in_prose_is_found_and_a_cut_one_is_not(self):
-        self.assertTrue(runner.holds_report('好的：{"promQL": ["up"], "content": "【问题概述】x"} 完'))
+        four = "【问题概述】a【根因分析】b【影响范围】c【解决方案】d"
+        self.assertTrue(runner.holds_report('好的：{"promQL": ["up"], "content": "%s"} 完' % four))
+        self.assertFalse(runner.holds_report('{"promQL": ["up"], "content": "【问题概述】x"}'), "one section is no report")
         self.assertFalse(runner.holds_report('{"promQL": ["up"], "content": "【问题概'))
         self.assertFalse(runner.holds_report('{"promQL": "up", "content": "x"}'))
         self.assertFalse(runner.holds_report("no json"))
