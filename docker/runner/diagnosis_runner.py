@@ -79,7 +79,98 @@ CUT_OFF_NOTE = (
 )
 # No provider accepts empty content; an empty tool output is sent as this.
 NO_OUTPUT = "(no output)"
+# What stands in for a tool output removed to fit the model's context (src/runner/context.rs
+# says the same, TRIMMED_NOTE).
+TRIMMED_NOTE = "[removed by deploy-diagnosis to fit the model's context (AI.ContextTokens): an earlier tool output; call the tool again if you still need it]"
+# The tool the final answer is submitted through on Anthropic (src/runner/provider.rs).
+SUBMIT_TOOL = "submit_report"
+# Tokens each message costs besides its text, and the phrases of the servers' errors for a
+# request longer than their context (src/runner/context.rs: the same estimate and phrases).
+PER_MESSAGE = 4
+CONTEXT_ERRORS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "exceed_context_size",
+    "exceeds the available context size",
+    "exceeds the maximum allowed length",
+    "prompt is too long",
+    "range of input length",
+)
 MAX_ATTEMPTS = 5
+
+
+def estimate(text: str) -> int:
+    """Tokens a text is estimated to take: a non-ASCII character as one, ASCII as one per
+    three characters (src/runner/context.rs)."""
+    ascii_chars = sum(1 for c in text if ord(c) < 128)
+    return (len(text) - ascii_chars) + -(-ascii_chars // 3)
+
+
+def context_advice(context_tokens: int, max_tokens: int) -> str:
+    return (
+        f"AI.ContextTokens is {context_tokens} with AI.MaxTokens {max_tokens} kept for the answer; "
+        "set AI.ContextTokens to the context the server has (llama.cpp --ctx-size per slot, "
+        "vLLM/SGLang --max-model-len / --context-length, Ollama OLLAMA_CONTEXT_LENGTH), raise the "
+        "server's, or lower AI.MaxTokens"
+    )
+
+
+def _block_tokens(block: Any) -> int:
+    if isinstance(block, str):
+        return estimate(block)
+    kind = block.get("type")
+    if kind == "text":
+        return estimate(block.get("text") or "")
+    if kind == "tool_use":
+        return estimate(block.get("name") or "") + estimate(json.dumps(block.get("input"), separators=(",", ":")))
+    if kind == "tool_result":
+        return PER_MESSAGE + estimate(block.get("content") or "")
+    return estimate(json.dumps(block, ensure_ascii=False))
+
+
+def message_tokens(message: dict[str, Any]) -> int:
+    """Tokens a message of either wire format is estimated to take."""
+    content = message.get("content")
+    blocks = content if isinstance(content, list) else [content or ""]
+    total = PER_MESSAGE + sum(_block_tokens(b) for b in blocks)
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        total += estimate(function.get("name") or "") + estimate(function.get("arguments") or "")
+    return total
+
+
+def fit_context(messages: list[dict[str, Any]], tools: list[dict[str, Any]], budget: int) -> list[str]:
+    """Fits the conversation into `budget` tokens by replacing tool outputs with a note,
+    oldest first; the ids of the calls whose output was removed. Raises when nothing is
+    left to remove (src/runner/native/mod.rs, fit_context, does the same)."""
+    total = sum(estimate(json.dumps(t, ensure_ascii=False, separators=(",", ":"))) for t in tools)
+    total += sum(message_tokens(m) for m in messages)
+    removed: list[str] = []
+    note = estimate(TRIMMED_NOTE)
+    outputs: list[tuple[dict[str, Any], str]] = []  # (the dict holding "content", the call id)
+    for m in messages:
+        if m.get("role") == "tool":
+            outputs.append((m, m.get("tool_call_id", "")))
+        elif isinstance(m.get("content"), list):
+            outputs.extend((b, b.get("tool_use_id", "")) for b in m["content"] if b.get("type") == "tool_result")
+    for holder, call_id in outputs:
+        if total <= budget:
+            break
+        size = estimate(holder.get("content") or "")
+        if holder.get("content") == TRIMMED_NOTE or size <= note:
+            continue
+        holder["content"] = TRIMMED_NOTE
+        total -= size - note
+        removed.append(call_id)
+    if total > budget:
+        raise ContextExceeded(total)
+    return removed
+
+
+class ContextExceeded(Exception):
+    def __init__(self, needed: int) -> None:
+        super().__init__(needed)
+        self.needed = needed
 
 
 class DiagnosisError(Exception):
@@ -311,6 +402,10 @@ class LLM:
         self.max_tokens = args.max_tokens
         self.max_tokens_field = "max_tokens" if self.protocol == "anthropic" else args.max_tokens_field
         self.extra = args.extra_body
+        self.structured = args.structured
+        self.report_schema = args.report_schema
+        self.omit_forbidden_tools = args.omit_forbidden_tools
+        self.context_tokens = args.context_tokens
         self.request_timeout = args.request_timeout
         self.deadline = _STARTED + args.deadline
         headers = {"content-type": "application/json"}
@@ -351,6 +446,8 @@ class LLM:
             body["tools"] = tools
             if forbid_tools:
                 body["tool_choice"] = {"type": "none"} if anthropic else "none"
+        if forbid_tools:
+            self.final_answer_form(body)
         body[self.max_tokens_field] = self.max_tokens
         for key, value in self.extra.items():
             if value is None:
@@ -358,6 +455,29 @@ class LLM:
             else:
                 body[key] = value
         return body
+
+    def final_answer_form(self, body: dict[str, Any]) -> None:
+        """A turn that must answer asks for the report in the provider's structured form,
+        and a server that ignores tool_choice is not offered the tools at all (the native
+        runner's final_answer_form)."""
+        if self.omit_forbidden_tools:
+            body.pop("tools", None)
+            body.pop("tool_choice", None)
+        if self.structured == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "diagnosis_report", "strict": True, "schema": self.report_schema},
+            }
+        elif self.structured == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        elif self.structured == "submit_tool":
+            submit = {
+                "name": SUBMIT_TOOL,
+                "description": "Submit the diagnosis report: the PromQL of the anomalous metrics and the four-section content.",
+                "input_schema": self.report_schema,
+            }
+            body["tools"] = [*body.get("tools", []), submit]
+            body["tool_choice"] = {"type": "tool", "name": SUBMIT_TOOL}
 
     async def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sends one request, retrying 429, 5xx (529 included), timeouts and connection
@@ -379,6 +499,12 @@ class LLM:
                     except ValueError as exc:
                         raise DiagnosisError("llm_bad_response", f"AI endpoint {self.where} answered non-JSON") from exc
                 detail = " ".join(redact(response.text).split())[:300]
+                if 400 <= response.status_code < 500 and any(p in response.text.lower() for p in CONTEXT_ERRORS):
+                    raise DiagnosisError(
+                        "context_exceeded",
+                        f"the request is longer than the AI server's context (status {response.status_code} at "
+                        f"{self.where}: {detail}); {context_advice(self.context_tokens, self.max_tokens)}",
+                    )
                 error = DiagnosisError(
                     "llm_status", f"AI call failed with status {response.status_code} at {self.where}: {detail}"
                 )
@@ -410,6 +536,11 @@ class LLM:
             raise DiagnosisError("llm_bad_response", "AI answer has no content blocks")
         cut_off = data.get("stop_reason") == "max_tokens"
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        # The report, submitted through the tool the last step forces.
+        submitted = [b for b in blocks if b.get("type") == "tool_use" and b.get("name") == SUBMIT_TOOL]
+        if submitted:
+            text = json.dumps(submitted[0].get("input"), ensure_ascii=False)
+            blocks = [{"type": "text", "text": text}]
         calls = [] if cut_off else [
             (b.get("id", ""), b.get("name", ""), b.get("input") or {}) for b in blocks if b.get("type") == "tool_use"
         ]
@@ -793,6 +924,7 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
         specs = llm.tool_specs(tools.tools)
         messages: list[dict[str, Any]] = [llm.user_message(prompt)]
         answered: set[str] = set()  # the calls run so far, by name and arguments
+        call_keys: dict[str, str] = {}  # which call each output answered, for fit_context
         followed_up = False
         asked_for_format = False  # whether an answer with no readable report got its follow-up
         spent = 0  # characters of tool output shown so far
@@ -802,6 +934,19 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
             # The last step, and a follow-up (to a cut-off answer, or to one with no readable
             # report), must answer in text.
             last = step >= args.max_turns or followed_up or asked_for_format
+            try:
+                removed = fit_context(messages, specs, max(0, args.context_tokens - args.max_tokens))
+            except ContextExceeded as exc:
+                raise DiagnosisError(
+                    "context_exceeded",
+                    f"the conversation needs about {exc.needed} tokens with no tool output left to remove, more than "
+                    f"the {max(0, args.context_tokens - args.max_tokens)} the context leaves beside the answer; "
+                    f"{context_advice(args.context_tokens, args.max_tokens)}",
+                ) from None
+            if removed:
+                log(f"step {step}: {len(removed)} earlier tool output(s) removed to fit AI.ContextTokens ({args.context_tokens})")
+                for call_id in removed:
+                    answered.discard(call_keys.pop(call_id, ""))
             turn = await llm.turn(messages, specs, forbid_tools=last)
             if turn.cut_off:
                 if holds_report(turn.text):
@@ -889,6 +1034,7 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
                 else:
                     spent += len(output)
                 answered.add(key)
+                call_keys[call_id] = key
                 this_turn[key] = (output, is_error)
                 results.append((call_id, output, is_error))
             if usage.refused_tool_calls:
@@ -955,6 +1101,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default={},
         help="a JSON object merged last into every request body; a null value removes a key",
     )
+    parser.add_argument(
+        "--structured",
+        default="instruction",
+        choices=["instruction", "json_schema", "json_object", "submit_tool"],
+        help="how the final answer is asked for (the provider profile's)",
+    )
+    parser.add_argument("--report-schema", type=json_object, default={}, help="the report's JSON schema")
+    parser.add_argument(
+        "--omit-forbidden-tools", action="store_true", help="forbid tools by leaving them out (tool_choice ignored)"
+    )
+    parser.add_argument("--context-tokens", type=int, default=32768, help="tokens of context the AI server has")
     parser.add_argument("--tool-result-max-chars", type=int, default=8000)
     parser.add_argument("--max-tool-calls-per-turn", type=int, default=8)
     parser.add_argument("--tool-result-budget-chars", type=int, default=120000)

@@ -187,6 +187,12 @@ impl Config {
                 "must be at least AI.ToolResultMaxChars",
             ));
         }
+        if self.ai.context_tokens != 0 && self.ai.context_tokens <= self.ai.max_tokens {
+            return Err(invalid(
+                "AI.ContextTokens",
+                "must be above AI.MaxTokens (the answer is written into the same context), or 0 for the provider's",
+            ));
+        }
         if self.store.kind == StoreKind::Mongo {
             if !(self.mongo.url.starts_with("mongodb://")
                 || self.mongo.url.starts_with("mongodb+srv://"))
@@ -394,6 +400,8 @@ AI:
             ("DD_AI__MAXTOKENS", "0", "AI.MaxTokens"),
             ("DD_AI__MAXTOKENSFIELD", "tokens", "AI.MaxTokensField"),
             ("DD_AI__PROVIDER", "azure", "AI.Provider"),
+            ("DD_AI__STRUCTUREDOUTPUT", "always", "AI.StructuredOutput"),
+            ("DD_AI__CONTEXTTOKENS", "100", "AI.ContextTokens"),
             ("DD_WORKER__LEASESECONDS", "1", "Worker.LeaseSeconds"),
             (
                 "DD_EVIDENCE__BASELINEMINUTES",

@@ -45,6 +45,8 @@ pub const KEYS: &[&str] = &[
     "AI.MaxTokens",
     "AI.MaxTokensField",
     "AI.ExtraBody",
+    "AI.StructuredOutput",
+    "AI.ContextTokens",
     "Store",
     "Store.Kind",
     "Store.Path",
@@ -311,7 +313,8 @@ pub struct AiConfig {
     )]
     pub tool_result_max_chars: u32,
     /// The provider whose request rules apply: `auto` (recognised from `BaseURL`),
-    /// `anthropic`, `openai`, `dashscope`, `modelscope` or `generic`.
+    /// `anthropic`, `openai`, `dashscope`, `modelscope`, the self-hosted servers `vllm`,
+    /// `ollama`, `llamacpp` and `sglang`, or `generic`.
     #[serde(deserialize_with = "value::variant")]
     pub provider: ProviderSetting,
     /// Most tokens the model may write in one answer.
@@ -325,6 +328,15 @@ pub struct AiConfig {
     /// a key the provider profile would send.
     #[serde(rename = "extrabody", deserialize_with = "value::extra_body")]
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// Whether the final answer is asked for in the provider's structured form (a JSON
+    /// schema, JSON mode, or a forced `submit_report` tool, by provider profile): `auto`,
+    /// or `off` for the design's instruction alone.
+    #[serde(rename = "structuredoutput", deserialize_with = "value::variant")]
+    pub structured_output: StructuredOutput,
+    /// Tokens of context the AI server has (prompt, history and answer); 0: the provider
+    /// profile's. The conversation is trimmed to fit it, oldest tool output first.
+    #[serde(rename = "contexttokens")]
+    pub context_tokens: u32,
 }
 
 impl Default for AiConfig {
@@ -346,6 +358,8 @@ impl Default for AiConfig {
             max_tokens: 4096,
             max_tokens_field: MaxTokensField::default(),
             extra_body: serde_json::Map::new(),
+            structured_output: StructuredOutput::default(),
+            context_tokens: 0,
         }
     }
 }
@@ -407,8 +421,27 @@ pub enum ProviderSetting {
     Dashscope,
     /// ModelScope API-Inference.
     Modelscope,
+    /// vLLM's OpenAI-compatible server.
+    Vllm,
+    /// Ollama's OpenAI-compatible API.
+    Ollama,
+    /// llama.cpp's server (`llama-server`).
+    Llamacpp,
+    /// SGLang's OpenAI-compatible server.
+    Sglang,
     /// Any other OpenAI-compatible server.
     Generic,
+}
+
+/// `AI.StructuredOutput`: how the final answer is asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StructuredOutput {
+    /// The provider profile's structured form, where it has one.
+    #[default]
+    Auto,
+    /// The design's "only a JSON object" instruction alone.
+    Off,
 }
 
 /// `AI.MaxTokensField`: the name the token limit is sent under.

@@ -149,6 +149,8 @@ pub enum FailureKind {
     AnswerCutOff,
     /// On the last step the model asked for more tools instead of answering.
     ToolsAtStepLimit,
+    /// The conversation does not fit the AI server's context (`AI.ContextTokens`).
+    ContextExceeded,
     /// Prometheus could not be reached.
     PrometheusUnreachable,
     /// An MCP server could not be started or reached.
@@ -177,13 +179,14 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind.
-    pub const ALL: [FailureKind; 18] = [
+    pub const ALL: [FailureKind; 19] = [
         FailureKind::LlmStatus,
         FailureKind::LlmUnreachable,
         FailureKind::LlmTimeout,
         FailureKind::LlmBadResponse,
         FailureKind::AnswerCutOff,
         FailureKind::ToolsAtStepLimit,
+        FailureKind::ContextExceeded,
         FailureKind::PrometheusUnreachable,
         FailureKind::McpFailed,
         FailureKind::DeadlineExceeded,
@@ -207,6 +210,7 @@ impl FailureKind {
             FailureKind::LlmBadResponse => "llm_bad_response",
             FailureKind::AnswerCutOff => "answer_cut_off",
             FailureKind::ToolsAtStepLimit => "tools_at_step_limit",
+            FailureKind::ContextExceeded => "context_exceeded",
             FailureKind::PrometheusUnreachable => "prometheus_unreachable",
             FailureKind::McpFailed => "mcp_failed",
             FailureKind::DeadlineExceeded => "deadline_exceeded",

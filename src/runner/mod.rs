@@ -9,9 +9,10 @@
 //!   container).
 //! - [`summary`]: range query results summarised for the model, as both loops do it.
 //! - [`provider`]: what each AI provider needs in a request; [`extract`]: the report pulled
-//!   out of the model's answer.
+//!   out of the model's answer; [`context`]: what a request takes of the server's context.
 
 pub mod calls;
+pub mod context;
 pub mod docker;
 pub mod extract;
 pub mod lenient;

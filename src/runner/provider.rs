@@ -1,25 +1,39 @@
-//! Provider profiles: what each AI provider the design names needs in a request body,
-//! picked from `AI.BaseURL` and `AI.Model`, every choice overridable in configuration.
+//! Provider profiles: what each AI provider needs in a request body, picked from
+//! `AI.BaseURL` and `AI.Model` (or named in `AI.Provider`), every choice overridable in
+//! configuration.
 //!
-//! | provider | recognised by | wire format | token limit sent as | also sent |
-//! |---|---|---|---|---|
-//! | Anthropic | host `*.anthropic.com` | Messages | `max_tokens` (required) | |
-//! | OpenAI | host `api.openai.com` | chat completions | `max_completion_tokens` | |
-//! | DashScope (Qwen) | host `dashscope*.aliyuncs.com` | chat completions | `max_tokens` | `enable_thinking: false` for Qwen3 models |
-//! | ModelScope | host `*modelscope.cn` | chat completions | `max_tokens` | `enable_thinking: false` for Qwen3 models |
-//! | any other (Ollama, vLLM, gateways) | | chat completions | `max_tokens`, or `max_completion_tokens` for o-series / gpt-5 models | |
+//! | provider | recognised by | wire format | token limit sent as | final answer asked for as | tools forbidden by | context (`AI.ContextTokens`) | also sent |
+//! |---|---|---|---|---|---|---|---|
+//! | Anthropic | host `*.anthropic.com` | Messages | `max_tokens` (required) | a forced `submit_report` tool | `tool_choice` | 200,000 | |
+//! | OpenAI | host `api.openai.com` | chat completions | `max_completion_tokens` | `response_format` JSON schema (strict) | `tool_choice` | 128,000 | |
+//! | DashScope (Qwen) | host `dashscope*.aliyuncs.com` | chat completions | `max_tokens` | `response_format` `json_object` | `tool_choice` | 32,768 | `enable_thinking: false` for Qwen3 models |
+//! | ModelScope | host `*modelscope.cn` | chat completions | `max_tokens` | the instruction | `tool_choice` | 32,768 | `enable_thinking: false` for Qwen3 models |
+//! | vLLM | `AI.Provider: vllm` | chat completions | `max_tokens` | `response_format` JSON schema | `tool_choice` | 32,768 | |
+//! | SGLang | `AI.Provider: sglang` | chat completions | `max_tokens` | `response_format` JSON schema | `tool_choice` | 32,768 | |
+//! | llama.cpp | `AI.Provider: llamacpp` | chat completions | `max_tokens` | `response_format` JSON schema | `tool_choice` | 32,768 | |
+//! | Ollama | port 11434, or `AI.Provider: ollama` | chat completions | `max_tokens` | `response_format` JSON schema | leaving `tools` out (it ignores `tool_choice`) | 4,096 | |
+//! | any other (gateways) | | chat completions | `max_tokens`, or `max_completion_tokens` for o-series / gpt-5 models | the instruction | `tool_choice` | 32,768 | |
 //!
-//! `AI.Provider` names the provider when the URL does not (a gateway in front of one),
-//! `AI.Protocol` the wire format, `AI.MaxTokensField` the token limit's name, and
-//! `AI.ExtraBody` is merged last into every request body: it adds any other provider's
-//! parameter, and a `null` value removes one the profile would send.
+//! The final answer (the last step, and the follow-ups to a cut or unreadable answer) is
+//! asked for in the structured form the provider guarantees; the design's "only a JSON
+//! object" instruction stays in the prompt for every provider, and `AI.StructuredOutput:
+//! off` leaves the instruction alone. Ollama silently drops the start of a prompt longer
+//! than its context (4,096 tokens unless the server sets `OLLAMA_CONTEXT_LENGTH`), so its
+//! profile's context is that; the other servers refuse an overlong request, which is a
+//! failure naming `AI.ContextTokens`.
+//!
+//! `AI.Provider` names the provider when the URL does not (a self-hosted server, a gateway
+//! in front of one), `AI.Protocol` the wire format, `AI.MaxTokensField` the token limit's
+//! name, and `AI.ExtraBody` is merged last into every request body: it adds any other
+//! provider's parameter (`chat_template_kwargs`, `top_k`), and a `null` value removes one
+//! the profile would send.
 //!
 //! The Python runner gets the resolved profile as flags, so both runners send the same
 //! requests.
 
 use serde_json::{Map, Value};
 
-use crate::config::{AiConfig, MaxTokensField, Protocol, ProviderSetting};
+use crate::config::{AiConfig, MaxTokensField, Protocol, ProviderSetting, StructuredOutput};
 
 /// An AI provider with request rules of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +46,15 @@ pub enum Provider {
     DashScope,
     /// ModelScope API-Inference.
     ModelScope,
-    /// Any other OpenAI-compatible server (Ollama, vLLM, a gateway).
+    /// vLLM's OpenAI-compatible server.
+    Vllm,
+    /// Ollama's OpenAI-compatible API.
+    Ollama,
+    /// llama.cpp's server.
+    LlamaCpp,
+    /// SGLang's OpenAI-compatible server.
+    SgLang,
+    /// Any other OpenAI-compatible server (a gateway).
     Generic,
 }
 
@@ -44,9 +66,90 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::DashScope => "dashscope",
             Provider::ModelScope => "modelscope",
+            Provider::Vllm => "vllm",
+            Provider::Ollama => "ollama",
+            Provider::LlamaCpp => "llamacpp",
+            Provider::SgLang => "sglang",
             Provider::Generic => "generic",
         }
     }
+
+    /// Tokens of context, when `AI.ContextTokens` does not say: the provider's documented
+    /// window where it has one, else 32,768.
+    fn context_tokens(self) -> u32 {
+        match self {
+            Provider::Anthropic => 200_000,
+            Provider::OpenAi => 128_000,
+            // Ollama's default context; it drops the start of a longer prompt silently.
+            Provider::Ollama => 4096,
+            _ => 32_768,
+        }
+    }
+
+    /// How the final answer is asked for, where the provider guarantees a form.
+    fn structured(self) -> Structured {
+        match self {
+            Provider::Anthropic => Structured::SubmitTool,
+            Provider::OpenAi
+            | Provider::Vllm
+            | Provider::Ollama
+            | Provider::LlamaCpp
+            | Provider::SgLang => Structured::JsonSchema,
+            // DashScope's compatible mode documents JSON mode (`json_object`) for its Qwen
+            // models; ModelScope and unknown servers get the instruction alone.
+            Provider::DashScope => Structured::JsonObject,
+            Provider::ModelScope | Provider::Generic => Structured::Instruction,
+        }
+    }
+}
+
+/// How the final answer is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Structured {
+    /// The design's instruction alone.
+    Instruction,
+    /// `response_format: {"type": "json_schema", ...}` with the report's schema.
+    JsonSchema,
+    /// `response_format: {"type": "json_object"}` (the prompt says JSON, as required).
+    JsonObject,
+    /// A `submit_report` tool whose input is the report, forced with `tool_choice`.
+    SubmitTool,
+}
+
+impl Structured {
+    /// The runner's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Structured::Instruction => "instruction",
+            Structured::JsonSchema => "json_schema",
+            Structured::JsonObject => "json_object",
+            Structured::SubmitTool => "submit_tool",
+        }
+    }
+}
+
+/// The name of the tool the final answer is submitted through on Anthropic.
+pub const SUBMIT_TOOL: &str = "submit_report";
+
+/// The report's JSON schema, as OpenAI's strict structured outputs take it (every
+/// property required, no other property).
+pub fn report_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "promQL": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "PromQL queries of the anomalous metrics"
+            },
+            "content": {
+                "type": "string",
+                "description": "【问题概述】…【根因分析】…【影响范围】…【解决方案】…"
+            }
+        },
+        "required": ["promQL", "content"],
+        "additionalProperties": false
+    })
 }
 
 /// The host of a URL, lowercased (empty when there is none).
@@ -60,6 +163,14 @@ fn host(url: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The explicit port of a URL.
+fn port(url: &str) -> Option<u16> {
+    let authority = url.split("://").nth(1)?.split(['/', '?']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (_, port) = authority.rsplit_once(':')?;
+    port.parse().ok()
+}
+
 /// The provider for a base URL: the configured one, or recognised from the host.
 pub fn provider_for(base_url: &str, configured: ProviderSetting) -> Provider {
     match configured {
@@ -67,6 +178,10 @@ pub fn provider_for(base_url: &str, configured: ProviderSetting) -> Provider {
         ProviderSetting::Openai => Provider::OpenAi,
         ProviderSetting::Dashscope => Provider::DashScope,
         ProviderSetting::Modelscope => Provider::ModelScope,
+        ProviderSetting::Vllm => Provider::Vllm,
+        ProviderSetting::Ollama => Provider::Ollama,
+        ProviderSetting::Llamacpp => Provider::LlamaCpp,
+        ProviderSetting::Sglang => Provider::SgLang,
         ProviderSetting::Generic => Provider::Generic,
         ProviderSetting::Auto => {
             let host = host(base_url);
@@ -79,6 +194,10 @@ pub fn provider_for(base_url: &str, configured: ProviderSetting) -> Provider {
                 Provider::DashScope
             } else if under("modelscope.cn") {
                 Provider::ModelScope
+            } else if port(base_url) == Some(11434) {
+                // Ollama's port; the other servers' defaults (8000, 8080, 30000) are too
+                // common to tell them apart by.
+                Provider::Ollama
             } else {
                 Provider::Generic
             }
@@ -156,6 +275,12 @@ pub struct Profile {
     pub max_tokens_field: &'static str,
     /// Merged last into every request body; a `null` removes the key.
     pub extra: Map<String, Value>,
+    /// How the final answer is asked for.
+    pub structured: Structured,
+    /// Tools are forbidden by leaving them out (the server ignores `tool_choice`).
+    pub omit_forbidden_tools: bool,
+    /// Tokens of context the server has.
+    pub context_tokens: u32,
 }
 
 impl Profile {
@@ -182,6 +307,24 @@ impl Profile {
             extra.insert("enable_thinking".into(), Value::Bool(false));
         }
         extra.extend(ai.extra_body.clone());
+        let structured = match (ai.structured_output, provider.structured()) {
+            (StructuredOutput::Off, _) => Structured::Instruction,
+            // A gateway speaking Anthropic's format for another provider has its tools.
+            // "Thinking may not be enabled when tool_choice forces tool use."
+            (StructuredOutput::Auto, _)
+                if protocol == Protocol::Anthropic
+                    && extra
+                        .get("thinking")
+                        .is_some_and(|t| t["type"] == "enabled") =>
+            {
+                Structured::Instruction
+            }
+            (StructuredOutput::Auto, _) if protocol == Protocol::Anthropic => {
+                Structured::SubmitTool
+            }
+            (StructuredOutput::Auto, Structured::SubmitTool) => Structured::Instruction,
+            (StructuredOutput::Auto, form) => form,
+        };
         Self {
             provider,
             protocol,
@@ -190,6 +333,12 @@ impl Profile {
             max_tokens: ai.max_tokens,
             max_tokens_field,
             extra,
+            structured,
+            omit_forbidden_tools: provider == Provider::Ollama,
+            context_tokens: match ai.context_tokens {
+                0 => provider.context_tokens(),
+                n => n,
+            },
         }
     }
 
@@ -209,12 +358,14 @@ impl Profile {
     pub fn describe(&self) -> String {
         let extra: Vec<String> = self.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!(
-            "provider {} ({} wire format), model {}, {} {}{}",
+            "provider {} ({} wire format), model {}, {} {}, context {} tokens, final answer as {}{}",
             self.provider.as_str(),
             self.protocol.as_str(),
             self.model,
             self.max_tokens_field,
             self.max_tokens,
+            self.context_tokens,
+            self.structured.as_str(),
             if extra.is_empty() {
                 String::new()
             } else {
@@ -284,8 +435,13 @@ mod tests {
             ),
             (
                 "http://localhost:11434/v1/",
-                Provider::Generic,
+                Provider::Ollama,
                 "http://localhost:11434/v1/chat/completions",
+            ),
+            (
+                "http://127.0.0.1:8000/v1",
+                Provider::Generic,
+                "http://127.0.0.1:8000/v1/chat/completions",
             ),
             (
                 "https://notanthropic.com.evil.example/v1",
@@ -296,6 +452,29 @@ mod tests {
         for (base, provider, url) in cases {
             let p = profile(base, "m", "");
             assert_eq!((p.provider, p.url.as_str()), (provider, url), "{base}");
+        }
+    }
+
+    #[test]
+    fn the_context_is_the_providers_unless_configured() {
+        let cases = [
+            ("https://api.anthropic.com/v1", "", 200_000),
+            ("https://api.openai.com/v1", "", 128_000),
+            ("http://127.0.0.1:11434/v1", "", 4096),
+            ("http://127.0.0.1:8081/v1", "  Provider: llamacpp\n", 32_768),
+            ("http://127.0.0.1:8081/v1", "", 32_768),
+            (
+                "http://127.0.0.1:8081/v1",
+                "  Provider: llamacpp\n  ContextTokens: 16384\n  MaxTokens: 800\n",
+                16_384,
+            ),
+        ];
+        for (base, yaml, tokens) in cases {
+            assert_eq!(
+                profile(base, "m", yaml).context_tokens,
+                tokens,
+                "{base} {yaml}"
+            );
         }
     }
 

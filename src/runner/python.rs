@@ -63,7 +63,13 @@ pub fn runner_args(config: &Config) -> Vec<String> {
         "--max-tokens-field".into(),
         profile.max_tokens_field.into(),
         "--extra-body".into(),
-        serde_json::Value::Object(profile.extra).to_string(),
+        serde_json::Value::Object(profile.extra.clone()).to_string(),
+        "--structured".into(),
+        profile.structured.as_str().into(),
+        "--report-schema".into(),
+        crate::runner::provider::report_schema().to_string(),
+        "--context-tokens".into(),
+        profile.context_tokens.to_string(),
         "--github-mcp-command".into(),
         config.runner.github_mcp_command.clone(),
         "--github-toolsets".into(),
@@ -83,6 +89,9 @@ pub fn runner_args(config: &Config) -> Vec<String> {
         "--deadline".into(),
         ai.diagnosis_deadline().as_secs().to_string(),
     ];
+    if profile.omit_forbidden_tools {
+        args.push("--omit-forbidden-tools".into());
+    }
     if !config.runner.prometheus_mcp_command.is_empty() {
         args.push("--prometheus-mcp-command".into());
         args.push(config.runner.prometheus_mcp_command.clone());

@@ -29,9 +29,23 @@ pub enum Provider {
     /// ModelScope API-Inference, whose design URL is a bare host: a listener of its own
     /// (`/v1/chat/completions`).
     ModelScope,
-    /// A local OpenAI-compatible server, Ollama/vLLM style (`/v1/chat/completions`).
+    /// A local OpenAI-compatible server of no named kind (`/v1/chat/completions`).
     Local,
+    /// vLLM (`/vllm/v1/chat/completions`), with a context of [`SERVER_CONTEXT`] tokens.
+    Vllm,
+    /// llama.cpp's server (`/llamacpp/v1/chat/completions`), [`SERVER_CONTEXT`] tokens.
+    LlamaCpp,
+    /// SGLang (`/sglang/v1/chat/completions`), [`SERVER_CONTEXT`] tokens.
+    SgLang,
+    /// Ollama's OpenAI-compatible API (`/ollama/v1/chat/completions`): it ignores
+    /// `tool_choice` and fields it does not know, and drops the start of a prompt longer
+    /// than its context.
+    Ollama,
 }
+
+/// The context of the self-hosted servers the fake plays, in its own token count
+/// ([`tokens`]).
+pub const SERVER_CONTEXT: usize = 16384;
 
 impl Provider {
     /// `AI.Provider` for this provider (the fake's host is 127.0.0.1, so it is named).
@@ -42,7 +56,18 @@ impl Provider {
             Provider::DashScope => "dashscope",
             Provider::ModelScope => "modelscope",
             Provider::Local => "auto",
+            Provider::Vllm => "vllm",
+            Provider::LlamaCpp => "llamacpp",
+            Provider::SgLang => "sglang",
+            Provider::Ollama => "ollama",
         }
+    }
+
+    fn self_hosted(self) -> bool {
+        matches!(
+            self,
+            Provider::Vllm | Provider::LlamaCpp | Provider::SgLang | Provider::Ollama
+        )
     }
 }
 
@@ -178,6 +203,10 @@ impl FakeLlm {
                 "/dashscope/compatible-mode/v1/chat/completions",
                 post(dashscope),
             )
+            .route("/vllm/v1/chat/completions", post(vllm))
+            .route("/llamacpp/v1/chat/completions", post(llamacpp))
+            .route("/sglang/v1/chat/completions", post(sglang))
+            .route("/ollama/v1/chat/completions", post(ollama))
             .with_state(fake.clone());
         let bare_host = Router::new()
             .route("/v1/chat/completions", post(modelscope))
@@ -201,6 +230,10 @@ impl FakeLlm {
             Provider::OpenAi => format!("{a}/openai/v1"),
             Provider::DashScope => format!("{a}/dashscope/compatible-mode/v1"),
             Provider::ModelScope => self.modelscope.clone(),
+            Provider::Vllm => format!("{a}/vllm/v1"),
+            Provider::LlamaCpp => format!("{a}/llamacpp/v1"),
+            Provider::SgLang => format!("{a}/sglang/v1"),
+            Provider::Ollama => format!("{a}/ollama/v1"),
         }
     }
 
@@ -427,6 +460,27 @@ pub fn check_anthropic(body: &Value) -> Result<(), Rejection> {
             }
         }
     }
+    // A forced tool is one of the tools, and not with extended thinking ("Thinking may
+    // not be enabled when tool_choice forces tool use.").
+    if body["tool_choice"]["type"] == "tool" {
+        let name = body["tool_choice"]["name"].as_str().unwrap_or_default();
+        let tools: Vec<&str> = body["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        if !tools.contains(&name) {
+            return Err(anthropic_invalid(format!(
+                "tool_choice.name: Tool '{name}' not found in tools"
+            )));
+        }
+        if body["thinking"]["type"] == "enabled" {
+            return Err(anthropic_invalid(
+                "Thinking may not be enabled when tool_choice forces tool use.".into(),
+            ));
+        }
+    }
     // `tool_choice.type` is one of auto, any, tool, none.
     if let Some(choice) = body.get("tool_choice") {
         if !["auto", "any", "tool", "none"].contains(&choice["type"].as_str().unwrap_or("")) {
@@ -572,7 +626,159 @@ pub fn check_openai(provider: Provider, body: &Value) -> Result<(), Rejection> {
                 "id": "chatcmpl-fake", "request_id": "fake-request"}),
         ));
     }
-    Ok(())
+    check_response_format(provider, body)?;
+    check_context(provider, body)
+}
+
+/// `response_format`, by each provider's rules.
+fn check_response_format(provider: Provider, body: &Value) -> Result<(), Rejection> {
+    let Some(format) = body.get("response_format") else {
+        return Ok(());
+    };
+    let kind = format["type"].as_str().unwrap_or_default();
+    let mentions_json = body["messages"]
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("json");
+    match provider {
+        // Ollama ignores what it does not support.
+        Provider::Ollama | Provider::Local => Ok(()),
+        // "response_format type must be one of \"text\" or \"json_object\"" (llama.cpp's
+        // server also takes json_schema).
+        Provider::LlamaCpp if !["text", "json_object", "json_schema"].contains(&kind) => Err((
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"code": 400, "type": "invalid_request_error", "message":
+                format!("response_format type must be one of \"text\" or \"json_object\", but got: {kind}")}}),
+        )),
+        // Qwen on DashScope needs the word in the messages for either JSON form.
+        Provider::DashScope if kind != "text" && !mentions_json => Err((
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"code": "invalid_parameter_error", "param": null,
+                "message": "<400> InternalError.Algo.InvalidParameter: 'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+                "type": "invalid_request_error"}, "id": "chatcmpl-fake", "request_id": "fake-request"}),
+        )),
+        Provider::OpenAi if !["text", "json_object", "json_schema"].contains(&kind) => {
+            Err(openai_invalid(
+                format!("Invalid value: '{kind}'. Supported values are: 'text', 'json_object', and 'json_schema'."),
+                "response_format.type".into(),
+                "invalid_value".into(),
+            ))
+        }
+        Provider::OpenAi if kind == "json_object" && !mentions_json => Err(openai_invalid(
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.".into(),
+            "messages".into(),
+            Value::Null,
+        )),
+        // Structured outputs' strict mode: every object closed and all its keys required.
+        Provider::OpenAi if kind == "json_schema" && format["json_schema"]["strict"] == true => {
+            let name = format["json_schema"]["name"].as_str().unwrap_or_default();
+            match strict_problem(&format["json_schema"]["schema"], &mut Vec::new()) {
+                Some(problem) => Err(openai_invalid(
+                    format!("Invalid schema for response_format '{name}': {problem}"),
+                    "response_format".into(),
+                    Value::Null,
+                )),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What OpenAI's strict mode refuses in a schema, in its words.
+fn strict_problem(schema: &Value, path: &mut Vec<String>) -> Option<String> {
+    let context = format!(
+        "In context=({})",
+        path.iter()
+            .map(|p| format!("'{p}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if schema["type"] == "object" {
+        if schema["additionalProperties"] != false {
+            return Some(format!(
+                "{context}, 'additionalProperties' is required to be supplied and to be false."
+            ));
+        }
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+            if !required.contains(&key.as_str()) {
+                return Some(format!(
+                    "{context}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{key}'."
+                ));
+            }
+            path.extend(["properties".to_owned(), key.clone()]);
+            let inner = strict_problem(property, path);
+            path.truncate(path.len() - 2);
+            if inner.is_some() {
+                return inner;
+            }
+        }
+    }
+    if schema["type"] == "array" {
+        path.push("items".into());
+        let inner = strict_problem(&schema["items"], path);
+        path.pop();
+        return inner;
+    }
+    None
+}
+
+/// The fake's token count of a request (about four ASCII characters or 1.5 Chinese ones a
+/// token, as Qwen's tokenizer counts them), four a message.
+pub fn tokens(body: &Value) -> usize {
+    let count = |text: &str| {
+        let other = text.chars().filter(|c| !c.is_ascii()).count();
+        let ascii = text.chars().count() - other;
+        (other * 2).div_ceil(3) + ascii.div_ceil(4)
+    };
+    let messages: usize = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            4 + match &m["content"] {
+                Value::String(s) => count(s),
+                Value::Null => 0,
+                other => count(&other.to_string()),
+            } + m["tool_calls"]
+                .as_array()
+                .map_or(0, |c| count(&Value::Array(c.clone()).to_string()))
+        })
+        .sum();
+    messages + count(&body["tools"].to_string())
+}
+
+/// A self-hosted server refuses a request longer than its context, in its own words
+/// (Ollama does not: it drops the prompt's start, see `chat_completions`).
+fn check_context(provider: Provider, body: &Value) -> Result<(), Rejection> {
+    if !provider.self_hosted() || provider == Provider::Ollama {
+        return Ok(());
+    }
+    let input = tokens(body);
+    let max = body["max_tokens"].as_u64().unwrap_or(0) as usize;
+    let ctx = SERVER_CONTEXT;
+    let bad = |body: Value| Err((StatusCode::BAD_REQUEST, body));
+    match provider {
+        Provider::Vllm if input > ctx => bad(json!({"error": {"message": format!(
+            "This model's maximum context length is {ctx} tokens. However, your request has {input} input tokens. Please reduce the length of the input messages. None"),
+            "type": "BadRequestError", "param": null, "code": 400}})),
+        Provider::Vllm if input + max > ctx => bad(json!({"error": {"message": format!(
+            "'max_tokens' or 'max_completion_tokens' is too large: {max}. This model's maximum context length is {ctx} tokens and your request has {input} input tokens ({max} > {ctx} - {input}). None"),
+            "type": "BadRequestError", "param": null, "code": 400}})),
+        Provider::LlamaCpp if input > ctx => bad(json!({"error": {"code": 400, "message": format!(
+            "request ({input} tokens) exceeds the available context size ({ctx} tokens), try increasing it"),
+            "type": "exceed_context_size_error", "n_prompt_tokens": input, "n_ctx": ctx}})),
+        Provider::SgLang if input > ctx => bad(json!({"object": "error", "message": format!(
+            "Input length ({input} tokens) exceeds the maximum allowed length ({ctx} tokens). Use a shorter input or enable --allow-auto-truncate."),
+            "type": "BadRequestError", "param": null, "code": 400})),
+        _ => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -715,6 +921,15 @@ fn report(query: &str, evidence: &str) -> String {
     .to_string()
 }
 
+/// What a model held to the report's schema writes: the object it meant, or its prose
+/// as the content.
+fn as_object(text: String) -> Value {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({"promQL": [], "content": text}),
+    }
+}
+
 /// An answer longer than the request's token limit (one character, one token) is cut.
 fn cut(text: String, limit: Option<u64>) -> (String, bool) {
     match limit {
@@ -799,6 +1014,22 @@ async fn modelscope(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -
     chat_completions(Provider::ModelScope, state, headers, body).await
 }
 
+async fn vllm(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::Vllm, state, headers, body).await
+}
+
+async fn llamacpp(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::LlamaCpp, state, headers, body).await
+}
+
+async fn sglang(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::SgLang, state, headers, body).await
+}
+
+async fn ollama(state: State<Fake>, headers: HeaderMap, body: Json<Value>) -> Response {
+    chat_completions(Provider::Ollama, state, headers, body).await
+}
+
 async fn chat_completions(
     provider: Provider,
     State(fake): State<Fake>,
@@ -820,14 +1051,26 @@ async fn chat_completions(
         .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
         .collect();
     let request = Request {
-        may_call: declared && body["tool_choice"] != "none",
+        // Ollama's OpenAI API ignores `tool_choice`: declared tools may be called.
+        may_call: declared && (provider == Provider::Ollama || body["tool_choice"] != "none"),
         declared,
         tool_results: (!tool_results.is_empty()).then(|| tool_results.join("\n---\n")),
         nth,
     };
-    let limit = body["max_completion_tokens"]
-        .as_u64()
-        .or(body["max_tokens"].as_u64());
+    // Ollama knows `max_tokens` only; an unknown field is ignored.
+    let limit = match provider {
+        Provider::Ollama => body["max_tokens"].as_u64(),
+        _ => body["max_completion_tokens"]
+            .as_u64()
+            .or(body["max_tokens"].as_u64()),
+    };
+    // Ollama keeps the end of a prompt longer than its context: the instructions are
+    // gone, and the model chats.
+    let truncated = provider == Provider::Ollama && tokens(&body) > SERVER_CONTEXT;
+    let constrained = matches!(
+        body["response_format"]["type"].as_str(),
+        Some("json_object" | "json_schema")
+    );
     let usage = json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120});
     if let Script::Replay(answers) = &fake.script {
         let recorded = &answers[(nth - 1).min(answers.len() - 1)];
@@ -838,7 +1081,12 @@ async fn chat_completions(
         }))
         .into_response();
     }
-    let (message, finish) = match decide(&fake.script, &request) {
+    let step = if truncated {
+        Step::Answer("你好！请问有什么可以帮您？".into())
+    } else {
+        decide(&fake.script, &request)
+    };
+    let (message, finish) = match step {
         Step::Fail(code) => return failure(code, &credential),
         Step::Retry {
             status,
@@ -866,6 +1114,12 @@ async fn chat_completions(
             "tool_calls",
         ),
         Step::Answer(text) => {
+            // A server holding the model to a JSON form gets a JSON object from it.
+            let text = if constrained {
+                as_object(text).to_string()
+            } else {
+                text
+            };
             let (text, was_cut) = cut(text, limit);
             (
                 json!({"role": "assistant", "content": text}),
@@ -912,7 +1166,9 @@ async fn anthropic(
         })
         .collect();
     let request = Request {
-        may_call: declared && body["tool_choice"]["type"] != "none",
+        // `none` forbids the tools, and a forced tool (`tool`) is the one called.
+        may_call: declared
+            && !["none", "tool"].contains(&body["tool_choice"]["type"].as_str().unwrap_or("")),
         declared,
         tool_results: (!tool_results.is_empty()).then(|| tool_results.join("\n---\n")),
         nth,
@@ -942,6 +1198,17 @@ async fn anthropic(
                     "name": tool, "input": arguments}]),
             "tool_use",
         ),
+        // A forced tool is called, with an input its schema allows; cut at the token
+        // limit, the input is what was written of it.
+        Step::Answer(text) if body["tool_choice"]["type"] == "tool" => {
+            let (_, was_cut) = cut(text.clone(), body["max_tokens"].as_u64());
+            let input = if was_cut { json!({}) } else { as_object(text) };
+            (
+                json!([{"type": "tool_use", "id": format!("toolu_{nth}"),
+                    "name": body["tool_choice"]["name"], "input": input}]),
+                if was_cut { "max_tokens" } else { "tool_use" },
+            )
+        }
         Step::Answer(text) => {
             let (text, was_cut) = cut(text, body["max_tokens"].as_u64());
             (

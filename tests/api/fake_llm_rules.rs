@@ -108,3 +108,100 @@ fn anthropic_and_openai_refuse_a_parameter_meant_for_another_provider() {
         "compatible servers take extras"
     );
 }
+
+#[test]
+fn structured_output_rules_strict_schemas_and_the_word_json() {
+    let schema = deploy_diagnosis::runner::provider::report_schema();
+    let with = |schema: serde_json::Value, text: &str| {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}],
+            "response_format": {"type": "json_schema",
+                "json_schema": {"name": "diagnosis_report", "strict": true, "schema": schema}}})
+    };
+    assert!(check_openai(Provider::OpenAi, &with(schema.clone(), "诊断")).is_ok());
+    let mut open = schema.clone();
+    open.as_object_mut().unwrap().remove("additionalProperties");
+    let (_, error) = check_openai(Provider::OpenAi, &with(open, "x")).unwrap_err();
+    assert_eq!(
+        error["error"]["message"],
+        "Invalid schema for response_format 'diagnosis_report': In context=(), 'additionalProperties' is required to be supplied and to be false."
+    );
+    let mut partial = schema.clone();
+    partial["required"] = json!(["promQL"]);
+    let (_, error) = check_openai(Provider::OpenAi, &with(partial, "x")).unwrap_err();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Missing 'content'."),
+        "{error}"
+    );
+    // JSON mode needs the word in the messages, on OpenAI and on DashScope (for either
+    // JSON form there).
+    let mode = |text: &str| {
+        json!({"model": "qwen-plus", "messages": [{"role": "user", "content": text}],
+            "response_format": {"type": "json_object"}})
+    };
+    assert!(check_openai(Provider::OpenAi, &mode("请只输出 json")).is_ok());
+    let (_, error) = check_openai(Provider::OpenAi, &mode("请只输出报告")).unwrap_err();
+    assert_eq!(error["error"]["param"], "messages");
+    let (_, error) = check_openai(Provider::DashScope, &mode("请只输出报告")).unwrap_err();
+    assert!(error["error"]["message"].as_str().unwrap().starts_with(
+        "<400> InternalError.Algo.InvalidParameter: 'messages' must contain the word 'json'"
+    ));
+    let (_, error) = check_openai(Provider::DashScope, &with(schema, "报告")).unwrap_err();
+    assert_eq!(error["error"]["code"], "invalid_parameter_error");
+}
+
+#[test]
+fn self_hosted_servers_refuse_a_request_longer_than_their_context_in_their_words() {
+    let long = json!({"model": "m", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "x".repeat(4 * crate::fake_llm::SERVER_CONTEXT)}]});
+    let (_, llamacpp) = check_openai(Provider::LlamaCpp, &long).unwrap_err();
+    assert_eq!(llamacpp["error"]["type"], "exceed_context_size_error");
+    let (_, vllm) = check_openai(Provider::Vllm, &long).unwrap_err();
+    assert!(vllm["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("This model's maximum context length is"));
+    let (_, sglang) = check_openai(Provider::SgLang, &long).unwrap_err();
+    assert_eq!(sglang["object"], "error");
+    // Ollama says nothing (it drops the prompt's start); an unnamed server is not checked.
+    assert!(check_openai(Provider::Ollama, &long).is_ok());
+    // vLLM also counts the answer's tokens against the context.
+    let near = json!({"model": "m", "max_tokens": 4000,
+        "messages": [{"role": "user", "content": "x".repeat(4 * (crate::fake_llm::SERVER_CONTEXT - 2000))}]});
+    let (_, error) = check_openai(Provider::Vllm, &near).unwrap_err();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("'max_tokens' or 'max_completion_tokens' is too large: 4000."));
+    assert!(check_openai(Provider::LlamaCpp, &near).is_ok());
+    // Every context error the servers give is one the service recognises.
+    for body in [llamacpp, vllm, sglang, error] {
+        assert!(
+            deploy_diagnosis::runner::context::is_context_error(&body.to_string()),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn anthropic_forces_only_a_declared_tool_and_never_with_thinking() {
+    let forced = |tools: serde_json::Value, thinking: bool| {
+        let mut body = json!({"model": "m", "max_tokens": 2000, "tools": tools,
+            "tool_choice": {"type": "tool", "name": "submit_report"},
+            "messages": [{"role": "user", "content": "hi"}]});
+        if thinking {
+            body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+        }
+        body
+    };
+    assert!(check_anthropic(&forced(json!([{"name": "submit_report"}]), false)).is_ok());
+    assert!(check_anthropic(&forced(json!([{"name": "q"}]), false)).is_err());
+    let (_, error) =
+        check_anthropic(&forced(json!([{"name": "submit_report"}]), true)).unwrap_err();
+    assert!(
+        error.to_string().contains("Thinking may not be enabled"),
+        "{error}"
+    );
+}

@@ -37,59 +37,105 @@ async fn diagnose(app: &TestApp) -> Value {
     app.wait_final(&id).await
 }
 
-/// What a provider is sent differently: the token limit's name, and extra fields.
+/// What a provider is sent differently: the token limit's name, extra fields, and the
+/// form the final answer is asked for in (`response_format`'s type, or the forced tool).
 struct Row {
     provider: Provider,
     model: &'static str,
     token_field: &'static str,
     extra: Option<(&'static str, Value)>,
+    final_form: Option<&'static str>,
+    ai_extra: &'static str,
 }
 
 fn matrix() -> Vec<Row> {
     let thinking_off = Some(("enable_thinking", json!(false)));
+    let server = |provider, model| Row {
+        provider,
+        model,
+        token_field: "max_tokens",
+        extra: None,
+        final_form: Some("json_schema"),
+        ai_extra: "",
+    };
     vec![
+        server(Provider::Vllm, "Qwen/Qwen2.5-Coder-7B-Instruct"),
+        server(Provider::LlamaCpp, "qwen2.5-coder"),
+        server(Provider::SgLang, "Qwen/Qwen2.5-7B-Instruct"),
+        // Ollama's own context is 4,096 tokens unless its server says otherwise: the
+        // service is told what it was started with.
+        Row {
+            ai_extra: "  ContextTokens: 8192\n",
+            ..server(Provider::Ollama, "qwen2.5-coder:7b")
+        },
         Row {
             provider: Provider::Anthropic,
             model: "claude-sonnet-4-5",
             token_field: "max_tokens",
             extra: None,
+            final_form: Some("submit_report"),
+            ai_extra: "",
         },
         Row {
             provider: Provider::OpenAi,
             model: "gpt-4o",
             token_field: "max_completion_tokens",
             extra: None,
+            final_form: Some("json_schema"),
+            ai_extra: "",
         },
         Row {
             provider: Provider::OpenAi,
             model: "gpt-5-mini",
             token_field: "max_completion_tokens",
             extra: None,
+            final_form: Some("json_schema"),
+            ai_extra: "",
         },
         Row {
             provider: Provider::DashScope,
             model: "qwen3-32b",
             token_field: "max_tokens",
             extra: thinking_off.clone(),
+            final_form: Some("json_object"),
+            ai_extra: "",
         },
         Row {
             provider: Provider::ModelScope,
             model: "Qwen/Qwen3-235B-A22B",
             token_field: "max_tokens",
             extra: thinking_off,
+            final_form: None,
+            ai_extra: "",
         },
         Row {
             provider: Provider::Local,
             model: "qwen3:8b",
             token_field: "max_tokens",
             extra: None,
+            final_form: None,
+            ai_extra: "",
         },
     ]
 }
 
+/// The tools stay declared and their use is forbidden, or (Anthropic) the report's own
+/// tool is forced, or (Ollama, which ignores `tool_choice`) the tools are left out.
 fn forbids_tools(body: &Value) -> bool {
     let declared = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-    declared && (body["tool_choice"] == "none" || body["tool_choice"] == json!({"type": "none"}))
+    let forced = body["tool_choice"] == json!({"type": "tool", "name": "submit_report"});
+    (declared
+        && (body["tool_choice"] == "none"
+            || body["tool_choice"] == json!({"type": "none"})
+            || forced))
+        || (body.get("tools").is_none() && body.get("tool_choice").is_none())
+}
+
+/// The form a request asks the answer in.
+fn final_form(body: &Value) -> Option<&str> {
+    body["response_format"]["type"]
+        .as_str()
+        .or(body["tool_choice"]["name"].as_str())
 }
 
 fn rejections(requests: &[Seen]) -> Vec<String> {
@@ -103,6 +149,7 @@ async fn step_limit_matrix(runner: Runner) -> Vec<String> {
     let runs = rows.iter().map(|row| async move {
         let app = spawn_app(Options {
             max_turns: 3,
+            ai_extra: row.ai_extra,
             ..options(runner, row.provider, row.model, Script::ToolLoop)
         })
         .await;
@@ -153,6 +200,19 @@ async fn step_limit_matrix(runner: Runner) -> Vec<String> {
             }
             if !last.body.to_string().contains("工具调用次数已用完") {
                 problems.push("the model is not told why it must answer".into());
+            }
+            if final_form(&last.body) != row.final_form {
+                problems.push(format!(
+                    "the last step asks for {:?}, not {:?}",
+                    final_form(&last.body),
+                    row.final_form
+                ));
+            }
+            if requests[..requests.len() - 1]
+                .iter()
+                .any(|r| final_form(&r.body).is_some())
+            {
+                problems.push("a step that may call tools is held to a form".into());
             }
         }
         if report["usage"]["steps"] != 3 {
@@ -402,5 +462,98 @@ async fn a_failed_diagnosis_still_reports_what_it_cost() {
             (Some(100), Some(1), Some(1)),
             "{runner:?}: {report:#}"
         );
+    }
+}
+
+/// Three queries whose results, each cut at 24,000 characters, do not fit the fake
+/// servers' context together.
+fn big_calls() -> Script {
+    Script::Calls(
+        [
+            r#"{__name__=~".+"}"#,
+            r#"{__name__=~".+", instance!=""}"#,
+            r#"{__name__=~".+", job!=""}"#,
+        ]
+        .iter()
+        .map(|q| ("execute_query".to_owned(), json!({"query": q})))
+        .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_conversation_longer_than_the_context_drops_its_oldest_tool_output_and_completes() {
+    let runs = RUNNERS.into_iter().map(|runner| async move {
+        let app = spawn_app(Options {
+            ai_extra: "  ContextTokens: 16384\n  MaxTokens: 4000\n  ToolResultMaxChars: 24000\n",
+            ..options(runner, Provider::LlamaCpp, "qwen2.5-coder", big_calls())
+        })
+        .await;
+        (runner, diagnose(&app).await, app.llm.requests())
+    });
+    for (runner, report, requests) in join_all(runs).await {
+        assert_eq!(report["status"], "completed", "{runner:?}: {report:#}");
+        assert!(
+            rejections(&requests).is_empty(),
+            "{runner:?}: {:?}",
+            rejections(&requests)
+        );
+        // The last request holds the newest result whole and the older ones as the note.
+        let last = requests.last().unwrap().body.to_string();
+        assert!(
+            last.contains("removed by deploy-diagnosis to fit the model's context"),
+            "{runner:?}"
+        );
+        assert!(
+            requests
+                .iter()
+                .all(|r| crate::fake_llm::tokens(&r.body) <= crate::fake_llm::SERVER_CONTEXT),
+            "{runner:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_context_too_small_fails_naming_ai_context_tokens_whoever_finds_it() {
+    let cases = RUNNERS.into_iter().flat_map(|runner| {
+        [
+            // The service is told more than llama.cpp's server has: the server refuses.
+            (
+                runner,
+                Provider::LlamaCpp,
+                "  ContextTokens: 100000\n  ToolResultMaxChars: 24000\n",
+                "exceeds the available context size",
+            ),
+            // Ollama's default context cannot hold the prompt: refused before it is sent
+            // (Ollama itself would drop the prompt's start without a word).
+            (runner, Provider::Ollama, "", "OLLAMA_CONTEXT_LENGTH"),
+        ]
+    });
+    let runs = cases.map(|(runner, provider, ai_extra, says)| async move {
+        let app = spawn_app(Options {
+            ai_extra,
+            ..options(runner, provider, "qwen2.5-coder", big_calls())
+        })
+        .await;
+        let report = diagnose(&app).await;
+        (runner, provider, says, report, app.llm.requests())
+    });
+    for (runner, provider, says, report, requests) in join_all(runs).await {
+        let case = format!("{runner:?} {provider:?}");
+        assert_eq!(report["status"], "failed", "{case}: {report:#}");
+        let error = report_error(&report);
+        assert!(
+            error.contains("AI.ContextTokens") && error.contains(says),
+            "{case}: {error}"
+        );
+        assert!(
+            report["rawOutput"]
+                .as_str()
+                .unwrap()
+                .contains("context_exceeded"),
+            "{case}: the failure's kind is logged"
+        );
+        if provider == Provider::Ollama {
+            assert!(requests.is_empty(), "{case}: nothing is sent");
+        }
     }
 }

@@ -6,6 +6,7 @@ integration tests in tests/api/.
 
 import asyncio
 import email.utils
+import json
 import os
 import sys
 import time
@@ -149,6 +150,56 @@ class RequestBodies(unittest.TestCase):
         self.assertEqual(o["tool_choice"], "none")
         self.assertNotIn("tool_choice", llm("openai").body([], tools, forbid_tools=False))
         self.assertNotIn("tool_choice", llm("openai").body([], [], forbid_tools=True), "only with tools")
+
+    def test_the_final_answer_is_asked_for_in_the_profiles_form(self):
+        tools = [{"name": "execute_query"}]
+        schema = '{"type": "object", "required": ["promQL", "content"]}'
+        o = llm("openai", structured="json_schema", report_schema=schema).body([], tools, forbid_tools=True)
+        self.assertEqual(o["response_format"]["json_schema"]["schema"]["required"], ["promQL", "content"])
+        self.assertTrue(o["response_format"]["json_schema"]["strict"])
+        free = llm("openai", structured="json_schema", report_schema=schema).body([], tools, forbid_tools=False)
+        self.assertNotIn("response_format", free, "a step that may call tools is free")
+        d = llm("openai", structured="json_object").body([], tools, forbid_tools=True)
+        self.assertEqual(d["response_format"], {"type": "json_object"})
+        a = llm("anthropic", structured="submit_tool", report_schema=schema).body([], tools, forbid_tools=True)
+        self.assertEqual(a["tool_choice"], {"type": "tool", "name": "submit_report"})
+        self.assertEqual([t["name"] for t in a["tools"]], ["execute_query", "submit_report"])
+        args = runner.parse_args(
+            ["--base-url", "http://127.0.0.1:11434/v1", "--model", "m", "--structured", "json_schema",
+             "--omit-forbidden-tools"]
+        )
+        ollama = runner.LLM(args, "key", runner.Usage()).body([], tools, forbid_tools=True)
+        self.assertNotIn("tools", ollama)
+        self.assertNotIn("tool_choice", ollama)
+        self.assertEqual(ollama["response_format"]["type"], "json_schema")
+
+    def test_a_report_submitted_through_the_tool_is_the_answer(self):
+        turn = llm("anthropic")._anthropic_turn(
+            {"content": [{"type": "tool_use", "id": "t", "name": "submit_report",
+                          "input": {"promQL": ["up"], "content": "【问题概述】x"}}],
+             "stop_reason": "tool_use"}
+        )
+        self.assertEqual(turn.calls, [])
+        self.assertEqual(json.loads(turn.text)["promQL"], ["up"])
+
+    def test_the_oldest_tool_output_goes_first_and_a_prompt_too_long_is_refused(self):
+        messages = [
+            {"role": "user", "content": "提示" * 100},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "function": {"name": "q", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "a", "content": "x" * 3000},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "b", "function": {"name": "q", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "b", "content": "y" * 3000},
+        ]
+        total = sum(runner.message_tokens(m) for m in messages)
+        self.assertEqual(runner.fit_context(messages, [], total), [])
+        self.assertEqual(runner.fit_context(messages, [], total - 900), ["a"])
+        self.assertEqual(messages[2]["content"], runner.TRIMMED_NOTE)
+        self.assertTrue(messages[4]["content"].startswith("y"))
+        self.assertEqual(runner.fit_context(messages, [], total - 1900), ["b"])
+        with self.assertRaises(runner.ContextExceeded):
+            runner.fit_context(messages, [], 100)
+        self.assertEqual(runner.estimate("【根因分析】"), 6)
+        self.assertEqual(runner.estimate("rate(node_cpu_seconds_total[5m])"), 11)
 
     def test_the_profile_sets_the_token_field_and_extra_fields_with_null_removing(self):
         body = llm(

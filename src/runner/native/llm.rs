@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::config::{AiConfig, Protocol, Secret};
 use crate::model::report::FailureKind;
-use crate::runner::lenient;
-use crate::runner::provider::Profile;
+use crate::runner::provider::{report_schema, Profile, Structured, SUBMIT_TOOL};
+use crate::runner::{context, lenient};
 
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,8 +177,48 @@ pub fn request_body(
         Protocol::Anthropic => anthropic_body(&profile.model, messages, tools, choice),
         _ => openai_body(&profile.model, messages, tools, choice),
     };
+    if choice == ToolChoice::None {
+        final_answer_form(profile, &mut body);
+    }
     profile.finish(&mut body);
     Value::Object(body)
+}
+
+/// A turn that must answer asks for the report in the provider's structured form, and a
+/// server that ignores `tool_choice` is not offered the tools at all.
+fn final_answer_form(profile: &Profile, body: &mut Map<String, Value>) {
+    if profile.omit_forbidden_tools {
+        body.remove("tools");
+        body.remove("tool_choice");
+    }
+    match profile.structured {
+        Structured::Instruction => {}
+        Structured::JsonSchema => {
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {
+                    "name": "diagnosis_report", "strict": true, "schema": report_schema()}}),
+            );
+        }
+        Structured::JsonObject => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Structured::SubmitTool => {
+            let submit = json!({"name": SUBMIT_TOOL,
+                "description": "Submit the diagnosis report: the PromQL of the anomalous metrics and the four-section content.",
+                "input_schema": report_schema()});
+            match body.get_mut("tools").and_then(Value::as_array_mut) {
+                Some(tools) => tools.push(submit),
+                None => {
+                    body.insert("tools".into(), json!([submit]));
+                }
+            }
+            body.insert(
+                "tool_choice".into(),
+                json!({"type": "tool", "name": SUBMIT_TOOL}),
+            );
+        }
+    }
 }
 
 /// How long to wait before retrying: the server's `Retry-After` (delay-seconds, or an
@@ -236,12 +276,23 @@ impl ChatClient for HttpChat {
                         .chars()
                         .take(300)
                         .collect();
-                    let error = LlmError {
-                        kind: FailureKind::LlmStatus,
-                        message: format!(
-                            "AI call failed with status {} at {url}: {detail}",
-                            status.as_u16(),
-                        ),
+                    let error = if status.is_client_error() && context::is_context_error(&text) {
+                        LlmError {
+                            kind: FailureKind::ContextExceeded,
+                            message: format!(
+                                "the request is longer than the AI server's context (status {} at {url}: {detail}); {}",
+                                status.as_u16(),
+                                context::advice(self.profile.context_tokens, self.profile.max_tokens),
+                            ),
+                        }
+                    } else {
+                        LlmError {
+                            kind: FailureKind::LlmStatus,
+                            message: format!(
+                                "AI call failed with status {} at {url}: {detail}",
+                                status.as_u16(),
+                            ),
+                        }
                     };
                     if !(status.as_u16() == 429 || status.is_server_error()) {
                         return Err(error);
@@ -444,9 +495,14 @@ fn parse_anthropic(data: &Value) -> Result<Turn, LlmError> {
         output_tokens: data["usage"]["output_tokens"].as_u64().unwrap_or(0),
         ..Default::default()
     };
+    let mut submitted = None;
     for block in blocks {
         match block["type"].as_str() {
             Some("text") => turn.text.push_str(block["text"].as_str().unwrap_or("")),
+            // The report, submitted through the tool the last step forces.
+            Some("tool_use") if block["name"] == SUBMIT_TOOL => {
+                submitted = Some(block["input"].to_string());
+            }
             Some("tool_use") => turn.calls.push(ToolCall {
                 id: block["id"].as_str().unwrap_or("").to_owned(),
                 name: block["name"].as_str().unwrap_or("").to_owned(),
@@ -454,6 +510,9 @@ fn parse_anthropic(data: &Value) -> Result<Turn, LlmError> {
             }),
             _ => {}
         }
+    }
+    if let Some(report) = submitted {
+        turn.text = report;
     }
     Ok(turn)
 }
@@ -497,6 +556,7 @@ fn parse_openai(data: &Value) -> Result<Turn, LlmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runner::provider::testing;
 
     fn profile(base_url: &str, model: &str) -> Profile {
         crate::runner::provider::testing::profile(base_url, model, "")
@@ -561,8 +621,14 @@ mod tests {
             &[tool()],
             ToolChoice::None,
         );
-        assert_eq!(a["tool_choice"], json!({"type": "none"}));
+        // Anthropic's last step forces the report's own tool, which also forbids the others.
+        assert_eq!(
+            a["tool_choice"],
+            json!({"type": "tool", "name": SUBMIT_TOOL})
+        );
         assert_eq!(a["tools"][0]["name"], "execute_query");
+        assert_eq!(a["tools"][1]["name"], SUBMIT_TOOL);
+        assert_eq!(a["tools"][1]["input_schema"], report_schema());
         assert_eq!(a["max_tokens"], 4096);
         let o = request_body(
             &profile("https://api.openai.com/v1", "gpt-4o"),
@@ -571,6 +637,12 @@ mod tests {
             ToolChoice::None,
         );
         assert_eq!(o["tool_choice"], "none");
+        assert_eq!(o["response_format"]["type"], "json_schema");
+        assert_eq!(o["response_format"]["json_schema"]["strict"], true);
+        assert_eq!(
+            o["response_format"]["json_schema"]["schema"],
+            report_schema()
+        );
         assert_eq!(o["max_completion_tokens"], 4096);
         assert!(o.get("max_tokens").is_none());
         let auto = request_body(
@@ -580,6 +652,10 @@ mod tests {
             ToolChoice::Auto,
         );
         assert!(auto.get("tool_choice").is_none());
+        assert!(
+            auto.get("response_format").is_none(),
+            "a step that may call tools is free"
+        );
         let none = request_body(
             &profile("https://api.openai.com/v1", "gpt-4o"),
             &[Message::User("hi".into())],
@@ -590,6 +666,81 @@ mod tests {
             none.get("tool_choice").is_none() && none.get("tools").is_none(),
             "tool_choice only with tools"
         );
+    }
+
+    #[test]
+    fn the_final_answer_is_asked_for_in_the_form_each_provider_guarantees() {
+        let last = |base: &str, model: &str, yaml: &str| {
+            request_body(
+                &testing::profile(base, model, yaml),
+                &conversation(),
+                &[tool()],
+                ToolChoice::None,
+            )
+        };
+        let dashscope = last(
+            "https://dashscope.aliyuncs.com/compatible-mode/v1",
+            "qwen-plus",
+            "",
+        );
+        assert_eq!(dashscope["response_format"], json!({"type": "json_object"}));
+        for server in ["vllm", "llamacpp", "sglang"] {
+            let body = last(
+                "http://10.0.0.5:8000/v1",
+                "qwen2.5-coder",
+                &format!("  Provider: {server}\n"),
+            );
+            assert_eq!(body["response_format"]["type"], "json_schema", "{server}");
+            assert_eq!(
+                (body["tool_choice"].as_str(), body["max_tokens"].as_u64()),
+                (Some("none"), Some(4096)),
+                "{server}"
+            );
+        }
+        // Ollama ignores tool_choice: the tools are left out of a step that must answer.
+        let ollama = last("http://127.0.0.1:11434/v1", "qwen2.5-coder:7b", "");
+        assert_eq!(ollama["response_format"]["type"], "json_schema");
+        assert!(ollama.get("tools").is_none() && ollama.get("tool_choice").is_none());
+        // An unknown server, ModelScope, and AI.StructuredOutput: off get the instruction
+        // alone.
+        for body in [
+            last("https://llm.internal/v1", "qwen2.5-coder", ""),
+            last(
+                "https://api-inference.modelscope.cn",
+                "Qwen/Qwen2.5-72B-Instruct",
+                "",
+            ),
+            last(
+                "https://api.openai.com/v1",
+                "gpt-4o",
+                "  StructuredOutput: off\n",
+            ),
+        ] {
+            assert!(body.get("response_format").is_none(), "{body}");
+            assert_eq!(body["tool_choice"], "none");
+        }
+        // Anthropic refuses a forced tool with extended thinking.
+        let thinking = last(
+            "https://api.anthropic.com/v1",
+            "claude-sonnet-4-5",
+            "  ExtraBody:\n    thinking: {type: enabled, budget_tokens: 1024}\n",
+        );
+        assert_eq!(thinking["tool_choice"], json!({"type": "none"}));
+        assert_eq!(thinking["tools"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_report_submitted_through_the_tool_is_the_answer() {
+        let turn = parse_anthropic(&json!({
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": SUBMIT_TOOL,
+                "input": {"promQL": ["up"], "content": "【问题概述】x"}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 5}
+        }))
+        .unwrap();
+        assert!(turn.calls.is_empty());
+        let report: Value = serde_json::from_str(&turn.text).unwrap();
+        assert_eq!(report["promQL"], json!(["up"]));
     }
 
     #[test]

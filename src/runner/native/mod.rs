@@ -34,6 +34,7 @@ use crate::model::deployment::RepoName;
 use crate::model::report::RunnerKind;
 use crate::model::report::{FailureKind, Usage};
 use crate::runner::calls;
+use crate::runner::context;
 use crate::runner::extract::{self, Answer};
 use crate::runner::provider::Profile;
 
@@ -59,6 +60,7 @@ pub struct NativeRunner {
     result_cap: usize,
     calls_per_turn: usize,
     result_budget: usize,
+    context_tokens: u32,
     profile: String,
     prometheus_url: String,
     http: reqwest::Client,
@@ -157,6 +159,7 @@ impl NativeRunner {
             result_cap: config.ai.tool_result_max_chars as usize,
             calls_per_turn: config.ai.max_tool_calls_per_turn.get() as usize,
             result_budget: config.ai.tool_result_budget_chars as usize,
+            context_tokens: Profile::new(&config.ai).context_tokens,
             profile: Profile::new(&config.ai).describe(),
             prometheus_url: config.ai.prometheus_url.to_string(),
             http,
@@ -225,6 +228,10 @@ impl NativeRunner {
         ));
         let mut messages = vec![Message::User(prompt.to_owned())];
         let mut answered: HashMap<String, (String, bool)> = HashMap::new();
+        // Which call each tool output answered, so a call whose output was removed to fit
+        // the context may be made again.
+        let mut call_keys: HashMap<String, String> = HashMap::new();
+        let budget = (self.context_tokens as usize).saturating_sub(self.max_tokens as usize);
         // Characters of tool output shown so far, and results withheld past the budget.
         let (mut spent, mut withheld) = (0usize, 0u64);
         let mut followed_up = false;
@@ -241,6 +248,31 @@ impl NativeRunner {
             } else {
                 ToolChoice::Auto
             };
+            match fit_context(&mut messages, &tools, budget) {
+                Ok(removed) if !removed.is_empty() => {
+                    log.line(format!(
+                        "step {step}: {} earlier tool output(s) removed to fit AI.ContextTokens ({})",
+                        removed.len(),
+                        self.context_tokens
+                    ));
+                    for id in removed {
+                        if let Some(k) = call_keys.remove(&id) {
+                            answered.remove(&k);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(needed) => {
+                    return Err(Failure::new(
+                        FailureKind::ContextExceeded,
+                        format!(
+                            "the conversation needs about {needed} tokens with no tool output left to remove, \
+                             more than the {budget} the context leaves beside the answer; {}",
+                            context::advice(self.context_tokens, self.max_tokens)
+                        ),
+                    ))
+                }
+            }
             let turn = self.chat.turn(&messages, &tools, choice, deadline).await?;
             {
                 let mut u = usage.lock().unwrap_or_else(|p| p.into_inner());
@@ -439,6 +471,9 @@ impl NativeRunner {
                     let k = key(&c.name, &c.arguments);
                     let (content, is_error) =
                         refused.get(&k).unwrap_or_else(|| &answered[&k]).clone();
+                    if !refused.contains_key(&k) {
+                        call_keys.insert(c.id.clone(), k);
+                    }
                     ToolOutput {
                         call_id: c.id.clone(),
                         content,
@@ -452,6 +487,75 @@ impl NativeRunner {
             });
         }
     }
+}
+
+/// Tokens a message is estimated to take.
+fn message_tokens(message: &Message) -> usize {
+    context::PER_MESSAGE
+        + match message {
+            Message::User(text) => context::estimate(text),
+            Message::Assistant { text, calls } => {
+                context::estimate(text)
+                    + calls
+                        .iter()
+                        .map(|c| {
+                            context::estimate(&c.name) + context::estimate(&c.arguments.to_string())
+                        })
+                        .sum::<usize>()
+            }
+            Message::ToolResults { results, note } => {
+                results
+                    .iter()
+                    .map(|r| context::PER_MESSAGE + context::estimate(&r.content))
+                    .sum::<usize>()
+                    + note.as_deref().map_or(0, context::estimate)
+            }
+        }
+}
+
+/// Fits the conversation into `budget` tokens by replacing tool outputs with a note,
+/// oldest first; the ids of the calls whose output was removed, or the tokens still
+/// needed when nothing is left to remove.
+fn fit_context(
+    messages: &mut [Message],
+    tools: &[ToolSpec],
+    budget: usize,
+) -> Result<Vec<String>, usize> {
+    let declared: usize = tools
+        .iter()
+        .map(|t| {
+            context::estimate(&t.name)
+                + context::estimate(&t.description)
+                + context::estimate(&t.input_schema.to_string())
+        })
+        .sum();
+    let mut total = declared + messages.iter().map(message_tokens).sum::<usize>();
+    let mut removed = Vec::new();
+    let note = context::estimate(context::TRIMMED_NOTE);
+    for message in messages.iter_mut() {
+        if total <= budget {
+            break;
+        }
+        let Message::ToolResults { results, .. } = message else {
+            continue;
+        };
+        for r in results.iter_mut() {
+            if total <= budget {
+                break;
+            }
+            let size = context::estimate(&r.content);
+            if r.content == context::TRIMMED_NOTE || size <= note {
+                continue;
+            }
+            r.content = context::TRIMMED_NOTE.to_owned();
+            total -= size - note;
+            removed.push(r.call_id.clone());
+        }
+    }
+    if total > budget {
+        return Err(total);
+    }
+    Ok(removed)
 }
 
 /// Why a call is answered with an error instead of being run; `None`: run it.
@@ -541,7 +645,58 @@ impl Runner for NativeRunner {
 
 #[cfg(test)]
 mod tests {
-    use super::cap;
+    use super::*;
+
+    fn results(id: &str, content: String) -> Message {
+        Message::ToolResults {
+            results: vec![ToolOutput {
+                call_id: id.into(),
+                content,
+                is_error: false,
+            }],
+            note: None,
+        }
+    }
+
+    #[test]
+    fn the_oldest_tool_output_goes_first_and_a_prompt_too_long_is_refused() {
+        let call = |id: &str| Message::Assistant {
+            text: String::new(),
+            calls: vec![ToolCall {
+                id: id.into(),
+                name: "execute_query".into(),
+                arguments: json!({"query": "up"}),
+            }],
+        };
+        let mut messages = vec![
+            Message::User("提示".repeat(100)),
+            call("a"),
+            results("a", "x".repeat(3000)),
+            call("b"),
+            results("b", "y".repeat(3000)),
+        ];
+        let all: usize = messages.iter().map(message_tokens).sum();
+        assert_eq!(fit_context(&mut messages, &[], all), Ok(vec![]));
+        // One output's worth less: the older one goes.
+        assert_eq!(
+            fit_context(&mut messages, &[], all - 900),
+            Ok(vec!["a".to_owned()])
+        );
+        assert!(
+            matches!(&messages[2], Message::ToolResults { results, .. } if results[0].content == context::TRIMMED_NOTE)
+        );
+        assert!(
+            matches!(&messages[4], Message::ToolResults { results, .. } if results[0].content.starts_with('y'))
+        );
+        // Removed once, not again; then the newer one.
+        assert_eq!(fit_context(&mut messages, &[], all - 900), Ok(vec![]));
+        assert_eq!(
+            fit_context(&mut messages, &[], all - 1900),
+            Ok(vec!["b".to_owned()])
+        );
+        // Nothing left to remove: the estimate of what it needs.
+        assert!(matches!(fit_context(&mut messages, &[], 100), Err(n) if n > 200));
+    }
 
     #[test]
     fn results_within_the_budget_pass_whole_and_longer_ones_say_they_were_cut() {
