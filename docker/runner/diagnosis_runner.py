@@ -100,10 +100,16 @@ MAX_ATTEMPTS = 5
 
 
 def estimate(text: str) -> int:
-    """Tokens a text is estimated to take: a non-ASCII character as one, ASCII as one per
-    three characters (src/runner/context.rs)."""
-    ascii_chars = sum(1 for c in text if ord(c) < 128)
+    """Tokens a text is estimated to take: a non-ASCII character or a digit as one, other
+    ASCII as one per three characters (src/runner/context.rs)."""
+    ascii_chars = sum(1 for c in text if ord(c) < 128 and not c.isdigit())
     return (len(text) - ascii_chars) + -(-ascii_chars // 3)
+
+
+def fits(estimated: int, budget: int) -> bool:
+    """Whether a conversation estimated at `estimated` fits `budget`, a tenth kept for the
+    chat template (src/runner/context.rs, fits)."""
+    return estimated + estimated // 10 <= budget
 
 
 def context_advice(context_tokens: int, max_tokens: int) -> str:
@@ -154,7 +160,7 @@ def fit_context(messages: list[dict[str, Any]], tools: list[dict[str, Any]], bud
         elif isinstance(m.get("content"), list):
             outputs.extend((b, b.get("tool_use_id", "")) for b in m["content"] if b.get("type") == "tool_result")
     for holder, call_id in outputs:
-        if total <= budget:
+        if fits(total, budget):
             break
         size = estimate(holder.get("content") or "")
         if holder.get("content") == TRIMMED_NOTE or size <= note:
@@ -162,8 +168,8 @@ def fit_context(messages: list[dict[str, Any]], tools: list[dict[str, Any]], bud
         holder["content"] = TRIMMED_NOTE
         total -= size - note
         removed.append(call_id)
-    if total > budget:
-        raise ContextExceeded(total)
+    if not fits(total, budget):
+        raise ContextExceeded(total + total // 10)
     return removed
 
 
@@ -293,7 +299,25 @@ def shape_problem(value: Any) -> str | None:
     missing = [section for section in SECTIONS if section not in content]
     if missing:
         return f"content lacks the sections {''.join(missing)}"
+    empty = empty_sections(content)
+    if empty:
+        return f"the sections {''.join(empty)} say nothing (the format's placeholder)"
     return None
+
+
+def empty_sections(content: str) -> list[str]:
+    """The sections whose text holds no letter, digit or ideograph: a small model copies the
+    format's `【根因分析】…` and has written no report (src/runner/extract.rs)."""
+    empty = []
+    for section in SECTIONS:
+        at = content.find(section)
+        if at < 0:
+            continue
+        body = content[at + len(section):]
+        ends = [i for i in (body.find(s) for s in SECTIONS) if i >= 0]
+        if not any(c.isalnum() for c in body[: min(ends, default=len(body))]):
+            empty.append(section)
+    return empty
 
 
 def report_shape(value: Any) -> bool:

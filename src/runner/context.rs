@@ -3,21 +3,30 @@
 //! runners (the Python runner's `context_*` functions).
 //!
 //! Tokens are estimated from characters, on the high side, without the model's tokenizer:
-//! a non-ASCII character (Chinese text) as one token, ASCII as one token per three
-//! characters (Qwen's and GPT's tokenizers take about four of English and three to four of
-//! JSON and PromQL), and each message as four more. The answer's `AI.MaxTokens` is kept
-//! free.
+//! a non-ASCII character (Chinese text) as one token, a digit as one (Qwen's tokenizer
+//! splits numbers into digits, and Prometheus answers are mostly numbers), other ASCII as
+//! one token per three characters, each message as four more, and a tenth on top for the
+//! chat template. Measured against Qwen2.5-Coder's tokenizer (llama.cpp's `/tokenize`) on
+//! the prompt, the tools and Prometheus answers, it was 0.95 to 1.6 times the real count
+//! before the tenth (the design's prompt: 2,526 for 2,442; a range query: 492 for 517).
+//! The answer's `AI.MaxTokens` is kept free.
 
 /// Tokens a text is estimated to take.
 pub fn estimate(text: &str) -> usize {
-    let (ascii, other) = text.chars().fold((0usize, 0usize), |(a, o), c| {
-        if c.is_ascii() {
-            (a + 1, o)
+    let (ascii, single) = text.chars().fold((0usize, 0usize), |(a, s), c| {
+        if c.is_ascii() && !c.is_ascii_digit() {
+            (a + 1, s)
         } else {
-            (a, o + 1)
+            (a, s + 1)
         }
     });
-    other + ascii.div_ceil(3)
+    single + ascii.div_ceil(3)
+}
+
+/// The tokens a conversation estimated at `estimate` may take in a context that leaves
+/// `budget` beside the answer: a tenth is kept for the chat template.
+pub fn fits(estimate: usize, budget: usize) -> bool {
+    estimate + estimate / 10 <= budget
 }
 
 /// Tokens each message costs besides its text (role and template markers).
@@ -67,7 +76,8 @@ mod tests {
     fn estimates_err_on_the_high_side_for_chinese_and_for_json() {
         assert_eq!(estimate(""), 0);
         assert_eq!(estimate("【根因分析】"), 6);
-        assert_eq!(estimate("rate(node_cpu_seconds_total[5m])"), 11);
+        assert_eq!(estimate("rate(node_cpu_seconds_total[5m])"), 12);
+        assert_eq!(estimate("1733462400.123"), 14);
         assert_eq!(estimate("ab"), 1);
     }
 

@@ -165,7 +165,35 @@ fn validate(value: Value) -> Result<ReportBody, String> {
     if !missing.is_empty() {
         return Err(format!("content lacks the sections {}", missing.join("")));
     }
+    let empty = empty_sections(&content);
+    if !empty.is_empty() {
+        return Err(format!(
+            "the sections {} say nothing (the format's placeholder)",
+            empty.join("")
+        ));
+    }
     Ok(ReportBody { prom_ql, content })
+}
+
+/// The sections whose text holds no letter, digit or ideograph: a small model copies the
+/// format's `【根因分析】…` and has written no report.
+pub fn empty_sections(content: &str) -> Vec<&'static str> {
+    SECTIONS
+        .iter()
+        .copied()
+        .filter(|section| {
+            let Some(at) = content.find(section) else {
+                return false;
+            };
+            let body = &content[at + section.len()..];
+            let end = SECTIONS
+                .iter()
+                .filter_map(|s| body.find(s))
+                .min()
+                .unwrap_or(body.len());
+            !body[..end].chars().any(char::is_alphanumeric)
+        })
+        .collect()
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary.
@@ -200,6 +228,26 @@ mod tests {
     /// A content of the four sections.
     const FOUR: &str = "【问题概述】a【根因分析】b【影响范围】c【解决方案】d";
 
+    #[test]
+    fn the_formats_placeholder_is_no_report() {
+        // What Qwen2.5-Coder 0.5B answered under a JSON schema (llama.cpp, 2026-12-06).
+        let copied = r#"{"promQL": [], "content": "【问题概述】...【根因分析】...【影响范围】...【解决方案】..."}"#;
+        match find_report(copied) {
+            Answer::Unusable(why) => assert!(
+                why.contains(
+                    "the sections 【问题概述】【根因分析】【影响范围】【解决方案】 say nothing"
+                ),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            empty_sections("【问题概述】CPU 饱和【根因分析】…… 【影响范围】web-1【解决方案】。"),
+            ["【根因分析】", "【解决方案】"]
+        );
+        assert!(empty_sections(FOUR).is_empty());
+    }
+
     fn report(text: &str) -> ReportBody {
         match find_report(text) {
             Answer::Report(r, repairs) => {
@@ -231,7 +279,7 @@ mod tests {
     fn an_almost_report_is_repaired_and_the_repairs_named() {
         // Qwen2.5-Coder-1.5B through llama.cpp, as the issue found it: fenced, raw line
         // breaks in the string, and cut before its closing quote and brace.
-        let answer = "```json\n{\n  \"promQL\": [\"100 - avg(rate(node_cpu_seconds_total{mode=\\\"idle\\\"}[5m])) * 100\"],\n  \"content\": \"【问题概述】\nCPU 饱和\n【根因分析】\n...\n【影响范围】\nweb-1\n【解决方案】\n...\n```";
+        let answer = "```json\n{\n  \"promQL\": [\"100 - avg(rate(node_cpu_seconds_total{mode=\\\"idle\\\"}[5m])) * 100\"],\n  \"content\": \"【问题概述】\nCPU 饱和\n【根因分析】\n压测...\n【影响范围】\nweb-1\n【解决方案】\n扩容...\n```";
         let Answer::Report(body, repairs) = find_report(answer) else {
             panic!("repaired")
         };
@@ -241,7 +289,7 @@ mod tests {
         );
         assert_eq!(
             body.content,
-            "【问题概述】\nCPU 饱和\n【根因分析】\n...\n【影响范围】\nweb-1\n【解决方案】\n..."
+            "【问题概述】\nCPU 饱和\n【根因分析】\n压测...\n【影响范围】\nweb-1\n【解决方案】\n扩容..."
         );
         assert_eq!(repairs, vec![Repair::ControlCharacter, Repair::Unclosed]);
     }

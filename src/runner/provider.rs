@@ -20,7 +20,8 @@
 //! off` leaves the instruction alone. Ollama silently drops the start of a prompt longer
 //! than its context (4,096 tokens unless the server sets `OLLAMA_CONTEXT_LENGTH`), so its
 //! profile's context is that; the other servers refuse an overlong request, which is a
-//! failure naming `AI.ContextTokens`.
+//! failure naming `AI.ContextTokens`. An `AI.MaxTokens` raised past the table's context
+//! raises the guess to twice it (the model was chosen for long answers).
 //!
 //! `AI.Provider` names the provider when the URL does not (a self-hosted server, a gateway
 //! in front of one), `AI.Protocol` the wire format, `AI.MaxTokensField` the token limit's
@@ -140,6 +141,7 @@ pub fn report_schema() -> Value {
             "promQL": {
                 "type": "array",
                 "items": {"type": "string"},
+                "maxItems": 10,
                 "description": "PromQL queries of the anomalous metrics"
             },
             "content": {
@@ -336,7 +338,13 @@ impl Profile {
             structured,
             omit_forbidden_tools: provider == Provider::Ollama,
             context_tokens: match ai.context_tokens {
-                0 => provider.context_tokens(),
+                // Ollama's is what its server has unless it was started otherwise, and it
+                // drops what does not fit without a word.
+                0 if provider == Provider::Ollama => provider.context_tokens(),
+                // A guess: an AI.MaxTokens raised past it says the model has more.
+                0 => provider
+                    .context_tokens()
+                    .max(ai.max_tokens.saturating_mul(2)),
                 n => n,
             },
         }
@@ -463,6 +471,9 @@ mod tests {
             ("http://127.0.0.1:11434/v1", "", 4096),
             ("http://127.0.0.1:8081/v1", "  Provider: llamacpp\n", 32_768),
             ("http://127.0.0.1:8081/v1", "", 32_768),
+            // A limit on the answer past the guess raises it.
+            ("http://127.0.0.1:8081/v1", "  MaxTokens: 64000\n", 128_000),
+            ("http://127.0.0.1:11434/v1", "  MaxTokens: 64000\n", 4096),
             (
                 "http://127.0.0.1:8081/v1",
                 "  Provider: llamacpp\n  ContextTokens: 16384\n  MaxTokens: 800\n",

@@ -57,6 +57,8 @@ pub struct Options {
     pub protect_metrics: bool,
     /// Point the agent at this Prometheus instead of the shared one.
     pub prometheus_url: Option<String>,
+    /// `AI.BaseURL`: a real model's server instead of the fake.
+    pub ai_base_url: Option<String>,
     /// `AI.GitHubToken` and `Runner.GitHubMCPCommand`.
     pub github: Option<(&'static str, &'static str)>,
     /// `AI.MaxTurns`.
@@ -127,6 +129,7 @@ impl Default for Options {
             read_token: None,
             protect_metrics: false,
             prometheus_url: None,
+            ai_base_url: None,
             github: None,
             max_turns: 6,
             docker: None,
@@ -295,9 +298,10 @@ pub async fn spawn_app(options: Options) -> TestApp {
         .prometheus_url
         .clone()
         .unwrap_or_else(|| prom.url.clone());
-    let llm_url = match options.provider {
-        Some(p) => llm.base_url_for(p),
-        None => llm.base_url.clone(),
+    let llm_url = match (&options.ai_base_url, options.provider) {
+        (Some(url), _) => url.clone(),
+        (None, Some(p)) => llm.base_url_for(p),
+        (None, None) => llm.base_url.clone(),
     };
     let yaml = config_yaml(
         &options,

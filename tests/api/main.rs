@@ -26,6 +26,7 @@ mod http_limits;
 mod intake;
 mod intake_properties;
 mod lifecycle;
+mod live_llm;
 mod native_runner;
 mod notify;
 mod openapi;

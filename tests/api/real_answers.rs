@@ -240,3 +240,36 @@ async fn an_answer_with_no_report_gets_one_follow_up_asking_for_the_object_alone
         assert_eq!(follow_up["tool_choice"], "none", "{runner}: it must answer");
     }
 }
+
+#[tokio::test]
+async fn the_formats_placeholder_is_no_report_even_under_the_reports_schema() {
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            evidence: true,
+            provider: Some(crate::fake_llm::Provider::LlamaCpp),
+            script: Script::Replay(transcript("qwen2.5-coder-0.5b-placeholder-sections.json")),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "placeholder").await;
+        let requests = app.llm.requests();
+        assert_eq!(requests.len(), 2, "{runner}: the answer, the follow-up");
+        // The follow-up says what was wrong and holds the model to the report's schema.
+        let follow_up = &requests[1].body;
+        assert!(follow_up.to_string().contains("say nothing"), "{runner}");
+        assert_eq!(
+            follow_up["response_format"]["type"], "json_schema",
+            "{runner}"
+        );
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        assert_eq!(report["engine"], "evidence", "{runner}: {report:#}");
+        assert!(
+            report["aiError"]
+                .as_str()
+                .unwrap()
+                .contains("the sections 【问题概述】【根因分析】【影响范围】 say nothing"),
+            "{runner}: {report:#}"
+        );
+    }
+}

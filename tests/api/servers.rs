@@ -502,3 +502,65 @@ pub fn cmdlines_with(needle: &str) -> Vec<String> {
         .filter(|line| line.contains(needle))
         .collect()
 }
+
+/// The real model on this machine: Qwen2.5-Coder 0.5B served by llama.cpp's server
+/// (`scripts/local-llm`, which `scripts/test` installs), with 8,192 tokens of context.
+pub struct LocalLlm {
+    /// `AI.BaseURL`.
+    pub url: String,
+    _server: Guarded,
+    _dir: tempfile::TempDir,
+}
+
+static LOCAL_LLM: OnceCell<LocalLlm> = OnceCell::const_new();
+
+/// The shared [`LocalLlm`], started on first use.
+pub async fn local_llm() -> &'static LocalLlm {
+    LOCAL_LLM
+        .get_or_init(|| async {
+            let script = repo().join("scripts/local-llm");
+            let weights = std::process::Command::new(&script)
+                .args(["path", "0.5b"])
+                .output()
+                .unwrap();
+            assert!(
+                weights.status.success(),
+                "the local model is not installed (scripts/test installs it with scripts/local-llm install 0.5b): {}",
+                String::from_utf8_lossy(&weights.stderr)
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let server = start_guarded(
+                "env",
+                &[
+                    "DD_LLM_CONTEXT=8192".into(),
+                    script.display().to_string(),
+                    "serve".into(),
+                    "0.5b".into(),
+                    port.to_string(),
+                ],
+                &dir.path().join("llm.log"),
+            );
+            let url = format!("http://127.0.0.1:{port}");
+            let client = reqwest::Client::new();
+            let start = Instant::now();
+            // Loading the weights takes seconds; /health answers 503 until then.
+            while start.elapsed() < Duration::from_secs(120) {
+                if let Ok(r) = client.get(format!("{url}/health")).send().await {
+                    if r.status().is_success() {
+                        return LocalLlm {
+                            url: format!("{url}/v1"),
+                            _server: server,
+                            _dir: dir,
+                        };
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            panic!(
+                "the local model did not come up: {}",
+                std::fs::read_to_string(dir.path().join("llm.log")).unwrap_or_default()
+            );
+        })
+        .await
+}

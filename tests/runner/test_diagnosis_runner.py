@@ -191,6 +191,7 @@ class RequestBodies(unittest.TestCase):
             {"role": "tool", "tool_call_id": "b", "content": "y" * 3000},
         ]
         total = sum(runner.message_tokens(m) for m in messages)
+        total += total // 10
         self.assertEqual(runner.fit_context(messages, [], total), [])
         self.assertEqual(runner.fit_context(messages, [], total - 900), ["a"])
         self.assertEqual(messages[2]["content"], runner.TRIMMED_NOTE)
@@ -199,7 +200,16 @@ class RequestBodies(unittest.TestCase):
         with self.assertRaises(runner.ContextExceeded):
             runner.fit_context(messages, [], 100)
         self.assertEqual(runner.estimate("【根因分析】"), 6)
-        self.assertEqual(runner.estimate("rate(node_cpu_seconds_total[5m])"), 11)
+        self.assertEqual(runner.estimate("rate(node_cpu_seconds_total[5m])"), 12)
+        self.assertEqual(runner.estimate("1733462400.123"), 14)
+
+    def test_the_formats_placeholder_is_no_report(self):
+        copied = '{"promQL": [], "content": "【问题概述】...【根因分析】...【影响范围】...【解决方案】..."}'
+        self.assertIn("say nothing", runner.unreadable(copied))
+        self.assertEqual(
+            runner.empty_sections("【问题概述】CPU 饱和【根因分析】…… 【影响范围】web-1【解决方案】。"),
+            ["【根因分析】", "【解决方案】"],
+        )
 
     def test_the_profile_sets_the_token_field_and_extra_fields_with_null_removing(self):
         body = llm(

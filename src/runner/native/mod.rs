@@ -533,14 +533,14 @@ fn fit_context(
     let mut removed = Vec::new();
     let note = context::estimate(context::TRIMMED_NOTE);
     for message in messages.iter_mut() {
-        if total <= budget {
+        if context::fits(total, budget) {
             break;
         }
         let Message::ToolResults { results, .. } = message else {
             continue;
         };
         for r in results.iter_mut() {
-            if total <= budget {
+            if context::fits(total, budget) {
                 break;
             }
             let size = context::estimate(&r.content);
@@ -552,8 +552,8 @@ fn fit_context(
             removed.push(r.call_id.clone());
         }
     }
-    if total > budget {
-        return Err(total);
+    if !context::fits(total, budget) {
+        return Err(total + total / 10);
     }
     Ok(removed)
 }
@@ -676,6 +676,7 @@ mod tests {
             results("b", "y".repeat(3000)),
         ];
         let all: usize = messages.iter().map(message_tokens).sum();
+        let all = all + all / 10;
         assert_eq!(fit_context(&mut messages, &[], all), Ok(vec![]));
         // One output's worth less: the older one goes.
         assert_eq!(

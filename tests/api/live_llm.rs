@@ -1,0 +1,56 @@
+//! One diagnosis against a real model served here: Qwen2.5-Coder 0.5B through llama.cpp's
+//! server (`scripts/local-llm`), the native runner, the real Prometheus and its MCP server,
+//! with the request each step really sends (the tools, `tool_choice`, the report's JSON
+//! schema on a step that must answer). A change in the runtime, the weights or the prompt
+//! that the server refuses, or that leaves the model without an answer, fails here. The
+//! 0.5B model is small: what it writes is judged as any model's is, and either becomes the
+//! report or is named as the reason the evidence wrote it.
+
+use crate::fake_llm::Provider;
+use crate::helpers::{alertmanager_body, cpu_heavy, deployment_id, spawn_app, Options};
+use crate::servers;
+
+#[tokio::test]
+async fn one_diagnosis_against_the_real_local_model() {
+    // The model takes both cores for about a minute and a half.
+    let _heavy = cpu_heavy().await;
+    let llm = servers::local_llm().await;
+    let app = spawn_app(Options {
+        native: true,
+        evidence: true,
+        ai_base_url: Some(llm.url.clone()),
+        provider: Some(Provider::LlamaCpp),
+        model: "qwen2.5-coder-0.5b",
+        timeout_s: 150,
+        max_turns: 2,
+        ai_extra:
+            "  ContextTokens: 8192\n  MaxTokens: 400\n  ExtraBody: {temperature: 0, seed: 7}\n",
+        ..Options::default()
+    })
+    .await;
+    let id = deployment_id("live");
+    app.post_alerts(&alertmanager_body(&id, "firing")).await;
+    let report = app.wait_final(&id).await;
+
+    assert_eq!(report["status"], "completed", "{report:#}");
+    match report["engine"].as_str() {
+        Some("ai") => {
+            let content = report["content"].as_str().unwrap();
+            for section in [
+                "【问题概述】",
+                "【根因分析】",
+                "【影响范围】",
+                "【解决方案】",
+            ] {
+                assert!(content.contains(section), "{content}");
+            }
+        }
+        Some("evidence") => {
+            // The model answered, and what it wrote is the reason: not the server refusing
+            // a request, not a timeout, not the context.
+            let why = report["aiError"].as_str().unwrap_or_default();
+            assert!(why.starts_with("the model's answer"), "{report:#}");
+        }
+        other => panic!("engine {other:?}: {report:#}"),
+    }
+}
