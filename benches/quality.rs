@@ -6,10 +6,21 @@
 //!
 //!   scripts/quality [RUNS] [SCENARIO ...]   # scenarios: control cpu memory disk_space disk_io down
 //!   scripts/quality [RUNS] verdict          # the release verdict's scenarios (RED service)
+//!   scripts/quality ai [RUNS] [SCENARIO ...] # the AI's reports, with the local model
 //!
 //! Without `AI_BASE_URL` the service runs in evidence-only mode. With `AI_BASE_URL`,
 //! `AI_API_KEY` and `AI_MODEL` pointing at a real provider, it runs the native runner and
 //! also records whether the AI report's 【根因分析】 names the injected resource.
+//!
+//! `ai` scores what the model wrote, with a real model served here (`scripts/local-llm`,
+//! Qwen2.5-Coder 1.5B unless `DD_LLM_MODEL` says `0.5b`; or the provider in `AI_BASE_URL`
+//! when set): per run, whether the report is the AI's or fell back to the evidence (and
+//! why), steps, tool calls, tokens, time, whether 【根因分析】 names the injected resource
+//! and the report names the host, how many of its `promQL` parse and return data, and,
+//! when `JUDGE_BASE_URL`, `JUDGE_API_KEY` and `JUDGE_MODEL` name an OpenAI-compatible
+//! judge, its score by `benches/quality-rubric.md`. A fault that takes the CPU (`cpu`,
+//! `disk_io`) is undone once the evidence is on the report, so the model, which needs both
+//! cores, runs at its speed; the agent still sees the fault in the range it queries.
 //!
 //! Faults are short and always undone: stress-ng runs with a timeout and is killed at the
 //! end of its scenario; the filled tmpfs is unmounted; node_exporter is restarted.
@@ -235,14 +246,38 @@ async fn wait_visible(client: &reqwest::Client, prom: &str, name: &str, instance
     eprintln!("{name}: fault not visible within {limit:?}; scoring what there is");
 }
 
-fn config(prom: &str, store: &Path, ai: bool) -> Config {
-    let ai = if ai {
-        "  BaseURL: ${AI_BASE_URL}\n  APIKey: ${AI_API_KEY}\n  Model: ${AI_MODEL}\n"
-    } else {
-        "  BaseURL: \"\"\n"
+/// Which AI the service runs with.
+enum Ai {
+    /// Evidence-only mode.
+    Off,
+    /// `AI_BASE_URL`, `AI_API_KEY`, `AI_MODEL` from the environment.
+    Env,
+    /// The local model at this base URL, by this name.
+    Local(String, String),
+}
+
+impl Ai {
+    fn on(&self) -> bool {
+        !matches!(self, Ai::Off)
+    }
+}
+
+fn config(prom: &str, store: &Path, ai: &Ai) -> Config {
+    let ai = match ai {
+        Ai::Off => "  BaseURL: \"\"\n  Timeout: 60\n".to_owned(),
+        Ai::Env => {
+            "  BaseURL: ${AI_BASE_URL}\n  APIKey: ${AI_API_KEY}\n  Model: ${AI_MODEL}\n  Timeout: 60\n"
+                .to_owned()
+        }
+        // Deterministic answers; a diagnosis on two busy cores takes minutes.
+        Ai::Local(url, model) => format!(
+            "  BaseURL: {url}\n  APIKey: local-llm-key\n  Model: {model}\n  Provider: llamacpp\n  \
+             ContextTokens: 16384\n  MaxTokens: 1200\n  MaxTurns: 6\n  Timeout: 600\n  \
+             ExtraBody: {{temperature: 0, seed: 7}}\n"
+        ),
     };
     let yaml = format!(
-        "Port: 0\nAI:\n{ai}  PrometheusURL: {prom}\n  Timeout: 60\nStore:\n  Path: {}\n\
+        "Port: 0\nAI:\n{ai}  PrometheusURL: {prom}\nStore:\n  Path: {}\n\
          Runner:\n  Kind: native\n\
          MCP:\n  Servers:\n    - Name: prometheus\n      Command: {}\n      Env: [\"PROMETHEUS_URL={prom}\"]\n\
          Evidence:\n  RateWindowSeconds: 5\n  BaselineMinutes: 1\nLog:\n  Level: warn\n",
@@ -326,13 +361,218 @@ async fn verdicts(runs: usize) {
     );
 }
 
+/// Waits until the report holds its evidence (or is final).
+async fn wait_evidence(client: &reqwest::Client, base: &str, id: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Ok(r) = client.get(format!("{base}/reports/{id}")).send().await {
+            if let Ok(report) = r.json::<Value>().await {
+                if !report["evidence"].is_null() || report["status"] != "generating" {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One AI report, scored.
+struct AiRun {
+    scenario: &'static str,
+    run: usize,
+    engine: String,
+    why: String,
+    steps: u64,
+    tool_calls: u64,
+    tokens: (u64, u64),
+    seconds: f64,
+    names_resource: bool,
+    names_host: bool,
+    queries: usize,
+    parse: usize,
+    data: usize,
+    judge: Option<f64>,
+}
+
+/// Scores a report against the fault that was injected: the resource in 【根因分析】, the
+/// host in the report, each `promQL` against Prometheus, and the judge's score.
+async fn score_ai(
+    client: &reqwest::Client,
+    prom: &str,
+    scenario: &'static str,
+    expected: &str,
+    run: usize,
+    instance: &str,
+    report: &Value,
+) -> AiRun {
+    let engine = report["engine"]
+        .as_str()
+        .unwrap_or(report["status"].as_str().unwrap_or(""))
+        .to_owned();
+    let content = report["content"].as_str().unwrap_or("");
+    let ai = engine == "ai";
+    let queries: Vec<String> = if ai {
+        report["promQL"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|q| q.as_str().map(str::to_owned))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (mut parse, mut data) = (0, 0);
+    for q in &queries {
+        let answer: Option<Value> = match client
+            .get(format!("{prom}/api/v1/query"))
+            .query(&[("query", q.as_str())])
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(answer) = answer.filter(|a| a["status"] == "success") {
+            parse += 1;
+            if answer["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                data += 1;
+            }
+        }
+    }
+    let usage = &report["usage"];
+    AiRun {
+        scenario,
+        run,
+        why: if ai {
+            String::new()
+        } else {
+            report["aiError"]
+                .as_str()
+                .or(report["error"].as_str())
+                .unwrap_or("")
+                .chars()
+                .take(140)
+                .collect()
+        },
+        engine,
+        steps: usage["steps"].as_u64().unwrap_or(0),
+        tool_calls: usage["toolCalls"].as_u64().unwrap_or(0),
+        tokens: (
+            usage["inputTokens"].as_u64().unwrap_or(0),
+            usage["outputTokens"].as_u64().unwrap_or(0),
+        ),
+        seconds: report["durationMs"].as_f64().unwrap_or(0.0) / 1000.0,
+        names_resource: ai
+            && names(expected)
+                .iter()
+                .any(|w| root_cause(content).contains(w)),
+        names_host: ai && (content.contains(instance) || content.contains("web-1")),
+        queries: queries.len(),
+        parse,
+        data,
+        judge: if ai {
+            judge(client, expected, instance, content).await
+        } else {
+            None
+        },
+    }
+}
+
+/// The judge's score of a report (`JUDGE_BASE_URL`, `JUDGE_API_KEY`, `JUDGE_MODEL`, an
+/// OpenAI-compatible API), by the rubric in `benches/quality-rubric.md`.
+async fn judge(
+    client: &reqwest::Client,
+    expected: &str,
+    instance: &str,
+    content: &str,
+) -> Option<f64> {
+    let base = std::env::var("JUDGE_BASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let key = std::env::var("JUDGE_API_KEY").unwrap_or_default();
+    let model = std::env::var("JUDGE_MODEL").unwrap_or_default();
+    let rubric = include_str!("quality-rubric.md");
+    let prompt = format!(
+        "{rubric}\n\n## The fault that was injected\n\nresource: {expected}; host: {instance}\n\n## The report\n\n{content}\n"
+    );
+    let body = json!({"model": model, "temperature": 0, "max_tokens": 300,
+        "messages": [{"role": "user", "content": prompt}]});
+    let answer: Value = client
+        .post(format!("{}/chat/completions", base.trim_end_matches('/')))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let text = answer["choices"][0]["message"]["content"].as_str()?;
+    let at = text.find("\"score\"")?;
+    let rest = text[at + 7..].trim_start_matches([':', ' ', '"']);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn print_ai(ai: &Ai, runs: &[AiRun]) {
+    let model = match ai {
+        Ai::Local(_, model) => model.clone(),
+        _ => std::env::var("AI_MODEL").unwrap_or_default(),
+    };
+    println!("\nAI reports ({model}):\n");
+    println!("| scenario | run | report | why not the AI's | steps | tool calls | tokens in / out | time | 【根因分析】 names it | names the host | promQL parse | promQL with data | judge |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {:.0} s | {} | {} | {}/{} | {}/{} | {} |",
+            r.scenario,
+            r.run,
+            r.engine,
+            r.why.replace('|', "/"),
+            r.steps,
+            r.tool_calls,
+            r.tokens.0,
+            r.tokens.1,
+            r.seconds,
+            yes(r.names_resource),
+            yes(r.names_host),
+            r.parse,
+            r.queries,
+            r.data,
+            r.queries,
+            r.judge.map_or("n/a".into(), |j| format!("{j}")),
+        );
+    }
+    let ai = runs.iter().filter(|r| r.engine == "ai").count();
+    let named = runs.iter().filter(|r| r.names_resource).count();
+    let mut times: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "\nAI's report: {ai}/{}; 【根因分析】 names the injected resource: {named}/{}; median time {:.0} s",
+        runs.len(),
+        runs.len(),
+        times.get(times.len() / 2).copied().unwrap_or(0.0)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let ai_mode = args.iter().any(|a| a == "ai");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "ai").collect();
+    let runs: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if ai_mode { 1 } else { 2 });
     if args.iter().any(|a| a == "verdict") {
         verdicts(runs).await;
         if !args.iter().any(|a| SCENARIOS.iter().any(|s| s.name == a)) {
@@ -342,12 +582,52 @@ async fn main() {
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| {
-            args.iter().all(|a| a.parse::<usize>().is_ok()) || args.iter().any(|a| a == s.name)
+            // The AI is scored on faults; the control has nothing to name.
+            (args.iter().all(|a| a.parse::<usize>().is_ok()) && !(ai_mode && s.expected.is_none()))
+                || args.iter().any(|a| a == s.name)
         })
         .collect();
-    let ai = std::env::var("AI_BASE_URL").is_ok_and(|v| !v.is_empty());
-
     let work = tempfile::tempdir().unwrap();
+    let from_env = std::env::var("AI_BASE_URL").is_ok_and(|v| !v.is_empty());
+    let mut _model = None;
+    let mut _recorder = None;
+    let ai = match (from_env, ai_mode) {
+        (true, _) => Ai::Env,
+        (false, true) => {
+            let size = std::env::var("DD_LLM_MODEL").unwrap_or_else(|_| "1.5b".into());
+            eprintln!("starting the local model (Qwen2.5-Coder {size})");
+            let llm = servers::start_local_llm(&size, 16384).await;
+            let mut url = llm.url.clone();
+            _model = Some(llm);
+            // DD_LLM_RECORD=FILE: every exchange with the model appended to FILE (JSON
+            // Lines), for tests/fixtures/llm/.
+            if let Ok(out) = std::env::var("DD_LLM_RECORD") {
+                let port = free_port();
+                _recorder = Some(start_guarded(
+                    "python3",
+                    &[
+                        servers::repo()
+                            .join("tests/fixtures/record_llm.py")
+                            .display()
+                            .to_string(),
+                        "--upstream".into(),
+                        url.trim_end_matches("/v1").to_owned(),
+                        "--port".into(),
+                        port.to_string(),
+                        "--out".into(),
+                        out,
+                    ],
+                    &work.path().join("recorder.log"),
+                ));
+                servers::wait_tcp(port, "the recorder").await;
+                url = format!("http://127.0.0.1:{port}/v1");
+            }
+            Ai::Local(url, format!("qwen2.5-coder-{size}"))
+        }
+        (false, false) => Ai::Off,
+    };
+    let mut ai_runs: Vec<AiRun> = Vec::new();
+
     let fs = work.path().join("fs");
     std::fs::create_dir_all(&fs).unwrap();
     assert!(
@@ -396,7 +676,7 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(deploy_diagnosis::startup::run(
         listener,
-        config(&prom, &work.path().join("reports.sqlite3"), ai),
+        config(&prom, &work.path().join("reports.sqlite3"), &ai),
         shutdown.clone(),
     ));
     let client = reqwest::Client::new();
@@ -428,9 +708,18 @@ async fn main() {
                 .await
                 .expect("intake");
             assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
-            let report =
-                helpers::wait_final(&client, &base, &id, None, Duration::from_secs(300)).await;
-            undo(fault, &mut node).await;
+            let mut fault = Some(fault);
+            if ai_mode && matches!(scenario.name, "cpu" | "disk_io") {
+                wait_evidence(&client, &base, &id).await;
+                if let Some(f) = fault.take() {
+                    undo(f, &mut node).await;
+                }
+            }
+            let limit = Duration::from_secs(if ai.on() { 1500 } else { 300 });
+            let report = helpers::wait_final(&client, &base, &id, None, limit).await;
+            if let Some(f) = fault.take() {
+                undo(f, &mut node).await;
+            }
             let evidence = report["evidence"].as_array().cloned().unwrap_or_default();
             let resource = |e: &Value| e["resource"].as_str().unwrap_or("").to_owned();
             let above: Vec<&Value> = evidence
@@ -458,7 +747,28 @@ async fn main() {
             };
             hit1 += usize::from(first);
             top3 += usize::from(in_top3);
-            if let (true, Some(expected)) = (ai, scenario.expected) {
+            if let (true, Some(expected)) = (ai_mode, scenario.expected) {
+                eprintln!(
+                    "{} run {run}: {} report, promQL {}\n{}",
+                    scenario.name,
+                    report["engine"],
+                    report["promQL"],
+                    report["content"].as_str().unwrap_or_default()
+                );
+                ai_runs.push(
+                    score_ai(
+                        &client,
+                        &prom,
+                        scenario.name,
+                        expected,
+                        run,
+                        &node.instance,
+                        &report,
+                    )
+                    .await,
+                );
+            }
+            if let (true, Some(expected)) = (ai.on(), scenario.expected) {
                 let content = report["content"].as_str().unwrap_or("");
                 if report["engine"] == "ai"
                     && names(expected)
@@ -479,7 +789,7 @@ async fn main() {
         println!(
             "| {} | {runs} | {hit1}/{runs} | {top3}/{runs} | {last_top} | {} |",
             scenario.name,
-            if ai && scenario.expected.is_some() {
+            if ai.on() && scenario.expected.is_some() {
                 format!("{ai_named}/{runs}")
             } else {
                 "n/a".into()
@@ -490,6 +800,9 @@ async fn main() {
         "\nhit@1 overall: {hits}/{total} ({:.0} %)",
         100.0 * hits as f64 / total.max(1) as f64
     );
+    if ai_mode {
+        print_ai(&ai, &ai_runs);
+    }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), service).await;
     sh(&format!("umount {}", fs.display()));

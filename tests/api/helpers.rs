@@ -436,12 +436,18 @@ impl TestApp {
 
     /// Waits until the report leaves `generating`, and returns it.
     pub async fn wait_final(&self, deployment_id: &str) -> Value {
+        self.wait_final_within(deployment_id, Duration::from_secs(120))
+            .await
+    }
+
+    /// [`Self::wait_final`] for a diagnosis that may take up to `limit` (a real model).
+    pub async fn wait_final_within(&self, deployment_id: &str, limit: Duration) -> Value {
         wait_final(
             &self.client,
             &self.address,
             deployment_id,
             self.read_token().as_deref(),
-            Duration::from_secs(120),
+            limit,
         )
         .await
     }

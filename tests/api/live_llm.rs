@@ -22,15 +22,17 @@ async fn one_diagnosis_against_the_real_local_model() {
         provider: Some(Provider::LlamaCpp),
         model: "qwen2.5-coder-0.5b",
         timeout_s: 150,
-        max_turns: 2,
+        max_turns: 1,
         ai_extra:
-            "  ContextTokens: 8192\n  MaxTokens: 400\n  ExtraBody: {temperature: 0, seed: 7}\n",
+            "  ContextTokens: 8192\n  MaxTokens: 300\n  ExtraBody: {temperature: 0, seed: 7}\n",
         ..Options::default()
     })
     .await;
     let id = deployment_id("live");
     app.post_alerts(&alertmanager_body(&id, "firing")).await;
-    let report = app.wait_final(&id).await;
+    let report = app
+        .wait_final_within(&id, std::time::Duration::from_secs(330))
+        .await;
 
     assert_eq!(report["status"], "completed", "{report:#}");
     match report["engine"].as_str() {

@@ -514,53 +514,57 @@ pub struct LocalLlm {
 
 static LOCAL_LLM: OnceCell<LocalLlm> = OnceCell::const_new();
 
-/// The shared [`LocalLlm`], started on first use.
+/// The shared [`LocalLlm`] (0.5B, 8,192 tokens of context), started on first use.
 pub async fn local_llm() -> &'static LocalLlm {
     LOCAL_LLM
-        .get_or_init(|| async {
-            let script = repo().join("scripts/local-llm");
-            let weights = std::process::Command::new(&script)
-                .args(["path", "0.5b"])
-                .output()
-                .unwrap();
-            assert!(
-                weights.status.success(),
-                "the local model is not installed (scripts/test installs it with scripts/local-llm install 0.5b): {}",
-                String::from_utf8_lossy(&weights.stderr)
-            );
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let server = start_guarded(
-                "env",
-                &[
-                    "DD_LLM_CONTEXT=8192".into(),
-                    script.display().to_string(),
-                    "serve".into(),
-                    "0.5b".into(),
-                    port.to_string(),
-                ],
-                &dir.path().join("llm.log"),
-            );
-            let url = format!("http://127.0.0.1:{port}");
-            let client = reqwest::Client::new();
-            let start = Instant::now();
-            // Loading the weights takes seconds; /health answers 503 until then.
-            while start.elapsed() < Duration::from_secs(120) {
-                if let Ok(r) = client.get(format!("{url}/health")).send().await {
-                    if r.status().is_success() {
-                        return LocalLlm {
-                            url: format!("{url}/v1"),
-                            _server: server,
-                            _dir: dir,
-                        };
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            panic!(
-                "the local model did not come up: {}",
-                std::fs::read_to_string(dir.path().join("llm.log")).unwrap_or_default()
-            );
-        })
+        .get_or_init(|| start_local_llm("0.5b", 8192))
         .await
+}
+
+/// Starts `scripts/local-llm serve MODEL` with `context` tokens, and waits until it has
+/// loaded its weights.
+pub async fn start_local_llm(model: &str, context: u32) -> LocalLlm {
+    let script = repo().join("scripts/local-llm");
+    let weights = std::process::Command::new(&script)
+        .args(["path", model])
+        .output()
+        .unwrap();
+    assert!(
+        weights.status.success(),
+        "the local model is not installed (scripts/test installs it with scripts/local-llm install 0.5b): {}",
+        String::from_utf8_lossy(&weights.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_guarded(
+        "env",
+        &[
+            format!("DD_LLM_CONTEXT={context}"),
+            script.display().to_string(),
+            "serve".into(),
+            model.into(),
+            port.to_string(),
+        ],
+        &dir.path().join("llm.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    // Loading the weights takes seconds; /health answers 503 until then.
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Ok(r) = client.get(format!("{url}/health")).send().await {
+            if r.status().is_success() {
+                return LocalLlm {
+                    url: format!("{url}/v1"),
+                    _server: server,
+                    _dir: dir,
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the local model did not come up: {}",
+        std::fs::read_to_string(dir.path().join("llm.log")).unwrap_or_default()
+    );
 }
