@@ -38,12 +38,7 @@ async fn one_diagnosis_against_the_real_local_model() {
     match report["engine"].as_str() {
         Some("ai") => {
             let content = report["content"].as_str().unwrap();
-            for section in [
-                "【问题概述】",
-                "【根因分析】",
-                "【影响范围】",
-                "【解决方案】",
-            ] {
+            for section in deploy_diagnosis::runner::extract::SECTIONS {
                 assert!(content.contains(section), "{content}");
             }
         }
