@@ -6,7 +6,7 @@
 //!
 //!   scripts/quality [RUNS] [SCENARIO ...]   # scenarios: control cpu memory disk_space disk_io down
 //!   scripts/quality [RUNS] verdict          # the release verdict's scenarios (RED service)
-//!   scripts/quality ai [RUNS] [SCENARIO ...] # the AI's reports, with the local model
+//!   scripts/quality ai [RUNS] [SCENARIO ...] # the AI's reports, with the local model (+ canary)
 //!
 //! Without `AI_BASE_URL` the service runs in evidence-only mode. With `AI_BASE_URL`,
 //! `AI_API_KEY` and `AI_MODEL` pointing at a real provider, it runs the native runner and
@@ -90,6 +90,7 @@ fn names(resource: &str) -> &'static [&'static str] {
         "disk_space" => &["磁盘空间", "文件系统", "filesystem", "磁盘已满", "写满"],
         "disk_io" => &["I/O", "IO", "io", "磁盘繁忙"],
         "availability" => &["不可用", "宕机", "down", "up ==", "无法抓取", "抓取失败"],
+        "errors" => &["错误", "非 200", "非200", "5xx", "500", "error", "Error"],
         _ => &[],
     }
 }
@@ -388,6 +389,8 @@ struct AiRun {
     seconds: f64,
     names_resource: bool,
     names_host: bool,
+    /// Whether the model agreed with the release verdict (`None`: no rollout registered).
+    agrees: Option<bool>,
     queries: usize,
     parse: usize,
     data: usize,
@@ -470,6 +473,7 @@ async fn score_ai(
                 .iter()
                 .any(|w| root_cause(content).contains(w)),
         names_host: ai && (content.contains(instance) || content.contains("web-1")),
+        agrees: report["release"]["model"]["agrees"].as_bool(),
         queries: queries.len(),
         parse,
         data,
@@ -525,12 +529,12 @@ fn print_ai(ai: &Ai, runs: &[AiRun]) {
         _ => std::env::var("AI_MODEL").unwrap_or_default(),
     };
     println!("\nAI reports ({model}):\n");
-    println!("| scenario | run | report | why not the AI's | steps | tool calls | tokens in / out | time | 【根因分析】 names it | names the host | promQL parse | promQL with data | judge |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | run | report | why not the AI's | steps | tool calls | tokens in / out | time | 【根因分析】 names it | names the host | agrees with the verdict | promQL parse | promQL with data | judge |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let yes = |b: bool| if b { "yes" } else { "no" };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} / {} | {:.0} s | {} | {} | {}/{} | {}/{} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {:.0} s | {} | {} | {} | {}/{} | {}/{} | {} |",
             r.scenario,
             r.run,
             r.engine,
@@ -542,6 +546,7 @@ fn print_ai(ai: &Ai, runs: &[AiRun]) {
             r.seconds,
             yes(r.names_resource),
             yes(r.names_host),
+            r.agrees.map_or("n/a", yes),
             r.parse,
             r.queries,
             r.data,
@@ -800,6 +805,50 @@ async fn main() {
         "\nhit@1 overall: {hits}/{total} ({:.0} %)",
         100.0 * hits as f64 / total.max(1) as f64
     );
+    let canary = ai_mode
+        && (args.iter().all(|a| a.parse::<usize>().is_ok()) || args.iter().any(|a| a == "canary"));
+    if let (true, Ai::Local(url, model)) = (canary, &ai) {
+        // The bad canary: a RED service whose released host answers 30 % errors, its
+        // controls fine, the rollout registered, the alert an application's; the report
+        // carries the release verdict the model is asked to agree or disagree with.
+        let app = release_verdict::app_with(helpers::Options {
+            native: true,
+            evidence: true,
+            ai_base_url: Some(url.clone()),
+            provider: Some(fake_llm::Provider::LlamaCpp),
+            model: Box::leak(model.clone().into_boxed_str()),
+            timeout_s: 600,
+            max_turns: 6,
+            ai_extra: "  ContextTokens: 16384\n  MaxTokens: 1200\n  \
+                       ExtraBody: {temperature: 0, seed: 7}\n",
+            ..helpers::Options::default()
+        })
+        .await;
+        let red = release_verdict::prometheus_url().await;
+        for run in 0..runs {
+            let outcome = release_verdict::run_canary(&app).await;
+            let report = &outcome.report;
+            eprintln!(
+                "canary run {run}: {} report, verdict {:?}, promQL {}\n{}",
+                report["engine"],
+                outcome.verdict(),
+                report["promQL"],
+                report["content"].as_str().unwrap_or_default()
+            );
+            ai_runs.push(
+                score_ai(
+                    &client,
+                    &red,
+                    "canary",
+                    "errors",
+                    run,
+                    &outcome.host,
+                    report,
+                )
+                .await,
+            );
+        }
+    }
     if ai_mode {
         print_ai(&ai, &ai_runs);
     }

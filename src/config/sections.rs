@@ -123,6 +123,9 @@ pub const KEYS: &[&str] = &[
     "Release.Thresholds.ErrorRateMaxPercent",
     "Release.Thresholds.DurationP95MaxMs",
     "Release.Thresholds.DurationP99MaxMs",
+    "Release.MinPoints",
+    "Release.MinRequests",
+    "Release.WatchMinutes",
     "GitHub",
     "GitHub.APIURL",
     "GitHub.Repos",
@@ -879,14 +882,41 @@ pub enum Language {
     En,
 }
 
-/// `Release.*`: what a deployment registered without its own `red` or `thresholds` gets.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `Release.*`: what a deployment registered without its own `red` or `thresholds` gets,
+/// and what a comparison of the release needs.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ReleaseConfig {
     /// `Release.RED.*`: PromQL templates of `{{hostname}}`; empty: the common conventions.
     pub red: ReleaseRedConfig,
     /// `Release.Thresholds.*`: absolute health limits; unset: none.
     pub thresholds: ReleaseThresholdsConfig,
+    /// Points a side (a rate window apart, so they do not overlap) a time-series
+    /// comparison needs; fewer: that signal is inconclusive.
+    #[serde(rename = "minpoints", deserialize_with = "value::at_least::<3, _, _>")]
+    pub min_points: usize,
+    /// Requests a side the error rate's comparison needs.
+    #[serde(
+        rename = "minrequests",
+        deserialize_with = "value::at_least::<1, _, _>"
+    )]
+    pub min_requests: u64,
+    /// The after-release window is at most this long, ending now: an old release is
+    /// judged on its recent behaviour.
+    #[serde(rename = "watchminutes", deserialize_with = "value::minutes::<1, _>")]
+    pub watch: Duration,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        Self {
+            red: ReleaseRedConfig::default(),
+            thresholds: ReleaseThresholdsConfig::default(),
+            min_points: 10,
+            min_requests: 50,
+            watch: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// `Release.RED.*`.

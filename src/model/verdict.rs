@@ -102,6 +102,22 @@ pub enum Method {
     BeforeAfter,
 }
 
+/// The test a comparison made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Test {
+    /// Mann-Whitney on the levels (non-overlapping points), sized by the Hodges–Lehmann
+    /// shift.
+    #[default]
+    Rank,
+    /// Mann-Whitney on the distances from the pooled median: the spread blew up (the
+    /// 90th percentile moved though the medians agree).
+    Spread,
+    /// Failed requests against all requests, two proportions (Fisher's exact test when a
+    /// count is small).
+    Proportions,
+}
+
 /// One comparison of one signal of one host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -141,6 +157,28 @@ pub struct Comparison {
     /// The same change was already under way before the release.
     #[serde(default)]
     pub pre_existing: bool,
+    /// The test made.
+    #[serde(default)]
+    pub test: Test,
+    /// The p-value after Holm's correction over the released hosts' comparisons of one
+    /// verdict (what the class rests on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_adjusted: Option<f64>,
+    /// The Hodges–Lehmann shift of the compared host against the other side, in `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f64>,
+    /// The 90th percentiles of the two sides (the spread test's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90: Option<[f64; 2]>,
+    /// Requests on each side (the proportions test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<[u64; 2]>,
+    /// Failed requests on each side (the proportions test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<[u64; 2]>,
+    /// When the host's series most likely changed (Pettitt), when it moved the bad way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The release verdict on a report.

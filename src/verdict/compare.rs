@@ -3,19 +3,51 @@
 //! with no such hosts, against itself before the release (a step at the release time);
 //! each control against itself, to see whether the controls moved too; and whether the
 //! change was already under way before the release.
+//!
+//! A gate must not wave a regression through nor roll back on chance, so each comparison
+//! is of points that do not overlap (a rate window apart), needs enough of them (or, for
+//! the error rate, enough requests: failed and all requests are compared as counts), and
+//! counts only when the change is large enough to matter as well as significant: the
+//! Hodges–Lehmann shift past the signal's practical floor, or the spread blown up. *When*
+//! the host's series changed (Pettitt's change point) says whether it began before the
+//! release. Holm's correction over one verdict's comparisons is the rules' (`rules.rs`).
 
-use super::stats::{effect, mann_whitney, median};
-use crate::model::verdict::{Class, Comparison, Method};
+use super::stats::{
+    effect, hodges_lehmann, mann_whitney, median, pettitt, quantile, spread, two_proportions,
+};
+use crate::model::verdict::{Class, Comparison, Method, Test};
 
-/// A p-value below this is significant. The points of a time series are not
-/// independent, so the test is strict, and the effect must be large too.
+/// A p-value below this is significant (after Holm's correction, in the rules).
 pub const ALPHA: f64 = 0.01;
 
 /// The smallest effect (in units of the other side's spread) that counts.
 pub const MIN_EFFECT: f64 = 1.0;
 
-/// Points a side a comparison needs.
-pub const MIN_POINTS: usize = 3;
+/// What a comparison needs, and how its points are taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Seconds between points that do not overlap: the rate window (a `rate()` point
+    /// covers the window before it).
+    pub spacing: f64,
+    /// Points a side a time-series comparison needs (`Release.MinPoints`).
+    pub min_points: usize,
+    /// Requests a side the error rate's comparison needs (`Release.MinRequests`).
+    pub min_requests: u64,
+    /// No point after the release before this (unix seconds): `Release.WatchMinutes`
+    /// before now, so an old release is judged on its recent behaviour.
+    pub after_from: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            spacing: 1.0,
+            min_points: 10,
+            min_requests: 50,
+            after_from: f64::NEG_INFINITY,
+        }
+    }
+}
 
 /// Which way a signal goes bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +56,18 @@ pub enum Worse {
     Up,
     /// Lower is worse (request rate, available memory).
     Down,
+}
+
+/// What a signal is, for how it is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Requests per second (the error rate's counts are read from it).
+    Requests,
+    /// The percentage of requests that failed: compared as counts when the host's
+    /// requests per second are known.
+    Errors,
+    /// Any other level (latency, saturation).
+    Level,
 }
 
 /// An absolute limit on a signal.
@@ -44,12 +88,17 @@ pub struct Spec {
     pub unit: &'static str,
     /// Which way it goes bad.
     pub worse: Worse,
-    /// One unit of spread, at least (noise below it is not a change).
+    /// One unit of spread, at least (noise below it is not a change), and the smallest
+    /// shift that counts.
     pub floor: f64,
+    /// The smallest shift that counts, relative to the other side's level (0.2: 20 %).
+    pub relative: f64,
     /// Past this (above it when higher is worse, below when lower is) it is unhealthy.
     pub limit: Option<Limit>,
     /// Whether it is one of the application's RED signals (else a host signal).
     pub red: bool,
+    /// What it is.
+    pub kind: Kind,
 }
 
 impl Spec {
@@ -75,6 +124,11 @@ impl Spec {
             (Class::High, Worse::Up) | (Class::Low, Worse::Down)
         )
     }
+
+    /// The smallest shift that counts against a side whose level is `level`.
+    fn practical(&self, level: f64) -> f64 {
+        self.floor.max(self.relative * level.abs())
+    }
 }
 
 /// One host's series of one signal.
@@ -94,76 +148,220 @@ pub struct HostSeries {
     pub points: Vec<(f64, f64)>,
 }
 
+/// Slack for timestamps that should be a whole spacing apart.
+const EPS: f64 = 1e-3;
+
 impl HostSeries {
-    fn before(&self, split: f64) -> Vec<f64> {
-        self.points
-            .iter()
-            .filter(|(t, _)| *t < split)
-            .map(|p| p.1)
-            .collect()
+    /// The points before `split`, a spacing apart, counted back from the last.
+    fn before(&self, split: f64, s: &Settings) -> Vec<(f64, f64)> {
+        let mut kept: Vec<(f64, f64)> = Vec::new();
+        for &(t, v) in self.points.iter().rev().filter(|(t, _)| *t < split) {
+            if kept.last().is_none_or(|last| t <= last.0 - s.spacing + EPS) {
+                kept.push((t, v));
+            }
+        }
+        kept.reverse();
+        kept
     }
 
-    fn after(&self, split: f64) -> Vec<f64> {
-        self.points
-            .iter()
-            .filter(|(t, _)| *t >= split)
-            .map(|p| p.1)
-            .collect()
+    /// The points whose window lies wholly after `split` (and after `after_from`), a
+    /// spacing apart.
+    fn after(&self, split: f64, s: &Settings) -> Vec<(f64, f64)> {
+        let from = (split + s.spacing).max(s.after_from) - EPS;
+        let mut kept: Vec<(f64, f64)> = Vec::new();
+        for &(t, v) in self.points.iter().filter(|(t, _)| *t >= from) {
+            if kept.last().is_none_or(|last| t >= last.0 + s.spacing - EPS) {
+                kept.push((t, v));
+            }
+        }
+        kept
     }
 }
 
-/// Kayenta's class of `x` against `y`, with its p-value and effect.
-fn classify(x: &[f64], y: &[f64], floor: f64) -> Option<(Class, f64, f64)> {
-    if x.len() < MIN_POINTS || y.len() < MIN_POINTS {
+fn values(points: &[(f64, f64)]) -> Vec<f64> {
+    points.iter().map(|p| p.1).collect()
+}
+
+/// Failed and all requests over the `errors` points, from the requests per second at the
+/// same times (each point covers one spacing).
+fn counts(errors: &[(f64, f64)], rates: &HostSeries, s: &Settings) -> [u64; 2] {
+    let (mut failed, mut total) = (0.0, 0.0);
+    for &(t, percent) in errors {
+        if let Some(&(_, rate)) = rates.points.iter().find(|(r, _)| (r - t).abs() < EPS) {
+            if rate.is_finite() && rate > 0.0 {
+                total += rate * s.spacing;
+                failed += rate * s.spacing * (percent / 100.0).clamp(0.0, 1.0);
+            }
+        }
+    }
+    [failed.round() as u64, total.round() as u64]
+}
+
+/// How one side compared with the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Outcome {
+    class: Class,
+    p_value: f64,
+    effect: f64,
+    test: Test,
+    released: f64,
+    control: f64,
+    points: [usize; 2],
+    shift: Option<f64>,
+    p90: Option<[f64; 2]>,
+    counts: Option<[[u64; 2]; 2]>,
+}
+
+/// The levels of `x` against `y`: Mann-Whitney, sized by the Hodges–Lehmann shift and the
+/// effect in units of `y`'s spread; and, for a signal that goes bad upwards, whether `x`
+/// spread out past `y` (Mann-Whitney on the distances from the pooled median, sized by
+/// the 90th percentiles). The two tests of one row share `ALPHA` (Bonferroni).
+fn levels(spec: &Spec, x: &[f64], y: &[f64], s: &Settings) -> Option<Outcome> {
+    if x.len() < s.min_points || y.len() < s.min_points {
         return None;
     }
-    let p = mann_whitney(x, y)?.p_value;
-    let e = effect(x, y, floor)?;
+    let tests = if spec.worse == Worse::Up { 2.0 } else { 1.0 };
+    let p = (tests * mann_whitney(x, y)?.p_value).min(1.0);
+    let e = effect(x, y, spec.floor)?;
+    let shift = hodges_lehmann(x, y)?;
+    let practical = spec.practical(median(y)?);
     let class = match () {
-        _ if p < ALPHA && e >= MIN_EFFECT => Class::High,
-        _ if p < ALPHA && e <= -MIN_EFFECT => Class::Low,
+        _ if p < ALPHA && e >= MIN_EFFECT && shift >= practical => Class::High,
+        _ if p < ALPHA && e <= -MIN_EFFECT && shift <= -practical => Class::Low,
         _ => Class::Pass,
     };
-    Some((class, p, e))
-}
-
-/// Whether the later part of a before window already moved the bad way against its
-/// earlier part: the change began before the release.
-fn stepping_before(spec: &Spec, before: &[f64]) -> bool {
-    let cut = before.len() * 2 / 3;
-    let (head, tail) = before.split_at(cut);
-    classify(tail, head, spec.floor).is_some_and(|(class, ..)| spec.is_worse(class))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn comparison(
-    spec: &Spec,
-    host: &HostSeries,
-    method: Method,
-    x: &[f64],
-    y: &[f64],
-    (class, p_value, effect): (Class, f64, f64),
-    pre_existing: bool,
-) -> Comparison {
-    let released = median(x).unwrap_or(f64::NAN);
-    Comparison {
-        signal: spec.name.clone(),
-        host: host.host.clone(),
-        released_host: host.released,
-        method,
-        query: host.query.clone(),
-        unit: spec.unit.to_owned(),
-        released: round(released),
-        control: round(median(y).unwrap_or(f64::NAN)),
-        points: [x.len(), y.len()],
-        p_value: (p_value * 1e6).round() / 1e6,
-        effect: round(effect),
+    let mut outcome = Outcome {
         class,
-        worse: spec.is_worse(class),
-        red: spec.red,
-        breaks: spec.broken(released),
-        pre_existing,
+        p_value: p,
+        effect: e,
+        test: Test::Rank,
+        released: median(x)?,
+        control: median(y)?,
+        points: [x.len(), y.len()],
+        shift: Some(shift),
+        p90: None,
+        counts: None,
+    };
+    if spec.worse == Worse::Up && class == Class::Pass {
+        let pooled: Vec<f64> = x.iter().chain(y).copied().collect();
+        let center = median(&pooled)?;
+        let distance = |v: &[f64]| v.iter().map(|a| (a - center).abs()).collect::<Vec<_>>();
+        let test = mann_whitney(&distance(x), &distance(y))?;
+        let wider = test.u > (x.len() * y.len()) as f64 / 2.0;
+        let p = (tests * test.p_value).min(1.0);
+        let (qx, qy) = (quantile(x, 0.9)?, quantile(y, 0.9)?);
+        let unit = spread(y, spec.floor);
+        if wider && p < ALPHA && qx - qy >= practical.max(MIN_EFFECT * unit) {
+            outcome = Outcome {
+                class: Class::High,
+                p_value: p,
+                effect: (qx - qy) / unit,
+                test: Test::Spread,
+                p90: Some([qx, qy]),
+                ..outcome
+            };
+        }
     }
+    Some(outcome)
+}
+
+/// Failed of all requests on `x` against `y`, as two proportions, sized by the
+/// difference in percentage points (`floor`, and `relative` of `y`'s rate).
+fn proportions(
+    spec: &Spec,
+    x: [u64; 2],
+    y: [u64; 2],
+    points: [usize; 2],
+    s: &Settings,
+) -> Option<Outcome> {
+    if x[1] < s.min_requests || y[1] < s.min_requests {
+        return None;
+    }
+    let p = two_proportions([x[0], y[0]], [x[1], y[1]])?;
+    let (px, py) = (
+        100.0 * x[0] as f64 / x[1] as f64,
+        100.0 * y[0] as f64 / y[1] as f64,
+    );
+    let difference = px - py;
+    let practical = spec.practical(py);
+    let class = match () {
+        _ if p < ALPHA && difference >= practical => Class::High,
+        _ if p < ALPHA && difference <= -practical => Class::Low,
+        _ => Class::Pass,
+    };
+    Some(Outcome {
+        class,
+        p_value: p,
+        effect: difference / spec.floor.max(f64::MIN_POSITIVE),
+        test: Test::Proportions,
+        released: px,
+        control: py,
+        points,
+        shift: Some(difference),
+        p90: None,
+        counts: Some([x, y]),
+    })
+}
+
+/// One side of a comparison: its points, and its request counts when the error rate is
+/// compared as counts.
+struct Side {
+    points: Vec<(f64, f64)>,
+    counts: Option<[u64; 2]>,
+}
+
+impl Side {
+    fn of(points: Vec<(f64, f64)>, rates: Option<&HostSeries>, s: &Settings) -> Self {
+        let counts = rates.map(|r| counts(&points, r, s));
+        Self { points, counts }
+    }
+
+    fn joined(sides: Vec<Side>) -> Self {
+        let counts = sides
+            .iter()
+            .map(|side| side.counts)
+            .try_fold([0, 0], |sum, c| c.map(|[f, t]| [sum[0] + f, sum[1] + t]));
+        Self {
+            points: sides.into_iter().flat_map(|side| side.points).collect(),
+            counts,
+        }
+    }
+}
+
+/// `x` against `y`: as counts when both have them, else as levels.
+fn test(spec: &Spec, x: &Side, y: &Side, s: &Settings) -> Option<Outcome> {
+    match (x.counts, y.counts) {
+        (Some(cx), Some(cy)) => proportions(spec, cx, cy, [x.points.len(), y.points.len()], s),
+        _ => levels(spec, &values(&x.points), &values(&y.points), s),
+    }
+}
+
+/// When the host's series most likely changed the bad way (the middle of the gap between
+/// the last point before the change and the first after), if the before and after
+/// windows are one stretch of time.
+fn change_at(
+    spec: &Spec,
+    before: &[(f64, f64)],
+    after: &[(f64, f64)],
+    s: &Settings,
+) -> Option<f64> {
+    let contiguous = match (before.last(), after.first()) {
+        (Some(b), Some(a)) => a.0 - b.0 <= 2.0 * s.spacing + EPS,
+        _ => false,
+    };
+    if !contiguous {
+        return None;
+    }
+    let all: Vec<(f64, f64)> = before.iter().chain(after).copied().collect();
+    let at = pettitt(&values(&all))?.at;
+    let (head, tail) = all.split_at(at);
+    let moved = median(&values(tail))? - median(&values(head))?;
+    let bad = match spec.worse {
+        Worse::Up => moved > 0.0,
+        Worse::Down => moved < 0.0,
+    };
+    let (last, first) = (head.last()?.0, tail.first()?.0);
+    bad.then_some((last + first) / 2.0)
 }
 
 fn round(v: f64) -> f64 {
@@ -174,45 +372,95 @@ fn round(v: f64) -> f64 {
     }
 }
 
-/// Every comparison of one signal across the hosts.
-pub fn compare(spec: &Spec, hosts: &[HostSeries]) -> Vec<Comparison> {
+fn comparison(
+    spec: &Spec,
+    host: &HostSeries,
+    method: Method,
+    o: Outcome,
+    pre_existing: bool,
+    change: Option<f64>,
+) -> Comparison {
+    Comparison {
+        signal: spec.name.clone(),
+        host: host.host.clone(),
+        released_host: host.released,
+        method,
+        query: host.query.clone(),
+        unit: spec.unit.to_owned(),
+        released: round(o.released),
+        control: round(o.control),
+        points: o.points,
+        p_value: (o.p_value * 1e6).round() / 1e6,
+        effect: round(o.effect),
+        class: o.class,
+        worse: spec.is_worse(o.class),
+        red: spec.red,
+        breaks: spec.broken(o.released),
+        pre_existing,
+        test: o.test,
+        p_adjusted: None,
+        shift: o.shift.map(round),
+        p90: o.p90.map(|[a, b]| [round(a), round(b)]),
+        requests: o.counts.map(|[x, y]| [x[1], y[1]]),
+        failed: o.counts.map(|[x, y]| [x[0], y[0]]),
+        change_at: change
+            .and_then(|t| chrono::DateTime::from_timestamp_millis((t * 1000.0).round() as i64)),
+    }
+}
+
+/// Every comparison of one signal across the hosts; for the error rate, `rates` are the
+/// hosts' requests per second, to compare failed and all requests as counts.
+pub fn compare(
+    spec: &Spec,
+    hosts: &[HostSeries],
+    rates: Option<&[HostSeries]>,
+    s: &Settings,
+) -> Vec<Comparison> {
+    let rate_of = |h: &HostSeries| {
+        rates
+            .filter(|_| spec.kind == Kind::Errors)
+            .and_then(|r| r.iter().find(|r| r.host == h.host))
+    };
     let controls: Vec<&HostSeries> = hosts.iter().filter(|h| h.control).collect();
     let released: Vec<&HostSeries> = hosts.iter().filter(|h| h.released).collect();
     let mut out = Vec::new();
     for r in &released {
-        let (before, after) = (r.before(r.split), r.after(r.split));
-        if after.len() < MIN_POINTS {
-            continue;
-        }
-        let control_after: Vec<f64> = controls.iter().flat_map(|c| c.after(r.split)).collect();
-        let control_before: Vec<f64> = controls.iter().flat_map(|c| c.before(r.split)).collect();
-        let worse_before = |other: &[f64]| {
-            classify(&before, other, spec.floor).is_some_and(|(class, ..)| spec.is_worse(class))
+        let (before, after) = (r.before(r.split, s), r.after(r.split, s));
+        let own_before = Side::of(before.clone(), rate_of(r), s);
+        let own_after = Side::of(after.clone(), rate_of(r), s);
+        let control_after = Side::joined(
+            controls
+                .iter()
+                .map(|c| Side::of(c.after(r.split, s), rate_of(c), s))
+                .collect(),
+        );
+        let control_before = Side::joined(
+            controls
+                .iter()
+                .map(|c| Side::of(c.before(r.split, s), rate_of(c), s))
+                .collect(),
+        );
+        let (method, outcome) = match test(spec, &own_after, &control_after, s) {
+            Some(o) => (Method::Canary, o),
+            None => match test(spec, &own_after, &own_before, s) {
+                Some(o) => (Method::BeforeAfter, o),
+                None => continue,
+            },
         };
-        let already_broken = median(&before).is_some_and(|m| spec.breaks(m));
-        let pre_existing = already_broken || stepping_before(spec, &before);
-        if let Some(outcome) = classify(&after, &control_after, spec.floor) {
-            let pre_existing = pre_existing || worse_before(&control_before);
-            out.push(comparison(
-                spec,
-                r,
-                Method::Canary,
-                &after,
-                &control_after,
-                outcome,
-                pre_existing,
-            ));
-        } else if let Some(outcome) = classify(&after, &before, spec.floor) {
-            out.push(comparison(
-                spec,
-                r,
-                Method::BeforeAfter,
-                &after,
-                &before,
-                outcome,
-                pre_existing,
-            ));
-        }
+        let worse = spec.is_worse(outcome.class);
+        let change = if worse {
+            change_at(spec, &before, &after, s)
+        } else {
+            None
+        };
+        // Already broken before, already worse than the controls before, or changed more
+        // than a rate window before the release: not the release's doing.
+        let pre_existing = median(&values(&before)).is_some_and(|m| spec.breaks(m))
+            || (method == Method::Canary
+                && test(spec, &own_before, &control_before, s)
+                    .is_some_and(|o| spec.is_worse(o.class)))
+            || change.is_some_and(|t| t < r.split - s.spacing);
+        out.push(comparison(spec, r, method, outcome, pre_existing, change));
     }
     // The controls against themselves, from the rollout's first release on: did they move
     // the same way without the release?
@@ -220,17 +468,23 @@ pub fn compare(spec: &Spec, hosts: &[HostSeries]) -> Vec<Comparison> {
         return out;
     };
     for c in &controls {
-        let (before, after) = (c.before(split), c.after(split));
-        if let Some(outcome) = classify(&after, &before, spec.floor) {
-            let pre_existing = stepping_before(spec, &before);
+        let (before, after) = (c.before(split, s), c.after(split, s));
+        let x = Side::of(after.clone(), rate_of(c), s);
+        let y = Side::of(before.clone(), rate_of(c), s);
+        if let Some(outcome) = test(spec, &x, &y, s) {
+            let change = if spec.is_worse(outcome.class) {
+                change_at(spec, &before, &after, s)
+            } else {
+                None
+            };
+            let pre_existing = change.is_some_and(|t| t < split - s.spacing);
             out.push(comparison(
                 spec,
                 c,
                 Method::BeforeAfter,
-                &after,
-                &before,
                 outcome,
                 pre_existing,
+                change,
             ));
         }
     }
@@ -247,12 +501,18 @@ mod tests {
             unit: "%",
             worse: Worse::Up,
             floor: 1.0,
+            relative: 0.5,
             limit: Some(Limit {
                 value: 5.0,
                 name: "errorRateMaxPercent".into(),
             }),
             red: true,
+            kind: Kind::Errors,
         }
+    }
+
+    fn settings() -> Settings {
+        Settings::default()
     }
 
     /// 40 points a second apart from t=0; `value(t)`.
@@ -279,7 +539,7 @@ mod tests {
             host("web-2", false, |_| 0.0),
             host("web-3", false, |_| 0.0),
         ];
-        let out = compare(&spec(), &hosts);
+        let out = compare(&spec(), &hosts, None, &settings());
         let canary = out.iter().find(|c| c.host == "web-1").unwrap();
         assert_eq!(
             (
@@ -306,6 +566,8 @@ mod tests {
         let out = compare(
             &spec(),
             &[host("web-1", true, bad), host("web-2", false, bad)],
+            None,
+            &settings(),
         );
         let canary = out.iter().find(|c| c.released_host).unwrap();
         assert_eq!(canary.class, Class::Pass, "{canary:?}");
@@ -318,6 +580,8 @@ mod tests {
         let out = compare(
             &spec(),
             &[host("web-1", true, |t| if t >= 12.0 { 30.0 } else { 0.0 })],
+            None,
+            &settings(),
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].method, Method::BeforeAfter);
@@ -329,11 +593,185 @@ mod tests {
         let out = compare(
             &spec(),
             &[host("web-1", true, |t| if t >= 20.0 { 30.0 } else { 0.0 })],
+            None,
+            &settings(),
         );
         assert_eq!(
             (out[0].method, out[0].class, out[0].pre_existing),
             (Method::BeforeAfter, Class::High, false)
         );
         assert_eq!((out[0].released, out[0].control), (30.1, 0.1));
+        // The change is placed at the release: between the last point before it and the
+        // first whose window lies after it.
+        let at = out[0].change_at.unwrap().timestamp_millis() as f64 / 1000.0;
+        assert!((19.0..=21.0).contains(&at), "{at}");
+    }
+
+    /// The false rollback reproduced on main: a canary whose errors began 30 s before its
+    /// release, calm controls. The before window is mostly healthy (its median 0, its last
+    /// third too short to test), but the series changed before the release.
+    #[test]
+    fn a_canary_that_went_bad_before_its_release_is_pre_existing_whatever_the_controls_show() {
+        let points = |bad_from: f64| -> Vec<(f64, f64)> {
+            (0..120)
+                .map(|t| {
+                    let t = t as f64;
+                    (t, if t >= bad_from { 31.6 } else { 0.0 } + (t % 3.0) * 0.1)
+                })
+                .collect()
+        };
+        let series = |name: &str, released: bool, bad_from: f64| HostSeries {
+            host: name.into(),
+            released,
+            control: !released,
+            split: 90.0,
+            query: String::new(),
+            points: points(bad_from),
+        };
+        let hosts = [
+            series("web-1", true, 60.0),
+            series("web-2", false, f64::INFINITY),
+            series("web-3", false, f64::INFINITY),
+        ];
+        let s = Settings {
+            spacing: 2.0,
+            ..settings()
+        };
+        let out = compare(&spec(), &hosts, None, &s);
+        let canary = out.iter().find(|c| c.released_host).unwrap();
+        assert_eq!((canary.method, canary.worse), (Method::Canary, true));
+        assert!(canary.pre_existing, "{canary:?}");
+        let at = canary.change_at.unwrap().timestamp_millis() as f64 / 1000.0;
+        assert!((58.0..=62.0).contains(&at), "{at}");
+        // The same canary going bad at its release is the release's.
+        let hosts = [
+            series("web-1", true, 90.0),
+            hosts[1].clone(),
+            hosts[2].clone(),
+        ];
+        let canary = compare(&spec(), &hosts, None, &s)
+            .into_iter()
+            .find(|c| c.released_host)
+            .unwrap();
+        assert_eq!(
+            (canary.worse, canary.pre_existing),
+            (true, false),
+            "{canary:?}"
+        );
+    }
+
+    #[test]
+    fn points_are_a_rate_window_apart_and_too_few_are_no_comparison() {
+        let hosts = [
+            host("web-1", true, |t| if t >= 20.0 { 30.0 } else { 0.0 }),
+            host("web-2", false, |_| 0.0),
+        ];
+        // 5 s windows: 4 points before the release, 3 whose window lies after it.
+        let s = Settings {
+            spacing: 5.0,
+            ..settings()
+        };
+        assert_eq!(
+            hosts[0]
+                .before(20.0, &s)
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            [4.0, 9.0, 14.0, 19.0]
+        );
+        assert_eq!(
+            hosts[0]
+                .after(20.0, &s)
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            [25.0, 30.0, 35.0]
+        );
+        assert!(compare(&spec(), &hosts, None, &s).is_empty());
+        let s = Settings { min_points: 3, ..s };
+        assert_eq!(compare(&spec(), &hosts, None, &s)[0].points, [3, 3]);
+        // An old release: only the last points after it count.
+        let s = Settings {
+            after_from: 34.0,
+            min_points: 1,
+            ..s
+        };
+        assert_eq!(
+            hosts[0]
+                .after(20.0, &s)
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            [34.0, 39.0]
+        );
+    }
+
+    /// Requests per second: `rate` on every point.
+    fn rates(name: &str, released: bool, rate: f64) -> HostSeries {
+        HostSeries {
+            points: (0..40).map(|t| (t as f64, rate)).collect(),
+            ..host(name, released, |_| 0.0)
+        }
+    }
+
+    #[test]
+    fn the_error_rate_is_compared_as_counts_and_low_traffic_is_no_comparison() {
+        let hosts = [
+            host("web-1", true, |t| if t >= 20.0 { 30.0 } else { 0.0 }),
+            host("web-2", false, |_| 0.0),
+        ];
+        // 10 requests a second: 190 requests after the release, about 57 failed.
+        let busy = [rates("web-1", true, 10.0), rates("web-2", false, 10.0)];
+        let out = compare(&spec(), &hosts, Some(&busy), &settings());
+        let canary = out.iter().find(|c| c.released_host).unwrap();
+        assert_eq!(
+            (canary.test, canary.class, canary.method),
+            (Test::Proportions, Class::High, Method::Canary)
+        );
+        assert_eq!(canary.requests, Some([190, 190]));
+        let failed = canary.failed.unwrap();
+        assert!(
+            (55..=60).contains(&failed[0]) && failed[1] < 5,
+            "{failed:?}"
+        );
+        // 0.2 requests a second: 38 a side, below Release.MinRequests (50).
+        let quiet = [rates("web-1", true, 0.2), rates("web-2", false, 0.2)];
+        assert!(compare(&spec(), &hosts, Some(&quiet), &settings())
+            .iter()
+            .all(|c| !c.released_host));
+    }
+
+    #[test]
+    fn a_spread_that_blows_up_fails_though_the_medians_agree() {
+        let latency = Spec {
+            name: "duration p95 ms".into(),
+            unit: "ms",
+            worse: Worse::Up,
+            floor: 5.0,
+            relative: 0.2,
+            limit: None,
+            red: true,
+            kind: Kind::Level,
+        };
+        // After the release, every other point of web-1 is 300 ms slower or faster.
+        let wild = |t: f64| {
+            if t < 20.0 {
+                100.0
+            } else {
+                100.0 + [0.0, 300.0, 0.0, -80.0][t as usize % 4]
+            }
+        };
+        let hosts = [host("web-1", true, wild), host("web-2", false, |_| 100.0)];
+        let out = compare(&latency, &hosts, None, &settings());
+        let canary = out.iter().find(|c| c.released_host).unwrap();
+        assert_eq!(
+            (canary.test, canary.class),
+            (Test::Spread, Class::High),
+            "{canary:?}"
+        );
+        assert!(
+            canary.p90.unwrap()[0] > canary.p90.unwrap()[1] + 100.0,
+            "{canary:?}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
-use super::compare::{compare, HostSeries, Limit, Spec, Worse};
+use super::compare::{compare, HostSeries, Kind, Limit, Settings, Spec, Worse};
 use super::red::{for_host, PLACEHOLDER};
 use super::rules::{self, Rollout};
 use crate::config::{EvidenceConfig, ReleaseConfig};
@@ -38,6 +38,9 @@ pub struct Judge {
     timeout: Duration,
     red: RedQueries,
     thresholds: Thresholds,
+    min_points: usize,
+    min_requests: u64,
+    watch: Duration,
 }
 
 /// One query of one host for one signal.
@@ -66,6 +69,9 @@ impl Judge {
                 duration_p95_max_ms: release.thresholds.duration_p95_max_ms,
                 duration_p99_max_ms: release.thresholds.duration_p99_max_ms,
             },
+            min_points: release.min_points,
+            min_requests: release.min_requests,
+            watch: release.watch,
         }
     }
 
@@ -117,13 +123,17 @@ impl Judge {
             })
         };
         let [rate, errors, p95, p99] = self.conventions().map(|(_, q)| q);
-        let spec = |name: &str, unit, worse, floor, limit| Spec {
+        // The practical floors: 20 % of the controls' traffic or latency, half again their
+        // error rate (and at least a percentage point).
+        let spec = |name: &str, unit, worse, floor, limit, kind| Spec {
             name: name.to_owned(),
             unit,
             worse,
             floor,
+            relative: if kind == Kind::Errors { 0.5 } else { 0.2 },
             limit,
             red: true,
+            kind,
         };
         let mut out = vec![
             (
@@ -133,6 +143,7 @@ impl Judge {
                     Worse::Down,
                     1.0,
                     limit(t.rate_min, self.thresholds.rate_min, "rateMin"),
+                    Kind::Requests,
                 ),
                 pick(&own.rate, &self.red.rate).unwrap_or(rate),
             ),
@@ -147,6 +158,7 @@ impl Judge {
                         self.thresholds.error_rate_max_percent,
                         "errorRateMaxPercent",
                     ),
+                    Kind::Errors,
                 ),
                 pick(&own.errors, &self.red.errors).unwrap_or(errors),
             ),
@@ -159,12 +171,19 @@ impl Judge {
         match pick(&own.duration, &self.red.duration) {
             // A registered duration is in seconds, as the platform writes it.
             Some(template) => out.push((
-                spec("duration ms", "ms", Worse::Up, 5.0, p95_limit),
+                spec("duration ms", "ms", Worse::Up, 5.0, p95_limit, Kind::Level),
                 format!("1000 * ({template})"),
             )),
             None => {
                 out.push((
-                    spec("duration p95 ms", "ms", Worse::Up, 5.0, p95_limit),
+                    spec(
+                        "duration p95 ms",
+                        "ms",
+                        Worse::Up,
+                        5.0,
+                        p95_limit,
+                        Kind::Level,
+                    ),
                     p95,
                 ));
                 out.push((
@@ -178,6 +197,7 @@ impl Judge {
                             self.thresholds.duration_p99_max_ms,
                             "durationP99MaxMs",
                         ),
+                        Kind::Level,
                     ),
                     p99,
                 ));
@@ -203,11 +223,13 @@ impl Judge {
                     unit: s.unit,
                     worse,
                     floor: s.floor,
+                    relative: 0.1,
                     limit: limit.map(|value| Limit {
                         value,
                         name: "saturation".into(),
                     }),
                     red: false,
+                    kind: Kind::Level,
                 };
                 (spec, s.expr.replace("{w}", &w))
             })
@@ -260,11 +282,22 @@ impl Judge {
         };
         let splits: Vec<DateTime<Utc>> = hosts.iter().map(|h| split_of(h)).collect();
         let first = splits.iter().min().copied().unwrap_or(now);
-        let from = first - chrono::Duration::from_std(self.baseline).unwrap_or_default();
-        let total = (now - from).num_milliseconds().max(1000) as u64;
-        // At most ~240 points a series, at least one a second.
-        let step = Duration::from_secs(total.div_ceil(240 * 1000).max(1));
-
+        let last = splits.iter().max().copied().unwrap_or(now);
+        let baseline = chrono::Duration::from_std(self.baseline).unwrap_or_default();
+        let watch_from = now - chrono::Duration::from_std(self.watch).unwrap_or_default();
+        // One range from the baseline to now; for a release older than the watch, the
+        // baselines before the releases and the watch before now, not the days between.
+        let ranges = if watch_from > last + baseline {
+            vec![(first - baseline, last), (watch_from, now)]
+        } else {
+            vec![(first - baseline, now)]
+        };
+        let settings = Settings {
+            spacing: self.rate_window.as_secs_f64(),
+            min_points: self.min_points,
+            min_requests: self.min_requests,
+            after_from: watch_from.timestamp_millis() as f64 / 1000.0,
+        };
         let mut signals = self.red_signals(deployment);
         signals.extend(self.host_signals());
         let mut probes = Vec::new();
@@ -281,27 +314,52 @@ impl Judge {
                 });
             }
         }
-        let queries: Vec<String> = probes.iter().map(|p| p.query.clone()).collect();
-        let results: Vec<_> = stream::iter(queries)
-            .map(|query| {
+        let queries: Vec<(usize, String)> = probes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| ranges.iter().map(move |_| (i, p.query.clone())))
+            .collect();
+        let results: Vec<_> = stream::iter(queries.into_iter().enumerate())
+            .map(|(n, (_, query))| {
                 let prometheus = self.prometheus.clone();
-                async move { prometheus.range(&query, from, now, step).await }
+                let (from, to) = ranges[n % ranges.len()];
+                // At most ~240 points a range, at least one a second.
+                let total = (to - from).num_milliseconds().max(1000) as u64;
+                let step = Duration::from_secs(total.div_ceil(240 * 1000).max(1));
+                async move { prometheus.range(&query, from, to, step).await }
             })
             .buffered(CONCURRENT_QUERIES)
             .collect()
             .await;
+        // Each probe's ranges, joined.
+        let results: Vec<Result<Vec<(f64, f64)>, _>> = results
+            .chunks(ranges.len())
+            .map(|chunk| {
+                let mut points = Vec::new();
+                for result in chunk {
+                    match result {
+                        Ok(matrix) => points.extend(
+                            matrix
+                                .iter()
+                                .map(|(_, points)| points)
+                                .max_by_key(|p| p.len())
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok(points)
+            })
+            .collect();
         let mut failures = Vec::new();
         let mut by_signal: BTreeMap<usize, Vec<HostSeries>> = BTreeMap::new();
         for (probe, result) in probes.iter().zip(results) {
             let host = hosts[probe.host];
             let points = match result {
-                Ok(matrix) => matrix
-                    .into_iter()
-                    .map(|(_, points)| points)
-                    .max_by_key(Vec::len)
-                    .unwrap_or_default(),
+                Ok(points) => points,
                 Err(e) => {
-                    failures.push(e.to_string());
+                    failures.push(e);
                     continue;
                 }
             };
@@ -324,8 +382,17 @@ impl Judge {
             );
         }
         let mut comparisons = Vec::new();
+        let rates = signals
+            .iter()
+            .position(|(spec, _)| spec.kind == Kind::Requests)
+            .and_then(|i| by_signal.get(&i));
         for (s, series) in &by_signal {
-            comparisons.extend(compare(&signals[*s].0, series));
+            comparisons.extend(compare(
+                &signals[*s].0,
+                series,
+                rates.map(Vec::as_slice),
+                &settings,
+            ));
         }
         let released: Vec<&str> = hosts
             .iter()

@@ -2,7 +2,7 @@
 //!
 //! | verdict | when |
 //! |---|---|
-//! | `release` | a released host's RED or host signal is worse than the controls' (canary), or, with no controls, stepped the bad way at the release time; and it was not so before the release |
+//! | `release` | a released host's RED or host signal is worse than the controls' (canary), or, with no controls, stepped the bad way at the release time, significantly after Holm's correction over the released hosts' comparisons and by more than the signal's practical floor; and it was not so before the release (not past its limit, not worse than the controls, its series not changed more than a rate window before the release) |
 //! | `not_release` | no `release` finding, and the controls moved the same way, or the anomaly was there before the release, or every released signal compared passes |
 //! | `inconclusive` | otherwise (nothing could be compared) |
 //!
@@ -15,7 +15,11 @@
 //! A wrong rollback costs most, so every doubt lands on `hold`: a host signal with no
 //! controls (CPU on a machine shared with other work) never rolls back on its own.
 
-use crate::model::verdict::{Attribution, Comparison, Method, Recommendation, ReleaseVerdict};
+use super::compare::ALPHA;
+use super::stats::holm;
+use crate::model::verdict::{
+    Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict, Test,
+};
 
 /// Confidence a rollback needs.
 pub const ROLLBACK_CONFIDENCE: f64 = 0.8;
@@ -40,37 +44,92 @@ fn describe(c: &Comparison) -> String {
         (Method::BeforeAfter, true) => "before the release".to_owned(),
         (Method::BeforeAfter, false) => "before the release began (control)".to_owned(),
     };
-    let p = if c.p_value < 1e-6 {
-        "p<1e-6".to_owned()
-    } else {
-        format!("p={:.1e}", c.p_value)
+    let p = |p: f64| {
+        if p < 1e-6 {
+            "<1e-6".to_owned()
+        } else {
+            format!("={p:.1e}")
+        }
     };
-    let mut text = format!(
-        "{} {}: {} against {} {against} ({p}, effect {:+.1}, {} vs {} points)",
-        c.host,
-        c.signal,
-        unit(c.released),
-        unit(c.control),
-        c.effect,
-        c.points[0],
-        c.points[1]
-    );
+    let mut p_text = format!("p{}", p(c.p_value));
+    if let Some(adjusted) = c.p_adjusted {
+        p_text.push_str(&format!(", Holm p{}", p(adjusted)));
+    }
+    let mut text = match (c.test, c.requests, c.failed, c.p90) {
+        (Test::Proportions, Some([n1, n2]), Some([f1, f2]), _) => format!(
+            "{} {}: {} ({f1} of {n1} requests) against {} ({f2} of {n2}) {against} ({p_text}, {:+} points)",
+            c.host,
+            c.signal,
+            unit(c.released),
+            unit(c.control),
+            c.shift.unwrap_or(c.released - c.control)
+        ),
+        (Test::Spread, _, _, Some([r, o])) => format!(
+            "{} {}: spread blown up, 90th percentile {} against {} {against}, medians {} and {} ({p_text}, {} vs {} points)",
+            c.host,
+            c.signal,
+            unit(r),
+            unit(o),
+            unit(c.released),
+            unit(c.control),
+            c.points[0],
+            c.points[1]
+        ),
+        _ => format!(
+            "{} {}: {} against {} {against} ({p_text}, shift {}, effect {:+.1}, {} vs {} points)",
+            c.host,
+            c.signal,
+            unit(c.released),
+            unit(c.control),
+            c.shift.map_or("n/a".to_owned(), |s| format!("{s:+}")),
+            c.effect,
+            c.points[0],
+            c.points[1]
+        ),
+    };
     if let Some(limit) = &c.breaks {
         text.push_str(&format!("; breaks {limit}"));
     }
-    if c.pre_existing {
-        text.push_str("; already so before the release");
+    match (c.pre_existing, c.change_at) {
+        (true, Some(at)) => text.push_str(&format!(
+            "; already so before the release (changed at {})",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        (true, None) => text.push_str("; already so before the release"),
+        (false, Some(at)) if c.worse => {
+            text.push_str(&format!("; changed at {}", at.format("%H:%M:%S UTC")))
+        }
+        _ => {}
     }
     text
 }
 
+/// Holm's correction over the released hosts' comparisons (the ones that can blame the
+/// release): a class whose adjusted p-value is no longer below `ALPHA` passes. The
+/// controls' comparisons can only clear the release, so they are left as they are.
+fn correct(comparisons: &mut [Comparison]) {
+    let blaming: Vec<usize> = (0..comparisons.len())
+        .filter(|&i| comparisons[i].released_host)
+        .collect();
+    let p: Vec<f64> = blaming.iter().map(|&i| comparisons[i].p_value).collect();
+    for (&i, adjusted) in blaming.iter().zip(holm(&p)) {
+        let c = &mut comparisons[i];
+        c.p_adjusted = Some((adjusted * 1e6).round() / 1e6);
+        if adjusted >= ALPHA {
+            c.class = Class::Pass;
+            c.worse = false;
+        }
+    }
+}
+
 /// Strength of one finding, 0 to 1: significance times size.
 fn strength(c: &Comparison) -> f64 {
-    (1.0 - c.p_value).clamp(0.0, 1.0) * (c.effect.abs() / 3.0).min(1.0)
+    (1.0 - c.p_adjusted.unwrap_or(c.p_value)).clamp(0.0, 1.0) * (c.effect.abs() / 3.0).min(1.0)
 }
 
 /// The verdict from the comparisons (any order).
 pub fn decide(rollout: Rollout, mut comparisons: Vec<Comparison>) -> ReleaseVerdict {
+    correct(&mut comparisons);
     comparisons.sort_by(|a, b| {
         (b.worse, b.breaks.is_some(), strength(b))
             .partial_cmp(&(a.worse, a.breaks.is_some(), strength(a)))
@@ -201,6 +260,13 @@ mod tests {
             red: true,
             breaks: None,
             pre_existing: false,
+            test: Test::Rank,
+            p_adjusted: None,
+            shift: Some(30.0),
+            p90: None,
+            requests: None,
+            failed: None,
+            change_at: None,
         }
     }
 
@@ -276,5 +342,30 @@ mod tests {
             (healthy.verdict, healthy.recommendation),
             (Attribution::NotRelease, Recommendation::Proceed)
         );
+    }
+
+    #[test]
+    fn holms_correction_over_the_released_hosts_turns_chance_findings_into_passes() {
+        // One finding at p = 0.005 among twenty comparisons: chance, after Holm (0.1). Its
+        // host breaks the limit, so the verdict cannot clear the release either.
+        let mut rows: Vec<Comparison> = (0..19)
+            .map(|i| c(&format!("web-{i}"), true, Method::Canary, Class::Pass))
+            .collect();
+        let mut chance = c("web-1", true, Method::Canary, Class::High);
+        chance.p_value = 0.005;
+        chance.breaks = Some("errorRateMaxPercent 5".into());
+        rows.push(chance.clone());
+        let v = decide(Rollout::default(), rows);
+        assert_eq!(
+            (v.verdict, v.recommendation),
+            (Attribution::Inconclusive, Recommendation::Proceed),
+            "{v:?}"
+        );
+        let row = v.comparisons.iter().find(|r| r.p_value == 0.005).unwrap();
+        assert_eq!((row.class, row.p_adjusted), (Class::Pass, Some(0.1)));
+        // Alone, it stands.
+        let v = decide(Rollout::default(), vec![chance]);
+        assert_eq!(v.verdict, Attribution::Release, "{v:?}");
+        assert!(v.reasons[0].contains("Holm p=5.0e-3"), "{v:?}");
     }
 }

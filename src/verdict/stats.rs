@@ -1,7 +1,9 @@
 //! The statistics of the release verdict: the Mann-Whitney U test (two-sided; ties get
 //! average ranks and the variance's tie correction; the normal approximation with a
-//! continuity correction, exact below 8 points a side), and an effect size (the difference
-//! of medians in units of the control's spread), the method of Kayenta's canary judge.
+//! continuity correction, exact below 8 points a side), an effect size (the difference of
+//! medians in units of the control's spread, Kayenta's), the Hodges–Lehmann shift, two
+//! proportions compared (Fisher's exact test when an expected count is small, else the
+//! pooled z-test), Pettitt's change point, and Holm's step-down correction.
 
 /// The points a side below which the p-value is computed exactly.
 pub const EXACT_BELOW: usize = 8;
@@ -159,6 +161,142 @@ pub fn effect(released: &[f64], control: &[f64], floor: f64) -> Option<f64> {
     Some((median(released)? - median(control)?) / spread(control, floor))
 }
 
+/// The `q` quantile of a sample, interpolated between order statistics (R's type 7,
+/// NumPy's default). `None` when empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    Some(sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64))
+}
+
+/// The Hodges–Lehmann estimate of how far `x` sits above `y`: the median of every
+/// difference `x[i] - y[j]`. `None` when either is empty.
+pub fn hodges_lehmann(x: &[f64], y: &[f64]) -> Option<f64> {
+    let differences: Vec<f64> = x
+        .iter()
+        .flat_map(|a| y.iter().map(move |b| a - b))
+        .collect();
+    median(&differences)
+}
+
+/// The most likely single change in a series' level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangePoint {
+    /// Index of the first value after the change.
+    pub at: usize,
+    /// Pettitt's approximate p-value, `2·exp(-6K² / (T³ + T²))` (conservative for short
+    /// series).
+    pub p_value: f64,
+}
+
+/// Pettitt's test (1979) for one change in location: `U_t = 2·Σ_{i≤t} r_i − t(T+1)` over
+/// the ranks `r`, the change after the `t` where `|U_t|` is largest. `None` below 3 values.
+pub fn pettitt(values: &[f64]) -> Option<ChangePoint> {
+    let n = values.len();
+    if n < 3 {
+        return None;
+    }
+    let (ranks, _) = ranks(values);
+    let (mut best, mut at, mut sum) = (0.0_f64, 1, 0.0);
+    for t in 1..n {
+        sum += ranks[t - 1];
+        let u = (2.0 * sum - (t * (n + 1)) as f64).abs();
+        if u > best {
+            (best, at) = (u, t);
+        }
+    }
+    let n = n as f64;
+    Some(ChangePoint {
+        at,
+        p_value: (2.0 * (-6.0 * best * best / (n.powi(3) + n.powi(2))).exp()).min(1.0),
+    })
+}
+
+/// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, n = 9: relative error near 1e-15).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let a = C
+        .iter()
+        .enumerate()
+        .skip(1)
+        .fold(C[0], |a, (i, c)| a + c / (x + i as f64));
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+fn ln_choose(n: u64, k: u64) -> f64 {
+    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
+}
+
+/// Below this expected count in a cell, two proportions are compared exactly.
+pub const EXACT_EXPECTED: f64 = 5.0;
+
+/// The two-sided p-value that `failed[0]` of `total[0]` and `failed[1]` of `total[1]` are
+/// the same proportion: Fisher's exact test (the tables as or less likely than the one
+/// seen, with SciPy's relative tolerance) when a cell's expected count is below
+/// [`EXACT_EXPECTED`], else the pooled two-proportion z-test. `None` when a side is empty.
+pub fn two_proportions(failed: [u64; 2], total: [u64; 2]) -> Option<f64> {
+    let [n1, n2] = total;
+    if n1 == 0 || n2 == 0 || failed[0] > n1 || failed[1] > n2 {
+        return None;
+    }
+    let n = n1 + n2;
+    let bad = failed[0] + failed[1];
+    let expected = [n1, n2]
+        .into_iter()
+        .flat_map(|row| [bad, n - bad].map(|col| (row * col) as f64 / n as f64))
+        .fold(f64::INFINITY, f64::min);
+    if expected < EXACT_EXPECTED {
+        // The hypergeometric law of the first row's failures, given the margins.
+        let ln_p = |x: u64| ln_choose(n1, x) + ln_choose(n2, bad - x) - ln_choose(n, bad);
+        let seen = ln_p(failed[0]);
+        let p: f64 = (bad.saturating_sub(n2)..=bad.min(n1))
+            .map(ln_p)
+            .filter(|&l| l <= seen + 1e-7)
+            .map(f64::exp)
+            .sum();
+        return Some(p.min(1.0));
+    }
+    let (p1, p2) = (failed[0] as f64 / n1 as f64, failed[1] as f64 / n2 as f64);
+    let pooled = bad as f64 / n as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
+    if se == 0.0 {
+        return Some(1.0);
+    }
+    Some((2.0 * normal_sf(((p1 - p2) / se).abs())).min(1.0))
+}
+
+/// Holm's step-down adjustment of p-values (same order as given): the `i`-th smallest is
+/// multiplied by `m − i`, kept monotone, capped at 1.
+pub fn holm(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
+    let mut adjusted = vec![1.0; m];
+    let mut running = 0.0_f64;
+    for (i, &k) in order.iter().enumerate() {
+        running = running.max(((m - i) as f64 * p_values[k]).min(1.0));
+        adjusted[k] = running;
+    }
+    adjusted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +375,48 @@ mod tests {
         // A flat control: the floor is the unit.
         assert_eq!(effect(&[3.0], &[1.0, 1.0, 1.0], 0.5), Some(4.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    /// Fisher's exact and the z-test from SciPy 1.11 (`scipy.stats.fisher_exact`, and the
+    /// pooled z with `scipy.stats.norm.sf`).
+    #[test]
+    fn two_proportions_match_scipy() {
+        let cases: &[([u64; 2], [u64; 2], f64)] = &[
+            // Exact: an expected count below 5.
+            ([1, 0], [3, 30], 0.090_909_090_909_090_91),
+            ([3, 1], [10, 41], 0.020_528_211_284_513_81),
+            ([0, 2], [20, 20], 0.487_179_487_179_487_3),
+            // z-test.
+            ([30, 10], [200, 400], 7.192_129_366_056_132e-9),
+        ];
+        for (failed, total, p) in cases {
+            let got = two_proportions(*failed, *total).unwrap();
+            assert!(
+                (got - p).abs() <= 1e-6 * p,
+                "{failed:?} of {total:?}: {got} not {p}"
+            );
+        }
+        assert_eq!(two_proportions([0, 0], [0, 10]), None);
+        assert_eq!(two_proportions([0, 0], [500, 500]), Some(1.0));
+    }
+
+    #[test]
+    fn the_shift_quantiles_change_point_and_holm_match_numpy_and_the_textbook() {
+        // numpy.median(numpy.subtract.outer(x, y)), numpy.quantile(x, 0.9).
+        assert_eq!(
+            hodges_lehmann(&[5.0, 6.0, 9.0], &[1.0, 2.0, 3.0, 10.0]),
+            Some(3.5)
+        );
+        assert!((quantile(&[10.0, 1.0, 3.0, 2.0, 4.0], 0.9).unwrap() - 7.6).abs() < 1e-12);
+        // Pettitt's U from scipy.stats.rankdata: the change after the 4th value, K = 20.
+        let c = pettitt(&[1.0, 1.2, 0.9, 1.1, 5.0, 6.0, 5.5, 7.0, 6.2]).unwrap();
+        assert_eq!(c.at, 4);
+        assert!((c.p_value - 0.103_331_213_757_769_2).abs() < 1e-12, "{c:?}");
+        // Holm: 0.005×4, 0.01×3, 0.03×2, then 0.04 kept at 0.06 (monotone).
+        let adjusted = holm(&[0.01, 0.04, 0.03, 0.005]);
+        let expected = [0.03, 0.06, 0.06, 0.02];
+        for (a, e) in adjusted.iter().zip(expected) {
+            assert!((a - e).abs() < 1e-12, "{adjusted:?}");
+        }
     }
 }

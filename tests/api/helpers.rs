@@ -77,6 +77,8 @@ pub struct Options {
     pub store_path: Option<std::path::PathBuf>,
     /// `Worker.RerunAfterSeconds` (0 here: a new alert re-runs a failed report at once).
     pub rerun_after_s: u64,
+    /// `Evidence.RateWindowSeconds`.
+    pub rate_window_s: u64,
 }
 
 /// The managed container of a docker-runner test app.
@@ -139,6 +141,7 @@ impl Default for Options {
             max_queue: 0,
             store_path: None,
             rerun_after_s: 0,
+            rate_window_s: 5,
         }
     }
 }
@@ -235,7 +238,7 @@ Worker:
 Evidence:
   Enabled: {evidence}
   Concurrency: {evidence_concurrency}
-  RateWindowSeconds: 5
+  RateWindowSeconds: {rate_window}
   BaselineMinutes: 2
   TimeoutSeconds: {evidence_timeout}
 {evidence_extra}Webhook:
@@ -267,6 +270,7 @@ Auth:
         sections = options.sections,
         max_queue = options.max_queue,
         rerun_after = options.rerun_after_s,
+        rate_window = options.rate_window_s,
     )
 }
 

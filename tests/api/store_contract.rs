@@ -19,7 +19,7 @@ use deploy_diagnosis::model::report::{
     RunnerKind, Usage, MAX_RELATED_ALERTS,
 };
 use deploy_diagnosis::model::verdict::{
-    Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict,
+    Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict, Test,
 };
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
@@ -147,6 +147,13 @@ fn release_verdict(verdict: Attribution) -> ReleaseVerdict {
             red: true,
             breaks: Some("errorRateMaxPercent 5".into()),
             pre_existing: false,
+            test: Test::Proportions,
+            p_adjusted: Some(2e-6),
+            shift: Some(30.0),
+            p90: None,
+            requests: Some([190, 380]),
+            failed: Some([57, 0]),
+            change_at: Some(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
         }],
         model: None,
     }
