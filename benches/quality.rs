@@ -7,6 +7,7 @@
 //!   scripts/quality [RUNS] [SCENARIO ...]   # scenarios: control cpu memory disk_space disk_io down
 //!   scripts/quality [RUNS] verdict          # the release verdict's scenarios (RED service)
 //!   scripts/quality ai [RUNS] [SCENARIO ...] # the AI's reports, with the local model (+ canary)
+//!   scripts/quality stats [CASES]           # the verdict's statistics on generated series
 //!
 //! Without `AI_BASE_URL` the service runs in evidence-only mode. With `AI_BASE_URL`,
 //! `AI_API_KEY` and `AI_MODEL` pointing at a real provider, it runs the native runner and
@@ -35,6 +36,8 @@ mod helpers;
 mod release_verdict;
 #[path = "../tests/api/servers.rs"]
 mod servers;
+#[path = "quality_stats/cases.rs"]
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -572,6 +575,11 @@ async fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    if args.first().is_some_and(|a| a == "stats") {
+        let cases = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        stats::run(cases);
+        return;
+    }
     let ai_mode = args.iter().any(|a| a == "ai");
     let args: Vec<String> = args.into_iter().filter(|a| a != "ai").collect();
     let runs: usize = args

@@ -62,7 +62,11 @@ pub fn pipeline(config: &Config, runner: Option<Arc<dyn Runner>>) -> Result<Pipe
     )?;
     let measure = match config.evidence.enabled {
         true => Some(Measure {
-            gatherer: Gatherer::new(prometheus.clone(), config.evidence.clone()),
+            gatherer: Gatherer::new(
+                prometheus.clone(),
+                config.evidence.clone(),
+                config.release.watch,
+            ),
             judge: Judge::new(prometheus.clone(), &config.evidence, &config.release),
         }),
         false => None,

@@ -901,8 +901,9 @@ pub struct ReleaseConfig {
         deserialize_with = "value::at_least::<1, _, _>"
     )]
     pub min_requests: u64,
-    /// The after-release window is at most this long, ending now: an old release is
-    /// judged on its recent behaviour.
+    /// The after-release window of the verdict, and the incident window of the evidence,
+    /// are at most this long, ending now: an old release, or an alert re-sent days after it
+    /// began, is measured on its recent behaviour against the baseline before it.
     #[serde(rename = "watchminutes", deserialize_with = "value::minutes::<1, _>")]
     pub watch: Duration,
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use super::prometheus::{exact_regex, literal, unix, EvidenceError, Prometheus};
+use super::prometheus::{exact_regex, literal, unix, EvidenceError, Matrix, Prometheus};
 use super::score::{score, Saturation};
 use super::signals::{rule_expression, SIGNALS};
 use crate::config::EvidenceConfig;
@@ -86,25 +86,53 @@ pub struct Windows {
     pub from: DateTime<Utc>,
     /// End of the baseline, start of the incident (the alert's `startsAt`).
     pub incident: DateTime<Utc>,
+    /// Start of the incident's measured part: the incident, or for an old alert
+    /// (Alertmanager re-sends a firing alert with its first `startsAt`) the watch before
+    /// now.
+    pub recent: DateTime<Utc>,
     /// Now.
     pub to: DateTime<Utc>,
     /// Query step.
     pub step: Duration,
 }
 
+/// A step that keeps a range under ~240 points, at least one a second.
+fn step_for(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    let total = (to - from).num_milliseconds().max(1000) as u64;
+    Duration::from_secs(total.div_ceil(240 * 1000).max(1))
+}
+
 impl Windows {
-    /// The windows for an alert that started at `starts_at`, seen at `now`.
-    pub fn new(starts_at: DateTime<Utc>, now: DateTime<Utc>, baseline: Duration) -> Self {
+    /// The windows for an alert that started at `starts_at`, seen at `now`: the baseline
+    /// before it, the incident from it to now, at most `watch` of it.
+    pub fn new(
+        starts_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        baseline: Duration,
+        watch: Duration,
+    ) -> Self {
         let incident = starts_at.min(now);
         let from = incident - chrono::Duration::from_std(baseline).unwrap_or_default();
-        let total = (now - from).num_milliseconds().max(1000) as u64;
-        // At most ~240 points a series, at least one a second.
-        let step = Duration::from_secs(total.div_ceil(240 * 1000).max(1));
+        let recent = incident.max(now - chrono::Duration::from_std(watch).unwrap_or_default());
         Self {
             from,
             incident,
+            recent,
             to: now,
-            step,
+            step: step_for(from, now),
+        }
+    }
+
+    /// The ranges queried, with their steps: the baseline and the incident as one, or,
+    /// when the incident is longer than the watch, the baseline and the watch apart.
+    pub fn ranges(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>, Duration)> {
+        if self.recent > self.incident {
+            vec![
+                (self.from, self.incident, step_for(self.from, self.incident)),
+                (self.recent, self.to, step_for(self.recent, self.to)),
+            ]
+        } else {
+            vec![(self.from, self.to, self.step)]
         }
     }
 }
@@ -114,12 +142,32 @@ impl Windows {
 pub struct Gatherer {
     prometheus: Prometheus,
     config: EvidenceConfig,
+    watch: Duration,
 }
 
 impl Gatherer {
-    /// A gatherer asking this Prometheus.
-    pub fn new(prometheus: Prometheus, config: EvidenceConfig) -> Self {
-        Self { prometheus, config }
+    /// A gatherer asking this Prometheus, measuring at most `watch` of an incident
+    /// (`Release.WatchMinutes`).
+    pub fn new(prometheus: Prometheus, config: EvidenceConfig, watch: Duration) -> Self {
+        Self {
+            prometheus,
+            config,
+            watch,
+        }
+    }
+
+    /// A query over every range of the windows, the series of each joined by labels.
+    async fn range_all(&self, query: &str, w: &Windows) -> Result<Matrix, EvidenceError> {
+        let mut out: Matrix = Vec::new();
+        for (from, to, step) in w.ranges() {
+            for (labels, points) in self.prometheus.range(query, from, to, step).await? {
+                match out.iter_mut().find(|(l, _)| *l == labels) {
+                    Some((_, all)) => all.extend(points),
+                    None => out.push((labels, points)),
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The Prometheus client.
@@ -146,7 +194,14 @@ impl Gatherer {
     ) -> Result<(Vec<String>, Option<Unmeasured>), EvidenceError> {
         let deployment_hosts = deployment.map(Deployment::host_names).unwrap_or_default();
         let label = |k: &str| alert.labels.get(k).filter(|v| !v.trim().is_empty());
-        let window = format!("{}s", (w.to - w.from).num_seconds().max(1));
+        // The targets seen over the measured part (an alert days old is not looked up
+        // over days).
+        let since = if w.recent > w.incident {
+            w.recent
+        } else {
+            w.from
+        };
+        let window = format!("{}s", (w.to - since).num_seconds().max(1));
         let mut queries = Vec::new();
         if let Some(instance) = label("instance") {
             queries.push(format!("up{{instance={}}}", literal(instance.trim())));
@@ -302,7 +357,7 @@ impl Gatherer {
         now: DateTime<Utc>,
     ) -> Result<Gathered, EvidenceError> {
         let baseline = self.config.baseline;
-        let w = Windows::new(anchor.earliest(), now, baseline);
+        let w = Windows::new(anchor.earliest(), now, baseline, self.watch);
         let (instances, unmeasured) = self.targets(alert, deployment, &w).await?;
         let rate_window = format!("{}s", self.config.rate_window.as_secs());
         struct Job {
@@ -341,11 +396,7 @@ impl Gatherer {
                 query: format!("count({expr}) or vector(0)"),
             });
         }
-        let results = join_all(
-            jobs.iter()
-                .map(|job| self.prometheus.range(&job.query, w.from, w.to, w.step)),
-        )
-        .await;
+        let results = join_all(jobs.iter().map(|job| self.range_all(&job.query, &w))).await;
         let mut items = Vec::new();
         let mut failures = 0;
         for (job, result) in jobs.iter().zip(results) {
@@ -452,18 +503,49 @@ mod tests {
     #[test]
     fn windows_keep_a_series_under_240_points() {
         let now = Utc::now();
+        let hour = Duration::from_secs(3600);
         let w = Windows::new(
             now - chrono::Duration::minutes(10),
             now,
             Duration::from_secs(1800),
+            hour,
         );
         assert_eq!(w.step, Duration::from_secs(10));
         assert_eq!(w.incident, now - chrono::Duration::minutes(10));
+        assert_eq!(w.ranges(), [(w.from, now, w.step)]);
         let future = Windows::new(
             now + chrono::Duration::minutes(5),
             now,
             Duration::from_secs(60),
+            hour,
         );
         assert_eq!(future.incident, now, "a start in the future is now");
+    }
+
+    #[test]
+    fn an_alert_days_old_is_measured_over_its_baseline_and_the_last_watch() {
+        let now = Utc::now();
+        let started = now - chrono::Duration::days(11);
+        let w = Windows::new(
+            started,
+            now,
+            Duration::from_secs(600),
+            Duration::from_secs(1800),
+        );
+        let ranges = w.ranges();
+        assert_eq!(ranges.len(), 2, "{ranges:?}");
+        assert_eq!(
+            (ranges[0].0, ranges[0].1),
+            (started - chrono::Duration::minutes(10), started)
+        );
+        assert_eq!(
+            (ranges[1].0, ranges[1].1),
+            (now - chrono::Duration::minutes(30), now)
+        );
+        // Each under 240 points: 10 minutes at 3 s, 30 at 8 s.
+        assert_eq!(
+            (ranges[0].2, ranges[1].2),
+            (Duration::from_secs(3), Duration::from_secs(8))
+        );
     }
 }

@@ -176,9 +176,19 @@ pub struct Comparison {
     /// Failed requests on each side (the proportions test).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<[u64; 2]>,
-    /// When the host's series most likely changed (Pettitt), when it moved the bad way.
+    /// When the host's series most likely changed, when it moved the bad way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// That change was more than a rate window before the host's release (so the host was
+    /// already changing: none of its findings is the release's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changed_before: bool,
+    /// Working data of the verdict, not stored: at each split more than a rate window
+    /// before the release after which the series is worse, `(unix seconds, gain)`, how
+    /// much better it explains the series than a change at the release (χ²-like; the
+    /// gains of one host's signals add up).
+    #[serde(skip)]
+    pub early_gains: Vec<(f64, f64)>,
 }
 
 /// The release verdict on a report.

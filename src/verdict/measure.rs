@@ -123,42 +123,22 @@ impl Judge {
             })
         };
         let [rate, errors, p95, p99] = self.conventions().map(|(_, q)| q);
-        // The practical floors: 20 % of the controls' traffic or latency, half again their
-        // error rate (and at least a percentage point).
-        let spec = |name: &str, unit, worse, floor, limit, kind| Spec {
-            name: name.to_owned(),
-            unit,
-            worse,
-            floor,
-            relative: if kind == Kind::Errors { 0.5 } else { 0.2 },
-            limit,
-            red: true,
-            kind,
-        };
         let mut out = vec![
             (
-                spec(
+                red_spec(
                     "requests/s",
-                    "/s",
-                    Worse::Down,
-                    1.0,
                     limit(t.rate_min, self.thresholds.rate_min, "rateMin"),
-                    Kind::Requests,
                 ),
                 pick(&own.rate, &self.red.rate).unwrap_or(rate),
             ),
             (
-                spec(
+                red_spec(
                     "errors %",
-                    "%",
-                    Worse::Up,
-                    1.0,
                     limit(
                         t.error_rate_max_percent,
                         self.thresholds.error_rate_max_percent,
                         "errorRateMaxPercent",
                     ),
-                    Kind::Errors,
                 ),
                 pick(&own.errors, &self.red.errors).unwrap_or(errors),
             ),
@@ -171,33 +151,19 @@ impl Judge {
         match pick(&own.duration, &self.red.duration) {
             // A registered duration is in seconds, as the platform writes it.
             Some(template) => out.push((
-                spec("duration ms", "ms", Worse::Up, 5.0, p95_limit, Kind::Level),
+                red_spec("duration ms", p95_limit),
                 format!("1000 * ({template})"),
             )),
             None => {
+                out.push((red_spec("duration p95 ms", p95_limit), p95));
                 out.push((
-                    spec(
-                        "duration p95 ms",
-                        "ms",
-                        Worse::Up,
-                        5.0,
-                        p95_limit,
-                        Kind::Level,
-                    ),
-                    p95,
-                ));
-                out.push((
-                    spec(
+                    red_spec(
                         "duration p99 ms",
-                        "ms",
-                        Worse::Up,
-                        5.0,
                         limit(
                             t.duration_p99_max_ms,
                             self.thresholds.duration_p99_max_ms,
                             "durationP99MaxMs",
                         ),
-                        Kind::Level,
                     ),
                     p99,
                 ));
@@ -438,6 +404,27 @@ impl Judge {
             ));
         }
         rules::decide(Rollout { under_way, notes }, comparisons)
+    }
+}
+
+/// A RED signal by its name (`requests/s`, `errors %`, else a duration in ms), with its
+/// limit. The practical floors: 1 req/s and 20 % of the other side's traffic, a percentage
+/// point and half again the other side's error rate, 5 ms and 20 % of its latency.
+pub fn red_spec(name: &str, limit: Option<Limit>) -> Spec {
+    let (unit, worse, floor, relative, kind) = match name {
+        "requests/s" => ("/s", Worse::Down, 1.0, 0.2, Kind::Requests),
+        "errors %" => ("%", Worse::Up, 1.0, 0.5, Kind::Errors),
+        _ => ("ms", Worse::Up, 5.0, 0.2, Kind::Level),
+    };
+    Spec {
+        name: name.to_owned(),
+        unit,
+        worse,
+        floor,
+        relative,
+        limit,
+        red: true,
+        kind,
     }
 }
 

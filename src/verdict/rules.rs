@@ -15,7 +15,7 @@
 //! A wrong rollback costs most, so every doubt lands on `hold`: a host signal with no
 //! controls (CPU on a machine shared with other work) never rolls back on its own.
 
-use super::compare::ALPHA;
+use super::compare::{ALPHA, CHI2_99};
 use super::stats::holm;
 use crate::model::verdict::{
     Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict, Test,
@@ -122,6 +122,74 @@ fn correct(comparisons: &mut [Comparison]) {
     }
 }
 
+/// A released host one of whose signals changed the bad way before its release was
+/// already changing: its other findings are not the release's either (a fault seldom
+/// moves every signal by enough to place it in each). So is a host whose worse signals
+/// together place a change before its release: the sum of their gains at one split,
+/// against χ² at 1 % with as many degrees of freedom (a likelihood-ratio test over
+/// independent signals). Says which hosts.
+fn already_changing(comparisons: &mut [Comparison]) -> Vec<String> {
+    let mut hosts: Vec<(String, String)> = comparisons
+        .iter()
+        .filter(|c| c.released_host && c.worse && c.changed_before)
+        .map(|c| (c.host.clone(), c.signal.clone()))
+        .collect();
+    let mut candidates: Vec<&str> = comparisons
+        .iter()
+        .filter(|c| c.released_host && c.worse && !c.early_gains.is_empty())
+        .map(|c| c.host.as_str())
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    let mut joint: Vec<(String, String, f64)> = Vec::new();
+    for host in candidates {
+        let mine: Vec<&Comparison> = comparisons
+            .iter()
+            .filter(|c| c.host == host && c.released_host && c.worse && !c.early_gains.is_empty())
+            .collect();
+        if mine.len() < 2 || hosts.iter().any(|(h, _)| h == host) {
+            continue;
+        }
+        let mut sums: std::collections::BTreeMap<i64, f64> = Default::default();
+        for c in &mine {
+            for &(at, gain) in &c.early_gains {
+                *sums.entry((at * 1000.0).round() as i64).or_default() += gain;
+            }
+        }
+        let critical = CHI2_99[(mine.len() - 1).min(CHI2_99.len() - 1)];
+        if let Some((&at, _)) = sums
+            .iter()
+            .filter(|(_, g)| **g > critical)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+        {
+            let signals: Vec<&str> = mine.iter().map(|c| c.signal.as_str()).collect();
+            joint.push((host.to_owned(), signals.join(" and "), at as f64 / 1000.0));
+        }
+    }
+    for (host, _, at) in &joint {
+        for c in comparisons.iter_mut() {
+            if c.host == *host && c.released_host && c.worse && !c.early_gains.is_empty() {
+                c.changed_before = true;
+                c.change_at = chrono::DateTime::from_timestamp_millis((at * 1000.0).round() as i64);
+            }
+        }
+    }
+    hosts.extend(joint.into_iter().map(|(host, signals, _)| (host, signals)));
+    hosts.sort();
+    hosts.dedup_by(|a, b| a.0 == b.0);
+    for c in comparisons.iter_mut() {
+        if c.released_host && c.worse && hosts.iter().any(|(h, _)| *h == c.host) {
+            c.pre_existing = true;
+        }
+    }
+    hosts
+        .into_iter()
+        .map(|(host, signal)| {
+            format!("{host} was already changing before its release ({signal}): none of its findings is counted against the release")
+        })
+        .collect()
+}
+
 /// Strength of one finding, 0 to 1: significance times size.
 fn strength(c: &Comparison) -> f64 {
     (1.0 - c.p_adjusted.unwrap_or(c.p_value)).clamp(0.0, 1.0) * (c.effect.abs() / 3.0).min(1.0)
@@ -130,6 +198,8 @@ fn strength(c: &Comparison) -> f64 {
 /// The verdict from the comparisons (any order).
 pub fn decide(rollout: Rollout, mut comparisons: Vec<Comparison>) -> ReleaseVerdict {
     correct(&mut comparisons);
+    let mut notes = rollout.notes.clone();
+    notes.extend(already_changing(&mut comparisons));
     comparisons.sort_by(|a, b| {
         (b.worse, b.breaks.is_some(), strength(b))
             .partial_cmp(&(a.worse, a.breaks.is_some(), strength(a)))
@@ -153,7 +223,7 @@ pub fn decide(rollout: Rollout, mut comparisons: Vec<Comparison>) -> ReleaseVerd
         .filter(|c| c.released_host && c.breaks.is_some() && !c.pre_existing)
         .collect();
 
-    let mut reasons = rollout.notes.clone();
+    let mut reasons = notes;
     let (verdict, confidence) = if !findings.is_empty() {
         let canary = findings.iter().any(|c| c.method == Method::Canary);
         let best = findings.iter().map(|c| strength(c)).fold(0.0, f64::max);
@@ -267,6 +337,8 @@ mod tests {
             requests: None,
             failed: None,
             change_at: None,
+            changed_before: false,
+            early_gains: Vec::new(),
         }
     }
 
@@ -367,5 +439,42 @@ mod tests {
         let v = decide(Rollout::default(), vec![chance]);
         assert_eq!(v.verdict, Attribution::Release, "{v:?}");
         assert!(v.reasons[0].contains("Holm p=5.0e-3"), "{v:?}");
+    }
+
+    #[test]
+    fn a_host_already_changing_before_its_release_is_not_the_releases_on_any_signal() {
+        let mut errors = c("web-1", true, Method::Canary, Class::High);
+        errors.breaks = Some("errorRateMaxPercent 5".into());
+        let mut latency = c("web-1", true, Method::Canary, Class::High);
+        latency.signal = "duration p95 ms".into();
+        // Each signal alone places a change before the release too weakly (χ²₁ 6.6)...
+        errors.early_gains = vec![(100.0, 4.0), (110.0, 5.5)];
+        latency.early_gains = vec![(110.0, 4.5)];
+        let v = decide(Rollout::default(), vec![errors.clone(), latency.clone()]);
+        // ...together they do: 5.5 + 4.5 at 110 s, above χ²₂ 9.21.
+        assert_eq!(v.verdict, Attribution::NotRelease, "{v:?}");
+        assert!(v
+            .comparisons
+            .iter()
+            .all(|c| c.pre_existing && c.changed_before));
+        assert_eq!(v.comparisons[0].change_at.unwrap().timestamp(), 110);
+        assert!(
+            v.reasons[0].contains("web-1 was already changing before its release"),
+            "{v:?}"
+        );
+        // One signal whose own change was before the release clears the host's others.
+        latency.early_gains.clear();
+        latency.changed_before = true;
+        latency.pre_existing = true;
+        errors.early_gains = vec![(110.0, 1.0)];
+        let v = decide(Rollout::default(), vec![errors.clone(), latency]);
+        assert_eq!(
+            (v.verdict, v.recommendation),
+            (Attribution::NotRelease, Recommendation::Proceed),
+            "{v:?}"
+        );
+        // Alone, the errors' weak gain leaves the release blamed.
+        let v = decide(Rollout::default(), vec![errors]);
+        assert_eq!(v.recommendation, Recommendation::Rollback, "{v:?}");
     }
 }

@@ -3,7 +3,7 @@
 //! continuity correction, exact below 8 points a side), an effect size (the difference of
 //! medians in units of the control's spread, Kayenta's), the Hodges–Lehmann shift, two
 //! proportions compared (Fisher's exact test when an expected count is small, else the
-//! pooled z-test), Pettitt's change point, and Holm's step-down correction.
+//! pooled z-test), and Holm's step-down correction.
 
 /// The points a side below which the p-value is computed exactly.
 pub const EXACT_BELOW: usize = 8;
@@ -18,7 +18,7 @@ pub struct MannWhitney {
 }
 
 /// Ranks of all values, ties averaged; and the tie groups' sizes.
-fn ranks(values: &[f64]) -> (Vec<f64>, Vec<usize>) {
+pub(crate) fn ranks(values: &[f64]) -> (Vec<f64>, Vec<usize>) {
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
     let mut ranks = vec![0.0; values.len()];
@@ -182,39 +182,6 @@ pub fn hodges_lehmann(x: &[f64], y: &[f64]) -> Option<f64> {
         .flat_map(|a| y.iter().map(move |b| a - b))
         .collect();
     median(&differences)
-}
-
-/// The most likely single change in a series' level.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChangePoint {
-    /// Index of the first value after the change.
-    pub at: usize,
-    /// Pettitt's approximate p-value, `2·exp(-6K² / (T³ + T²))` (conservative for short
-    /// series).
-    pub p_value: f64,
-}
-
-/// Pettitt's test (1979) for one change in location: `U_t = 2·Σ_{i≤t} r_i − t(T+1)` over
-/// the ranks `r`, the change after the `t` where `|U_t|` is largest. `None` below 3 values.
-pub fn pettitt(values: &[f64]) -> Option<ChangePoint> {
-    let n = values.len();
-    if n < 3 {
-        return None;
-    }
-    let (ranks, _) = ranks(values);
-    let (mut best, mut at, mut sum) = (0.0_f64, 1, 0.0);
-    for t in 1..n {
-        sum += ranks[t - 1];
-        let u = (2.0 * sum - (t * (n + 1)) as f64).abs();
-        if u > best {
-            (best, at) = (u, t);
-        }
-    }
-    let n = n as f64;
-    Some(ChangePoint {
-        at,
-        p_value: (2.0 * (-6.0 * best * best / (n.powi(3) + n.powi(2))).exp()).min(1.0),
-    })
 }
 
 /// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, n = 9: relative error near 1e-15).
@@ -401,17 +368,13 @@ mod tests {
     }
 
     #[test]
-    fn the_shift_quantiles_change_point_and_holm_match_numpy_and_the_textbook() {
+    fn the_shift_quantiles_and_holm_match_numpy_and_the_textbook() {
         // numpy.median(numpy.subtract.outer(x, y)), numpy.quantile(x, 0.9).
         assert_eq!(
             hodges_lehmann(&[5.0, 6.0, 9.0], &[1.0, 2.0, 3.0, 10.0]),
             Some(3.5)
         );
         assert!((quantile(&[10.0, 1.0, 3.0, 2.0, 4.0], 0.9).unwrap() - 7.6).abs() < 1e-12);
-        // Pettitt's U from scipy.stats.rankdata: the change after the 4th value, K = 20.
-        let c = pettitt(&[1.0, 1.2, 0.9, 1.1, 5.0, 6.0, 5.5, 7.0, 6.2]).unwrap();
-        assert_eq!(c.at, 4);
-        assert!((c.p_value - 0.103_331_213_757_769_2).abs() < 1e-12, "{c:?}");
         // Holm: 0.005×4, 0.01×3, 0.03×2, then 0.04 kept at 0.06 (monotone).
         let adjusted = holm(&[0.01, 0.04, 0.03, 0.005]);
         let expected = [0.03, 0.06, 0.06, 0.02];

@@ -718,7 +718,10 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
     // change placed after the release.
     assert_eq!(worst["test"], "proportions", "{worst:#}");
     let requests = worst["requests"].as_array().unwrap();
-    assert!(requests.iter().all(|n| n.as_u64().unwrap() >= 50), "{worst:#}");
+    assert!(
+        requests.iter().all(|n| n.as_u64().unwrap() >= 50),
+        "{worst:#}"
+    );
     assert!(worst["pAdjusted"].as_f64().unwrap() < 0.01, "{worst:#}");
     assert!(worst["changeAt"].is_string(), "{worst:#}");
     let content = a.report["content"].as_str().unwrap();

@@ -154,6 +154,8 @@ fn release_verdict(verdict: Attribution) -> ReleaseVerdict {
             requests: Some([190, 380]),
             failed: Some([57, 0]),
             change_at: Some(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
+            changed_before: false,
+            early_gains: Vec::new(),
         }],
         model: None,
     }

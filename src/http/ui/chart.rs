@@ -74,6 +74,8 @@ pub struct Chart {
     pub lines: Vec<Line>,
     /// Why there are none, when Prometheus could not be asked.
     pub error: Option<String>,
+    /// When the verdict placed a released host's change the bad way: `(host, time)`.
+    pub changes: Vec<(String, DateTime<Utc>)>,
 }
 
 /// The time a report's charts show.
@@ -124,6 +126,8 @@ struct Wanted {
     unit: String,
     /// `(query, host, role)`.
     lines: Vec<(String, String, Role)>,
+    /// `(host, time)` of the comparisons' changes.
+    changes: Vec<(String, DateTime<Utc>)>,
 }
 
 fn role_of(report: &Report, host: &str) -> Role {
@@ -147,14 +151,23 @@ fn wanted(report: &Report) -> Vec<Wanted> {
             Role::Control
         };
         let line = (c.query.clone(), c.host.clone(), role);
+        let change = c
+            .change_at
+            .filter(|_| c.worse && c.released_host)
+            .map(|at| (c.host.clone(), at));
         let full = charts.len() >= MAX_COMPARISON_CHARTS;
         match charts.iter_mut().find(|w| w.title == c.signal) {
-            Some(w) if !w.lines.iter().any(|(q, _, _)| *q == c.query) => w.lines.push(line),
-            Some(_) => {}
+            Some(w) => {
+                if !w.lines.iter().any(|(q, _, _)| *q == c.query) {
+                    w.lines.push(line);
+                }
+                w.changes.extend(change);
+            }
             None if !full => charts.push(Wanted {
                 title: c.signal.clone(),
                 unit: c.unit.clone(),
                 lines: vec![line],
+                changes: change.into_iter().collect(),
             }),
             None => {}
         }
@@ -179,6 +192,7 @@ fn wanted(report: &Report) -> Vec<Wanted> {
                 item.instance.clone(),
                 role_of(report, &item.instance),
             )],
+            changes: Vec::new(),
         });
     }
     charts
@@ -195,6 +209,7 @@ pub async fn gather(prometheus: &Prometheus, report: &Report, span: Span) -> Vec
             query: w.lines.first().map(|l| l.0.clone()).unwrap_or_default(),
             lines: Vec::new(),
             error: None,
+            changes: w.changes.clone(),
         };
         for (query, host, role) in &w.lines {
             match prometheus.range(query, span.from, span.to, step).await {
@@ -239,8 +254,8 @@ fn clock(t: f64) -> String {
 }
 
 /// One chart as inline SVG.
-pub fn svg(chart: &Chart, span: &Span, labels: [&str; 3]) -> Markup {
-    let [baseline_label, incident_label, release_label] = labels;
+pub fn svg(chart: &Chart, span: &Span, labels: [&str; 4]) -> Markup {
+    let [baseline_label, incident_label, release_label, change_label] = labels;
     let (t0, t1) = (span.from.timestamp() as f64, span.to.timestamp() as f64);
     let values = chart
         .lines
@@ -296,6 +311,12 @@ pub fn svg(chart: &Chart, span: &Span, labels: [&str; 3]) -> Markup {
                 @let xr = x(r.timestamp() as f64);
                 line class="release" x1=(format!("{xr:.1}")) y1=(TOP) x2=(format!("{xr:.1}")) y2=(TOP + plot_h) {
                     title { (release_label) " " (r.format("%Y-%m-%d %H:%M:%S UTC")) }
+                }
+            }
+            @for (host, at) in &chart.changes {
+                @let xc = x(at.timestamp() as f64);
+                line class="change" x1=(format!("{xc:.1}")) y1=(TOP) x2=(format!("{xc:.1}")) y2=(TOP + plot_h) {
+                    title { (change_label) " " (host) " " (at.format("%Y-%m-%d %H:%M:%S UTC")) }
                 }
             }
             (PreEscaped(paths))
@@ -383,13 +404,20 @@ mod tests {
                 ],
             }],
             error: None,
+            changes: vec![("web-1".into(), at(20))],
         };
-        let svg = svg(&chart, &span, ["b", "i", "r"]).into_string();
+        let svg = svg(&chart, &span, ["b", "i", "r", "c"]).into_string();
         assert!(
             svg.contains(r#"class="window-baseline" x="56.0" y="10" width="288.0""#),
             "{svg}"
         );
         assert!(svg.contains(r#"class="release" x1="344.0""#), "{svg}");
+        // The verdict's change, 10 minutes before the release.
+        assert!(svg.contains(r#"class="change" x1="248.0""#), "{svg}");
+        assert!(
+            svg.contains("<title>c web-1 2023-11-14 22:33:20 UTC</title>"),
+            "{svg}"
+        );
         assert!(
             svg.contains(r#"class="line released" points="56.0,141.6 632.0,10.0""#),
             "{svg}"

@@ -206,7 +206,12 @@ pub fn report(
 ) -> Markup {
     let (rediagnose_token, feedback_token) = forms;
     let id = r.deployment_id.as_str();
-    let labels = [t.baseline_window, t.incident_window, t.release_time];
+    let labels = [
+        t.baseline_window,
+        t.incident_window,
+        t.release_time,
+        t.change_time,
+    ];
     page(
         t,
         id,
@@ -284,6 +289,7 @@ pub fn report(
                         span.key-released { (t.released_hosts) } " "
                         span.key-control { (t.control_hosts) } " "
                         span.key-release { (t.release_time) } " "
+                        span.key-change { (t.change_time) } " "
                         span.key-baseline { (t.baseline_window) } " "
                         span.key-incident { (t.incident_window) }
                     }
