@@ -120,6 +120,12 @@ pub async fn run(
     let runner = build_runner(&config, Arc::clone(&metrics)).await?;
     let pipeline = pipeline(&config, runner)?;
     let diagnoser = pipeline.diagnoser.clone();
+    let analyst = pipeline.measure.as_ref().map(|m| {
+        Arc::new(crate::verdict::Analyst::new(
+            m.judge.clone(),
+            config.release.analysis_cache,
+        ))
+    });
     let prometheus = diagnoser.prometheus().clone();
     if let Some(runner) = diagnoser.runner() {
         if let Err(problem) = runner.check().await {
@@ -187,6 +193,7 @@ pub async fn run(
         prometheus,
         ui: Arc::new(http::ui::Ui::new(&config)),
         readiness: Arc::default(),
+        analyst,
     };
     let app = with_tracing(http::router(state));
     tracing::info!(

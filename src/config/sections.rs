@@ -126,6 +126,7 @@ pub const KEYS: &[&str] = &[
     "Release.MinPoints",
     "Release.MinRequests",
     "Release.WatchMinutes",
+    "Release.AnalysisCacheSeconds",
     "GitHub",
     "GitHub.APIURL",
     "GitHub.Repos",
@@ -906,6 +907,13 @@ pub struct ReleaseConfig {
     /// began, is measured on its recent behaviour against the baseline before it.
     #[serde(rename = "watchminutes", deserialize_with = "value::minutes::<1, _>")]
     pub watch: Duration,
+    /// An analysis (`GET /deployments/{id}/analysis`) is answered from the last
+    /// measurement of the same registration for this long.
+    #[serde(
+        rename = "analysiscacheseconds",
+        deserialize_with = "value::seconds::<0, _>"
+    )]
+    pub analysis_cache: Duration,
 }
 
 impl Default for ReleaseConfig {
@@ -916,6 +924,7 @@ impl Default for ReleaseConfig {
             min_points: 10,
             min_requests: 50,
             watch: Duration::from_secs(30 * 60),
+            analysis_cache: Duration::from_secs(10),
         }
     }
 }

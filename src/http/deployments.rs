@@ -14,13 +14,14 @@ use serde_json::Value;
 use super::error::{
     capped_body, require_json, typed_body, ApiError, DeploymentPath, Path, Query, DEPLOYMENT_BODY,
 };
-use super::openapi::{BodyRefused, CrossSite, Guarded, Invalid, Missing};
+use super::openapi::{BodyRefused, Conflicting, CrossSite, Guarded, Invalid, Missing};
 use super::paging::{next_cursor, page, ListQuery, PageQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
 use crate::model::deployment::{
     host_key, Deployment, Host, HostForm, HostStatus, RedQueries, RepoName, Strategy, Thresholds,
 };
+use crate::model::verdict::Analysis;
 use crate::store::Upsert;
 use crate::verdict::red;
 
@@ -495,6 +496,43 @@ pub(super) async fn get_deployment(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NoDeployment(id.to_string()))
+}
+
+/// The release of a registered deployment measured now, with no alert and no report: what
+/// Argo Rollouts' `web` metric, Flagger's webhooks and a CI job poll during a rollout. The
+/// verdict, recommendation, confidence, reasons and comparisons are a report's (the same
+/// measurement); `ok` is `false` only for *rollback*; `inconclusive` says why while there
+/// are too few samples. A measurement is answered again for `Release.AnalysisCacheSeconds`
+/// (`cached`), and callers that ask at once share one.
+#[utoipa::path(
+    get,
+    path = "/deployments/{deployment_id}/analysis",
+    tag = "deployments",
+    params(DeploymentPath),
+    responses(
+        (status = 200, description = "The release, measured now", body = Analysis),
+        Invalid,
+        Missing,
+        Conflicting,
+        Guarded,
+    ),
+)]
+pub(super) async fn get_analysis(
+    State(state): State<AppState>,
+    Path(path): Path<DeploymentPath>,
+) -> Result<Json<Analysis>, ApiError> {
+    let id = path.id()?;
+    let deployment = state
+        .deployments
+        .get_deployment(&id)
+        .await?
+        .ok_or_else(|| ApiError::NoDeployment(id.to_string()))?;
+    let analyst = state.analyst.as_ref().ok_or_else(|| {
+        ApiError::Conflict(
+            "Evidence.Enabled is false: the analysis measures the release in Prometheus".into(),
+        )
+    })?;
+    Ok(Json(analyst.analyse(&deployment, Utc::now()).await))
 }
 
 /// A page of registered deployments.

@@ -78,6 +78,8 @@ pub struct AppState {
     pub ui: Arc<ui::Ui>,
     /// The last `/readyz` answer.
     pub readiness: Arc<ops::ReadinessCache>,
+    /// Releases analysed on demand (`None` when `Evidence.Enabled` is false).
+    pub analyst: Option<Arc<crate::verdict::Analyst>>,
 }
 
 /// The routes, each described in `/openapi.json` by its handler's `#[utoipa::path]`.
@@ -95,6 +97,7 @@ pub fn router(state: AppState) -> Router {
             deployments::put_deployment,
             deployments::delete_deployment
         ))
+        .routes(routes!(deployments::get_analysis))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

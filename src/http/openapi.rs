@@ -193,7 +193,8 @@ pub(super) enum Missing {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub(super) enum Conflicting {
-    /// The report is being diagnosed, or changed meanwhile.
+    /// The report is being diagnosed, or changed meanwhile; an analysis with
+    /// `Evidence.Enabled` false.
     #[response(status = 409)]
     Conflict(ErrorBody),
 }

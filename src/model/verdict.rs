@@ -220,3 +220,39 @@ pub struct ModelOpinion {
     /// Its line, as written.
     pub says: String,
 }
+
+/// The windows a release is measured over.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseWindows {
+    /// Start of the baseline: `Evidence.BaselineMinutes` before the first release.
+    pub baseline_from: chrono::DateTime<chrono::Utc>,
+    /// The first release: the end of the baseline.
+    pub release: chrono::DateTime<chrono::Utc>,
+    /// Start of the after window: the release, or `Release.WatchMinutes` before now for an
+    /// older one.
+    pub after_from: chrono::DateTime<chrono::Utc>,
+    /// When it was measured.
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+/// A release measured on demand (`GET /deployments/{id}/analysis`), for a deploy tool that
+/// gates its rollout on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// The deployment.
+    pub deployment_id: String,
+    /// `false` only when the recommendation is *rollback*: what Argo Rollouts'
+    /// `successCondition` and a CI job read.
+    pub ok: bool,
+    /// The verdict, its recommendation, confidence, reasons and comparisons, as a report's.
+    #[serde(flatten)]
+    pub release: ReleaseVerdict,
+    /// What was measured.
+    pub windows: ReleaseWindows,
+    /// When.
+    pub measured_at: chrono::DateTime<chrono::Utc>,
+    /// Whether this answer is a recent measurement's (`Release.AnalysisCacheSeconds`).
+    pub cached: bool,
+}

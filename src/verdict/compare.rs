@@ -432,8 +432,15 @@ fn fits(values: &[f64], requests: Option<&[[f64; 2]]>) -> (Vec<f64>, f64) {
 /// last points before a clean step happen to be high (a quarter of the bad canaries of
 /// `scripts/quality stats` were called pre-existing).
 fn change(spec: &Spec, before: &Side, after: &Side, split: f64, s: &Settings) -> Option<Change> {
+    // One stretch: the after side begins a window after the release, each side's points
+    // are a window (or the query's step, when longer) apart.
+    let step = before
+        .points
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .fold(s.spacing, f64::max);
     let contiguous = match (before.points.last(), after.points.first()) {
-        (Some(b), Some(a)) => a.0 - b.0 <= 2.0 * s.spacing + EPS,
+        (Some(b), Some(a)) => a.0 - b.0 <= s.spacing + 2.0 * step + EPS,
         _ => false,
     };
     if !contiguous {

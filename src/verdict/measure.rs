@@ -17,8 +17,8 @@ use crate::evidence::prometheus::{exact_regex, literal};
 use crate::evidence::score::Saturation;
 use crate::evidence::signals::signal;
 use crate::evidence::Prometheus;
-use crate::model::deployment::{Deployment, HostStatus, RedQueries, Strategy, Thresholds};
-use crate::model::verdict::ReleaseVerdict;
+use crate::model::deployment::{Deployment, Host, HostStatus, RedQueries, Strategy, Thresholds};
+use crate::model::verdict::{ReleaseVerdict, ReleaseWindows};
 
 /// Hosts measured (a deployment may list more; the first are taken).
 pub const MAX_HOSTS: usize = 50;
@@ -202,6 +202,26 @@ impl Judge {
             .collect()
     }
 
+    /// The windows `deployment`'s release is measured over at `now`: the baseline before
+    /// its first release, the after window from the release (at most `Release.WatchMinutes`
+    /// of it) to now.
+    pub fn windows(&self, deployment: &Deployment, now: DateTime<Utc>) -> ReleaseWindows {
+        let release = deployment
+            .hosts
+            .iter()
+            .take(MAX_HOSTS)
+            .map(|h| split_of(deployment, h, now))
+            .min()
+            .unwrap_or(deployment.started_at.min(now));
+        let watch_from = now - chrono::Duration::from_std(self.watch).unwrap_or_default();
+        ReleaseWindows {
+            baseline_from: release - chrono::Duration::from_std(self.baseline).unwrap_or_default(),
+            release,
+            after_from: release.max(watch_from),
+            to: now,
+        }
+    }
+
     /// The verdict on a deployment's release, measured now; bounded by
     /// `Evidence.TimeoutSeconds`.
     pub async fn judge(
@@ -239,24 +259,18 @@ impl Judge {
         now: DateTime<Utc>,
     ) -> ReleaseVerdict {
         let hosts: Vec<_> = deployment.hosts.iter().take(MAX_HOSTS).collect();
-        let split_of = |h: &crate::model::deployment::Host| {
-            let at = match h.status {
-                HostStatus::Released => h.released_at.unwrap_or(deployment.started_at),
-                _ => deployment.started_at,
-            };
-            at.min(now)
-        };
-        let splits: Vec<DateTime<Utc>> = hosts.iter().map(|h| split_of(h)).collect();
-        let first = splits.iter().min().copied().unwrap_or(now);
+        let splits: Vec<DateTime<Utc>> =
+            hosts.iter().map(|h| split_of(deployment, h, now)).collect();
+        let windows = self.windows(deployment, now);
         let last = splits.iter().max().copied().unwrap_or(now);
         let baseline = chrono::Duration::from_std(self.baseline).unwrap_or_default();
-        let watch_from = now - chrono::Duration::from_std(self.watch).unwrap_or_default();
+        let watch_from = windows.after_from;
         // One range from the baseline to now; for a release older than the watch, the
         // baselines before the releases and the watch before now, not the days between.
         let ranges = if watch_from > last + baseline {
-            vec![(first - baseline, last), (watch_from, now)]
+            vec![(windows.baseline_from, last), (watch_from, now)]
         } else {
-            vec![(first - baseline, now)]
+            vec![(windows.baseline_from, now)]
         };
         let settings = Settings {
             spacing: self.rate_window.as_secs_f64(),
@@ -347,7 +361,7 @@ impl Judge {
                 ),
             );
         }
-        let mut comparisons = Vec::new();
+        let mut comparisons: Vec<crate::model::verdict::Comparison> = Vec::new();
         let rates = signals
             .iter()
             .position(|(spec, _)| spec.kind == Kind::Requests)
@@ -397,6 +411,14 @@ impl Judge {
                 failures[0]
             ));
         }
+        if !comparisons.iter().any(|c| c.released_host) {
+            notes.push(format!(
+                "too few samples after the release yet: a signal needs Release.MinPoints ({}) points {}s apart (the rate window) on each side, the error rate Release.MinRequests ({}) requests a side",
+                self.min_points,
+                self.rate_window.as_secs(),
+                self.min_requests
+            ));
+        }
         if deployment.hosts.len() > MAX_HOSTS {
             notes.push(format!(
                 "only the first {MAX_HOSTS} of {} hosts were measured",
@@ -405,6 +427,15 @@ impl Judge {
         }
         rules::decide(Rollout { under_way, notes }, comparisons)
     }
+}
+
+/// When the release reached a host (for a control, the rollout's start), not after `now`.
+fn split_of(deployment: &Deployment, h: &Host, now: DateTime<Utc>) -> DateTime<Utc> {
+    let at = match h.status {
+        HostStatus::Released => h.released_at.unwrap_or(deployment.started_at),
+        _ => deployment.started_at,
+    };
+    at.min(now)
 }
 
 /// A RED signal by its name (`requests/s`, `errors %`, else a duration in ms), with its

@@ -1,17 +1,21 @@
 //! The release verdict: was it this release, and should it be rolled back? Built from
 //! canary-vs-control and before-vs-after comparisons of the released hosts' signals.
 //!
-//! - [`stats`]: the Mann-Whitney U test and the effect size the comparisons use.
+//! - [`stats`]: the tests and sizes the comparisons use (Mann-Whitney U, Hodges–Lehmann,
+//!   two proportions, Holm).
 //! - [`red`]: the application's RED query templates, made for one host.
 //! - [`compare`]: one signal's comparisons across the hosts (canary, before/after, the
 //!   controls against themselves, what was there before the release).
 //! - [`rules`]: the verdict and the recommendation from the comparisons.
 //! - [`measure`]: the [`Judge`], which reads every host's signals from Prometheus.
+//! - [`analysis`]: the [`Analyst`], the release measured on demand for a deploy tool.
 
+pub mod analysis;
 pub mod compare;
 pub mod measure;
 pub mod red;
 pub mod rules;
 pub mod stats;
 
+pub use analysis::Analyst;
 pub use measure::Judge;

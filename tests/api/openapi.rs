@@ -64,6 +64,7 @@ async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes()
         "get /deployments/{deployment_id}",
         "put /deployments/{deployment_id}",
         "delete /deployments/{deployment_id}",
+        "get /deployments/{deployment_id}/analysis",
         "get /healthz",
         "get /readyz",
         "get /metrics",
@@ -77,7 +78,7 @@ async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes()
     ] {
         assert!(named.contains(&route.to_owned()), "{route} in {named:?}");
     }
-    assert_eq!(named.len(), 21, "{named:?}");
+    assert_eq!(named.len(), 22, "{named:?}");
 
     let open = [
         "get /healthz",

@@ -724,6 +724,21 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
     );
     assert!(worst["pAdjusted"].as_f64().unwrap() < 0.01, "{worst:#}");
     assert!(worst["changeAt"].is_string(), "{worst:#}");
+    // The report page's chart of the errors marks that change.
+    let id = a.report["deploymentId"].as_str().unwrap();
+    let page = app
+        .client
+        .get(format!("{}/ui/reports/{id}", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("class=\"change\"") && page.contains(&a.host),
+        "the chart marks the change: {page}"
+    );
     let content = a.report["content"].as_str().unwrap();
     let solution = &content[content.find("【解决方案】").unwrap()..];
     assert!(
@@ -851,5 +866,134 @@ async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded(
     assert!(
         prompt.contains("发布判定：同意"),
         "the model is asked to answer it"
+    );
+}
+
+/// Polls `GET /deployments/{id}/analysis` until `until` has passed; every answer's
+/// recommendation with the seconds since `start`.
+async fn poll_analysis(
+    app: &TestApp,
+    id: &str,
+    start: Instant,
+    until: Duration,
+) -> Vec<(f64, Value)> {
+    let mut answers = Vec::new();
+    while start.elapsed() < until {
+        let (status, body) = app.get(&format!("/deployments/{id}/analysis")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        answers.push((start.elapsed().as_secs_f64(), body));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    answers
+}
+
+/// A deploy tool's gate: the analysis polled every 2 s from the release on, with no
+/// alert. A bad canary is *rollback* within 60 s of its start (1 s scrapes); an innocent
+/// canary, and one whose errors began 15 s before its release, are never *rollback*.
+#[tokio::test]
+async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_other() {
+    let _heavy = crate::helpers::cpu_heavy().await;
+    let app = app().await;
+    let (status, body) = app.get("/deployments/no-such-rollout/analysis").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.to_string().contains("no-such-rollout"), "{body}");
+    let (status, body) = app.get("/deployments/bad%01id/analysis").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("control character"), "{body}");
+
+    let hosts = ["web-1", "web-2", "web-3"];
+    let (bad, calm, early) = tokio::join!(
+        Fleet::start("gate-bad", &hosts),
+        Fleet::start("gate-calm", &hosts),
+        Fleet::start("gate-early", &hosts),
+    );
+    tokio::time::sleep(HISTORY - Duration::from_secs(15)).await;
+    early.host("web-1").set(errors(30));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let started_at = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for fleet in [&bad, &calm, &early] {
+        let id = deployment_id(&fleet.name);
+        let (status, body) = app
+            .put_json(
+                &format!("/deployments/{id}"),
+                &rollout(fleet, "canary", &["web-1"], started_at),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+        ids.push(id);
+    }
+    bad.host("web-1").set(errors(30));
+    let start = Instant::now();
+    let watch = Duration::from_secs(60);
+    let (bad_answers, calm_answers, early_answers) = tokio::join!(
+        poll_analysis(&app, &ids[0], start, watch),
+        poll_analysis(&app, &ids[1], start, watch),
+        poll_analysis(&app, &ids[2], start, watch),
+    );
+    let recommendations = |answers: &[(f64, Value)]| -> Vec<String> {
+        answers
+            .iter()
+            .map(|(t, a)| format!("{t:.0}s {} {}", a["verdict"], a["recommendation"]))
+            .collect()
+    };
+    eprintln!("bad: {:?}", recommendations(&bad_answers));
+    eprintln!("calm: {:?}", recommendations(&calm_answers));
+    eprintln!("early: {:?}", recommendations(&early_answers));
+    // Too few samples at first: inconclusive, and it says why.
+    let first = &bad_answers[0].1;
+    assert_eq!(
+        (&first["verdict"], &first["ok"]),
+        (&json!("inconclusive"), &json!(true)),
+        "{first:#}"
+    );
+    assert!(
+        first["reasons"].to_string().contains("Release.MinPoints"),
+        "{first:#}"
+    );
+    let rolled_back = bad_answers
+        .iter()
+        .find(|(_, a)| a["recommendation"] == "rollback")
+        .unwrap_or_else(|| panic!("no rollback: {:?}", recommendations(&bad_answers)));
+    assert!(rolled_back.0 <= 60.0, "{}", rolled_back.0);
+    assert_eq!(rolled_back.1["ok"], false);
+    assert_eq!(rolled_back.1["verdict"], "release");
+    for (name, answers) in [("calm", &calm_answers), ("early", &early_answers)] {
+        assert!(
+            answers
+                .iter()
+                .all(|(_, a)| a["recommendation"] != "rollback" && a["ok"] == true),
+            "{name}: {:?}",
+            recommendations(answers)
+        );
+    }
+    let windows = &rolled_back.1["windows"];
+    let release =
+        chrono::DateTime::parse_from_rfc3339(windows["release"].as_str().unwrap()).unwrap();
+    assert!(
+        (release.with_timezone(&chrono::Utc) - started_at)
+            .num_milliseconds()
+            .abs()
+            <= 1,
+        "the after window starts at the release: {windows:#}"
+    );
+
+    // A second ask within Release.AnalysisCacheSeconds is the same measurement.
+    let (_, one) = app.get(&format!("/deployments/{}/analysis", ids[0])).await;
+    let (_, two) = app.get(&format!("/deployments/{}/analysis", ids[0])).await;
+    assert_eq!(two["cached"], true, "{two:#}");
+    assert_eq!(one["measuredAt"], two["measuredAt"]);
+
+    // The report of an alert now says what the analysis says: the same measurement.
+    let o = alert_and_wait(&app, "gate-bad", &ids[0], &bad.host("web-1").host).await;
+    let (_, now) = app.get(&format!("/deployments/{}/analysis", ids[0])).await;
+    assert_eq!(
+        o.verdict(),
+        (
+            now["verdict"].as_str().unwrap(),
+            now["recommendation"].as_str().unwrap()
+        ),
+        "report {:#} analysis {now:#}",
+        o.release()
     );
 }
