@@ -925,6 +925,21 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
     }
     bad.host("web-1").set(errors(30));
     let start = Instant::now();
+    // Three callers at once share one measurement.
+    let path = format!("/deployments/{}/analysis", ids[1]);
+    let (a, b, c) = tokio::join!(app.get(&path), app.get(&path), app.get(&path));
+    let answers = [a.1, b.1, c.1];
+    assert!(
+        answers
+            .iter()
+            .all(|x| x["measuredAt"] == answers[0]["measuredAt"]),
+        "{answers:#?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|x| x["cached"] == false).count(),
+        1,
+        "{answers:#?}"
+    );
     let watch = Duration::from_secs(60);
     let (bad_answers, calm_answers, early_answers) = tokio::join!(
         poll_analysis(&app, &ids[0], start, watch),
