@@ -818,22 +818,9 @@ mod tests {
             spacing: 5.0,
             ..settings()
         };
-        assert_eq!(
-            hosts[0]
-                .before(20.0, &s)
-                .iter()
-                .map(|p| p.0)
-                .collect::<Vec<_>>(),
-            [4.0, 9.0, 14.0, 19.0]
-        );
-        assert_eq!(
-            hosts[0]
-                .after(20.0, &s)
-                .iter()
-                .map(|p| p.0)
-                .collect::<Vec<_>>(),
-            [25.0, 30.0, 35.0]
-        );
+        let times = |points: Vec<(f64, f64)>| points.iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(times(hosts[0].before(20.0, &s)), [4.0, 9.0, 14.0, 19.0]);
+        assert_eq!(times(hosts[0].after(20.0, &s)), [25.0, 30.0, 35.0]);
         assert!(compare(&spec(), &hosts, None, &s).is_empty());
         let s = Settings { min_points: 3, ..s };
         assert_eq!(compare(&spec(), &hosts, None, &s)[0].points, [3, 3]);
@@ -843,14 +830,7 @@ mod tests {
             min_points: 1,
             ..s
         };
-        assert_eq!(
-            hosts[0]
-                .after(20.0, &s)
-                .iter()
-                .map(|p| p.0)
-                .collect::<Vec<_>>(),
-            [34.0, 39.0]
-        );
+        assert_eq!(times(hosts[0].after(20.0, &s)), [34.0, 39.0]);
     }
 
     /// Requests per second: `rate` on every point.

@@ -359,6 +359,15 @@ impl TestApp {
             .map(|t| t.expose().to_owned())
     }
 
+    /// A page's HTML (`GET`, with the read token if configured).
+    pub async fn page(&self, path: &str) -> String {
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(token) = self.read_token() {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().text().await.unwrap()
+    }
+
     /// A GET (with the read token if configured) returning status and JSON.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let mut request = self.client.get(format!("{}{path}", self.address));

@@ -726,15 +726,7 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
     assert!(worst["changeAt"].is_string(), "{worst:#}");
     // The report page's chart of the errors marks that change.
     let id = a.report["deploymentId"].as_str().unwrap();
-    let page = app
-        .client
-        .get(format!("{}/ui/reports/{id}", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page(&format!("/ui/reports/{id}")).await;
     assert!(
         page.contains("class=\"change\"") && page.contains(&a.host),
         "the chart marks the change: {page}"

@@ -353,15 +353,7 @@ async fn the_pages_speak_english_when_asked() {
     app.post_alerts(&crate::helpers::alertmanager_body(&id, "firing"))
         .await;
     app.wait_final(&id).await;
-    let html = app
-        .client
-        .get(format!("{}/ui/reports/{id}", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.page(&format!("/ui/reports/{id}")).await;
     assert!(
         html.contains("<html lang=\"en\">") && html.contains("Re-diagnose"),
         "{html}"
