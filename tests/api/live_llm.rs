@@ -34,6 +34,14 @@ async fn one_diagnosis_against_the_real_local_model() {
         .wait_final_within(&id, std::time::Duration::from_secs(330))
         .await;
 
+    // For the person reading the run (`--nocapture`): what the on-call would read.
+    eprintln!(
+        "engine {} aiError {}\npromQL {}\n{}",
+        report["engine"],
+        report["aiError"],
+        report["promQL"],
+        report["content"].as_str().unwrap_or_default()
+    );
     assert_eq!(report["status"], "completed", "{report:#}");
     match report["engine"].as_str() {
         Some("ai") => {
