@@ -977,6 +977,14 @@ async def diagnose(args: argparse.Namespace, secrets: Secrets, prompt: str, usag
                     log(f"answer after {step} step(s), past the token limit but whole")
                     return turn.text
                 if followed_up:
+                    # Cut again, but every section is there: the report is kept, closed where
+                    # it was cut (the service says so on it), rather than lost.
+                    if unreadable(turn.text) is None:
+                        log(
+                            f"answer after {step} step(s) cut off again at AI.MaxTokens ({args.max_tokens}), "
+                            "but it reads as a report with its four sections: kept"
+                        )
+                        return turn.text
                     raise DiagnosisError(
                         "answer_cut_off",
                         f"answer cut off at AI.MaxTokens ({args.max_tokens}), also when asked for a shorter one; raise it",

@@ -164,7 +164,9 @@ impl Diagnoser {
                         let kinds: Vec<&str> = repairs.iter().map(|r| r.as_str()).collect();
                         tracing::info!(repairs = %kinds.join(","), "the model's answer was repaired to be read");
                     }
-                    let body = self.check_queries(body, evidence).await;
+                    let body = self
+                        .check_queries(unclosed_noted(body, &repairs), evidence)
+                        .await;
                     return Ok(Diagnosed {
                         outcome: self.scrub(Outcome::Completed {
                             body,
@@ -260,6 +262,17 @@ impl Diagnoser {
         body: ReportBody,
         evidence: Option<&[EvidenceItem]>,
     ) -> ReportBody {
+        // A small model repeats its queries (Qwen2.5-Coder 1.5B wrote one CPU query five
+        // times); each is kept once, in the order first written.
+        let mut seen = std::collections::HashSet::new();
+        let body = ReportBody {
+            prom_ql: body
+                .prom_ql
+                .into_iter()
+                .filter(|q| seen.insert(q.trim().to_owned()))
+                .collect(),
+            content: body.content,
+        };
         let checks = join_all(
             body.prom_ql
                 .iter()
@@ -336,6 +349,18 @@ impl Diagnoser {
             },
         }
     }
+}
+
+/// Said on a report whose JSON the model never closed: it was cut at the token limit or
+/// stopped, and its last section may end early. The person reading it is told.
+pub const UNCLOSED_NOTE: &str = "\n\n（服务注：模型的回答没有写完 JSON 就结束了，可能在 AI.MaxTokens 处被截断；以上为其原文，最后一节的结尾可能不完整。）";
+
+/// The body with [`UNCLOSED_NOTE`] when reading it took closing what the model left open.
+fn unclosed_noted(mut body: ReportBody, repairs: &[Repair]) -> ReportBody {
+    if repairs.contains(&Repair::Unclosed) {
+        body.content.push_str(UNCLOSED_NOTE);
+    }
+    body
 }
 
 /// The report in the model's answer, looked for on a blocking thread: a pathological

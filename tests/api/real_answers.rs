@@ -148,6 +148,53 @@ async fn a_report_whose_string_runs_past_its_fence_keeps_all_four_sections() {
 }
 
 #[tokio::test]
+async fn a_report_cut_again_after_the_follow_up_is_kept_when_its_four_sections_are_there() {
+    // Qwen2.5-Coder-1.5B on the bad canary, MaxTokens 1200: promQL repeated until the
+    // limit, then, asked for less, the four sections cut just before their closing `"}`.
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            script: Script::Replay(transcript("qwen2.5-coder-1.5b-canary-cut-twice.json")),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "cut-twice").await;
+        let requests = app.llm.requests();
+        assert_eq!(requests.len(), 2, "{runner}: the answer and one follow-up");
+        assert!(
+            requests[1].body["messages"]
+                .to_string()
+                .contains("你的回答超出了长度上限"),
+            "{runner}: the follow-up asks for a shorter report"
+        );
+        assert_eq!(report["status"], "completed", "{runner}: {report:#}");
+        assert_eq!(report["engine"], "ai", "{runner}: {report:#}");
+        let content = report["content"].as_str().unwrap();
+        assert!(
+            content.contains("本次发布导致，建议暂停。")
+                && content.ends_with("最后一节的结尾可能不完整。）"),
+            "{runner}: the model's text, then the service's note that it was cut: {content}"
+        );
+        let queries: Vec<&str> = report["promQL"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            queries.len(),
+            9,
+            "{runner}: ten queries, one written twice, kept once: {queries:#?}"
+        );
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains("deploy_diagnosis_answer_repairs_total{kind=\"unclosed\"} 1"),
+            "{runner}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_repeated_call_an_unknown_tool_and_arguments_that_are_no_object_are_answered_not_run() {
     // What small models do: call the same query again, name a tool they were not given,
     // send arguments that are no object. Each is answered with an error that says so.

@@ -288,6 +288,16 @@ impl NativeRunner {
                     return Ok(turn.text);
                 }
                 if followed_up {
+                    // Cut again, but every section is there: the report is kept, closed
+                    // where it was cut (the diagnosis says so on it), rather than lost.
+                    if let Answer::Report(..) = find_report(&turn.text).await {
+                        log.line(format!(
+                            "answer after {step} step(s) cut off again at AI.MaxTokens ({}), \
+                             but it reads as a report with its four sections: kept",
+                            self.max_tokens
+                        ));
+                        return Ok(turn.text);
+                    }
                     return Err(Failure::new(
                         FailureKind::AnswerCutOff,
                         format!(
