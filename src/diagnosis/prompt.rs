@@ -385,8 +385,12 @@ fn build_with_nonce(facts: &Facts<'_>, options: PromptOptions, nonce: &str) -> S
         None => TOOLS_TASK.to_owned(),
     };
     let mut tasks = vec![tools_task, ANALYSIS_TASK.to_owned()];
-    if facts.verdict.is_some() {
-        tasks.push(VERDICT_TASK.to_owned());
+    if let Some(v) = facts.verdict {
+        if findings(v).next().is_some() {
+            tasks.push(format!("{VERDICT_TASK}\n{VERDICT_FINDINGS_TASK}"));
+        } else {
+            tasks.push(VERDICT_TASK.to_owned());
+        }
     }
     if changes.is_some() {
         tasks.push(CHANGES_TASK.to_owned());
@@ -482,6 +486,10 @@ const VERDICT_TASK: &str = "**核对服务的发布判定**
    - 在【根因分析】中单独写一行，以「发布判定：同意」或「发布判定：不同意」开头，后面写出支持你结论的具体数值
    - 服务的判定会原样保留在报告中；你的不同意见也会被记录";
 
+/// Added when the verdict found something on a released host: a small model otherwise
+/// writes its root cause from the checklist of the first task (CPU, memory, network).
+const VERDICT_FINDINGS_TASK: &str = "   - 发布判定已在已发布主机上发现异常（见「发布判定的发现」）：【根因分析】先写这些发现（主机、信号、数值），再写你查证的结果";
+
 /// The line the model answers the verdict with (see `VERDICT_TASK`).
 pub const VERDICT_LINE: &str = "发布判定：";
 
@@ -524,7 +532,7 @@ fn verdict_headline(v: &ReleaseVerdict) -> String {
         .map(|(i, c)| {
             let counts = match (c.failed, c.requests) {
                 (Some([f, fc]), Some([r, rc])) => {
-                    format!("，失败请求 {f}/{r}，对照 {fc}/{rc}")
+                    format!("（{r} 个请求中 {f} 个失败，对照 {rc} 个中 {fc} 个）")
                 }
                 _ => String::new(),
             };
@@ -534,10 +542,10 @@ fn verdict_headline(v: &ReleaseVerdict) -> String {
                 .map(|b| format!("，超出 {}", cell(b)))
                 .unwrap_or_default();
             format!(
-                "第 {} 行，{}（已发布）的 {}：{} {}，{} {} {}{counts}{breaks}；PromQL：{}",
+                "第 {} 行，{}（已发布）的{}：{} {}，{} {} {}{counts}{breaks}；PromQL：{}",
                 i + 1,
                 cell(&c.host),
-                cell(&c.signal),
+                signal_zh(&c.signal),
                 c.released,
                 c.unit,
                 match c.method {
@@ -554,6 +562,17 @@ fn verdict_headline(v: &ReleaseVerdict) -> String {
         "发布判定的发现：已发布主机没有信号在发布后变差。".to_owned()
     } else {
         format!("发布判定的发现：{}。", found.join("；"))
+    }
+}
+
+/// A RED signal's name as the report's reader says it (the table keeps the service's
+/// names); a host signal as it is.
+fn signal_zh(signal: &str) -> String {
+    match signal {
+        "errors %" => "错误率（失败请求占比，errors %）".to_owned(),
+        "requests/s" => "请求速率（requests/s）".to_owned(),
+        s if s.starts_with("duration") => format!("请求延迟（{}）", cell(s)),
+        s => format!(" {} ", cell(s)),
     }
 }
 
@@ -952,8 +971,8 @@ mod tests {
         let open = p.find("<<<VERDICT-n0nce\n").unwrap();
         assert!(
             p[open..].contains(
-                "\n发布判定的发现：第 2 行，web-1（已发布）的 errors %：29.805 %，未发布主机 0 %，\
-                 失败请求 107/359，对照 0/719，超出 errorRateMaxPercent 5；\
+                "\n发布判定的发现：第 2 行，web-1（已发布）的错误率（失败请求占比，errors %）：29.805 %，未发布主机 0 %\
+                 （359 个请求中 107 个失败，对照 719 个中 0 个），超出 errorRateMaxPercent 5；\
                  PromQL：sum(rate(http_requests_total{code!~\"2..\",instance=\"web-1\"}[3s]))。\n判定: release"
             ),
             "{p}"
@@ -962,6 +981,7 @@ mod tests {
             p.contains("所测的主机指标都在正常范围内；异常在下方发布判定的发现中。"),
             "the evidence's line points to it: {p}"
         );
+        assert!(p.contains("【根因分析】先写这些发现"), "{p}");
     }
 
     #[test]
