@@ -29,6 +29,7 @@
 //!   the outbox's deliveries; leases, budgets, the queue gate.
 //! - [`http`]: the routes, one file a resource; tokens; the error type.
 //! - [`startup`]: wiring it together and running until shutdown.
+//! - [`gate`]: beside it, the CI client of the analysis (`deploy-diagnosis gate`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,6 +38,7 @@ pub mod changes;
 pub mod config;
 pub mod diagnosis;
 pub mod evidence;
+pub mod gate;
 pub mod http;
 pub mod intake;
 pub mod metrics;

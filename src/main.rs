@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use deploy_diagnosis::config::{Config, Environment};
 use deploy_diagnosis::diagnosis::Outcome;
+use deploy_diagnosis::gate::{self, Gate};
 use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::intake::{self, Subject};
 use deploy_diagnosis::model::changes::Changes;
@@ -52,10 +53,56 @@ enum Command {
     },
     /// Create the store's tables or collections and indexes.
     Migrate,
+    /// Ask a running service's analysis of a deployment until it decides, for a CI job:
+    /// exit 0 proceed, 1 rollback, 2 still hold or inconclusive at the deadline, 3 the
+    /// service could not be asked. The read token comes from DEPLOY_DIAGNOSIS_TOKEN. Needs
+    /// no configuration file.
+    Gate {
+        /// The service's base URL (http://deploy-diagnosis:8080).
+        #[arg(long)]
+        url: String,
+        /// The registered deployment's id.
+        #[arg(long)]
+        deployment: String,
+        /// Keep asking this long while the answer is hold (10m, 90s); without it, ask once.
+        #[arg(long, value_parser = deploy_diagnosis::gate::parse_duration)]
+        wait: Option<std::time::Duration>,
+        /// Between two questions.
+        #[arg(long, default_value = "15s", value_parser = deploy_diagnosis::gate::parse_duration)]
+        interval: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `gate`'s 2 means "still hold": a command line it cannot read is 3, "could
+            // not ask", so a CI job never mistakes a typo for a verdict.
+            let gate = std::env::args().nth(1).as_deref() == Some("gate");
+            return match (e.use_stderr(), gate) {
+                (false, _) => ExitCode::SUCCESS,
+                (true, true) => ExitCode::from(gate::Decision::Unreachable as u8),
+                (true, false) => ExitCode::from(2),
+            };
+        }
+    };
+    if let Command::Gate {
+        url,
+        deployment,
+        wait,
+        interval,
+    } = cli.command
+    {
+        return gate(Gate {
+            url,
+            deployment,
+            wait,
+            interval,
+            token: std::env::var(gate::TOKEN_VAR).ok(),
+        });
+    }
     // `.env` in the working directory, as the design's `.env.template` suggests.
     let env = match Environment::from_process(Path::new(".")) {
         Ok(env) => env,
@@ -78,8 +125,28 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Diagnose { alert } => diagnose(config, &alert).await,
             Command::Migrate => migrate(config).await,
+            Command::Gate { .. } => unreachable!("answered before the configuration is read"),
         }
     })
+}
+
+/// `gate`: no configuration, no logging set up; what it hears goes to stdout.
+fn gate(asked: Gate) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("deploy-diagnosis: starting the async runtime: {e}");
+            return ExitCode::from(gate::Decision::Unreachable as u8);
+        }
+    };
+    let decision = runtime.block_on(async {
+        let mut out = std::io::stdout();
+        gate::run(&asked, &mut out).await
+    });
+    ExitCode::from(decision as u8)
 }
 
 fn fail(message: &str) -> ExitCode {

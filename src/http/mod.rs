@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod auth;
 pub mod deployments;
 pub mod error;
+pub mod flagger;
 pub mod openapi;
 pub mod ops;
 pub mod paging;
@@ -98,6 +99,9 @@ pub fn router(state: AppState) -> Router {
             deployments::delete_deployment
         ))
         .routes(routes!(deployments::get_analysis))
+        .routes(routes!(flagger::rollout))
+        .routes(routes!(flagger::confirm_promotion))
+        .routes(routes!(flagger::rollback))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -149,6 +153,8 @@ fn access(method: &Method, path: &str, protect_metrics: bool) -> Access {
     match (method, path) {
         (_, "/healthz" | "/readyz" | "/openapi.json") => Access::Open,
         (_, "/metrics") if !protect_metrics => Access::Open,
+        // Flagger's webhooks only read: the analysis, answered in its conventions.
+        (&Method::POST, p) if p.starts_with("/v1/flagger/") => Access::Read,
         (&Method::GET | &Method::HEAD, _) => Access::Read,
         _ => Access::Write,
     }

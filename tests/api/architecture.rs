@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline"],
     &["worker"],
     &["http"],
-    &["startup"],
+    &["startup", "gate"],
 ];
 
 /// Who may import the store: the rest of the service gets its inputs as values and hands

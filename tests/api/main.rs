@@ -36,6 +36,7 @@ mod readiness;
 mod real_answers;
 mod release_verdict;
 mod reports;
+mod rollout_tools;
 mod store_contract;
 mod ui;
 mod url_credentials;

@@ -885,7 +885,11 @@ async fn poll_analysis(
 #[tokio::test]
 async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_other() {
     let _heavy = crate::helpers::cpu_heavy().await;
-    let app = app().await;
+    let app = app_with(crate::rollout_tools::with_tokens(Options {
+        evidence_only: true,
+        ..Options::default()
+    }))
+    .await;
     let (status, body) = app.get("/deployments/no-such-rollout/analysis").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.to_string().contains("no-such-rollout"), "{body}");
@@ -1003,4 +1007,7 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
         "report {:#} analysis {now:#}",
         o.release()
     );
+
+    // Flagger, Argo Rollouts and the CI gate say what the analysis says.
+    crate::rollout_tools::tools_agree(&app, &ids[0], &ids[1], &ids[2]).await;
 }
