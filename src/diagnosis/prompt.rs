@@ -246,7 +246,7 @@ fn headline(items: &[EvidenceItem], verdict_found: bool) -> String {
         .take(3)
         .map(|(i, item)| {
             format!(
-                "第 {} 行，资源 {}，{}（实例 {}）：告警后均值 {}，峰值 {}，分数 {:.2}（{}）",
+                "第 {} 行，资源 {}，{}（实例 {}）：告警后均值 {}，峰值 {}，分数 {:.2}（{}）{}",
                 i + 1,
                 resource_name(item),
                 cell(&item.signal),
@@ -255,6 +255,7 @@ fn headline(items: &[EvidenceItem], verdict_found: bool) -> String {
                 format_value(item.scored.peak, &item.unit),
                 item.scored.score,
                 item.scored.verdict.zh(),
+                meaning(item),
             )
         })
         .collect();
@@ -270,6 +271,19 @@ fn headline(items: &[EvidenceItem], verdict_found: bool) -> String {
             "最异常的信号：{}。其余信号分数低于 1.5。\n\n",
             top.join("；")
         )
+    }
+}
+
+/// What a signal's number means, where its name does not say it: Qwen2.5-Coder 1.5B read
+/// `up` falling to 0.167 as "CPU usage high" (`scripts/quality ai down`).
+fn meaning(item: &EvidenceItem) -> String {
+    if item.signal == "up" && item.scored.incident < 1.0 {
+        format!(
+            "，即告警后 Prometheus 有 {:.0}% 的时间抓取不到该实例（实例宕机、网络不通或 exporter 停止：可用性问题）",
+            100.0 * (1.0 - item.scored.incident.clamp(0.0, 1.0))
+        )
+    } else {
+        String::new()
     }
 }
 
@@ -384,7 +398,18 @@ fn build_with_nonce(facts: &Facts<'_>, options: PromptOptions, nonce: &str) -> S
         Some(_) => format!("{TOOLS_TASK}\n{EVIDENCE_TOOLS_TASK}"),
         None => TOOLS_TASK.to_owned(),
     };
-    let mut tasks = vec![tools_task, ANALYSIS_TASK.to_owned()];
+    let anomalous = evidence.is_some_and(|items| {
+        items
+            .iter()
+            .take(EVIDENCE_ROWS)
+            .any(|item| item.scored.score >= ANOMALY_SCORE)
+    });
+    let analysis_task = if anomalous {
+        format!("{ANALYSIS_TASK}\n{EVIDENCE_ANALYSIS_TASK}")
+    } else {
+        ANALYSIS_TASK.to_owned()
+    };
+    let mut tasks = vec![tools_task, analysis_task];
     if let Some(v) = facts.verdict {
         if findings(v).next().is_some() {
             tasks.push(format!("{VERDICT_TASK}\n{VERDICT_FINDINGS_TASK}"));
@@ -637,6 +662,12 @@ fn verdict_block(v: &ReleaseVerdict) -> String {
 /// Comparison rows shown to the model.
 const VERDICT_ROWS: usize = 12;
 
+/// Added when the evidence has anomalous signals: a small model otherwise lists CPU,
+/// memory and network from the first task's checklist before the signal that is
+/// anomalous, and calls normal ones abnormal (`scripts/quality ai`, disk_space and
+/// disk_io with Qwen2.5-Coder 1.5B).
+const EVIDENCE_ANALYSIS_TASK: &str = "   - 【根因分析】从上面「最异常的信号」写起，引用其数值；分数低于 1.5 的信号是正常的，不要写成根因";
+
 const ANALYSIS_TASK: &str = "**分析发布失败的根本原因**
    - 结合告警信息和查询到的指标数据
    - 分析指标之间的关联关系
@@ -843,6 +874,10 @@ mod tests {
             .unwrap_or_else(|| panic!("{p}"));
         assert!(table < headline && headline < p.find("| # | 资源").unwrap());
         assert!(!p.contains("第 2 行"), "a normal signal is not a headline");
+        assert!(
+            p.contains("【根因分析】从上面「最异常的信号」写起"),
+            "the root cause starts from it: {p}"
+        );
         assert_eq!(
             p.matches("\n**你的任务**").count(),
             1,
@@ -865,6 +900,21 @@ mod tests {
             NO_GITHUB,
         );
         assert!(p.contains("最异常的信号：没有信号的分数达到 1.5"), "{p}");
+        assert!(!p.contains("写起"), "nothing anomalous to start from: {p}");
+        let mut down = item("up", 10.0);
+        down.scored.incident = 0.25;
+        down.unit = String::new();
+        let p = build(
+            &Facts {
+                evidence: Some(&[down]),
+                ..Facts::alert(&a)
+            },
+            NO_GITHUB,
+        );
+        assert!(
+            p.contains("Prometheus 有 75% 的时间抓取不到该实例"),
+            "up said in words: {p}"
+        );
     }
 
     #[test]
