@@ -64,7 +64,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m or h)")),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 7.0 * 86_400.0 {
+    if !seconds.is_finite() || !(0.0..=7.0 * 86_400.0).contains(&seconds) {
         return Err(format!("{text:?} is not a duration of at most 7 days"));
     }
     Ok(Duration::from_secs_f64(seconds))
