@@ -32,6 +32,8 @@
 mod fake_llm;
 #[path = "../tests/api/helpers.rs"]
 mod helpers;
+#[path = "../tests/api/receiver.rs"]
+mod receiver;
 #[path = "../tests/api/release_verdict.rs"]
 mod release_verdict;
 #[path = "../tests/api/servers.rs"]

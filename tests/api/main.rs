@@ -33,6 +33,7 @@ mod openapi;
 mod providers;
 mod range_summary;
 mod readiness;
+mod receiver;
 mod real_answers;
 mod release_verdict;
 mod reports;

@@ -5,185 +5,16 @@
 //! `kill -9` between the report's completion and its delivery loses nothing.
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
-use base64::Engine as _;
 use serde_json::Value;
 
 use crate::fake_llm::{FakeLlm, Script};
 use crate::helpers::{
     alertmanager_body, api_key, config_yaml, deployment_id, spawn_app, wait_final, Options,
 };
+use crate::receiver::{Mode, Receiver, SECRET};
 use crate::servers::{free_port, prometheus, wait_http};
-
-/// The secret every signed sink of these tests uses.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// How a receiver answers.
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    /// 204 to every valid message.
-    Accept,
-    /// 500 to the first `n` valid messages, then 204.
-    FailFirst(usize),
-    /// Never answers.
-    Hang,
-    /// `503` with `Retry-After: 10000000000000` (seconds: 317,000 years) to every message.
-    Throttle,
-}
-
-/// One message as received.
-#[derive(Clone, Debug)]
-struct Received {
-    id: String,
-    body: Value,
-}
-
-struct Inner {
-    mode: Mode,
-    secret: Option<Vec<u8>>,
-    received: Mutex<Vec<Received>>,
-    refused: Mutex<Vec<String>>,
-}
-
-/// A receiver on its own port.
-#[derive(Clone)]
-struct Receiver {
-    url: String,
-    inner: Arc<Inner>,
-}
-
-/// The Standard Webhooks check: `v1,<Base64 HMAC-SHA256 of "id.timestamp.body">` among the
-/// signatures, the timestamp within five minutes.
-fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
-    use hmac::{Hmac, KeyInit, Mac};
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or(format!("missing {name}"))
-    };
-    let (id, timestamp, signatures) = (
-        header("webhook-id")?,
-        header("webhook-timestamp")?,
-        header("webhook-signature")?,
-    );
-    let at: i64 = timestamp.parse().map_err(|_| "bad timestamp".to_owned())?;
-    if (chrono::Utc::now().timestamp() - at).abs() > 300 {
-        return Err("timestamp too far from now".into());
-    }
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    if signatures
-        .split(' ')
-        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
-    {
-        Ok(id)
-    } else {
-        Err(format!("no signature matches: {signatures}"))
-    }
-}
-
-async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let id = match &r.secret {
-        Some(secret) => match verify(secret, &headers, &body) {
-            Ok(id) => id,
-            Err(why) => {
-                r.refused.lock().unwrap().push(why);
-                return StatusCode::UNAUTHORIZED.into_response();
-            }
-        },
-        None => headers
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    if body["version"] != 1 || !body["type"].as_str().unwrap_or("").starts_with("report.") {
-        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
-    }
-    let seen = {
-        let mut received = r.received.lock().unwrap();
-        received.push(Received { id, body });
-        received.len()
-    };
-    match r.mode {
-        Mode::Accept => StatusCode::NO_CONTENT.into_response(),
-        Mode::FailFirst(n) if seen <= n => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Mode::FailFirst(_) => StatusCode::NO_CONTENT.into_response(),
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Mode::Throttle => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("retry-after", "10000000000000")],
-        )
-            .into_response(),
-    }
-}
-
-impl Receiver {
-    async fn start(mode: Mode, secret: Option<&str>) -> Self {
-        Self::start_on(free_port(), mode, secret).await
-    }
-
-    async fn start_on(port: u16, mode: Mode, secret: Option<&str>) -> Self {
-        let inner = Arc::new(Inner {
-            mode,
-            secret: secret.and_then(deploy_diagnosis::config::webhook_secret),
-            received: Mutex::new(Vec::new()),
-            refused: Mutex::new(Vec::new()),
-        });
-        let app = Router::new()
-            .route("/hook", post(receive))
-            .with_state(Arc::clone(&inner));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            inner,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.inner.received.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` messages came.
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let start = Instant::now();
-        loop {
-            let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                start.elapsed() < within,
-                "{} of {n} messages at {} (refused: {:?})",
-                got.len(),
-                self.url,
-                self.inner.refused.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// A `Notify:` section with these sinks (name, url, secret).
 fn notify_yaml(sinks: &[(&str, &str, Option<&str>)]) -> String {
@@ -444,6 +275,203 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
         "the same id after the restart"
     );
     assert_eq!(got[0].body["report"]["deploymentId"], id.as_str());
+}
+
+/// A rollback request pending at `kill -9` (the platform down) reaches the platform after
+/// the restart, signed, under the same id and `Idempotency-Key`; accepted once, it is not
+/// sent again. The report is written as the worker concludes a *rollback* verdict (its
+/// ending and the request in one write; `release_verdict.rs` has the verdict make it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_the_restart() {
+    use deploy_diagnosis::model::deployment::{Deployment, Host, RollbackPolicy, Strategy};
+    use deploy_diagnosis::model::notify::Notification;
+    use deploy_diagnosis::model::report::{Ending, Engine, Finish, Report, ReportBody};
+    use deploy_diagnosis::store::{DeploymentStore, ReportStore};
+
+    let prom = prometheus().await;
+    let llm = FakeLlm::start(
+        Script::ToolThenReport { query: "up".into() },
+        Duration::ZERO,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = config_yaml(
+        &Options {
+            sections: "Release:\n  AutoRollback: true\n".into(),
+            ..Options::default()
+        },
+        &llm.base_url,
+        &prom.url,
+        dir.path(),
+        None,
+    );
+    let config = dir.path().join("deploy-diagnosis.yaml");
+    std::fs::write(&config, yaml).unwrap();
+
+    let id = deployment_id("rollback-kill");
+    let deployment_id = deploy_diagnosis::model::alert::DeploymentId::parse(&id).unwrap();
+    {
+        let store = deploy_diagnosis::store::embedded::EmbeddedStore::open(
+            &dir.path().join("reports.sqlite3"),
+        )
+        .unwrap();
+        store.migrate().await.unwrap();
+        let now = chrono::Utc::now();
+        store
+            .put_deployment(&Deployment {
+                deployment_id: deployment_id.clone(),
+                service: "shop".into(),
+                repo_address: String::new(),
+                tag: "v2.0.0".into(),
+                previous_tag: "v1.9.0".into(),
+                commit: String::new(),
+                hosts: vec![Host::released("web-1")],
+                strategy: Strategy::Canary,
+                environment: "production".into(),
+                started_at: now,
+                finished_at: None,
+                red: None,
+                thresholds: None,
+                url: String::new(),
+                rollback_policy: Some(RollbackPolicy {
+                    auto_rollback: true,
+                    url: format!("http://127.0.0.1:{port}/hook"),
+                    secret: SECRET.into(),
+                    signed: true,
+                }),
+                created_time: now,
+                updated_time: now,
+            })
+            .await
+            .unwrap();
+        let mut alert = deploy_diagnosis::model::alert::Alert {
+            status: "firing".into(),
+            alertname: "HighErrorRate".into(),
+            ..Default::default()
+        };
+        alert.labels.insert("deploymentId".into(), id.clone());
+        store
+            .insert(&Report::new(deployment_id.clone(), alert, now))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_next("w1", now, now + chrono::Duration::seconds(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let release = serde_json::from_value(serde_json::json!({
+            "verdict": "release", "recommendation": "rollback", "confidence": 0.99,
+            "reasons": ["web-1 errors %: 30% against 0% on the controls"], "comparisons": []
+        }))
+        .unwrap();
+        let finish = Finish {
+            ending: Ending::Completed {
+                body: ReportBody {
+                    prom_ql: vec!["up".into()],
+                    content: "【问题概述】a【根因分析】b【影响范围】c【解决方案】d".into(),
+                },
+                engine: Engine::Evidence,
+                ai_error: None,
+            },
+            raw_output: None,
+            runner: None,
+            now,
+            duration_ms: 1,
+            usage: None,
+            release: Some(release),
+            notify: vec![Notification::rollback(
+                &claimed.id,
+                claimed.version,
+                "v2.0.0",
+                false,
+                now,
+            )],
+        };
+        assert!(store.finish(&deployment_id, "w1", &finish).await.unwrap());
+    }
+
+    let key = api_key();
+    let start = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
+            .args(["serve", "-f"])
+            .arg(&config)
+            .env("AI_API_KEY", &key)
+            .env("DD_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts")
+    };
+    let client = reqwest::Client::new();
+    let report_of = |address: String| {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            let report: Value = client
+                .get(format!("{address}/reports/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            report
+        }
+    };
+    let first_port = free_port();
+    let mut first = start(first_port);
+    let address = format!("http://127.0.0.1:{first_port}");
+    wait_http(&format!("{address}/healthz"), "the service").await;
+    // Tried and failed at least once: the platform is not there yet.
+    let started = Instant::now();
+    let pending = loop {
+        let report = report_of(address.clone()).await;
+        let n = report["notifications"][0].clone();
+        if n["attempts"].as_u64() >= Some(1) {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&pending["sink"], &pending["state"]),
+        (
+            &serde_json::json!("rollback"),
+            &serde_json::json!("pending")
+        ),
+        "{pending:#}"
+    );
+    first.kill().unwrap(); // SIGKILL: no shutdown code runs
+    first.wait().unwrap();
+
+    let platform = Receiver::start_on(port, Mode::Accept, Some(SECRET)).await;
+    let second_port = free_port();
+    let mut second = start(second_port);
+    let address = format!("http://127.0.0.1:{second_port}");
+    let got = platform.wait_for(1, Duration::from_secs(60)).await;
+    // Accepted: the report says so, and nothing more is sent.
+    let started = Instant::now();
+    let delivered = loop {
+        let report = report_of(address.clone()).await;
+        if report["notifications"][0]["state"] == "delivered" {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(platform.received().len(), 1, "{:#?}", platform.received());
+    assert_eq!(got[0].id, pending["id"].as_str().unwrap(), "the same id");
+    assert_eq!(got[0].idempotency_key.as_deref(), Some(got[0].id.as_str()));
+    assert_eq!(got[0].body["type"], "deployment.rollback");
+    assert_eq!(got[0].body["tag"], "v2.0.0");
+    assert_eq!(got[0].body["previousTag"], "v1.9.0");
+    assert!(
+        !delivered.to_string().contains(&SECRET[6..]),
+        "the report never holds the secret: {delivered:#}"
+    );
 }
 
 /// A `Notify:` section for the chat platforms of `chat`, each with these extra lines.
