@@ -10,7 +10,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::changes::ChangeSource;
-use crate::config::Config;
+use crate::config::{AutoRollback, Config};
 use crate::diagnosis::Diagnoser;
 use crate::evidence::{Gatherer, Prometheus};
 use crate::http::auth::Tokens;
@@ -154,11 +154,14 @@ pub async fn run(
         wake: Arc::clone(&wake),
         sinks: Arc::clone(&sinks),
         config: config.worker.clone(),
+        auto_rollback: config.release.auto_rollback,
     });
-    let outbox = (!sinks.is_empty()).then(|| {
+    let rollbacks = config.release.auto_rollback == AutoRollback::On;
+    let outbox = (!sinks.is_empty() || rollbacks).then(|| {
         Outbox::start(OutboxContext {
             store: Arc::clone(&store),
             sinks: Arc::clone(&sinks),
+            deployments: Arc::clone(&stores.deployments),
             wake: Arc::clone(&wake),
             poll: config.worker.poll,
             metrics: Arc::clone(&metrics),

@@ -121,6 +121,13 @@ impl Config {
                     format!("{:?} names two sinks", sink.name),
                 ));
             }
+            if sink.name == crate::model::notify::ROLLBACK_SINK {
+                return Err(invalid(
+                    &key("Name"),
+                    "\"rollback\" is the outbox's name for the rollback requests of deployments' \
+                     rollback policies; name the sink otherwise",
+                ));
+            }
             let secret = sink.secret.expose();
             match sink.kind {
                 SinkKind::Webhook
@@ -597,6 +604,24 @@ AI:
             .to_string();
         assert!(
             err.contains("Release.Thresholds.ErrorRateMaxPercent"),
+            "{err}"
+        );
+        // Automatic rollback: off unless turned on, YAML's booleans or dry-run.
+        assert_eq!(with("").unwrap().release.auto_rollback, AutoRollback::Off);
+        for (yaml, expected) in [
+            ("true", AutoRollback::On),
+            ("false", AutoRollback::Off),
+            ("dry-run", AutoRollback::DryRun),
+            ("Dry-Run", AutoRollback::DryRun),
+        ] {
+            let c = with(&format!("Release:\n  AutoRollback: {yaml}\n")).unwrap();
+            assert_eq!(c.release.auto_rollback, expected, "{yaml}");
+        }
+        let err = with("Release:\n  AutoRollback: sometimes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Release.AutoRollback") && err.contains("dry-run"),
             "{err}"
         );
     }

@@ -127,6 +127,7 @@ pub const KEYS: &[&str] = &[
     "Release.MinRequests",
     "Release.WatchMinutes",
     "Release.AnalysisCacheSeconds",
+    "Release.AutoRollback",
     "GitHub",
     "GitHub.APIURL",
     "GitHub.Repos",
@@ -914,6 +915,25 @@ pub struct ReleaseConfig {
         deserialize_with = "value::seconds::<0, _>"
     )]
     pub analysis_cache: Duration,
+    /// Whether a *rollback* verdict may ask the platform to roll back, for a deployment
+    /// whose `rollbackPolicy.autoRollback` is true.
+    #[serde(rename = "autorollback", deserialize_with = "value::variant")]
+    pub auto_rollback: AutoRollback,
+}
+
+/// `Release.AutoRollback`: the switch over every deployment's rollback policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AutoRollback {
+    /// Never ask (the default: it must be turned on).
+    #[default]
+    #[serde(rename = "false")]
+    Off,
+    /// Ask, where the deployment's policy says so.
+    #[serde(rename = "true")]
+    On,
+    /// Record on the report what would have been sent, and send nothing.
+    #[serde(rename = "dry-run")]
+    DryRun,
 }
 
 impl Default for ReleaseConfig {
@@ -925,6 +945,7 @@ impl Default for ReleaseConfig {
             min_requests: 50,
             watch: Duration::from_secs(30 * 60),
             analysis_cache: Duration::from_secs(10),
+            auto_rollback: AutoRollback::Off,
         }
     }
 }

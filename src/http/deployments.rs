@@ -19,7 +19,8 @@ use super::paging::{next_cursor, page, ListQuery, PageQuery};
 use super::AppState;
 use crate::model::alert::DeploymentId;
 use crate::model::deployment::{
-    host_key, Deployment, Host, HostForm, HostStatus, RedQueries, RepoName, Strategy, Thresholds,
+    host_key, Deployment, Host, HostForm, HostStatus, RedQueries, RepoName, RollbackPolicy,
+    Strategy, Thresholds,
 };
 use crate::model::verdict::Analysis;
 use crate::store::Upsert;
@@ -73,6 +74,64 @@ pub(super) struct DeploymentInput {
     thresholds: Option<ThresholdsInput>,
     #[serde(default)]
     url: String,
+    #[serde(default)]
+    rollback_policy: Option<RollbackPolicyInput>,
+}
+
+/// `rollbackPolicy`, as sent (the design's `RollbackPolicy`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RollbackPolicyInput {
+    /// Ask the platform to roll back on a *rollback* verdict (`Release.AutoRollback` must
+    /// allow it too).
+    #[serde(default)]
+    auto_rollback: bool,
+    /// Where the rollback request is POSTed (http or https).
+    #[serde(default)]
+    url: String,
+    /// The Standard Webhooks secret the request is signed with (`whsec_` and base64);
+    /// stored, never shown.
+    #[serde(default)]
+    secret: String,
+}
+
+impl RollbackPolicyInput {
+    fn check(self) -> Result<RollbackPolicy, FieldError> {
+        let url = self.url.trim();
+        if !url.is_empty() {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                field_error(
+                    "rollbackPolicy.url",
+                    format!("rollbackPolicy.url is not a URL ({e})"),
+                )
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || url.len() > MAX_FIELD_LEN {
+                return Err(field_error(
+                    "rollbackPolicy.url",
+                    format!("rollbackPolicy.url must be an http or https URL of at most {MAX_FIELD_LEN} characters"),
+                ));
+            }
+        } else if self.auto_rollback {
+            return Err(field_error(
+                "rollbackPolicy.url",
+                "rollbackPolicy.autoRollback is true but rollbackPolicy.url is empty: where should the rollback request go?",
+            ));
+        }
+        let secret = self.secret.trim();
+        if !secret.is_empty() && crate::config::webhook_secret(secret).is_none() {
+            // The value is not echoed: it is a secret.
+            return Err(field_error(
+                "rollbackPolicy.secret",
+                "rollbackPolicy.secret must be a Standard Webhooks secret: whsec_ followed by base64",
+            ));
+        }
+        Ok(RollbackPolicy {
+            auto_rollback: self.auto_rollback,
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+            signed: !secret.is_empty(),
+        })
+    }
 }
 
 /// `red`, as sent: PromQL templates in which `{{hostname}}` stands for one host.
@@ -395,6 +454,10 @@ impl DeploymentInput {
             red,
             thresholds,
             url: check_text("url", &self.url)?,
+            rollback_policy: self
+                .rollback_policy
+                .map(RollbackPolicyInput::check)
+                .transpose()?,
             created_time: now,
             updated_time: now,
         })

@@ -23,7 +23,7 @@ use super::error::{ErrorBody, ErrorDetail};
 use super::MAX_LIST_LIMIT;
 use crate::model::report::{Engine, ReportStatus};
 use crate::model::verdict::Attribution;
-use crate::notify::Envelope;
+use crate::notify::{Envelope, RollbackRequest};
 
 /// Tags, the error body and this document's own route; the other paths come from the
 /// router.
@@ -37,7 +37,7 @@ use crate::notify::Envelope;
             evidence and the AI's or the evidence's diagnosis out.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(ErrorBody, ErrorDetail, Envelope)),
+    components(schemas(ErrorBody, ErrorDetail, Envelope, RollbackRequest)),
     tags(
         (name = "alerts", description = "The Alertmanager webhook"),
         (name = "reports", description = "Diagnosis reports, one per deployment"),
@@ -140,6 +140,35 @@ fn webhooks() -> Value {
                     "4XX": {"description": "Not sent again (the request itself is wrong), except 408"},
                     "default": {"description": "Sent again with exponential backoff and jitter, \
                         up to `Notify.MaxAttempts` (`Retry-After` honoured)"},
+                },
+            }
+        },
+        "rollback": {
+            "post": {
+                "summary": "A rollback request, posted to a deployment's rollbackPolicy.url",
+                "description": "Sent when a report's verdict recommends rollback, \
+                    `Release.AutoRollback` is true and the deployment's \
+                    `rollbackPolicy.autoRollback` is true: once per deployment and tag, at \
+                    least once (the same `webhook-id` and `Idempotency-Key` on every attempt \
+                    and after a restart).",
+                "parameters": [
+                    header("webhook-id", true, "^.+$", "The request's stable id (the body's `id`)"),
+                    header("idempotency-key", true, "^.+$", "The same id, for platforms that deduplicate on it"),
+                    header("webhook-timestamp", true, "^[0-9]+$", "This attempt's Unix time in seconds"),
+                    header("webhook-signature", false, "^v1,[A-Za-z0-9+/]+=*$",
+                        "`v1,` and the Base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, \
+                         keyed by the Base64-decoded part of the policy's `whsec_` secret; absent \
+                         without a secret"),
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RollbackRequest"}}},
+                },
+                "responses": {
+                    "2XX": {"description": "Accepted: the report shows it"},
+                    "4XX": {"description": "Not sent again (the request itself is wrong), except 408 and 429"},
+                    "default": {"description": "Sent again with exponential backoff and jitter, \
+                        up to `Notify.MaxAttempts`"},
                 },
             }
         }

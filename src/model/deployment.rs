@@ -57,6 +57,10 @@ pub struct Deployment {
     /// A link to the pipeline run or release page.
     #[serde(default)]
     pub url: String,
+    /// What the platform does when the verdict is *rollback* (the design's
+    /// `RollbackPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_policy: Option<RollbackPolicy>,
     /// When it was first registered.
     pub created_time: DateTime<Utc>,
     /// When it was last registered.
@@ -172,6 +176,28 @@ pub struct RedQueries {
     pub errors: String,
     /// Duration, in seconds.
     pub duration: String,
+}
+
+/// The platform's rollback policy of a deployment: whether the service may ask for a
+/// rollback when its verdict says *rollback* (`Release.AutoRollback` must allow it too),
+/// where, and the Standard Webhooks secret the request is signed with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// Ask the platform to roll back on a *rollback* verdict.
+    #[serde(default)]
+    pub auto_rollback: bool,
+    /// Where the rollback request is POSTed.
+    #[serde(default)]
+    pub url: String,
+    /// The signing secret (`whsec_` and base64): stored, never shown (it is left out of
+    /// every answer, report and page).
+    #[serde(default, skip_serializing)]
+    #[schema(ignore)]
+    pub secret: String,
+    /// Whether a signing secret is set.
+    #[serde(default)]
+    pub signed: bool,
 }
 
 /// The application's health thresholds (absolute limits; unset: none).

@@ -24,6 +24,10 @@ impl Event {
     }
 }
 
+/// The outbox's name for a rollback request, sent to a deployment's `rollbackPolicy.url`
+/// rather than to a configured sink.
+pub const ROLLBACK_SINK: &str = "rollback";
+
 /// Where a notification is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +40,8 @@ pub enum DeliveryState {
     Failed,
     /// The sink said it is gone (`410`); not tried again until a restart.
     Disabled,
+    /// Recorded and not sent (a rollback request under `Release.AutoRollback: dry-run`).
+    DryRun,
 }
 
 /// One notification of one version to one sink.
@@ -86,6 +92,29 @@ impl Notification {
         }
     }
 
+    /// The rollback request of report `report_id` for the release `tag`, asked by version
+    /// `version`: one per deployment and tag, its id the idempotency key the platform
+    /// receives (`<report id>.rollback.<tag>`).
+    pub fn rollback(
+        report_id: &str,
+        version: u32,
+        tag: &str,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut n = Self::new(report_id, version, ROLLBACK_SINK, Event::Completed, now);
+        n.id = format!("{report_id}.{ROLLBACK_SINK}.{tag}");
+        if dry_run {
+            n.state = DeliveryState::DryRun;
+        }
+        n
+    }
+
+    /// Whether it is a rollback request (not a report's notification to a sink).
+    pub fn is_rollback(&self) -> bool {
+        self.sink == ROLLBACK_SINK
+    }
+
     /// Whether it waits for an attempt.
     pub fn pending(&self) -> bool {
         self.state == DeliveryState::Pending
@@ -110,7 +139,9 @@ pub const KEPT_PER_SINK: usize = 3;
 /// and only the newest [`KEPT_PER_SINK`] of each sink are kept.
 pub fn superseded_by(notifications: &[Notification], version: u32) -> Vec<Notification> {
     let given_up = notifications.iter().cloned().map(|mut n| {
-        if n.pending() && n.version < version {
+        // A rollback request stands whatever later versions say: the release it asks to
+        // take back was judged bad once, and the platform deduplicates by its id.
+        if n.pending() && n.version < version && !n.is_rollback() {
             n.state = DeliveryState::Failed;
             n.last_error = Some(format!(
                 "superseded: version {} was re-diagnosed before this was delivered",

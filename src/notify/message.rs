@@ -16,6 +16,7 @@
 use serde_json::{json, Value};
 
 use crate::model::evidence::format_value;
+use crate::model::notify::DeliveryState;
 use crate::model::report::{Report, ReportStatus};
 use crate::model::verdict::Recommendation;
 
@@ -119,6 +120,17 @@ impl Summary {
             if let Some(reason) = r.reasons.first() {
                 line.push('。');
                 line.push_str(&field(reason));
+            }
+            if let Some(n) = report.notifications.iter().find(|n| n.is_rollback()) {
+                line.push_str(match n.state {
+                    DeliveryState::DryRun => "。自动回滚（dry-run）：本会请求回滚，未发送",
+                    DeliveryState::Pending | DeliveryState::Delivered => {
+                        "。已按部署的回滚策略自动请求回滚"
+                    }
+                    DeliveryState::Failed | DeliveryState::Disabled => {
+                        "。自动回滚请求未被平台接受：请手动回滚"
+                    }
+                });
             }
             line
         });

@@ -27,6 +27,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::config::{webhook_secret, Config, HttpUrl, SinkConfig, SinkKind};
+use crate::model::deployment::Deployment;
 use crate::model::notify::{Event, Notification};
 use crate::model::report::{Finish, Report, ReportStatus, ReportView};
 use message::Summary;
@@ -54,6 +55,42 @@ pub struct Envelope {
     pub link: String,
     /// The report, as `GET /reports/{deployment_id}` shows it.
     pub report: ReportView,
+}
+
+/// What a rollback request posts to a deployment's `rollbackPolicy.url`: the release to
+/// take back and the verdict that asks it, signed like the webhooks (Standard Webhooks),
+/// its `id` also the `webhook-id` and `Idempotency-Key` headers: one per deployment and
+/// tag, the same on every attempt and after a restart.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// `deployment.rollback`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^deployment\\.rollback$")]
+    pub kind: &'static str,
+    /// The envelope's shape: 1.
+    pub version: u32,
+    /// The request's stable id (`{reportId}.rollback.{tag}`).
+    pub id: String,
+    /// When this attempt was made (RFC 3339).
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: String,
+    /// The deployment.
+    pub deployment_id: String,
+    /// Its service.
+    pub service: String,
+    /// Its environment.
+    pub environment: String,
+    /// The release to take back.
+    pub tag: String,
+    /// The release before it (what to go back to), as registered.
+    pub previous_tag: String,
+    /// The hosts that run the release.
+    pub hosts: Vec<String>,
+    /// The verdict (`release`), its recommendation (`rollback`), confidence and reasons.
+    pub verdict: serde_json::Value,
+    /// The report's page.
+    pub link: String,
 }
 
 /// Characters of a receiver's answer kept as the reason of a failed attempt.
@@ -208,6 +245,89 @@ impl Sinks {
             self.lock_disabled().insert(sink.name.clone());
         }
         result
+    }
+
+    /// One attempt of the rollback request `notification` of `report`, to the policy of
+    /// `deployment` as registered now (its URL and secret are read at each attempt, so a
+    /// corrected registration is used by the next one).
+    pub async fn rollback(
+        &self,
+        notification: &Notification,
+        report: &Report,
+        deployment: Option<&Deployment>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Failure> {
+        let never = |why: String| Failure {
+            retry: Retry::Never,
+            why,
+        };
+        let deployment = deployment.ok_or_else(|| {
+            never("the deployment is no longer registered: its rollback policy is gone".into())
+        })?;
+        let policy = deployment
+            .rollback_policy
+            .as_ref()
+            .filter(|p| p.auto_rollback && !p.url.is_empty())
+            .ok_or_else(|| {
+                never(
+                    "the deployment's rollbackPolicy no longer asks for an automatic rollback"
+                        .into(),
+                )
+            })?;
+        let release = report.release.as_ref();
+        let body = serde_json::to_vec(&RollbackRequest {
+            kind: "deployment.rollback",
+            version: ENVELOPE_VERSION,
+            id: notification.id.clone(),
+            timestamp: now.to_rfc3339(),
+            deployment_id: deployment.deployment_id.to_string(),
+            service: deployment.service.clone(),
+            environment: deployment.environment.clone(),
+            tag: deployment.tag.clone(),
+            previous_tag: deployment.previous_tag.clone(),
+            hosts: deployment
+                .hosts
+                .iter()
+                .filter(|h| h.status.runs_release())
+                .map(|h| h.name.clone())
+                .collect(),
+            verdict: json!({
+                "verdict": release.map(|r| r.verdict.as_str()),
+                "recommendation": release.map(|r| r.recommendation.as_str()),
+                "confidence": release.map(|r| r.confidence),
+                "reasons": release.map(|r| r.reasons.clone()).unwrap_or_default(),
+            }),
+            link: self.link(report),
+        })
+        .map_err(|e| never(format!("the request could not be written as JSON: {e}")))?;
+        let timestamp = now.timestamp().to_string();
+        let mut request = self
+            .http
+            .post(&policy.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &notification.id)
+            .header("webhook-timestamp", &timestamp)
+            .header("idempotency-key", &notification.id);
+        if let Some(key) = webhook_secret(&policy.secret) {
+            request = request.header(
+                "webhook-signature",
+                format!(
+                    "v1,{}",
+                    sign_webhook(&key, &notification.id, &timestamp, &body)
+                ),
+            );
+        }
+        let response = request.body(body).send().await.map_err(|e| Failure {
+            retry: Retry::Backoff,
+            why: describe_send_error(&e),
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = retry_after(&response);
+        let answer = response.text().await.unwrap_or_default();
+        Err(status_failure(status, retry_after, &answer))
     }
 
     fn lock_disabled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

@@ -22,7 +22,9 @@ use super::{
 use crate::model::alert::{Alert, DeploymentId};
 use crate::model::budget::{BudgetLedger, Caps, Exhausted};
 use crate::model::changes::Changes;
-use crate::model::deployment::{Deployment, Host, RedQueries, Strategy, Thresholds};
+use crate::model::deployment::{
+    Deployment, Host, RedQueries, RollbackPolicy, Strategy, Thresholds,
+};
 use crate::model::evidence::{EvidenceItem, Gathered, Unmeasured};
 use crate::model::notify::{self, Notification};
 use crate::model::report::{
@@ -102,6 +104,12 @@ struct DeploymentDoc {
     thresholds: Option<Thresholds>,
     #[serde(default)]
     url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollback_policy: Option<RollbackPolicy>,
+    /// The rollback policy's secret, beside the policy (which never serializes it); left
+    /// out of a report's snapshot.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    rollback_secret: String,
     created_time: bson::DateTime,
     updated_time: bson::DateTime,
 }
@@ -122,7 +130,7 @@ fn read_snapshot<'de, D: serde::Deserializer<'de>>(
     Ok(match snapshot {
         None => None,
         Some(Snapshot::Doc(doc)) => Some(doc),
-        Some(Snapshot::Api(api)) => Some(DeploymentDoc::from_deployment(&api)),
+        Some(Snapshot::Api(api)) => Some(DeploymentDoc::snapshot(&api)),
     })
 }
 
@@ -144,8 +152,22 @@ impl DeploymentDoc {
             red: d.red.clone(),
             thresholds: d.thresholds,
             url: d.url.clone(),
+            rollback_policy: d.rollback_policy.clone(),
+            rollback_secret: d
+                .rollback_policy
+                .as_ref()
+                .map(|p| p.secret.clone())
+                .unwrap_or_default(),
             created_time: bdate(d.created_time),
             updated_time: bdate(d.updated_time),
+        }
+    }
+
+    /// A report's copy: the same, without the rollback policy's secret.
+    fn snapshot(d: &Deployment) -> Self {
+        Self {
+            rollback_secret: String::new(),
+            ..Self::from_deployment(d)
         }
     }
 
@@ -166,6 +188,10 @@ impl DeploymentDoc {
             red: self.red,
             thresholds: self.thresholds,
             url: self.url,
+            rollback_policy: self.rollback_policy.map(|p| RollbackPolicy {
+                secret: self.rollback_secret,
+                ..p
+            }),
             created_time: cdate(self.created_time),
             updated_time: cdate(self.updated_time),
         })
@@ -349,7 +375,7 @@ impl ReportDoc {
             engine: r.engine,
             ai_error: r.ai_error.clone(),
             feedback: r.feedback.clone(),
-            deployment: r.deployment.as_ref().map(DeploymentDoc::from_deployment),
+            deployment: r.deployment.as_ref().map(DeploymentDoc::snapshot),
             changes: r.changes.clone(),
             related_alerts: r.related_alerts.clone(),
             related_rev: None,
@@ -603,7 +629,7 @@ impl ReportStore for MongoStore {
                     "foreignField": "deploymentId", "as": "registered",
                 } },
                 doc! { "$set": { "deployment": { "$arrayElemAt": ["$registered", 0] } } },
-                doc! { "$unset": ["registered", "deployment._id"] },
+                doc! { "$unset": ["registered", "deployment._id", "deployment.rollbackSecret"] },
             ]);
         }
         pipeline.push(doc! { "$merge": {
@@ -847,7 +873,7 @@ impl ReportStore for MongoStore {
         deployment: &Deployment,
     ) -> Result<bool, StoreError> {
         let generating = Bson::String("generating".into());
-        let snapshot = DeploymentDoc::from_deployment(deployment);
+        let snapshot = DeploymentDoc::snapshot(deployment);
         self.set_field(deployment_id, version, generating, "deployment", &snapshot)
             .await
     }

@@ -26,12 +26,13 @@ use async_trait::async_trait;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WorkerConfig;
+use crate::config::{AutoRollback, WorkerConfig};
 use crate::diagnosis::{Diagnosed, Outcome};
 use crate::metrics::Metrics;
 use crate::model::deployment::Deployment;
+use crate::model::notify::Notification;
 use crate::model::report::{Ending, FailureKind, Finish, Report};
-use crate::model::verdict::ReleaseVerdict;
+use crate::model::verdict::{Recommendation, ReleaseVerdict};
 use crate::notify::Sinks;
 use crate::outside;
 use crate::pipeline::{Job, KnownEvidence, Ledger, Output, Pipeline};
@@ -63,6 +64,8 @@ pub struct WorkerContext {
     pub sinks: Arc<Sinks>,
     /// Settings.
     pub config: WorkerConfig,
+    /// `Release.AutoRollback`.
+    pub auto_rollback: AutoRollback,
 }
 
 /// The running pool.
@@ -327,6 +330,68 @@ async fn process(ctx: &WorkerContext, owner: &str, report: &Report, abort: &Canc
     conclude(ctx, run, diagnosed, release).await;
 }
 
+/// The rollback request a *rollback* verdict makes, when `Release.AutoRollback` allows it
+/// and the deployment's registered `rollbackPolicy.autoRollback` is true: once per
+/// deployment and tag (a report that asked for this tag already asks nothing more). Under
+/// `dry-run` it is recorded and not sent.
+async fn rollback_request(
+    ctx: &WorkerContext,
+    report: &Report,
+    finish: &Finish,
+) -> Option<Notification> {
+    if ctx.auto_rollback == AutoRollback::Off
+        || finish.release.as_ref()?.recommendation != Recommendation::Rollback
+    {
+        return None;
+    }
+    let deployment = match ctx.deployments.get_deployment(&report.deployment_id).await {
+        Ok(d) => d?,
+        Err(e) => {
+            tracing::warn!(error = %e, "the registry could not be read: no rollback request");
+            return None;
+        }
+    };
+    let policy = deployment.rollback_policy.as_ref()?;
+    if !policy.auto_rollback || policy.url.is_empty() {
+        return None;
+    }
+    let request = Notification::rollback(
+        &report.id,
+        report.version,
+        &rollback_key(&deployment),
+        ctx.auto_rollback == AutoRollback::DryRun,
+        finish.now,
+    );
+    if report.notifications.iter().any(|n| n.id == request.id) {
+        return None;
+    }
+    tracing::warn!(
+        tag = %deployment.tag,
+        dry_run = ctx.auto_rollback == AutoRollback::DryRun,
+        "the verdict is rollback and the deployment's policy asks for it: rollback requested"
+    );
+    Some(request)
+}
+
+/// The release a rollback request names, as a header-safe key: the tag (else the time the
+/// rollout started), characters outside `A-Za-z0-9._-` percent-encoded.
+fn rollback_key(d: &Deployment) -> String {
+    let raw = if d.tag.is_empty() {
+        d.started_at.timestamp_millis().to_string()
+    } else {
+        d.tag.clone()
+    };
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The diagnosis of one claim, for its conclusion.
 struct Run<'a> {
     owner: &'a str,
@@ -396,10 +461,9 @@ async fn conclude(
         release,
         notify: Vec::new(),
     };
-    let finish = Finish {
-        notify: ctx.sinks.for_finish(report, &finish),
-        ..finish
-    };
+    let mut notify = ctx.sinks.for_finish(report, &finish);
+    notify.extend(rollback_request(ctx, report, &finish).await);
+    let finish = Finish { notify, ..finish };
     match finish_with_retries(ctx, id, owner, &finish, lease_gone).await {
         Ok(true) => {
             if !finish.notify.is_empty() {

@@ -21,7 +21,7 @@ use crate::model::notify::{DeliveryState, Notification};
 use crate::model::report::Report;
 use crate::notify::{next_attempt, Failure, Retry, Sinks};
 use crate::outside;
-use crate::store::{ReportStore, StoreError, Wake};
+use crate::store::{DeploymentStore, ReportStore, StoreError, Wake};
 
 /// Deliveries at once (each sends every due message of one report, in parallel).
 const DELIVERIES: usize = 4;
@@ -33,6 +33,8 @@ pub struct OutboxContext {
     pub store: Arc<dyn ReportStore>,
     /// The sinks.
     pub sinks: Arc<Sinks>,
+    /// The registry, for a rollback request's policy (read at each attempt).
+    pub deployments: Arc<dyn DeploymentStore>,
     /// Woken when a report finishes.
     pub wake: Arc<Wake>,
     /// How often an idle delivery looks for due messages (`Worker.PollSeconds`).
@@ -144,6 +146,27 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
     let now = Utc::now();
     let due: Vec<&Notification> = due(report, now).collect();
     let attempts = due.iter().map(|n| async move {
+        if n.is_rollback() {
+            let deployment = ctx
+                .deployments
+                .get_deployment(&report.deployment_id)
+                .await
+                .map_err(|e| Failure {
+                    retry: Retry::Backoff,
+                    why: format!("the registry could not be read: {e}"),
+                })?;
+            return AssertUnwindSafe(ctx.sinks.rollback(n, report, deployment.as_ref(), now))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|payload| {
+                    let why = pool::panic_text(payload.as_ref());
+                    ctx.metrics.task_panic(Deliveries::POOL);
+                    Err(Failure {
+                        retry: Retry::Backoff,
+                        why: format!("the delivery stopped on a bug in the service: {why}"),
+                    })
+                });
+        }
         if n.version != report.version {
             // A re-diagnosis began before it went out: the new version's ending is sent
             // instead of a report that is no longer the current one.

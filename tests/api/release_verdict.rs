@@ -884,12 +884,16 @@ async fn poll_analysis(
 /// canary, and one whose errors began 15 s before its release, are never *rollback*.
 #[tokio::test]
 async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_other() {
+    use crate::receiver::{Mode, Receiver, SECRET};
     let _heavy = crate::helpers::cpu_heavy().await;
     let app = app_with(crate::rollout_tools::with_tokens(Options {
         evidence_only: true,
+        sections: "Release:\n  AutoRollback: true\n".into(),
         ..Options::default()
     }))
     .await;
+    // The platform's rollback endpoint, checking the signature as a real one would.
+    let platform = Receiver::start(Mode::Accept, Some(SECRET)).await;
     let (status, body) = app.get("/deployments/no-such-rollout/analysis").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.to_string().contains("no-such-rollout"), "{body}");
@@ -910,11 +914,11 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
     let mut ids = Vec::new();
     for fleet in [&bad, &calm, &early] {
         let id = deployment_id(&fleet.name);
+        let mut registration = rollout(fleet, "canary", &["web-1"], started_at);
+        registration["rollbackPolicy"] =
+            json!({"autoRollback": true, "url": platform.url, "secret": SECRET});
         let (status, body) = app
-            .put_json(
-                &format!("/deployments/{id}"),
-                &rollout(fleet, "canary", &["web-1"], started_at),
-            )
+            .put_json(&format!("/deployments/{id}"), &registration)
             .await;
         assert!(status.is_success(), "{body}");
         ids.push(id);
@@ -1010,4 +1014,121 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
 
     // Flagger, Argo Rollouts and the CI gate say what the analysis says.
     crate::rollout_tools::tools_agree(&app, &ids[0], &ids[1], &ids[2]).await;
+
+    // The report's rollback verdict asked the platform to roll back, as the deployment's
+    // policy says: once, signed, its id the idempotency key.
+    let got = platform.wait_for(1, Duration::from_secs(30)).await;
+    let request = &got[0];
+    let report_id = o.report["id"].as_str().unwrap();
+    assert_eq!(request.id, format!("{report_id}.rollback.v2.0.0"));
+    assert_eq!(
+        request.idempotency_key.as_deref(),
+        Some(request.id.as_str())
+    );
+    assert_eq!(
+        (
+            &request.body["type"],
+            &request.body["deploymentId"],
+            &request.body["tag"],
+            &request.body["verdict"]["recommendation"],
+        ),
+        (
+            &json!("deployment.rollback"),
+            &json!(ids[0]),
+            &json!("v2.0.0"),
+            &json!("rollback")
+        ),
+        "{:#}",
+        request.body
+    );
+    assert_eq!(request.body["hosts"], json!([bad.host("web-1").host]));
+    let delivered = wait_rollback_state(&app, &ids[0], "delivered").await;
+    assert!(delivered["deliveredAt"].is_string(), "{delivered:#}");
+    let page = app.page(&format!("/ui/reports/{}", ids[0])).await;
+    assert!(page.contains("自动回滚：已按部署的回滚策略请求"), "{page}");
+    // The secret is stored, and shown nowhere.
+    let (_, registered) = app.get(&format!("/deployments/{}", ids[0])).await;
+    assert_eq!(
+        registered["rollbackPolicy"]["signed"], true,
+        "{registered:#}"
+    );
+    let (_, report) = app.get(&format!("/reports/{}", ids[0])).await;
+    for shown in [registered.to_string(), report.to_string(), page] {
+        assert!(
+            !shown.contains(&SECRET[6..]),
+            "the secret is shown: {shown}"
+        );
+    }
+    // Diagnosed again, the same verdict asks nothing more for the same tag.
+    let (status, body) = app
+        .post_json(&format!("/reports/{}/rediagnose", ids[0]), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let again = wait_version(&app, &ids[0], 2).await;
+    assert_eq!(again["release"]["recommendation"], "rollback", "{again:#}");
+    let requests = again["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["sink"] == "rollback")
+        .count();
+    assert_eq!(requests, 1, "once per deployment and tag: {again:#}");
+    assert_eq!(platform.received().len(), 1);
+
+    // Under `Release.AutoRollback: dry-run` the same verdict records what it would have
+    // sent, and sends nothing.
+    let dry = app_with(Options {
+        evidence_only: true,
+        sections: "Release:\n  AutoRollback: dry-run\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut registration = rollout(&bad, "canary", &["web-1"], started_at);
+    registration["rollbackPolicy"] =
+        json!({"autoRollback": true, "url": platform.url, "secret": SECRET});
+    dry.put_json(&format!("/deployments/{}", ids[0]), &registration)
+        .await;
+    let o = alert_and_wait(&dry, "gate-bad", &ids[0], &bad.host("web-1").host).await;
+    assert_eq!(o.verdict(), ("release", "rollback"));
+    wait_rollback_state(&dry, &ids[0], "dry_run").await;
+    let page = dry.page(&format!("/ui/reports/{}", ids[0])).await;
+    assert!(page.contains("自动回滚（dry-run）"), "{page}");
+    assert_eq!(platform.received().len(), 1, "dry-run sends nothing");
+}
+
+/// The report's rollback request once it is in `state`.
+async fn wait_rollback_state(app: &TestApp, id: &str, state: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, report) = app.get(&format!("/reports/{id}")).await;
+        if let Some(n) = report["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["sink"] == "rollback" && n["state"] == state)
+        {
+            return n.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no rollback request {state}: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The report once version `version` is final.
+async fn wait_version(app: &TestApp, id: &str, version: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, report) = app.get(&format!("/reports/{id}")).await;
+        if report["version"] == version && report["status"] != "generating" {
+            return report;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "version {version} never ended: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

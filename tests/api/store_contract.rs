@@ -8,7 +8,7 @@ use deploy_diagnosis::model::alert::{Alert, DeploymentId};
 use deploy_diagnosis::model::budget::{Caps, Exhausted};
 use deploy_diagnosis::model::changes::{ChangedFile, Changes, PullRequest};
 use deploy_diagnosis::model::deployment::{
-    Deployment, Host, HostStatus, RedQueries, Strategy, Thresholds,
+    Deployment, Host, HostStatus, RedQueries, RollbackPolicy, Strategy, Thresholds,
 };
 use deploy_diagnosis::model::evidence::{
     EvidenceItem, Gathered, Resource, Scored, Unmeasured, Verdict,
@@ -850,8 +850,19 @@ fn deployment(name: &str, minute: u32, hosts: &[&str]) -> Deployment {
         red: None,
         thresholds: None,
         url: "https://ci.example.com/run/1".into(),
+        rollback_policy: None,
         created_time: at,
         updated_time: at,
+    }
+}
+
+/// A rollback policy with a signing secret.
+fn policy() -> RollbackPolicy {
+    RollbackPolicy {
+        auto_rollback: true,
+        url: "https://deploy.example.com/rollback".into(),
+        secret: "whsec_c2VjcmV0LWtleS1mb3Itcm9sbGJhY2s=".into(),
+        signed: true,
     }
 }
 
@@ -895,6 +906,7 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
         error_rate_max_percent: Some(1.0),
         ..Default::default()
     });
+    rollout.rollback_policy = Some(policy());
     store.put_deployment(&rollout).await.unwrap();
     assert_eq!(
         store.get_deployment(&id("dep-r")).await.unwrap(),
@@ -972,13 +984,31 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
         .unwrap()
         .is_none());
 
-    // A report without a snapshot gets the registered deployment's, in the insert itself;
-    // one with a snapshot keeps it; one of an unregistered deployment has none.
+    // A report without a snapshot gets the registered deployment's, in the insert itself,
+    // without its rollback policy's secret; one with a snapshot keeps it (also without
+    // the secret); one of an unregistered deployment has none.
+    let mut d3 = d3;
+    d3.rollback_policy = Some(policy());
+    store.put_deployment(&d3).await.unwrap();
+    assert_eq!(
+        store.get_deployment(&id("dep-3")).await.unwrap().unwrap(),
+        d3,
+        "the registry keeps the secret"
+    );
     let registered = report("dep-3", 41);
     assert_eq!(store.insert(&registered).await.unwrap(), Insert::Inserted);
+    let snapshot = store.get(&id("dep-3")).await.unwrap().unwrap().deployment;
+    let without_secret = |d: &Deployment| {
+        let mut d = d.clone();
+        if let Some(p) = d.rollback_policy.as_mut() {
+            p.secret.clear();
+        }
+        d
+    };
     assert_eq!(
-        store.get(&id("dep-3")).await.unwrap().unwrap().deployment,
-        Some(d3.clone())
+        snapshot,
+        Some(without_secret(&d3)),
+        "a report never holds it"
     );
     let unregistered = report("dep-9", 41);
     assert_eq!(store.insert(&unregistered).await.unwrap(), Insert::Inserted);
@@ -1028,7 +1058,7 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
     );
     let got = store.get(&id("dep-2")).await.unwrap().unwrap();
     assert_eq!(got.changes, Some(changes));
-    assert_eq!(got.deployment, Some(d3));
+    assert_eq!(got.deployment, Some(without_secret(&d3)));
 
     // Further alerts: recorded once each, the report's own alert is no further alert, a
     // resolved alert is stamped and a firing one clears the stamp.

@@ -278,6 +278,7 @@ async fn run(script: Script, faults: Faults, id: &str) -> Running {
         wake: Arc::clone(&wake),
         sinks: Arc::new(deploy_diagnosis::notify::Sinks::new(&config).unwrap()),
         config: config.worker.clone(),
+        auto_rollback: config.release.auto_rollback,
     });
     Running {
         store,

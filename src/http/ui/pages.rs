@@ -236,6 +236,9 @@ pub fn report(
                     @if let Some(m) = &v.model {
                         p.model { (t.model_says) "：" (m.says) }
                     }
+                    @if let Some(n) = r.notifications.iter().find(|n| n.is_rollback()) {
+                        p.rollback { strong { (t.rollback_request(n)) } }
+                    }
                 }
             }
             @if let Some(error) = r.error.as_deref().filter(|_| r.status == ReportStatus::Failed) {

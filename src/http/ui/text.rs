@@ -2,6 +2,7 @@
 //! (`UI.Language: en`).
 
 use crate::config::Language;
+use crate::model::notify::{DeliveryState, Notification};
 use crate::model::report::ReportStatus;
 use crate::model::verdict::{Attribution, Recommendation};
 
@@ -203,6 +204,31 @@ impl Text {
             ("en", Attribution::NotRelease) => "not caused by this release",
             ("en", Attribution::Inconclusive) => "inconclusive",
             (_, a) => a.zh(),
+        }
+    }
+
+    /// Where a rollback request stands, in a line of the verdict's banner.
+    pub fn rollback_request(&self, n: &Notification) -> String {
+        let en = self.lang == "en";
+        let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let why = n.last_error.clone().unwrap_or_default();
+        match (n.state, en) {
+            (DeliveryState::DryRun, false) => "自动回滚（dry-run）：本会向平台请求回滚，未发送（Release.AutoRollback: dry-run）".into(),
+            (DeliveryState::DryRun, true) => "Automatic rollback (dry-run): a rollback would have been requested; nothing was sent (Release.AutoRollback: dry-run)".into(),
+            (DeliveryState::Delivered, false) => format!(
+                "自动回滚：已按部署的回滚策略请求，平台于 {} 接受（2xx）",
+                n.delivered_at.map(when).unwrap_or_default()
+            ),
+            (DeliveryState::Delivered, true) => format!(
+                "Automatic rollback: requested under the deployment's rollback policy, accepted by the platform at {} (2xx)",
+                n.delivered_at.map(when).unwrap_or_default()
+            ),
+            (DeliveryState::Pending, false) if n.attempts == 0 => "自动回滚：已请求，正在发送".into(),
+            (DeliveryState::Pending, true) if n.attempts == 0 => "Automatic rollback: requested, being sent".into(),
+            (DeliveryState::Pending, false) => format!("自动回滚：已请求，平台尚未接受（已尝试 {} 次：{why}），将重试", n.attempts),
+            (DeliveryState::Pending, true) => format!("Automatic rollback: requested, not yet accepted ({} attempts: {why}); retrying", n.attempts),
+            (_, false) => format!("自动回滚：请求未被接受，已放弃（{why}）：请手动回滚"),
+            (_, true) => format!("Automatic rollback: the request was not accepted and is given up ({why}): roll back by hand"),
         }
     }
 

@@ -29,10 +29,18 @@ impl DeploymentStore for EmbeddedStore {
             let id = d.deployment_id.as_str().to_owned();
             let body = serde_json::to_string(&d).map_err(|e| corrupt(&id, e.to_string()))?;
             conn.execute(
-                "INSERT INTO deployments (deployment_id, body, deployed_at, created_time, updated_time) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (deployment_id) DO UPDATE SET \
-                 body = excluded.body, deployed_at = excluded.deployed_at, updated_time = excluded.updated_time",
-                params![id, body, ms(d.started_at), ms(d.created_time), ms(d.updated_time)],
+                "INSERT INTO deployments (deployment_id, body, deployed_at, created_time, updated_time, rollback_secret) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (deployment_id) DO UPDATE SET \
+                 body = excluded.body, deployed_at = excluded.deployed_at, updated_time = excluded.updated_time, \
+                 rollback_secret = excluded.rollback_secret",
+                params![
+                    id,
+                    body,
+                    ms(d.started_at),
+                    ms(d.created_time),
+                    ms(d.updated_time),
+                    d.rollback_policy.as_ref().map(|p| p.secret.as_str()).unwrap_or("")
+                ],
             )?;
             conn.execute("DELETE FROM deployment_hosts WHERE deployment_id = ?1", [&id])?;
             for host in d.host_keys() {
@@ -57,7 +65,7 @@ impl DeploymentStore for EmbeddedStore {
         let id = deployment_id.clone();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT deployment_id, body FROM deployments WHERE deployment_id = ?1",
+                "SELECT deployment_id, body, rollback_secret FROM deployments WHERE deployment_id = ?1",
                 [id.as_str()],
                 raw_deployment,
             )
@@ -72,7 +80,7 @@ impl DeploymentStore for EmbeddedStore {
         let page = page.clone();
         self.read(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT deployment_id, body FROM deployments WHERE (?1 IS NULL OR created_time < ?1) \
+                "SELECT deployment_id, body, rollback_secret FROM deployments WHERE (?1 IS NULL OR created_time < ?1) \
                  AND (?2 IS NULL OR created_time < ?2 OR (created_time = ?2 AND deployment_id < ?3)) \
                  ORDER BY created_time DESC, deployment_id DESC LIMIT ?4",
             )?;
@@ -120,7 +128,7 @@ impl DeploymentStore for EmbeddedStore {
             serde_json::to_string(host_keys).map_err(|e| corrupt("hosts", e.to_string()))?;
         self.read(move |conn| {
             conn.query_row(
-                "SELECT d.deployment_id, d.body FROM deployment_hosts h \
+                "SELECT d.deployment_id, d.body, d.rollback_secret FROM deployment_hosts h \
                  JOIN deployments d ON d.deployment_id = h.deployment_id \
                  WHERE h.host IN (SELECT value FROM json_each(?1)) AND h.deployed_at BETWEEN ?2 AND ?3 \
                  ORDER BY h.deployed_at DESC, d.deployment_id DESC LIMIT 1",

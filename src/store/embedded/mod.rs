@@ -83,6 +83,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../../../migrations/sqlite/0013_liveness.sql"),
     ),
+    (
+        14,
+        include_str!("../../../migrations/sqlite/0014_rollback_secret.sql"),
+    ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]

@@ -194,10 +194,17 @@ impl RawReport {
 }
 
 /// A deployment row: its id and JSON body.
-pub(super) fn raw_deployment(row: &Row<'_>) -> rusqlite::Result<(String, String)> {
-    Ok((row.get(0)?, row.get(1)?))
+/// A registry row: its id, `body` and `rollback_secret` (kept out of `body`).
+pub(super) fn raw_deployment(row: &Row<'_>) -> rusqlite::Result<(String, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
 }
 
-pub(super) fn into_deployment((id, body): (String, String)) -> Result<Deployment, StoreError> {
-    serde_json::from_str(&body).map_err(|e| corrupt(&id, e.to_string()))
+pub(super) fn into_deployment(
+    (id, body, secret): (String, String, String),
+) -> Result<Deployment, StoreError> {
+    let mut d: Deployment = serde_json::from_str(&body).map_err(|e| corrupt(&id, e.to_string()))?;
+    if let Some(policy) = d.rollback_policy.as_mut() {
+        policy.secret = secret;
+    }
+    Ok(d)
 }
