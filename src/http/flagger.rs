@@ -25,7 +25,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::error::{capped_body, require_json, typed_body, ApiError, BodyLimit};
-use super::openapi::{BodyRefused, Conflicting, Guarded, Invalid, Missing};
+use super::openapi::{BodyRefused, Conflicting, CrossSite, Guarded, Invalid, Missing};
 use super::AppState;
 use crate::model::alert::DeploymentId;
 use crate::model::deployment::Deployment;
@@ -116,7 +116,7 @@ pub(super) struct HookAnswer {
     responses(
         (status = 200, description = "The canary may advance", body = HookAnswer),
         (status = 412, description = "The analysis says rollback", body = HookAnswer),
-        Invalid, Missing, BodyRefused, Conflicting, Guarded,
+        Invalid, Missing, BodyRefused, CrossSite, Conflicting, Guarded,
     ),
 )]
 pub(super) async fn rollout(
@@ -136,7 +136,7 @@ pub(super) async fn rollout(
     responses(
         (status = 200, description = "The analysis says proceed: promote", body = HookAnswer),
         (status = 412, description = "Hold, rollback or inconclusive: promotion waits", body = HookAnswer),
-        Invalid, Missing, BodyRefused, Conflicting, Guarded,
+        Invalid, Missing, BodyRefused, CrossSite, Conflicting, Guarded,
     ),
 )]
 pub(super) async fn confirm_promotion(
@@ -156,7 +156,7 @@ pub(super) async fn confirm_promotion(
     responses(
         (status = 200, description = "The analysis says rollback: roll back now", body = HookAnswer),
         (status = 412, description = "No rollback", body = HookAnswer),
-        Invalid, Missing, BodyRefused, Conflicting, Guarded,
+        Invalid, Missing, BodyRefused, CrossSite, Conflicting, Guarded,
     ),
 )]
 pub(super) async fn rollback(

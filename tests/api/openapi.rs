@@ -65,6 +65,9 @@ async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes()
         "put /deployments/{deployment_id}",
         "delete /deployments/{deployment_id}",
         "get /deployments/{deployment_id}/analysis",
+        "post /v1/flagger/rollout",
+        "post /v1/flagger/confirm-promotion",
+        "post /v1/flagger/rollback",
         "get /healthz",
         "get /readyz",
         "get /metrics",
@@ -78,7 +81,7 @@ async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes()
     ] {
         assert!(named.contains(&route.to_owned()), "{route} in {named:?}");
     }
-    assert_eq!(named.len(), 22, "{named:?}");
+    assert_eq!(named.len(), 25, "{named:?}");
 
     let open = [
         "get /healthz",
@@ -118,6 +121,12 @@ async fn the_document_describes_every_route_its_errors_and_the_tokens_it_takes()
     assert_eq!(
         hook["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/Envelope"
+    );
+    // And what a platform's rollback endpoint receives.
+    let rollback = &doc["webhooks"]["rollback"]["post"];
+    assert_eq!(
+        rollback["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/RollbackRequest"
     );
     let envelope = &doc["components"]["schemas"]["Envelope"];
     assert_eq!(

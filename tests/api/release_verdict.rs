@@ -212,7 +212,7 @@ async fn stack() -> &'static Stack {
 }
 
 /// A scenario's hosts, each an instance of the service, all scraped until dropped.
-struct Fleet {
+pub struct Fleet {
     name: String,
     instances: Vec<Instance>,
 }
@@ -509,6 +509,30 @@ async fn scenario(
     tokio::time::sleep(AFTER).await;
     let alerted = fleet.host(released.first().copied().unwrap_or(hosts[0]));
     alert_and_wait(app, name, &id, &alerted.host).await
+}
+
+/// A canary of `hosts` (the first one released, answering 30 % errors from its release
+/// on), registered on each of `apps` after `HISTORY`, then `AFTER` waited: its id, and the
+/// fleet, which serves as long as it is kept. (`benches/analysis_latency.rs` measures
+/// the analysis on it.)
+#[allow(dead_code)]
+pub async fn registered_canary(apps: &[&TestApp], hosts: &[&str]) -> (String, Fleet) {
+    let fleet = Fleet::start("bench", hosts).await;
+    tokio::time::sleep(HISTORY).await;
+    let started_at = chrono::Utc::now();
+    let id = deployment_id(&fleet.name);
+    for app in apps {
+        let (status, body) = app
+            .put_json(
+                &format!("/deployments/{id}"),
+                &rollout(&fleet, "canary", &hosts[..1], started_at),
+            )
+            .await;
+        assert!(status.is_success(), "registration {status}: {body}");
+    }
+    fleet.host(hosts[0]).set(errors(30));
+    tokio::time::sleep(AFTER).await;
+    (id, fleet)
 }
 
 fn errors(percent: u64) -> Fault {
