@@ -300,34 +300,16 @@ impl Sinks {
             link: self.link(report),
         })
         .map_err(|e| never(format!("the request could not be written as JSON: {e}")))?;
-        let timestamp = now.timestamp().to_string();
-        let mut request = self
-            .http
-            .post(&policy.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &notification.id)
-            .header("webhook-timestamp", &timestamp)
-            .header("idempotency-key", &notification.id);
-        if let Some(key) = webhook_secret(&policy.secret) {
-            request = request.header(
-                "webhook-signature",
-                format!(
-                    "v1,{}",
-                    sign_webhook(&key, &notification.id, &timestamp, &body)
-                ),
-            );
-        }
-        let response = request.body(body).send().await.map_err(|e| Failure {
-            retry: Retry::Backoff,
-            why: describe_send_error(&e),
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = retry_after(&response);
-        let answer = response.text().await.unwrap_or_default();
-        Err(status_failure(status, retry_after, &answer))
+        // The id is also the Idempotency-Key, for platforms that deduplicate on it.
+        self.signed_post(
+            &policy.url,
+            &policy.secret,
+            &notification.id,
+            &[("idempotency-key", &notification.id)],
+            body,
+            now,
+        )
+        .await
     }
 
     fn lock_disabled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -454,17 +436,43 @@ impl Sinks {
             retry: Retry::Never,
             why: format!("the report could not be written as JSON: {e}"),
         })?;
+        self.signed_post(
+            sink.url.as_str(),
+            sink.secret.expose(),
+            &n.id,
+            &[],
+            body,
+            now,
+        )
+        .await
+    }
+
+    /// POSTs `body` as the Standard Webhooks specification says: `webhook-id`,
+    /// `webhook-timestamp`, and `webhook-signature` when `secret` is a `whsec_` one; a 2xx
+    /// is delivered, anything else a [`Failure`] saying whether to try again.
+    async fn signed_post(
+        &self,
+        url: &str,
+        secret: &str,
+        id: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Failure> {
         let timestamp = now.timestamp().to_string();
         let mut request = self
             .http
-            .post(sink.url.as_str())
+            .post(url)
             .header("content-type", "application/json")
-            .header("webhook-id", &n.id)
+            .header("webhook-id", id)
             .header("webhook-timestamp", &timestamp);
-        if let Some(key) = webhook_secret(sink.secret.expose()) {
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(key) = webhook_secret(secret) {
             request = request.header(
                 "webhook-signature",
-                format!("v1,{}", sign_webhook(&key, &n.id, &timestamp, &body)),
+                format!("v1,{}", sign_webhook(&key, id, &timestamp, &body)),
             );
         }
         let response = request.body(body).send().await.map_err(|e| Failure {

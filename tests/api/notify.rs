@@ -188,6 +188,46 @@ async fn a_sink_asking_to_wait_317000_years_delays_only_its_own_messages() {
     );
 }
 
+/// The service as a process of its own on `port`, with the configuration at `config` and
+/// the AI key `key` (what the `kill -9` tests start twice).
+fn serve(config: &std::path::Path, key: &str, port: u16) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
+        .args(["serve", "-f"])
+        .arg(config)
+        .env("AI_API_KEY", key)
+        .env("DD_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// The report of `id` at `address`.
+async fn report_at(client: &reqwest::Client, address: &str, id: &str) -> Value {
+    client
+        .get(format!("{address}/reports/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The report's first notification once it was tried (and failed) at least once.
+async fn tried_once(client: &reqwest::Client, address: &str, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let report = report_at(client, address, id).await;
+        let n = report["notifications"][0].clone();
+        if n["attempts"].as_u64() >= Some(1) {
+            return n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
     let prom = prometheus().await;
@@ -216,20 +256,9 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
     let config = dir.path().join("deploy-diagnosis.yaml");
     std::fs::write(&config, yaml).unwrap();
     let key = api_key();
-    let start = |port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
-            .args(["serve", "-f"])
-            .arg(&config)
-            .env("AI_API_KEY", &key)
-            .env("DD_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts")
-    };
     let client = reqwest::Client::new();
     let first_port = free_port();
-    let mut first = start(first_port);
+    let mut first = serve(&config, &key, first_port);
     let address = format!("http://127.0.0.1:{first_port}");
     wait_http(&format!("{address}/healthz"), "the service").await;
     let id = deployment_id("outbox-kill");
@@ -242,30 +271,13 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
     assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
     wait_final(&client, &address, &id, None, Duration::from_secs(90)).await;
     // Completed, and its notification tried and failed at least once.
-    let started = Instant::now();
-    let pending = loop {
-        let report: Value = client
-            .get(format!("{address}/reports/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let n = report["notifications"][0].clone();
-        if n["attempts"].as_u64() >= Some(1) {
-            break n;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let pending = tried_once(&client, &address, &id).await;
     assert_eq!(pending["state"], "pending", "{pending:#}");
     first.kill().unwrap(); // SIGKILL: no shutdown code runs
     first.wait().unwrap();
 
     let receiver = Receiver::start_on(port, Mode::Accept, Some(SECRET)).await;
-    let second_port = free_port();
-    let mut second = start(second_port);
+    let mut second = serve(&config, &key, free_port());
     let got = receiver.wait_for(1, Duration::from_secs(60)).await;
     second.kill().unwrap();
     second.wait().unwrap();
@@ -392,48 +404,13 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
     }
 
     let key = api_key();
-    let start = |port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
-            .args(["serve", "-f"])
-            .arg(&config)
-            .env("AI_API_KEY", &key)
-            .env("DD_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts")
-    };
     let client = reqwest::Client::new();
-    let report_of = |address: String| {
-        let client = client.clone();
-        let id = id.clone();
-        async move {
-            let report: Value = client
-                .get(format!("{address}/reports/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            report
-        }
-    };
     let first_port = free_port();
-    let mut first = start(first_port);
+    let mut first = serve(&config, &key, first_port);
     let address = format!("http://127.0.0.1:{first_port}");
     wait_http(&format!("{address}/healthz"), "the service").await;
     // Tried and failed at least once: the platform is not there yet.
-    let started = Instant::now();
-    let pending = loop {
-        let report = report_of(address.clone()).await;
-        let n = report["notifications"][0].clone();
-        if n["attempts"].as_u64() >= Some(1) {
-            break n;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let pending = tried_once(&client, &address, &id).await;
     assert_eq!(
         (&pending["sink"], &pending["state"]),
         (
@@ -447,13 +424,13 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
 
     let platform = Receiver::start_on(port, Mode::Accept, Some(SECRET)).await;
     let second_port = free_port();
-    let mut second = start(second_port);
+    let mut second = serve(&config, &key, second_port);
     let address = format!("http://127.0.0.1:{second_port}");
     let got = platform.wait_for(1, Duration::from_secs(60)).await;
     // Accepted: the report says so, and nothing more is sent.
     let started = Instant::now();
     let delivered = loop {
-        let report = report_of(address.clone()).await;
+        let report = report_at(&client, &address, &id).await;
         if report["notifications"][0]["state"] == "delivered" {
             break report;
         }
