@@ -509,6 +509,9 @@ pub struct LocalLlm {
     /// `AI.BaseURL`.
     pub url: String,
     _server: Guarded,
+    /// `tests/fixtures/record_llm.py` in front of the server when `DD_TEST_LLM_RECORD`
+    /// names a file: each exchange is appended there, to make a transcript fixture of.
+    _recorder: Option<Guarded>,
     _dir: tempfile::TempDir,
 }
 
@@ -519,6 +522,43 @@ pub async fn local_llm() -> &'static LocalLlm {
     LOCAL_LLM
         .get_or_init(|| start_local_llm("0.5b", 8192))
         .await
+}
+
+/// `tests/fixtures/record_llm.py` passing through to `upstream`, appending to `out`; its
+/// URL once it listens.
+async fn recording(
+    upstream: &str,
+    out: &std::ffi::OsStr,
+    dir: &tempfile::TempDir,
+) -> (String, Option<Guarded>) {
+    let port = free_port();
+    let recorder = start_guarded(
+        "python3",
+        &[
+            repo()
+                .join("tests/fixtures/record_llm.py")
+                .display()
+                .to_string(),
+            "--upstream".into(),
+            upstream.into(),
+            "--port".into(),
+            port.to_string(),
+            "--out".into(),
+            out.to_string_lossy().into_owned(),
+        ],
+        &dir.path().join("recorder.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (url, Some(recorder));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the recorder did not listen on {url}");
 }
 
 /// Starts `scripts/local-llm serve MODEL` with `context` tokens, and waits until it has
@@ -554,9 +594,14 @@ pub async fn start_local_llm(model: &str, context: u32) -> LocalLlm {
     while start.elapsed() < Duration::from_secs(120) {
         if let Ok(r) = client.get(format!("{url}/health")).send().await {
             if r.status().is_success() {
+                let (url, recorder) = match std::env::var_os("DD_TEST_LLM_RECORD") {
+                    Some(out) => recording(&url, &out, &dir).await,
+                    None => (url, None),
+                };
                 return LocalLlm {
                     url: format!("{url}/v1"),
                     _server: server,
+                    _recorder: recorder,
                     _dir: dir,
                 };
             }
