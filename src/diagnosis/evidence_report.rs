@@ -309,13 +309,25 @@ fn verdict_lines(content: &mut String, v: &ReleaseVerdict) {
 /// three (never the alert's own rule: it is context, not a measurement).
 pub fn queries(evidence: &[EvidenceItem]) -> Vec<String> {
     let measured = || evidence.iter().filter(|e| e.resource != Resource::Rule);
-    let anomalous: Vec<String> = measured()
-        .filter(|e| e.scored.score >= ANOMALY_SCORE)
-        .take(LINES)
-        .map(|e| e.query.clone())
-        .collect();
+    // Several signals share a query (the CPU modes are one query by mode): each once.
+    let distinct = |items: &mut dyn Iterator<Item = &EvidenceItem>, n: usize| {
+        let mut out: Vec<String> = Vec::new();
+        for item in items {
+            if out.len() == n {
+                break;
+            }
+            if !out.contains(&item.query) {
+                out.push(item.query.clone());
+            }
+        }
+        out
+    };
+    let anomalous = distinct(
+        &mut measured().filter(|e| e.scored.score >= ANOMALY_SCORE),
+        LINES,
+    );
     if anomalous.is_empty() {
-        measured().take(3).map(|e| e.query.clone()).collect()
+        distinct(&mut measured(), 3)
     } else {
         anomalous
     }
@@ -434,6 +446,25 @@ mod tests {
         );
         assert!(body.content.contains("应用层"));
         assert_eq!(body.prom_ql.len(), 2);
+    }
+
+    #[test]
+    fn signals_that_share_a_query_give_it_once() {
+        let mut evidence = vec![
+            item(Resource::Cpu, "CPU % (user)", 0.2, Verdict::Normal),
+            item(Resource::Cpu, "CPU % (system)", 0.1, Verdict::Normal),
+            item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
+            item(Resource::DiskIo, "disk busy %", 0.1, Verdict::Normal),
+        ];
+        evidence[1].query = evidence[0].query.clone();
+        assert_eq!(
+            queries(&evidence),
+            [
+                "query_of(CPU % (user))",
+                "query_of(memory available %)",
+                "query_of(disk busy %)"
+            ]
+        );
     }
 
     #[test]
