@@ -292,6 +292,10 @@ def shape_problem(value: Any) -> str | None:
         return "promQL has a non-string item"
     if "content" not in value:
         return 'no "content" field'
+    if isinstance(content, dict):
+        content, problem = written_out(content)
+        if problem:
+            return problem
     if not isinstance(content, str):
         return "content is not a string"
     if not content.strip():
@@ -303,6 +307,25 @@ def shape_problem(value: Any) -> str | None:
     if empty:
         return f"the sections {''.join(empty)} say nothing (the format's placeholder)"
     return None
+
+
+def written_out(sections: dict[str, Any]) -> tuple[str, str | None]:
+    """The design's content string from the sections as the report's schema asks for them
+    (`{"【问题概述】": "…", …}`), in the design's order; or what is wrong with them
+    (src/runner/extract.rs writes them out the same way)."""
+    parts = []
+    for heading in SECTIONS:
+        if heading not in sections:
+            continue
+        text = sections[heading]
+        if not isinstance(text, str):
+            return "", f"content's {heading} is not a string"
+        text = text.strip()
+        text = text[len(heading):].lstrip() if text.startswith(heading) else text
+        parts.append(f"{heading}\n{text}")
+    if not parts:
+        return "", "content has none of the sections as keys"
+    return "\n".join(parts), None
 
 
 def empty_sections(content: str) -> list[str]:

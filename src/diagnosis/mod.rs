@@ -164,9 +164,7 @@ impl Diagnoser {
                         let kinds: Vec<&str> = repairs.iter().map(|r| r.as_str()).collect();
                         tracing::info!(repairs = %kinds.join(","), "the model's answer was repaired to be read");
                     }
-                    let body = self
-                        .check_queries(unclosed_noted(body, &repairs), evidence)
-                        .await;
+                    let body = self.check_queries(noted(body, &repairs), evidence).await;
                     return Ok(Diagnosed {
                         outcome: self.scrub(Outcome::Completed {
                             body,
@@ -355,9 +353,18 @@ impl Diagnoser {
 /// stopped, and its last section may end early. The person reading it is told.
 pub const UNCLOSED_NOTE: &str = "\n\n（服务注：模型的回答没有写完 JSON 就结束了，可能在 AI.MaxTokens 处被截断；以上为其原文，最后一节的结尾可能不完整。）";
 
-/// The body with [`UNCLOSED_NOTE`] when reading it took closing what the model left open.
-fn unclosed_noted(mut body: ReportBody, repairs: &[Repair]) -> ReportBody {
-    if repairs.contains(&Repair::Unclosed) {
+/// Said on a report whose model wrote its four sections again after the first run (a
+/// small model loops until its token limit): only the first run is shown.
+pub const REPEATED_NOTE: &str =
+    "\n\n（服务注：模型写完四节后又从头重复写了下去，可能陷入了循环；以上只保留第一遍。）";
+
+/// The body with the notes its reading took: [`UNCLOSED_NOTE`] when the model left its
+/// JSON open, [`REPEATED_NOTE`] when it wrote the sections again (then the first run is
+/// whole, wherever the repeats were cut).
+fn noted(mut body: ReportBody, repairs: &[Repair]) -> ReportBody {
+    if repairs.contains(&Repair::RepeatedSections) {
+        body.content.push_str(REPEATED_NOTE);
+    } else if repairs.contains(&Repair::Unclosed) {
         body.content.push_str(UNCLOSED_NOTE);
     }
     body

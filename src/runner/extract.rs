@@ -83,7 +83,7 @@ pub fn find_report(text: &str) -> Answer {
                 saw_object = true;
                 let consumed = stream.byte_offset();
                 match validate(Value::Object(map)) {
-                    Ok(body) => return Answer::Report(body, Vec::new()),
+                    Ok(body) => return first_run(body, Vec::new()),
                     Err(problem) => {
                         shape_problem.get_or_insert(problem);
                         // Objects nested in this one are not reports either (a report is a
@@ -97,7 +97,7 @@ pub fn find_report(text: &str) -> Answer {
         }
     }
     match repaired(text) {
-        Ok((body, repairs)) => return Answer::Report(body, repairs),
+        Ok((body, repairs)) => return first_run(body, repairs),
         Err(Some(problem)) => {
             saw_object = true;
             shape_problem.get_or_insert(problem);
@@ -152,6 +152,7 @@ fn validate(value: Value) -> Result<ReportBody, String> {
     let content = match map.get("content") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) => return Err("content is empty".into()),
+        Some(Value::Object(sections)) => written_out(sections)?,
         Some(_) => return Err("content is not a string".into()),
         None => return Err("no \"content\" field".into()),
     };
@@ -173,6 +174,61 @@ fn validate(value: Value) -> Result<ReportBody, String> {
         ));
     }
     Ok(ReportBody { prom_ql, content })
+}
+
+/// The design's content string from the sections as the report's schema asks for them
+/// (`{"【问题概述】": "…", …}`), in the design's order whatever order they came in; a
+/// heading the model wrote again at the start of its own text is not doubled.
+fn written_out(sections: &serde_json::Map<String, Value>) -> Result<String, String> {
+    let mut content = String::new();
+    for heading in SECTIONS {
+        let Some(text) = sections.get(heading) else {
+            continue;
+        };
+        let Some(text) = text.as_str() else {
+            return Err(format!("content's {heading} is not a string"));
+        };
+        let text = text.trim();
+        let text = text.strip_prefix(heading).unwrap_or(text).trim_start();
+        if !content.is_empty() {
+            content.push('\n');
+        }
+        content.push_str(heading);
+        content.push('\n');
+        content.push_str(text);
+    }
+    if content.is_empty() {
+        return Err("content has none of the sections as keys".into());
+    }
+    Ok(content)
+}
+
+/// The report with its content cut before the first heading that repeats one already
+/// written once all four are there: a small model that loops writes the four sections
+/// again and again, each time with figures further from what it measured, until its token
+/// limit. What comes after the first run is dropped, and the repair is named.
+fn first_run(mut body: ReportBody, mut repairs: Vec<Repair>) -> Answer {
+    let mut headings: Vec<(usize, &str)> = SECTIONS
+        .iter()
+        .flat_map(|s| body.content.match_indices(s))
+        .collect();
+    headings.sort_unstable();
+    let mut seen: Vec<&str> = Vec::with_capacity(SECTIONS.len());
+    let mut cut = None;
+    for (at, heading) in headings {
+        if !seen.contains(&heading) {
+            seen.push(heading);
+        } else if seen.len() == SECTIONS.len() {
+            cut = Some(at);
+            break;
+        }
+    }
+    if let Some(at) = cut {
+        body.content.truncate(at);
+        body.content.truncate(body.content.trim_end().len());
+        repairs.push(Repair::RepeatedSections);
+    }
+    Answer::Report(body, repairs)
 }
 
 /// The sections whose text holds no letter, digit or ideograph: a small model copies the
@@ -246,6 +302,67 @@ mod tests {
             ["【根因分析】", "【解决方案】"]
         );
         assert!(empty_sections(FOUR).is_empty());
+    }
+
+    #[test]
+    fn a_report_written_again_and_again_keeps_its_first_run() {
+        let looped =
+            format!(r#"{{"promQL": [], "content": "{FOUR}\n{FOUR}\n【问题概述】e【根因分析】"}}"#);
+        match find_report(&looped) {
+            Answer::Report(body, repairs) => {
+                assert_eq!(body.content, FOUR);
+                assert_eq!(repairs, [Repair::RepeatedSections]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A heading named again inside the first run (before all four are there) is the
+        // model's own reference, not a loop: nothing is cut.
+        let cited = r#"{"promQL": [], "content": "【问题概述】a【根因分析】见【问题概述】【影响范围】c【解决方案】d"}"#;
+        match find_report(cited) {
+            Answer::Report(body, repairs) => {
+                assert!(body.content.ends_with("【解决方案】d"), "{}", body.content);
+                assert!(repairs.is_empty(), "{repairs:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_content_of_the_four_sections_as_keys_is_written_out_in_order() {
+        // What a server holding the model to the report's schema returns.
+        let body = report(
+            r#"{"promQL": ["up"], "content": {"【问题概述】": "CPU 饱和", "【根因分析】": "【根因分析】stress-ng 占满 2 核", "【影响范围】": "web-1", "【解决方案】": "停掉 stress-ng"}}"#,
+        );
+        assert_eq!(
+            body.content,
+            "【问题概述】\nCPU 饱和\n【根因分析】\nstress-ng 占满 2 核\n【影响范围】\nweb-1\n【解决方案】\n停掉 stress-ng"
+        );
+        let shuffled = report(
+            r#"{"promQL": [], "content": {"【解决方案】": "d", "【问题概述】": "a", "【影响范围】": "c", "【根因分析】": "b"}}"#,
+        );
+        assert_eq!(
+            shuffled.content,
+            "【问题概述】\na\n【根因分析】\nb\n【影响范围】\nc\n【解决方案】\nd"
+        );
+        for (answer, why) in [
+            (
+                r#"{"promQL": [], "content": {"【问题概述】": "a", "【根因分析】": "b"}}"#,
+                "content lacks the sections 【影响范围】【解决方案】",
+            ),
+            (
+                r#"{"promQL": [], "content": {"overview": "a"}}"#,
+                "content has none of the sections as keys",
+            ),
+            (
+                r#"{"promQL": [], "content": {"【问题概述】": 1}}"#,
+                "content's 【问题概述】 is not a string",
+            ),
+        ] {
+            match find_report(answer) {
+                Answer::Unusable(problem) => assert!(problem.ends_with(why), "{problem}"),
+                other => panic!("{answer}: {other:?}"),
+            }
+        }
     }
 
     fn report(text: &str) -> ReportBody {

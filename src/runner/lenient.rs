@@ -30,6 +30,9 @@ pub enum Repair {
     Unclosed,
     /// Python's `True`, `False`, `None`.
     PythonLiteral,
+    /// The four sections written, then written again (a small model loops until its
+    /// token limit): the first run is kept.
+    RepeatedSections,
 }
 
 impl Repair {
@@ -43,6 +46,7 @@ impl Repair {
             Repair::MissingComma => "missing_comma",
             Repair::Unclosed => "unclosed",
             Repair::PythonLiteral => "python_literal",
+            Repair::RepeatedSections => "repeated_sections",
         }
     }
 }

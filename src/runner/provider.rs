@@ -35,6 +35,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::{AiConfig, MaxTokensField, Protocol, ProviderSetting, StructuredOutput};
+use crate::runner::extract::SECTIONS;
 
 /// An AI provider with request rules of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +134,17 @@ impl Structured {
 pub const SUBMIT_TOOL: &str = "submit_report";
 
 /// The report's JSON schema, as OpenAI's strict structured outputs take it (every
-/// property required, no other property).
+/// property required, no other property). `content` is asked for as an object of the four
+/// sections, each under its heading: a server that holds the model to the schema
+/// (llama.cpp's grammar, vLLM's guided decoding, OpenAI's strict mode) then cannot leave a
+/// section out, which the design's one string let a small model do. The service writes the
+/// object back as the design's string (`src/runner/extract.rs`), and a model that writes
+/// the string anyway (the prompt shows it) is read as before.
 pub fn report_schema() -> Value {
+    let sections: serde_json::Map<String, Value> = SECTIONS
+        .iter()
+        .map(|s| ((*s).to_owned(), serde_json::json!({"type": "string"})))
+        .collect();
     serde_json::json!({
         "type": "object",
         "properties": {
@@ -145,8 +155,11 @@ pub fn report_schema() -> Value {
                 "description": "PromQL queries of the anomalous metrics"
             },
             "content": {
-                "type": "string",
-                "description": "【问题概述】…【根因分析】…【影响范围】…【解决方案】…"
+                "type": "object",
+                "properties": sections,
+                "required": SECTIONS,
+                "additionalProperties": false,
+                "description": "the report's four sections, each under its heading"
             }
         },
         "required": ["promQL", "content"],

@@ -921,13 +921,51 @@ fn report(query: &str, evidence: &str) -> String {
     .to_string()
 }
 
-/// What a model held to the report's schema writes: the object it meant, or its prose
-/// as the content.
-fn as_object(text: String) -> Value {
-    match serde_json::from_str::<Value>(&text) {
+/// What a model held to a JSON form writes: the object it meant, or its prose as the
+/// content. Held to the report's schema, whose `content` is an object of the four
+/// sections, it writes its text under each heading (a heading it did not write gets an
+/// empty text: the grammar makes it write every key).
+fn as_object(text: String, schema: &Value) -> Value {
+    let mut report = match serde_json::from_str::<Value>(&text) {
         Ok(v @ Value::Object(_)) => v,
         _ => json!({"promQL": [], "content": text}),
+    };
+    if schema["properties"]["content"]["type"] == "object" {
+        if let Some(content) = report["content"].as_str() {
+            report["content"] = by_heading(content);
+        }
     }
+    report
+}
+
+/// A content string as the schema's object: each section's text under its heading; text
+/// before the first heading goes under the first.
+fn by_heading(content: &str) -> Value {
+    use deploy_diagnosis::runner::extract::SECTIONS;
+    let mut starts: Vec<(usize, &str)> = SECTIONS
+        .iter()
+        .filter_map(|h| content.find(h).map(|at| (at, *h)))
+        .collect();
+    starts.sort_unstable();
+    let mut sections = serde_json::Map::new();
+    for heading in SECTIONS {
+        sections.insert(heading.into(), json!(""));
+    }
+    let first_at = starts.first().map_or(content.len(), |(at, _)| *at);
+    let mut lead = content[..first_at].trim().to_owned();
+    for (i, (at, heading)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(content.len(), |(next, _)| *next);
+        let mut text = content[at + heading.len()..end].trim().to_owned();
+        if i == 0 && !lead.is_empty() {
+            text = format!("{lead}\n{text}");
+            lead.clear();
+        }
+        sections.insert((*heading).into(), json!(text));
+    }
+    if !lead.is_empty() {
+        sections.insert(SECTIONS[0].into(), json!(lead));
+    }
+    Value::Object(sections)
 }
 
 /// An answer longer than the request's token limit (one character, one token) is cut.
@@ -1116,7 +1154,7 @@ async fn chat_completions(
         Step::Answer(text) => {
             // A server holding the model to a JSON form gets a JSON object from it.
             let text = if constrained {
-                as_object(text).to_string()
+                as_object(text, &body["response_format"]["json_schema"]["schema"]).to_string()
             } else {
                 text
             };
@@ -1202,7 +1240,17 @@ async fn anthropic(
         // limit, the input is what was written of it.
         Step::Answer(text) if body["tool_choice"]["type"] == "tool" => {
             let (_, was_cut) = cut(text.clone(), body["max_tokens"].as_u64());
-            let input = if was_cut { json!({}) } else { as_object(text) };
+            let schema = body["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["name"] == body["tool_choice"]["name"])
+                .map_or(Value::Null, |t| t["input_schema"].clone());
+            let input = if was_cut {
+                json!({})
+            } else {
+                as_object(text, &schema)
+            };
             (
                 json!([{"type": "tool_use", "id": format!("toolu_{nth}"),
                     "name": body["tool_choice"]["name"], "input": input}]),

@@ -320,3 +320,58 @@ async fn the_formats_placeholder_is_no_report_even_under_the_reports_schema() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_sections_as_the_schemas_keys_become_the_designs_report() {
+    for (runner, native) in runners() {
+        let app = spawn_app(Options {
+            native,
+            evidence: true,
+            provider: Some(crate::fake_llm::Provider::LlamaCpp),
+            max_turns: 1,
+            script: Script::Replay(transcript("qwen2.5-coder-0.5b-sections-as-keys.json")),
+            ..Options::default()
+        })
+        .await;
+        let report = diagnose(&app, "keyed").await;
+        let requests = app.llm.requests();
+        assert_eq!(requests.len(), 1, "{runner}: one answer, no follow-up");
+        // What the grammar held it to: the four headings as the content's keys.
+        let schema = &requests[0].body["response_format"]["json_schema"]["schema"];
+        assert_eq!(
+            schema["properties"]["content"]["required"],
+            serde_json::json!(deploy_diagnosis::runner::extract::SECTIONS),
+            "{runner}"
+        );
+        assert_eq!(report["engine"], "ai", "{runner}: {report:#}");
+        let content = report["content"].as_str().unwrap();
+        assert!(
+            content.starts_with(
+                "【问题概述】\n在本次发布中，发现 CPU 使用率超过 90% 的问题，导致系统不稳定。\n【根因分析】\n1. **CPU 使用率异常**"
+            ),
+            "{runner}: {content}"
+        );
+        assert!(
+            content.contains("\n【影响范围】\n系统资源紧张"),
+            "{runner}: {content}"
+        );
+        // Its promQL were the tools' names: each named as unparsable, and the evidence's
+        // queries given instead, each once.
+        assert!(
+            content.contains("- execute_range_query()：invalid parameter \"query\""),
+            "{runner}: {content}"
+        );
+        let queries: Vec<&str> = report["promQL"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q.as_str().unwrap())
+            .collect();
+        assert!(!queries.is_empty(), "{runner}: {report:#}");
+        let mut distinct = queries.clone();
+        distinct.dedup();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), queries.len(), "{runner}: {queries:?}");
+    }
+}

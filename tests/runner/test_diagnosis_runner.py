@@ -211,6 +211,19 @@ class RequestBodies(unittest.TestCase):
             ["【根因分析】", "【解决方案】"],
         )
 
+    def test_the_sections_as_keys_are_a_report_and_a_missing_one_is_named(self):
+        keyed = {"【问题概述】": "a", "【根因分析】": "【根因分析】b", "【影响范围】": "c", "【解决方案】": "d"}
+        self.assertIsNone(runner.unreadable(json.dumps({"promQL": [], "content": keyed}, ensure_ascii=False)))
+        self.assertEqual(
+            runner.written_out(keyed),
+            ("【问题概述】\na\n【根因分析】\nb\n【影响范围】\nc\n【解决方案】\nd", None),
+        )
+        del keyed["【解决方案】"]
+        self.assertIn(
+            "content lacks the sections 【解决方案】",
+            runner.unreadable(json.dumps({"promQL": [], "content": keyed}, ensure_ascii=False)),
+        )
+
     def test_the_profile_sets_the_token_field_and_extra_fields_with_null_removing(self):
         body = llm(
             "openai",
