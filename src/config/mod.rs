@@ -12,6 +12,7 @@
 //! - [`source`]: the file, the environment and the overrides;
 //! - [`secret`]: secrets, and the write token of the two keys that set it.
 
+pub mod reference;
 mod secret;
 mod sections;
 mod source;
@@ -705,28 +706,5 @@ AI:
             Config::from_yaml(YAML, &e).unwrap().unknown_keys.is_empty(),
             "the design's keys, extra bodies and DD_* variables are not reported"
         );
-    }
-
-    /// The README's configuration table and [`KEYS`] name the same keys, so errors and
-    /// documentation cannot drift apart.
-    #[test]
-    fn the_readme_documents_every_key() {
-        let readme = include_str!("../../README.md");
-        let table: std::collections::BTreeSet<&str> = readme
-            .lines()
-            .skip_while(|l| !l.starts_with("| key | default"))
-            .take_while(|l| l.starts_with('|'))
-            .filter_map(|l| l.split('|').nth(1))
-            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
-            .collect();
-        let keys: std::collections::BTreeSet<&str> = KEYS
-            .iter()
-            .copied()
-            .filter(|k| {
-                k.contains('.') || ["Name", "Host", "Port", "Timeout", "MaxConns"].contains(k)
-            })
-            .filter(|k| k.matches('.').count() == 1 || !k.contains('.'))
-            .collect();
-        assert_eq!(table, keys);
     }
 }

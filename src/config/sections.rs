@@ -2,7 +2,7 @@
 //! section's `Default` (a key left out takes it: `#[serde(default)]` on the section).
 //!
 //! Fields are named in Rust's style; `rename` gives the design's key, lowercased, because
-//! the loader lowercases keys (environment overrides cannot carry case). [`KEYS`] spells
+//! the loader lowercases keys (environment overrides cannot carry case). [`keys`] spells
 //! each key as documented, for error messages.
 
 use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
@@ -17,130 +17,38 @@ use crate::model::notify::Event;
 use crate::model::report::RunnerKind;
 use crate::model::verdict::Attribution;
 
-/// Every key, as documented (README, `etc/deploy-diagnosis.yaml`). Errors name keys this
-/// way; `MCP.Servers.*` are the keys of each server.
-pub const KEYS: &[&str] = &[
-    "Name",
-    "Host",
-    "Port",
-    "Timeout",
-    "MaxConns",
+/// The keys the reference has no row of their own for: the sections, and the keys inside
+/// a list or map value (each told in its parent's meaning).
+pub(crate) const OTHER_KEYS: &[&str] = &[
     "Mongo",
-    "Mongo.URL",
-    "Mongo.Database",
     "AI",
-    "AI.BaseURL",
-    "AI.APIKey",
-    "AI.Model",
-    "AI.Timeout",
-    "AI.PrometheusURL",
-    "AI.GitHubToken",
-    "AI.GitHubToolsets",
-    "AI.Protocol",
-    "AI.MaxTurns",
-    "AI.MaxToolCallsPerTurn",
-    "AI.ToolResultBudgetChars",
-    "AI.ToolResultMaxChars",
-    "AI.Provider",
-    "AI.MaxTokens",
-    "AI.MaxTokensField",
-    "AI.ExtraBody",
-    "AI.StructuredOutput",
-    "AI.ContextTokens",
     "Store",
-    "Store.Kind",
-    "Store.Path",
     "Runner",
-    "Runner.Kind",
-    "Runner.Python",
-    "Runner.Script",
-    "Runner.PrometheusMCPCommand",
-    "Runner.GitHubMCPCommand",
-    "Runner.OutputMaxBytes",
     "MCP",
-    "MCP.Servers",
     "MCP.Servers.Name",
     "MCP.Servers.Command",
     "MCP.Servers.Args",
     "MCP.Servers.Env",
     "MCP.Servers.URL",
     "MCP.Servers.Optional",
-    "MCP.PassEnv",
-    "MCP.ConnectTimeoutSeconds",
     "Docker",
-    "Docker.Host",
-    "Docker.Container",
-    "Docker.Image",
-    "Docker.Network",
-    "Docker.User",
-    "Docker.MemoryBytes",
-    "Docker.CPUs",
-    "Docker.PidsLimit",
-    "Docker.TmpfsBytes",
-    "Docker.MCPPort",
     "Worker",
-    "Worker.Concurrency",
-    "Worker.LeaseSeconds",
-    "Worker.PollSeconds",
-    "Worker.MaxAttempts",
-    "Worker.ShutdownGraceSeconds",
-    "Worker.MaxQueue",
-    "Worker.RerunAfterSeconds",
     "Report",
-    "Report.MaxHistory",
     "Evidence",
-    "Evidence.Enabled",
-    "Evidence.TimeoutSeconds",
-    "Evidence.BaselineMinutes",
-    "Evidence.RateWindowSeconds",
-    "Evidence.MaxItems",
-    "Evidence.Concurrency",
-    "Evidence.MaxHosts",
-    "Evidence.MaxQueriesInFlight",
     "Webhook",
-    "Webhook.BearerToken",
-    "Webhook.MaxBodyBytes",
-    "Webhook.MaxAlerts",
-    "Webhook.MaxLabels",
-    "Webhook.MaxValueBytes",
     "Auth",
-    "Auth.WriteToken",
-    "Auth.ReadToken",
-    "Auth.ProtectMetrics",
-    "Auth.AllowAnonymous",
     "Budget",
-    "Budget.DiagnosesPerHour",
-    "Budget.TokensPerDay",
     "Deployments",
-    "Deployments.WatchMinutes",
     "Release",
-    "Release.RED",
     "Release.RED.Rate",
     "Release.RED.Errors",
     "Release.RED.Duration",
-    "Release.Thresholds",
     "Release.Thresholds.RateMin",
     "Release.Thresholds.ErrorRateMaxPercent",
     "Release.Thresholds.DurationP95MaxMs",
     "Release.Thresholds.DurationP99MaxMs",
-    "Release.MinPoints",
-    "Release.MinRequests",
-    "Release.WatchMinutes",
-    "Release.AnalysisCacheSeconds",
-    "Release.AutoRollback",
     "GitHub",
-    "GitHub.APIURL",
-    "GitHub.Repos",
-    "GitHub.MaxPatchChars",
-    "GitHub.MaxFilePatchChars",
-    "GitHub.MaxPRs",
-    "GitHub.MaxCommits",
-    "GitHub.TimeoutSeconds",
-    "GitHub.MCPTools",
     "Notify",
-    "Notify.MaxAttempts",
-    "Notify.TimeoutSeconds",
-    "Notify.Sinks",
     "Notify.Sinks.Name",
     "Notify.Sinks.Kind",
     "Notify.Sinks.URL",
@@ -150,13 +58,19 @@ pub const KEYS: &[&str] = &[
     "Notify.Sinks.Verdicts",
     "Notify.Sinks.RateLimitPerMinute",
     "UI",
-    "UI.ExternalURL",
-    "UI.Language",
-    "UI.PrometheusExternalURL",
     "Log",
-    "Log.Format",
-    "Log.Level",
 ];
+
+/// Every key the loader knows, spelt as documented (`docs/configuration.md`): the
+/// reference's ([`super::reference::ROWS`], one source for the keys, their defaults and
+/// their meanings) and [`OTHER_KEYS`]. Errors name keys this way; a key of neither is
+/// reported as unknown.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    super::reference::ROWS
+        .iter()
+        .flat_map(|row| row.keys.iter().copied())
+        .chain(OTHER_KEYS.iter().copied())
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::sections::KEYS;
+use super::sections::keys;
 use super::{Config, ConfigError};
 
 /// Where `${VAR}` and `DD_*` values come from: the process environment over a `.env` file.
@@ -95,7 +95,7 @@ fn unknown_keys(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
         } else {
             format!("{path}.{key}")
         };
-        if !KEYS.iter().any(|k| k.eq_ignore_ascii_case(&full)) {
+        if !keys().any(|k| k.eq_ignore_ascii_case(&full)) {
             out.push(full);
         } else if full.eq_ignore_ascii_case("MCP.Servers") {
             for server in value.as_array().into_iter().flatten() {
@@ -151,8 +151,7 @@ fn documented(key: &str) -> String {
                 out.push('.');
             }
             lower.push_str(name);
-            let spelt = KEYS
-                .iter()
+            let spelt = keys()
                 .find(|k| k.eq_ignore_ascii_case(&lower))
                 .and_then(|k| k.rsplit('.').next())
                 .unwrap_or(name);

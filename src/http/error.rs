@@ -96,7 +96,7 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     /// No such endpoint.
-    #[error("no such endpoint; see the README for the API")]
+    #[error("no such endpoint; the API is described at /openapi.json and in docs/api.md")]
     NoRoute,
     /// The queue is full (`Worker.MaxQueue`); Alertmanager retries a `503`.
     #[error("{0} reports are waiting for a worker (Worker.MaxQueue); try again later")]

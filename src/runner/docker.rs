@@ -107,7 +107,7 @@ fn docker_error(context: &str, e: bollard::errors::Error) -> RunnerError {
 }
 
 fn image_missing(image: &str) -> String {
-    format!("docker image {image} not found: build it with docker/build.sh (see the README), or set Docker.Image")
+    format!("docker image {image} not found: build it with docker/build.sh (see docs/runners.md), or set Docker.Image")
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {

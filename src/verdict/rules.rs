@@ -1,4 +1,4 @@
-//! The verdict's rules, written once (the README's table says the same):
+//! The verdict's rules, written once (docs/release.md's table says the same):
 //!
 //! | verdict | when |
 //! |---|---|

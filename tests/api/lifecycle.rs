@@ -1,5 +1,5 @@
 //! The alert lifecycle: what a further alert does to a deployment's report, by its status
-//! (the table in `src/intake.rs` and the README).
+//! (the table in `src/intake.rs` and docs/api.md).
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! Every provider the design names, through the native runner and the Python runner,
 //! against the scripted LLM that enforces each provider's documented request rules: a
-//! request the real API would refuse fails these tests. The README's provider table is
+//! request the real API would refuse fails these tests. The provider table (docs/providers.md) is
 //! backed by `every_provider_answers_at_the_step_limit_*`.
 
 use std::time::Duration;
