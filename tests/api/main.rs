@@ -18,6 +18,7 @@ mod crash_recovery;
 mod deployments;
 mod diagnosis;
 mod docker_runner;
+mod docs;
 mod evidence;
 mod failures;
 mod fake_llm_rules;
