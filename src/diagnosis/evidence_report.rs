@@ -11,7 +11,7 @@ use crate::model::alert::Alert;
 use crate::model::changes::Changes;
 use crate::model::evidence::{format_value, EvidenceItem, Resource, Unmeasured, ANOMALY_SCORE};
 use crate::model::report::ReportBody;
-use crate::model::verdict::{Recommendation, ReleaseVerdict};
+use crate::model::verdict::{Class, Method, Recommendation, ReleaseVerdict};
 
 /// Evidence lines in the root-cause section.
 const LINES: usize = 5;
@@ -169,10 +169,16 @@ pub fn write(
         None => {
             let _ = writeln!(
                 content,
-                "；实例 {instances} 上所测的 {} 个信号都没有超过异常阈值。",
+                "；实例 {instances} 上所测的 {} 个主机信号都没有超过异常阈值。",
                 evidence.len()
             );
         }
+    }
+    // What the release verdict found on a released host (the application's errors, its
+    // latency) is not among the host signals above: said here too, or the first lines read
+    // as if nothing were wrong while the verdict asks for a rollback.
+    if let Some(finding) = verdict.and_then(verdict_finding) {
+        let _ = writeln!(content, "{finding}");
     }
 
     let _ = writeln!(content, "【根因分析】");
@@ -288,6 +294,39 @@ pub fn write(
         }
     }
     ReportBody { prom_ql, content }
+}
+
+/// The verdict's first finding on a released host, in a sentence: the signal, its value
+/// against the controls' (or before the release), the requests it counts, the limit it
+/// breaks.
+fn verdict_finding(v: &ReleaseVerdict) -> Option<String> {
+    let c = v
+        .comparisons
+        .iter()
+        .find(|c| c.released_host && c.worse && c.class != Class::Pass && !c.pre_existing)?;
+    let against = match c.method {
+        Method::Canary => "未发布主机",
+        Method::BeforeAfter => "发布前",
+    };
+    let counts = match (c.failed, c.requests) {
+        (Some([f, fc]), Some([r, rc])) => {
+            format!("（{r} 个请求中 {f} 个失败，对照 {rc} 个中 {fc} 个）")
+        }
+        _ => String::new(),
+    };
+    let breaks = c
+        .breaks
+        .as_deref()
+        .map(|b| format!("，超出 {b}"))
+        .unwrap_or_default();
+    Some(format!(
+        "发布判定发现：已发布主机 {} 的{}为 {}，{}为 {}{counts}{breaks}。",
+        c.host,
+        super::prompt::signal_zh(&c.signal).trim(),
+        format_value(c.released, &c.unit),
+        against,
+        format_value(c.control, &c.unit),
+    ))
 }
 
 /// The release verdict in the root-cause section: what it says, how sure, and why.
@@ -446,6 +485,43 @@ mod tests {
         );
         assert!(body.content.contains("应用层"));
         assert_eq!(body.prom_ql.len(), 2);
+    }
+
+    #[test]
+    fn the_verdicts_finding_opens_a_report_whose_host_signals_are_quiet() {
+        // The demo's bad canary: the shop's errors are the application's, not a host's.
+        let verdict: ReleaseVerdict = serde_json::from_value(serde_json::json!({
+            "verdict": "release", "recommendation": "rollback", "confidence": 0.99,
+            "reasons": ["canary web-1 errors %"],
+            "comparisons": [
+                {"signal": "errors %", "host": "web-1", "releasedHost": true, "method": "canary",
+                 "query": "q", "unit": "%", "released": 30.0, "control": 0.0,
+                 "points": [12, 24], "pValue": 1e-9, "effect": 30.0, "class": "high",
+                 "worse": true, "red": true, "breaks": "errorRateMaxPercent 5",
+                 "requests": [180, 360], "failed": [54, 0]}
+            ]
+        }))
+        .unwrap();
+        let evidence = vec![item(Resource::Cpu, "CPU busy %", 0.1, Verdict::Normal)];
+        let body = write(
+            &alert(),
+            &evidence,
+            None,
+            None,
+            Some(&verdict),
+            "evidence-only mode",
+        );
+        let overview = body.content.split("【根因分析】").next().unwrap();
+        assert!(
+            overview.ends_with(
+                "都没有超过异常阈值。\n发布判定发现：已发布主机 web-1 的错误率（失败请求占比，errors %）为 30.0%，\
+                 未发布主机为 0.000%（180 个请求中 54 个失败，对照 360 个中 0 个），超出 errorRateMaxPercent 5。\n"
+            ),
+            "{overview}"
+        );
+        // Without a finding the overview says nothing of the verdict.
+        let quiet = write(&alert(), &evidence, None, None, None, "evidence-only mode");
+        assert!(!quiet.content.contains("发布判定发现"), "{}", quiet.content);
     }
 
     #[test]

@@ -592,7 +592,7 @@ fn verdict_headline(v: &ReleaseVerdict) -> String {
 
 /// A RED signal's name as the report's reader says it (the table keeps the service's
 /// names); a host signal as it is.
-fn signal_zh(signal: &str) -> String {
+pub(super) fn signal_zh(signal: &str) -> String {
     match signal {
         "errors %" => "错误率（失败请求占比，errors %）".to_owned(),
         "requests/s" => "请求速率（requests/s）".to_owned(),
