@@ -11,7 +11,7 @@ use crate::model::alert::Alert;
 use crate::model::changes::Changes;
 use crate::model::evidence::{format_value, EvidenceItem, Resource, Unmeasured, ANOMALY_SCORE};
 use crate::model::report::ReportBody;
-use crate::model::verdict::{Class, Method, Recommendation, ReleaseVerdict};
+use crate::model::verdict::{Class, Recommendation, ReleaseVerdict};
 
 /// Evidence lines in the root-cause section.
 const LINES: usize = 5;
@@ -304,16 +304,7 @@ fn verdict_finding(v: &ReleaseVerdict) -> Option<String> {
         .comparisons
         .iter()
         .find(|c| c.released_host && c.worse && c.class != Class::Pass && !c.pre_existing)?;
-    let against = match c.method {
-        Method::Canary => "未发布主机",
-        Method::BeforeAfter => "发布前",
-    };
-    let counts = match (c.failed, c.requests) {
-        (Some([f, fc]), Some([r, rc])) => {
-            format!("（{r} 个请求中 {f} 个失败，对照 {rc} 个中 {fc} 个）")
-        }
-        _ => String::new(),
-    };
+    let counts = super::prompt::request_counts(c);
     let breaks = c
         .breaks
         .as_deref()
@@ -324,7 +315,7 @@ fn verdict_finding(v: &ReleaseVerdict) -> Option<String> {
         c.host,
         super::prompt::signal_zh(&c.signal).trim(),
         format_value(c.released, &c.unit),
-        against,
+        super::prompt::compared_with(c),
         format_value(c.control, &c.unit),
     ))
 }

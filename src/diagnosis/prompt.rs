@@ -547,6 +547,25 @@ fn findings(v: &ReleaseVerdict) -> impl Iterator<Item = (usize, &Comparison)> {
         .take(3)
 }
 
+/// What a released host's value is compared with, in words.
+pub(super) fn compared_with(c: &Comparison) -> &'static str {
+    match c.method {
+        crate::model::verdict::Method::Canary => "未发布主机",
+        crate::model::verdict::Method::BeforeAfter => "发布前",
+    }
+}
+
+/// An error rate's requests, failed of all on each side, in words (empty for a signal
+/// that counts no requests).
+pub(super) fn request_counts(c: &Comparison) -> String {
+    match (c.failed, c.requests) {
+        (Some([f, fc]), Some([r, rc])) => {
+            format!("（{r} 个请求中 {f} 个失败，对照 {rc} 个中 {fc} 个）")
+        }
+        _ => String::new(),
+    }
+}
+
 /// The verdict's findings said in a line before its table, with their numbers and PromQL,
 /// as [`headline`] does for the evidence. Measured with Qwen2.5-Coder 1.5B on the bad
 /// canary (`scripts/quality ai canary`): with only the table, where the released host's
@@ -555,12 +574,7 @@ fn findings(v: &ReleaseVerdict) -> impl Iterator<Item = (usize, &Comparison)> {
 fn verdict_headline(v: &ReleaseVerdict) -> String {
     let found: Vec<String> = findings(v)
         .map(|(i, c)| {
-            let counts = match (c.failed, c.requests) {
-                (Some([f, fc]), Some([r, rc])) => {
-                    format!("（{r} 个请求中 {f} 个失败，对照 {rc} 个中 {fc} 个）")
-                }
-                _ => String::new(),
-            };
+            let counts = request_counts(c);
             let breaks = c
                 .breaks
                 .as_deref()
@@ -573,10 +587,7 @@ fn verdict_headline(v: &ReleaseVerdict) -> String {
                 signal_zh(&c.signal),
                 c.released,
                 c.unit,
-                match c.method {
-                    crate::model::verdict::Method::Canary => "未发布主机",
-                    crate::model::verdict::Method::BeforeAfter => "发布前",
-                },
+                compared_with(c),
                 c.control,
                 c.unit,
                 cell(&c.query),
