@@ -14,6 +14,16 @@ async fn diagnose(app: &TestApp, prefix: &str) -> Value {
     app.wait_final(&id).await
 }
 
+/// The report's `promQL`.
+fn prom_ql(report: &Value) -> Vec<&str> {
+    report["promQL"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q.as_str().unwrap())
+        .collect()
+}
+
 fn runners() -> [(&'static str, bool); 2] {
     [("native", true), ("python", false)]
 }
@@ -175,12 +185,7 @@ async fn a_report_cut_again_after_the_follow_up_is_kept_when_its_four_sections_a
                 && content.ends_with("最后一节的结尾可能不完整。）"),
             "{runner}: the model's text, then the service's note that it was cut: {content}"
         );
-        let queries: Vec<&str> = report["promQL"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|q| q.as_str().unwrap())
-            .collect();
+        let queries = prom_ql(&report);
         assert_eq!(
             queries.len(),
             9,
@@ -361,12 +366,7 @@ async fn the_sections_as_the_schemas_keys_become_the_designs_report() {
             content.contains("- execute_range_query()：invalid parameter \"query\""),
             "{runner}: {content}"
         );
-        let queries: Vec<&str> = report["promQL"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|q| q.as_str().unwrap())
-            .collect();
+        let queries = prom_ql(&report);
         assert!(!queries.is_empty(), "{runner}: {report:#}");
         let mut distinct = queries.clone();
         distinct.dedup();
