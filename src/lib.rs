@@ -49,6 +49,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod runner;
 pub mod startup;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod verdict;

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use super::prometheus::{exact_regex, literal, unix, EvidenceError, Matrix, Prometheus};
-use super::score::{score, Saturation};
+use super::score::{began_before, score, Saturation};
 use super::signals::{rule_expression, SIGNALS};
 use crate::config::EvidenceConfig;
 use crate::model::alert::Alert;
@@ -31,6 +31,8 @@ pub struct Anchor {
     pub default: DateTime<Utc>,
     /// Splits by host key.
     pub hosts: Vec<(String, DateTime<Utc>)>,
+    /// Whether the splits are a release's (else an alert's `startsAt`).
+    pub release: bool,
 }
 
 impl Anchor {
@@ -44,6 +46,7 @@ impl Anchor {
             return Self {
                 default: starts_at.min(now),
                 hosts: Vec::new(),
+                release: false,
             };
         };
         let hosts = d
@@ -55,6 +58,7 @@ impl Anchor {
         Self {
             default: d.started_at.min(now),
             hosts,
+            release: true,
         }
     }
 
@@ -431,12 +435,15 @@ impl Gatherer {
                     continue;
                 };
                 let no_baseline = baseline.len() < 3;
-                // Already so before: the last third of the before window against the rest.
-                let (head, tail) = baseline.split_at(baseline.len() * 2 / 3);
-                let pre_existing = scored.verdict != Verdict::Normal
-                    && tail.len() >= 3
-                    && score(head, tail, *saturation, *floor)
-                        .is_some_and(|s| s.verdict != Verdict::Normal);
+                // Already so before the release: its series changed the bad way before it.
+                let up = match saturation {
+                    Some(Saturation::Below(_)) => false,
+                    Some(_) => true,
+                    None => scored.change.unwrap_or(0.0) > 0.0,
+                };
+                let pre_existing = anchor.release
+                    && scored.verdict != Verdict::Normal
+                    && began_before(&points, split, self.config.rate_window.as_secs_f64(), up);
                 if *resource == Resource::Rule {
                     // The rule firing is why the alert exists, not a cause: context, ranked
                     // below measured anomalies.

@@ -1,8 +1,10 @@
 //! Scoring a series: a robust deviation of the incident from the baseline (median and
 //! MAD, with a floor per signal so a quiet series does not turn noise into an anomaly),
 //! and saturation thresholds; new saturation outranks saturation the baseline already had.
+//! Whether an anomaly was there before the release: where its series changed.
 
 use crate::model::evidence::{Scored, Verdict, ANOMALY_SCORE};
+use crate::stats::{median as median_of, split_fits, CHI2_99};
 
 /// When a value counts as saturated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,6 +108,50 @@ pub fn score(
     })
 }
 
+/// Whether a series changed the bad way (`up`: higher is worse) before the release at
+/// `split` rather than at it: its points taken `spacing` apart (the rate window, so that
+/// no two cover the same requests), the first one at or after the release kept; a split
+/// more than `spacing` before the release, after which the series is worse, explains it
+/// better than the split at the release by more than χ²₁ at 1 % (least squares on ranks,
+/// the release verdict's change point). An anomaly whose series merely rose at the end of
+/// the window before (the rate window smearing a change at the release) is not.
+pub fn began_before(points: &[(f64, f64)], split: f64, spacing: f64, up: bool) -> bool {
+    let Some(first_after) = points.iter().position(|p| p.0 >= split) else {
+        return false;
+    };
+    let mut gaps: Vec<f64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    gaps.sort_by(f64::total_cmp);
+    let step = gaps
+        .get(gaps.len() / 2)
+        .copied()
+        .unwrap_or(spacing)
+        .max(1e-9);
+    let stride = ((spacing / step).round() as usize).max(1);
+    let kept: Vec<(f64, f64)> = points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == first_after % stride)
+        .map(|(_, p)| *p)
+        .collect();
+    let at = kept.iter().position(|p| p.0 >= split).unwrap_or(kept.len());
+    if at < 3 || kept.len() - at < 1 {
+        return false;
+    }
+    let values: Vec<f64> = kept.iter().map(|p| p.1).collect();
+    let (fit, scale) = split_fits(&values, None);
+    let worse_from = |k: usize| {
+        let moved = median_of(&values[k..]).unwrap_or(0.0) - median_of(&values[..k]).unwrap_or(0.0);
+        if up {
+            moved > 0.0
+        } else {
+            moved < 0.0
+        }
+    };
+    (1..at)
+        .filter(|&k| (kept[k - 1].0 + kept[k].0) / 2.0 < split - spacing && worse_from(k))
+        .any(|k| (fit[at] - fit[k]) / scale > CHI2_99[0])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +233,62 @@ mod tests {
         .unwrap();
         assert_eq!(oom.verdict, Verdict::Event);
         assert_eq!(score(&[1.0], &[], None, 1.0), None);
+    }
+
+    /// Pseudo-random noise in [-1, 1], the same every run.
+    fn noise(i: usize) -> f64 {
+        ((i as f64 * 12.9898).sin() * 43_758.547).fract()
+    }
+
+    /// A series a second apart from -600 s to 300 s around a release at 0 s, at 1 ± 0.2
+    /// until `from`, then 5 ± 0.2, smeared over a 60 s rate window.
+    fn stepped(from: f64) -> Vec<(f64, f64)> {
+        (-600..300)
+            .map(|t| {
+                let t = f64::from(t);
+                let share = ((t - from) / 60.0).clamp(0.0, 1.0);
+                (t, 1.0 + 4.0 * share + 0.2 * noise((t + 600.0) as usize))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_anomaly_that_began_at_the_release_was_not_there_before_it() {
+        assert!(!began_before(&stepped(0.0), 0.0, 60.0, true));
+        // Higher is not worse for this signal: a fall before the release would be.
+        assert!(!began_before(&stepped(-300.0), 0.0, 60.0, false));
+    }
+
+    #[test]
+    fn an_anomaly_that_began_windows_before_the_release_was_there_before_it() {
+        assert!(began_before(&stepped(-300.0), 0.0, 60.0, true));
+        // The case the last third of the window before missed: errors that began 30 s
+        // before the release, with a 5 s rate window.
+        let shortly: Vec<(f64, f64)> = stepped(-30.0)
+            .into_iter()
+            .map(|(t, v)| {
+                (
+                    t,
+                    if t >= -30.0 {
+                        5.0 + 0.2 * noise((t + 900.0) as usize)
+                    } else {
+                        v
+                    },
+                )
+            })
+            .collect();
+        assert!(began_before(&shortly, 0.0, 5.0, true));
+        // Within a rate window of the release it is the release's.
+        assert!(!began_before(&stepped(-30.0), 0.0, 60.0, true));
+    }
+
+    #[test]
+    fn a_series_with_too_little_before_the_release_was_not_there_before_it() {
+        let short: Vec<(f64, f64)> = stepped(-300.0)
+            .into_iter()
+            .filter(|p| p.0 > -150.0)
+            .collect();
+        assert!(!began_before(&short, 0.0, 60.0, true));
+        assert!(!began_before(&[], 0.0, 60.0, true));
     }
 }

@@ -105,7 +105,8 @@ pub struct EvidenceItem {
     /// Its numbers, score and verdict.
     #[serde(flatten)]
     pub scored: Scored,
-    /// The anomaly was already there in the window before the release (or the alert).
+    /// The anomaly was already there before the release: its series changed the bad way
+    /// more than a rate window before it (none for an alert with no deployment).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pre_existing: bool,
     /// The series has too little history before the release (or the alert) for a

@@ -12,10 +12,11 @@
 //! the host's series changed (one split by least squares on ranks, or by the binomial
 //! likelihood of its failed requests) says whether it began before the release. Holm's correction over one verdict's comparisons is the rules' (`rules.rs`).
 
-use super::stats::{
-    effect, hodges_lehmann, mann_whitney, median, quantile, ranks, spread, two_proportions,
-};
 use crate::model::verdict::{Class, Comparison, Method, Test};
+use crate::stats::{
+    effect, hodges_lehmann, mann_whitney, median, quantile, split_fits, spread, two_proportions,
+    CHI2_99,
+};
 
 /// A p-value below this is significant (after Holm's correction, in the rules).
 pub const ALPHA: f64 = 0.01;
@@ -349,10 +350,6 @@ fn test(spec: &Spec, x: &Side, y: &Side, s: &Settings) -> Option<Outcome> {
     }
 }
 
-/// χ² at 1 % with 1 to 8 degrees of freedom (SciPy's `chi2.isf(0.01, df)`): how much better
-/// a change before the release must explain `df` signals of one host together.
-pub const CHI2_99: [f64; 8] = [6.635, 9.210, 11.345, 13.277, 15.086, 16.812, 18.475, 20.090];
-
 /// χ² with one degree of freedom at 1 %: how much better a change before the release must
 /// explain the series than a change at the release. Not divided among the splits tried:
 /// a wrong *pre-existing* costs a missed finding, a missed one a wrong rollback
@@ -372,55 +369,6 @@ struct Change {
     /// At each split more than a rate window before the release after which the series is
     /// worse: when, and how much better it explains the series than the release's.
     early_gains: Vec<(f64, f64)>,
-}
-
-/// The fit of the series split in two at every index `k` (lower is better): for counts,
-/// the binomial deviance of the failed requests, each part with its own rate; else the
-/// squared distances of the ranks from each part's mean rank (robust to outliers). With
-/// the noise's scale, so that a difference of fits is χ²-like.
-fn fits(values: &[f64], requests: Option<&[[f64; 2]]>) -> (Vec<f64>, f64) {
-    let n = values.len();
-    match requests {
-        Some(requests) => {
-            let ll = |f: f64, t: f64| {
-                let term = |k: f64, p: f64| if k > 0.0 { k * p.ln() } else { 0.0 };
-                if t <= 0.0 {
-                    return 0.0;
-                }
-                term(f, f / t) + term(t - f, 1.0 - f / t)
-            };
-            let total = requests
-                .iter()
-                .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
-            let mut head = [0.0, 0.0];
-            let mut out = vec![f64::INFINITY; n];
-            for k in 1..n {
-                head = [head[0] + requests[k - 1][0], head[1] + requests[k - 1][1]];
-                let tail = [total[0] - head[0], total[1] - head[1]];
-                out[k] = -2.0 * (ll(head[0], head[1]) + ll(tail[0], tail[1]));
-            }
-            (out, 1.0)
-        }
-        None => {
-            let (ranks, _) = ranks(values);
-            let (sum, squares) = ranks
-                .iter()
-                .fold((0.0, 0.0), |(a, b), r| (a + r, b + r * r));
-            let sse = |s: f64, q: f64, m: f64| if m > 0.0 { q - s * s / m } else { 0.0 };
-            let (mut hs, mut hq) = (0.0, 0.0);
-            let mut out = vec![f64::INFINITY; n];
-            for k in 1..n {
-                hs += ranks[k - 1];
-                hq += ranks[k - 1] * ranks[k - 1];
-                out[k] = sse(hs, hq, k as f64) + sse(sum - hs, squares - hq, (n - k) as f64);
-            }
-            let best = out.iter().copied().fold(f64::INFINITY, f64::min);
-            (
-                out,
-                (best / (n as f64 - 2.0).max(1.0)).max(f64::MIN_POSITIVE),
-            )
-        }
-    }
 }
 
 /// When the host's series changed, over its before and after points together, if they
@@ -452,7 +400,7 @@ fn change(spec: &Spec, before: &Side, after: &Side, split: f64, s: &Settings) ->
         _ => None,
     };
     let values = values(&all);
-    let (fit, scale) = fits(&values, requests.as_deref());
+    let (fit, scale) = split_fits(&values, requests.as_deref());
     let n = all.len();
     let time = |k: usize| (all[k - 1].0 + all[k].0) / 2.0;
     // Whether the part from `k` on is worse than the part before it.

@@ -1,8 +1,7 @@
 //! The release verdict: was it this release, and should it be rolled back? Built from
-//! canary-vs-control and before-vs-after comparisons of the released hosts' signals.
+//! canary-vs-control and before-vs-after comparisons of the released hosts' signals, with
+//! the tests of [`crate::stats`].
 //!
-//! - [`stats`]: the tests and sizes the comparisons use (Mann-Whitney U, Hodges–Lehmann,
-//!   two proportions, Holm).
 //! - [`red`]: the application's RED query templates, made for one host.
 //! - [`compare`]: one signal's comparisons across the hosts (canary, before/after, the
 //!   controls against themselves, what was there before the release).
@@ -15,7 +14,6 @@ pub mod compare;
 pub mod measure;
 pub mod red;
 pub mod rules;
-pub mod stats;
 
 pub use analysis::Analyst;
 pub use measure::Judge;

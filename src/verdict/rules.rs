@@ -15,11 +15,12 @@
 //! A wrong rollback costs most, so every doubt lands on `hold`: a host signal with no
 //! controls (CPU on a machine shared with other work) never rolls back on its own.
 
-use super::compare::{ALPHA, CHI2_99};
-use super::stats::holm;
+use super::compare::ALPHA;
 use crate::model::verdict::{
     Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict, Test,
 };
+use crate::stats::holm;
+use crate::stats::CHI2_99;
 
 /// Confidence a rollback needs.
 pub const ROLLBACK_CONFIDENCE: f64 = 0.8;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["model"],
     &["config"],
-    &["redact", "outside"],
+    &["redact", "outside", "stats"],
     &["telemetry", "metrics"],
     &["store"],
     &["evidence", "changes", "intake", "notify"],

@@ -1,9 +1,10 @@
-//! The statistics of the release verdict: the Mann-Whitney U test (two-sided; ties get
+//! The statistics of the release verdict and the evidence: the Mann-Whitney U test (two-sided; ties get
 //! average ranks and the variance's tie correction; the normal approximation with a
 //! continuity correction, exact below 8 points a side), an effect size (the difference of
 //! medians in units of the control's spread, Kayenta's), the Hodges–Lehmann shift, two
 //! proportions compared (Fisher's exact test when an expected count is small, else the
-//! pooled z-test), and Holm's step-down correction.
+//! pooled z-test), Holm's step-down correction, and the fits of a series split in two (a
+//! change point).
 
 /// The points a side below which the p-value is computed exactly.
 pub const EXACT_BELOW: usize = 8;
@@ -262,6 +263,59 @@ pub fn holm(p_values: &[f64]) -> Vec<f64> {
         adjusted[k] = running;
     }
     adjusted
+}
+
+/// χ² at 1 % with 1 to 8 degrees of freedom (SciPy's `chi2.isf(0.01, df)`): how much better
+/// a change before the release must explain `df` signals of one host together.
+pub const CHI2_99: [f64; 8] = [6.635, 9.210, 11.345, 13.277, 15.086, 16.812, 18.475, 20.090];
+
+/// The fit of the series split in two at every index `k` (lower is better): for counts,
+/// the binomial deviance of the failed requests, each part with its own rate; else the
+/// squared distances of the ranks from each part's mean rank (robust to outliers). With
+/// the noise's scale, so that a difference of fits is χ²-like.
+pub fn split_fits(values: &[f64], requests: Option<&[[f64; 2]]>) -> (Vec<f64>, f64) {
+    let n = values.len();
+    match requests {
+        Some(requests) => {
+            let ll = |f: f64, t: f64| {
+                let term = |k: f64, p: f64| if k > 0.0 { k * p.ln() } else { 0.0 };
+                if t <= 0.0 {
+                    return 0.0;
+                }
+                term(f, f / t) + term(t - f, 1.0 - f / t)
+            };
+            let total = requests
+                .iter()
+                .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+            let mut head = [0.0, 0.0];
+            let mut out = vec![f64::INFINITY; n];
+            for k in 1..n {
+                head = [head[0] + requests[k - 1][0], head[1] + requests[k - 1][1]];
+                let tail = [total[0] - head[0], total[1] - head[1]];
+                out[k] = -2.0 * (ll(head[0], head[1]) + ll(tail[0], tail[1]));
+            }
+            (out, 1.0)
+        }
+        None => {
+            let (ranks, _) = ranks(values);
+            let (sum, squares) = ranks
+                .iter()
+                .fold((0.0, 0.0), |(a, b), r| (a + r, b + r * r));
+            let sse = |s: f64, q: f64, m: f64| if m > 0.0 { q - s * s / m } else { 0.0 };
+            let (mut hs, mut hq) = (0.0, 0.0);
+            let mut out = vec![f64::INFINITY; n];
+            for k in 1..n {
+                hs += ranks[k - 1];
+                hq += ranks[k - 1] * ranks[k - 1];
+                out[k] = sse(hs, hq, k as f64) + sse(sum - hs, squares - hq, (n - k) as f64);
+            }
+            let best = out.iter().copied().fold(f64::INFINITY, f64::min);
+            (
+                out,
+                (best / (n as f64 - 2.0).max(1.0)).max(f64::MIN_POSITIVE),
+            )
+        }
+    }
 }
 
 #[cfg(test)]
