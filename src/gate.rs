@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use crate::model::verdict::{Analysis, Recommendation};
+use crate::outside::path_segment;
 
 /// The environment variable holding the read token.
 pub const TOKEN_VAR: &str = "DEPLOY_DIAGNOSIS_TOKEN";
@@ -83,7 +84,7 @@ async fn ask(client: &reqwest::Client, gate: &Gate) -> Asked {
     let url = format!(
         "{}/deployments/{}/analysis",
         gate.url.trim_end_matches('/'),
-        percent_encode(&gate.deployment)
+        path_segment(&gate.deployment)
     );
     let mut request = client.get(&url);
     if let Some(token) = gate.token.as_deref().filter(|t| !t.is_empty()) {
@@ -125,20 +126,6 @@ fn without_url(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// A path segment: everything but unreserved characters escaped.
-fn percent_encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Asks until the analysis decides or `wait` runs out, writing what it hears to `out`.
@@ -239,11 +226,5 @@ mod tests {
             .unwrap_err()
             .contains("not a duration"));
         assert!(parse_duration("30d").is_err());
-    }
-
-    #[test]
-    fn a_deployment_id_is_one_path_segment() {
-        assert_eq!(percent_encode("shop v2/1"), "shop%20v2%2F1");
-        assert_eq!(percent_encode("deploy-1.2_x~"), "deploy-1.2_x~");
     }
 }

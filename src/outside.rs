@@ -2,7 +2,8 @@
 //! `x-ratelimit-reset`) made safe before any arithmetic: every wait is clamped to a bound
 //! the caller names, and the clock arithmetic on it saturates instead of panicking. A
 //! header can say anything: `Retry-After: 10000000000000` once overflowed chrono and
-//! killed a delivery task.
+//! killed a delivery task. And text from outside (a tag, a deployment id) made one URL
+//! path segment before it goes into a URL.
 
 use std::time::Duration;
 
@@ -44,6 +45,20 @@ pub fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `text` as one URL path segment (RFC 3986 §2.3): every byte but the unreserved ones
+/// percent-encoded, so a `/` or `?` in a tag cannot change the path.
+pub fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,5 +127,12 @@ mod tests {
             later(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
             DateTime::<Utc>::MAX_UTC
         );
+    }
+
+    #[test]
+    fn a_tag_or_an_id_is_one_path_segment() {
+        assert_eq!(path_segment("release/v1.2+3"), "release%2Fv1.2%2B3");
+        assert_eq!(path_segment("shop v2/1?x"), "shop%20v2%2F1%3Fx");
+        assert_eq!(path_segment("deploy-1.2_x~"), "deploy-1.2_x~");
     }
 }

@@ -23,7 +23,7 @@ use super::rank::{self, Budget, RawFile, RawPr};
 use crate::config::{GitHubConfig, Secret};
 use crate::model::changes::{ChangedFile, Changes, PullRequest, Release};
 use crate::model::evidence::EvidenceItem;
-use crate::outside;
+use crate::outside::{self, path_segment};
 
 /// Why a request gave nothing.
 #[derive(Debug, thiserror::Error)]
@@ -45,19 +45,6 @@ pub struct GitHub {
     token: Secret,
     http: reqwest::Client,
     config: GitHubConfig,
-}
-
-/// Percent-encodes one path segment (a tag may hold `/` or `+`).
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Pull request numbers in release notes: `#123` and `.../pull/123`.
@@ -187,8 +174,8 @@ impl GitHub {
         };
         let repo = format!(
             "/repos/{}/{}",
-            segment(release.repo.owner()),
-            segment(release.repo.name())
+            path_segment(release.repo.owner()),
+            path_segment(release.repo.name())
         );
         let mut stopped = false;
         let note = |changes: &mut Changes, what: &str, e: CallError| {
@@ -205,7 +192,7 @@ impl GitHub {
         if !release.tag.is_empty() {
             match self
                 .get(
-                    &format!("{repo}/releases/tags/{}", segment(&release.tag)),
+                    &format!("{repo}/releases/tags/{}", path_segment(&release.tag)),
                     deadline,
                 )
                 .await
@@ -224,8 +211,8 @@ impl GitHub {
         if !stopped && !release.previous_tag.is_empty() && !release.tag.is_empty() {
             let path = format!(
                 "{repo}/compare/{}...{}?per_page=100",
-                segment(&release.previous_tag),
-                segment(&release.tag)
+                path_segment(&release.previous_tag),
+                path_segment(&release.tag)
             );
             match self.get(&path, deadline).await {
                 Ok(c) => {
@@ -267,7 +254,10 @@ impl GitHub {
                 break;
             }
             match self
-                .get(&format!("{repo}/commits/{}/pulls", segment(sha)), deadline)
+                .get(
+                    &format!("{repo}/commits/{}/pulls", path_segment(sha)),
+                    deadline,
+                )
                 .await
             {
                 Ok(list) => {
@@ -393,11 +383,5 @@ mod tests {
     fn release_notes_name_their_pull_requests() {
         let notes = "## What's Changed\n* Cache products by @a in https://github.com/acme/shop/pull/42\n* Fix #7 and #7 again\n* Issue #0 is none";
         assert_eq!(pr_numbers(notes), vec![7, 42]);
-    }
-
-    #[test]
-    fn tags_are_one_path_segment() {
-        assert_eq!(segment("release/v1.2+3"), "release%2Fv1.2%2B3");
-        assert_eq!(segment("v1.2.3"), "v1.2.3");
     }
 }

@@ -703,7 +703,7 @@ pub(crate) mod tests {
             r.release.as_mut().unwrap().reasons = vec![reason];
             let link = format!(
                 "https://dd.example/ui/reports/{}",
-                crate::notify::path_segment(r.deployment_id.as_str())
+                crate::outside::path_segment(r.deployment_id.as_str())
             );
             let pr = "https://github.com/shop/checkout/pull/812";
             let s = Summary::of(&r, link.clone());

@@ -30,6 +30,7 @@ use crate::config::{webhook_secret, Config, HttpUrl, SinkConfig, SinkKind};
 use crate::model::deployment::Deployment;
 use crate::model::notify::{Event, Notification};
 use crate::model::report::{Finish, Report, ReportStatus, ReportView};
+use crate::outside::path_segment;
 use message::Summary;
 
 /// The envelope's `version`: bumped when the shape changes incompatibly.
@@ -530,18 +531,6 @@ fn status_failure(
         _ => retry_after.map_or(Retry::Backoff, Retry::After),
     };
     Failure { retry, why }
-}
-
-/// `text` as one URL path segment: every byte but the unreserved ones percent-encoded.
-pub fn path_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A send error as a sentence, without the URL (a WeCom or Slack key is in it).

@@ -374,22 +374,14 @@ async fn rollback_request(
 }
 
 /// The release a rollback request names, as a header-safe key: the tag (else the time the
-/// rollout started), characters outside `A-Za-z0-9._-` percent-encoded.
+/// rollout started) as one URL path segment.
 fn rollback_key(d: &Deployment) -> String {
     let raw = if d.tag.is_empty() {
         d.started_at.timestamp_millis().to_string()
     } else {
         d.tag.clone()
     };
-    raw.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    outside::path_segment(&raw)
 }
 
 /// The diagnosis of one claim, for its conclusion.
