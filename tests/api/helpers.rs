@@ -595,3 +595,75 @@ pub fn report_error(report: &Value) -> &str {
         .as_str()
         .expect("a failed report has an error")
 }
+
+/// The service as a process of its own, what the `kill -9` tests start twice: its
+/// configuration file in a temporary folder, against the shared Prometheus and a fake LLM
+/// that plays `options.script` after `options.llm_delay`.
+pub struct ProcessFiles {
+    /// The fake LLM (kept alive with the files).
+    pub llm: FakeLlm,
+    /// The folder of the configuration and the store.
+    pub dir: tempfile::TempDir,
+    /// The configuration file.
+    pub config: std::path::PathBuf,
+    /// The AI key, given in the environment.
+    pub key: String,
+}
+
+impl ProcessFiles {
+    /// The files for `options`.
+    pub async fn new(options: &Options) -> Self {
+        let prom = servers::prometheus().await;
+        let llm = FakeLlm::start(options.script.clone(), options.llm_delay).await;
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = config_yaml(options, &llm.base_url, &prom.url, dir.path(), None);
+        let config = dir.path().join("deploy-diagnosis.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Self {
+            llm,
+            dir,
+            config,
+            key: api_key(),
+        }
+    }
+
+    /// The service started on `port`; its warnings go to the test's stderr.
+    pub fn start(&self, port: u16) -> Process {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
+            .args(["serve", "-f"])
+            .arg(&self.config)
+            .env("AI_API_KEY", &self.key)
+            .env("DD_PORT", port.to_string())
+            .env("DD_WORKER__SHUTDOWNGRACESECONDS", "60")
+            .env("RUST_LOG", "deploy_diagnosis=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the binary starts");
+        Process {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// A running service process.
+pub struct Process {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+}
+
+impl Process {
+    /// Waits until it answers `/healthz`.
+    pub async fn up(&self) {
+        servers::wait_http(&format!("{}/healthz", self.address), "the service").await;
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}

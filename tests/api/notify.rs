@@ -4,17 +4,16 @@
 //! and version. One receiver fails twice before accepting, one never answers, and a
 //! `kill -9` between the report's completion and its delivery loses nothing.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fake_llm::{FakeLlm, Script};
+use crate::fake_llm::Script;
 use crate::helpers::{
-    alertmanager_body, api_key, config_yaml, deployment_id, spawn_app, wait_final, Options,
+    alertmanager_body, deployment_id, spawn_app, wait_final, Options, ProcessFiles,
 };
 use crate::receiver::{Mode, Receiver, SECRET};
-use crate::servers::{free_port, prometheus, wait_http};
+use crate::servers::free_port;
 
 /// A `Notify:` section with these sinks (name, url, secret).
 fn notify_yaml(sinks: &[(&str, &str, Option<&str>)]) -> String {
@@ -188,20 +187,6 @@ async fn a_sink_asking_to_wait_317000_years_delays_only_its_own_messages() {
     );
 }
 
-/// The service as a process of its own on `port`, with the configuration at `config` and
-/// the AI key `key` (what the `kill -9` tests start twice).
-fn serve(config: &std::path::Path, key: &str, port: u16) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_deploy-diagnosis"))
-        .args(["serve", "-f"])
-        .arg(config)
-        .env("AI_API_KEY", key)
-        .env("DD_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts")
-}
-
 /// The report of `id` at `address`.
 async fn report_at(client: &reqwest::Client, address: &str, id: &str) -> Value {
     client
@@ -230,37 +215,21 @@ async fn tried_once(client: &reqwest::Client, address: &str, id: &str) -> Value 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
-    let prom = prometheus().await;
-    let llm = FakeLlm::start(
-        Script::ToolThenReport { query: "up".into() },
-        Duration::ZERO,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
     // The receiver is not there yet: every attempt before the kill fails to connect.
     let port = free_port();
-    let yaml = config_yaml(
-        &Options {
-            sections: notify_yaml(&[(
-                "ops",
-                &format!("http://127.0.0.1:{port}/hook"),
-                Some(SECRET),
-            )]),
-            ..Options::default()
-        },
-        &llm.base_url,
-        &prom.url,
-        dir.path(),
-        None,
-    );
-    let config = dir.path().join("deploy-diagnosis.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let key = api_key();
+    let files = ProcessFiles::new(&Options {
+        sections: notify_yaml(&[(
+            "ops",
+            &format!("http://127.0.0.1:{port}/hook"),
+            Some(SECRET),
+        )]),
+        ..Options::default()
+    })
+    .await;
     let client = reqwest::Client::new();
-    let first_port = free_port();
-    let mut first = serve(&config, &key, first_port);
-    let address = format!("http://127.0.0.1:{first_port}");
-    wait_http(&format!("{address}/healthz"), "the service").await;
+    let mut first = files.start(free_port());
+    first.up().await;
+    let address = first.address.clone();
     let id = deployment_id("outbox-kill");
     let accepted = client
         .post(format!("{address}/v1/alerts"))
@@ -273,14 +242,12 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
     // Completed, and its notification tried and failed at least once.
     let pending = tried_once(&client, &address, &id).await;
     assert_eq!(pending["state"], "pending", "{pending:#}");
-    first.kill().unwrap(); // SIGKILL: no shutdown code runs
-    first.wait().unwrap();
+    first.kill_9();
 
     let receiver = Receiver::start_on(port, Mode::Accept, Some(SECRET)).await;
-    let mut second = serve(&config, &key, free_port());
+    let mut second = files.start(free_port());
     let got = receiver.wait_for(1, Duration::from_secs(60)).await;
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill_9();
     assert_eq!(
         got[0].id,
         pending["id"].as_str().unwrap(),
@@ -300,26 +267,13 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
     use deploy_diagnosis::model::report::{Ending, Engine, Finish, Report, ReportBody};
     use deploy_diagnosis::store::{DeploymentStore, ReportStore};
 
-    let prom = prometheus().await;
-    let llm = FakeLlm::start(
-        Script::ToolThenReport { query: "up".into() },
-        Duration::ZERO,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let yaml = config_yaml(
-        &Options {
-            sections: "Release:\n  AutoRollback: true\n".into(),
-            ..Options::default()
-        },
-        &llm.base_url,
-        &prom.url,
-        dir.path(),
-        None,
-    );
-    let config = dir.path().join("deploy-diagnosis.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    let files = ProcessFiles::new(&Options {
+        sections: "Release:\n  AutoRollback: true\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let dir = &files.dir;
 
     let id = deployment_id("rollback-kill");
     let deployment_id = deploy_diagnosis::model::alert::DeploymentId::parse(&id).unwrap();
@@ -403,12 +357,10 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
         assert!(store.finish(&deployment_id, "w1", &finish).await.unwrap());
     }
 
-    let key = api_key();
     let client = reqwest::Client::new();
-    let first_port = free_port();
-    let mut first = serve(&config, &key, first_port);
-    let address = format!("http://127.0.0.1:{first_port}");
-    wait_http(&format!("{address}/healthz"), "the service").await;
+    let mut first = files.start(free_port());
+    first.up().await;
+    let address = first.address.clone();
     // Tried and failed at least once: the platform is not there yet.
     let pending = tried_once(&client, &address, &id).await;
     assert_eq!(
@@ -419,13 +371,11 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
         ),
         "{pending:#}"
     );
-    first.kill().unwrap(); // SIGKILL: no shutdown code runs
-    first.wait().unwrap();
+    first.kill_9();
 
     let platform = Receiver::start_on(port, Mode::Accept, Some(SECRET)).await;
-    let second_port = free_port();
-    let mut second = serve(&config, &key, second_port);
-    let address = format!("http://127.0.0.1:{second_port}");
+    let mut second = files.start(free_port());
+    let address = second.address.clone();
     let got = platform.wait_for(1, Duration::from_secs(60)).await;
     // Accepted: the report says so, and nothing more is sent.
     let started = Instant::now();
@@ -437,8 +387,7 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
         assert!(started.elapsed() < Duration::from_secs(30), "{report:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill_9();
     assert_eq!(platform.received().len(), 1, "{:#?}", platform.received());
     assert_eq!(got[0].id, pending["id"].as_str().unwrap(), "the same id");
     assert_eq!(got[0].idempotency_key.as_deref(), Some(got[0].id.as_str()));
