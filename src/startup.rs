@@ -176,6 +176,7 @@ pub async fn run(
         watch_minutes: config.deployments.watch.as_secs() / 60,
         rerun_after: config.worker.rerun_after,
         max_history: config.report.max_history.get(),
+        auto_rollback: config.release.auto_rollback,
     };
     let queue = QueueGate::start(config.worker.max_queue, Arc::clone(&store));
     let state = AppState {

@@ -343,7 +343,7 @@ pub const ROWS: &[Row] = &[
     Row {
         keys: &["Release.AutoRollback"],
         default: "`false`",
-        meaning: "`true`: a *rollback* verdict asks the platform to roll back, once per deployment and tag, where the deployment's `rollbackPolicy.autoRollback` is true (signed, through the outbox); `dry-run`: the report records what would have been sent, and nothing is sent",
+        meaning: "`true`: a *rollback* verdict (a report's, or an analysis's through the report it opens) asks the platform to roll back, once per deployment and tag, where the deployment's `rollbackPolicy.autoRollback` is true (signed, through the outbox); `dry-run`: the report records what would have been sent, and nothing is sent",
     },
     Row {
         keys: &["Release.WatchMinutes"],

@@ -22,7 +22,7 @@ use crate::model::deployment::{
     host_key, Deployment, Host, HostForm, HostStatus, RedQueries, RepoName, RollbackPolicy,
     Strategy, Thresholds,
 };
-use crate::model::verdict::Analysis;
+use crate::model::verdict::{Analysis, Recommendation};
 use crate::store::Upsert;
 use crate::verdict::red;
 
@@ -566,7 +566,9 @@ pub(super) async fn get_deployment(
 /// verdict, recommendation, confidence, reasons and comparisons are a report's (the same
 /// measurement); `ok` is `false` only for *rollback*; `inconclusive` says why while there
 /// are too few samples. A measurement is answered again for `Release.AnalysisCacheSeconds`
-/// (`cached`), and callers that ask at once share one.
+/// (`cached`), and callers that ask at once share one. A fresh *rollback* opens the
+/// deployment's report when its `rollbackPolicy` and `Release.AutoRollback` ask the service
+/// to roll back (once per tag), and that report asks the platform.
 #[utoipa::path(
     get,
     path = "/deployments/{deployment_id}/analysis",
@@ -590,12 +592,52 @@ pub(super) async fn get_analysis(
         .get_deployment(&id)
         .await?
         .ok_or_else(|| ApiError::NoDeployment(id.to_string()))?;
+    Ok(Json(analyse(&state, &deployment).await?))
+}
+
+/// The release of `deployment` measured now (or the recent measurement). A fresh one that
+/// says *rollback* raises the analysis's alert when the deployment's policy and
+/// `Release.AutoRollback` ask the service to roll back ([`Intake::analysis_says_rollback`]);
+/// the answer does not wait on it, and a full queue or a store error leaves it to the
+/// next measurement.
+///
+/// [`Intake::analysis_says_rollback`]: crate::intake::Intake::analysis_says_rollback
+pub(super) async fn analyse(
+    state: &AppState,
+    deployment: &Deployment,
+) -> Result<Analysis, ApiError> {
     let analyst = state.analyst.as_ref().ok_or_else(|| {
         ApiError::Conflict(
             "Evidence.Enabled is false: the analysis measures the release in Prometheus".into(),
         )
     })?;
-    Ok(Json(analyst.analyse(&deployment, Utc::now()).await))
+    let now = Utc::now();
+    let analysis = analyst.analyse(deployment, now).await;
+    if analysis.cached || analysis.release.recommendation != Recommendation::Rollback {
+        return Ok(analysis);
+    }
+    if state.queue.check().is_err() {
+        state.metrics.limit_hit("max_queue", 1);
+        tracing::warn!(
+            deployment_id = %deployment.deployment_id,
+            "the analysis says rollback, and the queue is full: no report opened for it yet"
+        );
+        return Ok(analysis);
+    }
+    match state
+        .intake
+        .analysis_says_rollback(deployment, &analysis.release.reasons, now)
+        .await
+    {
+        Ok(Some(result)) if result.outcome.queued() => state.queue.queued(1),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            deployment_id = %deployment.deployment_id,
+            error = %e,
+            "the analysis says rollback, and its report could not be opened"
+        ),
+    }
+    Ok(analysis)
 }
 
 /// A page of registered deployments.

@@ -21,7 +21,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::error::{capped_body, require_json, typed_body, ApiError, BodyLimit};
@@ -177,12 +176,7 @@ async fn answer(
     let bytes = capped_body(&headers, body, HOOK_BODY.min(state.max_body_bytes)).await?;
     let payload: FlaggerPayload = typed_body(&bytes)?;
     let deployment = find(&state, &payload).await?;
-    let analyst = state.analyst.as_ref().ok_or_else(|| {
-        ApiError::Conflict(
-            "Evidence.Enabled is false: the analysis measures the release in Prometheus".into(),
-        )
-    })?;
-    let analysis = analyst.analyse(&deployment, Utc::now()).await;
+    let analysis = super::deployments::analyse(&state, &deployment).await?;
     let pass = hook.passes(analysis.release.recommendation);
     tracing::info!(
         deployment_id = %deployment.deployment_id,

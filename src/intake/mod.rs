@@ -11,6 +11,11 @@
 //!
 //! The same alert sent again (Alertmanager resends until answered) changes nothing
 //! (`exists`).
+//!
+//! An analysis that says *rollback* raises an alert of its own ([`ANALYSIS_ALERT`]) when
+//! the deployment's rollback policy and `Release.AutoRollback` ask the service to roll
+//! back: the report it opens asks the platform through the durable outbox, once per tag,
+//! and the team reads why. A completed report is diagnosed again for it.
 
 pub mod webhook;
 
@@ -19,10 +24,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::config::AutoRollback;
 use crate::metrics::Metrics;
-use crate::model::alert::{Alert, AlertStatus, DeploymentId};
+use crate::model::alert::{Alert, AlertStatus, AlertTime, DeploymentId};
 use crate::model::deployment::{host_key, Deployment};
 use crate::model::report::{Related, RelatedAlert, Report, ReportStatus};
+use crate::model::verdict::Recommendation;
 use crate::store::{DeploymentStore, Insert, Rediagnose, ReportStore, Restart, StoreError, Wake};
 
 /// Why an alert is about no deployment.
@@ -247,7 +254,13 @@ pub struct Intake {
     pub rerun_after: std::time::Duration,
     /// `Report.MaxHistory`.
     pub max_history: u32,
+    /// `Release.AutoRollback`.
+    pub auto_rollback: AutoRollback,
 }
+
+/// The name of the alert an analysis raises when it says *rollback* and the deployment's
+/// policy asks the service to roll back.
+pub const ANALYSIS_ALERT: &str = "ReleaseAnalysisRollback";
 
 impl Intake {
     /// What a re-diagnosis asked at `now` may do: a person's (`automatic` false) runs
@@ -293,6 +306,75 @@ impl Intake {
             (outcome, _) => outcome.as_str(),
         });
         Ok(result)
+    }
+
+    /// An analysis of `deployment` said *rollback* for `reasons`: when `Release.AutoRollback`
+    /// and the deployment's `rollbackPolicy` ask the service to roll back, an alert
+    /// ([`ANALYSIS_ALERT`]) opens its report, whose verdict asks the platform through the
+    /// outbox; a completed report that did not say *rollback* is diagnosed again. Once per
+    /// deployment and tag: `None` when nothing is asked, or it was asked already.
+    pub async fn analysis_says_rollback(
+        &self,
+        deployment: &Deployment,
+        reasons: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Option<AlertResult>, StoreError> {
+        let asks = deployment
+            .rollback_policy
+            .as_ref()
+            .is_some_and(|p| p.auto_rollback && !p.url.is_empty());
+        if self.auto_rollback == AutoRollback::Off || !asks {
+            return Ok(None);
+        }
+        let id = &deployment.deployment_id;
+        let report = self.store.get(id).await?;
+        if let Some(report) = &report {
+            let raised = std::iter::once(&report.alert)
+                .chain(report.related_alerts.iter().map(|r| &r.alert))
+                .any(|a| a.alertname == ANALYSIS_ALERT && a.tag == deployment.tag);
+            if raised {
+                return Ok(None);
+            }
+        }
+        let mut alert = Alert {
+            key: "release_rollback".into(),
+            status: AlertStatus::Firing,
+            desc: format!(
+                "The release analysis of {} says rollback: {}",
+                deployment.tag,
+                reasons.join("; ")
+            ),
+            starts_at: AlertTime::parse(&now.to_rfc3339()),
+            severity: "critical".into(),
+            alertname: ANALYSIS_ALERT.into(),
+            repo_address: deployment.repo_address.clone(),
+            tag: deployment.tag.clone(),
+            ..Alert::default()
+        };
+        alert.labels.insert("deploymentId".into(), id.to_string());
+        alert.labels.insert("severity".into(), "critical".into());
+        alert.annotations.insert(
+            "summary".into(),
+            "The release analysis says rollback".into(),
+        );
+        let mut result = self.take(0, alert, now).await?;
+        tracing::warn!(
+            deployment_id = %id,
+            tag = %deployment.tag,
+            outcome = result.outcome.as_str(),
+            "the analysis says rollback and the deployment's policy asks for it: report opened"
+        );
+        let judged_rollback = report
+            .and_then(|r| r.release)
+            .is_some_and(|v| v.recommendation == Recommendation::Rollback);
+        if result.outcome == Outcome::Recorded && !judged_rollback {
+            if let Rediagnose::Restarted { .. } =
+                self.rediagnose(id, now, self.restart(now, false)).await?
+            {
+                result.outcome = Outcome::Restarted;
+            }
+        }
+        Ok(Some(result))
     }
 
     async fn decide(

@@ -1023,18 +1023,27 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
     assert_eq!(two["cached"], true, "{two:#}");
     assert_eq!(one["measuredAt"], two["measuredAt"]);
 
-    // The report of an alert now says what the analysis says: the same measurement.
-    let o = alert_and_wait(&app, "gate-bad", &ids[0], &bad.host("web-1").host).await;
-    let (_, now) = app.get(&format!("/deployments/{}/analysis", ids[0])).await;
+    // The analysis said rollback, and the deployment's policy asks the service to roll
+    // back: the analysis's alert opened the report, which judged the release again. The
+    // innocent canaries have none.
+    let opened = app
+        .wait_final_within(&ids[0], Duration::from_secs(120))
+        .await;
     assert_eq!(
-        o.verdict(),
         (
-            now["verdict"].as_str().unwrap(),
-            now["recommendation"].as_str().unwrap()
+            &opened["alert"]["alertname"],
+            &opened["release"]["recommendation"]
         ),
-        "report {:#} analysis {now:#}",
-        o.release()
+        (&json!("ReleaseAnalysisRollback"), &json!("rollback")),
+        "{opened:#}"
     );
+    for id in &ids[1..] {
+        let (status, body) = app.get(&format!("/reports/{id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    // The alert that comes later is recorded on that report.
+    let o = alert_and_wait(&app, "gate-bad", &ids[0], &bad.host("web-1").host).await;
+    assert_eq!(o.report["id"], opened["id"]);
 
     // Flagger, Argo Rollouts and the CI gate say what the analysis says.
     crate::rollout_tools::tools_agree(&app, &ids[0], &ids[1], &ids[2]).await;
@@ -1090,6 +1099,17 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let again = wait_version(&app, &ids[0], 2).await;
     assert_eq!(again["release"]["recommendation"], "rollback", "{again:#}");
+    // The report says what the analysis says: the same measurement.
+    let (_, now) = app.get(&format!("/deployments/{}/analysis", ids[0])).await;
+    assert_eq!(
+        (
+            &again["release"]["verdict"],
+            &again["release"]["recommendation"]
+        ),
+        (&now["verdict"], &now["recommendation"]),
+        "report {:#} analysis {now:#}",
+        again["release"]
+    );
     let requests = again["notifications"]
         .as_array()
         .unwrap()
