@@ -16,7 +16,7 @@ use crate::evidence::Gatherer;
 use crate::model::alert::{Alert, DeploymentId};
 use crate::model::changes::{Changes, Release};
 use crate::model::deployment::Deployment;
-use crate::model::evidence::{EvidenceItem, Gathered, Resource, Scored, Verdict};
+use crate::model::evidence::{EvidenceItem, Gathered, Reading, Resource, Scored};
 use crate::model::report::Engine;
 use crate::model::report::{FailureKind, RelatedAlert};
 use crate::model::verdict::{ModelOpinion, ReleaseVerdict};
@@ -343,7 +343,7 @@ fn ranking_evidence(evidence: &[EvidenceItem], verdict: &ReleaseVerdict) -> Vec<
                 peak: c.released,
                 last: c.released,
                 score: 10.0,
-                verdict: Verdict::Anomalous,
+                verdict: Reading::Anomalous,
             },
             pre_existing: false,
             no_baseline: false,

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::rank::{self, Budget, RawFile, RawPr};
+use super::rank::{self, PatchBudget, RawFile, RawPr};
 use crate::config::{GitHubConfig, Secret};
 use crate::model::changes::{ChangedFile, Changes, PullRequest, Release};
 use crate::model::evidence::EvidenceItem;
@@ -338,7 +338,7 @@ impl GitHub {
             raw,
             other,
             evidence,
-            Budget {
+            PatchBudget {
                 total: self.config.max_patch_chars,
                 per_file: self.config.max_file_patch_chars,
             },

@@ -354,7 +354,7 @@ pub struct RawPr {
 
 /// Patch budgets.
 #[derive(Debug, Clone, Copy)]
-pub struct Budget {
+pub struct PatchBudget {
     /// Characters of all patch excerpts together.
     pub total: usize,
     /// Characters of one file's excerpt.
@@ -381,7 +381,7 @@ pub fn rank(
     prs: Vec<RawPr>,
     other: Vec<RawFile>,
     evidence: &[EvidenceItem],
-    budget: Budget,
+    budget: PatchBudget,
 ) {
     let focus = focus(evidence);
     let mut patches: Vec<(f64, String, Option<String>)> = Vec::new();
@@ -458,7 +458,7 @@ pub fn rank(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::evidence::{Scored, Verdict};
+    use crate::model::evidence::{Reading, Scored};
 
     fn item(resource: Resource, score: f64) -> EvidenceItem {
         EvidenceItem {
@@ -475,7 +475,7 @@ mod tests {
                 peak: 2.0,
                 last: 2.0,
                 score,
-                verdict: Verdict::Anomalous,
+                verdict: Reading::Anomalous,
             },
             pre_existing: false,
             no_baseline: false,
@@ -530,7 +530,7 @@ mod tests {
             prs,
             Vec::new(),
             &[item(Resource::Memory, 9.0), item(Resource::Cpu, 2.0)],
-            Budget {
+            PatchBudget {
                 total: 10_000,
                 per_file: 2_000,
             },
@@ -570,7 +570,7 @@ mod tests {
             prs,
             Vec::new(),
             &[item(Resource::Memory, 9.0)],
-            Budget {
+            PatchBudget {
                 total: 1_500,
                 per_file: 1_000,
             },

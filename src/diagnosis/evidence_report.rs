@@ -366,9 +366,9 @@ pub fn queries(evidence: &[EvidenceItem]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::evidence::{Scored, Verdict};
+    use crate::model::evidence::{Reading, Scored};
 
-    fn item(resource: Resource, signal: &str, score: f64, verdict: Verdict) -> EvidenceItem {
+    fn item(resource: Resource, signal: &str, score: f64, verdict: Reading) -> EvidenceItem {
         EvidenceItem {
             resource,
             signal: signal.into(),
@@ -403,18 +403,18 @@ mod tests {
     #[test]
     fn a_saturated_cpu_is_reported_in_the_four_sections_with_its_numbers() {
         let evidence = vec![
-            item(Resource::Cpu, "CPU busy %", 6.11, Verdict::Saturated),
+            item(Resource::Cpu, "CPU busy %", 6.11, Reading::Saturated),
             item(
                 Resource::Rule,
                 "alert rule NodeHighCPU",
                 1.5,
-                Verdict::Event,
+                Reading::Event,
             ),
             item(
                 Resource::Memory,
                 "memory available %",
                 0.07,
-                Verdict::Normal,
+                Reading::Normal,
             ),
         ];
         let unmeasured = Unmeasured::of(vec!["web-9:9100".into()], 20);
@@ -465,8 +465,8 @@ mod tests {
     #[test]
     fn quiet_evidence_says_so_and_still_gives_queries_to_check() {
         let evidence = vec![
-            item(Resource::Cpu, "CPU busy %", 0.2, Verdict::Normal),
-            item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
+            item(Resource::Cpu, "CPU busy %", 0.2, Reading::Normal),
+            item(Resource::Memory, "memory available %", 0.1, Reading::Normal),
         ];
         let body = write(&alert(), &evidence, None, None, None, "evidence-only mode");
         assert!(
@@ -493,7 +493,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let evidence = vec![item(Resource::Cpu, "CPU busy %", 0.1, Verdict::Normal)];
+        let evidence = vec![item(Resource::Cpu, "CPU busy %", 0.1, Reading::Normal)];
         let body = write(
             &alert(),
             &evidence,
@@ -518,10 +518,10 @@ mod tests {
     #[test]
     fn signals_that_share_a_query_give_it_once() {
         let mut evidence = vec![
-            item(Resource::Cpu, "CPU % (user)", 0.2, Verdict::Normal),
-            item(Resource::Cpu, "CPU % (system)", 0.1, Verdict::Normal),
-            item(Resource::Memory, "memory available %", 0.1, Verdict::Normal),
-            item(Resource::DiskIo, "disk busy %", 0.1, Verdict::Normal),
+            item(Resource::Cpu, "CPU % (user)", 0.2, Reading::Normal),
+            item(Resource::Cpu, "CPU % (system)", 0.1, Reading::Normal),
+            item(Resource::Memory, "memory available %", 0.1, Reading::Normal),
+            item(Resource::DiskIo, "disk busy %", 0.1, Reading::Normal),
         ];
         evidence[1].query = evidence[0].query.clone();
         assert_eq!(
@@ -541,7 +541,7 @@ mod tests {
             Resource::Memory,
             "memory used %",
             7.0,
-            Verdict::Saturated,
+            Reading::Saturated,
         )];
         let changes = Changes {
             repo: "acme/shop".into(),

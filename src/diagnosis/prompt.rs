@@ -847,7 +847,7 @@ mod tests {
                 peak: 100.0,
                 last: 99.2,
                 score,
-                verdict: crate::model::evidence::Verdict::Saturated,
+                verdict: crate::model::evidence::Reading::Saturated,
             },
             pre_existing: false,
             no_baseline: false,

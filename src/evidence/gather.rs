@@ -16,7 +16,7 @@ use crate::config::EvidenceConfig;
 use crate::model::alert::Alert;
 use crate::model::deployment::{host_key, Deployment, HostStatus};
 use crate::model::evidence::{
-    EvidenceItem, Gathered, Resource, Unmeasured, Verdict, ANOMALY_SCORE,
+    EvidenceItem, Gathered, Reading, Resource, Unmeasured, ANOMALY_SCORE,
 };
 
 /// Hosts whose instances are looked up for one gathering (a deployment may list more).
@@ -442,7 +442,7 @@ impl Gatherer {
                     None => scored.change.unwrap_or(0.0) > 0.0,
                 };
                 let pre_existing = anchor.release
-                    && scored.verdict != Verdict::Normal
+                    && scored.verdict != Reading::Normal
                     && began_before(&points, split, self.config.rate_window.as_secs_f64(), up);
                 if *resource == Resource::Rule {
                     // The rule firing is why the alert exists, not a cause: context, ranked

@@ -3,7 +3,7 @@
 //! and saturation thresholds; new saturation outranks saturation the baseline already had.
 //! Whether an anomaly was there before the release: where its series changed.
 
-use crate::model::evidence::{Scored, Verdict, ANOMALY_SCORE};
+use crate::model::evidence::{Reading, Scored, ANOMALY_SCORE};
 use crate::stats::{median as median_of, split_fits, CHI2_99};
 
 /// When a value counts as saturated.
@@ -91,10 +91,10 @@ pub fn score(
     }
     let score = deviation.max(saturated);
     let verdict = match saturation {
-        Some(Saturation::NonZero) if saturated > 0.0 => Verdict::Event,
-        _ if saturated > 0.0 => Verdict::Saturated,
-        _ if score >= ANOMALY_SCORE => Verdict::Anomalous,
-        _ => Verdict::Normal,
+        Some(Saturation::NonZero) if saturated > 0.0 => Reading::Event,
+        _ if saturated > 0.0 => Reading::Saturated,
+        _ if score >= ANOMALY_SCORE => Reading::Anomalous,
+        _ => Reading::Normal,
     };
     Some(Scored {
         baseline: base_median,
@@ -166,7 +166,7 @@ mod tests {
             5.0,
         )
         .unwrap();
-        assert_eq!(s.verdict, Verdict::Saturated);
+        assert_eq!(s.verdict, Reading::Saturated);
         assert!(s.score >= 5.0, "{s:?}");
         assert_eq!((s.baseline, s.peak, s.last), (Some(10.0), 100.0, 100.0));
         assert_eq!(s.change, Some(89.5), "incident mean minus baseline median");
@@ -181,7 +181,7 @@ mod tests {
             5.0,
         )
         .unwrap();
-        assert_eq!(s.verdict, Verdict::Normal, "{s:?}");
+        assert_eq!(s.verdict, Reading::Normal, "{s:?}");
         let standing = score(
             &[95.0, 96.0, 95.5],
             &[96.0],
@@ -189,7 +189,7 @@ mod tests {
             2.0,
         )
         .unwrap();
-        assert_eq!(standing.verdict, Verdict::Saturated);
+        assert_eq!(standing.verdict, Reading::Saturated);
         assert!(standing.score < 5.0, "{standing:?}");
     }
 
@@ -202,7 +202,7 @@ mod tests {
             3.0,
         )
         .unwrap();
-        assert_eq!((s.verdict, s.peak), (Verdict::Saturated, 5.0));
+        assert_eq!((s.verdict, s.peak), (Reading::Saturated, 5.0));
         let down = score(
             &[1.0, 1.0, 1.0],
             &[0.0, 0.0],
@@ -210,7 +210,7 @@ mod tests {
             0.5,
         )
         .unwrap();
-        assert_eq!(down.verdict, Verdict::Saturated);
+        assert_eq!(down.verdict, Reading::Saturated);
         assert!(down.score >= 9.0, "{down:?}");
     }
 
@@ -223,7 +223,7 @@ mod tests {
             20.0,
         )
         .unwrap();
-        assert_eq!(s.verdict, Verdict::Anomalous, "{s:?}");
+        assert_eq!(s.verdict, Reading::Anomalous, "{s:?}");
         let oom = score(
             &[0.0, 0.0, 0.0],
             &[0.0, 1.0],
@@ -231,7 +231,7 @@ mod tests {
             1.0,
         )
         .unwrap();
-        assert_eq!(oom.verdict, Verdict::Event);
+        assert_eq!(oom.verdict, Reading::Event);
         assert_eq!(score(&[1.0], &[], None, 1.0), None);
     }
 

@@ -86,7 +86,7 @@ impl SkipCode {
 /// What an alert did (the `outcome` of the intake answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum AlertOutcome {
     /// A new report, queued for diagnosis.
     Started,
     /// A failed report, queued for diagnosis again.
@@ -103,29 +103,29 @@ pub enum Outcome {
     Skipped,
 }
 
-impl Outcome {
+impl AlertOutcome {
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Started => "started",
-            Outcome::Restarted => "restarted",
-            Outcome::Attached => "attached",
-            Outcome::Recorded => "recorded",
-            Outcome::Exists => "exists",
-            Outcome::Resolved => "resolved",
-            Outcome::Skipped => "skipped",
+            AlertOutcome::Started => "started",
+            AlertOutcome::Restarted => "restarted",
+            AlertOutcome::Attached => "attached",
+            AlertOutcome::Recorded => "recorded",
+            AlertOutcome::Exists => "exists",
+            AlertOutcome::Resolved => "resolved",
+            AlertOutcome::Skipped => "skipped",
         }
     }
 
     /// Whether it queued a diagnosis.
     pub fn queued(self) -> bool {
-        matches!(self, Outcome::Started | Outcome::Restarted)
+        matches!(self, AlertOutcome::Started | AlertOutcome::Restarted)
     }
 }
 
 /// The deployment an alert without a `deploymentId` was attributed to, and by what.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Attribution {
+pub struct HostMatch {
     /// The deployment.
     pub deployment: Deployment,
     /// The label that matched (`hostname` or `instance`).
@@ -134,7 +134,7 @@ pub struct Attribution {
     pub host: String,
 }
 
-impl Attribution {
+impl HostMatch {
     /// For the intake response: `hostname "web-1" within 60 minutes of deployment d-7`.
     pub fn describe(&self, watch_minutes: u64) -> String {
         format!(
@@ -199,7 +199,7 @@ pub struct AlertResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     /// What it did.
-    pub outcome: Outcome,
+    pub outcome: AlertOutcome,
     /// The new report's id (`started`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
@@ -218,7 +218,7 @@ pub struct AlertResult {
 }
 
 impl AlertResult {
-    fn new(index: usize, outcome: Outcome) -> Self {
+    fn new(index: usize, outcome: AlertOutcome) -> Self {
         Self {
             index,
             deployment_id: None,
@@ -302,7 +302,7 @@ impl Intake {
     ) -> Result<AlertResult, StoreError> {
         let result = self.decide(index, alert, now).await?;
         self.metrics.alert(match (result.outcome, result.skip) {
-            (Outcome::Skipped, Some(code)) => code.as_str(),
+            (AlertOutcome::Skipped, Some(code)) => code.as_str(),
             (outcome, _) => outcome.as_str(),
         });
         Ok(result)
@@ -367,11 +367,11 @@ impl Intake {
         let judged_rollback = report
             .and_then(|r| r.release)
             .is_some_and(|v| v.recommendation == Recommendation::Rollback);
-        if result.outcome == Outcome::Recorded && !judged_rollback {
+        if result.outcome == AlertOutcome::Recorded && !judged_rollback {
             if let Rediagnose::Restarted { .. } =
                 self.rediagnose(id, now, self.restart(now, false)).await?
             {
-                result.outcome = Outcome::Restarted;
+                result.outcome = AlertOutcome::Restarted;
             }
         }
         Ok(Some(result))
@@ -385,7 +385,7 @@ impl Intake {
     ) -> Result<AlertResult, StoreError> {
         let labelled = alert.labels.get("deploymentId").cloned();
         let skipped = |code: SkipCode, reason: String| {
-            let mut r = AlertResult::new(index, Outcome::Skipped).reason(reason);
+            let mut r = AlertResult::new(index, AlertOutcome::Skipped).reason(reason);
             r.deployment_id = labelled.clone();
             r.skip = Some(code);
             r
@@ -406,7 +406,7 @@ impl Intake {
                 }
             },
         };
-        let mut result = AlertResult::new(index, Outcome::Skipped);
+        let mut result = AlertResult::new(index, AlertOutcome::Skipped);
         result.skip = Some(SkipCode::NotFiring);
         result.deployment_id = Some(id.to_string());
         result.attributed = attribution.as_ref().map(|a| Attributed {
@@ -421,7 +421,7 @@ impl Intake {
             return Ok(if self.store.set_resolved(&id, at).await? {
                 tracing::info!(deployment_id = %id, "resolved alert stamped on the report");
                 AlertResult {
-                    outcome: Outcome::Resolved,
+                    outcome: AlertOutcome::Resolved,
                     ..result
                 }
                 .reason(format!("resolvedAt set to {}", at.to_rfc3339()))
@@ -449,13 +449,13 @@ impl Intake {
             Related::NoReport => match self.store.insert(&report).await? {
                 Insert::Inserted => self.started(result, &report),
                 Insert::Exists(status) => AlertResult {
-                    outcome: Outcome::Exists,
+                    outcome: AlertOutcome::Exists,
                     status: Some(status),
                     ..result
                 },
             },
             Related::Duplicate(status) => AlertResult {
-                outcome: Outcome::Exists,
+                outcome: AlertOutcome::Exists,
                 status: Some(status),
                 ..result
             }
@@ -464,13 +464,13 @@ impl Intake {
                 status.as_str()
             )),
             Related::Added(ReportStatus::Generating) => AlertResult {
-                outcome: Outcome::Attached,
+                outcome: AlertOutcome::Attached,
                 status: Some(ReportStatus::Generating),
                 ..result
             }
             .reason("a diagnosis is queued or running; the alert is recorded on the report for it and any retry"),
             Related::Added(ReportStatus::Completed) => AlertResult {
-                outcome: Outcome::Recorded,
+                outcome: AlertOutcome::Recorded,
                 status: Some(ReportStatus::Completed),
                 ..result
             }
@@ -486,7 +486,7 @@ impl Intake {
                 } => {
                     tracing::info!(deployment_id = %id, version = restarted.version, "failed report diagnosed again for a new alert");
                     AlertResult {
-                        outcome: Outcome::Restarted,
+                        outcome: AlertOutcome::Restarted,
                         status: Some(ReportStatus::Generating),
                         ..result
                     }
@@ -496,18 +496,18 @@ impl Intake {
                     ))
                 }
                 Rediagnose::InProgress => AlertResult {
-                    outcome: Outcome::Attached,
+                    outcome: AlertOutcome::Attached,
                     status: Some(ReportStatus::Generating),
                     ..result
                 }
                 .reason("the failed report was restarted meanwhile; the alert is recorded on it"),
                 Rediagnose::NotFound => AlertResult {
-                    outcome: Outcome::Exists,
+                    outcome: AlertOutcome::Exists,
                     ..result
                 }
                 .reason("the report was deleted meanwhile; send the alert again"),
                 Rediagnose::TooSoon(failed_at) => AlertResult {
-                    outcome: Outcome::Recorded,
+                    outcome: AlertOutcome::Recorded,
                     status: Some(ReportStatus::Failed),
                     ..result
                 }
@@ -531,7 +531,7 @@ impl Intake {
             "diagnosis queued"
         );
         AlertResult {
-            outcome: Outcome::Started,
+            outcome: AlertOutcome::Started,
             report_id: Some(report.id.clone()),
             status: Some(ReportStatus::Generating),
             ..result
@@ -545,7 +545,7 @@ impl Intake {
         &self,
         alert: &Alert,
         now: DateTime<Utc>,
-    ) -> Result<Option<Attribution>, StoreError> {
+    ) -> Result<Option<HostMatch>, StoreError> {
         let hosts = alert.hosts();
         if hosts.is_empty() {
             return Ok(None);
@@ -565,7 +565,7 @@ impl Intake {
             .into_iter()
             .find(|(_, h)| found_keys.contains(&host_key(h)))
             .unwrap_or(("hostname", String::new()));
-        Ok(Some(Attribution {
+        Ok(Some(HostMatch {
             deployment: found,
             label,
             host,

@@ -45,7 +45,7 @@ pub enum Resource {
 /// What the numbers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum Reading {
     /// Within the baseline's range and thresholds.
     Normal,
     /// Far from the baseline.
@@ -57,14 +57,14 @@ pub enum Verdict {
     Event,
 }
 
-impl Verdict {
+impl Reading {
     /// The verdict in the design's language.
     pub fn zh(self) -> &'static str {
         match self {
-            Verdict::Normal => "正常",
-            Verdict::Anomalous => "异常",
-            Verdict::Saturated => "饱和",
-            Verdict::Event => "事件",
+            Reading::Normal => "正常",
+            Reading::Anomalous => "异常",
+            Reading::Saturated => "饱和",
+            Reading::Event => "事件",
         }
     }
 }
@@ -218,5 +218,5 @@ pub struct Scored {
     /// Anomaly score: 0 normal; ≥ [`ANOMALY_SCORE`] anomalous; ≥ 5 saturated or an event.
     pub score: f64,
     /// What the numbers say.
-    pub verdict: Verdict,
+    pub verdict: Reading,
 }

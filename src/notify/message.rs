@@ -482,7 +482,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::alert::{Alert, DeploymentId};
     use crate::model::changes::{Changes, PullRequest};
-    use crate::model::evidence::{EvidenceItem, Resource, Scored, Verdict};
+    use crate::model::evidence::{EvidenceItem, Reading, Resource, Scored};
     use crate::model::report::ReportBody;
     use crate::model::verdict::{Attribution, ReleaseVerdict};
 
@@ -534,8 +534,8 @@ pub(crate) mod tests {
             series_start: None,
         };
         r.evidence = Some(vec![
-            item("errors %", 0.2, 18.5, 23.0, Verdict::Anomalous),
-            item("CPU busy %", 31.0, 35.2, 41.0, Verdict::Normal),
+            item("errors %", 0.2, 18.5, 23.0, Reading::Anomalous),
+            item("CPU busy %", 31.0, 35.2, 41.0, Reading::Normal),
         ]);
         r.changes = Some(Changes {
             prs: vec![PullRequest {

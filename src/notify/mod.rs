@@ -115,7 +115,7 @@ pub enum Retry {
 
 /// A failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub struct SendFailure {
     /// What next.
     pub retry: Retry,
     /// Why, for the report and the log (never a secret: URLs are not quoted).
@@ -212,21 +212,21 @@ impl Sinks {
         notification: &Notification,
         report: &Report,
         now: DateTime<Utc>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SendFailure> {
         let Some(sink) = self.sinks.iter().find(|s| s.name == notification.sink) else {
-            return Err(Failure {
+            return Err(SendFailure {
                 retry: Retry::Never,
                 why: format!("no sink {:?} is configured any more", notification.sink),
             });
         };
         if self.lock_disabled().contains(&sink.name) {
-            return Err(Failure {
+            return Err(SendFailure {
                 retry: Retry::Disable,
                 why: "the sink answered 410 Gone earlier; it is disabled until a restart".into(),
             });
         }
         if let Err(wait) = self.admit(sink, Instant::now()) {
-            return Err(Failure {
+            return Err(SendFailure {
                 retry: Retry::Deferred(wait),
                 why: format!(
                     "held back by the sink's rate limit for {} ms",
@@ -238,7 +238,7 @@ impl Sinks {
             SinkKind::Webhook => self.webhook(sink, notification, report, now).await,
             _ => self.chat(sink, report, now).await,
         };
-        if let Err(Failure {
+        if let Err(SendFailure {
             retry: Retry::Disable,
             ..
         }) = &result
@@ -257,8 +257,8 @@ impl Sinks {
         report: &Report,
         deployment: Option<&Deployment>,
         now: DateTime<Utc>,
-    ) -> Result<(), Failure> {
-        let never = |why: String| Failure {
+    ) -> Result<(), SendFailure> {
+        let never = |why: String| SendFailure {
             retry: Retry::Never,
             why,
         };
@@ -362,7 +362,7 @@ impl Sinks {
         sink: &SinkConfig,
         report: &Report,
         now: DateTime<Utc>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SendFailure> {
         let summary = Summary::of(report, self.link(report));
         let secret = sink.secret.expose();
         let mut request = self.http.post(sink.url.as_str());
@@ -396,7 +396,7 @@ impl Sinks {
             }
             SinkKind::Slack | SinkKind::Webhook => summary.slack(),
         };
-        let response = request.json(&body).send().await.map_err(|e| Failure {
+        let response = request.json(&body).send().await.map_err(|e| SendFailure {
             retry: Retry::Backoff,
             why: describe_send_error(&e),
         })?;
@@ -406,7 +406,7 @@ impl Sinks {
         if let Some(verdict) = platform::answer(sink.kind, &answer) {
             return match verdict {
                 None => Ok(()),
-                Some((retry, why)) => Err(Failure {
+                Some((retry, why)) => Err(SendFailure {
                     retry,
                     why: cut_answer(&why),
                 }),
@@ -424,7 +424,7 @@ impl Sinks {
         n: &Notification,
         report: &Report,
         now: DateTime<Utc>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SendFailure> {
         let body = serde_json::to_vec(&Envelope {
             kind: n.event.type_name(),
             version: ENVELOPE_VERSION,
@@ -433,7 +433,7 @@ impl Sinks {
             link: self.link(report),
             report: ReportView::from(report.clone()),
         })
-        .map_err(|e| Failure {
+        .map_err(|e| SendFailure {
             retry: Retry::Never,
             why: format!("the report could not be written as JSON: {e}"),
         })?;
@@ -450,7 +450,7 @@ impl Sinks {
 
     /// POSTs `body` as the Standard Webhooks specification says: `webhook-id`,
     /// `webhook-timestamp`, and `webhook-signature` when `secret` is a `whsec_` one; a 2xx
-    /// is delivered, anything else a [`Failure`] saying whether to try again.
+    /// is delivered, anything else a [`SendFailure`] saying whether to try again.
     async fn signed_post(
         &self,
         url: &str,
@@ -459,7 +459,7 @@ impl Sinks {
         headers: &[(&str, &str)],
         body: Vec<u8>,
         now: DateTime<Utc>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SendFailure> {
         let timestamp = now.timestamp().to_string();
         let mut request = self
             .http
@@ -476,7 +476,7 @@ impl Sinks {
                 format!("v1,{}", sign_webhook(&key, id, &timestamp, &body)),
             );
         }
-        let response = request.body(body).send().await.map_err(|e| Failure {
+        let response = request.body(body).send().await.map_err(|e| SendFailure {
             retry: Retry::Backoff,
             why: describe_send_error(&e),
         })?;
@@ -519,7 +519,7 @@ fn status_failure(
     status: reqwest::StatusCode,
     retry_after: Option<Duration>,
     answer: &str,
-) -> Failure {
+) -> SendFailure {
     let why = format!("the receiver answered {status}: {}", cut_answer(answer));
     let retry = match status.as_u16() {
         // A generic 410, and Slack's `channel_is_archived`.
@@ -530,7 +530,7 @@ fn status_failure(
         400..=499 if status.as_u16() != 408 => Retry::Never,
         _ => retry_after.map_or(Retry::Backoff, Retry::After),
     };
-    Failure { retry, why }
+    SendFailure { retry, why }
 }
 
 /// A send error as a sentence, without the URL (a WeCom or Slack key is in it).

@@ -19,7 +19,7 @@ use super::pool::{self, Queue};
 use crate::metrics::Metrics;
 use crate::model::notify::{DeliveryState, Notification};
 use crate::model::report::Report;
-use crate::notify::{next_attempt, Failure, Retry, Sinks};
+use crate::notify::{next_attempt, Retry, SendFailure, Sinks};
 use crate::outside;
 use crate::store::{DeploymentStore, ReportStore, StoreError, Wake};
 
@@ -109,7 +109,7 @@ impl Queue for Deliveries {
     /// the delivery lease ends.
     async fn panicked(&self, report: &Report, why: &str) {
         let now = Utc::now();
-        let failure = Failure {
+        let failure = SendFailure {
             retry: Retry::Backoff,
             why: format!("the delivery stopped on a bug in the service: {why}"),
         };
@@ -151,7 +151,7 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
                 .deployments
                 .get_deployment(&report.deployment_id)
                 .await
-                .map_err(|e| Failure {
+                .map_err(|e| SendFailure {
                     retry: Retry::Backoff,
                     why: format!("the registry could not be read: {e}"),
                 })?;
@@ -161,7 +161,7 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
                 .unwrap_or_else(|payload| {
                     let why = pool::panic_text(payload.as_ref());
                     ctx.metrics.task_panic(Deliveries::POOL);
-                    Err(Failure {
+                    Err(SendFailure {
                         retry: Retry::Backoff,
                         why: format!("the delivery stopped on a bug in the service: {why}"),
                     })
@@ -170,7 +170,7 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
         if n.version != report.version {
             // A re-diagnosis began before it went out: the new version's ending is sent
             // instead of a report that is no longer the current one.
-            return Err(Failure {
+            return Err(SendFailure {
                 retry: Retry::Never,
                 why: format!(
                     "superseded: version {} was re-diagnosed before this was delivered",
@@ -187,7 +187,7 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
                 let why = pool::panic_text(payload.as_ref());
                 ctx.metrics.task_panic(Deliveries::POOL);
                 tracing::error!(sink = %n.sink, panic = %why, "a delivery attempt panicked");
-                Err(Failure {
+                Err(SendFailure {
                     retry: Retry::Backoff,
                     why: format!("the delivery stopped on a bug in the service: {why}"),
                 })
@@ -203,9 +203,13 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
 }
 
 /// The notification after an attempt that ended with `result`.
-fn attempted(ctx: &OutboxContext, n: &Notification, result: Result<(), Failure>) -> Notification {
+fn attempted(
+    ctx: &OutboxContext,
+    n: &Notification,
+    result: Result<(), SendFailure>,
+) -> Notification {
     let mut n = n.clone();
-    if let Err(Failure {
+    if let Err(SendFailure {
         retry: Retry::Deferred(wait),
         why,
     }) = &result

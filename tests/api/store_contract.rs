@@ -11,7 +11,7 @@ use deploy_diagnosis::model::deployment::{
     Deployment, Host, HostStatus, RedQueries, RollbackPolicy, Strategy, Thresholds,
 };
 use deploy_diagnosis::model::evidence::{
-    EvidenceItem, Gathered, Resource, Scored, Unmeasured, Verdict,
+    EvidenceItem, Gathered, Reading, Resource, Scored, Unmeasured,
 };
 use deploy_diagnosis::model::notify::{DeliveryState, Event, Notification};
 use deploy_diagnosis::model::report::{
@@ -115,7 +115,7 @@ fn evidence() -> Vec<EvidenceItem> {
             peak: 100.0,
             last: 99.5,
             score: 6.08,
-            verdict: Verdict::Saturated,
+            verdict: Reading::Saturated,
         },
         pre_existing: false,
         no_baseline: false,
