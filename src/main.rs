@@ -17,7 +17,6 @@ use deploy_diagnosis::gate::{self, Gate};
 use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::intake::{self, Subject};
 use deploy_diagnosis::model::changes::Changes;
-use deploy_diagnosis::model::deployment::Deployment;
 use deploy_diagnosis::model::report::FailureKind;
 use deploy_diagnosis::pipeline::{Job, KnownEvidence, Ledger, Measured, Output};
 use deploy_diagnosis::{startup, store, telemetry};
@@ -187,10 +186,6 @@ struct Printed {
 
 #[async_trait]
 impl Ledger for Printed {
-    async fn registered(&self) -> Option<Deployment> {
-        None
-    }
-
     async fn evidence(&self) -> KnownEvidence {
         KnownEvidence::GatherHere
     }
@@ -201,7 +196,6 @@ impl Ledger for Printed {
 
     async fn record(&self, output: Output<'_>) {
         match output {
-            Output::Deployment(_) => {}
             Output::Measured(measured) => {
                 if let Err(why) = &measured.evidence {
                     tracing::warn!(error = %why, "evidence could not be gathered")

@@ -68,8 +68,6 @@ pub struct Ran {
 /// A stage's output, for the ledger to keep.
 #[derive(Debug, Clone, Copy)]
 pub enum Output<'a> {
-    /// The registered deployment, when it differs from the report's snapshot.
-    Deployment(&'a Deployment),
     /// The evidence this run gathered (or why it could not), and the release verdict.
     Measured(&'a Measured),
     /// The release's changes (or the record of why they were not read).
@@ -79,8 +77,6 @@ pub enum Output<'a> {
 /// What a run of the pipeline reads from and writes to outside itself.
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    /// The deployment as registered now (`None`: not registered, or unknown).
-    async fn registered(&self) -> Option<Deployment>;
     /// The evidence: gathered already (waiting for a gathering under way), or to be
     /// gathered here.
     async fn evidence(&self) -> KnownEvidence;
@@ -127,7 +123,9 @@ impl Pipeline {
         ledger: &dyn Ledger,
         cancel: CancellationToken,
     ) -> Result<Ran, Cancelled> {
-        let deployment = self.deployment(&job, ledger).await;
+        // Read once, at intake (a re-diagnosis reads the registry again): the evidence
+        // pool gathered with the same snapshot.
+        let deployment = job.deployment.clone();
         let (evidence, verdict) =
             cancellable(&cancel, self.evidence(&job, deployment.as_ref(), ledger)).await?;
         let items = evidence.as_ref().map(|g| g.items.as_slice());
@@ -180,18 +178,6 @@ impl Pipeline {
             }
         }
         Ok(Ran { diagnosed, release })
-    }
-
-    /// The registry's current entry (a pipeline may register after the alert came), else
-    /// the report's snapshot; a changed one is recorded.
-    async fn deployment(&self, job: &Job, ledger: &dyn Ledger) -> Option<Deployment> {
-        let Some(current) = ledger.registered().await else {
-            return job.deployment.clone();
-        };
-        if job.deployment.as_ref() != Some(&current) {
-            ledger.record(Output::Deployment(&current)).await;
-        }
-        Some(current)
     }
 
     /// The evidence (`None`: none could be had) and the release verdict: as stored, or

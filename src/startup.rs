@@ -146,7 +146,6 @@ pub async fn run(
         .map(|ctx| EvidencePool::start(ctx, Arc::clone(&metrics)));
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),
-        deployments: Arc::clone(&stores.deployments),
         pipeline,
         evidence,
         budget: Arc::new(Budget::new(&config.budget, Arc::clone(&stores.budget))),

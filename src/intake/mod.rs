@@ -271,17 +271,20 @@ impl Intake {
         Restart {
             max_history: self.max_history,
             failed_before: automatic.then(|| now - rerun_after),
+            deployment: None,
         }
     }
 
-    /// Re-diagnoses the report of `id` under `restart`: the new version is queued and the
-    /// history it dropped counted.
+    /// Re-diagnoses the report of `id` under `restart`: the deployment is read from the
+    /// registry again for the new version (a pipeline may have registered it, or changed
+    /// it, since), the new version is queued and the history it dropped counted.
     pub async fn rediagnose(
         &self,
         id: &DeploymentId,
         now: DateTime<Utc>,
-        restart: Restart,
+        mut restart: Restart,
     ) -> Result<Rediagnose, StoreError> {
+        restart.deployment = self.deployments.get_deployment(id).await?;
         let answer = self.store.rediagnose(id, now, restart).await?;
         if let Rediagnose::Restarted { dropped, .. } = &answer {
             self.wake.queued();

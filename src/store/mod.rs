@@ -86,7 +86,7 @@ pub enum Rediagnose {
 }
 
 /// What a re-diagnosis may do.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Restart {
     /// Versions kept in history at most; the oldest go past it (`Report.MaxHistory`).
     pub max_history: u32,
@@ -94,6 +94,9 @@ pub struct Restart {
     /// alert's automatic re-run, at most once per `Worker.RerunAfterSeconds`); `None`:
     /// whenever asked (a person's re-diagnosis).
     pub failed_before: Option<DateTime<Utc>>,
+    /// The deployment as registered now, read once for the new version: its snapshot
+    /// (`None`: the report's is kept).
+    pub deployment: Option<Deployment>,
 }
 
 /// Where a page of a listing ends: the last item's creation time and key (a report's id, a
@@ -276,14 +279,6 @@ pub trait ReportStore: Send + Sync {
         &self,
         deployment_id: &DeploymentId,
         updates: &[Notification],
-    ) -> Result<bool, StoreError>;
-    /// Stores the deployment version `version` is diagnosed with while it is `generating`;
-    /// `false` otherwise.
-    async fn set_deployment(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        deployment: &Deployment,
     ) -> Result<bool, StoreError>;
     /// Stores the change evidence of version `version` while it is `generating`; `false`
     /// otherwise.

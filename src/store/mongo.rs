@@ -866,18 +866,6 @@ impl ReportStore for MongoStore {
         Ok(result.matched_count == 1)
     }
 
-    async fn set_deployment(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        deployment: &Deployment,
-    ) -> Result<bool, StoreError> {
-        let generating = Bson::String("generating".into());
-        let snapshot = DeploymentDoc::snapshot(deployment);
-        self.set_field(deployment_id, version, generating, "deployment", &snapshot)
-            .await
-    }
-
     async fn set_changes(
         &self,
         deployment_id: &DeploymentId,
@@ -1057,7 +1045,7 @@ impl ReportStore for MongoStore {
                 Err(e) if is_duplicate_key(&e) => {}
                 Err(e) => return Err(e.into()),
             }
-            let restarted = rules::restart(&current, now);
+            let restarted = rules::restart(&current, now, restart.deployment.as_ref());
             let mut replacement = ReportDoc::from_report(&restarted)?;
             replacement.related_rev = rev;
             replacement.notify_rev = notify_rev;

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::model::deployment::Deployment;
 use crate::model::notify;
 use crate::model::report::{
     RelatedAlert, Report, ReportBody, ReportStatus, RunnerKind, MAX_RELATED_ALERTS,
@@ -43,15 +44,15 @@ pub fn merge_related(report: &Report, related: RelatedAlert) -> Merge {
 /// The report a re-diagnosis makes of a finished one: the next version, `generating`,
 /// with everything of the last diagnosis cleared (its answer, failure, evidence, changes,
 /// usage, feedback, resolution and leases). What stays: the report's identity, its alert
-/// and related alerts, when it was created, and the deployment snapshot (the worker
-/// refreshes it from the registry).
-pub fn restart(report: &Report, now: DateTime<Utc>) -> Report {
+/// and related alerts, when it was created, and the deployment snapshot, unless the
+/// registry's entry read for this restart (`registered`) replaces it.
+pub fn restart(report: &Report, now: DateTime<Utc>, registered: Option<&Deployment>) -> Report {
     Report {
         id: report.id.clone(),
         deployment_id: report.deployment_id.clone(),
         alert: report.alert.clone(),
         related_alerts: report.related_alerts.clone(),
-        deployment: report.deployment.clone(),
+        deployment: registered.cloned().or_else(|| report.deployment.clone()),
         notifications: notify::superseded_by(&report.notifications, report.version + 1),
         created_time: report.created_time,
         version: report.version + 1,
@@ -164,7 +165,7 @@ mod tests {
             received_at: now,
         });
         let later = now + chrono::Duration::seconds(5);
-        let next = restart(&report, later);
+        let next = restart(&report, later, None);
         assert_eq!(next.status, ReportStatus::Generating);
         assert_eq!((next.version, next.attempts), (2, 0));
         assert_eq!((next.error, next.evidence_error), (None, None));

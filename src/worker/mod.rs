@@ -36,7 +36,7 @@ use crate::model::verdict::{Recommendation, ReleaseVerdict};
 use crate::notify::Sinks;
 use crate::outside;
 use crate::pipeline::{Job, KnownEvidence, Ledger, Output, Pipeline};
-use crate::store::{DeploymentStore, ReportStore, StoreError, Wake};
+use crate::store::{ReportStore, StoreError, Wake};
 use budget::Budget;
 use evidence::EvidenceContext;
 use lease::{finish_with_retries, renew_lease, AbortOnDrop};
@@ -47,8 +47,6 @@ use pool::Queue;
 pub struct WorkerContext {
     /// The store (and queue).
     pub store: Arc<dyn ReportStore>,
-    /// The deployments registry.
-    pub deployments: Arc<dyn DeploymentStore>,
     /// The stages of a diagnosis.
     pub pipeline: Pipeline,
     /// The evidence pool's context, for a worker that waits for evidence or gathers it
@@ -210,21 +208,6 @@ struct ReportLedger<'a> {
 
 #[async_trait]
 impl Ledger for ReportLedger<'_> {
-    async fn registered(&self) -> Option<Deployment> {
-        match self
-            .ctx
-            .deployments
-            .get_deployment(&self.report.deployment_id)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the deployments registry failed; using the report's snapshot");
-                None
-            }
-        }
-    }
-
     async fn evidence(&self) -> KnownEvidence {
         match &self.ctx.evidence {
             Some(evidence) => evidence::known(evidence, self.report).await,
@@ -249,7 +232,6 @@ impl Ledger for ReportLedger<'_> {
             self.report.version,
         );
         let written = match output {
-            Output::Deployment(deployment) => store.set_deployment(id, version, deployment).await,
             Output::Measured(measured) => {
                 evidence::store(store, &self.ctx.wake, id, version, measured).await;
                 return;
@@ -331,7 +313,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: &Report, abort: &Canc
 }
 
 /// The rollback request a *rollback* verdict makes, when `Release.AutoRollback` allows it
-/// and the deployment's registered `rollbackPolicy.autoRollback` is true: once per
+/// and the deployment's `rollbackPolicy.autoRollback` is true: once per
 /// deployment and tag (a report that asked for this tag already asks nothing more). Under
 /// `dry-run` it is recorded and not sent.
 async fn rollback_request(
@@ -344,13 +326,9 @@ async fn rollback_request(
     {
         return None;
     }
-    let deployment = match ctx.deployments.get_deployment(&report.deployment_id).await {
-        Ok(d) => d?,
-        Err(e) => {
-            tracing::warn!(error = %e, "the registry could not be read: no rollback request");
-            return None;
-        }
-    };
+    // The deployment as intake read it: the same the verdict judged. The outbox reads the
+    // URL and the secret from the registry at each attempt.
+    let deployment = report.deployment.as_ref()?;
     let policy = deployment.rollback_policy.as_ref()?;
     if !policy.auto_rollback || policy.url.is_empty() {
         return None;
@@ -358,7 +336,7 @@ async fn rollback_request(
     let request = Notification::rollback(
         &report.id,
         report.version,
-        &rollback_key(&deployment),
+        &rollback_key(deployment),
         ctx.auto_rollback == AutoRollback::DryRun,
         finish.now,
     );

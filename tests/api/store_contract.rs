@@ -88,6 +88,7 @@ fn restart() -> Restart {
     Restart {
         max_history: 20,
         failed_before: None,
+        deployment: None,
     }
 }
 
@@ -598,7 +599,7 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
     );
     let keep_two = Restart {
         max_history: 2,
-        failed_before: None,
+        ..restart()
     };
     let mut dropped = 0;
     for version in 1..=5 {
@@ -613,8 +614,10 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
             .finish(&id("g-1"), "w", &finish(ReportStatus::Failed, version))
             .await
             .unwrap());
-        let Rediagnose::Restarted { dropped: d, .. } =
-            store.rediagnose(&id("g-1"), now, keep_two).await.unwrap()
+        let Rediagnose::Restarted { dropped: d, .. } = store
+            .rediagnose(&id("g-1"), now, keep_two.clone())
+            .await
+            .unwrap()
         else {
             panic!("version {version} is failed")
         };
@@ -644,7 +647,7 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
     let failed_at = Utc.with_ymd_and_hms(2026, 11, 25, 11, 6, 0).unwrap();
     let too_soon = Restart {
         failed_before: Some(failed_at - Duration::seconds(1)),
-        ..keep_two
+        ..keep_two.clone()
     };
     assert_eq!(
         store.rediagnose(&id("g-1"), now, too_soon).await.unwrap(),
@@ -1051,13 +1054,41 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
         ..Default::default()
     };
     assert!(store.set_changes(&id("dep-2"), 1, &changes).await.unwrap());
-    assert!(store.set_deployment(&id("dep-2"), 1, &d3).await.unwrap());
     assert!(
         !store.set_changes(&id("dep-2"), 2, &changes).await.unwrap(),
         "another version"
     );
     let got = store.get(&id("dep-2")).await.unwrap().unwrap();
     assert_eq!(got.changes, Some(changes));
+    assert_eq!(got.deployment, Some(d2.clone()));
+    // A re-diagnosis takes the registry's entry as read for it, and holds no secret.
+    let now = Utc::now();
+    loop {
+        let claimed = store
+            .claim_next("w-dep", now, now + Duration::seconds(30))
+            .await
+            .unwrap()
+            .expect("dep-2 is claimable");
+        if claimed.deployment_id == id("dep-2") {
+            break;
+        }
+    }
+    let done = finish(ReportStatus::Completed, 32);
+    assert!(store.finish(&id("dep-2"), "w-dep", &done).await.unwrap());
+    let again = store
+        .rediagnose(
+            &id("dep-2"),
+            now,
+            Restart {
+                deployment: Some(d3.clone()),
+                ..restart()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, Rediagnose::Restarted { .. }), "{again:?}");
+    let got = store.get(&id("dep-2")).await.unwrap().unwrap();
+    assert_eq!(got.version, 2);
     assert_eq!(got.deployment, Some(without_secret(&d3)));
 
     // Further alerts: recorded once each, the report's own alert is no further alert, a

@@ -15,7 +15,6 @@ use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::metrics::Metrics;
 use deploy_diagnosis::model::alert::DeploymentId;
 use deploy_diagnosis::model::changes::Changes;
-use deploy_diagnosis::model::deployment::Deployment;
 use deploy_diagnosis::model::evidence::Gathered;
 use deploy_diagnosis::model::report::{
     Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
@@ -132,14 +131,6 @@ impl ReportStore for Flaky {
         self.inner
             .set_evidence(id, version, evidence, release)
             .await
-    }
-    async fn set_deployment(
-        &self,
-        id: &DeploymentId,
-        version: u32,
-        deployment: &Deployment,
-    ) -> Result<bool, StoreError> {
-        self.inner.set_deployment(id, version, deployment).await
     }
     async fn set_changes(
         &self,
@@ -267,7 +258,6 @@ async fn run(script: Script, faults: Faults, id: &str) -> Running {
         .unwrap();
     let pool = WorkerPool::start(WorkerContext {
         store: store.clone(),
-        deployments: deployments.clone(),
         pipeline: deploy_diagnosis::startup::pipeline(&config, runner).unwrap(),
         budget: Arc::new(deploy_diagnosis::worker::budget::Budget::new(
             &config.budget,

@@ -14,7 +14,6 @@ use super::writer::{PendingInsert, Write};
 use super::{select_one, EmbeddedStore, Stage, MIGRATIONS, SCHEMA};
 use crate::model::alert::DeploymentId;
 use crate::model::changes::Changes;
-use crate::model::deployment::Deployment;
 use crate::model::evidence::Gathered;
 use crate::model::notify::{self, Notification};
 use crate::model::report::{
@@ -355,22 +354,6 @@ impl ReportStore for EmbeddedStore {
         .await
     }
 
-    async fn set_deployment(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        deployment: &Deployment,
-    ) -> Result<bool, StoreError> {
-        self.set_json(
-            deployment_id,
-            version,
-            "deployment",
-            Stage::Generating,
-            deployment,
-        )
-        .await
-    }
-
     async fn set_changes(
         &self,
         deployment_id: &DeploymentId,
@@ -559,7 +542,7 @@ impl ReportStore for EmbeddedStore {
                 "DELETE FROM report_history WHERE deployment_id = ?1 AND version < ?2",
                 params![key, rules::oldest_kept(h.version, restart.max_history)],
             )?;
-            let restarted = rules::restart(&current, now);
+            let restarted = rules::restart(&current, now, restart.deployment.as_ref());
             write_version(conn, &restarted)?;
             Ok(Rediagnose::Restarted {
                 report: Box::new(restarted),
