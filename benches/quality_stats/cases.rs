@@ -295,7 +295,7 @@ fn verdicts(class: &Class, rng: &mut Rng, early: usize) -> [(Attribution, Recomm
         let v = decide(
             Rollout {
                 under_way: true,
-                notes: Vec::new(),
+                ..Rollout::default()
             },
             comparisons,
         );

@@ -425,7 +425,32 @@ impl Judge {
                 deployment.hosts.len()
             ));
         }
-        rules::decide(Rollout { under_way, notes }, comparisons)
+        // RED signals of released hosts with points after their release and no
+        // comparison yet.
+        let mut waiting = Vec::new();
+        for (s, series) in &by_signal {
+            let spec = &signals[*s].0;
+            if !spec.red {
+                continue;
+            }
+            for h in series.iter().filter(|h| h.released) {
+                let after = h.points.iter().any(|p| p.0 >= h.split && p.1.is_finite());
+                let compared = comparisons
+                    .iter()
+                    .any(|c| c.released_host && c.host == h.host && c.signal == spec.name);
+                if after && !compared {
+                    waiting.push(format!("{} {}", h.host, spec.name));
+                }
+            }
+        }
+        rules::decide(
+            Rollout {
+                under_way,
+                notes,
+                waiting,
+            },
+            comparisons,
+        )
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Rollout {
     pub under_way: bool,
     /// Facts to put before the reasons (how the hosts were split, what was not measured).
     pub notes: Vec<String>,
+    /// The RED signals of released hosts that have points after the release but too few
+    /// (or too few requests) to be compared yet (`web-1 duration p95 ms`): while any is
+    /// waiting, the rules do not say *proceed* on the others alone.
+    pub waiting: Vec<String>,
 }
 
 fn describe(c: &Comparison) -> String {
@@ -257,6 +261,15 @@ pub fn decide(rollout: Rollout, mut comparisons: Vec<Comparison>) -> ReleaseVerd
         reasons.extend(pre.iter().take(3).map(|c| describe(c)));
         let confidence: f64 = if controls_moved.is_empty() { 0.7 } else { 0.75 };
         (Attribution::NotRelease, confidence)
+    } else if released_compared && released_broken.is_empty() && !rollout.waiting.is_empty() {
+        // A gate must not promote on the signals that could be compared while one that
+        // cannot be yet may be the regression (a latency needs Release.MinPoints points a
+        // rate window apart; the error rate's counts come sooner).
+        reasons.push(format!(
+            "every compared signal of the released hosts passes, but {} cannot be compared yet (too few points or requests after the release)",
+            rollout.waiting.join(", ")
+        ));
+        (Attribution::Inconclusive, 0.0)
     } else if released_compared && released_broken.is_empty() {
         reasons.push(format!(
             "every compared signal of the released hosts passes ({} comparisons, none worse, no limit broken)",
@@ -303,6 +316,7 @@ pub fn unmeasured(under_way: bool, why: &str) -> ReleaseVerdict {
         Rollout {
             under_way,
             notes: vec![why.to_owned()],
+            waiting: Vec::new(),
         },
         Vec::new(),
     )
@@ -341,6 +355,38 @@ mod tests {
             changed_before: false,
             early_gains: Vec::new(),
         }
+    }
+
+    /// Measured at 15 s scrapes (`benches/gate_detection.rs`): a canary 300 ms slower was
+    /// *proceed* for nine minutes, its errors compared as counts and passing while its
+    /// latency waited for Release.MinPoints points.
+    #[test]
+    fn a_signal_that_cannot_be_compared_yet_holds_what_the_others_would_pass() {
+        let passing = vec![
+            c("web-1", true, Method::Canary, Class::Pass),
+            c("web-2", false, Method::BeforeAfter, Class::Pass),
+        ];
+        let under_way = |waiting: &[&str]| Rollout {
+            under_way: true,
+            waiting: waiting.iter().map(|w| w.to_string()).collect(),
+            ..Rollout::default()
+        };
+        let v = decide(under_way(&[]), passing.clone());
+        assert_eq!(
+            (v.verdict, v.recommendation),
+            (Attribution::NotRelease, Recommendation::Proceed)
+        );
+        let v = decide(under_way(&["web-1 duration p95 ms"]), passing);
+        assert_eq!(
+            (v.verdict, v.recommendation),
+            (Attribution::Inconclusive, Recommendation::Hold)
+        );
+        assert!(
+            v.reasons
+                .iter()
+                .any(|r| r.contains("web-1 duration p95 ms cannot be compared yet")),
+            "{v:?}"
+        );
     }
 
     #[test]
