@@ -157,6 +157,15 @@ struct Stack {
 
 static STACK: OnceCell<Stack> = OnceCell::const_new();
 
+/// Seconds between scrapes: 1, or `DD_TEST_SCRAPE_SECONDS` (what
+/// `benches/gate_detection.rs` sets to measure a common setup's 15).
+fn scrape_seconds() -> u64 {
+    std::env::var("DD_TEST_SCRAPE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
 async fn stack() -> &'static Stack {
     STACK
         .get_or_init(|| async {
@@ -179,10 +188,11 @@ async fn stack() -> &'static Stack {
             std::fs::write(
                 &config,
                 format!(
-                    "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  \
+                    "global: {{scrape_interval: {every}s, evaluation_interval: {every}s}}\nscrape_configs:\n  \
                      - job_name: app\n    file_sd_configs: [{{files: ['{sd}/app-*.json'], refresh_interval: 1s}}]\n  \
                      - job_name: node\n    file_sd_configs: [{{files: ['{sd}/node-*.json'], refresh_interval: 1s}}]\n",
-                    sd = sd.display()
+                    sd = sd.display(),
+                    every = scrape_seconds(),
                 ),
             )
             .unwrap();
@@ -893,14 +903,72 @@ async fn poll_analysis(
     start: Instant,
     until: Duration,
 ) -> Vec<(f64, Value)> {
+    poll_every(app, id, start, until, Duration::from_secs(2)).await
+}
+
+/// [`poll_analysis`] every `interval`.
+async fn poll_every(
+    app: &TestApp,
+    id: &str,
+    start: Instant,
+    until: Duration,
+    interval: Duration,
+) -> Vec<(f64, Value)> {
     let mut answers = Vec::new();
+    let mut tick = tokio::time::interval(interval);
     while start.elapsed() < until {
+        tick.tick().await;
         let (status, body) = app.get(&format!("/deployments/{id}/analysis")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         answers.push((start.elapsed().as_secs_f64(), body));
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     answers
+}
+
+/// For `benches/gate_detection.rs`: three canaries of three hosts registered on `app`
+/// after `history`, web-1 released: `errors` answers 10 % of its requests with 500 from
+/// the release, `slow` answers 300 ms slower, `calm` does nothing. Their analyses are
+/// polled every `interval` for `watch` from the release, as a deploy tool does: per
+/// canary, each answer with the seconds since the release.
+#[allow(dead_code)]
+pub async fn polled_canaries(
+    app: &TestApp,
+    history: Duration,
+    interval: Duration,
+    watch: Duration,
+) -> Vec<(&'static str, Vec<(f64, Value)>)> {
+    let hosts = ["web-1", "web-2", "web-3"];
+    let (errors_fleet, slow, calm) = tokio::join!(
+        Fleet::start("detect-errors", &hosts),
+        Fleet::start("detect-slow", &hosts),
+        Fleet::start("detect-calm", &hosts),
+    );
+    tokio::time::sleep(history).await;
+    let started_at = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for fleet in [&errors_fleet, &slow, &calm] {
+        let id = deployment_id(&fleet.name);
+        let (status, body) = app
+            .put_json(
+                &format!("/deployments/{id}"),
+                &rollout(fleet, "canary", &["web-1"], started_at),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+        ids.push(id);
+    }
+    errors_fleet.host("web-1").set(errors(10));
+    slow.host("web-1").set(Fault {
+        errors: 0,
+        delay: Duration::from_millis(300),
+    });
+    let start = Instant::now();
+    let (a, b, c) = tokio::join!(
+        poll_every(app, &ids[0], start, watch, interval),
+        poll_every(app, &ids[1], start, watch, interval),
+        poll_every(app, &ids[2], start, watch, interval),
+    );
+    vec![("errors", a), ("slow", b), ("calm", c)]
 }
 
 /// A deploy tool's gate: the analysis polled every 2 s from the release on, with no
