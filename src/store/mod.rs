@@ -221,13 +221,15 @@ pub trait ReportStore: Send + Sync {
     async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError>;
     /// Reports, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError>;
-    /// Claims the oldest `generating` report without a live lease: sets the lease to
-    /// `owner` until `lease_until`, counts an attempt, stamps `startedTime`.
+    /// Claims the oldest `generating` report without a live lease (with `settled`, only
+    /// one whose evidence is settled: gathered, or failed): sets the lease to `owner` until
+    /// `lease_until`, counts an attempt, stamps `startedTime`.
     async fn claim_next(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        settled: bool,
     ) -> Result<Option<Report>, StoreError>;
     /// Extends `owner`'s lease; `false` if it no longer holds it.
     async fn renew_lease(
@@ -245,15 +247,6 @@ pub trait ReportStore: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Report>, StoreError>;
-    /// Takes the evidence lease of version `version` when its evidence is still needed and
-    /// no live lease holds it; `false` otherwise.
-    async fn claim_evidence_of(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
     /// Stores the evidence of version `version` (the items, or why none could be had) and
     /// its release verdict, and ends its evidence lease, while that version is
     /// `generating` and has none yet (the first gathering stored wins); `false` otherwise.
@@ -348,8 +341,6 @@ pub struct Wake {
     pub diagnosis: tokio::sync::Notify,
     /// An evidence gathering.
     pub evidence: tokio::sync::Notify,
-    /// Waiters for a gathering this process stored (`notify_waiters`).
-    pub evidence_stored: tokio::sync::Notify,
     /// A delivery of the outbox: a report finished with notifications.
     pub outbox: tokio::sync::Notify,
 }
@@ -358,6 +349,11 @@ impl Wake {
     /// A report was queued: one AI worker and one gathering look for it.
     pub fn queued(&self) {
         self.evidence.notify_one();
+        self.diagnosis.notify_one();
+    }
+
+    /// A report's evidence was settled: one AI worker may claim it now.
+    pub fn evidence_settled(&self) {
         self.diagnosis.notify_one();
     }
 }

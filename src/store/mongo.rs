@@ -689,10 +689,18 @@ impl ReportStore for MongoStore {
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        settled: bool,
     ) -> Result<Option<Report>, StoreError> {
+        let mut filter = live_lease_free(now);
+        if settled {
+            filter = doc! { "$and": [
+                filter,
+                { "$or": [ { "evidence": { "$ne": Bson::Null } }, { "evidenceError": { "$ne": Bson::Null } } ] },
+            ] };
+        }
         self.docs
             .find_one_and_update(
-                live_lease_free(now),
+                filter,
                 doc! {
                     "$set": { "leaseOwner": owner, "leaseUntil": bdate(lease_until), "startedTime": bdate(now) },
                     "$inc": { "attempts": 1 },
@@ -805,27 +813,6 @@ impl ReportStore for MongoStore {
         Err(StoreError::Task(format!(
             "updating the notifications of {deployment_id}: they kept changing"
         )))
-    }
-
-    async fn claim_evidence_of(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .reports
-            .update_one(
-                doc! { "$and": [
-                    { "deploymentId": deployment_id.as_str(), "version": i64::from(version) },
-                    needs_evidence(),
-                    evidence_lease_free(now),
-                ] },
-                doc! { "$set": { "evidenceUntil": bdate(lease_until) } },
-            )
-            .await?;
-        Ok(result.matched_count == 1)
     }
 
     async fn set_evidence(

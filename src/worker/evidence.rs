@@ -1,9 +1,9 @@
 //! The evidence pool: `Evidence.Concurrency` tasks that claim reports still waiting for
 //! their evidence from the store, oldest first, under an evidence lease of their own, and
 //! gather it, apart from the AI workers: a burst of alerts gets its facts while the AI
-//! queue is long, and no task or store read is queued per alert. An AI worker that claims
-//! a report whose evidence is being gathered waits for it; one nobody holds it gathers
-//! itself. Either way the result is stored here, by [`store`].
+//! queue is long, and no task or store read is queued per alert. An AI worker claims a
+//! report only once its evidence is settled, and is woken when it is: nobody else gathers,
+//! and nobody polls for it. The result is stored here, by [`store`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +21,6 @@ use crate::model::verdict::ReleaseVerdict;
 use crate::outside;
 use crate::pipeline::{self, KnownEvidence, Measure, Measured};
 use crate::store::{ReportStore, StoreError, Wake};
-
-/// How often a waiting AI worker looks at the store when no gathering in this process
-/// tells it (another instance may be gathering).
-const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// What the evidence pool needs.
 #[derive(Clone)]
@@ -192,67 +188,25 @@ async fn settle(
         }
         Err(e) => tracing::warn!(error = %e, "storing the evidence failed"),
     }
-    wake.evidence_stored.notify_waiters();
+    wake.evidence_settled();
 }
 
-/// The evidence of the version an AI worker claimed: as stored, waited for while a live
-/// lease holds it (at most one lease, after which the holder is dead), or to be gathered
-/// by the worker, whose claim on it is then taken.
-pub async fn known(ctx: &EvidenceContext, claimed: &Report) -> KnownEvidence {
-    let lease = ctx.lease();
-    let until = tokio::time::Instant::now() + lease + Duration::from_secs(1);
-    let mut report = claimed.clone();
-    loop {
-        let answer = |evidence: Result<Gathered, String>, report: &Report| KnownEvidence::Known {
-            evidence,
-            release: report.release.clone(),
-        };
-        if let Some(items) = &report.evidence {
-            let gathered = Gathered {
-                items: items.clone(),
-                unmeasured: report.unmeasured.clone(),
-            };
-            return answer(Ok(gathered), &report);
+/// The evidence of the version an AI worker claimed. The worker claims a report only once
+/// its evidence is settled (gathered, or failed: the store's `claim_next` with `settled`),
+/// so it is on the claimed report; the evidence pool is its only gatherer.
+pub fn known(claimed: &Report) -> KnownEvidence {
+    let evidence = match (&claimed.evidence, &claimed.evidence_error) {
+        (Some(items), _) => Ok(Gathered {
+            items: items.clone(),
+            unmeasured: claimed.unmeasured.clone(),
+        }),
+        (None, Some(why)) => Err(why.clone()),
+        (None, None) => {
+            Err("the evidence of this version was not settled when it was claimed".into())
         }
-        if let Some(why) = &report.evidence_error {
-            return answer(Err(why.clone()), &report);
-        }
-        if !report.needs_evidence() || report.version != claimed.version {
-            return answer(Err("the report moved on".into()), &report);
-        }
-        let now = Utc::now();
-        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        match ctx
-            .store
-            .claim_evidence_of(&report.deployment_id, report.version, now, lease_until)
-            .await
-        {
-            Ok(true) => return KnownEvidence::GatherHere,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "taking the evidence lease failed; gathering here");
-                return KnownEvidence::GatherHere;
-            }
-        }
-        if tokio::time::Instant::now() >= until {
-            let why = format!(
-                "a gathering of this report's evidence did not end within {}s",
-                lease.as_secs()
-            );
-            return answer(Err(why), &report);
-        }
-        let stored = ctx.wake.evidence_stored.notified();
-        tokio::select! {
-            _ = stored => {}
-            _ = tokio::time::sleep(WAIT_POLL) => {}
-        }
-        report = match ctx.store.get(&claimed.deployment_id).await {
-            Ok(Some(current)) => current,
-            Ok(None) => return answer(Err("the report was deleted".into()), &report),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the report failed while waiting for its evidence");
-                report
-            }
-        };
+    };
+    KnownEvidence::Known {
+        evidence,
+        release: claimed.release.clone(),
     }
 }

@@ -146,7 +146,12 @@ impl Queue for Diagnoses {
         );
         let now = Utc::now();
         let lease = outside::later(now, self.ctx.config.lease);
-        let claimed = self.ctx.store.claim_next(&owner, now, lease).await?;
+        let settled = self.ctx.evidence.is_some();
+        let claimed = self
+            .ctx
+            .store
+            .claim_next(&owner, now, lease, settled)
+            .await?;
         Ok(claimed.map(|report| Claimed { owner, report }))
     }
 
@@ -210,7 +215,7 @@ struct ReportLedger<'a> {
 impl Ledger for ReportLedger<'_> {
     async fn evidence(&self) -> KnownEvidence {
         match &self.ctx.evidence {
-            Some(evidence) => evidence::known(evidence, self.report).await,
+            Some(_) => evidence::known(self.report),
             None => KnownEvidence::Known {
                 evidence: Err("Evidence.Enabled is false".into()),
                 release: None,

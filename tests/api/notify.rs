@@ -322,7 +322,7 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
             .await
             .unwrap();
         let claimed = store
-            .claim_next("w1", now, now + chrono::Duration::seconds(30))
+            .claim_next("w1", now, now + chrono::Duration::seconds(30), false)
             .await
             .unwrap()
             .unwrap();

@@ -216,14 +216,14 @@ async fn contract(store: Arc<dyn ReportStore>) {
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
     assert_eq!(store.queue_depth(now).await.unwrap(), 3);
     let c1 = store
-        .claim_next("w1", now, now + Duration::seconds(30))
+        .claim_next("w1", now, now + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((c1.deployment_id.as_str(), c1.attempts), ("dep-a", 1));
     assert_eq!(c1.lease_owner.as_deref(), Some("w1"));
     let c2 = store
-        .claim_next("w2", now, now + Duration::seconds(30))
+        .claim_next("w2", now, now + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
@@ -241,7 +241,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         .unwrap());
     let later = now + Duration::seconds(61);
     let c3 = store
-        .claim_next("w3", later, later + Duration::seconds(30))
+        .claim_next("w3", later, later + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
@@ -295,7 +295,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
     let before = store.get(&id("dep-b")).await.unwrap().unwrap().attempts;
     assert!(store.release(&id("dep-b"), "w2").await.unwrap());
     let c4 = store
-        .claim_next("w4", now, now + Duration::seconds(30))
+        .claim_next("w4", now, now + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
@@ -480,20 +480,12 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     assert_eq!(e1.evidence_until, Some(lease(now)));
     assert_eq!(claim(now).await.unwrap().deployment_id.as_str(), "q-2");
 
-    // The diagnosis queue is apart: an evidence lease does not hold a report from a worker.
-    let c = store
-        .claim_next("w", now, now + Duration::seconds(30))
+    // A worker that waits for settled evidence claims nothing while it is gathered.
+    assert!(store
+        .claim_next("w", now, now + Duration::seconds(30), true)
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(c.deployment_id.as_str(), "q-1");
-    assert!(
-        !store
-            .claim_evidence_of(&id("q-1"), 1, now, lease(now))
-            .await
-            .unwrap(),
-        "held by a live gathering: the worker waits"
-    );
+        .is_none());
 
     // The first gathering stored wins, and ends the lease.
     let facts = evidence();
@@ -512,6 +504,18 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
         (q1.evidence, q1.evidence_error, q1.evidence_until),
         (Some(facts), None, None)
     );
+    // Settled: now a worker claims it, and it alone.
+    let c = store
+        .claim_next("w", now, now + Duration::seconds(30), true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.deployment_id.as_str(), "q-1");
+    assert!(store
+        .claim_next("w", now, now + Duration::seconds(30), true)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
         q1.release,
         Some(verdict),
@@ -550,18 +554,23 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
         (None, Some("Prometheus at http://p: down"))
     );
 
-    // A worker takes the lease of a report nobody gathers; then nothing is left to claim.
-    assert!(store
-        .claim_evidence_of(&id("q-3"), 1, now, lease(now))
+    // A failed gathering is settled too: a worker claims it.
+    let c = store
+        .claim_next("w2", now, now + Duration::seconds(30), true)
         .await
-        .unwrap());
-    assert!(!store
-        .claim_evidence_of(&id("q-3"), 2, now, lease(now))
-        .await
-        .unwrap());
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.deployment_id.as_str(), "q-2");
+    // A gathering that died: its lease runs out and the report is claimed again; no
+    // worker takes it meanwhile.
+    assert_eq!(claim(now).await.unwrap().deployment_id.as_str(), "q-3");
     assert!(claim(now).await.is_none());
-    // A gathering that died: its lease runs out and the report is claimed again.
     let later = now + Duration::seconds(16);
+    assert!(store
+        .claim_next("w3", later, later + Duration::seconds(30), true)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(claim(later).await.unwrap().deployment_id.as_str(), "q-3");
 
     // A re-diagnosis gathers anew: the new version is queued again, first (the oldest).
@@ -605,7 +614,7 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
     for version in 1..=5 {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, version, 0).unwrap();
         let claimed = store
-            .claim_next("w", now, now + Duration::seconds(30))
+            .claim_next("w", now, now + Duration::seconds(30), false)
             .await
             .unwrap()
             .unwrap();
@@ -636,7 +645,7 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
     // Version 6 fails at 11:06: a new alert's re-run waits until the policy's time.
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 30, 0).unwrap();
     store
-        .claim_next("w", now, now + Duration::seconds(30))
+        .claim_next("w", now, now + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
@@ -684,7 +693,7 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
         .unwrap()
         .is_none());
     let claimed = store
-        .claim_next("w1", now, now + Duration::seconds(30))
+        .claim_next("w1", now, now + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
@@ -759,7 +768,7 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
         vec![superseded.clone()]
     );
     let claimed = store
-        .claim_next("w2", now, now + Duration::seconds(30))
+        .claim_next("w2", now, now + Duration::seconds(30), false)
         .await
         .unwrap()
         .unwrap();
@@ -1065,7 +1074,7 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
     let now = Utc::now();
     loop {
         let claimed = store
-            .claim_next("w-dep", now, now + Duration::seconds(30))
+            .claim_next("w-dep", now, now + Duration::seconds(30), false)
             .await
             .unwrap()
             .expect("dep-2 is claimable");

@@ -72,11 +72,14 @@ impl ReportStore for Flaky {
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        settled: bool,
     ) -> Result<Option<Report>, StoreError> {
         if take_one(&self.claim_panics) {
             panic!("injected panic in claim_next");
         }
-        self.inner.claim_next(owner, now, lease_until).await
+        self.inner
+            .claim_next(owner, now, lease_until, settled)
+            .await
     }
     async fn renew_lease(
         &self,
@@ -95,17 +98,6 @@ impl ReportStore for Flaky {
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Report>, StoreError> {
         self.inner.claim_evidence(now, lease_until).await
-    }
-    async fn claim_evidence_of(
-        &self,
-        id: &DeploymentId,
-        version: u32,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .claim_evidence_of(id, version, now, lease_until)
-            .await
     }
     async fn claim_notifications(
         &self,

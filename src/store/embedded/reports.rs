@@ -182,6 +182,7 @@ impl ReportStore for EmbeddedStore {
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        settled: bool,
     ) -> Result<Option<Report>, StoreError> {
         let owner = owner.to_owned();
         self.with(move |conn| {
@@ -189,10 +190,11 @@ impl ReportStore for EmbeddedStore {
                 &format!(
                     "UPDATE reports SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, \
                      started_time = ?3 WHERE id = (SELECT id FROM reports WHERE status = 'generating' \
-                     AND (lease_until IS NULL OR lease_until < ?3) ORDER BY updated_time LIMIT 1) \
-                     RETURNING {COLUMNS}"
+                     AND (lease_until IS NULL OR lease_until < ?3) \
+                     AND (?4 = 0 OR evidence IS NOT NULL OR evidence_error IS NOT NULL) \
+                     ORDER BY updated_time LIMIT 1) RETURNING {COLUMNS}"
                 ),
-                params![owner, ms(lease_until), ms(now)],
+                params![owner, ms(lease_until), ms(now), settled],
                 raw_report,
             )
             .optional()?
@@ -293,26 +295,6 @@ impl ReportStore for EmbeddedStore {
                     notify::due(&merged).map(ms),
                     id.as_str()
                 ],
-            )? == 1)
-        })
-        .await
-    }
-
-    async fn claim_evidence_of(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let id = deployment_id.clone();
-        self.with(move |conn| {
-            Ok(conn.execute(
-                &format!(
-                    "UPDATE reports SET evidence_until = ?1 WHERE deployment_id = ?2 AND version = ?3 \
-                     AND {NEEDS_EVIDENCE} AND (evidence_until IS NULL OR evidence_until < ?4)"
-                ),
-                params![ms(lease_until), id.as_str(), version, ms(now)],
             )? == 1)
         })
         .await
