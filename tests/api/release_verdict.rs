@@ -474,6 +474,13 @@ async fn alert_and_wait(app: &TestApp, name: &'static str, id: &str, host: &str)
     }
 }
 
+/// The lock of the tests that load the CPU ([`crate::helpers::cpu_heavy`]), taken once for
+/// a group of scenarios when their history is in: the history (most of a scenario's time)
+/// accumulates while another heavy test runs, and what a scenario judges, from the release
+/// on, overlaps none. A stress during a *before* window only makes it worse than the
+/// *after*, which no rule counts against a release.
+pub type Heavy = tokio::sync::OnceCell<tokio::sync::MutexGuard<'static, ()>>;
+
 /// Seconds of history before a scenario's release, and from the release to the alert:
 /// each holds Release.MinPoints (10) points 3 s apart, with a margin for the first scrape.
 const HISTORY: Duration = Duration::from_secs(40);
@@ -485,6 +492,7 @@ const AFTER: Duration = Duration::from_secs(36);
 #[allow(clippy::too_many_arguments)]
 async fn scenario(
     app: &TestApp,
+    heavy: &Heavy,
     name: &'static str,
     hosts: &[&str],
     strategy: &str,
@@ -496,6 +504,7 @@ async fn scenario(
     let fleet = Fleet::start(name, hosts).await;
     let history = HISTORY;
     tokio::time::sleep(history - fault_before_release).await;
+    heavy.get_or_init(crate::helpers::cpu_heavy).await;
     if !fault_before_release.is_zero() {
         for h in faulty {
             fleet.host(h).set(fault);
@@ -559,10 +568,12 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         errors: 0,
         delay: Duration::from_millis(300),
     };
+    let heavy = Heavy::new();
     let (a, b, c, d, e) = tokio::join!(
-        run_canary(app),
+        canary(app, &heavy),
         scenario(
             app,
+            &heavy,
             "everywhere",
             &["web-1", "web-2"],
             "canary",
@@ -573,6 +584,7 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         ),
         scenario(
             app,
+            &heavy,
             "before",
             &["web-1", "web-2"],
             "canary",
@@ -583,6 +595,7 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         ),
         scenario(
             app,
+            &heavy,
             "no-fault",
             &["web-1", "web-2"],
             "canary",
@@ -593,6 +606,7 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         ),
         scenario(
             app,
+            &heavy,
             "all-slow",
             &["web-1", "web-2"],
             "all",
@@ -606,9 +620,15 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
 }
 
 /// The bad canary alone: the scenario `scripts/quality ai` gives a real model.
+#[allow(dead_code)]
 pub async fn run_canary(app: &TestApp) -> Outcome {
+    canary(app, &Heavy::new()).await
+}
+
+async fn canary(app: &TestApp, heavy: &Heavy) -> Outcome {
     scenario(
         app,
+        heavy,
         "canary-bad",
         &["web-1", "web-2", "web-3"],
         "canary",
@@ -641,6 +661,7 @@ pub async fn run_fresh(app: &TestApp) -> Outcome {
 pub async fn run_cpu(app: &TestApp) -> Outcome {
     let fleet = Fleet::start("cpu", &["web-1", "web-2"]).await;
     tokio::time::sleep(HISTORY).await;
+    let _heavy = crate::helpers::cpu_heavy().await;
     let started_at = chrono::Utc::now();
     let id = deployment_id("cpu");
     let (status, body) = app
@@ -687,7 +708,7 @@ pub async fn prometheus_url() -> String {
 
 #[tokio::test]
 async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
-    let _heavy = crate::helpers::cpu_heavy().await;
+    // The lock of the heavy tests is taken once the scenarios' history is in.
     let app = app().await;
     let outcomes = run_together(&app).await;
     for o in &outcomes {
@@ -829,7 +850,7 @@ async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_r
 
 #[tokio::test]
 async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_the_release() {
-    let _heavy = crate::helpers::cpu_heavy().await;
+    // The lock of the heavy tests is taken once the history is in.
     let app = app().await;
     let o = run_cpu(&app).await;
     let release = o.release();
@@ -977,7 +998,6 @@ pub async fn polled_canaries(
 #[tokio::test]
 async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_other() {
     use crate::receiver::{Mode, Receiver, SECRET};
-    let _heavy = crate::helpers::cpu_heavy().await;
     let app = app_with(crate::rollout_tools::with_tokens(Options {
         evidence_only: true,
         sections: "Release:\n  AutoRollback: true\n".into(),
@@ -1000,6 +1020,8 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
         Fleet::start("gate-early", &hosts),
     );
     tokio::time::sleep(HISTORY - Duration::from_secs(15)).await;
+    // The lock of the heavy tests, once the history is in.
+    let _heavy = crate::helpers::cpu_heavy().await;
     early.host("web-1").set(errors(30));
     tokio::time::sleep(Duration::from_secs(15)).await;
     let started_at = chrono::Utc::now();
