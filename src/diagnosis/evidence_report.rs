@@ -506,7 +506,7 @@ mod tests {
         assert!(
             overview.ends_with(
                 "都没有超过异常阈值。\n发布判定发现：已发布主机 web-1 的错误率（失败请求占比，errors %）为 30.0%，\
-                 未发布主机为 0.000%（180 个请求中 54 个失败，对照 360 个中 0 个），超出 errorRateMaxPercent 5。\n"
+                 未发布主机为 0%（180 个请求中 54 个失败，对照 360 个中 0 个），超出 errorRateMaxPercent 5。\n"
             ),
             "{overview}"
         );

@@ -72,7 +72,10 @@ impl Reading {
 /// A value with its unit, rounded for reading.
 pub fn format_value(value: f64, unit: &str) -> String {
     let magnitude = value.abs();
-    let number = if unit == "bytes" || magnitude >= 1e6 {
+    let number = if value == 0.0 {
+        // Nothing: `0%`, not `0.000%` beside `30.0%`.
+        "0".to_owned()
+    } else if unit == "bytes" || magnitude >= 1e6 {
         format!("{value:.3e}")
     } else if magnitude >= 100.0 {
         format!("{value:.0}")
@@ -219,4 +222,19 @@ pub struct Scored {
     pub score: f64,
     /// What the numbers say.
     pub verdict: Reading,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_written_as_a_person_reads_them() {
+        assert_eq!(format_value(0.0, "%"), "0%");
+        assert_eq!(format_value(0.0, "bytes"), "0 bytes");
+        assert_eq!(format_value(30.0, "%"), "30.0%");
+        assert_eq!(format_value(0.25, "%"), "0.250%");
+        assert_eq!(format_value(143.4, "ms"), "143 ms");
+        assert_eq!(format_value(2.5e9, "bytes"), "2.500e9 bytes");
+    }
 }
