@@ -298,12 +298,7 @@ impl Diagnoser {
             "the model's promQL has queries Prometheus cannot parse"
         );
         let mut content = body.content;
-        content.push_str(
-            "\n\n（服务注：模型给出的以下 PromQL 无法被 Prometheus 解析，已从 promQL 中移除：",
-        );
-        for (query, why) in &dropped {
-            content.push_str(&format!("\n- {query}：{why}"));
-        }
+        content.push_str(&dropped_note(&dropped));
         if kept.is_empty() {
             if let Some(items) = evidence {
                 kept = evidence_report::queries(items);
@@ -358,6 +353,28 @@ pub const UNCLOSED_NOTE: &str = "\n\n（服务注：模型的回答没有写完 
 pub const REPEATED_NOTE: &str =
     "\n\n（服务注：模型写完四节后又从头重复写了下去，可能陷入了循环；以上只保留第一遍。）";
 
+/// Unparsable promQL listed in the note on the report; the rest are counted.
+const DROPPED_LISTED: usize = 3;
+
+/// The note on the queries dropped (each with Prometheus's reason), left open for what
+/// follows it. The first few say what went wrong; a model that wrote its tools' names as
+/// queries would otherwise bury the report under them.
+fn dropped_note(dropped: &[(String, String)]) -> String {
+    let mut note =
+        "\n\n（服务注：模型给出的以下 PromQL 无法被 Prometheus 解析，已从 promQL 中移除："
+            .to_owned();
+    for (query, why) in dropped.iter().take(DROPPED_LISTED) {
+        note.push_str(&format!("\n- {query}：{why}"));
+    }
+    if dropped.len() > DROPPED_LISTED {
+        note.push_str(&format!(
+            "\n- 另有 {} 条同样无法解析，未逐条列出",
+            dropped.len() - DROPPED_LISTED
+        ));
+    }
+    note
+}
+
 /// The body with the notes its reading took: [`UNCLOSED_NOTE`] when the model left its
 /// JSON open, [`REPEATED_NOTE`] when it wrote the sections again (then the first run is
 /// whole, wherever the repeats were cut).
@@ -393,4 +410,22 @@ fn raw_output(log: &str, answer: Option<&str>) -> Option<String> {
         raw.push_str(extract::tail(answer, RAW_TAIL_BYTES));
     }
     (!raw.is_empty()).then_some(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_dropped_queries_is_cut_to_the_first_three_and_counted() {
+        let dropped: Vec<(String, String)> = (1..=9)
+            .map(|n| (format!("tool_{n}()"), "unknown function".to_owned()))
+            .collect();
+        let note = dropped_note(&dropped);
+        assert!(note.contains("tool_1()：unknown function") && note.contains("tool_3()"));
+        assert!(!note.contains("tool_4()"), "{note}");
+        assert!(note.contains("另有 6 条同样无法解析"), "{note}");
+        let one = dropped_note(&dropped[..1]);
+        assert!(one.contains("tool_1()") && !one.contains("另有"), "{one}");
+    }
 }
