@@ -360,10 +360,14 @@ async fn the_sections_as_the_schemas_keys_become_the_designs_report() {
             content.contains("\n【影响范围】\n系统资源紧张"),
             "{runner}: {content}"
         );
-        // Its promQL were the tools' names: each named as unparsable, and the evidence's
-        // queries given instead, each once.
+        // Its promQL were the tools' names: the first three named as unparsable, the other
+        // six counted, and the evidence's queries given instead, each once.
         assert!(
-            content.contains("- execute_range_query()：invalid parameter \"query\""),
+            content.contains("- list_metrics()：invalid parameter \"query\""),
+            "{runner}: {content}"
+        );
+        assert!(
+            content.contains("另有 6 条同样无法解析") && !content.contains("execute_range_query()"),
             "{runner}: {content}"
         );
         let queries = prom_ql(&report);
