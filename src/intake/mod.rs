@@ -340,7 +340,8 @@ impl Intake {
             }
         }
         let mut alert = Alert {
-            key: "release_rollback".into(),
+            // The tag in the key: a new release's alert is never the same alert again.
+            key: format!("release_rollback:{}", deployment.tag),
             status: AlertStatus::Firing,
             desc: format!(
                 "The release analysis of {} says rollback: {}",

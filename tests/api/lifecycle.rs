@@ -170,3 +170,153 @@ async fn further_alerts_are_recorded_a_completed_report_is_not_rerun_and_resolut
         .await
         .contains("deploy_diagnosis_alerts_received_total{outcome=\"recorded\"} 2"));
 }
+
+/// An analysis that says *rollback* raises the service's own alert through the intake,
+/// under `Release.AutoRollback` and the deployment's policy only: it diagnoses a completed
+/// report that did not say *rollback* again, once per tag, and a new tag asks again.
+#[tokio::test]
+async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_when_asked() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use deploy_diagnosis::config::AutoRollback;
+    use deploy_diagnosis::intake::{AlertOutcome, Intake, ANALYSIS_ALERT};
+    use deploy_diagnosis::metrics::Metrics;
+    use deploy_diagnosis::model::alert::{Alert, DeploymentId};
+    use deploy_diagnosis::model::deployment::{Deployment, Host, RollbackPolicy, Strategy};
+    use deploy_diagnosis::model::report::{
+        Ending, Engine, Finish, Report, ReportBody, ReportStatus,
+    };
+    use deploy_diagnosis::store::embedded::EmbeddedStore;
+    use deploy_diagnosis::store::{DeploymentStore, ReportStore, Wake};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("reports.sqlite3")).unwrap());
+    store.migrate().await.unwrap();
+    let intake = |auto_rollback| Intake {
+        store: store.clone(),
+        deployments: store.clone(),
+        wake: Arc::new(Wake::default()),
+        metrics: Arc::new(Metrics::new()),
+        watch_minutes: 60,
+        rerun_after: Duration::from_secs(60),
+        max_history: 20,
+        auto_rollback,
+    };
+    let now = chrono::Utc::now();
+    let id = DeploymentId::parse(&deployment_id("analysis-rollback")).unwrap();
+    let mut deployment = Deployment {
+        deployment_id: id.clone(),
+        service: "shop".into(),
+        repo_address: String::new(),
+        tag: "v2.0.0".into(),
+        previous_tag: "v1.9.0".into(),
+        commit: String::new(),
+        hosts: vec![Host::released("web-1")],
+        strategy: Strategy::Canary,
+        environment: "production".into(),
+        started_at: now,
+        finished_at: None,
+        red: None,
+        thresholds: None,
+        url: String::new(),
+        rollback_policy: Some(RollbackPolicy {
+            auto_rollback: false,
+            url: "http://127.0.0.1:9/rollback".into(),
+            secret: String::new(),
+            signed: false,
+        }),
+        created_time: now,
+        updated_time: now,
+    };
+    store.put_deployment(&deployment).await.unwrap();
+    let reasons = vec!["web-1 errors %: 30% against 0% on the controls".to_owned()];
+
+    // An earlier alert's report, completed with a *hold*.
+    let mut alert = Alert {
+        status: "firing".into(),
+        alertname: "HighErrorRate".into(),
+        ..Default::default()
+    };
+    alert.labels.insert("deploymentId".into(), id.to_string());
+    store
+        .insert(&Report::new(id.clone(), alert, now))
+        .await
+        .unwrap();
+    store
+        .claim_next("w1", now, now + chrono::Duration::seconds(30), false)
+        .await
+        .unwrap()
+        .unwrap();
+    let hold = serde_json::from_value(json!({
+        "verdict": "inconclusive", "recommendation": "hold", "confidence": 0.0,
+        "reasons": ["too few samples after the release yet"], "comparisons": []
+    }))
+    .unwrap();
+    let finish = Finish {
+        ending: Ending::Completed {
+            body: ReportBody {
+                prom_ql: vec!["up".into()],
+                content: "【问题概述】a【根因分析】b【影响范围】c【解决方案】d".into(),
+            },
+            engine: Engine::Evidence,
+            ai_error: None,
+        },
+        raw_output: None,
+        runner: None,
+        now,
+        duration_ms: 1,
+        usage: None,
+        release: Some(hold),
+        notify: Vec::new(),
+    };
+    assert!(store.finish(&id, "w1", &finish).await.unwrap());
+
+    // Not asked: the switch off, or the policy's autoRollback false.
+    let asked = |auto, d: Deployment| {
+        let intake = intake(auto);
+        let reasons = reasons.clone();
+        async move {
+            intake
+                .analysis_says_rollback(&d, &reasons, now)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(asked(AutoRollback::Off, deployment.clone()).await.is_none());
+    assert!(asked(AutoRollback::On, deployment.clone()).await.is_none());
+    let stored = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.status),
+        (1, ReportStatus::Completed)
+    );
+
+    // Asked: the completed report is diagnosed again, with the alert on it.
+    deployment.rollback_policy.as_mut().unwrap().auto_rollback = true;
+    let result = asked(AutoRollback::On, deployment.clone()).await.unwrap();
+    assert_eq!(result.outcome, AlertOutcome::Restarted);
+    let stored = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.status),
+        (2, ReportStatus::Generating)
+    );
+    let raised: Vec<&Alert> = stored
+        .related_alerts
+        .iter()
+        .map(|r| &r.alert)
+        .filter(|a| a.alertname == ANALYSIS_ALERT)
+        .collect();
+    assert_eq!(raised.len(), 1, "{stored:?}");
+    assert_eq!(raised[0].tag, "v2.0.0");
+    assert!(raised[0].desc.contains("30% against 0%"), "{:?}", raised[0]);
+
+    // Once per tag; a new release asks again.
+    assert!(asked(AutoRollback::On, deployment.clone()).await.is_none());
+    deployment.tag = "v2.0.1".into();
+    let again = asked(AutoRollback::DryRun, deployment).await.unwrap();
+    assert_eq!(
+        again.outcome,
+        AlertOutcome::Attached,
+        "the report is generating"
+    );
+}
