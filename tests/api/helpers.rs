@@ -667,3 +667,59 @@ impl Process {
         self.child.wait().unwrap();
     }
 }
+
+/// A canary of `shop` v2.0.0 (from v1.9.0) on `web-1`, started at `now`, with this
+/// rollback policy: what the tests that write a report's ending themselves register.
+pub fn canary_deployment(
+    id: &deploy_diagnosis::model::alert::DeploymentId,
+    now: chrono::DateTime<chrono::Utc>,
+    policy: deploy_diagnosis::model::deployment::RollbackPolicy,
+) -> deploy_diagnosis::model::deployment::Deployment {
+    use deploy_diagnosis::model::deployment::{Deployment, Host, Strategy};
+    Deployment {
+        deployment_id: id.clone(),
+        service: "shop".into(),
+        repo_address: String::new(),
+        tag: "v2.0.0".into(),
+        previous_tag: "v1.9.0".into(),
+        commit: String::new(),
+        hosts: vec![Host::released("web-1")],
+        strategy: Strategy::Canary,
+        environment: "production".into(),
+        started_at: now,
+        finished_at: None,
+        red: None,
+        thresholds: None,
+        url: String::new(),
+        rollback_policy: Some(policy),
+        created_time: now,
+        updated_time: now,
+    }
+}
+
+/// An evidence report's ending at `now` with this release verdict (its JSON) and these
+/// notifications, as a worker writes it.
+pub fn evidence_ending(
+    now: chrono::DateTime<chrono::Utc>,
+    release: Value,
+    notify: Vec<deploy_diagnosis::model::notify::Notification>,
+) -> deploy_diagnosis::model::report::Finish {
+    use deploy_diagnosis::model::report::{Ending, Engine, Finish, ReportBody};
+    Finish {
+        ending: Ending::Completed {
+            body: ReportBody {
+                prom_ql: vec!["up".into()],
+                content: "【问题概述】a【根因分析】b【影响范围】c【解决方案】d".into(),
+            },
+            engine: Engine::Evidence,
+            ai_error: None,
+        },
+        raw_output: None,
+        runner: None,
+        now,
+        duration_ms: 1,
+        usage: None,
+        release: Some(serde_json::from_value(release).unwrap()),
+        notify,
+    }
+}

@@ -5,7 +5,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fake_llm::Script;
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options};
+use crate::helpers::{
+    alertmanager_body, canary_deployment, deployment_id, evidence_ending, spawn_app, Options,
+};
 
 /// The deployment's alert, with another fingerprint, name and start than the first.
 fn another(id: &str, status: &str, name: &str) -> Value {
@@ -183,10 +185,8 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
     use deploy_diagnosis::intake::{AlertOutcome, Intake, ANALYSIS_ALERT};
     use deploy_diagnosis::metrics::Metrics;
     use deploy_diagnosis::model::alert::{Alert, DeploymentId};
-    use deploy_diagnosis::model::deployment::{Deployment, Host, RollbackPolicy, Strategy};
-    use deploy_diagnosis::model::report::{
-        Ending, Engine, Finish, Report, ReportBody, ReportStatus,
-    };
+    use deploy_diagnosis::model::deployment::{Deployment, RollbackPolicy};
+    use deploy_diagnosis::model::report::{Report, ReportStatus};
     use deploy_diagnosis::store::embedded::EmbeddedStore;
     use deploy_diagnosis::store::{DeploymentStore, ReportStore, Wake};
 
@@ -205,30 +205,16 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
     };
     let now = chrono::Utc::now();
     let id = DeploymentId::parse(&deployment_id("analysis-rollback")).unwrap();
-    let mut deployment = Deployment {
-        deployment_id: id.clone(),
-        service: "shop".into(),
-        repo_address: String::new(),
-        tag: "v2.0.0".into(),
-        previous_tag: "v1.9.0".into(),
-        commit: String::new(),
-        hosts: vec![Host::released("web-1")],
-        strategy: Strategy::Canary,
-        environment: "production".into(),
-        started_at: now,
-        finished_at: None,
-        red: None,
-        thresholds: None,
-        url: String::new(),
-        rollback_policy: Some(RollbackPolicy {
+    let mut deployment = canary_deployment(
+        &id,
+        now,
+        RollbackPolicy {
             auto_rollback: false,
             url: "http://127.0.0.1:9/rollback".into(),
             secret: String::new(),
             signed: false,
-        }),
-        created_time: now,
-        updated_time: now,
-    };
+        },
+    );
     store.put_deployment(&deployment).await.unwrap();
     let reasons = vec!["web-1 errors %: 30% against 0% on the controls".to_owned()];
 
@@ -248,28 +234,11 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
         .await
         .unwrap()
         .unwrap();
-    let hold = serde_json::from_value(json!({
+    let hold = json!({
         "verdict": "inconclusive", "recommendation": "hold", "confidence": 0.0,
         "reasons": ["too few samples after the release yet"], "comparisons": []
-    }))
-    .unwrap();
-    let finish = Finish {
-        ending: Ending::Completed {
-            body: ReportBody {
-                prom_ql: vec!["up".into()],
-                content: "【问题概述】a【根因分析】b【影响范围】c【解决方案】d".into(),
-            },
-            engine: Engine::Evidence,
-            ai_error: None,
-        },
-        raw_output: None,
-        runner: None,
-        now,
-        duration_ms: 1,
-        usage: None,
-        release: Some(hold),
-        notify: Vec::new(),
-    };
+    });
+    let finish = evidence_ending(now, hold, Vec::new());
     assert!(store.finish(&id, "w1", &finish).await.unwrap());
 
     // Not asked: the switch off, or the policy's autoRollback false.

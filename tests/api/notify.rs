@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::fake_llm::Script;
 use crate::helpers::{
-    alertmanager_body, deployment_id, spawn_app, wait_final, Options, ProcessFiles,
+    alertmanager_body, canary_deployment, deployment_id, evidence_ending, spawn_app, wait_final,
+    Options, ProcessFiles,
 };
 use crate::receiver::{Mode, Receiver, SECRET};
 use crate::servers::free_port;
@@ -262,9 +263,9 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
 /// ending and the request in one write; `release_verdict.rs` has the verdict make it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_the_restart() {
-    use deploy_diagnosis::model::deployment::{Deployment, Host, RollbackPolicy, Strategy};
+    use deploy_diagnosis::model::deployment::RollbackPolicy;
     use deploy_diagnosis::model::notify::Notification;
-    use deploy_diagnosis::model::report::{Ending, Engine, Finish, Report, ReportBody};
+    use deploy_diagnosis::model::report::Report;
     use deploy_diagnosis::store::{DeploymentStore, ReportStore};
 
     let port = free_port();
@@ -285,30 +286,16 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
         store.migrate().await.unwrap();
         let now = chrono::Utc::now();
         store
-            .put_deployment(&Deployment {
-                deployment_id: deployment_id.clone(),
-                service: "shop".into(),
-                repo_address: String::new(),
-                tag: "v2.0.0".into(),
-                previous_tag: "v1.9.0".into(),
-                commit: String::new(),
-                hosts: vec![Host::released("web-1")],
-                strategy: Strategy::Canary,
-                environment: "production".into(),
-                started_at: now,
-                finished_at: None,
-                red: None,
-                thresholds: None,
-                url: String::new(),
-                rollback_policy: Some(RollbackPolicy {
+            .put_deployment(&canary_deployment(
+                &deployment_id,
+                now,
+                RollbackPolicy {
                     auto_rollback: true,
                     url: format!("http://127.0.0.1:{port}/hook"),
                     secret: SECRET.into(),
                     signed: true,
-                }),
-                created_time: now,
-                updated_time: now,
-            })
+                },
+            ))
             .await
             .unwrap();
         let mut alert = deploy_diagnosis::model::alert::Alert {
@@ -326,34 +313,20 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
             .await
             .unwrap()
             .unwrap();
-        let release = serde_json::from_value(serde_json::json!({
-            "verdict": "release", "recommendation": "rollback", "confidence": 0.99,
-            "reasons": ["web-1 errors %: 30% against 0% on the controls"], "comparisons": []
-        }))
-        .unwrap();
-        let finish = Finish {
-            ending: Ending::Completed {
-                body: ReportBody {
-                    prom_ql: vec!["up".into()],
-                    content: "【问题概述】a【根因分析】b【影响范围】c【解决方案】d".into(),
-                },
-                engine: Engine::Evidence,
-                ai_error: None,
-            },
-            raw_output: None,
-            runner: None,
+        let finish = evidence_ending(
             now,
-            duration_ms: 1,
-            usage: None,
-            release: Some(release),
-            notify: vec![Notification::rollback(
+            serde_json::json!({
+                "verdict": "release", "recommendation": "rollback", "confidence": 0.99,
+                "reasons": ["web-1 errors %: 30% against 0% on the controls"], "comparisons": []
+            }),
+            vec![Notification::rollback(
                 &claimed.id,
                 claimed.version,
                 "v2.0.0",
                 false,
                 now,
             )],
-        };
+        );
         assert!(store.finish(&deployment_id, "w1", &finish).await.unwrap());
     }
 
