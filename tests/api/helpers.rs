@@ -274,13 +274,23 @@ Auth:
     )
 }
 
+/// The machine's CPU, shared by the tests that need it quiet and taken whole by those that
+/// load it. On a 2-core machine a verdict scenario beside a schemathesis run once took 30 s
+/// to gather its evidence, and one node_exporter stands for every test host, so a load
+/// moves every host's CPU.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Taken by the tests that load both cores for tens of seconds (schemathesis, headless
-/// Chromium, stress-ng) and by those whose evidence gathering must finish within its
-/// timeout (the release verdict's): on a 2-core machine, a verdict scenario beside a
-/// schemathesis run once took 30 s to gather. One at a time, they take seconds.
-pub async fn cpu_heavy() -> tokio::sync::MutexGuard<'static, ()> {
-    static GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    GATE.lock().await
+/// Chromium, stress-ng, the local model): one at a time, and beside no [`quiet`] test.
+pub async fn cpu_heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// Taken by the tests whose measurements a loaded CPU would move (the release verdict's
+/// scenarios, whose evidence must also be gathered within its timeout): they run beside
+/// each other, never beside a [`cpu_heavy`] one.
+pub async fn quiet() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
 }
 
 /// A unique API key.

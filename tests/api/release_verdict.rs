@@ -474,12 +474,12 @@ async fn alert_and_wait(app: &TestApp, name: &'static str, id: &str, host: &str)
     }
 }
 
-/// The lock of the tests that load the CPU ([`crate::helpers::cpu_heavy`]), taken once for
-/// a group of scenarios when their history is in: the history (most of a scenario's time)
-/// accumulates while another heavy test runs, and what a scenario judges, from the release
-/// on, overlaps none. A stress during a *before* window only makes it worse than the
-/// *after*, which no rule counts against a release.
-pub type Heavy = tokio::sync::OnceCell<tokio::sync::MutexGuard<'static, ()>>;
+/// The quiet machine ([`crate::helpers::quiet`]), taken once for a group of scenarios when
+/// their history is in: the history (most of a scenario's time) accumulates while a heavy
+/// test runs, and what a scenario judges, from the release on, overlaps none. A stress
+/// during a *before* window only makes it worse than the *after*, which no rule counts
+/// against a release.
+pub type Heavy = tokio::sync::OnceCell<tokio::sync::RwLockReadGuard<'static, ()>>;
 
 /// Seconds of history before a scenario's release, and from the release to the alert:
 /// each holds Release.MinPoints (10) points 3 s apart, with a margin for the first scrape.
@@ -504,7 +504,7 @@ async fn scenario(
     let fleet = Fleet::start(name, hosts).await;
     let history = HISTORY;
     tokio::time::sleep(history - fault_before_release).await;
-    heavy.get_or_init(crate::helpers::cpu_heavy).await;
+    heavy.get_or_init(crate::helpers::quiet).await;
     if !fault_before_release.is_zero() {
         for h in faulty {
             fleet.host(h).set(fault);
@@ -832,7 +832,7 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
 
 #[tokio::test]
 async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_report() {
-    let _heavy = crate::helpers::cpu_heavy().await;
+    let _heavy = crate::helpers::quiet().await;
     let app = app().await;
     let o = run_fresh(&app).await;
     let report = &o.report;
@@ -866,7 +866,7 @@ async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_th
 
 #[tokio::test]
 async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded() {
-    let _heavy = crate::helpers::cpu_heavy().await;
+    let _heavy = crate::helpers::quiet().await;
     let content = "【问题概述】\nweb-1 错误率升高\n【根因分析】\n发布判定：不同意，未发布的 web-2 错误率同样是 20%\n\
                    【影响范围】\nweb-1\n【解决方案】\n检查下游依赖";
     let app = spawn_app(Options {
@@ -1020,8 +1020,8 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
         Fleet::start("gate-early", &hosts),
     );
     tokio::time::sleep(HISTORY - Duration::from_secs(15)).await;
-    // The lock of the heavy tests, once the history is in.
-    let _heavy = crate::helpers::cpu_heavy().await;
+    // The quiet machine, once the history is in.
+    let _heavy = crate::helpers::quiet().await;
     early.host("web-1").set(errors(30));
     tokio::time::sleep(Duration::from_secs(15)).await;
     let started_at = chrono::Utc::now();
