@@ -314,7 +314,7 @@ pub(super) async fn store_feedback(
         ));
     }
     let report = report_of(state, id).await?;
-    if report.status == ReportStatus::Generating {
+    if report.status() == ReportStatus::Generating {
         return Err(ApiError::Conflict(format!(
             "deployment {id}'s report is being diagnosed; feedback applies to a finished version"
         )));
@@ -336,7 +336,7 @@ pub(super) async fn store_feedback(
     }
     state
         .metrics
-        .feedback(&feedback, report.engine.map_or("none", Engine::as_str));
+        .feedback(&feedback, report.engine().map_or("none", Engine::as_str));
     tracing::info!(deployment_id = %id, version = report.version, score = feedback.score, "feedback stored");
     Ok((report.version, feedback))
 }

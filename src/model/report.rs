@@ -265,12 +265,9 @@ pub struct Report {
     pub id: String,
     /// The deployment (unique).
     pub deployment_id: DeploymentId,
-    /// Where it is in its life.
-    pub status: ReportStatus,
-    /// The answer, once completed (stored as the design's `content` JSON text).
-    pub body: Option<ReportBody>,
-    /// Why it failed, for a person.
-    pub error: Option<String>,
+    /// Where the current version is in its life, with what that state has: the answer of
+    /// a completed one, the reason of a failed one.
+    pub state: ReportState,
     /// The end of the runner's output when it could not be used, for debugging.
     pub raw_output: Option<String>,
     /// The alert that asked for it.
@@ -303,10 +300,6 @@ pub struct Report {
     pub notifications: Vec<Notification>,
     /// Until when a gathering holds this version's evidence lease.
     pub evidence_until: Option<DateTime<Utc>>,
-    /// What wrote the completed report.
-    pub engine: Option<Engine>,
-    /// Why the AI did not write it, when the evidence did.
-    pub ai_error: Option<String>,
     /// Feedback on the current version.
     pub feedback: Option<Feedback>,
     /// The registered deployment the current version is diagnosed with (a snapshot).
@@ -329,9 +322,7 @@ impl Report {
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
             deployment_id,
-            status: ReportStatus::Generating,
-            body: None,
-            error: None,
+            state: ReportState::Generating,
             raw_output: None,
             alert,
             runner: None,
@@ -348,8 +339,6 @@ impl Report {
             release: None,
             notifications: Vec::new(),
             evidence_until: None,
-            engine: None,
-            ai_error: None,
             feedback: None,
             deployment: None,
             changes: None,
@@ -360,10 +349,35 @@ impl Report {
         }
     }
 
+    /// `generating`, `completed` or `failed`.
+    pub fn status(&self) -> ReportStatus {
+        self.state.status()
+    }
+
+    /// The answer (completed).
+    pub fn body(&self) -> Option<&ReportBody> {
+        self.state.ending().and_then(Ending::body)
+    }
+
+    /// Why it failed, for a person (failed).
+    pub fn error(&self) -> Option<&str> {
+        self.state.ending().and_then(Ending::error)
+    }
+
+    /// What wrote it (completed).
+    pub fn engine(&self) -> Option<Engine> {
+        self.state.ending().and_then(Ending::engine)
+    }
+
+    /// Why the AI did not write it, when the evidence did (completed).
+    pub fn ai_error(&self) -> Option<&str> {
+        self.state.ending().and_then(Ending::ai_error)
+    }
+
     /// Whether this version still waits for its evidence: generating, and neither
     /// gathered nor known to be unavailable.
     pub fn needs_evidence(&self) -> bool {
-        self.status == ReportStatus::Generating
+        self.status() == ReportStatus::Generating
             && self.evidence.is_none()
             && self.evidence_error.is_none()
     }
@@ -373,9 +387,9 @@ impl Report {
         HistoryEntry {
             deployment_id: self.deployment_id.clone(),
             version: self.version,
-            status: self.status,
-            body: self.body.clone(),
-            error: self.error.clone(),
+            status: self.status(),
+            body: self.body().cloned(),
+            error: self.error().map(str::to_owned),
             runner: self.runner,
             attempts: self.attempts,
             created_time: self.created_time,
@@ -456,6 +470,99 @@ pub enum Ending {
     },
 }
 
+impl Ending {
+    /// `Completed` or `Failed`.
+    pub fn status(&self) -> ReportStatus {
+        match self {
+            Ending::Completed { .. } => ReportStatus::Completed,
+            Ending::Failed { .. } => ReportStatus::Failed,
+        }
+    }
+
+    /// The answer (completed).
+    pub fn body(&self) -> Option<&ReportBody> {
+        match self {
+            Ending::Completed { body, .. } => Some(body),
+            Ending::Failed { .. } => None,
+        }
+    }
+
+    /// The failure reason (failed).
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Ending::Failed { error } => Some(error),
+            Ending::Completed { .. } => None,
+        }
+    }
+
+    /// What wrote it (completed).
+    pub fn engine(&self) -> Option<Engine> {
+        match self {
+            Ending::Completed { engine, .. } => Some(*engine),
+            Ending::Failed { .. } => None,
+        }
+    }
+
+    /// Why the AI did not write it, when the evidence did.
+    pub fn ai_error(&self) -> Option<&str> {
+        match self {
+            Ending::Completed { ai_error, .. } => ai_error.as_deref(),
+            Ending::Failed { .. } => None,
+        }
+    }
+}
+
+/// Where a report version is in its life. A generating version has no answer and no
+/// reason; an ended one has exactly what its [`Ending`] says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportState {
+    /// Diagnosis waiting or running.
+    Generating,
+    /// The diagnosis ended.
+    Ended(Ending),
+}
+
+impl ReportState {
+    /// `generating`, `completed` or `failed`.
+    pub fn status(&self) -> ReportStatus {
+        match self {
+            ReportState::Generating => ReportStatus::Generating,
+            ReportState::Ended(ending) => ending.status(),
+        }
+    }
+
+    /// How it ended, once it has.
+    pub fn ending(&self) -> Option<&Ending> {
+        match self {
+            ReportState::Generating => None,
+            ReportState::Ended(ending) => Some(ending),
+        }
+    }
+
+    /// The state the stored columns say (status, answer, reason, engine, the AI's error),
+    /// or what is wrong with them: a completed version needs its answer and its engine, a
+    /// failed one its reason, and a generating one has neither.
+    pub fn from_parts(
+        status: ReportStatus,
+        body: Option<ReportBody>,
+        error: Option<String>,
+        engine: Option<Engine>,
+        ai_error: Option<String>,
+    ) -> Result<Self, String> {
+        match status {
+            ReportStatus::Generating => Ok(ReportState::Generating),
+            ReportStatus::Completed => Ok(ReportState::Ended(Ending::Completed {
+                body: body.ok_or("completed, but without an answer")?,
+                engine: engine.ok_or("completed, but without an engine")?,
+                ai_error,
+            })),
+            ReportStatus::Failed => Ok(ReportState::Ended(Ending::Failed {
+                error: error.ok_or("failed, but without a reason")?,
+            })),
+        }
+    }
+}
+
 /// How a diagnosis ended, as the worker writes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
@@ -480,42 +587,7 @@ pub struct Finish {
 impl Finish {
     /// `Completed` or `Failed`.
     pub fn status(&self) -> ReportStatus {
-        match self.ending {
-            Ending::Completed { .. } => ReportStatus::Completed,
-            Ending::Failed { .. } => ReportStatus::Failed,
-        }
-    }
-
-    /// The answer (completed).
-    pub fn body(&self) -> Option<&ReportBody> {
-        match &self.ending {
-            Ending::Completed { body, .. } => Some(body),
-            Ending::Failed { .. } => None,
-        }
-    }
-
-    /// The failure reason (failed).
-    pub fn error(&self) -> Option<&str> {
-        match &self.ending {
-            Ending::Failed { error } => Some(error),
-            Ending::Completed { .. } => None,
-        }
-    }
-
-    /// What wrote it (completed).
-    pub fn engine(&self) -> Option<Engine> {
-        match &self.ending {
-            Ending::Completed { engine, .. } => Some(*engine),
-            Ending::Failed { .. } => None,
-        }
-    }
-
-    /// Why the AI did not write it, when the evidence did.
-    pub fn ai_error(&self) -> Option<&str> {
-        match &self.ending {
-            Ending::Completed { ai_error, .. } => ai_error.as_deref(),
-            Ending::Failed { .. } => None,
-        }
+        self.ending.status()
     }
 }
 
@@ -576,17 +648,27 @@ pub struct ReportView {
 
 impl From<Report> for ReportView {
     fn from(r: Report) -> Self {
-        let ReportBody { prom_ql, content } = r.body.unwrap_or(ReportBody {
+        let status = r.status();
+        let (body, error, engine, ai_error) = match r.state {
+            ReportState::Generating => (None, None, None, None),
+            ReportState::Ended(Ending::Completed {
+                body,
+                engine,
+                ai_error,
+            }) => (Some(body), None, Some(engine), ai_error),
+            ReportState::Ended(Ending::Failed { error }) => (None, Some(error), None, None),
+        };
+        let ReportBody { prom_ql, content } = body.unwrap_or(ReportBody {
             prom_ql: Vec::new(),
             content: String::new(),
         });
         Self {
             id: r.id,
             deployment_id: r.deployment_id.to_string(),
-            status: r.status,
+            status,
             prom_ql,
             content,
-            error: r.error,
+            error,
             raw_output: r.raw_output,
             runner: r.runner,
             attempts: r.attempts,
@@ -600,8 +682,8 @@ impl From<Report> for ReportView {
             unmeasured_hosts: r.unmeasured,
             release: r.release,
             notifications: r.notifications,
-            engine: r.engine,
-            ai_error: r.ai_error,
+            engine,
+            ai_error,
             feedback: r.feedback,
             deployment: r.deployment,
             changes: r.changes,
@@ -609,5 +691,75 @@ impl From<Report> for ReportView {
             resolved_at: r.resolved_at,
             alert: r.alert,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> ReportBody {
+        ReportBody {
+            prom_ql: vec!["up".into()],
+            content: "【问题概述】x".into(),
+        }
+    }
+
+    #[test]
+    fn a_state_is_read_back_only_with_what_it_needs() {
+        use ReportStatus::*;
+        let completed =
+            ReportState::from_parts(Completed, Some(body()), None, Some(Engine::Ai), None);
+        assert_eq!(completed.as_ref().map(ReportState::status), Ok(Completed));
+        assert_eq!(
+            ReportState::from_parts(Completed, None, None, Some(Engine::Ai), None),
+            Err("completed, but without an answer".into())
+        );
+        assert_eq!(
+            ReportState::from_parts(Completed, Some(body()), None, None, None),
+            Err("completed, but without an engine".into())
+        );
+        assert_eq!(
+            ReportState::from_parts(Failed, None, None, None, None),
+            Err("failed, but without a reason".into())
+        );
+        let failed =
+            ReportState::from_parts(Failed, None, Some("boom".into()), None, None).unwrap();
+        assert_eq!(failed.ending().and_then(Ending::error), Some("boom"));
+        // What a generating version cannot have is not read into it.
+        let generating =
+            ReportState::from_parts(Generating, Some(body()), Some("old".into()), None, None);
+        assert_eq!(generating, Ok(ReportState::Generating));
+    }
+
+    #[test]
+    fn the_view_shows_the_states_fields_and_nothing_else() {
+        let mut r = Report::new(
+            DeploymentId::parse("d").unwrap(),
+            Alert::default(),
+            Utc::now(),
+        );
+        r.state = ReportState::Ended(Ending::Completed {
+            body: body(),
+            engine: Engine::Evidence,
+            ai_error: Some("llm_timeout".into()),
+        });
+        let view = serde_json::to_value(ReportView::from(r.clone())).unwrap();
+        assert_eq!(view["status"], "completed");
+        assert_eq!(view["promQL"][0], "up");
+        assert_eq!(
+            (&view["engine"], &view["aiError"]),
+            (&"evidence".into(), &"llm_timeout".into())
+        );
+        assert!(view.get("error").is_none());
+        r.state = ReportState::Ended(Ending::Failed {
+            error: "boom".into(),
+        });
+        let view = serde_json::to_value(ReportView::from(r)).unwrap();
+        assert_eq!(
+            (&view["status"], &view["error"], &view["content"]),
+            (&"failed".into(), &"boom".into(), &"".into())
+        );
+        assert!(view.get("engine").is_none() && view.get("aiError").is_none());
     }
 }

@@ -99,7 +99,7 @@ impl Summary {
     /// The summary of `report` (its current version), linking to `link`.
     pub fn of(report: &Report, link: String) -> Self {
         let field = |s: &str| cut_chars(s.trim(), FIELD_CHARS);
-        let failed = report.status == ReportStatus::Failed;
+        let failed = report.status() == ReportStatus::Failed;
         let release = report.release.as_ref();
         let status = if failed {
             "诊断失败"
@@ -210,7 +210,7 @@ impl Summary {
             .take(3)
             .map(|p| (p.number, field(&p.title), p.url.clone()))
             .collect();
-        let overview = match (report.body.as_ref(), report.error.as_deref()) {
+        let overview = match (report.body(), report.error()) {
             (Some(body), _) if !failed => overview_of(&body.content),
             (_, Some(error)) => format!("诊断失败：{error}"),
             _ => String::new(),
@@ -483,7 +483,7 @@ pub(crate) mod tests {
     use crate::model::alert::{Alert, DeploymentId};
     use crate::model::changes::{Changes, PullRequest};
     use crate::model::evidence::{EvidenceItem, Reading, Resource, Scored};
-    use crate::model::report::ReportBody;
+    use crate::model::report::{Ending, Engine, ReportBody, ReportState};
     use crate::model::verdict::{Attribution, ReleaseVerdict};
 
     /// A report as a rollback-worthy release leaves it.
@@ -500,10 +500,13 @@ pub(crate) mod tests {
             alert,
             chrono::Utc::now(),
         );
-        r.status = ReportStatus::Completed;
-        r.body = Some(ReportBody {
-            prom_ql: vec![],
-            content: "【问题概述】\nv2.4.1 发布后 web-2 的 5xx 错误率从 0.2% 升至 18.5%，未发布的 web-1 正常。\n【根因分析】\n…".into(),
+        r.state = ReportState::Ended(Ending::Completed {
+            body: ReportBody {
+                prom_ql: vec![],
+                content: "【问题概述】\nv2.4.1 发布后 web-2 的 5xx 错误率从 0.2% 升至 18.5%，未发布的 web-1 正常。\n【根因分析】\n…".into(),
+            },
+            engine: Engine::Ai,
+            ai_error: None,
         });
         r.release = Some(ReleaseVerdict {
             verdict: Attribution::Release,
@@ -699,7 +702,9 @@ pub(crate) mod tests {
             }
             r.evidence.as_mut().unwrap()[0].instance = host;
             r.changes.as_mut().unwrap().prs[0].title = title;
-            r.body.as_mut().unwrap().content = format!("【问题概述】\n{overview}\n【根因分析】\nx");
+            if let ReportState::Ended(Ending::Completed { body, .. }) = &mut r.state {
+                body.content = format!("【问题概述】\n{overview}\n【根因分析】\nx");
+            }
             r.release.as_mut().unwrap().reasons = vec![reason];
             let link = format!(
                 "https://dd.example/ui/reports/{}",

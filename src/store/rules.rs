@@ -63,14 +63,14 @@ pub fn restart(report: &Report, now: DateTime<Utc>, registered: Option<&Deployme
 
 /// Whether a report may be re-diagnosed: not while a diagnosis is queued or running.
 pub fn may_restart(report: &Report) -> bool {
-    report.status != ReportStatus::Generating
+    report.status() != ReportStatus::Generating
 }
 
 /// When a failed report's last diagnosis ended, if that is after `failed_before` (an
 /// automatic re-run waits until then); `None` when it may run again now.
 pub fn too_soon(report: &Report, failed_before: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     let before = failed_before?;
-    (report.status == ReportStatus::Failed && report.updated_time > before)
+    (report.status() == ReportStatus::Failed && report.updated_time > before)
         .then_some(report.updated_time)
 }
 
@@ -112,6 +112,7 @@ pub fn runner_of(stored: Option<&str>) -> Result<Option<RunnerKind>, String> {
 mod tests {
     use super::*;
     use crate::model::alert::{Alert, AlertTime, DeploymentId};
+    use crate::model::report::{Ending, ReportState};
 
     fn alert(n: usize) -> Alert {
         Alert {
@@ -156,8 +157,9 @@ mod tests {
     fn a_restart_clears_the_last_diagnosis_and_keeps_the_alerts() {
         let now = Utc::now();
         let mut report = Report::new(DeploymentId::parse("d").unwrap(), alert(0), now);
-        report.status = ReportStatus::Failed;
-        report.error = Some("boom".into());
+        report.state = ReportState::Ended(Ending::Failed {
+            error: "boom".into(),
+        });
         report.evidence_error = Some("down".into());
         report.attempts = 3;
         report.related_alerts.push(RelatedAlert {
@@ -166,9 +168,9 @@ mod tests {
         });
         let later = now + chrono::Duration::seconds(5);
         let next = restart(&report, later, None);
-        assert_eq!(next.status, ReportStatus::Generating);
+        assert_eq!(next.state, ReportState::Generating);
         assert_eq!((next.version, next.attempts), (2, 0));
-        assert_eq!((next.error, next.evidence_error), (None, None));
+        assert_eq!(next.evidence_error, None);
         assert_eq!(next.related_alerts, report.related_alerts);
         assert_eq!((next.created_time, next.updated_time), (now, later));
         assert_eq!(next.id, report.id);

@@ -62,7 +62,7 @@ async fn a_service_killed_mid_diagnosis_finishes_the_report_after_restart() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stranded.status, ReportStatus::Generating);
+    assert_eq!(stranded.status(), ReportStatus::Generating);
 
     let mut second = files.start(free_port());
     let report = wait_final(&client, &second.address, &id, None, Duration::from_secs(90)).await;
@@ -96,5 +96,5 @@ async fn sigterm_lets_the_in_flight_diagnosis_finish_before_exit() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.status, ReportStatus::Completed, "{report:?}");
+    assert_eq!(report.status(), ReportStatus::Completed, "{report:?}");
 }

@@ -256,7 +256,7 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
     assert!(asked(AutoRollback::On, deployment.clone()).await.is_none());
     let stored = store.get(&id).await.unwrap().unwrap();
     assert_eq!(
-        (stored.version, stored.status),
+        (stored.version, stored.status()),
         (1, ReportStatus::Completed)
     );
 
@@ -266,7 +266,7 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
     assert_eq!(result.outcome, AlertOutcome::Restarted);
     let stored = store.get(&id).await.unwrap().unwrap();
     assert_eq!(
-        (stored.version, stored.status),
+        (stored.version, stored.status()),
         (2, ReportStatus::Generating)
     );
     let raised: Vec<&Alert> = stored

@@ -15,8 +15,8 @@ use deploy_diagnosis::model::evidence::{
 };
 use deploy_diagnosis::model::notify::{DeliveryState, Event, Notification};
 use deploy_diagnosis::model::report::{
-    Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportStatus,
-    RunnerKind, Usage, MAX_RELATED_ALERTS,
+    Ending, Engine, Feedback, Finish, Related, RelatedAlert, Report, ReportBody, ReportState,
+    ReportStatus, RunnerKind, Usage, MAX_RELATED_ALERTS,
 };
 use deploy_diagnosis::model::verdict::{
     Attribution, Class, Comparison, Method, Recommendation, ReleaseVerdict, Test,
@@ -274,7 +274,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         "a finished report keeps its evidence"
     );
     let done = store.get(&id("dep-a")).await.unwrap().unwrap();
-    assert_eq!(done.status, ReportStatus::Completed);
+    assert_eq!(done.status(), ReportStatus::Completed);
     assert_eq!(done.duration_ms, Some(1234));
     assert_eq!(
         done.usage.as_ref().map(|u| (u.input_tokens, u.steps)),
@@ -282,13 +282,13 @@ async fn contract(store: Arc<dyn ReportStore>) {
     );
     assert!(done.lease_owner.is_none());
     assert_eq!(
-        (done.engine, done.ai_error.as_deref()),
+        (done.engine(), done.ai_error()),
         (
             Some(Engine::Evidence),
             Some("AI call failed with status 500")
         )
     );
-    assert_eq!(done.body.as_ref().unwrap().prom_ql, vec!["up"]);
+    assert_eq!(done.body().unwrap().prom_ql, vec!["up"]);
 
     // Release gives a claim back at once, and the attempt with it (a shutdown is not an
     // attempt: restarts alone never make a report "give up").
@@ -426,12 +426,12 @@ async fn contract(store: Arc<dyn ReportStore>) {
         panic!()
     };
     assert_eq!(
-        (again.status, again.version, again.attempts),
+        (again.status(), again.version, again.attempts),
         (ReportStatus::Generating, 2, 0)
     );
-    assert!(again.body.is_none());
+    assert!(again.body().is_none());
     assert!(again.evidence.is_none(), "a new version gathers anew");
-    assert!(again.engine.is_none() && again.ai_error.is_none() && again.feedback.is_none());
+    assert!(again.state == ReportState::Generating && again.feedback.is_none());
     assert_eq!(
         store
             .rediagnose(&id("dep-a"), now, restart())
@@ -445,7 +445,7 @@ async fn contract(store: Arc<dyn ReportStore>) {
         (history[0].version, history[0].status),
         (1, ReportStatus::Completed)
     );
-    assert_eq!(history[0].body, done.body);
+    assert_eq!(history[0].body.as_ref(), done.body());
     assert_eq!(
         history[0].feedback,
         Some(rating),

@@ -281,7 +281,7 @@ async fn a_failed_outcome_write_is_retried_and_the_diagnosis_runs_once() {
     };
     let mut running = run(Script::ToolThenReport { query: "up".into() }, faults, id).await;
     let report = running.finished(id).await;
-    assert_eq!(report.status, ReportStatus::Completed);
+    assert_eq!(report.status(), ReportStatus::Completed);
     assert_eq!(report.attempts, 1, "written by the attempt that ran it");
     assert_eq!(
         running.llm.requests().len(),
@@ -317,7 +317,7 @@ async fn a_diagnosis_whose_lease_cannot_be_renewed_is_stopped_and_given_back() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.status, ReportStatus::Generating);
+    assert_eq!(report.status(), ReportStatus::Generating);
     assert_eq!(
         report.attempts, 1,
         "given back: the stopped run is not an attempt"
@@ -333,7 +333,7 @@ impl Running {
         let start = Instant::now();
         loop {
             let report = self.store.inner.get(&deployment).await.unwrap().unwrap();
-            if report.status != ReportStatus::Generating {
+            if report.status() != ReportStatus::Generating {
                 return report;
             }
             assert!(
@@ -358,8 +358,8 @@ async fn a_task_that_panics_is_restarted_and_counted_and_its_report_is_not_left_
     };
     let mut running = run(Script::ToolThenReport { query: "up".into() }, faults, id).await;
     let report = running.finished(id).await;
-    assert_eq!(report.status, ReportStatus::Failed, "{report:#?}");
-    let error = report.error.clone().unwrap_or_default();
+    assert_eq!(report.status(), ReportStatus::Failed, "{report:#?}");
+    let error = report.error().unwrap_or_default().to_owned();
     assert!(
         error.contains("bug in the service") && error.contains("injected panic in finish"),
         "{error}"
@@ -370,7 +370,10 @@ async fn a_task_that_panics_is_restarted_and_counted_and_its_report_is_not_left_
     let next = "panics-after";
     running.store.insert(&queued(next)).await.unwrap();
     running.wake.queued();
-    assert_eq!(running.finished(next).await.status, ReportStatus::Completed);
+    assert_eq!(
+        running.finished(next).await.status(),
+        ReportStatus::Completed
+    );
     let metrics = running.metrics.render(&HashMap::new(), 0);
     assert!(
         metrics.contains("deploy_diagnosis_task_panics_total{pool=\"diagnosis\"} 3"),

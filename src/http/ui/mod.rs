@@ -216,7 +216,7 @@ async fn list(
     // The engine is filtered within each page (the store's listing has no engine index).
     let reports: Vec<Report> = reports
         .into_iter()
-        .filter(|r| engine.is_empty() || r.engine.is_some_and(|e| e.as_str() == engine))
+        .filter(|r| engine.is_empty() || r.engine().is_some_and(|e| e.as_str() == engine))
         .collect();
     let filters = Filters {
         status: q.status.as_deref().unwrap_or(""),
@@ -258,7 +258,8 @@ async fn report(
         None => {
             let charts = Arc::new(chart::gather(&state.prometheus, &report, span).await);
             // A finished version's charts are final; a generating one's are not kept.
-            if report.status != ReportStatus::Generating && charts.iter().all(|c| c.error.is_none())
+            if report.status() != ReportStatus::Generating
+                && charts.iter().all(|c| c.error.is_none())
             {
                 let mut cache = ui.charts.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= CACHED_REPORTS {

@@ -124,7 +124,7 @@ pub fn list(t: &Text, reports: &[Report], filters: &Filters, next: Option<String
                         @for r in reports {
                             tr {
                                 td { a href=(format!("/ui/reports/{}", r.deployment_id)) { (r.deployment_id.as_str()) } }
-                                td { (status_badge(t, r.status)) }
+                                td { (status_badge(t, r.status())) }
                                 td {
                                     @if let Some(v) = &r.release {
                                         span class=(format!("badge rec-{}", recommendation_class(v.recommendation))) {
@@ -132,7 +132,7 @@ pub fn list(t: &Text, reports: &[Report], filters: &Filters, next: Option<String
                                         }
                                     }
                                 }
-                                td { @if let Some(e) = r.engine { (e.as_str()) } }
+                                td { @if let Some(e) = r.engine() { (e.as_str()) } }
                                 td { (r.alert.alertname) }
                                 td { (when(r.created_time)) }
                                 td { @if let Some(ms) = r.duration_ms { (format!("{:.1} s", ms as f64 / 1000.0)) } }
@@ -217,7 +217,7 @@ pub fn report(
         id,
         html! {
             p.back { a href="/ui/" { "← " (t.back) } }
-            h1 { (t.report) " " (id) " " (status_badge(t, r.status)) }
+            h1 { (t.report) " " (id) " " (status_badge(t, r.status())) }
             p.meta {
                 (t.version) " " (r.version) " · " (t.created) " " (when(r.created_time))
                 @if let Some(ms) = r.duration_ms { " · " (t.duration) " " (format!("{:.1} s", ms as f64 / 1000.0)) }
@@ -241,10 +241,10 @@ pub fn report(
                     }
                 }
             }
-            @if let Some(error) = r.error.as_deref().filter(|_| r.status == ReportStatus::Failed) {
+            @if let Some(error) = r.error() {
                 section.failure { h2 { (t.failure) } p { (error) } }
             }
-            @if let Some(body) = &r.body {
+            @if let Some(body) = r.body() {
                 section.content {
                     @for (heading, text) in sections(&body.content) {
                         @if !heading.is_empty() { h2 { "【" (heading) "】" } }
@@ -308,7 +308,7 @@ pub fn report(
                     }
                 }
             }
-            @if let Some(body) = r.body.as_ref().filter(|b| !b.prom_ql.is_empty()) {
+            @if let Some(body) = r.body().filter(|b| !b.prom_ql.is_empty()) {
                 section {
                     h2 { (t.queries) }
                     ul.queries {
@@ -354,7 +354,7 @@ pub fn report(
                 dl.measured {
                     dt { (t.measured_by) }
                     dd {
-                        @if let Some(e) = r.engine { (e.as_str()) }
+                        @if let Some(e) = r.engine() { (e.as_str()) }
                         @if let Some(k) = r.runner { " · " (k.as_str()) }
                         @if let Some(u) = &r.usage { " · " (u.input_tokens) " + " (u.output_tokens) " tokens, " (u.tool_calls) " tool calls" }
                     }
@@ -392,7 +392,7 @@ pub fn report(
                 }
             }
             section.forms {
-                @if r.status != ReportStatus::Generating {
+                @if r.status() != ReportStatus::Generating {
                     form method="post" action=(format!("/ui/reports/{id}/feedback")) {
                         h2 { (t.feedback) }
                         input type="hidden" name="csrf" value=(feedback_token);

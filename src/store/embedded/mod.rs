@@ -337,7 +337,7 @@ mod tests {
         assert!(failed.is_err() && kept.is_ok() && panicked.is_err());
         let got = store.get(&id).await.unwrap().unwrap();
         assert_eq!(
-            (got.error, got.raw_output.as_deref(), got.ai_error),
+            (got.error(), got.raw_output.as_deref(), got.ai_error()),
             (None, Some("set"), None)
         );
         let next = Report::new(

@@ -35,9 +35,9 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
          evidence_until = ?21, deployment = ?22, release = ?24, release_verdict = ?25, \
          notifications = ?26, notify_due = ?27, evidence_unmeasured = ?28 WHERE deployment_id = ?23",
         params![
-            r.status.as_str(),
-            content(id, r.body.as_ref())?,
-            r.error,
+            r.status().as_str(),
+            content(id, r.body())?,
+            r.error(),
             r.raw_output,
             r.runner.map(|k| k.as_str()),
             r.attempts,
@@ -47,8 +47,8 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
             r.duration_ms.map(|d| d as i64),
             r.usage.as_ref().map(|u| to_json(id, u)).transpose()?,
             r.evidence.as_ref().map(|e| to_json(id, e)).transpose()?,
-            r.engine.map(Engine::as_str),
-            r.ai_error,
+            r.engine().map(Engine::as_str),
+            r.ai_error(),
             r.feedback.as_ref().map(|f| to_json(id, f)).transpose()?,
             r.changes.as_ref().map(|c| to_json(id, c)).transpose()?,
             r.resolved_at.map(ms),
@@ -120,7 +120,7 @@ impl ReportStore for EmbeddedStore {
     async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
         let r = report.clone();
         let alert = to_json(&r.id, &r.alert)?;
-        let content = content(&r.id, r.body.as_ref())?;
+        let content = content(&r.id, r.body())?;
         let deployment = r
             .deployment
             .as_ref()
@@ -363,7 +363,7 @@ impl ReportStore for EmbeddedStore {
                 return Ok(Related::NoReport);
             };
             let all = match rules::merge_related(&report, related) {
-                Merge::Duplicate => return Ok(Related::Duplicate(report.status)),
+                Merge::Duplicate => return Ok(Related::Duplicate(report.status())),
                 Merge::Added(all) => all,
             };
             let json = to_json(id.as_str(), &all)?;
@@ -371,7 +371,7 @@ impl ReportStore for EmbeddedStore {
                 "UPDATE reports SET related_alerts = ?1, resolved_at = NULL WHERE deployment_id = ?2",
                 params![json, id.as_str()],
             )?;
-            Ok(Related::Added(report.status))
+            Ok(Related::Added(report.status()))
         })
         .await
     }
@@ -432,7 +432,7 @@ impl ReportStore for EmbeddedStore {
             .as_ref()
             .map(|u| to_json(id.as_str(), u))
             .transpose()?;
-        let content = content(id.as_str(), f.body())?;
+        let content = content(id.as_str(), f.ending.body())?;
         let verdict = f.release.as_ref().map(|v| v.verdict.as_str());
         let release = f
             .release
@@ -463,7 +463,7 @@ impl ReportStore for EmbeddedStore {
                 params![
                     f.status().as_str(),
                     content,
-                    f.error(),
+                    f.ending.error(),
                     f.raw_output,
                     f.runner.map(|r| r.as_str()),
                     ms(f.now),
@@ -471,8 +471,8 @@ impl ReportStore for EmbeddedStore {
                     id.as_str(),
                     owner,
                     usage,
-                    f.engine().map(Engine::as_str),
-                    f.ai_error(),
+                    f.ending.engine().map(Engine::as_str),
+                    f.ending.ai_error(),
                     release,
                     verdict,
                     outbox,

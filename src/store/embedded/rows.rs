@@ -7,7 +7,7 @@ use rusqlite::Row;
 
 use crate::model::alert::DeploymentId;
 use crate::model::deployment::Deployment;
-use crate::model::report::{Engine, Report, ReportBody, ReportStatus, RunnerKind};
+use crate::model::report::{Engine, Report, ReportBody, ReportState, ReportStatus, RunnerKind};
 use crate::store::{rules, StoreError};
 
 /// The columns of a report, in [`raw_report`]'s order.
@@ -151,13 +151,19 @@ impl RawReport {
     pub(super) fn into_report(self) -> Result<Report, StoreError> {
         let id = self.id;
         let status = status(&id, &self.status)?;
+        let state = ReportState::from_parts(
+            status,
+            body(&id, status, &self.content)?,
+            self.error,
+            engine(&id, self.engine.as_deref())?,
+            self.ai_error,
+        )
+        .map_err(|e| corrupt(&id, e))?;
         Ok(Report {
             deployment_id: DeploymentId::parse(&self.deployment_id).map_err(|e| corrupt(&id, e))?,
-            status,
-            body: body(&id, status, &self.content)?,
+            state,
             alert: serde_json::from_str(&self.alert)
                 .map_err(|e| corrupt(&id, format!("alert: {e}")))?,
-            error: self.error,
             raw_output: self.raw_output,
             runner: runner(&id, self.runner.as_deref())?,
             attempts: self.attempts,
@@ -180,8 +186,6 @@ impl RawReport {
             release: parse_json(&id, "release", self.release.as_deref())?,
             notifications: parse_json(&id, "notifications", self.notifications.as_deref())?
                 .unwrap_or_default(),
-            engine: engine(&id, self.engine.as_deref())?,
-            ai_error: self.ai_error,
             feedback: parse_json(&id, "feedback", self.feedback.as_deref())?,
             deployment: parse_json(&id, "deployment", self.deployment.as_deref())?,
             changes: parse_json(&id, "changes", self.changes.as_deref())?,

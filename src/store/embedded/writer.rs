@@ -61,7 +61,7 @@ fn insert_one(tx: &Connection, p: &PendingInsert) -> Result<Insert, StoreError> 
         params![
             r.id,
             r.deployment_id.as_str(),
-            r.status.as_str(),
+            r.status().as_str(),
             p.content,
             p.alert,
             r.attempts,

@@ -394,7 +394,7 @@ impl ReportStore for MongoStore {
             let rev = current.related_rev.map_or(Bson::Null, Bson::Int64);
             let report = current.into_report()?;
             let all = match rules::merge_related(&report, related.clone()) {
-                Merge::Duplicate => return Ok(Related::Duplicate(report.status)),
+                Merge::Duplicate => return Ok(Related::Duplicate(report.status())),
                 Merge::Added(all) => all,
             };
             let all = bson::to_bson(&all).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
@@ -404,7 +404,7 @@ impl ReportStore for MongoStore {
                     doc! {
                         "deploymentId": deployment_id.as_str(),
                         "relatedRev": rev,
-                        "status": report.status.as_str(),
+                        "status": report.status().as_str(),
                     },
                     doc! {
                         "$set": { "relatedAlerts": all, "resolvedAt": Bson::Null, "relatedRev": next },
@@ -412,7 +412,7 @@ impl ReportStore for MongoStore {
                 )
                 .await?;
             if result.matched_count == 1 {
-                return Ok(Related::Added(report.status));
+                return Ok(Related::Added(report.status()));
             }
         }
         Err(StoreError::Task(format!(
@@ -479,15 +479,15 @@ impl ReportStore for MongoStore {
                 doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
                 finish_update(doc! {
                     "status": f.status().as_str(),
-                    "content": content(deployment_id.as_str(), f.body())?,
-                    "error": opt(f.error()),
+                    "content": content(deployment_id.as_str(), f.ending.body())?,
+                    "error": opt(f.ending.error()),
                     "rawOutput": opt(f.raw_output.as_deref()),
                     "runner": f.runner.map_or(Bson::Null, |r| Bson::String(r.as_str().into())),
                     "updatedTime": bdate(f.now),
                     "durationMs": f.duration_ms as i64,
                     "usage": usage,
-                    "engine": f.engine().map_or(Bson::Null, |e| Bson::String(e.as_str().into())),
-                    "aiError": opt(f.ai_error()),
+                    "engine": f.ending.engine().map_or(Bson::Null, |e| Bson::String(e.as_str().into())),
+                    "aiError": opt(f.ending.ai_error()),
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
                 }, deployment_id, f)?,
@@ -552,7 +552,7 @@ impl ReportStore for MongoStore {
                     doc! {
                         "deploymentId": deployment_id.as_str(),
                         "version": i64::from(current.version),
-                        "status": current.status.as_str(),
+                        "status": current.status().as_str(),
                         "relatedRev": rev.map_or(Bson::Null, Bson::Int64),
                         "notifyRev": notify_rev.map_or(Bson::Null, Bson::Int64),
                     },

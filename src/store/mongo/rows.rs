@@ -13,7 +13,8 @@ use crate::model::deployment::{
 use crate::model::evidence::{EvidenceItem, Unmeasured};
 use crate::model::notify::{self, Notification};
 use crate::model::report::{
-    Engine, Feedback, RelatedAlert, Report, ReportBody, ReportStatus, RunnerKind, Usage,
+    Engine, Feedback, RelatedAlert, Report, ReportBody, ReportState, ReportStatus, RunnerKind,
+    Usage,
 };
 use crate::model::verdict::ReleaseVerdict;
 use crate::store::rules;
@@ -301,9 +302,9 @@ impl ReportDoc {
         Ok(Self {
             id: r.id.clone(),
             deployment_id: r.deployment_id.as_str().to_owned(),
-            content: content(&r.id, r.body.as_ref())?,
-            status: r.status,
-            error: r.error.clone(),
+            content: content(&r.id, r.body())?,
+            status: r.status(),
+            error: r.error().map(str::to_owned),
             raw_output: r.raw_output.clone(),
             alert: r.alert.clone(),
             runner: r.runner.map(|k| k.as_str().to_owned()),
@@ -319,8 +320,8 @@ impl ReportDoc {
             evidence: r.evidence.clone(),
             evidence_unmeasured: r.unmeasured.clone(),
             release: r.release.clone(),
-            engine: r.engine,
-            ai_error: r.ai_error.clone(),
+            engine: r.engine(),
+            ai_error: r.ai_error().map(str::to_owned),
             feedback: r.feedback.clone(),
             deployment: r.deployment.as_ref().map(DeploymentDoc::snapshot),
             changes: r.changes.clone(),
@@ -340,8 +341,16 @@ impl ReportDoc {
         let id = self.id;
         let deployment_id =
             DeploymentId::parse(&self.deployment_id).map_err(|e| corrupt_doc(&id, e))?;
+        let state = ReportState::from_parts(
+            self.status,
+            body(&id, self.status, &self.content)?,
+            self.error,
+            self.engine,
+            self.ai_error,
+        )
+        .map_err(|e| corrupt_doc(&id, e))?;
         Ok(Report {
-            body: body(&id, self.status, &self.content)?,
+            state,
             runner: runner(&id, self.runner.as_deref())?,
             deployment: self
                 .deployment
@@ -349,8 +358,6 @@ impl ReportDoc {
                 .transpose()?,
             id,
             deployment_id,
-            status: self.status,
-            error: self.error,
             raw_output: self.raw_output,
             alert: self.alert,
             attempts: self.attempts,
@@ -366,8 +373,6 @@ impl ReportDoc {
             notifications: self.notifications,
             evidence_error: self.evidence_error,
             evidence_until: self.evidence_until.map(cdate),
-            engine: self.engine,
-            ai_error: self.ai_error,
             feedback: self.feedback,
             changes: self.changes,
             related_alerts: self.related_alerts,
