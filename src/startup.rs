@@ -135,7 +135,7 @@ pub async fn run(
     let wake = Arc::new(Wake::default());
     let sinks = Arc::new(Sinks::new(&config)?);
     let evidence = pipeline.measure.clone().map(|measure| EvidenceContext {
-        store: Arc::clone(&store),
+        queue: Arc::clone(&stores.gatherings),
         measure,
         wake: Arc::clone(&wake),
         concurrency: config.evidence.concurrency.get(),
@@ -146,6 +146,7 @@ pub async fn run(
         .map(|ctx| EvidencePool::start(ctx, Arc::clone(&metrics)));
     let pool = WorkerPool::start(WorkerContext {
         store: Arc::clone(&store),
+        diagnoses: Arc::clone(&stores.diagnoses),
         pipeline,
         evidence,
         budget: Arc::new(Budget::new(&config.budget, Arc::clone(&stores.budget))),
@@ -158,7 +159,7 @@ pub async fn run(
     let rollbacks = config.release.auto_rollback == AutoRollback::On;
     let outbox = (!sinks.is_empty() || rollbacks).then(|| {
         Outbox::start(OutboxContext {
-            store: Arc::clone(&store),
+            queue: Arc::clone(&stores.outbox),
             sinks: Arc::clone(&sinks),
             deployments: Arc::clone(&stores.deployments),
             wake: Arc::clone(&wake),

@@ -1,9 +1,13 @@
-//! Where reports live: the [`ReportStore`] trait (the design's `ReportModel`, grown the
-//! operations a durable worker queue needs) and its two real implementations.
+//! Where reports live, split by job: the reports ([`ReportStore`], the design's
+//! `ReportModel`), the deployments registry ([`DeploymentStore`]), the AI budgets
+//! ([`BudgetStore`]), and three lease queues on the reports ([`LeaseQueue`]: diagnoses,
+//! evidence gatherings, the outbox's deliveries), each part implemented by the two real
+//! stores.
 //!
-//! The queue is the reports table itself: a `generating` report with no live lease is
-//! waiting; a worker claims it by setting a lease and renews the lease while it works; a
-//! report whose worker died becomes claimable again when the lease runs out.
+//! A queue is the reports table itself: a report waiting for that job and held by no live
+//! lease is ready; a pool's task claims it by setting a lease, renews the lease while it
+//! works, gives it back or completes it; an item whose holder died becomes claimable again
+//! when the lease runs out.
 
 pub mod embedded;
 pub mod mongo;
@@ -221,58 +225,6 @@ pub trait ReportStore: Send + Sync {
     async fn get(&self, deployment_id: &DeploymentId) -> Result<Option<Report>, StoreError>;
     /// Reports, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError>;
-    /// Claims the oldest `generating` report without a live lease (with `settled`, only
-    /// one whose evidence is settled: gathered, or failed): sets the lease to `owner` until
-    /// `lease_until`, counts an attempt, stamps `startedTime`.
-    async fn claim_next(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        settled: bool,
-    ) -> Result<Option<Report>, StoreError>;
-    /// Extends `owner`'s lease; `false` if it no longer holds it.
-    async fn renew_lease(
-        &self,
-        deployment_id: &DeploymentId,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-    /// The evidence queue: claims the oldest `generating` report whose evidence is neither
-    /// gathered nor known to be unavailable and that no live evidence lease holds, setting
-    /// that lease until `lease_until`. Apart from the diagnosis lease: the
-    /// evidence of a report waiting for an AI worker is gathered meanwhile.
-    async fn claim_evidence(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError>;
-    /// Stores the evidence of version `version` (the items, or why none could be had) and
-    /// its release verdict, and ends its evidence lease, while that version is
-    /// `generating` and has none yet (the first gathering stored wins); `false` otherwise.
-    async fn set_evidence(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        evidence: Result<&Gathered, &str>,
-        release: Option<&ReleaseVerdict>,
-    ) -> Result<bool, StoreError>;
-    /// The outbox: claims the report whose earliest pending notification is due at `now`
-    /// and that no live delivery lease holds, holding its notifications until
-    /// `lease_until`.
-    async fn claim_notifications(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError>;
-    /// Applies a delivery's `updates` to the report's notifications (by id; notifications
-    /// added meanwhile are kept, as [`crate::model::notify::merge`] says) and ends the
-    /// delivery lease; `false` when the report is gone.
-    async fn update_notifications(
-        &self,
-        deployment_id: &DeploymentId,
-        updates: &[Notification],
-    ) -> Result<bool, StoreError>;
     /// Stores the change evidence of version `version` while it is `generating`; `false`
     /// otherwise.
     async fn set_changes(
@@ -302,16 +254,6 @@ pub trait ReportStore: Send + Sync {
         version: u32,
         feedback: &Feedback,
     ) -> Result<bool, StoreError>;
-    /// Gives a claim back without finishing (shutdown), so the next worker starts at once;
-    /// the attempt the claim counted is taken back.
-    async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError>;
-    /// Writes the outcome if `owner` still holds the `generating` report; `false` otherwise.
-    async fn finish(
-        &self,
-        deployment_id: &DeploymentId,
-        owner: &str,
-        finish: &Finish,
-    ) -> Result<bool, StoreError>;
     /// Keeps the current version as history (dropping the oldest past
     /// `restart.max_history`) and makes the report `generating` again as
     /// [`rules::restart`] says, unless it is generating already or `restart` says it is too
@@ -330,6 +272,95 @@ pub trait ReportStore: Send + Sync {
     async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError>;
     /// `generating` reports that no live worker holds.
     async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// One kind of lease queue on the reports, and what completing one of its items writes.
+pub trait QueueKind: Send + Sync + 'static {
+    /// What completing an item writes.
+    type Done: Send + Sync + ?Sized;
+}
+
+/// The diagnosis queue: `generating` reports. Claiming counts an attempt and stamps
+/// `startedTime`; where the evidence stage is on (the store's `evidence_first`), only a
+/// report whose evidence is settled (gathered, or failed) is claimed. Completing writes how
+/// the diagnosis ended, while the lease is held.
+pub enum Diagnosis {}
+
+impl QueueKind for Diagnosis {
+    type Done = Finish;
+}
+
+/// The evidence queue: `generating` reports whose evidence is neither gathered nor known to
+/// be unavailable, apart from the diagnosis lease (the evidence of a report waiting for an
+/// AI worker is gathered meanwhile), oldest first. Completing stores the version's
+/// evidence and release verdict whoever holds the lease, once: the first gathering stored
+/// wins, and any is as good.
+pub enum Evidence {}
+
+impl QueueKind for Evidence {
+    type Done = Settled;
+}
+
+/// The outbox: reports whose earliest pending notification is due, earliest first.
+/// Completing applies the deliveries' updates to the notifications by id (notifications
+/// added meanwhile are kept, as [`crate::model::notify::merge`] says) whoever holds the
+/// lease: a delivery that was made is recorded.
+pub enum Outbox {}
+
+impl QueueKind for Outbox {
+    type Done = [Notification];
+}
+
+/// A version's evidence (the items, or why none could be had) and its release verdict.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The evidence, or why there is none.
+    pub evidence: Result<Gathered, String>,
+    /// The release verdict measured with it (`None`: none was).
+    pub release: Option<ReleaseVerdict>,
+}
+
+/// A held claim: the report, its version when claimed, and the owner the lease is held
+/// under (one owner a claim, so that a lease is never confused with an earlier one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The report's deployment.
+    pub deployment_id: DeploymentId,
+    /// The version claimed.
+    pub version: u32,
+    /// Who holds it.
+    pub owner: String,
+}
+
+impl Lease {
+    /// The lease `owner` holds on the `report` it claimed.
+    pub fn of(report: &Report, owner: &str) -> Self {
+        Self {
+            deployment_id: report.deployment_id.clone(),
+            version: report.version,
+            owner: owner.to_owned(),
+        }
+    }
+}
+
+/// A lease queue of kind `K` on the reports. Every method is one atomic change.
+#[async_trait]
+pub trait LeaseQueue<K: QueueKind>: Send + Sync {
+    /// Claims the next ready item for `owner`, holding it until `until`.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Report>, StoreError>;
+    /// Extends the lease until `until`; `false` if it is no longer held.
+    async fn renew(&self, lease: &Lease, until: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Gives the item back without completing it (shutdown), so that the next claim takes
+    /// it at once; `false` if it is no longer held. A diagnosis's attempt is taken back.
+    async fn release(&self, lease: &Lease) -> Result<bool, StoreError>;
+    /// Writes what was done and ends the lease, as the kind says; `false` when it was not
+    /// written.
+    async fn complete(&self, lease: &Lease, done: &K::Done) -> Result<bool, StoreError>;
 }
 
 /// Wakes the store's consumers in this process when a report is queued (intake, a
@@ -358,36 +389,73 @@ impl Wake {
     }
 }
 
-/// The parts of one store: reports, deployments and budgets live in the same database.
+/// Every part of a store.
+pub trait Store:
+    ReportStore
+    + DeploymentStore
+    + BudgetStore
+    + LeaseQueue<Diagnosis>
+    + LeaseQueue<Evidence>
+    + LeaseQueue<Outbox>
+    + 'static
+{
+}
+
+impl<S> Store for S where
+    S: ReportStore
+        + DeploymentStore
+        + BudgetStore
+        + LeaseQueue<Diagnosis>
+        + LeaseQueue<Evidence>
+        + LeaseQueue<Outbox>
+        + 'static
+{
+}
+
+/// The parts of one store, by job: they live in the same database.
 #[derive(Clone)]
 pub struct Stores {
-    /// Reports (and the queues).
+    /// The reports.
     pub reports: Arc<dyn ReportStore>,
     /// The deployments registry.
     pub deployments: Arc<dyn DeploymentStore>,
     /// The AI budgets.
     pub budget: Arc<dyn BudgetStore>,
+    /// The diagnosis queue.
+    pub diagnoses: Arc<dyn LeaseQueue<Diagnosis>>,
+    /// The evidence queue.
+    pub gatherings: Arc<dyn LeaseQueue<Evidence>>,
+    /// The outbox.
+    pub outbox: Arc<dyn LeaseQueue<Outbox>>,
 }
 
 impl Stores {
     /// One store object serving every part.
-    pub fn of<S: ReportStore + DeploymentStore + BudgetStore + 'static>(store: S) -> Self {
+    pub fn of<S: Store>(store: S) -> Self {
         let store = Arc::new(store);
         Self {
             reports: store.clone(),
             deployments: store.clone(),
-            budget: store,
+            budget: store.clone(),
+            diagnoses: store.clone(),
+            gatherings: store.clone(),
+            outbox: store,
         }
     }
 }
 
 /// The store the configuration names, migrated.
 pub async fn open(config: &Config) -> Result<Stores, StoreError> {
+    let evidence_first = config.evidence.enabled;
     let stores = match config.store.kind {
-        StoreKind::Embedded => Stores::of(embedded::EmbeddedStore::open(&config.store.path)?),
-        StoreKind::Mongo => {
-            Stores::of(mongo::MongoStore::connect(&config.mongo.url, &config.mongo.database).await?)
-        }
+        StoreKind::Embedded => Stores::of(
+            embedded::EmbeddedStore::open(&config.store.path)?.evidence_first(evidence_first),
+        ),
+        StoreKind::Mongo => Stores::of(
+            mongo::MongoStore::connect(&config.mongo.url, &config.mongo.database)
+                .await?
+                .evidence_first(evidence_first),
+        ),
     };
     stores.reports.migrate().await?;
     Ok(stores)

@@ -14,19 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::{self, Queue};
 use crate::metrics::Metrics;
-use crate::model::alert::DeploymentId;
 use crate::model::evidence::Gathered;
 use crate::model::report::Report;
-use crate::model::verdict::ReleaseVerdict;
 use crate::outside;
 use crate::pipeline::{self, KnownEvidence, Measure, Measured};
-use crate::store::{ReportStore, StoreError, Wake};
+use crate::store::{Evidence, Lease, LeaseQueue, Settled, StoreError, Wake};
 
 /// What the evidence pool needs.
 #[derive(Clone)]
 pub struct EvidenceContext {
-    /// The store (and its evidence queue).
-    pub store: Arc<dyn ReportStore>,
+    /// The evidence queue.
+    pub queue: Arc<dyn LeaseQueue<Evidence>>,
     /// Gathers evidence and measures the release.
     pub measure: Measure,
     /// Wakes the pool when a report is queued; told when evidence is stored.
@@ -79,47 +77,60 @@ struct Gatherings {
     stop: CancellationToken,
 }
 
+/// A claimed gathering: the report and the lease it is held under.
+struct Gathering {
+    lease: Lease,
+    report: Report,
+}
+
 #[async_trait]
 impl Queue for Gatherings {
-    type Item = Report;
+    type Item = Gathering;
     const POOL: &'static str = "evidence";
 
-    async fn claim(&self) -> Result<Option<Report>, StoreError> {
+    async fn claim(&self) -> Result<Option<Gathering>, StoreError> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
         let now = Utc::now();
-        self.ctx
-            .store
-            .claim_evidence(now, outside::later(now, self.ctx.lease()))
-            .await
+        let claimed = self
+            .ctx
+            .queue
+            .claim(&owner, now, outside::later(now, self.ctx.lease()))
+            .await?;
+        Ok(claimed.map(|report| Gathering {
+            lease: Lease::of(&report, &owner),
+            report,
+        }))
     }
 
-    fn span(&self, report: &Report) -> tracing::Span {
+    fn span(&self, g: &Gathering) -> tracing::Span {
         tracing::info_span!(
             "gathering",
-            deployment_id = %report.deployment_id,
-            version = report.version
+            deployment_id = %g.report.deployment_id,
+            version = g.report.version
         )
     }
 
-    async fn work(&self, report: &Report) {
+    async fn work(&self, g: &Gathering) {
         tokio::select! {
-            _ = gather_and_store(&self.ctx, report) => {}
-            _ = self.stop.cancelled() => {}
+            _ = gather_and_store(&self.ctx, g) => {}
+            _ = self.stop.cancelled() => {
+                // Given back: the next start (or another instance) gathers it at once.
+                if let Err(e) = self.ctx.queue.release(&g.lease).await {
+                    tracing::warn!(error = %e, "giving the gathering back failed; it is taken up after its lease");
+                }
+            }
         }
     }
 
     /// A gathering that panicked is stored as evidence that could not be had, which ends
     /// its lease: the diagnosis goes on without it instead of waiting for the lease.
-    async fn panicked(&self, report: &Report, why: &str) {
+    async fn panicked(&self, g: &Gathering, why: &str) {
         let why = format!("gathering the evidence stopped on a bug in the service: {why}");
-        settle(
-            self.ctx.store.as_ref(),
-            &self.ctx.wake,
-            &report.deployment_id,
-            report.version,
-            Err(&why),
-            None,
-        )
-        .await;
+        let settled = Settled {
+            evidence: Err(why),
+            release: None,
+        };
+        settle(self.ctx.queue.as_ref(), &self.ctx.wake, &g.lease, &settled).await;
     }
 
     fn woken(&self) -> &tokio::sync::Notify {
@@ -131,7 +142,8 @@ impl Queue for Gatherings {
     }
 }
 
-async fn gather_and_store(ctx: &EvidenceContext, report: &Report) {
+async fn gather_and_store(ctx: &EvidenceContext, g: &Gathering) {
+    let report = &g.report;
     let measured = pipeline::gather(
         &ctx.measure,
         &report.alert,
@@ -139,49 +151,26 @@ async fn gather_and_store(ctx: &EvidenceContext, report: &Report) {
         report.created_time,
     )
     .await;
-    store(
-        ctx.store.as_ref(),
-        &ctx.wake,
-        &report.deployment_id,
-        report.version,
-        &measured,
-    )
-    .await;
+    store(ctx.queue.as_ref(), &ctx.wake, &g.lease, &measured).await;
 }
 
 /// Stores a version's evidence (or why there is none) and its release verdict, and tells
 /// whoever waits for them. The one place evidence is written.
 pub async fn store(
-    store: &dyn ReportStore,
+    queue: &dyn LeaseQueue<Evidence>,
     wake: &Wake,
-    deployment_id: &DeploymentId,
-    version: u32,
+    lease: &Lease,
     measured: &Measured,
 ) {
-    let evidence = measured.evidence.as_ref().map_err(String::as_str);
-    settle(
-        store,
-        wake,
-        deployment_id,
-        version,
-        evidence,
-        Some(&measured.release),
-    )
-    .await;
+    let settled = Settled {
+        evidence: measured.evidence.clone(),
+        release: Some(measured.release.clone()),
+    };
+    settle(queue, wake, lease, &settled).await;
 }
 
-async fn settle(
-    store: &dyn ReportStore,
-    wake: &Wake,
-    deployment_id: &DeploymentId,
-    version: u32,
-    evidence: Result<&Gathered, &str>,
-    release: Option<&ReleaseVerdict>,
-) {
-    match store
-        .set_evidence(deployment_id, version, evidence, release)
-        .await
-    {
+async fn settle(queue: &dyn LeaseQueue<Evidence>, wake: &Wake, lease: &Lease, settled: &Settled) {
+    match queue.complete(lease, settled).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!("the report moved on (or had its evidence) before this was stored")
@@ -192,7 +181,7 @@ async fn settle(
 }
 
 /// The evidence of the version an AI worker claimed. The worker claims a report only once
-/// its evidence is settled (gathered, or failed: the store's `claim_next` with `settled`),
+/// its evidence is settled (gathered, or failed: the store's diagnosis queue, evidence first),
 /// so it is on the claimed report; the evidence pool is its only gatherer.
 pub fn known(claimed: &Report) -> KnownEvidence {
     let evidence = match (&claimed.evidence, &claimed.evidence_error) {

@@ -7,9 +7,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerContext;
-use crate::model::alert::DeploymentId;
 use crate::model::report::Finish;
-use crate::store::StoreError;
+use crate::store::{Lease, StoreError};
 
 /// Aborts a task when dropped.
 pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
@@ -25,14 +24,13 @@ impl Drop for AbortOnDrop {
 /// failed write.
 pub(super) async fn finish_with_retries(
     ctx: &WorkerContext,
-    id: &DeploymentId,
-    owner: &str,
+    lease: &Lease,
     finish: &Finish,
     lease_gone: &CancellationToken,
 ) -> Result<bool, StoreError> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match ctx.store.finish(id, owner, finish).await {
+        match ctx.diagnoses.complete(lease, finish).await {
             Err(e) if !lease_gone.is_cancelled() => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "writing the outcome failed; retrying");
                 tokio::select! {
@@ -49,21 +47,12 @@ pub(super) async fn finish_with_retries(
 /// Keeps the claim alive while the diagnosis runs and its outcome is written. If the claim
 /// is lost (another worker owns the report now), or cannot be renewed before it runs out
 /// (the store is unreachable, so another worker may take it), the diagnosis is stopped.
-pub(super) async fn renew_lease(
-    ctx: WorkerContext,
-    owner: String,
-    deployment_id: DeploymentId,
-    cancel: CancellationToken,
-) {
+pub(super) async fn renew_lease(ctx: WorkerContext, held: Lease, cancel: CancellationToken) {
     let lease = ctx.config.lease;
     let mut held_until = Instant::now() + lease;
     loop {
         tokio::time::sleep(lease / 3).await;
-        match ctx
-            .store
-            .renew_lease(&deployment_id, &owner, Utc::now() + lease)
-            .await
-        {
+        match ctx.diagnoses.renew(&held, Utc::now() + lease).await {
             Ok(true) => held_until = Instant::now() + lease,
             Ok(false) => {
                 tracing::warn!("lost the claim on the report; stopping this diagnosis");

@@ -36,7 +36,7 @@ use crate::model::verdict::{Recommendation, ReleaseVerdict};
 use crate::notify::Sinks;
 use crate::outside;
 use crate::pipeline::{Job, KnownEvidence, Ledger, Output, Pipeline};
-use crate::store::{ReportStore, StoreError, Wake};
+use crate::store::{Diagnosis, Lease, LeaseQueue, ReportStore, StoreError, Wake};
 use budget::Budget;
 use evidence::EvidenceContext;
 use lease::{finish_with_retries, renew_lease, AbortOnDrop};
@@ -45,8 +45,10 @@ use pool::Queue;
 /// What the workers share.
 #[derive(Clone)]
 pub struct WorkerContext {
-    /// The store (and queue).
+    /// The reports.
     pub store: Arc<dyn ReportStore>,
+    /// The diagnosis queue.
+    pub diagnoses: Arc<dyn LeaseQueue<Diagnosis>>,
     /// The stages of a diagnosis.
     pub pipeline: Pipeline,
     /// The evidence pool's context, for a worker that waits for evidence or gathers it
@@ -146,12 +148,7 @@ impl Queue for Diagnoses {
         );
         let now = Utc::now();
         let lease = outside::later(now, self.ctx.config.lease);
-        let settled = self.ctx.evidence.is_some();
-        let claimed = self
-            .ctx
-            .store
-            .claim_next(&owner, now, lease, settled)
-            .await?;
+        let claimed = self.ctx.diagnoses.claim(&owner, now, lease).await?;
         Ok(claimed.map(|report| Claimed { owner, report }))
     }
 
@@ -209,6 +206,8 @@ impl Queue for Diagnoses {
 struct ReportLedger<'a> {
     ctx: &'a WorkerContext,
     report: &'a Report,
+    /// The diagnosis's owner.
+    owner: &'a str,
 }
 
 #[async_trait]
@@ -238,7 +237,11 @@ impl Ledger for ReportLedger<'_> {
         );
         let written = match output {
             Output::Measured(measured) => {
-                evidence::store(store, &self.ctx.wake, id, version, measured).await;
+                if let Some(gatherings) = &self.ctx.evidence {
+                    let lease = Lease::of(self.report, self.owner);
+                    evidence::store(gatherings.queue.as_ref(), &self.ctx.wake, &lease, measured)
+                        .await;
+                }
                 return;
             }
             Output::Changes(changes) => {
@@ -261,8 +264,7 @@ async fn process(ctx: &WorkerContext, owner: &str, report: &Report, abort: &Canc
     let cancel = abort.child_token();
     let heartbeat = tokio::spawn(renew_lease(
         ctx.clone(),
-        owner.to_owned(),
-        id.clone(),
+        Lease::of(report, owner),
         cancel.clone(),
     ));
     let _stop_heartbeat = AbortOnDrop(heartbeat);
@@ -294,13 +296,13 @@ async fn process(ctx: &WorkerContext, owner: &str, report: &Report, abort: &Canc
             changes: report.changes.clone(),
             related: report.related_alerts.clone(),
         };
-        let ledger = ReportLedger { ctx, report };
+        let ledger = ReportLedger { ctx, report, owner };
         match ctx.pipeline.run(job, &ledger, cancel.clone()).await {
             Ok(ran) => (ran.diagnosed, Some(ran.release)),
             Err(_) => {
                 // Shutdown, or the lease is gone: give the report back (if still ours) so
                 // a worker takes it up at once, without counting this as an attempt.
-                if let Err(e) = ctx.store.release(&id, owner).await {
+                if let Err(e) = ctx.diagnoses.release(&Lease::of(report, owner)).await {
                     tracing::warn!(error = %e, "releasing the report failed; it is taken up after its lease");
                 }
                 tracing::info!("diagnosis stopped; it will run again");
@@ -394,7 +396,6 @@ async fn conclude(
         started,
         lease_gone,
     } = run;
-    let id = &report.deployment_id;
     let runner = ctx.pipeline.diagnoser.runner_kind();
     if let Some(usage) = &usage {
         ctx.budget.spend(usage).await;
@@ -439,7 +440,7 @@ async fn conclude(
     let mut notify = ctx.sinks.for_finish(report, &finish);
     notify.extend(rollback_request(ctx, report, &finish).await);
     let finish = Finish { notify, ..finish };
-    match finish_with_retries(ctx, id, owner, &finish, lease_gone).await {
+    match finish_with_retries(ctx, &Lease::of(report, owner), &finish, lease_gone).await {
         Ok(true) => {
             if !finish.notify.is_empty() {
                 ctx.wake.outbox.notify_one();

@@ -21,7 +21,7 @@ use crate::model::notify::{DeliveryState, Notification};
 use crate::model::report::Report;
 use crate::notify::{next_attempt, Retry, SendFailure, Sinks};
 use crate::outside;
-use crate::store::{DeploymentStore, ReportStore, StoreError, Wake};
+use crate::store::{DeploymentStore, Lease, LeaseQueue, Outbox as OutboxQueue, StoreError, Wake};
 
 /// Deliveries at once (each sends every due message of one report, in parallel).
 const DELIVERIES: usize = 4;
@@ -29,8 +29,8 @@ const DELIVERIES: usize = 4;
 /// What the deliveries need.
 #[derive(Clone)]
 pub struct OutboxContext {
-    /// The store (and its outbox).
-    pub store: Arc<dyn ReportStore>,
+    /// The outbox.
+    pub queue: Arc<dyn LeaseQueue<OutboxQueue>>,
     /// The sinks.
     pub sinks: Arc<Sinks>,
     /// The registry, for a rollback request's policy (read at each attempt).
@@ -64,8 +64,8 @@ impl Outbox {
         Self { tasks, stop }
     }
 
-    /// Stops: a delivery under way is dropped, its lease runs out, and its messages are
-    /// sent after the restart (the same ids: receivers deduplicate).
+    /// Stops: a delivery under way is dropped and its lease given back, and its messages
+    /// are sent after the restart (the same ids: receivers deduplicate).
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.tasks.await;
@@ -79,44 +79,60 @@ struct Deliveries {
     stop: CancellationToken,
 }
 
+/// A claimed delivery: the report and the lease it is held under.
+struct Delivery {
+    lease: Lease,
+    report: Report,
+}
+
 #[async_trait]
 impl Queue for Deliveries {
-    type Item = Report;
+    type Item = Delivery;
     const POOL: &'static str = "outbox";
 
-    async fn claim(&self) -> Result<Option<Report>, StoreError> {
+    async fn claim(&self) -> Result<Option<Delivery>, StoreError> {
         let lease = self.ctx.timeout + Duration::from_secs(5);
+        let owner = uuid::Uuid::new_v4().simple().to_string();
         let now = Utc::now();
-        self.ctx
-            .store
-            .claim_notifications(now, outside::later(now, lease))
-            .await
+        let claimed = self
+            .ctx
+            .queue
+            .claim(&owner, now, outside::later(now, lease))
+            .await?;
+        Ok(claimed.map(|report| Delivery {
+            lease: Lease::of(&report, &owner),
+            report,
+        }))
     }
 
-    fn span(&self, report: &Report) -> tracing::Span {
-        tracing::info_span!("delivering", deployment_id = %report.deployment_id)
+    fn span(&self, d: &Delivery) -> tracing::Span {
+        tracing::info_span!("delivering", deployment_id = %d.report.deployment_id)
     }
 
-    async fn work(&self, report: &Report) {
+    async fn work(&self, d: &Delivery) {
         tokio::select! {
-            _ = deliver_due(&self.ctx, report) => {}
-            _ = self.stop.cancelled() => {}
+            _ = deliver_due(&self.ctx, d) => {}
+            _ = self.stop.cancelled() => {
+                if let Err(e) = self.ctx.queue.release(&d.lease).await {
+                    tracing::warn!(error = %e, "giving the delivery back failed; it is taken up after its lease");
+                }
+            }
         }
     }
 
     /// A delivery that panicked counts as a failed attempt of every due message (so a
     /// message that makes it panic each time is given up after `Notify.MaxAttempts`), and
     /// the delivery lease ends.
-    async fn panicked(&self, report: &Report, why: &str) {
+    async fn panicked(&self, d: &Delivery, why: &str) {
         let now = Utc::now();
         let failure = SendFailure {
             retry: Retry::Backoff,
             why: format!("the delivery stopped on a bug in the service: {why}"),
         };
-        let updates: Vec<Notification> = due(report, now)
+        let updates: Vec<Notification> = due(&d.report, now)
             .map(|n| attempted(&self.ctx, n, Err(failure.clone())))
             .collect();
-        write_back(&self.ctx, report, &updates).await;
+        write_back(&self.ctx, &d.lease, &updates).await;
     }
 
     fn woken(&self) -> &tokio::sync::Notify {
@@ -142,7 +158,7 @@ fn due(report: &Report, now: chrono::DateTime<Utc>) -> impl Iterator<Item = &Not
 }
 
 /// Sends every due message of one report at once and writes back how each went.
-async fn deliver_due(ctx: &OutboxContext, report: &Report) {
+async fn deliver_due(ctx: &OutboxContext, Delivery { lease, report }: &Delivery) {
     let now = Utc::now();
     let due: Vec<&Notification> = due(report, now).collect();
     let attempts = due.iter().map(|n| async move {
@@ -199,7 +215,7 @@ async fn deliver_due(ctx: &OutboxContext, report: &Report) {
         .zip(results)
         .map(|(n, result)| attempted(ctx, n, result))
         .collect();
-    write_back(ctx, report, &updates).await;
+    write_back(ctx, lease, &updates).await;
 }
 
 /// The notification after an attempt that ended with `result`.
@@ -271,12 +287,8 @@ fn attempted(
 }
 
 /// Writes a delivery's outcome back and ends its lease.
-async fn write_back(ctx: &OutboxContext, report: &Report, updates: &[Notification]) {
-    if let Err(e) = ctx
-        .store
-        .update_notifications(&report.deployment_id, updates)
-        .await
-    {
+async fn write_back(ctx: &OutboxContext, lease: &Lease, updates: &[Notification]) {
+    if let Err(e) = ctx.queue.complete(lease, updates).await {
         tracing::warn!(error = %e, "writing back the notifications failed; they are sent again after the lease");
     }
 }

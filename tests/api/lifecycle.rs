@@ -188,7 +188,9 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
     use deploy_diagnosis::model::deployment::{Deployment, RollbackPolicy};
     use deploy_diagnosis::model::report::{Report, ReportStatus};
     use deploy_diagnosis::store::embedded::EmbeddedStore;
-    use deploy_diagnosis::store::{DeploymentStore, ReportStore, Wake};
+    use deploy_diagnosis::store::{
+        DeploymentStore, Diagnosis, Lease, LeaseQueue, ReportStore, Wake,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("reports.sqlite3")).unwrap());
@@ -229,8 +231,9 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
         .insert(&Report::new(id.clone(), alert, now))
         .await
         .unwrap();
-    store
-        .claim_next("w1", now, now + chrono::Duration::seconds(30), false)
+    let diagnoses: &dyn LeaseQueue<Diagnosis> = store.as_ref();
+    diagnoses
+        .claim("w1", now, now + chrono::Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
@@ -239,7 +242,8 @@ async fn an_analysis_rollback_reruns_a_completed_report_once_per_tag_and_only_wh
         "reasons": ["too few samples after the release yet"], "comparisons": []
     });
     let finish = evidence_ending(now, hold, Vec::new());
-    assert!(store.finish(&id, "w1", &finish).await.unwrap());
+    let held = Lease::of(&store.get(&id).await.unwrap().unwrap(), "w1");
+    assert!(diagnoses.complete(&held, &finish).await.unwrap());
 
     // Not asked: the switch off, or the policy's autoRollback false.
     let asked = |auto, d: Deployment| {

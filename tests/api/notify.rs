@@ -266,7 +266,7 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
     use deploy_diagnosis::model::deployment::RollbackPolicy;
     use deploy_diagnosis::model::notify::Notification;
     use deploy_diagnosis::model::report::Report;
-    use deploy_diagnosis::store::{DeploymentStore, ReportStore};
+    use deploy_diagnosis::store::{DeploymentStore, Diagnosis, Lease, LeaseQueue, ReportStore};
 
     let port = free_port();
     let files = ProcessFiles::new(&Options {
@@ -308,8 +308,9 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
             .insert(&Report::new(deployment_id.clone(), alert, now))
             .await
             .unwrap();
-        let claimed = store
-            .claim_next("w1", now, now + chrono::Duration::seconds(30), false)
+        let diagnoses: &dyn LeaseQueue<Diagnosis> = &store;
+        let claimed = diagnoses
+            .claim("w1", now, now + chrono::Duration::seconds(30))
             .await
             .unwrap()
             .unwrap();
@@ -327,7 +328,10 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
                 now,
             )],
         );
-        assert!(store.finish(&deployment_id, "w1", &finish).await.unwrap());
+        assert!(diagnoses
+            .complete(&Lease::of(&claimed, "w1"), &finish)
+            .await
+            .unwrap());
     }
 
     let client = reqwest::Client::new();

@@ -24,8 +24,8 @@ use deploy_diagnosis::model::verdict::{
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::mongo::MongoStore;
 use deploy_diagnosis::store::{
-    BudgetStore, Cursor, DeploymentStore, Insert, ListFilter, Page, Rediagnose, ReportStore,
-    Restart, StoreError, Upsert,
+    BudgetStore, Cursor, DeploymentStore, Diagnosis, Insert, Lease, LeaseQueue, ListFilter, Page,
+    QueueKind, Rediagnose, ReportStore, Restart, Settled, StoreError, Stores, Upsert,
 };
 use futures_util::TryStreamExt;
 
@@ -33,6 +33,33 @@ use crate::servers::mongo;
 
 fn id(s: &str) -> DeploymentId {
     DeploymentId::parse(s).unwrap()
+}
+
+/// The lease `owner` holds on `name`'s report (a diagnosis's or a delivery's: their
+/// version is not part of the lease).
+fn held(name: &str, owner: &str) -> Lease {
+    Lease {
+        deployment_id: id(name),
+        version: 0,
+        owner: owner.into(),
+    }
+}
+
+/// Version `version` of `name`'s report, as whoever gathered its evidence completes it.
+fn version(name: &str, version: u32) -> Lease {
+    Lease {
+        deployment_id: id(name),
+        version,
+        owner: "g".into(),
+    }
+}
+
+/// Evidence and a verdict, as a gathering settles them.
+fn settled(evidence: Result<&Gathered, &str>, release: Option<&ReleaseVerdict>) -> Settled {
+    Settled {
+        evidence: evidence.cloned().map_err(str::to_owned),
+        release: release.cloned(),
+    }
 }
 
 fn report(name: &str, minute: u32) -> Report {
@@ -162,7 +189,8 @@ fn release_verdict(verdict: Attribution) -> ReleaseVerdict {
     }
 }
 
-async fn contract(store: Arc<dyn ReportStore>) {
+async fn contract(s: Stores) {
+    let store = Arc::clone(&s.reports);
     store.migrate().await.unwrap();
     store.migrate().await.expect("migrations run twice");
     store.ping().await.unwrap();
@@ -194,13 +222,17 @@ async fn contract(store: Arc<dyn ReportStore>) {
         items: facts.clone(),
         unmeasured: left_out.clone(),
     };
-    assert!(store
-        .set_evidence(&id("dep-c"), 1, Ok(&with_left_out), None)
+    assert!(s
+        .gatherings
+        .complete(&version("dep-c", 1), &settled(Ok(&with_left_out), None))
         .await
         .unwrap());
     assert!(
-        !store
-            .set_evidence(&id("dep-c"), 2, Ok(&gathered(facts.clone())), None)
+        !s.gatherings
+            .complete(
+                &version("dep-c", 2),
+                &settled(Ok(&gathered(facts.clone())), None)
+            )
             .await
             .unwrap(),
         "another version"
@@ -215,15 +247,17 @@ async fn contract(store: Arc<dyn ReportStore>) {
     // Claims take the oldest free report, one owner at a time.
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
     assert_eq!(store.queue_depth(now).await.unwrap(), 3);
-    let c1 = store
-        .claim_next("w1", now, now + Duration::seconds(30), false)
+    let c1 = s
+        .diagnoses
+        .claim("w1", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((c1.deployment_id.as_str(), c1.attempts), ("dep-a", 1));
     assert_eq!(c1.lease_owner.as_deref(), Some("w1"));
-    let c2 = store
-        .claim_next("w2", now, now + Duration::seconds(30), false)
+    let c2 = s
+        .diagnoses
+        .claim("w2", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
@@ -231,17 +265,20 @@ async fn contract(store: Arc<dyn ReportStore>) {
     assert_eq!(store.queue_depth(now).await.unwrap(), 1);
 
     // A lease that runs out lets another worker take the report (a dead worker's report).
-    assert!(store
-        .renew_lease(&id("dep-a"), "w1", now + Duration::seconds(60))
+    assert!(s
+        .diagnoses
+        .renew(&held("dep-a", "w1"), now + Duration::seconds(60))
         .await
         .unwrap());
-    assert!(!store
-        .renew_lease(&id("dep-a"), "w2", now + Duration::seconds(60))
+    assert!(!s
+        .diagnoses
+        .renew(&held("dep-a", "w2"), now + Duration::seconds(60))
         .await
         .unwrap());
     let later = now + Duration::seconds(61);
-    let c3 = store
-        .claim_next("w3", later, later + Duration::seconds(30), false)
+    let c3 = s
+        .diagnoses
+        .claim("w3", later, later + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
@@ -252,23 +289,31 @@ async fn contract(store: Arc<dyn ReportStore>) {
     );
     assert_eq!(c3.attempts, 2);
     assert!(
-        !store
-            .finish(&id("dep-a"), "w1", &finish(ReportStatus::Completed, 1))
+        !s.diagnoses
+            .complete(&held("dep-a", "w1"), &finish(ReportStatus::Completed, 1))
             .await
             .unwrap(),
         "w1 lost it"
     );
-    assert!(store
-        .set_evidence(&id("dep-a"), 1, Ok(&gathered(facts.clone())), None)
+    assert!(s
+        .gatherings
+        .complete(
+            &version("dep-a", 1),
+            &settled(Ok(&gathered(facts.clone())), None)
+        )
         .await
         .unwrap());
-    assert!(store
-        .finish(&id("dep-a"), "w3", &finish(ReportStatus::Completed, 1))
+    assert!(s
+        .diagnoses
+        .complete(&held("dep-a", "w3"), &finish(ReportStatus::Completed, 1))
         .await
         .unwrap());
     assert!(
-        !store
-            .set_evidence(&id("dep-a"), 1, Ok(&Gathered::default()), None)
+        !s.gatherings
+            .complete(
+                &version("dep-a", 1),
+                &settled(Ok(&Gathered::default()), None)
+            )
             .await
             .unwrap(),
         "a finished report keeps its evidence"
@@ -293,9 +338,10 @@ async fn contract(store: Arc<dyn ReportStore>) {
     // Release gives a claim back at once, and the attempt with it (a shutdown is not an
     // attempt: restarts alone never make a report "give up").
     let before = store.get(&id("dep-b")).await.unwrap().unwrap().attempts;
-    assert!(store.release(&id("dep-b"), "w2").await.unwrap());
-    let c4 = store
-        .claim_next("w4", now, now + Duration::seconds(30), false)
+    assert!(s.diagnoses.release(&held("dep-b", "w2")).await.unwrap());
+    let c4 = s
+        .diagnoses
+        .claim("w4", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
@@ -304,8 +350,9 @@ async fn contract(store: Arc<dyn ReportStore>) {
         c4.attempts, before,
         "released, then claimed again: the same count"
     );
-    assert!(store
-        .finish(&id("dep-b"), "w4", &finish(ReportStatus::Failed, 2))
+    assert!(s
+        .diagnoses
+        .complete(&held("dep-b", "w4"), &finish(ReportStatus::Failed, 2))
         .await
         .unwrap());
 
@@ -461,7 +508,8 @@ async fn contract(store: Arc<dyn ReportStore>) {
 
 /// The evidence queue: oldest first, its own lease apart from the diagnosis lease, the first
 /// gathering stored wins, a failure is recorded, a dead gathering's lease runs out.
-async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
+async fn evidence_queue_contract(s: Stores) {
+    let store = Arc::clone(&s.reports);
     store.migrate().await.unwrap();
     for (name, minute) in [("q-2", 2), ("q-1", 1), ("q-3", 3)] {
         assert_eq!(
@@ -472,8 +520,8 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
     let lease = |t| t + Duration::seconds(15);
     let claim = |t| {
-        let store = Arc::clone(&store);
-        async move { store.claim_evidence(t, lease(t)).await.unwrap() }
+        let gatherings = Arc::clone(&s.gatherings);
+        async move { gatherings.claim("g", t, lease(t)).await.unwrap() }
     };
     let e1 = claim(now).await.expect("q-1 waits for evidence");
     assert_eq!(e1.deployment_id.as_str(), "q-1", "the oldest first");
@@ -481,8 +529,9 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     assert_eq!(claim(now).await.unwrap().deployment_id.as_str(), "q-2");
 
     // A worker that waits for settled evidence claims nothing while it is gathered.
-    assert!(store
-        .claim_next("w", now, now + Duration::seconds(30), true)
+    assert!(s
+        .diagnoses
+        .claim("w", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .is_none());
@@ -490,13 +539,18 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     // The first gathering stored wins, and ends the lease.
     let facts = evidence();
     let verdict = release_verdict(Attribution::Release);
-    assert!(store
-        .set_evidence(&id("q-1"), 1, Ok(&gathered(facts.clone())), Some(&verdict))
+    assert!(s
+        .gatherings
+        .complete(
+            &version("q-1", 1),
+            &settled(Ok(&gathered(facts.clone())), Some(&verdict))
+        )
         .await
         .unwrap());
     let other = release_verdict(Attribution::NotRelease);
-    assert!(!store
-        .set_evidence(&id("q-1"), 1, Err("too late"), Some(&other))
+    assert!(!s
+        .gatherings
+        .complete(&version("q-1", 1), &settled(Err("too late"), Some(&other)))
         .await
         .unwrap());
     let q1 = store.get(&id("q-1")).await.unwrap().unwrap();
@@ -505,14 +559,16 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
         (Some(facts), None, None)
     );
     // Settled: now a worker claims it, and it alone.
-    let c = store
-        .claim_next("w", now, now + Duration::seconds(30), true)
+    let c = s
+        .diagnoses
+        .claim("w", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(c.deployment_id.as_str(), "q-1");
-    assert!(store
-        .claim_next("w", now, now + Duration::seconds(30), true)
+    assert!(s
+        .diagnoses
+        .claim("w", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .is_none());
@@ -544,8 +600,12 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     assert!(by_verdict(Attribution::NotRelease).await.is_empty());
 
     // A failed gathering is recorded and leaves the queue.
-    assert!(store
-        .set_evidence(&id("q-2"), 1, Err("Prometheus at http://p: down"), None)
+    assert!(s
+        .gatherings
+        .complete(
+            &version("q-2", 1),
+            &settled(Err("Prometheus at http://p: down"), None)
+        )
         .await
         .unwrap());
     let q2 = store.get(&id("q-2")).await.unwrap().unwrap();
@@ -555,8 +615,9 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     );
 
     // A failed gathering is settled too: a worker claims it.
-    let c = store
-        .claim_next("w2", now, now + Duration::seconds(30), true)
+    let c = s
+        .diagnoses
+        .claim("w2", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
@@ -566,16 +627,18 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     assert_eq!(claim(now).await.unwrap().deployment_id.as_str(), "q-3");
     assert!(claim(now).await.is_none());
     let later = now + Duration::seconds(16);
-    assert!(store
-        .claim_next("w3", later, later + Duration::seconds(30), true)
+    assert!(s
+        .diagnoses
+        .claim("w3", later, later + Duration::seconds(30))
         .await
         .unwrap()
         .is_none());
     assert_eq!(claim(later).await.unwrap().deployment_id.as_str(), "q-3");
 
     // A re-diagnosis gathers anew: the new version is queued again, first (the oldest).
-    assert!(store
-        .finish(&id("q-1"), "w", &finish(ReportStatus::Failed, 1))
+    assert!(s
+        .diagnoses
+        .complete(&held("q-1", "w"), &finish(ReportStatus::Failed, 1))
         .await
         .unwrap());
     let Rediagnose::Restarted { report: again, .. } = store
@@ -589,18 +652,136 @@ async fn evidence_queue_contract(store: Arc<dyn ReportStore>) {
     let e = claim(later).await.unwrap();
     assert_eq!((e.deployment_id.as_str(), e.version), ("q-1", 2));
     assert!(
-        !store
-            .set_evidence(&id("q-1"), 1, Ok(&gathered(evidence())), None)
+        !s.gatherings
+            .complete(
+                &version("q-1", 1),
+                &settled(Ok(&gathered(evidence())), None)
+            )
             .await
             .unwrap(),
         "the old version's gathering is not stored on the new one"
     );
 }
 
+/// What every lease queue promises, for `name`'s report, the one ready in `queue` at `now`:
+/// a claim is held by its owner alone (another owner's renew and release change nothing),
+/// a renewed lease outlives its first end, a released item is claimable at once, and one
+/// whose lease ran out is claimable again, by another owner. Returns the last claim's
+/// lease, held until `now` + 90 s.
+async fn lease_contract<K: QueueKind>(
+    queue: &dyn LeaseQueue<K>,
+    name: &str,
+    now: chrono::DateTime<Utc>,
+) -> Lease {
+    let until = now + Duration::seconds(30);
+    let claimed = queue.claim("a", now, until).await.unwrap().expect("ready");
+    assert_eq!(claimed.deployment_id, id(name));
+    assert!(
+        queue.claim("b", now, until).await.unwrap().is_none(),
+        "held"
+    );
+    let (mine, theirs) = (Lease::of(&claimed, "a"), Lease::of(&claimed, "b"));
+    assert!(!queue
+        .renew(&theirs, now + Duration::seconds(60))
+        .await
+        .unwrap());
+    assert!(queue
+        .renew(&mine, now + Duration::seconds(60))
+        .await
+        .unwrap());
+    let past_first_end = until + Duration::seconds(1);
+    assert!(
+        queue
+            .claim("b", past_first_end, past_first_end + Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_none(),
+        "renewed: still held past the first lease's end"
+    );
+    assert!(!queue.release(&theirs).await.unwrap());
+    assert!(queue.release(&mine).await.unwrap());
+    assert!(!queue.release(&mine).await.unwrap(), "given back once");
+    let again = queue.claim("b", now, until).await.unwrap();
+    assert_eq!(
+        again.map(|r| r.deployment_id),
+        Some(id(name)),
+        "claimable at once"
+    );
+    let late = until + Duration::seconds(1);
+    let expired = queue
+        .claim("c", late, now + Duration::seconds(90))
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.map(|r| r.deployment_id),
+        Some(id(name)),
+        "claimable again once the lease ran out"
+    );
+    assert!(
+        !queue
+            .renew(&Lease::of(&claimed, "b"), now + Duration::seconds(90))
+            .await
+            .unwrap(),
+        "the lease that ran out is no longer held"
+    );
+    Lease::of(&claimed, "c")
+}
+
+/// The three queues, one after the other on one report: its evidence is gathered, then it
+/// is diagnosed, then its notification delivered; each meets [`lease_contract`].
+async fn queues_contract(s: Stores) {
+    s.reports.migrate().await.unwrap();
+    let now = Utc::now();
+    s.reports.insert(&report("lq-1", 1)).await.unwrap();
+
+    let gathering = lease_contract(s.gatherings.as_ref(), "lq-1", now).await;
+    assert!(s
+        .gatherings
+        .complete(&gathering, &settled(Ok(&gathered(evidence())), None))
+        .await
+        .unwrap());
+    assert!(
+        s.gatherings.claim("d", now, now).await.unwrap().is_none(),
+        "settled"
+    );
+
+    let diagnosis = lease_contract(s.diagnoses.as_ref(), "lq-1", now).await;
+    let report = s.reports.get(&id("lq-1")).await.unwrap().unwrap();
+    assert_eq!(
+        report.attempts, 2,
+        "the released claim's attempt was given back"
+    );
+    let mut ending = finish(ReportStatus::Completed, 5);
+    ending.notify = vec![Notification::new(
+        &report.id,
+        1,
+        "ops",
+        Event::Completed,
+        now,
+    )];
+    assert!(s.diagnoses.complete(&diagnosis, &ending).await.unwrap());
+    assert!(
+        s.diagnoses.claim("d", now, now).await.unwrap().is_none(),
+        "completed"
+    );
+
+    let delivery = lease_contract(s.outbox.as_ref(), "lq-1", now).await;
+    let mut sent = ending.notify[0].clone();
+    sent.state = DeliveryState::Delivered;
+    sent.delivered_at = Some(now);
+    assert!(s.outbox.complete(&delivery, &[sent]).await.unwrap());
+    let later = now + Duration::seconds(120);
+    assert!(
+        s.outbox.claim("d", later, later).await.unwrap().is_none(),
+        "delivered"
+    );
+}
+
 /// What a report keeps as it is diagnosed again and again: at most `max_history` versions
 /// in history (the oldest dropped, and said how many), and a failed report diagnosed again
 /// by a new alert no sooner than the policy allows.
-async fn growth_contract(store: Arc<dyn ReportStore>) {
+async fn growth_contract(s: Stores) {
+    let store = Arc::clone(&s.reports);
     store.migrate().await.unwrap();
     assert_eq!(
         store.insert(&report("g-1", 1)).await.unwrap(),
@@ -613,14 +794,16 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
     let mut dropped = 0;
     for version in 1..=5 {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, version, 0).unwrap();
-        let claimed = store
-            .claim_next("w", now, now + Duration::seconds(30), false)
+        let claimed = s
+            .diagnoses
+            .claim("w", now, now + Duration::seconds(30))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(claimed.version, version);
-        assert!(store
-            .finish(&id("g-1"), "w", &finish(ReportStatus::Failed, version))
+        assert!(s
+            .diagnoses
+            .complete(&held("g-1", "w"), &finish(ReportStatus::Failed, version))
             .await
             .unwrap());
         let Rediagnose::Restarted { dropped: d, .. } = store
@@ -644,13 +827,14 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
 
     // Version 6 fails at 11:06: a new alert's re-run waits until the policy's time.
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 30, 0).unwrap();
-    store
-        .claim_next("w", now, now + Duration::seconds(30), false)
+    s.diagnoses
+        .claim("w", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
-    assert!(store
-        .finish(&id("g-1"), "w", &finish(ReportStatus::Failed, 6))
+    assert!(s
+        .diagnoses
+        .complete(&held("g-1", "w"), &finish(ReportStatus::Failed, 6))
         .await
         .unwrap());
     let failed_at = Utc.with_ymd_and_hms(2026, 11, 25, 11, 6, 0).unwrap();
@@ -681,26 +865,33 @@ async fn growth_contract(store: Arc<dyn ReportStore>) {
 /// The outbox: a finish adds its notifications in the same write; a due one is claimed
 /// under a delivery lease (nobody else gets it meanwhile); a delivery's updates are merged
 /// by id, keeping what a newer version added; a re-diagnosis keeps the outbox.
-async fn outbox_contract(store: Arc<dyn ReportStore>) {
+async fn outbox_contract(s: Stores) {
+    let store = Arc::clone(&s.reports);
     store.migrate().await.unwrap();
     let now = Utc::now();
     let lease = |t: chrono::DateTime<Utc>| t + Duration::seconds(15);
     let r = report("out-1", 1);
     store.insert(&r).await.unwrap();
-    assert!(store
-        .claim_notifications(now, lease(now))
+    assert!(s
+        .outbox
+        .claim("o", now, lease(now))
         .await
         .unwrap()
         .is_none());
-    let claimed = store
-        .claim_next("w1", now, now + Duration::seconds(30), false)
+    let claimed = s
+        .diagnoses
+        .claim("w1", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
     let first = Notification::new(&claimed.id, 1, "ops", Event::Completed, now);
     let mut ending = finish(ReportStatus::Completed, 5);
     ending.notify = vec![first.clone()];
-    assert!(store.finish(&id("out-1"), "w1", &ending).await.unwrap());
+    assert!(s
+        .diagnoses
+        .complete(&held("out-1", "w1"), &ending)
+        .await
+        .unwrap());
     let stored = store.get(&id("out-1")).await.unwrap().unwrap();
     assert_eq!(
         stored.notifications,
@@ -709,20 +900,18 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
     );
 
     // Claimed once while its lease lives; then again after it ran out.
-    let got = store
-        .claim_notifications(now, lease(now))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = s.outbox.claim("o", now, lease(now)).await.unwrap().unwrap();
     assert_eq!(got.deployment_id.as_str(), "out-1");
-    assert!(store
-        .claim_notifications(now, lease(now))
+    assert!(s
+        .outbox
+        .claim("o", now, lease(now))
         .await
         .unwrap()
         .is_none());
     let later = now + Duration::seconds(20);
-    assert!(store
-        .claim_notifications(later, lease(later))
+    assert!(s
+        .outbox
+        .claim("o", later, lease(later))
         .await
         .unwrap()
         .is_some());
@@ -732,13 +921,14 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
     retry.attempts = 1;
     retry.last_error = Some("the receiver answered 500".into());
     retry.next_at = now + Duration::seconds(60);
-    assert!(store
-        .update_notifications(&id("out-1"), &[retry.clone()])
+    assert!(s
+        .outbox
+        .complete(&held("out-1", "o"), &[retry.clone()])
         .await
         .unwrap());
     assert!(
-        store
-            .claim_notifications(now, lease(now))
+        s.outbox
+            .claim("o", now, lease(now))
             .await
             .unwrap()
             .is_none(),
@@ -767,28 +957,30 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
             .notifications,
         vec![superseded.clone()]
     );
-    let claimed = store
-        .claim_next("w2", now, now + Duration::seconds(30), false)
+    let claimed = s
+        .diagnoses
+        .claim("w2", now, now + Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
     let second = Notification::new(&claimed.id, 2, "ops", Event::Failed, now);
     let mut ending = finish(ReportStatus::Failed, 6);
     ending.notify = vec![second.clone()];
-    assert!(store.finish(&id("out-1"), "w2", &ending).await.unwrap());
-    let got = store
-        .claim_notifications(now, lease(now))
+    assert!(s
+        .diagnoses
+        .complete(&held("out-1", "w2"), &ending)
         .await
-        .unwrap()
-        .unwrap();
+        .unwrap());
+    let got = s.outbox.claim("o", now, lease(now)).await.unwrap().unwrap();
     assert_eq!(got.notifications, vec![superseded.clone(), second.clone()]);
 
     // A delivery that read only the first writes it back without losing the second.
     let mut delivered = retry.clone();
     delivered.state = DeliveryState::Delivered;
     delivered.attempts = 2;
-    assert!(store
-        .update_notifications(&id("out-1"), &[delivered.clone()])
+    assert!(s
+        .outbox
+        .complete(&held("out-1", "o"), &[delivered.clone()])
         .await
         .unwrap());
     let stored = store.get(&id("out-1")).await.unwrap().unwrap();
@@ -798,20 +990,21 @@ async fn outbox_contract(store: Arc<dyn ReportStore>) {
     );
     let mut done = second.clone();
     done.state = DeliveryState::Delivered;
-    assert!(store
-        .update_notifications(&id("out-1"), &[done])
+    assert!(s
+        .outbox
+        .complete(&held("out-1", "o"), &[done])
         .await
         .unwrap());
     let far = now + Duration::hours(1);
     assert!(
-        store
-            .claim_notifications(far, lease(far))
+        s.outbox
+            .claim("o", far, lease(far))
             .await
             .unwrap()
             .is_none(),
         "nothing left to deliver"
     );
-    assert!(!store.update_notifications(&id("nope"), &[]).await.unwrap());
+    assert!(!s.outbox.complete(&held("nope", "o"), &[]).await.unwrap());
 }
 
 async fn budget_contract<S: ReportStore + BudgetStore>(store: &S, other: &S) {
@@ -879,7 +1072,7 @@ fn policy() -> RollbackPolicy {
 }
 
 /// The deployments registry, and each report version's deployment snapshot and changes.
-async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
+async fn deployments_contract<S: ReportStore + DeploymentStore + LeaseQueue<Diagnosis>>(store: &S) {
     store.migrate().await.unwrap();
     let d1 = deployment("dep-1", 0, &["web-1:9100", "web-2"]);
     assert_eq!(store.put_deployment(&d1).await.unwrap(), Upsert::Created);
@@ -1072,9 +1265,10 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
     assert_eq!(got.deployment, Some(d2.clone()));
     // A re-diagnosis takes the registry's entry as read for it, and holds no secret.
     let now = Utc::now();
+    let diagnoses: &dyn LeaseQueue<Diagnosis> = store;
     loop {
-        let claimed = store
-            .claim_next("w-dep", now, now + Duration::seconds(30), false)
+        let claimed = diagnoses
+            .claim("w-dep", now, now + Duration::seconds(30))
             .await
             .unwrap()
             .expect("dep-2 is claimable");
@@ -1083,7 +1277,10 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
         }
     }
     let done = finish(ReportStatus::Completed, 32);
-    assert!(store.finish(&id("dep-2"), "w-dep", &done).await.unwrap());
+    assert!(diagnoses
+        .complete(&held("dep-2", "w-dep"), &done)
+        .await
+        .unwrap());
     let again = store
         .rediagnose(
             &id("dep-2"),
@@ -1210,15 +1407,17 @@ async fn deployments_contract<S: ReportStore + DeploymentStore>(store: &S) {
 async fn the_embedded_store_meets_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("nested/reports.sqlite3")).unwrap();
-    contract(Arc::new(store)).await;
+    contract(Stores::of(store)).await;
     let store = EmbeddedStore::open(&dir.path().join("deployments.sqlite3")).unwrap();
     deployments_contract(&store).await;
     let store = EmbeddedStore::open(&dir.path().join("evidence.sqlite3")).unwrap();
-    evidence_queue_contract(Arc::new(store)).await;
+    evidence_queue_contract(Stores::of(store.evidence_first(true))).await;
     let store = EmbeddedStore::open(&dir.path().join("outbox.sqlite3")).unwrap();
-    outbox_contract(Arc::new(store)).await;
+    outbox_contract(Stores::of(store)).await;
+    let store = EmbeddedStore::open(&dir.path().join("queues.sqlite3")).unwrap();
+    queues_contract(Stores::of(store)).await;
     let store = EmbeddedStore::open(&dir.path().join("growth.sqlite3")).unwrap();
-    growth_contract(Arc::new(store)).await;
+    growth_contract(Stores::of(store)).await;
     let path = dir.path().join("budget.sqlite3");
     let (store, other) = (
         EmbeddedStore::open(&path).unwrap(),
@@ -1232,19 +1431,22 @@ async fn the_mongo_store_meets_the_store_contract() {
     let server = mongo().await;
     let db = format!("dd_contract_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
-    contract(Arc::new(store)).await;
+    contract(Stores::of(store)).await;
     let db = format!("dd_deployments_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
     deployments_contract(&store).await;
     let db = format!("dd_evidence_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
-    evidence_queue_contract(Arc::new(store)).await;
+    evidence_queue_contract(Stores::of(store.evidence_first(true))).await;
     let db = format!("dd_outbox_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
-    outbox_contract(Arc::new(store)).await;
+    outbox_contract(Stores::of(store)).await;
+    let db = format!("dd_queues_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoStore::connect(&server.url, &db).await.unwrap();
+    queues_contract(Stores::of(store)).await;
     let db = format!("dd_growth_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&server.url, &db).await.unwrap();
-    growth_contract(Arc::new(store)).await;
+    growth_contract(Stores::of(store)).await;
     let db = format!("dd_budget_{}", uuid::Uuid::new_v4().simple());
     let (store, other) = (
         MongoStore::connect(&server.url, &db).await.unwrap(),
@@ -1332,12 +1534,17 @@ async fn an_embedded_store_made_before_the_evidence_column_is_migrated_in_place(
         conn.execute_batch(include_str!("../../migrations/sqlite/0001_reports.sql"))
             .unwrap();
     }
-    let store: Arc<dyn ReportStore> = Arc::new(EmbeddedStore::open(&path).unwrap());
+    let s = Stores::of(EmbeddedStore::open(&path).unwrap());
+    let store = Arc::clone(&s.reports);
     store.migrate().await.unwrap();
     let old = report("dep-old", 1);
     assert_eq!(store.insert(&old).await.unwrap(), Insert::Inserted);
-    assert!(store
-        .set_evidence(&id("dep-old"), 1, Ok(&gathered(evidence())), None)
+    assert!(s
+        .gatherings
+        .complete(
+            &version("dep-old", 1),
+            &settled(Ok(&gathered(evidence())), None)
+        )
         .await
         .unwrap());
     store.migrate().await.expect("applied once");

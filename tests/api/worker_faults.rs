@@ -14,24 +14,19 @@ use deploy_diagnosis::config::{Config, Environment};
 use deploy_diagnosis::intake::webhook::{self, Limits};
 use deploy_diagnosis::metrics::Metrics;
 use deploy_diagnosis::model::alert::DeploymentId;
-use deploy_diagnosis::model::changes::Changes;
-use deploy_diagnosis::model::evidence::Gathered;
-use deploy_diagnosis::model::report::{
-    Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
-};
-use deploy_diagnosis::model::verdict::ReleaseVerdict;
+use deploy_diagnosis::model::report::{Finish, Report, ReportStatus};
 use deploy_diagnosis::store::embedded::EmbeddedStore;
 use deploy_diagnosis::store::{
-    Insert, ListFilter, Rediagnose, ReportStore, Restart, StoreError, Wake,
+    Diagnosis, Insert, Lease, LeaseQueue, ReportStore, StoreError, Wake,
 };
 use deploy_diagnosis::worker::{WorkerContext, WorkerPool};
 
 use crate::fake_llm::{FakeLlm, Script};
 use crate::helpers::{alertmanager_body, api_key, config_yaml, Options};
 
-/// The embedded store, failing `finish` the first `finish_failures` times and
-/// `renew_lease` while `renew_fails` is set; panicking (a bug, as a task sees it) in
-/// `claim_next` the first `claim_panics` times and in `finish` the first `finish_panics`.
+/// The embedded store's diagnosis queue, failing `complete` the first `finish_failures`
+/// times and `renew` while `renew_fails` is set; panicking (a bug, as a task sees it) in
+/// `claim` the first `claim_panics` times and in `complete` the first `finish_panics`.
 struct Flaky {
     inner: EmbeddedStore,
     finish_failures: AtomicUsize,
@@ -51,141 +46,35 @@ fn injected() -> StoreError {
 }
 
 #[async_trait]
-impl ReportStore for Flaky {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner.migrate().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn insert(&self, report: &Report) -> Result<Insert, StoreError> {
-        self.inner.insert(report).await
-    }
-    async fn get(&self, id: &DeploymentId) -> Result<Option<Report>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<Report>, StoreError> {
-        self.inner.list(filter).await
-    }
-    async fn claim_next(
+impl LeaseQueue<Diagnosis> for Flaky {
+    async fn claim(
         &self,
         owner: &str,
         now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        settled: bool,
+        until: DateTime<Utc>,
     ) -> Result<Option<Report>, StoreError> {
         if take_one(&self.claim_panics) {
-            panic!("injected panic in claim_next");
+            panic!("injected panic in claim");
         }
-        self.inner
-            .claim_next(owner, now, lease_until, settled)
-            .await
+        LeaseQueue::<Diagnosis>::claim(&self.inner, owner, now, until).await
     }
-    async fn renew_lease(
-        &self,
-        id: &DeploymentId,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn renew(&self, lease: &Lease, until: DateTime<Utc>) -> Result<bool, StoreError> {
         if self.renew_fails.load(Ordering::SeqCst) {
             return Err(injected());
         }
-        self.inner.renew_lease(id, owner, lease_until).await
+        LeaseQueue::<Diagnosis>::renew(&self.inner, lease, until).await
     }
-    async fn claim_evidence(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError> {
-        self.inner.claim_evidence(now, lease_until).await
+    async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        LeaseQueue::<Diagnosis>::release(&self.inner, lease).await
     }
-    async fn claim_notifications(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError> {
-        self.inner.claim_notifications(now, lease_until).await
-    }
-    async fn update_notifications(
-        &self,
-        id: &DeploymentId,
-        updates: &[deploy_diagnosis::model::notify::Notification],
-    ) -> Result<bool, StoreError> {
-        self.inner.update_notifications(id, updates).await
-    }
-    async fn set_evidence(
-        &self,
-        id: &DeploymentId,
-        version: u32,
-        evidence: Result<&Gathered, &str>,
-        release: Option<&ReleaseVerdict>,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .set_evidence(id, version, evidence, release)
-            .await
-    }
-    async fn set_changes(
-        &self,
-        id: &DeploymentId,
-        version: u32,
-        changes: &Changes,
-    ) -> Result<bool, StoreError> {
-        self.inner.set_changes(id, version, changes).await
-    }
-    async fn add_related(
-        &self,
-        id: &DeploymentId,
-        related: &RelatedAlert,
-    ) -> Result<Related, StoreError> {
-        self.inner.add_related(id, related).await
-    }
-    async fn set_resolved(&self, id: &DeploymentId, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.set_resolved(id, at).await
-    }
-    async fn set_feedback(
-        &self,
-        id: &DeploymentId,
-        version: u32,
-        feedback: &Feedback,
-    ) -> Result<bool, StoreError> {
-        self.inner.set_feedback(id, version, feedback).await
-    }
-    async fn release(&self, id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
-        self.inner.release(id, owner).await
-    }
-    async fn finish(
-        &self,
-        id: &DeploymentId,
-        owner: &str,
-        finish: &Finish,
-    ) -> Result<bool, StoreError> {
+    async fn complete(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
         if take_one(&self.finish_panics) {
-            panic!("injected panic in finish");
+            panic!("injected panic in complete");
         }
         if take_one(&self.finish_failures) {
             return Err(injected());
         }
-        self.inner.finish(id, owner, finish).await
-    }
-    async fn rediagnose(
-        &self,
-        id: &DeploymentId,
-        now: DateTime<Utc>,
-        restart: Restart,
-    ) -> Result<Rediagnose, StoreError> {
-        self.inner.rediagnose(id, now, restart).await
-    }
-    async fn history(&self, id: &DeploymentId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history(id).await
-    }
-    async fn delete(&self, id: &DeploymentId) -> Result<bool, StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn count_by_status(&self) -> Result<HashMap<ReportStatus, u64>, StoreError> {
-        self.inner.count_by_status().await
-    }
-    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.queue_depth(now).await
+        LeaseQueue::<Diagnosis>::complete(&self.inner, lease, finish).await
     }
 }
 
@@ -242,14 +131,18 @@ async fn run(script: Script, faults: Faults, id: &str) -> Running {
         claim_panics: AtomicUsize::new(faults.claim_panics),
         finish_panics: AtomicUsize::new(faults.finish_panics),
     });
-    assert_eq!(store.insert(&queued(id)).await.unwrap(), Insert::Inserted);
+    assert_eq!(
+        store.inner.insert(&queued(id)).await.unwrap(),
+        Insert::Inserted
+    );
     let wake = Arc::new(Wake::default());
     let metrics = Arc::new(Metrics::new());
     let runner = deploy_diagnosis::startup::build_runner(&config, Arc::clone(&metrics))
         .await
         .unwrap();
     let pool = WorkerPool::start(WorkerContext {
-        store: store.clone(),
+        store: deployments.clone(),
+        diagnoses: store.clone(),
         pipeline: deploy_diagnosis::startup::pipeline(&config, runner).unwrap(),
         budget: Arc::new(deploy_diagnosis::worker::budget::Budget::new(
             &config.budget,
@@ -361,14 +254,14 @@ async fn a_task_that_panics_is_restarted_and_counted_and_its_report_is_not_left_
     assert_eq!(report.status(), ReportStatus::Failed, "{report:#?}");
     let error = report.error().unwrap_or_default().to_owned();
     assert!(
-        error.contains("bug in the service") && error.contains("injected panic in finish"),
+        error.contains("bug in the service") && error.contains("injected panic in complete"),
         "{error}"
     );
     assert_eq!(report.attempts, 1, "ended by the attempt that panicked");
 
     // The pool is whole: the next report is diagnosed.
     let next = "panics-after";
-    running.store.insert(&queued(next)).await.unwrap();
+    running.store.inner.insert(&queued(next)).await.unwrap();
     running.wake.queued();
     assert_eq!(
         running.finished(next).await.status(),

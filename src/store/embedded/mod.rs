@@ -13,6 +13,7 @@
 
 mod budget;
 mod deployments;
+mod queues;
 mod reports;
 pub mod rows;
 mod writer;
@@ -87,6 +88,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../../migrations/sqlite/0014_rollback_secret.sql"),
     ),
+    (
+        15,
+        include_str!("../../../migrations/sqlite/0015_queue_owners.sql"),
+    ),
 ];
 /// Which versions a [`EmbeddedStore::set_json`] may change.
 #[derive(Clone, Copy)]
@@ -107,6 +112,8 @@ pub struct EmbeddedStore {
     wrote: std::sync::mpsc::Sender<()>,
     /// The folder of the store's files, whose free space readiness checks.
     dir: Arc<std::path::PathBuf>,
+    /// Whether a diagnosis waits for its report's evidence (the evidence stage is on).
+    evidence_first: bool,
 }
 
 /// Free space below which the store is not ready: SQLite reuses its log's space, so a
@@ -141,6 +148,15 @@ impl EmbeddedStore {
             )? == 1)
         })
         .await
+    }
+
+    /// With `on`, the diagnosis queue claims a report only once its evidence is settled
+    /// (gathered, or failed): for a service whose evidence stage is on.
+    pub fn evidence_first(self, on: bool) -> Self {
+        Self {
+            evidence_first: on,
+            ..self
+        }
     }
 
     /// Opens (creating if needed) the store file and its folder.
@@ -200,6 +216,7 @@ impl EmbeddedStore {
             reader: Arc::new(Mutex::new(reader)),
             writes,
             wrote,
+            evidence_first: false,
         })
     }
 

@@ -1,11 +1,11 @@
-//! The report store in SQLite: the reports table is also the durable queue (diagnosis
-//! leases, and evidence leases apart from them).
+//! The report store in SQLite: the reports, their versions and history (the table's
+//! lease queues are in [`super::queues`]).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::rows::{
     body, content, ms, parse_json, raw_report, runner, status, time, to_json, RawReport, COLUMNS,
@@ -14,12 +14,10 @@ use super::writer::{PendingInsert, Write};
 use super::{select_one, EmbeddedStore, Stage, MIGRATIONS, SCHEMA};
 use crate::model::alert::DeploymentId;
 use crate::model::changes::Changes;
-use crate::model::evidence::Gathered;
-use crate::model::notify::{self, Notification};
+use crate::model::notify;
 use crate::model::report::{
-    Engine, Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
+    Engine, Feedback, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
 };
-use crate::model::verdict::ReleaseVerdict;
 use crate::store::rules::{self, Merge};
 use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, Restart, StoreError};
 
@@ -67,12 +65,6 @@ fn write_version(conn: &Connection, r: &Report) -> Result<(), StoreError> {
     )?;
     Ok(())
 }
-
-/// Versions still waiting for their evidence (the `reports_evidence_queue` index, named
-/// in the claim: the planner otherwise took `reports_waiting` and sorted every generating
-/// report, 50 ms at 100,000, inside the writer's batch).
-const NEEDS_EVIDENCE: &str =
-    "status = 'generating' AND evidence IS NULL AND evidence_error IS NULL";
 
 #[async_trait]
 impl ReportStore for EmbeddedStore {
@@ -177,165 +169,6 @@ impl ReportStore for EmbeddedStore {
         .await
     }
 
-    async fn claim_next(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        settled: bool,
-    ) -> Result<Option<Report>, StoreError> {
-        let owner = owner.to_owned();
-        self.with(move |conn| {
-            conn.query_row(
-                &format!(
-                    "UPDATE reports SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, \
-                     started_time = ?3 WHERE id = (SELECT id FROM reports WHERE status = 'generating' \
-                     AND (lease_until IS NULL OR lease_until < ?3) \
-                     AND (?4 = 0 OR evidence IS NOT NULL OR evidence_error IS NOT NULL) \
-                     ORDER BY updated_time LIMIT 1) RETURNING {COLUMNS}"
-                ),
-                params![owner, ms(lease_until), ms(now), settled],
-                raw_report,
-            )
-            .optional()?
-            .map(RawReport::into_report)
-            .transpose()
-        })
-        .await
-    }
-
-    async fn renew_lease(
-        &self,
-        deployment_id: &DeploymentId,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let (id, owner) = (deployment_id.clone(), owner.to_owned());
-        self.with(move |conn| {
-            Ok(conn.execute(
-                "UPDATE reports SET lease_until = ?1 WHERE deployment_id = ?2 AND lease_owner = ?3 \
-                 AND status = 'generating'",
-                params![ms(lease_until), id.as_str(), owner],
-            )? == 1)
-        })
-        .await
-    }
-
-    async fn claim_evidence(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError> {
-        self.with(move |conn| {
-            conn.query_row(
-                &format!(
-                    "UPDATE reports SET evidence_until = ?1 WHERE id = (SELECT id FROM reports \
-                     INDEXED BY reports_evidence_queue \
-                     WHERE {NEEDS_EVIDENCE} AND (evidence_until IS NULL OR evidence_until < ?2) \
-                     ORDER BY created_time LIMIT 1) RETURNING {COLUMNS}"
-                ),
-                params![ms(lease_until), ms(now)],
-                raw_report,
-            )
-            .optional()?
-            .map(RawReport::into_report)
-            .transpose()
-        })
-        .await
-    }
-
-    async fn claim_notifications(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError> {
-        self.with(move |conn| {
-            conn.query_row(
-                &format!(
-                    "UPDATE reports SET notify_until = ?1 WHERE id = (SELECT id FROM reports \
-                     INDEXED BY reports_outbox \
-                     WHERE notify_due <= ?2 AND (notify_until IS NULL OR notify_until < ?2) \
-                     ORDER BY notify_due LIMIT 1) RETURNING {COLUMNS}"
-                ),
-                params![ms(lease_until), ms(now)],
-                raw_report,
-            )
-            .optional()?
-            .map(RawReport::into_report)
-            .transpose()
-        })
-        .await
-    }
-
-    async fn update_notifications(
-        &self,
-        deployment_id: &DeploymentId,
-        updates: &[Notification],
-    ) -> Result<bool, StoreError> {
-        let (id, updates) = (deployment_id.clone(), updates.to_vec());
-        self.with(move |conn| {
-            let Some(stored) = conn
-                .query_row(
-                    "SELECT notifications FROM reports WHERE deployment_id = ?1",
-                    params![id.as_str()],
-                    |row| row.get::<_, Option<String>>(0),
-                )
-                .optional()?
-            else {
-                return Ok(false);
-            };
-            let stored: Vec<Notification> =
-                parse_json(id.as_str(), "notifications", stored.as_deref())?.unwrap_or_default();
-            let merged = notify::merge(&stored, &updates);
-            Ok(conn.execute(
-                "UPDATE reports SET notifications = ?1, notify_due = ?2, notify_until = NULL \
-                 WHERE deployment_id = ?3",
-                params![
-                    to_json(id.as_str(), &merged)?,
-                    notify::due(&merged).map(ms),
-                    id.as_str()
-                ],
-            )? == 1)
-        })
-        .await
-    }
-
-    async fn set_evidence(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        evidence: Result<&Gathered, &str>,
-        release: Option<&ReleaseVerdict>,
-    ) -> Result<bool, StoreError> {
-        let id = deployment_id.clone();
-        let (items, unmeasured, error) = match evidence {
-            Ok(gathered) => (
-                Some(to_json(id.as_str(), &gathered.items)?),
-                gathered
-                    .unmeasured
-                    .as_ref()
-                    .map(|u| to_json(id.as_str(), u))
-                    .transpose()?,
-                None,
-            ),
-            Err(why) => (None, None, Some(why.to_owned())),
-        };
-        let verdict = release.map(|v| v.verdict.as_str());
-        let release = release.map(|v| to_json(id.as_str(), v)).transpose()?;
-        self.with(move |conn| {
-            Ok(conn.execute(
-                &format!(
-                    "UPDATE reports SET evidence = ?1, evidence_error = ?2, evidence_until = NULL, \
-                     release = COALESCE(?5, release), release_verdict = COALESCE(?6, release_verdict), \
-                     evidence_unmeasured = ?7 \
-                     WHERE deployment_id = ?3 AND version = ?4 AND {NEEDS_EVIDENCE}"
-                ),
-                params![items, error, id.as_str(), version, release, verdict, unmeasured],
-            )? == 1)
-        })
-        .await
-    }
-
     async fn set_changes(
         &self,
         deployment_id: &DeploymentId,
@@ -404,82 +237,6 @@ impl ReportStore for EmbeddedStore {
             Stage::Finished,
             feedback,
         )
-        .await
-    }
-
-    async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
-        let (id, owner) = (deployment_id.clone(), owner.to_owned());
-        self.with(move |conn| {
-            Ok(conn.execute(
-                "UPDATE reports SET lease_owner = NULL, lease_until = NULL, \
-                 attempts = MAX(attempts - 1, 0) WHERE deployment_id = ?1 \
-                 AND lease_owner = ?2 AND status = 'generating'",
-                params![id.as_str(), owner],
-            )? == 1)
-        })
-        .await
-    }
-
-    async fn finish(
-        &self,
-        deployment_id: &DeploymentId,
-        owner: &str,
-        finish: &Finish,
-    ) -> Result<bool, StoreError> {
-        let (id, owner, f) = (deployment_id.clone(), owner.to_owned(), finish.clone());
-        let usage = f
-            .usage
-            .as_ref()
-            .map(|u| to_json(id.as_str(), u))
-            .transpose()?;
-        let content = content(id.as_str(), f.ending.body())?;
-        let verdict = f.release.as_ref().map(|v| v.verdict.as_str());
-        let release = f
-            .release
-            .as_ref()
-            .map(|v| to_json(id.as_str(), v))
-            .transpose()?;
-        self.with(move |conn| {
-            // The outbox gets this ending's notifications in the same write.
-            let stored: Option<String> = conn
-                .query_row(
-                    "SELECT notifications FROM reports WHERE deployment_id = ?1",
-                    params![id.as_str()],
-                    |row| row.get(0),
-                )
-                .optional()?
-                .flatten();
-            let mut outbox: Vec<Notification> =
-                parse_json(id.as_str(), "notifications", stored.as_deref())?.unwrap_or_default();
-            outbox.extend(f.notify.iter().cloned());
-            let due = notify::due(&outbox).map(ms);
-            let outbox = to_json(id.as_str(), &outbox)?;
-            Ok(conn.execute(
-                "UPDATE reports SET status = ?1, content = ?2, error = ?3, raw_output = ?4, runner = ?5, \
-                 updated_time = ?6, duration_ms = ?7, usage = ?10, engine = ?11, ai_error = ?12, \
-                 lease_owner = NULL, lease_until = NULL, release = COALESCE(?13, release), \
-                 release_verdict = COALESCE(?14, release_verdict), notifications = ?15, notify_due = ?16 \
-                 WHERE deployment_id = ?8 AND lease_owner = ?9 AND status = 'generating'",
-                params![
-                    f.status().as_str(),
-                    content,
-                    f.ending.error(),
-                    f.raw_output,
-                    f.runner.map(|r| r.as_str()),
-                    ms(f.now),
-                    f.duration_ms as i64,
-                    id.as_str(),
-                    owner,
-                    usage,
-                    f.ending.engine().map(Engine::as_str),
-                    f.ending.ai_error(),
-                    release,
-                    verdict,
-                    outbox,
-                    due,
-                ],
-            )? == 1)
-        })
         .await
     }
 

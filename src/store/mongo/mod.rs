@@ -4,6 +4,7 @@
 
 mod budget;
 mod deployments;
+mod queues;
 mod reports;
 mod rows;
 
@@ -72,9 +73,20 @@ pub struct MongoStore {
     docs: Collection<Document>,
     history: Collection<HistoryDoc>,
     deployments: Collection<DeploymentDoc>,
+    /// Whether a diagnosis waits for its report's evidence (the evidence stage is on).
+    evidence_first: bool,
 }
 
 impl MongoStore {
+    /// With `on`, the diagnosis queue claims a report only once its evidence is settled
+    /// (gathered, or failed): for a service whose evidence stage is on.
+    pub fn evidence_first(self, on: bool) -> Self {
+        Self {
+            evidence_first: on,
+            ..self
+        }
+    }
+
     /// Sets `field` of version `version` while its status matches `status`; `false` when
     /// it does not (finished, deleted or diagnosed again meanwhile).
     async fn set_field(
@@ -117,6 +129,7 @@ impl MongoStore {
             history: db.collection(HISTORY),
             deployments: db.collection(DEPLOYMENTS),
             db,
+            evidence_first: false,
         })
     }
 }

@@ -1,5 +1,5 @@
-//! The report store in MongoDB: the reports collection is also the durable queue
-//! (diagnosis leases, evidence leases apart from them, and the outbox).
+//! The report store in MongoDB: the reports, their versions and history (the
+//! collection's lease queues are in [`super::queues`]).
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 
 use super::rows::{
@@ -19,60 +19,12 @@ use super::{
 };
 use crate::model::alert::DeploymentId;
 use crate::model::changes::Changes;
-use crate::model::evidence::Gathered;
-use crate::model::notify::{self, Notification};
-use crate::model::report::{
-    Feedback, Finish, HistoryEntry, Related, RelatedAlert, Report, ReportStatus,
-};
-use crate::model::verdict::ReleaseVerdict;
+use crate::model::report::{Feedback, HistoryEntry, Related, RelatedAlert, Report, ReportStatus};
 use crate::store::rules::{self, Merge};
 use crate::store::{Insert, ListFilter, Rediagnose, ReportStore, Restart, StoreError};
 
-/// A finished report's update: `fields`, its release verdict, and its notifications
-/// pushed onto the outbox in the same write (`notifyDue` lowered to the earliest).
-fn finish_update(
-    fields: Document,
-    deployment_id: &DeploymentId,
-    f: &Finish,
-) -> Result<Document, StoreError> {
-    let mut update = set_release(fields, deployment_id, f.release.as_ref())?;
-    if let Some(due) = notify::due(&f.notify) {
-        let each = bson::to_bson(&f.notify).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
-        update.insert("$push", doc! { "notifications": { "$each": each } });
-        update.insert("$min", doc! { "notifyDue": bdate(due) });
-        update.insert("$inc", doc! { "notifyRev": 1_i64 });
-    }
-    Ok(update)
-}
-
-/// A `$set` of `fields`, and of the release verdict when there is one (else the stored
-/// one stays).
-fn set_release(
-    mut fields: Document,
-    deployment_id: &DeploymentId,
-    release: Option<&ReleaseVerdict>,
-) -> Result<Document, StoreError> {
-    if let Some(release) = release {
-        let value = bson::to_bson(release).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
-        fields.insert("release", value);
-    }
-    Ok(doc! { "$set": fields })
-}
-
-/// Versions still waiting for their evidence.
-fn needs_evidence() -> Document {
-    doc! {
-        "status": ReportStatus::Generating.as_str(),
-        "evidence": Bson::Null,
-        "evidenceError": Bson::Null,
-    }
-}
-
-fn evidence_lease_free(now: DateTime<Utc>) -> Document {
-    doc! { "$or": [ { "evidenceUntil": Bson::Null }, { "evidenceUntil": { "$lt": bdate(now) } } ] }
-}
-
-fn live_lease_free(now: DateTime<Utc>) -> Document {
+/// Generating reports that no live diagnosis lease holds.
+pub(super) fn live_lease_free(now: DateTime<Utc>) -> Document {
     doc! {
         "status": ReportStatus::Generating.as_str(),
         "$or": [ { "leaseUntil": Bson::Null }, { "leaseUntil": { "$lt": bdate(now) } } ],
@@ -194,175 +146,6 @@ impl ReportStore for MongoStore {
         docs.into_iter().map(report_of).collect()
     }
 
-    async fn claim_next(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        settled: bool,
-    ) -> Result<Option<Report>, StoreError> {
-        let mut filter = live_lease_free(now);
-        if settled {
-            filter = doc! { "$and": [
-                filter,
-                { "$or": [ { "evidence": { "$ne": Bson::Null } }, { "evidenceError": { "$ne": Bson::Null } } ] },
-            ] };
-        }
-        self.docs
-            .find_one_and_update(
-                filter,
-                doc! {
-                    "$set": { "leaseOwner": owner, "leaseUntil": bdate(lease_until), "startedTime": bdate(now) },
-                    "$inc": { "attempts": 1 },
-                },
-            )
-            .sort(doc! { "updatedTime": 1 })
-            .return_document(ReturnDocument::After)
-            .await?
-            .map(report_of)
-            .transpose()
-    }
-
-    async fn renew_lease(
-        &self,
-        deployment_id: &DeploymentId,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .reports
-            .update_one(
-                doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
-                doc! { "$set": { "leaseUntil": bdate(lease_until) } },
-            )
-            .await?;
-        Ok(result.matched_count == 1)
-    }
-
-    async fn claim_evidence(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError> {
-        self.docs
-            .find_one_and_update(
-                doc! { "$and": [needs_evidence(), evidence_lease_free(now)] },
-                doc! { "$set": { "evidenceUntil": bdate(lease_until) } },
-            )
-            .sort(doc! { "createdTime": 1 })
-            .return_document(ReturnDocument::After)
-            .await?
-            .map(report_of)
-            .transpose()
-    }
-
-    async fn claim_notifications(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Report>, StoreError> {
-        self.docs
-            .find_one_and_update(
-                doc! {
-                    "notifyDue": { "$lte": bdate(now) },
-                    "$or": [ { "notifyUntil": Bson::Null }, { "notifyUntil": { "$lt": bdate(now) } } ],
-                },
-                doc! { "$set": { "notifyUntil": bdate(lease_until) } },
-            )
-            .sort(doc! { "notifyDue": 1 })
-            .return_document(ReturnDocument::After)
-            .await?
-            .map(report_of)
-            .transpose()
-    }
-
-    async fn update_notifications(
-        &self,
-        deployment_id: &DeploymentId,
-        updates: &[Notification],
-    ) -> Result<bool, StoreError> {
-        for _ in 0..MAX_CAS_ROUNDS {
-            let Some(current) = self
-                .docs
-                .find_one(doc! { "deploymentId": deployment_id.as_str() })
-                .await?
-            else {
-                return Ok(false);
-            };
-            let current = decode(current)?;
-            let merged = notify::merge(&current.notifications, updates);
-            let due = notify::due(&merged);
-            let merged =
-                bson::to_bson(&merged).map_err(|e| corrupt_doc(deployment_id.as_str(), e))?;
-            let rev = current.notify_rev.map_or(Bson::Null, Bson::Int64);
-            let mut update = doc! {
-                "$set": { "notifications": merged, "notifyUntil": Bson::Null },
-                "$inc": { "notifyRev": 1_i64 },
-            };
-            match due {
-                Some(due) => {
-                    if let Ok(set) = update.get_document_mut("$set") {
-                        set.insert("notifyDue", bdate(due));
-                    }
-                }
-                None => {
-                    update.insert("$unset", doc! { "notifyDue": "" });
-                }
-            }
-            let result = self
-                .reports
-                .update_one(
-                    doc! { "deploymentId": deployment_id.as_str(), "notifyRev": rev },
-                    update,
-                )
-                .await?;
-            if result.matched_count == 1 {
-                return Ok(true);
-            }
-        }
-        Err(StoreError::Task(format!(
-            "updating the notifications of {deployment_id}: they kept changing"
-        )))
-    }
-
-    async fn set_evidence(
-        &self,
-        deployment_id: &DeploymentId,
-        version: u32,
-        evidence: Result<&Gathered, &str>,
-        release: Option<&ReleaseVerdict>,
-    ) -> Result<bool, StoreError> {
-        let corrupt = |e| corrupt_doc(deployment_id.as_str(), e);
-        let (items, unmeasured, error) = match evidence {
-            Ok(gathered) => (
-                bson::to_bson(&gathered.items).map_err(corrupt)?,
-                bson::to_bson(&gathered.unmeasured).map_err(corrupt)?,
-                Bson::Null,
-            ),
-            Err(why) => (Bson::Null, Bson::Null, Bson::String(why.to_owned())),
-        };
-        let result = self
-            .reports
-            .update_one(
-                doc! { "$and": [
-                    { "deploymentId": deployment_id.as_str(), "version": i64::from(version) },
-                    needs_evidence(),
-                ] },
-                set_release(
-                    doc! {
-                        "evidence": items,
-                        "evidenceUnmeasured": unmeasured,
-                        "evidenceError": error,
-                        "evidenceUntil": Bson::Null,
-                    },
-                    deployment_id,
-                    release,
-                )?,
-            )
-            .await?;
-        Ok(result.matched_count == 1)
-    }
-
     async fn set_changes(
         &self,
         deployment_id: &DeploymentId,
@@ -444,56 +227,6 @@ impl ReportStore for MongoStore {
         let finished = Bson::Document(doc! { "$ne": "generating" });
         self.set_field(deployment_id, version, finished, "feedback", feedback)
             .await
-    }
-
-    async fn release(&self, deployment_id: &DeploymentId, owner: &str) -> Result<bool, StoreError> {
-        let result = self
-            .reports
-            .update_one(
-                doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
-                // Not an attempt: the claim counted one, given back here. (Claims only
-                // happen with attempts >= 1, so this never goes below zero.)
-                doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null }, "$inc": { "attempts": -1 } },
-            )
-            .await?;
-        Ok(result.matched_count == 1)
-    }
-
-    async fn finish(
-        &self,
-        deployment_id: &DeploymentId,
-        owner: &str,
-        f: &Finish,
-    ) -> Result<bool, StoreError> {
-        let usage = match &f.usage {
-            Some(u) => bson::to_bson(u).map_err(|e| StoreError::Corrupt {
-                id: deployment_id.to_string(),
-                message: e.to_string(),
-            })?,
-            None => Bson::Null,
-        };
-        let opt = |s: Option<&str>| s.map_or(Bson::Null, |s| Bson::String(s.to_owned()));
-        let result = self
-            .reports
-            .update_one(
-                doc! { "deploymentId": deployment_id.as_str(), "leaseOwner": owner, "status": "generating" },
-                finish_update(doc! {
-                    "status": f.status().as_str(),
-                    "content": content(deployment_id.as_str(), f.ending.body())?,
-                    "error": opt(f.ending.error()),
-                    "rawOutput": opt(f.raw_output.as_deref()),
-                    "runner": f.runner.map_or(Bson::Null, |r| Bson::String(r.as_str().into())),
-                    "updatedTime": bdate(f.now),
-                    "durationMs": f.duration_ms as i64,
-                    "usage": usage,
-                    "engine": f.ending.engine().map_or(Bson::Null, |e| Bson::String(e.as_str().into())),
-                    "aiError": opt(f.ending.ai_error()),
-                    "leaseOwner": Bson::Null,
-                    "leaseUntil": Bson::Null,
-                }, deployment_id, f)?,
-            )
-            .await?;
-        Ok(result.matched_count == 1)
     }
 
     async fn rediagnose(
