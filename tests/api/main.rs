@@ -15,6 +15,7 @@ mod budget;
 mod changes;
 mod cli;
 mod crash_recovery;
+mod demo;
 mod deployments;
 mod diagnosis;
 mod docker_runner;

@@ -1,0 +1,134 @@
+//! `scripts/demo`, run as a newcomer runs it (from the evidence alone, `DD_DEMO_AI=off`,
+//! with this test build of the service): Prometheus fires the shop's alert for real,
+//! Alertmanager delivers it, and the demo ends with a report page whose verdict is
+//! *release*, measured against real baselines; Ctrl-C stops everything it started.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::servers::repo;
+
+/// The demo, in a process group of its own (as a terminal runs it), stopped as Ctrl-C
+/// stops it if the test ends first.
+struct Demo(Option<std::process::Child>);
+
+impl Demo {
+    /// Ctrl-C: SIGINT to the demo's process group.
+    fn interrupt(&self) {
+        if let Some(child) = &self.0 {
+            let _ = Command::new("kill")
+                .args(["-INT", "--", &format!("-{}", child.id())])
+                .status();
+        }
+    }
+
+    /// Interrupts it and waits until it has ended.
+    async fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.interrupt();
+        let mut child = self.0.take()?;
+        tokio::task::spawn_blocking(move || child.wait().ok())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.interrupt();
+        if let Some(child) = &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The URL after `label` in the demo's closing lines.
+fn url_after<'a>(lines: &'a [String], label: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.split(label).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {label:?} in the demo's output: {lines:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_ends_with_a_release_verdict_measured_against_baselines() {
+    let mut child = Command::new(repo().join("scripts/demo"))
+        .env("DD_DEMO_AI", "off")
+        .env("DD_DEMO_BIN", env!("CARGO_BIN_EXE_deploy-diagnosis"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut demo = Demo(Some(child));
+    // Its closing lines, up to the Prometheus line (then it runs until Ctrl-C): about two
+    // minutes of history and alerting, bounded by the demo's own limits.
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let last = line.starts_with("Prometheus:");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let page = url_after(&lines, "The report page:").to_owned();
+    let json = url_after(&lines, "Its JSON:").to_owned();
+    let prometheus = url_after(&lines, "Prometheus:").to_owned();
+    let said = lines.join("\n");
+    assert!(said.contains("verdict:  release, rollback"), "{said}");
+
+    let client = reqwest::Client::new();
+    let report: Value = client
+        .get(&json)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["engine"], "evidence", "{report:#}");
+    assert_eq!(report["release"]["verdict"], "release", "{report:#}");
+    assert_eq!(report["alert"]["alertname"], "ShopErrorRate", "{report:#}");
+    // The failing host is measured against a baseline, not "no baseline".
+    let measured = report["evidence"].as_array().unwrap().iter().find(|item| {
+        item["instance"] == "web-1"
+            && item["baseline"].is_number()
+            && item.get("noBaseline").is_none()
+    });
+    assert!(measured.is_some(), "{:#}", report["evidence"]);
+
+    let html = client
+        .get(&page)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("class=\"window-baseline\""), "{html}");
+    assert!(!html.contains("chart-error"), "{html}");
+
+    // Ctrl-C: the demo and everything it started stop.
+    let status = demo.stop().await.unwrap();
+    assert!(!status.success(), "ended by the interrupt: {status}");
+    for gone in [&json, &prometheus] {
+        let answer = client
+            .get(gone)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        assert!(answer.is_err(), "{gone} still answers after Ctrl-C");
+    }
+}
