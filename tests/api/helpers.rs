@@ -293,6 +293,37 @@ pub async fn quiet() -> tokio::sync::RwLockReadGuard<'static, ()> {
     MACHINE.read().await
 }
 
+/// Set while a test holds the [`whole_machine`]: no test starts a service meanwhile.
+static RESERVED: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
+
+/// The whole machine, held by a test that measures the CPU itself or needs all of it.
+pub struct WholeMachine {
+    _heavy: tokio::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl Drop for WholeMachine {
+    fn drop(&mut self) {
+        RESERVED.send_replace(false);
+    }
+}
+
+/// The CPU lock taken whole ([`cpu_heavy`]), and no test starts a service until it is
+/// given back (those under way finish first): for a CPU fault, whose *before* must be calm
+/// for its *after* to differ, and the local model, which six tests at once slow to a third.
+/// Take it after starting the service (the wait is in [`spawn_app`]).
+pub async fn whole_machine() -> WholeMachine {
+    let heavy = cpu_heavy().await;
+    RESERVED.send_replace(true);
+    WholeMachine { _heavy: heavy }
+}
+
+/// Waits while a test holds the [`whole_machine`].
+async fn machine_free() {
+    let mut free = RESERVED.subscribe();
+    let _ = free.wait_for(|reserved| !reserved).await;
+}
+
 /// A unique API key.
 pub fn api_key() -> String {
     format!("sk-test-{}", uuid::Uuid::new_v4().simple())
@@ -300,6 +331,7 @@ pub fn api_key() -> String {
 
 /// Starts the service in-process.
 pub async fn spawn_app(options: Options) -> TestApp {
+    machine_free().await;
     let prom = servers::prometheus().await;
     let llm = FakeLlm::start(options.script.clone(), options.llm_delay).await;
     let dir = tempfile::tempdir().unwrap();

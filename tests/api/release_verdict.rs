@@ -657,11 +657,12 @@ pub async fn run_fresh(app: &TestApp) -> Outcome {
 }
 
 /// A real CPU fault (stress-ng on both cores) during a canary: every instance on this
-/// machine shares the CPU, so the controls move too.
+/// machine shares the CPU, so the controls move too. The whole machine is held from the
+/// history on: a *before* that other tests loaded would look like the *after*.
 pub async fn run_cpu(app: &TestApp) -> Outcome {
+    let _machine = crate::helpers::whole_machine().await;
     let fleet = Fleet::start("cpu", &["web-1", "web-2"]).await;
     tokio::time::sleep(HISTORY).await;
-    let _heavy = crate::helpers::cpu_heavy().await;
     let started_at = chrono::Utc::now();
     let id = deployment_id("cpu");
     let (status, body) = app
@@ -850,7 +851,6 @@ async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_r
 
 #[tokio::test]
 async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_the_release() {
-    // The lock of the heavy tests is taken once the history is in.
     let app = app().await;
     let o = run_cpu(&app).await;
     let release = o.release();

@@ -576,20 +576,17 @@ pub async fn start_local_llm(model: &str, context: u32) -> LocalLlm {
     );
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    // At a raised priority, ahead of the light tests that run beside the model's (they would
-    // halve its speed on two cores). Where this user may not raise it, `nice` says so in the
-    // log and runs the server as it is.
-    let command = [
-        "-n".to_owned(),
-        "-10".into(),
-        "env".into(),
-        format!("DD_LLM_CONTEXT={context}"),
-        script.display().to_string(),
-        "serve".into(),
-        model.into(),
-        port.to_string(),
-    ];
-    let server = start_guarded("nice", &command, &dir.path().join("llm.log"));
+    let server = start_guarded(
+        "env",
+        &[
+            format!("DD_LLM_CONTEXT={context}"),
+            script.display().to_string(),
+            "serve".into(),
+            model.into(),
+            port.to_string(),
+        ],
+        &dir.path().join("llm.log"),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let start = Instant::now();
