@@ -309,9 +309,9 @@ impl Drop for WholeMachine {
 }
 
 /// The CPU lock taken whole ([`cpu_heavy`]), and no test starts a service until it is
-/// given back (those under way finish first): for a CPU fault, whose *before* must be calm
-/// for its *after* to differ, and the local model, which six tests at once slow to a third.
-/// Take it after starting the service (the wait is in [`spawn_app`]).
+/// given back (those under way finish first): for a CPU fault during a canary, whose
+/// *before* must be calm for its *after* to differ (six tests at once keep two cores near
+/// 100 %). Take it after starting the service (the wait is in [`spawn_app`]).
 pub async fn whole_machine() -> WholeMachine {
     let heavy = cpu_heavy().await;
     RESERVED.send_replace(true);

@@ -7,13 +7,14 @@
 //! report or is named as the reason the evidence wrote it.
 
 use crate::fake_llm::Provider;
-use crate::helpers::{alertmanager_body, deployment_id, spawn_app, whole_machine, Options};
+use crate::helpers::{alertmanager_body, cpu_heavy, deployment_id, spawn_app, Options};
 use crate::servers;
 
 #[tokio::test]
 async fn one_diagnosis_against_the_real_local_model() {
-    // The model takes both cores for a minute or more, the whole machine held; its
-    // requests get 300 s all the same.
+    // The model takes both cores for a minute alone, three beside the light tests that run
+    // meanwhile: its requests get 300 s.
+    let _heavy = cpu_heavy().await;
     let llm = servers::local_llm().await;
     let app = spawn_app(Options {
         native: true,
@@ -28,7 +29,6 @@ async fn one_diagnosis_against_the_real_local_model() {
         ..Options::default()
     })
     .await;
-    let _machine = whole_machine().await;
     let id = deployment_id("live");
     app.post_alerts(&alertmanager_body(&id, "firing")).await;
     let report = app
