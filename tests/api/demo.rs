@@ -67,21 +67,26 @@ async fn the_demo_ends_with_a_release_verdict_measured_against_baselines() {
     let stdout = child.stdout.take().unwrap();
     let mut demo = Demo(Some(child));
     // Its closing lines, up to the Prometheus line (then it runs until Ctrl-C): about two
-    // minutes of history and alerting, bounded by the demo's own limits.
-    let lines = tokio::task::spawn_blocking(move || {
+    // minutes of history and alerting, bounded by the demo's own limits. Its output is read
+    // to the end: a closed pipe would stop it at its next line.
+    let (said, heard) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut said = Some(said);
         let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let last = line.starts_with("Prometheus:");
             lines.push(line);
             if last {
-                break;
+                if let Some(said) = said.take() {
+                    let _ = said.send(lines.clone());
+                }
             }
         }
-        lines
-    })
-    .await
-    .unwrap();
+        if let Some(said) = said.take() {
+            let _ = said.send(lines);
+        }
+    });
+    let lines = heard.await.unwrap();
     let page = url_after(&lines, "The report page:").to_owned();
     let json = url_after(&lines, "Its JSON:").to_owned();
     let prometheus = url_after(&lines, "Prometheus:").to_owned();
