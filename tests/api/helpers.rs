@@ -280,48 +280,55 @@ Auth:
 /// moves every host's CPU.
 static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+/// How many tests hold the machine ([`quiet`], [`whole_machine`]): while any does, no test
+/// starts a service (six tests at once keep two cores near 100 %, which a verdict reads as
+/// saturation and a CPU fault's *before* as its *after*).
+static HOLDERS: std::sync::LazyLock<tokio::sync::watch::Sender<usize>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// One test's hold on the machine: no test starts a service until the last is given back.
+pub struct Held(());
+
+impl Held {
+    fn take() -> Self {
+        HOLDERS.send_modify(|n| *n += 1);
+        Self(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HOLDERS.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Waits while a test holds the machine.
+async fn machine_free() {
+    let mut free = HOLDERS.subscribe();
+    let _ = free.wait_for(|holders| *holders == 0).await;
+}
+
 /// Taken by the tests that load both cores for tens of seconds (schemathesis, headless
 /// Chromium, stress-ng, the local model): one at a time, and beside no [`quiet`] test.
 pub async fn cpu_heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     MACHINE.write().await
 }
 
-/// Taken by the tests whose measurements a loaded CPU would move (the release verdict's
+/// The machine for tests whose measurements a loaded CPU would move (the release verdict's
 /// scenarios, whose evidence must also be gathered within its timeout): they run beside
-/// each other, never beside a [`cpu_heavy`] one.
-pub async fn quiet() -> tokio::sync::RwLockReadGuard<'static, ()> {
-    MACHINE.read().await
+/// each other, never beside a [`cpu_heavy`] one, and no test starts a service meanwhile.
+/// Take it after starting the service (the wait is in [`spawn_app`]).
+pub async fn quiet() -> (tokio::sync::RwLockReadGuard<'static, ()>, Held) {
+    let shared = MACHINE.read().await;
+    (shared, Held::take())
 }
 
-/// Set while a test holds the [`whole_machine`]: no test starts a service meanwhile.
-static RESERVED: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
-    std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
-
-/// The whole machine, held by a test that measures the CPU itself or needs all of it.
-pub struct WholeMachine {
-    _heavy: tokio::sync::RwLockWriteGuard<'static, ()>,
-}
-
-impl Drop for WholeMachine {
-    fn drop(&mut self) {
-        RESERVED.send_replace(false);
-    }
-}
-
-/// The CPU lock taken whole ([`cpu_heavy`]), and no test starts a service until it is
-/// given back (those under way finish first): for a CPU fault during a canary, whose
-/// *before* must be calm for its *after* to differ (six tests at once keep two cores near
-/// 100 %). Take it after starting the service (the wait is in [`spawn_app`]).
-pub async fn whole_machine() -> WholeMachine {
+/// The whole machine: the CPU lock taken whole ([`cpu_heavy`]), and no test starts a
+/// service meanwhile: for a CPU fault during a canary, whose *before* must be calm for its
+/// *after* to differ. Take it after starting the service.
+pub async fn whole_machine() -> (tokio::sync::RwLockWriteGuard<'static, ()>, Held) {
     let heavy = cpu_heavy().await;
-    RESERVED.send_replace(true);
-    WholeMachine { _heavy: heavy }
-}
-
-/// Waits while a test holds the [`whole_machine`].
-async fn machine_free() {
-    let mut free = RESERVED.subscribe();
-    let _ = free.wait_for(|reserved| !reserved).await;
+    (heavy, Held::take())
 }
 
 /// A unique API key.

@@ -479,7 +479,10 @@ async fn alert_and_wait(app: &TestApp, name: &'static str, id: &str, host: &str)
 /// test runs, and what a scenario judges, from the release on, overlaps none. A stress
 /// during a *before* window only makes it worse than the *after*, which no rule counts
 /// against a release.
-pub type Heavy = tokio::sync::OnceCell<tokio::sync::RwLockReadGuard<'static, ()>>;
+pub type Heavy = tokio::sync::OnceCell<(
+    tokio::sync::RwLockReadGuard<'static, ()>,
+    crate::helpers::Held,
+)>;
 
 /// Seconds of history before a scenario's release, and from the release to the alert:
 /// each holds Release.MinPoints (10) points 3 s apart, with a margin for the first scrape.
@@ -833,8 +836,8 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
 
 #[tokio::test]
 async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_report() {
-    let _heavy = crate::helpers::quiet().await;
     let app = app().await;
+    let _heavy = crate::helpers::quiet().await;
     let o = run_fresh(&app).await;
     let report = &o.report;
     assert_eq!(report["status"], "completed", "{report:#}");
@@ -866,7 +869,6 @@ async fn a_real_cpu_fault_during_a_canary_moves_the_controls_too_so_it_is_not_th
 
 #[tokio::test]
 async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded() {
-    let _heavy = crate::helpers::quiet().await;
     let content = "【问题概述】\nweb-1 错误率升高\n【根因分析】\n发布判定：不同意，未发布的 web-2 错误率同样是 20%\n\
                    【影响范围】\nweb-1\n【解决方案】\n检查下游依赖";
     let app = spawn_app(Options {
@@ -876,6 +878,7 @@ async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded(
         ..Options::default()
     })
     .await;
+    let _heavy = crate::helpers::quiet().await;
     let fleet = Fleet::start("opinion", &["web-1", "web-2"]).await;
     let id = deployment_id("opinion");
     let (status, body) = app
@@ -1003,6 +1006,13 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
         sections: "Release:\n  AutoRollback: true\n".into(),
         ..Options::default()
     }))
+    .await;
+    // The dry-run service of the end, started now: no service starts on the quiet machine.
+    let dry = app_with(Options {
+        evidence_only: true,
+        sections: "Release:\n  AutoRollback: dry-run\n".into(),
+        ..Options::default()
+    })
     .await;
     // The platform's rollback endpoint, checking the signature as a real one would.
     let platform = Receiver::start(Mode::Accept, Some(SECRET)).await;
@@ -1211,12 +1221,6 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
 
     // Under `Release.AutoRollback: dry-run` the same verdict records what it would have
     // sent, and sends nothing.
-    let dry = app_with(Options {
-        evidence_only: true,
-        sections: "Release:\n  AutoRollback: dry-run\n".into(),
-        ..Options::default()
-    })
-    .await;
     let mut registration = rollout(&bad, "canary", &["web-1"], started_at);
     registration["rollbackPolicy"] =
         json!({"autoRollback": true, "url": platform.url, "secret": SECRET});
