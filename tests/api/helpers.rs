@@ -281,7 +281,7 @@ Auth:
 static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// How many tests hold the machine ([`quiet`], [`whole_machine`]): while any does, no test
-/// starts a service (six tests at once keep two cores near 100 %, which a verdict reads as
+/// starts a service (several tests at once keep two cores near 100 %, which a verdict reads as
 /// saturation and a CPU fault's *before* as its *after*).
 static HOLDERS: std::sync::LazyLock<tokio::sync::watch::Sender<usize>> =
     std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
