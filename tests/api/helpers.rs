@@ -73,6 +73,10 @@ pub struct Options {
     pub sections: String,
     /// `Worker.MaxQueue` (0: unlimited).
     pub max_queue: u64,
+    /// `Worker.LeaseSeconds`: 10, long enough for a busy machine (several tests at once on
+    /// two cores renewed a 3-second lease late, and a lapsed lease is rightly diagnosed
+    /// again); 3 for the tests of what happens when a lease runs out.
+    pub lease_s: u64,
     /// `Store.Path` of the embedded store (default: in the test's temporary folder).
     pub store_path: Option<std::path::PathBuf>,
     /// `Worker.RerunAfterSeconds` (0 here: a new alert re-runs a failed report at once).
@@ -139,6 +143,7 @@ impl Default for Options {
             mcp: None,
             sections: String::new(),
             max_queue: 0,
+            lease_s: 10,
             store_path: None,
             rerun_after_s: 0,
             rate_window_s: 5,
@@ -230,7 +235,7 @@ AI:
   GitHubMCPCommand: {github_cmd}
 Worker:
   Concurrency: 2
-  LeaseSeconds: 3
+  LeaseSeconds: {lease}
   PollSeconds: 1
   ShutdownGraceSeconds: 5
   MaxQueue: {max_queue}
@@ -269,66 +274,22 @@ Auth:
         protect_metrics = options.protect_metrics,
         sections = options.sections,
         max_queue = options.max_queue,
+        lease = options.lease_s,
         rerun_after = options.rerun_after_s,
         rate_window = options.rate_window_s,
     )
 }
 
-/// The machine's CPU, shared by the tests that need it quiet and taken whole by those that
-/// load it. On a 2-core machine a verdict scenario beside a schemathesis run once took 30 s
-/// to gather its evidence, and one node_exporter stands for every test host, so a load
-/// moves every host's CPU.
-static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// The machine's two cores, taken by the tests that load them for tens of seconds
+/// (schemathesis, headless Chromium, stress-ng, the local model), one at a time: beside
+/// each other they starve the rest. The release verdict's hosts each read a CPU of their
+/// own (`release_verdict`'s `HostMachine`), so the load of the tests beside them is not
+/// theirs.
+static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// How many tests hold the machine ([`quiet`], [`whole_machine`]): while any does, no test
-/// starts a service (several tests at once keep two cores near 100 %, which a verdict reads as
-/// saturation and a CPU fault's *before* as its *after*).
-static HOLDERS: std::sync::LazyLock<tokio::sync::watch::Sender<usize>> =
-    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
-
-/// One test's hold on the machine: no test starts a service until the last is given back.
-pub struct Held(());
-
-impl Held {
-    fn take() -> Self {
-        HOLDERS.send_modify(|n| *n += 1);
-        Self(())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        HOLDERS.send_modify(|n| *n -= 1);
-    }
-}
-
-/// Waits while a test holds the machine.
-async fn machine_free() {
-    let mut free = HOLDERS.subscribe();
-    let _ = free.wait_for(|holders| *holders == 0).await;
-}
-
-/// Taken by the tests that load both cores for tens of seconds (schemathesis, headless
-/// Chromium, stress-ng, the local model): one at a time, and beside no [`quiet`] test.
-pub async fn cpu_heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
-    MACHINE.write().await
-}
-
-/// The machine for tests whose measurements a loaded CPU would move (the release verdict's
-/// scenarios, whose evidence must also be gathered within its timeout): they run beside
-/// each other, never beside a [`cpu_heavy`] one, and no test starts a service meanwhile.
-/// Take it after starting the service (the wait is in [`spawn_app`]).
-pub async fn quiet() -> (tokio::sync::RwLockReadGuard<'static, ()>, Held) {
-    let shared = MACHINE.read().await;
-    (shared, Held::take())
-}
-
-/// The whole machine: the CPU lock taken whole ([`cpu_heavy`]), and no test starts a
-/// service meanwhile: for a CPU fault during a canary, whose *before* must be calm for its
-/// *after* to differ. Take it after starting the service.
-pub async fn whole_machine() -> (tokio::sync::RwLockWriteGuard<'static, ()>, Held) {
-    let heavy = cpu_heavy().await;
-    (heavy, Held::take())
+/// Taken by the tests that load both cores for tens of seconds: one at a time.
+pub async fn cpu_heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    MACHINE.lock().await
 }
 
 /// A unique API key.
@@ -338,7 +299,6 @@ pub fn api_key() -> String {
 
 /// Starts the service in-process.
 pub async fn spawn_app(options: Options) -> TestApp {
-    machine_free().await;
     let prom = servers::prometheus().await;
     let llm = FakeLlm::start(options.script.clone(), options.llm_delay).await;
     let dir = tempfile::tempdir().unwrap();

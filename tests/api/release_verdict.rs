@@ -1,9 +1,14 @@
 //! The release verdict against real parts: a small HTTP service that exports real
 //! Prometheus metrics (`http_requests_total` by `code`, an `http_request_duration_seconds`
 //! histogram) from the requests it serves, run as several instances under their own
-//! `hostname`, loaded, and scraped with the node_exporter by a real Prometheus (file
+//! `hostname`, loaded, and scraped with a real node_exporter by a real Prometheus (file
 //! service discovery, so each scenario adds its own hosts). A "bad release" (errors or
 //! slow answers) is switched on where the release went.
+//!
+//! Each host is a machine of its own ([`HostMachine`]): its node_exporter reads a procfs
+//! whose CPU is the host's, so what the tests beside it do to this machine's two cores is
+//! not read as every host's saturation. The real CPU fault's hosts share one, whose CPU
+//! includes a control group where `stress-ng` runs ([`Cpu::Shared`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,6 +78,222 @@ struct Instance {
     address: String,
     service: Arc<Service>,
     stop: tokio_util::sync::CancellationToken,
+    /// Its machine, when it has one of its own.
+    machine: Option<HostMachine>,
+}
+
+/// Which machine a fleet's hosts are on.
+#[derive(Clone, Copy)]
+enum Cpu<'a> {
+    /// Each host on its own ([`HostMachine`]).
+    Own,
+    /// Every host on this one: for a real CPU fault, which moves every host.
+    Shared(&'a HostMachine),
+}
+
+/// The steady busy share of a [`HostMachine`]'s CPUs: user and system, of each second
+/// that its own work leaves.
+const HOST_BUSY: (f64, f64) = (0.07, 0.03);
+
+/// A host's machine as Prometheus sees it: a real node_exporter reading a procfs of the
+/// machine's (`--path.procfs`), whose `stat` is rewritten every 250 ms: two CPUs, steadily
+/// [`HOST_BUSY`] busy, plus what the processes of its control group used (the kernel's
+/// accounting, cgroup v1 `cpuacct` or v2 `cpu.stat`), beside a fixed `meminfo` and
+/// `loadavg`. The test machine's two cores serve every test at once: read through one
+/// node_exporter, the load of the tests beside a scenario is every host's saturation,
+/// and a quiet *before* is a busy *after*. A real CPU fault runs in the control group
+/// ([`HostMachine::stress`]).
+struct HostMachine {
+    address: String,
+    group: CpuGroup,
+    stop: tokio_util::sync::CancellationToken,
+    _exporter: Guarded,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HostMachine {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl HostMachine {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        std::fs::create_dir(&proc).unwrap();
+        std::fs::write(
+            proc.join("meminfo"),
+            "MemTotal:        8000000 kB\nMemFree:         5000000 kB\n\
+             MemAvailable:    6000000 kB\nBuffers:          100000 kB\nCached:          1000000 kB\n",
+        )
+        .unwrap();
+        std::fs::write(proc.join("loadavg"), "0.20 0.20 0.20 1/200 1000\n").unwrap();
+        let group = CpuGroup::new();
+        let mut stat = Stat::new(Instant::now());
+        stat.write(&proc, group.used());
+        let address = format!("127.0.0.1:{}", free_port());
+        let exporter = start_guarded(
+            "/usr/bin/prometheus-node-exporter",
+            &[
+                format!("--web.listen-address={address}"),
+                format!("--path.procfs={}", proc.display()),
+                "--collector.disable-defaults".into(),
+                "--collector.cpu".into(),
+                "--collector.meminfo".into(),
+                "--collector.loadavg".into(),
+            ],
+            &dir.path().join("node.log"),
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (until, usage) = (stop.clone(), group.usage.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            while !until.is_cancelled() {
+                tick.tick().await;
+                stat.write(&proc, read_usage(usage.as_deref().map(|p| p.as_path())));
+            }
+        });
+        wait_http(
+            &format!("http://{address}/metrics"),
+            "a host's node_exporter",
+        )
+        .await;
+        Self {
+            address,
+            group,
+            stop,
+            _exporter: exporter,
+            _dir: dir,
+        }
+    }
+
+    /// A real CPU fault on this machine: `stress-ng` on two CPUs for `seconds`, in its
+    /// control group (at normal priority: it takes its share of the real cores beside the
+    /// other tests, and only that share is this machine's); stopped when dropped.
+    fn stress(&self, seconds: u64) -> servers::CpuFault {
+        let procs = self
+            .group
+            .procs()
+            .expect("a CPU fault needs a control group: run the tests as root on Linux");
+        servers::cpu_fault_in(seconds, &procs)
+    }
+}
+
+/// A control group of its own whose CPU use the kernel accounts: cgroup v2's `cpu.stat`,
+/// or v1's `cpuacct`; none where neither can be made (not root).
+struct CpuGroup {
+    dir: Option<std::path::PathBuf>,
+    /// The file of its use: `cpu.stat` (v2) or `cpuacct.stat` (v1).
+    usage: Option<Arc<std::path::PathBuf>>,
+}
+
+impl CpuGroup {
+    fn new() -> Self {
+        let name = format!("dd-test-{}", uuid::Uuid::new_v4().simple());
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let (dir, file) = if root.join("cgroup.controllers").exists() {
+            (root.join(name), "cpu.stat")
+        } else {
+            (root.join("cpuacct").join(name), "cpuacct.stat")
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Self {
+                usage: Some(Arc::new(dir.join(file))),
+                dir: Some(dir),
+            },
+            Err(_) => Self {
+                dir: None,
+                usage: None,
+            },
+        }
+    }
+
+    fn procs(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.join("cgroup.procs"))
+    }
+
+    /// Its CPU use so far, (user, system) in USER_HZ.
+    fn used(&self) -> (u64, u64) {
+        read_usage(self.usage.as_deref().map(|p| p.as_path()))
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        // Its processes are gone with their guards; a group with none left is removed.
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// (user, system) in USER_HZ from a control group's `cpu.stat` (microseconds) or
+/// `cpuacct.stat` (USER_HZ); zero without one.
+fn read_usage(file: Option<&std::path::Path>) -> (u64, u64) {
+    let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    if text.contains("user_usec") {
+        (field("user_usec ") / 10_000, field("system_usec ") / 10_000)
+    } else {
+        (field("user "), field("system "))
+    }
+}
+
+/// A machine's `/proc/stat`, two CPUs, its counters never going back.
+struct Stat {
+    started: Instant,
+    last: [u64; 3],
+}
+
+impl Stat {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last: [0; 3],
+        }
+    }
+
+    /// Writes the CPUs' user, system and idle time since the machine started (in USER_HZ,
+    /// 100 a second; a day of uptime before, so no counter begins at zero): the control
+    /// group's use `group`, and [`HOST_BUSY`] of what it leaves. Whole: it is renamed into
+    /// place, so the node_exporter never reads half of it.
+    fn write(&mut self, proc: &std::path::Path, group: (u64, u64)) {
+        let total = 2.0 * (self.started.elapsed().as_secs_f64() + 86_400.0) * 100.0;
+        let left = (total - (group.0 + group.1) as f64).max(0.0);
+        let now = [
+            (left * HOST_BUSY.0) as u64 + group.0,
+            (left * HOST_BUSY.1) as u64 + group.1,
+            (left * (1.0 - HOST_BUSY.0 - HOST_BUSY.1)) as u64,
+        ];
+        for (last, now) in self.last.iter_mut().zip(now) {
+            *last = (*last).max(now);
+        }
+        let [user, system, idle] = self.last;
+        let cpu = |name: &str, share: u64| {
+            format!(
+                "{name} {} 0 {} {} 0 0 0 0 0 0\n",
+                user / share,
+                system / share,
+                idle / share
+            )
+        };
+        let stat = format!(
+            "{}{}{}intr 0\nctxt 0\nbtime 1700000000\nprocesses 1000\nprocs_running 1\nprocs_blocked 0\n",
+            cpu("cpu ", 1),
+            cpu("cpu0", 2),
+            cpu("cpu1", 2),
+        );
+        let tmp = proc.join(".stat");
+        std::fs::write(&tmp, stat).unwrap();
+        std::fs::rename(&tmp, proc.join("stat")).unwrap();
+    }
 }
 
 impl Drop for Instance {
@@ -82,7 +303,11 @@ impl Drop for Instance {
 }
 
 impl Instance {
-    async fn start(host: &str) -> Self {
+    async fn start(host: &str, cpu: Cpu<'_>) -> Self {
+        let machine = match cpu {
+            Cpu::Own => Some(HostMachine::start().await),
+            Cpu::Shared(_) => None,
+        };
         let mut registry = Registry::default();
         let requests = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
@@ -136,6 +361,7 @@ impl Instance {
             address,
             service,
             stop,
+            machine,
         }
     }
 
@@ -144,15 +370,14 @@ impl Instance {
     }
 }
 
-/// A Prometheus scraping every 1 s what the scenarios write into its discovery folder, and
-/// a node_exporter each scenario's hosts are scraped from (as `instance` = the host).
+/// A Prometheus scraping every 1 s what the scenarios write into its discovery folder: each
+/// host's service (`job="app"`) and its machine's node_exporter (`job="node"`, as
+/// `instance` = the host).
 struct Stack {
     url: String,
     sd: std::path::PathBuf,
-    node: String,
     _dir: tempfile::TempDir,
     _prom: Guarded,
-    _node: Guarded,
 }
 
 static STACK: OnceCell<Stack> = OnceCell::const_new();
@@ -172,18 +397,6 @@ async fn stack() -> &'static Stack {
             let dir = tempfile::tempdir().unwrap();
             let sd = dir.path().join("sd");
             std::fs::create_dir(&sd).unwrap();
-            let node = format!("127.0.0.1:{}", free_port());
-            let node_guard = start_guarded(
-                "/usr/bin/prometheus-node-exporter",
-                &[
-                    format!("--web.listen-address={node}"),
-                    "--collector.disable-defaults".into(),
-                    "--collector.cpu".into(),
-                    "--collector.meminfo".into(),
-                    "--collector.loadavg".into(),
-                ],
-                &dir.path().join("node.log"),
-            );
             let config = dir.path().join("prometheus.yml");
             std::fs::write(
                 &config,
@@ -207,15 +420,12 @@ async fn stack() -> &'static Stack {
                 ],
                 &dir.path().join("prometheus.log"),
             );
-            wait_http(&format!("http://{node}/metrics"), "node_exporter").await;
             wait_http(&format!("{url}/-/ready"), "prometheus").await;
             Stack {
                 url,
                 sd,
-                node,
                 _dir: dir,
                 _prom: prom,
-                _node: node_guard,
             }
         })
         .await
@@ -239,8 +449,14 @@ impl Drop for Fleet {
 
 impl Fleet {
     /// Starts `hosts` (named `<scenario>-<run>-<host>`, new names each run so no host has
-    /// history from an earlier one) and waits until Prometheus has scraped each of them.
+    /// history from an earlier one), each on a machine of its own, and waits until
+    /// Prometheus has scraped each of them.
     async fn start(scenario: &str, hosts: &[&str]) -> Self {
+        Self::start_on(scenario, hosts, Cpu::Own).await
+    }
+
+    /// [`Fleet::start`], the hosts' CPU read from `cpu`.
+    async fn start_on(scenario: &str, hosts: &[&str], cpu: Cpu<'_>) -> Self {
         let stack = stack().await;
         let scenario = &format!(
             "{scenario}-{}",
@@ -248,7 +464,7 @@ impl Fleet {
         );
         let mut instances = Vec::new();
         for h in hosts {
-            instances.push(Instance::start(&format!("{scenario}-{h}")).await);
+            instances.push(Instance::start(&format!("{scenario}-{h}"), cpu).await);
         }
         let fleet = Self {
             name: scenario.to_owned(),
@@ -262,7 +478,14 @@ impl Fleet {
         let node: Vec<Value> = fleet
             .instances
             .iter()
-            .map(|i| json!({"targets": [stack.node], "labels": {"hostname": i.host, "instance": i.host}}))
+            .map(|i| {
+                let node = match (&i.machine, cpu) {
+                    (Some(own), _) => &own.address,
+                    (None, Cpu::Shared(machine)) => &machine.address,
+                    (None, Cpu::Own) => unreachable!("a host of its own has its machine"),
+                };
+                json!({"targets": [node], "labels": {"hostname": i.host, "instance": i.host}})
+            })
             .collect();
         for (kind, targets) in [("app", app), ("node", node)] {
             let tmp = stack.sd.join(format!(".{kind}-{scenario}.tmp"));
@@ -474,16 +697,6 @@ async fn alert_and_wait(app: &TestApp, name: &'static str, id: &str, host: &str)
     }
 }
 
-/// The quiet machine ([`crate::helpers::quiet`]), taken once for a group of scenarios when
-/// their history is in: the history (most of a scenario's time) accumulates while a heavy
-/// test runs, and what a scenario judges, from the release on, overlaps none. A stress
-/// during a *before* window only makes it worse than the *after*, which no rule counts
-/// against a release.
-pub type Heavy = tokio::sync::OnceCell<(
-    tokio::sync::RwLockReadGuard<'static, ()>,
-    crate::helpers::Held,
-)>;
-
 /// Seconds of history before a scenario's release, and from the release to the alert:
 /// each holds Release.MinPoints (10) points 3 s apart, with a margin for the first scrape.
 const HISTORY: Duration = Duration::from_secs(40);
@@ -495,7 +708,6 @@ const AFTER: Duration = Duration::from_secs(36);
 #[allow(clippy::too_many_arguments)]
 async fn scenario(
     app: &TestApp,
-    heavy: &Heavy,
     name: &'static str,
     hosts: &[&str],
     strategy: &str,
@@ -507,7 +719,6 @@ async fn scenario(
     let fleet = Fleet::start(name, hosts).await;
     let history = HISTORY;
     tokio::time::sleep(history - fault_before_release).await;
-    heavy.get_or_init(crate::helpers::quiet).await;
     if !fault_before_release.is_zero() {
         for h in faulty {
             fleet.host(h).set(fault);
@@ -571,12 +782,10 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         errors: 0,
         delay: Duration::from_millis(300),
     };
-    let heavy = Heavy::new();
     let (a, b, c, d, e) = tokio::join!(
-        canary(app, &heavy),
+        canary(app),
         scenario(
             app,
-            &heavy,
             "everywhere",
             &["web-1", "web-2"],
             "canary",
@@ -587,7 +796,6 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         ),
         scenario(
             app,
-            &heavy,
             "before",
             &["web-1", "web-2"],
             "canary",
@@ -598,7 +806,6 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         ),
         scenario(
             app,
-            &heavy,
             "no-fault",
             &["web-1", "web-2"],
             "canary",
@@ -609,7 +816,6 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
         ),
         scenario(
             app,
-            &heavy,
             "all-slow",
             &["web-1", "web-2"],
             "all",
@@ -625,13 +831,12 @@ pub async fn run_together(app: &TestApp) -> Vec<Outcome> {
 /// The bad canary alone: the scenario `scripts/quality ai` gives a real model.
 #[allow(dead_code)]
 pub async fn run_canary(app: &TestApp) -> Outcome {
-    canary(app, &Heavy::new()).await
+    canary(app).await
 }
 
-async fn canary(app: &TestApp, heavy: &Heavy) -> Outcome {
+async fn canary(app: &TestApp) -> Outcome {
     scenario(
         app,
-        heavy,
         "canary-bad",
         &["web-1", "web-2", "web-3"],
         "canary",
@@ -659,13 +864,17 @@ pub async fn run_fresh(app: &TestApp) -> Outcome {
     alert_and_wait(app, "fresh", &id, &fleet.host("web-1").host).await
 }
 
-/// A real CPU fault (stress-ng on both cores) during a canary: every instance on this
-/// machine shares the CPU, so the controls move too. The whole machine is held from the
-/// history on: a *before* that other tests loaded would look like the *after*.
+/// A real CPU fault (stress-ng on two CPUs) during a canary whose hosts share one machine,
+/// so the controls move too. The machine's CPU is its steady work and what the fault's
+/// control group uses of the real cores ([`HostMachine`]): the tests beside it load the
+/// real cores, not its *before*.
 pub async fn run_cpu(app: &TestApp) -> Outcome {
-    let _machine = crate::helpers::whole_machine().await;
-    let fleet = Fleet::start("cpu", &["web-1", "web-2"]).await;
+    let machine = HostMachine::start().await;
+    let fleet = Fleet::start_on("cpu", &["web-1", "web-2"], Cpu::Shared(&machine)).await;
     tokio::time::sleep(HISTORY).await;
+    // The fault takes the real cores beside the other tests: one CPU-heavy test at a time,
+    // the release once it is this one's turn (a longer history changes nothing).
+    let _heavy = crate::helpers::cpu_heavy().await;
     let started_at = chrono::Utc::now();
     let id = deployment_id("cpu");
     let (status, body) = app
@@ -675,8 +884,7 @@ pub async fn run_cpu(app: &TestApp) -> Outcome {
         )
         .await;
     assert!(status.is_success(), "{body}");
-    // Both cores busy, at the lowest priority so the other tests still run.
-    let _stress = servers::cpu_fault(60);
+    let _stress = machine.stress(60);
     tokio::time::sleep(AFTER).await;
     alert_and_wait(app, "cpu", &id, &fleet.host("web-1").host).await
 }
@@ -712,7 +920,6 @@ pub async fn prometheus_url() -> String {
 
 #[tokio::test]
 async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
-    // The lock of the heavy tests is taken once the scenarios' history is in.
     let app = app().await;
     let outcomes = run_together(&app).await;
     for o in &outcomes {
@@ -837,7 +1044,6 @@ async fn the_release_verdict_of_each_scenario_against_the_real_prometheus() {
 #[tokio::test]
 async fn a_fresh_instance_with_no_baseline_still_gets_evidence_and_a_completed_report() {
     let app = app().await;
-    let _heavy = crate::helpers::quiet().await;
     let o = run_fresh(&app).await;
     let report = &o.report;
     assert_eq!(report["status"], "completed", "{report:#}");
@@ -878,7 +1084,6 @@ async fn the_prompt_carries_the_verdict_and_the_models_disagreement_is_recorded(
         ..Options::default()
     })
     .await;
-    let _heavy = crate::helpers::quiet().await;
     let fleet = Fleet::start("opinion", &["web-1", "web-2"]).await;
     let id = deployment_id("opinion");
     let (status, body) = app
@@ -1007,7 +1212,7 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
         ..Options::default()
     }))
     .await;
-    // The dry-run service of the end, started now: no service starts on the quiet machine.
+    // The dry-run service of the end.
     let dry = app_with(Options {
         evidence_only: true,
         sections: "Release:\n  AutoRollback: dry-run\n".into(),
@@ -1030,8 +1235,6 @@ async fn the_analysis_polled_during_a_rollout_rolls_back_a_bad_canary_and_no_oth
         Fleet::start("gate-early", &hosts),
     );
     tokio::time::sleep(HISTORY - Duration::from_secs(15)).await;
-    // The quiet machine, once the history is in.
-    let _heavy = crate::helpers::quiet().await;
     early.host("web-1").set(errors(30));
     tokio::time::sleep(Duration::from_secs(15)).await;
     let started_at = chrono::Utc::now();

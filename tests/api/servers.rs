@@ -85,6 +85,29 @@ pub fn cpu_fault(seconds: u64) -> CpuFault {
     }
 }
 
+/// A real CPU fault in a control group: `stress-ng` on two CPUs for `seconds`, at normal
+/// priority, its process written into `procs` (the group's `cgroup.procs`) before it
+/// starts; stopped when dropped.
+pub fn cpu_fault_in(seconds: u64, procs: &std::path::Path) -> CpuFault {
+    let dir = tempfile::tempdir().unwrap();
+    let stress = start_guarded(
+        "sh",
+        &[
+            "-c".into(),
+            r#"echo $$ > "$1" && exec stress-ng --cpu 2 --cpu-method loop --timeout "$2" --quiet"#
+                .into(),
+            "stress".into(),
+            procs.display().to_string(),
+            format!("{seconds}s"),
+        ],
+        &dir.path().join("stress.log"),
+    );
+    CpuFault {
+        _stress: stress,
+        _dir: dir,
+    }
+}
+
 /// Waits until `url` answers 2xx.
 pub async fn wait_http(url: &str, what: &str) {
     let client = reqwest::Client::new();
