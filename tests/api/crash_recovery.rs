@@ -19,6 +19,7 @@ async fn setup(llm_delay: Duration) -> ProcessFiles {
     ProcessFiles::new(&Options {
         script: Script::ToolThenReport { query: "up".into() },
         llm_delay,
+        lease_s: 3,
         ..Options::default()
     })
     .await

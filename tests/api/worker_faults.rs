@@ -116,6 +116,7 @@ async fn run(script: Script, faults: Faults, id: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         native: true,
+        lease_s: 3,
         ..Options::default()
     };
     let yaml = config_yaml(&options, &llm.base_url, &prom.url, dir.path(), None);
