@@ -12,7 +12,16 @@ fn write_config(dir: &std::path::Path, llm: &str, prom: &str) -> std::path::Path
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
-        config_yaml(&Options::default(), llm, prom, dir, None),
+        config_yaml(
+            &Options {
+                native: false,
+                ..Options::default()
+            },
+            llm,
+            prom,
+            dir,
+            None,
+        ),
     )
     .unwrap();
     config

@@ -17,6 +17,7 @@ use crate::servers::free_port;
 /// The files of a service whose diagnoses reach the fake LLM after `llm_delay`.
 async fn setup(llm_delay: Duration) -> ProcessFiles {
     ProcessFiles::new(&Options {
+        native: false,
         script: Script::ToolThenReport { query: "up".into() },
         llm_delay,
         lease_s: 3,

@@ -7,6 +7,7 @@ use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, Store
 
 async fn alert_becomes_completed_report(protocol: &'static str) {
     let app = spawn_app(Options {
+        native: false,
         protocol,
         ..Options::default()
     })
@@ -81,6 +82,7 @@ async fn a_github_token_without_a_github_mcp_server_only_disables_github_analysi
     // The repository is admitted, but GitHub cannot be reached: the service has no
     // changes to show, so the design's GitHub task (MCP tools) is asked for.
     let app = spawn_app(Options {
+        native: false,
         github: Some((
             "ghp_testtoken_not_real",
             "/nonexistent/github-mcp-server stdio",
@@ -111,6 +113,7 @@ async fn a_github_token_without_a_github_mcp_server_only_disables_github_analysi
 #[tokio::test]
 async fn an_alert_becomes_a_completed_report_with_the_mongo_store() {
     let app = spawn_app(Options {
+        native: false,
         store: StoreChoice::Mongo,
         ..Options::default()
     })

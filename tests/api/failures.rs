@@ -36,6 +36,7 @@ fn argv_containing(needle: &str) -> Vec<String> {
 #[tokio::test]
 async fn an_llm_error_status_fails_the_report_with_the_status_and_no_key() {
     let app = spawn_app(Options {
+        native: false,
         script: Script::Status(500),
         ..Options::default()
     })
@@ -61,6 +62,7 @@ async fn an_llm_that_never_answers_fails_the_report_as_timed_out() {
     // a busy machine (with six tests at once on two cores: 5.6 s to the request, and more
     // than 4.4 s from the timeout to the runner's exit), so the request timeout comes first.
     let app = spawn_app(Options {
+        native: false,
         script: Script::Hang,
         timeout_s: 20,
         ..Options::default()
@@ -77,6 +79,7 @@ async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
     // Each answer takes 1 s (well under the 3 s request timeout, even on a busy machine)
     // and asks for another tool call, so only the 6 s deadline (2 x AI.Timeout) can end it.
     let app = spawn_app(Options {
+        native: false,
         script: Script::ToolLoop,
         llm_delay: Duration::from_secs(1),
         timeout_s: 3,
@@ -118,6 +121,7 @@ async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
 #[tokio::test]
 async fn an_answer_without_json_fails_the_report_and_keeps_the_output_tail() {
     let app = spawn_app(Options {
+        native: false,
         script: Script::Prose,
         ..Options::default()
     })
@@ -141,6 +145,7 @@ async fn an_answer_without_json_fails_the_report_and_keeps_the_output_tail() {
 async fn prometheus_down_fails_the_report_naming_prometheus() {
     let down = format!("http://127.0.0.1:{}", free_port());
     let app = spawn_app(Options {
+        native: false,
         prometheus_url: Some(down.clone()),
         ..Options::default()
     })

@@ -65,7 +65,10 @@ pub struct Options {
     pub max_turns: u32,
     /// Run with `Runner.Kind: docker` in this container.
     pub docker: Option<DockerOptions>,
-    /// `Runner.Kind: native` (unless `docker` is set).
+    /// `Runner.Kind: native`, the service's default (unless `docker` is set); `false`:
+    /// `process`, the design's Python runner, for the tests of that runner. The native
+    /// runner opens its MCP session once a service; the Python runner starts itself and its
+    /// MCP server each diagnosis (4 CPU-seconds of imports).
     pub native: bool,
     /// An `MCP:` section (YAML) for the native runner.
     pub mcp: Option<String>,
@@ -139,7 +142,7 @@ impl Default for Options {
             github: None,
             max_turns: 6,
             docker: None,
-            native: false,
+            native: true,
             mcp: None,
             sections: String::new(),
             max_queue: 0,

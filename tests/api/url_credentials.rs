@@ -52,6 +52,7 @@ async fn final_watching_argv(app: &TestApp, id: &str) -> (serde_json::Value, Vec
 async fn prometheus_credentials_reach_prometheus_and_nothing_else() {
     let guarded = PrometheusProxy::guarding(USER, PASSWORD).await;
     let app = spawn_app(Options {
+        native: false,
         prometheus_url: Some(guarded.url_with(USER, PASSWORD)),
         evidence: true,
         llm_delay: Duration::from_secs(1),
@@ -89,6 +90,7 @@ async fn a_prometheus_refusing_the_credentials_is_named_without_them() {
     let guarded = PrometheusProxy::guarding(USER, PASSWORD).await;
     let wrong = "wr0ng-prom-pass";
     let app = spawn_app(Options {
+        native: false,
         prometheus_url: Some(guarded.url_with(USER, wrong)),
         evidence: true,
         ..Options::default()
