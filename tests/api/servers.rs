@@ -85,7 +85,7 @@ pub fn cpu_fault(seconds: u64) -> CpuFault {
     }
 }
 
-/// A real CPU fault in a control group: `stress-ng` on two CPUs for `seconds`, at normal
+/// A real CPU fault in a control group: `stress-ng` on one CPU for `seconds`, at normal
 /// priority, its process written into `procs` (the group's `cgroup.procs`) before it
 /// starts; stopped when dropped.
 pub fn cpu_fault_in(seconds: u64, procs: &std::path::Path) -> CpuFault {
@@ -94,7 +94,7 @@ pub fn cpu_fault_in(seconds: u64, procs: &std::path::Path) -> CpuFault {
         "sh",
         &[
             "-c".into(),
-            r#"echo $$ > "$1" && exec stress-ng --cpu 2 --cpu-method loop --timeout "$2" --quiet"#
+            r#"echo $$ > "$1" && exec stress-ng --cpu 1 --cpu-method loop --timeout "$2" --quiet"#
                 .into(),
             "stress".into(),
             procs.display().to_string(),
