@@ -70,7 +70,9 @@ pub struct Options {
     /// runner opens its MCP session once a service; the Python runner starts itself and its
     /// MCP server each diagnosis (4 CPU-seconds of imports).
     pub native: bool,
-    /// An `MCP:` section (YAML) for the native runner.
+    /// An `MCP:` section (YAML) for the native runner. Unset, [`spawn_app`] gives a native
+    /// service on the shared Prometheus without GitHub the shared HTTP MCP server
+    /// ([`servers::shared_mcp`]); any other spawns its own (stdio, the service's default).
     pub mcp: Option<String>,
     /// More top-level sections (`GitHub:`, `Deployments:`), as YAML.
     pub sections: String,
@@ -301,8 +303,15 @@ pub fn api_key() -> String {
 }
 
 /// Starts the service in-process.
-pub async fn spawn_app(options: Options) -> TestApp {
+pub async fn spawn_app(mut options: Options) -> TestApp {
     let prom = servers::prometheus().await;
+    let own_mcp = options.mcp.is_some()
+        || options.prometheus_url.is_some()
+        || options.github.is_some()
+        || options.docker.is_some();
+    if options.native && !own_mcp {
+        options.mcp = Some(servers::shared_mcp().await.section.clone());
+    }
     let llm = FakeLlm::start(options.script.clone(), options.llm_delay).await;
     let dir = tempfile::tempdir().unwrap();
     let mongo_db = format!("dd_test_{}", uuid::Uuid::new_v4().simple());
