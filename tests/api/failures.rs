@@ -76,13 +76,15 @@ async fn an_llm_that_never_answers_fails_the_report_as_timed_out() {
 
 #[tokio::test]
 async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
-    // Each answer takes 1 s (well under the 3 s request timeout, even on a busy machine)
-    // and asks for another tool call, so only the 6 s deadline (2 x AI.Timeout) can end it.
+    // Each answer takes 1 s (well under the 8 s request timeout, even on a busy machine)
+    // and asks for another tool call, so only the 16 s deadline (2 x AI.Timeout) can end
+    // it. (At 6 s, with six tests at once on two cores, the deadline once came before the
+    // runner's MCP server had started.)
     let app = spawn_app(Options {
         native: false,
         script: Script::ToolLoop,
         llm_delay: Duration::from_secs(1),
-        timeout_s: 3,
+        timeout_s: 8,
         max_turns: 50,
         ..Options::default()
     })
@@ -110,7 +112,7 @@ async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
         report_error(&report).contains("deadline exceeded"),
         "{report:#}"
     );
-    assert!(report_error(&report).contains("6s"), "{report:#}");
+    assert!(report_error(&report).contains("16s"), "{report:#}");
     let leftover = processes_of(&id);
     assert!(
         leftover.is_empty(),
