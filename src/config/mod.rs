@@ -113,6 +113,17 @@ impl Config {
                 return Err(invalid("AI.Model", "is empty"));
             }
         }
+        if let Some(url) = &self.runner.prometheus_mcp_url {
+            if url::Url::parse(url.as_str())
+                .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+            {
+                return Err(invalid(
+                    "Runner.PrometheusMCPURL",
+                    "carries credentials, which would be on the runner's command line: \
+                     give the MCP server no credentials of its own",
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, sink) in self.notify.sinks.iter().enumerate() {
             let key = |k: &str| format!("Notify.Sinks[{i}].{k}");
@@ -575,6 +586,29 @@ AI:
         assert!(err.contains("Notify.Sinks[1].Name"), "{err}");
         let err = refused(&sink("      MinSeverity: loud\n"));
         assert!(err.contains("MinSeverity"), "{err}");
+    }
+
+    #[test]
+    fn a_runner_mcp_url_is_an_http_url_without_credentials() {
+        let e = openai(&[]);
+        let with = |url: &str| format!("{YAML}Runner:\n  PrometheusMCPURL: {url}\n");
+        let c = Config::from_yaml(&with("http://127.0.0.1:8900/mcp"), &e).unwrap();
+        assert_eq!(
+            c.runner.prometheus_mcp_url.as_ref().map(|u| u.as_str()),
+            Some("http://127.0.0.1:8900/mcp")
+        );
+        let err = Config::from_yaml(&with("ftp://x/mcp"), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Runner.PrometheusMCPURL"), "{err}");
+        let err = Config::from_yaml(&with("http://u:p@127.0.0.1:8900/mcp"), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Runner.PrometheusMCPURL") && err.contains("credentials"),
+            "{err}"
+        );
+        assert!(!err.contains("u:p"), "{err}");
     }
 
     #[test]

@@ -186,6 +186,11 @@ pub const ROWS: &[Row] = &[
         meaning: "command for the Prometheus MCP server (empty: the one in the runner's virtualenv)",
     },
     Row {
+        keys: &["Runner.PrometheusMCPURL"],
+        default: "empty",
+        meaning: "a running Prometheus MCP server's streamable-HTTP URL (`http://host:port/mcp`, querying `AI.PrometheusURL` itself) that the Python runner (`process`) uses for every diagnosis instead of starting `Runner.PrometheusMCPCommand` for each, about 2 CPU-seconds of Python imports a diagnosis; the `docker` runner always uses the one in its container",
+    },
+    Row {
         keys: &["Runner.GitHubMCPCommand"],
         default: "`github-mcp-server stdio`",
         meaning: "command for the GitHub MCP server; if it is missing, only GitHub analysis is skipped",

@@ -422,6 +422,10 @@ pub struct RunnerConfig {
     /// Command that starts the Prometheus MCP server; empty: the one beside `Python`.
     #[serde(rename = "prometheusmcpcommand")]
     pub prometheus_mcp_command: String,
+    /// A running Prometheus MCP server (streamable HTTP) the Python runner (`process`)
+    /// uses for every diagnosis instead of starting one each.
+    #[serde(rename = "prometheusmcpurl", deserialize_with = "value::optional_url")]
+    pub prometheus_mcp_url: Option<HttpUrl>,
     /// Command that starts the GitHub MCP server (only with `AI.GitHubToken`).
     #[serde(rename = "githubmcpcommand")]
     pub github_mcp_command: String,
@@ -440,6 +444,7 @@ impl Default for RunnerConfig {
             python: PathBuf::from(".venv/bin/python"),
             script: PathBuf::from("docker/runner/diagnosis_runner.py"),
             prometheus_mcp_command: String::new(),
+            prometheus_mcp_url: None,
             github_mcp_command: "github-mcp-server stdio".into(),
             output_max_bytes: 1024 * 1024,
         }

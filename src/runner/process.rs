@@ -45,7 +45,13 @@ impl ProcessRunner {
         Self {
             python: config.runner.python.clone(),
             script: config.runner.script.clone(),
-            args: runner_args(config),
+            args: {
+                let mut args = runner_args(config);
+                if let Some(url) = &config.runner.prometheus_mcp_url {
+                    args.extend(["--prometheus-mcp-url".into(), url.to_string()]);
+                }
+                args
+            },
             api_key: config.ai.api_key.clone(),
             github_token: config.ai.github_token.clone(),
             prometheus_url: config.ai.prometheus_url.to_string(),
