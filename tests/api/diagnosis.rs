@@ -6,8 +6,10 @@ use reqwest::StatusCode;
 use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options, StoreChoice};
 
 async fn alert_becomes_completed_report(protocol: &'static str) {
+    // The design's shape: the runner starts the Prometheus MCP server for the diagnosis.
     let app = spawn_app(Options {
         native: false,
+        own_mcp_server: true,
         protocol,
         ..Options::default()
     })

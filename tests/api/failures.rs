@@ -82,6 +82,7 @@ async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
     // runner's MCP server had started.)
     let app = spawn_app(Options {
         native: false,
+        own_mcp_server: true,
         script: Script::ToolLoop,
         llm_delay: Duration::from_secs(1),
         timeout_s: 8,

@@ -70,10 +70,16 @@ pub struct Options {
     /// runner opens its MCP session once a service; the Python runner starts itself and its
     /// MCP server each diagnosis (4 CPU-seconds of imports).
     pub native: bool,
-    /// An `MCP:` section (YAML) for the native runner. Unset, [`spawn_app`] gives a native
+    /// An `MCP:` section (YAML) for the native runner. Unset, [`spawn_app`] gives a
     /// service on the shared Prometheus without GitHub the shared HTTP MCP server
-    /// ([`servers::shared_mcp`]); any other spawns its own (stdio, the service's default).
+    /// ([`servers::shared_mcp`]; the Python runner's through `Runner.PrometheusMCPURL`);
+    /// any other starts its own (stdio, the service's default).
     pub mcp: Option<String>,
+    /// The runner starts its own Prometheus MCP server (stdio, the default) even on the
+    /// shared Prometheus: for the tests of that.
+    pub own_mcp_server: bool,
+    /// `Runner.PrometheusMCPURL` (set by [`spawn_app`], see [`Options::mcp`]).
+    pub runner_mcp_url: Option<String>,
     /// More top-level sections (`GitHub:`, `Deployments:`), as YAML.
     pub sections: String,
     /// `Worker.MaxQueue` (0: unlimited).
@@ -146,6 +152,8 @@ impl Default for Options {
             docker: None,
             native: true,
             mcp: None,
+            own_mcp_server: false,
+            runner_mcp_url: None,
             sections: String::new(),
             max_queue: 0,
             lease_s: 10,
@@ -238,7 +246,7 @@ AI:
   Python: {python}
   Script: {script}
   GitHubMCPCommand: {github_cmd}
-Worker:
+{runner_mcp}Worker:
   Concurrency: 2
   LeaseSeconds: {lease}
   PollSeconds: 1
@@ -280,6 +288,11 @@ Auth:
         sections = options.sections,
         max_queue = options.max_queue,
         lease = options.lease_s,
+        runner_mcp = options
+            .runner_mcp_url
+            .as_deref()
+            .map(|url| format!("  PrometheusMCPURL: {url}\n"))
+            .unwrap_or_default(),
         rerun_after = options.rerun_after_s,
         rate_window = options.rate_window_s,
     )
@@ -305,12 +318,18 @@ pub fn api_key() -> String {
 /// Starts the service in-process.
 pub async fn spawn_app(mut options: Options) -> TestApp {
     let prom = servers::prometheus().await;
-    let own_mcp = options.mcp.is_some()
+    let own_mcp = options.own_mcp_server
+        || options.mcp.is_some()
         || options.prometheus_url.is_some()
         || options.github.is_some()
         || options.docker.is_some();
-    if options.native && !own_mcp {
-        options.mcp = Some(servers::shared_mcp().await.section.clone());
+    if !own_mcp {
+        let shared = servers::shared_mcp().await;
+        if options.native {
+            options.mcp = Some(shared.section.clone());
+        } else {
+            options.runner_mcp_url = Some(shared.url.clone());
+        }
     }
     let llm = FakeLlm::start(options.script.clone(), options.llm_delay).await;
     let dir = tempfile::tempdir().unwrap();

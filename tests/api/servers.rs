@@ -222,12 +222,15 @@ pub async fn prometheus() -> &'static PromStack {
 }
 
 /// The real Prometheus MCP server over streamable HTTP, against the shared [`prometheus`]:
-/// one for every native-runner service of the tests that asks for no MCP server of its
-/// own. Each service would otherwise spawn its own (stdio, the default), 2.3 CPU-seconds of
-/// Python imports each: 172 of them were 385 of a run's 930 CPU-seconds on two cores. The
-/// stdio path keeps its own tests (`native_runner`) and serves every service with a
-/// Prometheus of its own.
+/// one for every service of the tests that asks for no MCP server of its own, the native
+/// runner's (`MCP.Servers`) and the Python runner's (`Runner.PrometheusMCPURL`). Each
+/// native service would otherwise spawn its own (stdio, the default), and the Python runner
+/// one each diagnosis, 2.3 CPU-seconds of Python imports each: 172 of them were 385 of a
+/// run's 930 CPU-seconds on two cores. The stdio path keeps its own tests and serves every
+/// service with a Prometheus of its own.
 pub struct SharedMcp {
+    /// Its URL.
+    pub url: String,
     /// The `MCP:` section naming it.
     pub section: String,
     _dir: tempfile::TempDir,
@@ -256,10 +259,10 @@ pub async fn shared_mcp() -> &'static SharedMcp {
                 &dir.path().join("mcp.log"),
             );
             wait_tcp(port, "the shared HTTP MCP server").await;
+            let url = format!("http://127.0.0.1:{port}/mcp");
             SharedMcp {
-                section: format!(
-                    "MCP:\n  Servers:\n    - Name: prometheus\n      URL: http://127.0.0.1:{port}/mcp\n"
-                ),
+                section: format!("MCP:\n  Servers:\n    - Name: prometheus\n      URL: {url}\n"),
+                url,
                 _dir: dir,
                 _server: guard,
             }
