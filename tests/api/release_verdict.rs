@@ -108,7 +108,9 @@ struct HostMachine {
     group: CpuGroup,
     stop: tokio_util::sync::CancellationToken,
     _exporter: Guarded,
-    _dir: tempfile::TempDir,
+    /// Shared with the task that writes `stat`, which may still be writing when the
+    /// machine is dropped (on a multi-threaded runtime): the folder goes with the last.
+    _dir: Arc<tempfile::TempDir>,
 }
 
 impl Drop for HostMachine {
@@ -146,8 +148,10 @@ impl HostMachine {
             &dir.path().join("node.log"),
         );
         let stop = tokio_util::sync::CancellationToken::new();
-        let (until, usage) = (stop.clone(), group.usage.clone());
+        let dir = Arc::new(dir);
+        let (until, usage, kept) = (stop.clone(), group.usage.clone(), Arc::clone(&dir));
         tokio::spawn(async move {
+            let _kept = kept;
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             while !until.is_cancelled() {
                 tick.tick().await;
