@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::fake_llm::Script;
 use crate::helpers::{alertmanager_body, deployment_id, report_error, spawn_app, Options, TestApp};
-use crate::servers::{free_port, pids_with_env, repo, start_guarded, wait_tcp};
+use crate::servers::{free_port, pids_with_env, repo};
 
 fn native(script: Script) -> Options {
     Options {
@@ -116,23 +116,8 @@ async fn the_native_runner_keeps_one_stdio_mcp_server_for_all_diagnoses() {
 async fn the_native_runner_talks_to_an_mcp_server_over_streamable_http() {
     let prom = crate::servers::prometheus().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = repo().join(".venv/bin/prometheus-mcp-server");
-    let _mcp = start_guarded(
-        "/usr/bin/env",
-        &[
-            format!("PROMETHEUS_URL={}", prom.url),
-            "PROMETHEUS_MCP_SERVER_TRANSPORT=http".into(),
-            "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".into(),
-            format!("PROMETHEUS_MCP_BIND_PORT={port}"),
-            server.display().to_string(),
-        ],
-        &dir.path().join("mcp.log"),
-    );
-    wait_tcp(port, "the HTTP MCP server").await;
-    let mcp = format!(
-        "MCP:\n  Servers:\n    - Name: prometheus\n      URL: http://127.0.0.1:{port}/mcp\n"
-    );
+    let (_mcp, url) = crate::servers::http_mcp(&prom.url, dir.path()).await;
+    let mcp = format!("MCP:\n  Servers:\n    - Name: prometheus\n      URL: {url}\n");
     let app = spawn_app(Options {
         mcp: Some(mcp),
         ..native(Script::ToolThenReport { query: "up".into() })

@@ -237,6 +237,26 @@ pub struct SharedMcp {
     _server: Guarded,
 }
 
+/// The real Prometheus MCP server of the runner's virtualenv over streamable HTTP against
+/// `prometheus`, its log in `dir`: its guard and URL once it listens.
+pub async fn http_mcp(prometheus: &str, dir: &std::path::Path) -> (Guarded, String) {
+    let port = free_port();
+    let server = repo().join(".venv/bin/prometheus-mcp-server");
+    let guard = start_guarded(
+        "/usr/bin/env",
+        &[
+            format!("PROMETHEUS_URL={prometheus}"),
+            "PROMETHEUS_MCP_SERVER_TRANSPORT=http".into(),
+            "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".into(),
+            format!("PROMETHEUS_MCP_BIND_PORT={port}"),
+            server.display().to_string(),
+        ],
+        &dir.join("mcp.log"),
+    );
+    wait_tcp(port, "the HTTP MCP server").await;
+    (guard, format!("http://127.0.0.1:{port}/mcp"))
+}
+
 static SHARED_MCP: OnceCell<SharedMcp> = OnceCell::const_new();
 
 /// The [`SharedMcp`], started on first use.
@@ -245,21 +265,7 @@ pub async fn shared_mcp() -> &'static SharedMcp {
         .get_or_init(|| async {
             let prom = prometheus().await;
             let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let server = repo().join(".venv/bin/prometheus-mcp-server");
-            let guard = start_guarded(
-                "/usr/bin/env",
-                &[
-                    format!("PROMETHEUS_URL={}", prom.url),
-                    "PROMETHEUS_MCP_SERVER_TRANSPORT=http".into(),
-                    "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".into(),
-                    format!("PROMETHEUS_MCP_BIND_PORT={port}"),
-                    server.display().to_string(),
-                ],
-                &dir.path().join("mcp.log"),
-            );
-            wait_tcp(port, "the shared HTTP MCP server").await;
-            let url = format!("http://127.0.0.1:{port}/mcp");
+            let (guard, url) = http_mcp(&prom.url, dir.path()).await;
             SharedMcp {
                 section: format!("MCP:\n  Servers:\n    - Name: prometheus\n      URL: {url}\n"),
                 url,
