@@ -148,8 +148,13 @@ fn gate(asked: Gate) -> ExitCode {
     ExitCode::from(decision as u8)
 }
 
+/// Says why the command stopped, with any URL's credentials masked: a configuration error
+/// quotes the value it refuses (`AI.BaseURL: "ftp://user:pass@…" is not an http:// …`).
 fn fail(message: &str) -> ExitCode {
-    eprintln!("deploy-diagnosis: {message}");
+    eprintln!(
+        "deploy-diagnosis: {}",
+        deploy_diagnosis::redact::redact_url_credentials(message)
+    );
     ExitCode::FAILURE
 }
 

@@ -138,6 +138,29 @@ fn migrate_creates_the_embedded_store_and_warns_of_keys_it_does_not_read() {
 }
 
 #[test]
+fn a_refused_url_is_named_without_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "ftp://operator:hunter2-secret@llm.internal/v1",
+        "http://127.0.0.1:9",
+    );
+
+    let output = binary()
+        .args(["serve", "-f"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AI.BaseURL"), "{stderr}");
+    assert!(stderr.contains("llm.internal"), "{stderr}");
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+}
+
+#[test]
 fn a_missing_setting_stops_the_service_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9/v1", "http://127.0.0.1:9");
