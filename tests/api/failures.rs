@@ -122,6 +122,29 @@ async fn a_diagnosis_past_its_deadline_is_killed_with_its_mcp_server() {
 }
 
 #[tokio::test]
+async fn the_process_runner_uses_the_configured_mcp_server_and_names_it_when_it_is_down() {
+    // Runner.PrometheusMCPURL at a port nobody listens on: the runner goes there, not to a
+    // server of its own, and the report says which server it could not reach.
+    let down = format!("http://127.0.0.1:{}/mcp", free_port());
+    let app = spawn_app(Options {
+        native: false,
+        own_mcp_server: true,
+        runner_mcp_url: Some(down.clone()),
+        script: Script::ToolThenReport { query: "up".into() },
+        ..Options::default()
+    })
+    .await;
+
+    let (_, report) = failed_report(&app, "mcp-down").await;
+
+    let error = report_error(&report);
+    assert!(
+        error.contains(&down) && error.contains("unreachable"),
+        "{report:#}"
+    );
+}
+
+#[tokio::test]
 async fn an_answer_without_json_fails_the_report_and_keeps_the_output_tail() {
     let app = spawn_app(Options {
         native: false,
