@@ -302,12 +302,33 @@ Auth:
 /// (schemathesis, headless Chromium, stress-ng, the local model), one at a time: beside
 /// each other they starve the rest. The release verdict's hosts each read a CPU of their
 /// own (`release_verdict`'s `HostMachine`), so the load of the tests beside them is not
-/// theirs.
-static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// theirs. A file lock, since `scripts/test` runs the longest tests in a test process of
+/// their own beside the rest: one turn across every test process of this build.
+pub struct CpuTurn {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
 
-/// Taken by the tests that load both cores for tens of seconds: one at a time.
-pub async fn cpu_heavy() -> tokio::sync::MutexGuard<'static, ()> {
-    MACHINE.lock().await
+/// Taken by the tests that load both cores for tens of seconds: one at a time, across
+/// processes.
+pub async fn cpu_heavy() -> CpuTurn {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cpu-heavy.lock");
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(lock) => return CpuTurn { _lock: lock },
+                Err((back, nix::errno::Errno::EINTR)) => file = back,
+                Err((_, e)) => panic!("{}: {e}", path.display()),
+            }
+        }
+    })
+    .await
+    .unwrap()
 }
 
 /// A unique API key.
