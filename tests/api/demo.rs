@@ -16,32 +16,49 @@ use crate::servers::repo;
 /// stops it if the test ends first.
 struct Demo(Option<std::process::Child>);
 
+/// `kill SIGNAL -- -GROUP`.
+fn signal_group(signal: &str, group: u32) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{group}")])
+        .status();
+}
+
 impl Demo {
-    /// Ctrl-C: SIGINT to the demo's process group.
-    fn interrupt(&self) {
-        if let Some(child) = &self.0 {
-            let _ = Command::new("kill")
-                .args(["-INT", "--", &format!("-{}", child.id())])
-                .status();
+    /// Ctrl-C (SIGINT to the demo's process group), and its exit status once it has
+    /// stopped, a minute at most: then it is killed with everything in its group, and
+    /// `None` says it did not stop on Ctrl-C (a demo started with SIGINT ignored cannot
+    /// trap it).
+    fn end(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.0.take()?;
+        signal_group("-INT", child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                _ => {
+                    signal_group("-KILL", child.id());
+                    let _ = child.wait();
+                    return None;
+                }
+            }
         }
     }
 
-    /// Interrupts it and waits until it has ended.
-    async fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        self.interrupt();
-        let mut child = self.0.take()?;
-        tokio::task::spawn_blocking(move || child.wait().ok())
+    /// Ctrl-C, and its exit status once it has stopped.
+    async fn stop(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.end())
             .await
             .unwrap()
+            .expect("the demo did not stop within a minute of Ctrl-C")
     }
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        self.interrupt();
-        if let Some(child) = &mut self.0 {
-            let _ = child.wait();
-        }
+        let _ = self.end();
     }
 }
 
@@ -65,7 +82,7 @@ async fn the_demo_ends_with_a_release_verdict_measured_against_baselines() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut demo = Demo(Some(child));
+    let demo = Demo(Some(child));
     // Its closing lines, up to the Prometheus line (then it runs until Ctrl-C): about two
     // minutes of history and alerting, bounded by the demo's own limits. Its output is read
     // to the end: a closed pipe would stop it at its next line.
@@ -93,7 +110,7 @@ async fn the_demo_ends_with_a_release_verdict_measured_against_baselines() {
     let said = lines.join("\n");
     assert!(said.contains("verdict:  release, rollback"), "{said}");
 
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let report: Value = client
         .get(&json)
         .send()
@@ -126,7 +143,7 @@ async fn the_demo_ends_with_a_release_verdict_measured_against_baselines() {
     assert!(!html.contains("chart-error"), "{html}");
 
     // Ctrl-C: the demo and everything it started stop.
-    let status = demo.stop().await.unwrap();
+    let status = demo.stop().await;
     assert!(!status.success(), "ended by the interrupt: {status}");
     for gone in [&json, &prometheus] {
         let answer = client
