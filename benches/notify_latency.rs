@@ -136,7 +136,7 @@ async fn main() {
     ))
     .await;
     let base = service.base.clone();
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let instance = prom.node_instance.clone();
 
     println!("| alerts | messages | median | p95 | max |");

@@ -47,7 +47,7 @@ async fn main() {
     );
     let service = Service::start(&yaml).await;
     let base = service.base.clone();
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     wait_scraped(&prom.url, &prom.node_instance).await;
     let id = "page-bench";
     let posted = client

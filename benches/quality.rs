@@ -694,7 +694,7 @@ async fn main() {
         config(&prom, &work.path().join("reports.sqlite3"), &ai),
         shutdown.clone(),
     ));
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
 
     println!("| scenario | runs | hit@1 | top 3 | top item (last run) | AI names it |");
     println!("|---|---|---|---|---|---|");

@@ -130,7 +130,7 @@ fn without_url(e: &reqwest::Error) -> String {
 
 /// Asks until the analysis decides or `wait` runs out, writing what it hears to `out`.
 pub async fn run(gate: &Gate, out: &mut (dyn std::io::Write + Send)) -> Decision {
-    let client = match reqwest::Client::builder()
+    let client = match crate::tls::client()
         .timeout(Duration::from_secs(30))
         .build()
     {

@@ -11,8 +11,9 @@
 //!
 //! - [`model`]: plain data: alerts, deployments, evidence items, changes, reports.
 //! - [`config`]: the typed configuration (`etc/deploy-diagnosis.yaml`, `${VAR}`, `DD_*`).
-//! - [`redact`], [`outside`], [`telemetry`], [`metrics`]: secrets scrubbed from everything
-//!   that leaves, outside numbers clamped before arithmetic, logging, `/metrics`.
+//! - [`redact`], [`outside`], [`tls`], [`telemetry`], [`metrics`]: secrets scrubbed from
+//!   everything that leaves, outside numbers clamped before arithmetic, the HTTP clients'
+//!   TLS, logging, `/metrics`.
 //! - [`store`]: reports (the durable queue) and the deployments registry; `embedded`
 //!   (SQLite) and `mongo`, and the rules both follow.
 //! - [`intake`]: what each alert does: the webhook bodies, its deployment, the report's
@@ -52,5 +53,6 @@ pub mod startup;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod verdict;
 pub mod worker;

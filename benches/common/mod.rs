@@ -66,7 +66,7 @@ pub fn alert(id: &str, instance: &str) -> Value {
 /// Waits until Prometheus has scraped `instance` at least four times (evidence needs a
 /// baseline).
 pub async fn wait_scraped(prometheus: &str, instance: &str) {
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let scraped = format!("count_over_time(up{{instance=\"{instance}\"}}[10m]) >= 4");
     let start = Instant::now();
     loop {

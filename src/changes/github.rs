@@ -73,7 +73,7 @@ impl GitHub {
         Ok(Self {
             api: config.api_url.to_string(),
             token: token.clone(),
-            http: reqwest::Client::builder()
+            http: crate::tls::client()
                 .timeout(config.timeout.min(Duration::from_secs(30)))
                 // A redirect could carry the Authorization header elsewhere.
                 .redirect(reqwest::redirect::Policy::none())

@@ -79,7 +79,7 @@ impl Prometheus {
         Ok(Self {
             shown: redact_url_credentials(&url),
             url,
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            http: crate::tls::client().timeout(timeout).build()?,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         })
     }

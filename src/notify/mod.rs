@@ -148,7 +148,7 @@ impl Sinks {
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
         Ok(Self {
             sinks: config.notify.sinks.clone(),
-            http: reqwest::Client::builder()
+            http: crate::tls::client()
                 .timeout(config.notify.timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,

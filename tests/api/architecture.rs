@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["model"],
     &["config"],
-    &["redact", "outside", "stats"],
+    &["redact", "outside", "stats", "tls"],
     &["telemetry", "metrics"],
     &["store"],
     &["evidence", "changes", "intake", "notify"],

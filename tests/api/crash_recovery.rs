@@ -50,7 +50,7 @@ async fn wait_llm_called(llm: &FakeLlm) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_killed_mid_diagnosis_finishes_the_report_after_restart() {
     let files = setup(Duration::from_secs(2)).await;
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let id = deployment_id("crash");
     let mut first = files.start(free_port());
     first.up().await;
@@ -80,7 +80,7 @@ async fn a_service_killed_mid_diagnosis_finishes_the_report_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_diagnosis_finish_before_exit() {
     let files = setup(Duration::from_millis(1500)).await;
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let id = deployment_id("term");
     let mut service = files.start(free_port());
     service.up().await;

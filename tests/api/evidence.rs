@@ -45,7 +45,7 @@ async fn wait_evidence(app: &TestApp, id: &str) -> Value {
 
 /// Waits until `query` (an instant query) returns a value for which `ok` holds.
 async fn wait_prometheus(url: &str, query: &str, ok: impl Fn(f64) -> bool) {
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let start = Instant::now();
     loop {
         let value = client

@@ -377,7 +377,7 @@ impl FakeChat {
 #[tokio::test]
 async fn the_fake_platforms_refuse_what_the_real_ones_refuse() {
     let chat = FakeChat::start().await;
-    let http = reqwest::Client::new();
+    let http = deploy_diagnosis::tls::client().build().unwrap();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let sign = hmac_base64(
         DINGTALK_SECRET.as_bytes(),

@@ -395,7 +395,7 @@ pub async fn spawn_app(mut options: Options) -> TestApp {
     });
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: deploy_diagnosis::tls::client().build().unwrap(),
         llm,
         prom,
         api_key: key,

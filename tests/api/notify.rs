@@ -227,7 +227,7 @@ async fn a_notification_pending_at_kill_9_is_delivered_after_the_restart() {
         ..Options::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let mut first = files.start(free_port());
     first.up().await;
     let address = first.address.clone();
@@ -334,7 +334,7 @@ async fn a_rollback_request_pending_at_kill_9_reaches_the_platform_once_after_th
             .unwrap());
     }
 
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let mut first = files.start(free_port());
     first.up().await;
     let address = first.address.clone();

@@ -351,7 +351,7 @@ impl Instance {
         // the rate.
         let (url, until) = (format!("http://{address}/work"), stop.clone());
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = deploy_diagnosis::tls::client().build().unwrap();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while !until.is_cancelled() {
                 tick.tick().await;
@@ -515,7 +515,7 @@ impl Fleet {
 /// Waits until an instant query's first value satisfies `ok`.
 async fn wait_value(query: &str, ok: impl Fn(f64) -> bool) {
     let stack = stack().await;
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let start = Instant::now();
     loop {
         let body: Option<Value> = match client

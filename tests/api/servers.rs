@@ -110,7 +110,7 @@ pub fn cpu_fault_in(seconds: u64, procs: &std::path::Path) -> CpuFault {
 
 /// Waits until `url` answers 2xx.
 pub async fn wait_http(url: &str, what: &str) {
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         if let Ok(r) = client.get(url).send().await {
@@ -180,7 +180,7 @@ fn start_stack(
 /// Waits until the instant `query` answers `want`.
 async fn wait_answer(url: &str, query: &str, want: &str) {
     wait_http(&format!("{url}/-/ready"), "prometheus").await;
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let start = Instant::now();
     loop {
         let body: serde_json::Value = client
@@ -542,7 +542,7 @@ impl PrometheusProxy {
                     base64::engine::general_purpose::STANDARD.encode(pair)
                 )
             }),
-            client: reqwest::Client::new(),
+            client: deploy_diagnosis::tls::client().build().unwrap(),
             seen: seen.clone(),
         };
         let app = axum::Router::new().fallback(pass).with_state(shared);
@@ -677,7 +677,7 @@ pub async fn start_local_llm_at(model: &str, context: u32, nice: i32) -> LocalLl
         &dir.path().join("llm.log"),
     );
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = deploy_diagnosis::tls::client().build().unwrap();
     let start = Instant::now();
     // Loading the weights takes seconds; /health answers 503 until then.
     while start.elapsed() < Duration::from_secs(120) {

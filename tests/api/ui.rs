@@ -193,7 +193,7 @@ async fn pages_send_a_strict_policy_and_forms_need_the_origin_and_their_token() 
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     app.wait_final(&id).await;
-    let http = reqwest::Client::builder()
+    let http = deploy_diagnosis::tls::client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

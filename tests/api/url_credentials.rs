@@ -22,7 +22,10 @@ const PASSWORD: &str = "s3cr3t-prom-pass";
 async fn everything_shown(app: &TestApp, id: &str) -> String {
     let (_, report) = app.get(&format!("/reports/{id}")).await;
     let (_, history) = app.get(&format!("/reports/{id}/history")).await;
-    let mut request = reqwest::Client::new().get(format!("{}/ui/reports/{id}", app.address));
+    let mut request = deploy_diagnosis::tls::client()
+        .build()
+        .unwrap()
+        .get(format!("{}/ui/reports/{id}", app.address));
     if let Some(token) = app.read_token() {
         request = request.bearer_auth(token);
     }

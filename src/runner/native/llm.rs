@@ -139,7 +139,7 @@ pub struct HttpChat {
 impl HttpChat {
     /// A client for `AI.*`.
     pub fn new(ai: &AiConfig) -> Result<Self, LlmError> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::client()
             .timeout(ai.timeout)
             .build()
             .map_err(|e| LlmError {

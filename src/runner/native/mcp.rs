@@ -284,6 +284,8 @@ impl Server {
                         .map_err(|e| fail(format!("handshake with {command} failed: {e}")))?
                 }
                 Transport::Http { url } => {
+                    // The SDK builds its own client (same-origin redirects only).
+                    crate::tls::install();
                     let transport = StreamableHttpClientTransport::from_uri(url.as_str());
                     ().serve(transport)
                         .await

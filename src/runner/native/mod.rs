@@ -147,7 +147,7 @@ impl NativeRunner {
         tools: Arc<ToolSet>,
     ) -> Result<Self, RunnerError> {
         // Its readiness probe of Prometheus; a client without the timeout is never used.
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client()
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| RunnerError::Unavailable(format!("HTTP client: {e}")))?;
