@@ -299,7 +299,7 @@ Auth:
 }
 
 /// The machine's two cores, taken by the tests that load them for tens of seconds
-/// (schemathesis, headless Chromium, stress-ng, the local model), one at a time: beside
+/// (schemathesis, headless Chromium, stress-ng), one at a time: beside
 /// each other they starve the rest. The release verdict's hosts each read a CPU of their
 /// own (`release_verdict`'s `HostMachine`), so the load of the tests beside them is not
 /// theirs. A file lock, since `scripts/test` runs the longest tests in a test process of

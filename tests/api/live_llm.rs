@@ -7,14 +7,14 @@
 //! report or is named as the reason the evidence wrote it.
 
 use crate::fake_llm::Provider;
-use crate::helpers::{alertmanager_body, cpu_heavy, deployment_id, spawn_app, Options};
+use crate::helpers::{alertmanager_body, deployment_id, spawn_app, Options};
 use crate::servers;
 
 #[tokio::test]
 async fn one_diagnosis_against_the_real_local_model() {
-    // The model takes both cores for 75 s alone, at `nice -5` ahead of the five tests
-    // beside it (at 0 it once took over 300 s): its requests get 450 s.
-    let _heavy = cpu_heavy().await;
+    // The model takes one core (`servers::local_llm`), 80 s alone, at `nice -5` ahead of
+    // the tests beside it: its requests get 450 s. It does not take the CPU-heavy turn,
+    // which is for the tests that load both cores.
     let llm = servers::local_llm().await;
     let app = spawn_app(Options {
         native: true,
