@@ -240,21 +240,72 @@ pub struct SharedMcp {
 /// The real Prometheus MCP server of the runner's virtualenv over streamable HTTP against
 /// `prometheus`, its log in `dir`: its guard and URL once it listens.
 pub async fn http_mcp(prometheus: &str, dir: &std::path::Path) -> (Guarded, String) {
-    let port = free_port();
-    let server = repo().join(".venv/bin/prometheus-mcp-server");
-    let guard = start_guarded(
-        "/usr/bin/env",
-        &[
-            format!("PROMETHEUS_URL={prometheus}"),
-            "PROMETHEUS_MCP_SERVER_TRANSPORT=http".into(),
-            "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".into(),
-            format!("PROMETHEUS_MCP_BIND_PORT={port}"),
-            server.display().to_string(),
-        ],
-        &dir.join("mcp.log"),
-    );
-    wait_tcp(port, "the HTTP MCP server").await;
-    (guard, format!("http://127.0.0.1:{port}/mcp"))
+    // The port is free when it is picked, not when the server binds it a second or two
+    // later (Python's imports): a server another test starts meanwhile may take it (seen:
+    // a node_exporter's HTML page answered the service's `initialize`). One that answers
+    // otherwise than MCP's streamable HTTP is not this one: another port.
+    for _ in 0..3 {
+        let port = free_port();
+        let server = repo().join(".venv/bin/prometheus-mcp-server");
+        let guard = start_guarded(
+            "/usr/bin/env",
+            &[
+                format!("PROMETHEUS_URL={prometheus}"),
+                "PROMETHEUS_MCP_SERVER_TRANSPORT=http".into(),
+                "PROMETHEUS_MCP_BIND_HOST=127.0.0.1".into(),
+                format!("PROMETHEUS_MCP_BIND_PORT={port}"),
+                server.display().to_string(),
+            ],
+            &dir.join(format!("mcp-{port}.log")),
+        );
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        if answers_mcp(&url).await {
+            return (guard, url);
+        }
+    }
+    panic!("the HTTP MCP server found its port taken three times (logs in {dir:?})");
+}
+
+/// Whether `url` answers an MCP `initialize` as a streamable-HTTP MCP server does (an
+/// event stream or JSON), once something listens there (a minute at most).
+async fn answers_mcp(url: &str) -> bool {
+    let client = deploy_diagnosis::tls::client().build().unwrap();
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "deploy-diagnosis-tests", "version": "0"}
+        }
+    });
+    let start = Instant::now();
+    loop {
+        match client
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .send()
+            .await
+        {
+            Ok(answer) => {
+                let kind = answer
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                return answer.status().is_success()
+                    && (kind.starts_with("text/event-stream")
+                        || kind.starts_with("application/json"));
+            }
+            Err(_) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the HTTP MCP server did not start at {url}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 static SHARED_MCP: OnceCell<SharedMcp> = OnceCell::const_new();
