@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 
 use crate::model::alert::Alert;
 use crate::model::changes::Changes;
-use crate::model::evidence::{format_value, EvidenceItem, Resource, Unmeasured, ANOMALY_SCORE};
+use crate::model::evidence::{
+    distinct_queries, format_value, EvidenceItem, Resource, Unmeasured, ANOMALY_SCORE,
+};
 use crate::model::report::ReportBody;
 use crate::model::verdict::{Class, Recommendation, ReleaseVerdict};
 
@@ -339,28 +341,16 @@ fn verdict_lines(content: &mut String, v: &ReleaseVerdict) {
 /// three (never the alert's own rule: it is context, not a measurement).
 pub fn queries(evidence: &[EvidenceItem]) -> Vec<String> {
     let measured = || evidence.iter().filter(|e| e.resource != Resource::Rule);
-    // Several signals share a query (the CPU modes are one query by mode): each once.
-    let distinct = |items: &mut dyn Iterator<Item = &EvidenceItem>, n: usize| {
-        let mut out: Vec<String> = Vec::new();
-        for item in items {
-            if out.len() == n {
-                break;
-            }
-            if !out.contains(&item.query) {
-                out.push(item.query.clone());
-            }
-        }
-        out
-    };
-    let anomalous = distinct(
-        &mut measured().filter(|e| e.scored.score >= ANOMALY_SCORE),
+    let anomalous = distinct_queries(
+        measured().filter(|e| e.scored.score >= ANOMALY_SCORE),
         LINES,
     );
-    if anomalous.is_empty() {
-        distinct(&mut measured(), 3)
+    let chosen = if anomalous.is_empty() {
+        distinct_queries(measured(), 3)
     } else {
         anomalous
-    }
+    };
+    chosen.into_iter().map(str::to_owned).collect()
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use crate::model::alert::Alert;
 use crate::model::changes::{ChangedFile, Changes, Release};
 use crate::model::deployment::{Deployment, HostStatus, Strategy};
-use crate::model::evidence::{format_value, EvidenceItem, Unmeasured, ANOMALY_SCORE};
+use crate::model::evidence::{
+    distinct_queries, format_value, EvidenceItem, Unmeasured, ANOMALY_SCORE,
+};
 use crate::model::report::RelatedAlert;
 use crate::model::verdict::{Class, Comparison, ReleaseVerdict};
 
@@ -218,9 +220,7 @@ fn changes_block(c: &Changes) -> String {
 
 /// Text from metric labels on one table cell: no line breaks, no column breaks.
 fn cell(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() || c == '|' { ' ' } else { c })
-        .collect()
+    one_line(text).replace('|', " ")
 }
 
 /// The evidence as a ranked table and the queries of its top rows.
@@ -312,19 +312,10 @@ fn evidence_table(items: &[EvidenceItem]) -> String {
     }
     rows.push(String::new());
     rows.push("排名靠前信号的 PromQL：".to_owned());
-    // Each query once (the CPU modes share one), whole: a `|` is a regex alternation in
-    // a query (`mode=~"idle|iowait"`), not a column break, and only a line break could
-    // start a line of its own.
-    let mut queries: Vec<&str> = Vec::new();
-    for item in items {
-        if queries.len() == EVIDENCE_QUERIES {
-            break;
-        }
-        if !queries.contains(&item.query.as_str()) {
-            queries.push(&item.query);
-        }
-    }
-    for (i, query) in queries.iter().enumerate() {
+    // Each query once, whole: a `|` is a regex alternation in a query
+    // (`mode=~"idle|iowait"`), not a column break, and only a line break could start a
+    // line of its own.
+    for (i, query) in distinct_queries(items, EVIDENCE_QUERIES).iter().enumerate() {
         rows.push(format!("{}. {}", i + 1, one_line(query)));
     }
     rows.join("\n")

@@ -91,6 +91,24 @@ pub fn format_value(value: f64, unit: &str) -> String {
     }
 }
 
+/// The queries of `items` in order, each once (several signals share one: the CPU modes
+/// are one query by mode), at most `n`.
+pub fn distinct_queries<'a>(
+    items: impl IntoIterator<Item = &'a EvidenceItem>,
+    n: usize,
+) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if out.len() == n {
+            break;
+        }
+        if !out.contains(&item.query.as_str()) {
+            out.push(&item.query);
+        }
+    }
+    out
+}
+
 /// One measured fact, as stored on the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
