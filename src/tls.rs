@@ -23,7 +23,7 @@ pub fn client() -> reqwest::ClientBuilder {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_client_built_here_speaks_tls() {
+    fn a_client_built_here_has_the_provider_installed() {
         // reqwest without a provider of its own panics building a client when none is set.
         super::client().build().unwrap();
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());

@@ -41,6 +41,7 @@ mod release_verdict;
 mod reports;
 mod rollout_tools;
 mod store_contract;
+mod tls;
 mod ui;
 mod url_credentials;
 mod worker_faults;
